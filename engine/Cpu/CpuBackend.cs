@@ -1,0 +1,39 @@
+namespace RLHFSpec.Compute.Engine.Cpu;
+
+/// <summary>
+/// The CPU backend: managed SIMD (System.Numerics.Tensors, Vector&lt;T&gt;) over the host's cores. Kernels run
+/// when called; it is the default without a GPU and the reference the Vulkan backend is tested against.
+/// Kernel bodies live in CpuBackend.&lt;Kernel&gt;.cs.
+/// </summary>
+public sealed partial class CpuBackend : ComputeBackend
+{
+    private readonly ParallelOptions _parallel;
+
+    /// <param name="threads">Worker threads for kernels; 0 = all cores.</param>
+    public CpuBackend(int threads = 0)
+    {
+        Threads = threads > 0 ? threads : Environment.ProcessorCount;
+        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
+        Info = new DeviceInfo("cpu", $"host CPU ({Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture})",
+            DeviceKind.Cpu, "host", $".NET {Environment.Version}, Vector<float> = {System.Numerics.Vector<float>.Count} lanes",
+            new DeviceLimits(SubgroupSize: 1, MaxStorageBufferRange: long.MaxValue, MinStorageBufferOffsetAlignment: 4,
+                MaxSharedMemoryBytes: 0, MaxWorkgroupInvocations: 1, MaxWorkgroupCountX: int.MaxValue,
+                DeviceMemoryBytes: GC.GetGCMemoryInfo().TotalAvailableMemoryBytes));
+    }
+
+    public int Threads { get; }
+
+    internal ParallelOptions Parallelism => _parallel;
+
+    public override DeviceInfo Info { get; }
+
+    public override DeviceBuffer<T> Allocate<T>(long length, string name) => new CpuBuffer<T>(length, name);
+
+    public override void Flush() { }
+
+    /// <summary>The host buffer behind <paramref name="buffer"/>; throws naming <paramref name="argument"/> if another backend owns it.</summary>
+    internal static CpuBuffer<T> Host<T>(DeviceBuffer<T> buffer, string argument) where T : unmanaged =>
+        buffer as CpuBuffer<T> ?? throw new ArgumentException($"{argument}: buffer '{buffer.Name}' belongs to another backend", argument);
+
+    public override void Dispose() { }
+}
