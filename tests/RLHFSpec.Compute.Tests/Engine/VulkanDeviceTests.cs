@@ -1,0 +1,83 @@
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Vulkan;
+
+namespace RLHFSpec.Compute.Tests.Engine;
+
+public class VulkanDeviceTests
+{
+    [Test]
+    public void ReadsLimitsAtStartUp()
+    {
+        var info = Backends.Vulkan.Info;
+        Assert.That(info.Kind, Is.EqualTo(DeviceKind.Vulkan));
+        Assert.That(info.Limits.SubgroupSize, Is.GreaterThanOrEqualTo(1));
+        Assert.That(info.Limits.MaxStorageBufferRange, Is.GreaterThan(0));
+        Assert.That(info.Limits.MaxSharedMemoryBytes, Is.GreaterThanOrEqualTo(16384));
+        Assert.That(info.Id, Does.StartWith("vulkan:"));
+    }
+
+    [TestCase(1, false)]
+    [TestCase(1000, false)]
+    [TestCase(123457, false)]
+    [TestCase(123457, true)]
+    public void CopyShaderCopiesWords(int count, bool transfer)
+    {
+        var vk = Backends.Vulkan;
+        var rng = new System.Random(count);
+        var data = new uint[count + 7];
+        for (int i = 0; i < data.Length; i++) data[i] = (uint)rng.Next();
+        using var src = vk.Allocate<uint>(data.Length, "src");
+        using var dst = vk.Allocate<uint>(data.Length + 3, "dst");
+        src.Write(data);
+        // Offsets that are not multiples of the binding alignment exercise the element shift.
+        vk.CopyWords(src, 5, dst, 3, count, transfer);
+        var back = dst.ToArray();
+        Assert.That(back[3..(3 + count)], Is.EqualTo(data[5..(5 + count)]));
+        Assert.That(back[..3], Is.All.EqualTo(0u));
+    }
+
+    [Test]
+    public void ManyDispatchesOneSubmitAndBarriersOnlyOnHazards()
+    {
+        var vk = Backends.Vulkan;
+        using var a = vk.Allocate<uint>(1024, "a");
+        using var b = vk.Allocate<uint>(1024, "b");
+        using var c = vk.Allocate<uint>(1024, "c");
+        using var d = vk.Allocate<uint>(1024, "d");
+        a.Write(Enumerable.Range(0, 1024).Select(i => (uint)i).ToArray());
+        long submits = vk.Submits, barriers = vk.Barriers;
+        vk.CopyWords(a, 0, b, 0, 1024);   // reads a, writes b
+        vk.CopyWords(a, 0, c, 0, 1024);   // independent: no barrier
+        vk.CopyWords(b, 0, d, 0, 1024);   // reads b after a write: one barrier
+        Assert.That(vk.Barriers - barriers, Is.EqualTo(1));
+        Assert.That(d.ToArray(), Is.EqualTo(a.ToArray()));
+        Assert.That(vk.Submits - submits, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void BufferOfAnotherBackendIsRejectedByName()
+    {
+        using var cpuBuffer = Backends.Cpu.Allocate<uint>(4, "host-only");
+        using var dst = Backends.Vulkan.Allocate<uint>(4, "dst");
+        var e = Assert.Throws<ArgumentException>(() => Backends.Vulkan.CopyWords(cpuBuffer, 0, dst, 0, 4));
+        Assert.That(e!.ParamName, Is.EqualTo("source"));
+        Assert.That(e.Message, Does.Contain("host-only"));
+    }
+
+    [Test]
+    public void UnknownSelectorIsAClearError()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Devices.Open("tpu"));
+        Assert.That(e!.Message, Does.Contain("auto, cpu, vulkan or vulkan:N"));
+        var missing = Assert.Throws<ComputeException>(() => Devices.Open("vulkan:99"));
+        Assert.That(missing!.Message, Does.Contain("vulkan:99"));
+    }
+
+    [Test]
+    public void AutoFallsBackToCpuWithoutGpu()
+    {
+        using var backend = Devices.Open("auto");
+        bool anyGpu = Devices.ListVulkan(out _).Any(d => d.IsGpu);
+        Assert.That(backend.Info.Kind, Is.EqualTo(anyGpu ? DeviceKind.Vulkan : DeviceKind.Cpu));
+    }
+}
