@@ -37,7 +37,9 @@ public sealed partial class VulkanBackend
                 dst.Bind(destinationOffset + done, n, BindingAccess.Write, out uint dstShift),
             };
             var push = new CopyPush { Count = (uint)n, SourceShift = srcShift, DestinationShift = dstShift };
-            uint groups = (uint)Math.Min(Groups(n, local), 4096);
+            // The shader moves uvec4s when every offset and the count are multiples of four words.
+            bool wide = ((n | srcShift | dstShift) & 3) == 0;
+            uint groups = (uint)Math.Clamp(Groups(wide ? n / 4 : n, local), 1, 4096);
             Dispatch(CopyShader, bindings, push, groups, constants: constants);
         }
     }
