@@ -5,4 +5,14 @@ using RLHFSpec.Compute.Cli.Commands;
 var root = new RootCommand("rlhfspec: RLHF generation accelerated by adaptive speculative decoding, on any GPU vendor");
 root.Subcommands.Add(DevicesCommand.Create());
 root.Subcommands.Add(SelfTestCommand.Create());
-return UserErrors.Run(() => root.Parse(args).Invoke());
+return UserErrors.Run(() =>
+{
+    var parsed = root.Parse(args);
+    if (parsed.Errors.Count > 0)
+    {
+        foreach (var error in parsed.Errors) Console.Error.WriteLine($"rlhfspec: error: {error.Message}");
+        Console.Error.WriteLine("rlhfspec: see 'rlhfspec --help'");
+        return UserErrors.ExitCode;
+    }
+    return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+});

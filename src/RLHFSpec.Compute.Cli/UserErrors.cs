@@ -15,8 +15,20 @@ internal static class UserErrors
         try { return action(); }
         catch (Exception e) when (e is ArgumentException or ComputeException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException or FormatException)
         {
-            Console.Error.WriteLine($"rlhfspec: error: {e.Message}");
+            Console.Error.WriteLine($"rlhfspec: error: {MessageOf(e)}");
             return ExitCode;
         }
+    }
+
+    /// <summary>The message without .NET's " (Parameter 'x')" suffix: ours already name the argument.</summary>
+    private static string MessageOf(Exception e)
+    {
+        var message = e.Message;
+        if (e is ArgumentException { ParamName: { } name })
+        {
+            var suffix = $" (Parameter '{name}')";
+            if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
+        }
+        return message;
     }
 }
