@@ -1,0 +1,95 @@
+using System.Globalization;
+using System.Text;
+
+namespace RLHFSpec.Compute.Model.Tasks;
+
+/// <summary>
+/// The default task: add a list of numbers, showing the running sum. Prompt <c>"12+7+30="</c>, response
+/// <c>"12+7=19;19+30=49#49"</c>: one worked step per term, then <c>#</c> and the answer. The number of terms is
+/// long-tailed (most prompts have 2–4 terms, a few dozens), so response lengths are long-tailed as in real RLHF
+/// rollouts (the tail is 10–50× the median). The verifier is exact: the reward is 1 when the text after the last
+/// <c>#</c> is the right sum, else 0, whatever the steps say.
+/// </summary>
+public sealed class ArithmeticTask
+{
+    /// <summary>Every character a prompt or response can contain (a character tokenizer's vocabulary).</summary>
+    public const string Alphabet = "0123456789+=;#";
+
+    public const int MinTerms = 2;
+    public const int MaxTerms = 64;
+
+    private readonly Random _random;
+
+    public ArithmeticTask(int seed) => _random = new Random(seed);
+
+    /// <summary>The number of terms: 2 + a discrete Pareto draw (tail index 1.2), capped at <see cref="MaxTerms"/>.</summary>
+    private int DrawTerms()
+    {
+        double u = 1 - _random.NextDouble(); // (0, 1]
+        double pareto = Math.Pow(u, -1 / 1.2) - 1; // ≥ 0, heavy-tailed
+        return (int)Math.Min(MinTerms + Math.Floor(pareto), MaxTerms);
+    }
+
+    /// <summary>The next prompt; the generator never runs out.</summary>
+    public TaskSample Next()
+    {
+        int count = DrawTerms();
+        var terms = new int[count];
+        for (int i = 0; i < count; i++) terms[i] = _random.Next(1, 100);
+        return Make(terms);
+    }
+
+    /// <summary>The task sample for given terms (tests and evaluation sets use it).</summary>
+    public static TaskSample Make(IReadOnlyList<int> terms)
+    {
+        if (terms.Count < 1) throw new ArgumentException("a prompt needs at least one term", nameof(terms));
+        var prompt = new StringBuilder();
+        var response = new StringBuilder();
+        long sum = terms[0];
+        prompt.Append(terms[0].ToString(CultureInfo.InvariantCulture));
+        for (int i = 1; i < terms.Count; i++)
+        {
+            if (terms[i] < 0) throw new ArgumentException($"term {i} = {terms[i]}: terms must be non-negative", nameof(terms));
+            prompt.Append('+').Append(terms[i].ToString(CultureInfo.InvariantCulture));
+            long next = sum + terms[i];
+            if (i > 1) response.Append(';');
+            response.Append(sum.ToString(CultureInfo.InvariantCulture)).Append('+')
+                .Append(terms[i].ToString(CultureInfo.InvariantCulture)).Append('=')
+                .Append(next.ToString(CultureInfo.InvariantCulture));
+            sum = next;
+        }
+        prompt.Append('=');
+        response.Append('#').Append(sum.ToString(CultureInfo.InvariantCulture));
+        return new TaskSample(prompt.ToString(), response.ToString(), sum);
+    }
+
+    /// <summary>
+    /// The exact verifier: 1 if <paramref name="response"/>'s text after its last <c>#</c> is the sum of
+    /// <paramref name="prompt"/>'s terms, else 0. A malformed prompt is an error (it is ours); a malformed response
+    /// just earns 0.
+    /// </summary>
+    public static double Reward(string prompt, string response)
+    {
+        long expected = Answer(prompt);
+        int hash = response.LastIndexOf('#');
+        if (hash < 0) return 0;
+        var tail = response.AsSpan(hash + 1);
+        if (tail.Length == 0 || tail.Length > 18) return 0;
+        foreach (char c in tail) if (c is < '0' or > '9') return 0;
+        return long.Parse(tail, NumberStyles.None, CultureInfo.InvariantCulture) == expected ? 1 : 0;
+    }
+
+    /// <summary>The sum a prompt asks for.</summary>
+    public static long Answer(string prompt)
+    {
+        if (!prompt.EndsWith('=')) throw new FormatException($"prompt '{prompt}': must end with '='");
+        long sum = 0;
+        foreach (var part in prompt[..^1].Split('+'))
+        {
+            if (part.Length == 0 || part.Length > 9 || !part.All(char.IsAsciiDigit))
+                throw new FormatException($"prompt '{prompt}': term '{part}' is not a number");
+            sum += long.Parse(part, NumberStyles.None, CultureInfo.InvariantCulture);
+        }
+        return sum;
+    }
+}

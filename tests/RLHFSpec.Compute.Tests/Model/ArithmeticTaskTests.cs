@@ -1,0 +1,70 @@
+using RLHFSpec.Compute.Model.Tasks;
+
+namespace RLHFSpec.Compute.Tests.Model;
+
+public class ArithmeticTaskTests
+{
+    [Test]
+    public void ReferenceResponsesShowTheRunningSumAndEarnFullReward()
+    {
+        var sample = ArithmeticTask.Make([12, 7, 30]);
+        Assert.That(sample.Prompt, Is.EqualTo("12+7+30="));
+        Assert.That(sample.ReferenceResponse, Is.EqualTo("12+7=19;19+30=49#49"));
+        Assert.That(sample.Answer, Is.EqualTo(49));
+        var task = new ArithmeticTask(seed: 3);
+        for (int i = 0; i < 2000; i++)
+        {
+            var s = task.Next();
+            Assert.That(ArithmeticTask.Reward(s.Prompt, s.ReferenceResponse), Is.EqualTo(1), s.Prompt);
+            Assert.That((s.Prompt + s.ReferenceResponse).All(c => ArithmeticTask.Alphabet.Contains(c)), s.Prompt);
+        }
+    }
+
+    [TestCase("12+7=19;19+30=48#48")]
+    [TestCase("12+7=19;19+30=49#")]
+    [TestCase("12+7=19;19+30=49")]
+    [TestCase("#4x9")]
+    [TestCase("")]
+    [TestCase("#49#50")]
+    public void WrongOrMalformedResponsesEarnNothing(string response) =>
+        Assert.That(ArithmeticTask.Reward("12+7+30=", response), Is.EqualTo(0));
+
+    [Test]
+    public void OnlyTheFinalAnswerCounts() =>
+        Assert.That(ArithmeticTask.Reward("12+7+30=", "garbage;1+1=3#49"), Is.EqualTo(1));
+
+    [TestCase("12+7+30")]
+    [TestCase("12++30=")]
+    [TestCase("12+x=")]
+    public void MalformedPromptsAreErrorsNamingThePrompt(string prompt)
+    {
+        var e = Assert.Throws<FormatException>(() => ArithmeticTask.Reward(prompt, "#1"));
+        Assert.That(e!.Message, Does.Contain(prompt));
+    }
+
+    [Test]
+    public void SameSeedSamePromptsDifferentSeedDifferentPrompts()
+    {
+        var a = new ArithmeticTask(seed: 9);
+        var b = new ArithmeticTask(seed: 9);
+        var c = new ArithmeticTask(seed: 10);
+        var fromA = Enumerable.Range(0, 50).Select(_ => a.Next().Prompt).ToArray();
+        Assert.That(Enumerable.Range(0, 50).Select(_ => b.Next().Prompt), Is.EqualTo(fromA));
+        Assert.That(Enumerable.Range(0, 50).Select(_ => c.Next().Prompt), Is.Not.EqualTo(fromA));
+    }
+
+    [Test]
+    public void ResponseLengthsAreLongTailed()
+    {
+        var task = new ArithmeticTask(seed: 1);
+        var lengths = Enumerable.Range(0, 20_000).Select(_ => task.Next().ReferenceResponse.Length).OrderBy(l => l).ToArray();
+        int median = lengths[lengths.Length / 2];
+        double beyond10x = lengths.Count(l => l >= 10 * median) / (double)lengths.Length;
+        Assert.Multiple(() =>
+        {
+            Assert.That(median, Is.InRange(8, 20), "most answers are short");
+            Assert.That(beyond10x, Is.InRange(0.003, 0.1), "a few are 10x the median or longer");
+            Assert.That(lengths[^1], Is.GreaterThanOrEqualTo(30 * median), "the tail reaches 30x the median");
+        });
+    }
+}
