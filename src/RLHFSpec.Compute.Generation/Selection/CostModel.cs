@@ -1,0 +1,144 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace RLHFSpec.Compute.Generation.Selection;
+
+/// <summary>
+/// Time of a step's parts on the running device, from measurements only: the target model's forward over n tokens
+/// (verification, decode), plus a term per attended (query token × context token) pair; the draft model's forward
+/// over n tokens; the suffix proposer's time per sample. Profiled briefly at start-up and refined online with
+/// every step's measured times; <see cref="Save"/>/<see cref="Load"/> freeze a profile so decisions can be
+/// reproduced (<c>--cost-profile FILE</c>).
+/// </summary>
+public sealed class CostModel
+{
+    private double _pairSxx, _pairSxy; // least squares of (seconds − curve) on attended pairs, with forgetting
+
+    public CostModel(string device, int maxTokens = 1024)
+    {
+        Device = device;
+        Target = new TimeCurve(maxTokens);
+        Draft = new TimeCurve(maxTokens);
+    }
+
+    private CostModel(string device, TimeCurve target, TimeCurve draft, double perPair, double suffix, bool frozen)
+    {
+        Device = device;
+        Target = target;
+        Draft = draft;
+        SecondsPerAttendedPair = perPair;
+        SuffixSecondsPerSample = suffix;
+        Frozen = frozen;
+    }
+
+    public string Device { get; }
+    public TimeCurve Target { get; }
+    public TimeCurve Draft { get; }
+    public double SecondsPerAttendedPair { get; private set; }
+    public double SuffixSecondsPerSample { get; private set; }
+
+    /// <summary>A loaded profile is frozen: observations no longer change it, so the selector's choices repeat.</summary>
+    public bool Frozen { get; set; }
+
+    /// <summary>Seconds of one target forward over <paramref name="tokens"/> tokens attending <paramref name="attendedPairs"/> (token, context) pairs.</summary>
+    public double VerifySeconds(int tokens, double attendedPairs) => Target.Predict(tokens) + SecondsPerAttendedPair * attendedPairs;
+
+    /// <summary>
+    /// Seconds to draft <paramref name="strategy"/> for <paramref name="samples"/> samples: a draft-model chain of k is
+    /// k sequential forwards over the batch; a draft-model tree of depth D and top-k is one forward over the batch,
+    /// then D − 1 over its top-k frontier; the suffix proposer costs its measured time per sample.
+    /// </summary>
+    public double DraftSeconds(Strategy strategy, int samples)
+    {
+        if (strategy.IsOff || samples == 0) return 0;
+        return strategy.Proposer switch
+        {
+            ProposerKind.Suffix => samples * SuffixSecondsPerSample,
+            ProposerKind.DraftModel when strategy.Shape == DraftShape.Chain => strategy.Depth * Draft.Predict(samples),
+            ProposerKind.DraftModel => Draft.Predict(samples) + (strategy.Depth - 1) * Draft.Predict((double)samples * strategy.TopK),
+            _ => 0,
+        };
+    }
+
+    /// <summary>Draft-model chains of per-sample lengths: forward j runs over the samples still drafting at depth j.</summary>
+    public double DraftChainSeconds(IReadOnlyList<int> lengths)
+    {
+        double total = 0;
+        int max = lengths.Count == 0 ? 0 : lengths.Max();
+        for (int j = 1; j <= max; j++) total += Draft.Predict(lengths.Count(k => k >= j));
+        return total;
+    }
+
+    public void ObserveVerify(int tokens, double attendedPairs, double seconds)
+    {
+        if (Frozen) return;
+        Target.Observe(tokens, Math.Max(0, seconds - SecondsPerAttendedPair * attendedPairs));
+        if (attendedPairs > 0)
+        {
+            const double forget = 0.98;
+            double residual = seconds - Target.Predict(tokens);
+            _pairSxx = forget * _pairSxx + attendedPairs * attendedPairs;
+            _pairSxy = forget * _pairSxy + attendedPairs * (residual + SecondsPerAttendedPair * attendedPairs);
+            SecondsPerAttendedPair = Math.Max(0, _pairSxy / _pairSxx);
+        }
+    }
+
+    public void ObserveDraftForward(int tokens, double seconds)
+    {
+        if (!Frozen) Draft.Observe(tokens, seconds);
+    }
+
+    public void ObserveSuffix(int samples, double seconds)
+    {
+        if (Frozen || samples <= 0) return;
+        double perSample = seconds / samples;
+        SuffixSecondsPerSample = SuffixSecondsPerSample == 0 ? perSample : SuffixSecondsPerSample + 0.2 * (perSample - SuffixSecondsPerSample);
+    }
+
+    private sealed record CurveJson(
+        [property: JsonPropertyName("tokens")] double[] Tokens,
+        [property: JsonPropertyName("seconds")] double[] Seconds,
+        [property: JsonPropertyName("weights")] double[] Weights);
+
+    private sealed record ProfileJson(
+        [property: JsonPropertyName("version")] int Version,
+        [property: JsonPropertyName("device")] string Device,
+        [property: JsonPropertyName("target_forward")] CurveJson Target,
+        [property: JsonPropertyName("target_seconds_per_attended_pair")] double PerPair,
+        [property: JsonPropertyName("draft_forward")] CurveJson Draft,
+        [property: JsonPropertyName("suffix_seconds_per_sample")] double Suffix);
+
+    private static CurveJson ToJson(TimeCurve c) => new(c.Knots.ToArray(), c.Seconds.ToArray(), c.Weights.ToArray());
+
+    /// <summary>Writes the profile as JSON (temporary file, then rename).</summary>
+    public void Save(string path)
+    {
+        var json = JsonSerializer.Serialize(new ProfileJson(1, Device, ToJson(Target), SecondsPerAttendedPair, ToJson(Draft), SuffixSecondsPerSample),
+            new JsonSerializerOptions { WriteIndented = true });
+        var full = Path.GetFullPath(path);
+        var temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        File.WriteAllText(temp, json);
+        File.Move(temp, full, overwrite: true);
+    }
+
+    /// <summary>Loads a frozen profile; a missing or malformed file throws naming the file and the field.</summary>
+    public static CostModel Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"cost profile '{path}' does not exist", path);
+        ProfileJson? p;
+        try { p = JsonSerializer.Deserialize<ProfileJson>(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new InvalidDataException($"cost profile '{path}': not valid JSON ({e.Message})"); }
+        if (p is null) throw new InvalidDataException($"cost profile '{path}': empty");
+        if (p.Version != 1) throw new InvalidDataException($"cost profile '{path}': field 'version' is {p.Version}, expected 1");
+        if (p.Target is null) throw new InvalidDataException($"cost profile '{path}': field 'target_forward' is missing");
+        if (p.Draft is null) throw new InvalidDataException($"cost profile '{path}': field 'draft_forward' is missing");
+        if (!double.IsFinite(p.PerPair) || p.PerPair < 0) throw new InvalidDataException($"cost profile '{path}': field 'target_seconds_per_attended_pair' = {p.PerPair} must be >= 0");
+        if (!double.IsFinite(p.Suffix) || p.Suffix < 0) throw new InvalidDataException($"cost profile '{path}': field 'suffix_seconds_per_sample' = {p.Suffix} must be >= 0");
+        TimeCurve Curve(CurveJson c, string field)
+        {
+            try { return new TimeCurve(c.Tokens ?? [], c.Seconds ?? [], c.Weights ?? []); }
+            catch (ArgumentException e) { throw new InvalidDataException($"cost profile '{path}': field '{field}': {e.Message}"); }
+        }
+        return new CostModel(p.Device ?? "", Curve(p.Target, "target_forward"), Curve(p.Draft, "draft_forward"), p.PerPair, p.Suffix, frozen: true);
+    }
+}

@@ -1,0 +1,4 @@
+namespace RLHFSpec.Compute.Generation.Selection;
+
+/// <summary>What a strategy drafts: nothing, a chain, or a tree.</summary>
+public enum DraftShape { Off, Chain, Tree }

@@ -1,0 +1,16 @@
+namespace RLHFSpec.Compute.Generation.Selection;
+
+/// <summary>
+/// The selector's choice for one step: the strategy, each sample's draft depth (chains may draft different
+/// lengths for different samples; 0 = no draft for that sample), the predicted goodput (tokens/s) of the plan and
+/// of <c>off</c>, and every candidate's prediction (why this one won).
+/// </summary>
+public sealed record StepPlan(
+    Strategy Strategy,
+    int[] DraftDepths,
+    double PredictedGoodput,
+    double OffGoodput,
+    IReadOnlyList<(Strategy Strategy, double Goodput)> Candidates)
+{
+    public bool PerSampleLengths => DraftDepths.Distinct().Count() > 1;
+}

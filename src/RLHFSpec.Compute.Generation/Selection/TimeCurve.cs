@@ -1,0 +1,96 @@
+namespace RLHFSpec.Compute.Generation.Selection;
+
+/// <summary>
+/// Measured time of one forward pass as a function of the tokens it processes: a piecewise-linear curve through
+/// knots at 1, 2, 4, … tokens (flat while the pass is bound by reading weights, then rising once it is bound by
+/// compute), extrapolated along its last segment. Knots come from measurements only: <see cref="Observe"/> moves
+/// the two knots around a measurement towards it (an exponential moving average), and unmeasured knots are
+/// interpolated from measured neighbours.
+/// </summary>
+public sealed class TimeCurve
+{
+    private readonly double[] _tokens;
+    private readonly double[] _seconds;
+    private readonly double[] _weight; // how much measurement backs each knot
+
+    public TimeCurve(int maxTokens = 1024)
+    {
+        if (maxTokens < 1) throw new ArgumentOutOfRangeException(nameof(maxTokens), $"maxTokens {maxTokens}: must be >= 1");
+        var knots = new List<double>();
+        for (double t = 1; t < maxTokens; t *= 2) knots.Add(t);
+        knots.Add(maxTokens);
+        _tokens = knots.ToArray();
+        _seconds = new double[_tokens.Length];
+        _weight = new double[_tokens.Length];
+    }
+
+    internal TimeCurve(double[] tokens, double[] seconds, double[] weight)
+    {
+        if (tokens.Length == 0 || tokens.Length != seconds.Length || tokens.Length != weight.Length)
+            throw new ArgumentException("time curve: knots, seconds and weights must be non-empty and the same length");
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if (!(tokens[i] >= 1) || (i > 0 && tokens[i] <= tokens[i - 1])) throw new ArgumentException($"time curve: knot {i} = {tokens[i]} must be >= 1 and increasing");
+            if (!double.IsFinite(seconds[i]) || seconds[i] < 0 || !double.IsFinite(weight[i]) || weight[i] < 0)
+                throw new ArgumentException($"time curve: knot {i} has seconds {seconds[i]} and weight {weight[i]}: must be finite and >= 0");
+        }
+        _tokens = tokens;
+        _seconds = seconds;
+        _weight = weight;
+    }
+
+    public IReadOnlyList<double> Knots => _tokens;
+    public IReadOnlyList<double> Seconds => _seconds;
+    public IReadOnlyList<double> Weights => _weight;
+
+    /// <summary>True once any measurement has been taken.</summary>
+    public bool IsMeasured => _weight.Any(w => w > 0);
+
+    /// <summary>Folds a measurement in: <paramref name="rate"/> is the EMA rate once a knot is established.</summary>
+    public void Observe(double tokens, double seconds, double rate = 0.2)
+    {
+        if (!(tokens > 0) || !double.IsFinite(seconds) || seconds < 0) return;
+        var (lo, hi, f) = Locate(Math.Clamp(tokens, _tokens[0], _tokens[^1]));
+        Blend(lo, seconds, (1 - f), rate);
+        if (hi != lo) Blend(hi, seconds, f, rate);
+    }
+
+    private void Blend(int knot, double seconds, double share, double rate)
+    {
+        if (share <= 0) return;
+        // A fresh knot takes the first measurement outright; then it moves by rate × share.
+        double alpha = _weight[knot] == 0 ? 1 : Math.Min(1, rate * share);
+        _seconds[knot] += alpha * (seconds - _seconds[knot]);
+        _weight[knot] += share;
+    }
+
+    /// <summary>Predicted seconds for a pass over <paramref name="tokens"/> tokens.</summary>
+    public double Predict(double tokens)
+    {
+        var measured = Enumerable.Range(0, _tokens.Length).Where(i => _weight[i] > 0).ToArray();
+        if (measured.Length == 0) throw new InvalidOperationException("time curve has no measurements: profile the device first");
+        // Flat below the smallest measured size (a pass never gets cheaper than that); linear between measured
+        // knots; beyond the largest, along the last measured segment (or proportional with a single knot).
+        int first = measured[0], last = measured[^1];
+        if (tokens <= _tokens[first]) return _seconds[first];
+        if (tokens >= _tokens[last])
+        {
+            if (measured.Length == 1) return _seconds[last] * tokens / _tokens[last];
+            int prev = measured[^2];
+            double slope = (_seconds[last] - _seconds[prev]) / (_tokens[last] - _tokens[prev]);
+            return Math.Max(_seconds[last], _seconds[last] + slope * (tokens - _tokens[last]));
+        }
+        int b = measured.First(i => _tokens[i] >= tokens);
+        int a = measured.Last(i => _tokens[i] < tokens);
+        double f = (tokens - _tokens[a]) / (_tokens[b] - _tokens[a]);
+        return _seconds[a] + f * (_seconds[b] - _seconds[a]);
+    }
+
+    private (int Lo, int Hi, double Fraction) Locate(double tokens)
+    {
+        int hi = Array.FindIndex(_tokens, t => t >= tokens);
+        if (hi <= 0) return (0, 0, 0);
+        int lo = hi - 1;
+        return (lo, hi, (tokens - _tokens[lo]) / (_tokens[hi] - _tokens[lo]));
+    }
+}

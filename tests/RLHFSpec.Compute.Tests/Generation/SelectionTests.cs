@@ -1,0 +1,169 @@
+using RLHFSpec.Compute.Generation.Selection;
+
+namespace RLHFSpec.Compute.Tests.Generation;
+
+public class SelectionTests
+{
+    [TestCase("off")]
+    [TestCase("chain:4")]
+    [TestCase("tree:5,3,24")]
+    [TestCase("suffix:16")]
+    [TestCase("suffix-tree:8,2,32")]
+    public void StrategiesRoundTripThroughTheirStrings(string text) =>
+        Assert.That(Strategy.Parse(text).ToString(), Is.EqualTo(text));
+
+    [TestCase("chain")]
+    [TestCase("chain:0")]
+    [TestCase("chain:x")]
+    [TestCase("tree:4,2")]
+    [TestCase("tree:8,2,4")]
+    [TestCase("chain:65")]
+    [TestCase("beam:3")]
+    [TestCase("chain:-1")]
+    public void BadStrategyStringsNameTheValue(string text)
+    {
+        var e = Assert.Throws<ArgumentException>(() => Strategy.Parse(text, "--strategy"));
+        Assert.That(e!.ParamName, Is.EqualTo("--strategy"));
+        Assert.That(e.Message, Does.Contain($"'{text}'"));
+    }
+
+    private static double Roofline(double tokens) => 0.010 + 0.0005 * Math.Max(0, tokens - 64);
+
+    [Test]
+    public void TimeCurvesFollowTheirMeasurements()
+    {
+        var curve = new TimeCurve(1024);
+        Assert.Throws<InvalidOperationException>(() => curve.Predict(4));
+        foreach (int n in new[] { 1, 8, 64, 128, 512, 1024 })
+            for (int r = 0; r < 5; r++) curve.Observe(n, Roofline(n));
+        foreach (double n in new[] { 1, 3, 20, 64, 100, 300, 700, 1024, 2000 })
+            Assert.That(curve.Predict(n), Is.EqualTo(Roofline(n)).Within(0.08 * Roofline(n) + 1e-4), $"tokens {n}");
+    }
+
+    [Test]
+    public void CostProfilesRoundTripFreezeAndRejectBadFiles()
+    {
+        var dir = Directory.CreateTempSubdirectory("rlhfspec-cost-");
+        try
+        {
+            var cost = new CostModel("test device");
+            foreach (int n in new[] { 1, 16, 256 }) { cost.ObserveVerify(n, 0, Roofline(n)); cost.ObserveDraftForward(n, Roofline(n) / 10); }
+            cost.ObserveSuffix(10, 0.001);
+            string path = Path.Combine(dir.FullName, "profile.json");
+            cost.Save(path);
+            var loaded = CostModel.Load(path);
+            Assert.That(loaded.Frozen);
+            Assert.That(loaded.VerifySeconds(100, 0), Is.EqualTo(cost.VerifySeconds(100, 0)));
+            Assert.That(loaded.DraftSeconds(Strategy.Parse("chain:3"), 8), Is.EqualTo(cost.DraftSeconds(Strategy.Parse("chain:3"), 8)));
+            loaded.ObserveVerify(100, 0, 99);
+            Assert.That(loaded.VerifySeconds(100, 0), Is.EqualTo(cost.VerifySeconds(100, 0)), "a frozen profile ignores new measurements");
+
+            File.WriteAllText(path, "{ \"version\": 1, \"device\": \"x\" ");
+            Assert.That(Assert.Throws<InvalidDataException>(() => CostModel.Load(path))!.Message, Does.Contain(path));
+            File.WriteAllText(path, "{ \"version\": 1, \"device\": \"x\", \"target_forward\": { \"tokens\": [1, 2], \"seconds\": [0.1, -1], \"weights\": [1, 1] }, \"draft_forward\": { \"tokens\": [1], \"seconds\": [0.1], \"weights\": [1] } }");
+            var e = Assert.Throws<InvalidDataException>(() => CostModel.Load(path));
+            Assert.That(e!.Message, Does.Contain(path).And.Contain("target_forward"));
+            Assert.Throws<FileNotFoundException>(() => CostModel.Load(Path.Combine(dir.FullName, "missing.json")));
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
+    [Test]
+    public void AcceptanceRatesConvergeAndSamplesShrinkTowardsThePool()
+    {
+        var random = new Random(1);
+        var estimator = new AcceptanceEstimator(forgetting: 1);
+        var chain = Strategy.Parse("chain:4");
+        for (int step = 0; step < 4000; step++)
+        {
+            long sample = step % 20;
+            double rate = sample == 0 ? 0.2 : 0.8;
+            int accepted = 0;
+            while (accepted < 4 && random.NextDouble() < rate) accepted++;
+            estimator.Observe(sample, chain, draftDepth: 4, accepted);
+        }
+        double pooled = 0.8 * 0.95 + 0.2 * 0.05; // 19 of 20 samples at 0.8
+        for (int d = 1; d <= 4; d++)
+            Assert.That(estimator.Rate(chain, d), Is.EqualTo(pooled).Within(0.06), $"depth {d}");
+        Assert.That(estimator.Rate(chain, 1, sampleId: 0), Is.EqualTo(0.2).Within(0.06));
+        Assert.That(estimator.Rate(chain, 1, sampleId: 5), Is.EqualTo(0.8).Within(0.05));
+        double expected = Enumerable.Range(1, 4).Sum(d => Math.Pow(0.8, d));
+        Assert.That(estimator.ExpectedAccepted(chain, sampleId: 5), Is.EqualTo(expected).Within(0.2));
+        Assert.That(estimator.Rate(Strategy.Parse("suffix:4"), 1), Is.EqualTo(0.5), "unseen proposers start at the uniform prior");
+        estimator.Forget(0);
+        Assert.That(estimator.Rate(chain, 1, sampleId: 0), Is.EqualTo(estimator.Rate(chain, 1)), "forgotten samples use the pool");
+    }
+
+    private static (CostModel, AcceptanceEstimator) Workload(double acceptance)
+    {
+        var cost = new CostModel("synthetic");
+        foreach (int n in new[] { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 })
+        {
+            cost.ObserveVerify(n, 0, Roofline(n));
+            cost.ObserveDraftForward(n, Roofline(n) / 8);
+        }
+        var estimator = new AcceptanceEstimator(forgetting: 1);
+        var random = new Random(2);
+        foreach (var s in new[] { "chain:1", "tree:8,2,16" })
+            for (int i = 0; i < 3000; i++)
+            {
+                int accepted = 0;
+                while (accepted < 8 && random.NextDouble() < acceptance) accepted++;
+                estimator.Observe(1000 + i, Strategy.Parse(s), 8, accepted);
+            }
+        return (cost, estimator);
+    }
+
+    [Test]
+    public void DeepDraftsWinForFewSamplesAndOffWinsForAFullBatch()
+    {
+        var (cost, estimator) = Workload(0.8);
+        var candidates = new[] { "chain:2", "chain:4", "chain:8", "tree:8,2,16" }.Select(s => Strategy.Parse(s));
+        var selector = new StrategySelector(cost, estimator, candidates);
+        LiveSample[] Batch(int n) => Enumerable.Range(0, n).Select(i => new LiveSample(i, 50, 500)).ToArray();
+
+        var few = selector.Choose(Batch(2));
+        Assert.That(few.Strategy.Depth, Is.GreaterThanOrEqualTo(4), $"2 samples: {few.Strategy}");
+        Assert.That(few.PredictedGoodput, Is.GreaterThan(2 * few.OffGoodput));
+
+        var full = selector.Choose(Batch(256));
+        Assert.That(full.Strategy.IsOff || full.DraftDepths.Average() <= 2, $"256 samples: {full.Strategy}, depths {full.DraftDepths.Average()}");
+        Assert.That(full.PredictedGoodput, Is.GreaterThanOrEqualTo(full.OffGoodput));
+
+        foreach (int n in new[] { 1, 4, 16, 64, 128, 256 })
+        {
+            var plan = selector.Choose(Batch(n));
+            Assert.That(plan.PredictedGoodput, Is.GreaterThanOrEqualTo(plan.OffGoodput), $"batch {n}");
+            Assert.That(plan.Candidates.Select(c => c.Strategy), Does.Contain(Strategy.Off));
+        }
+    }
+
+    [Test]
+    public void ConfidentSamplesDraftDeeperThanDoubtfulOnes()
+    {
+        var (cost, estimator) = Workload(0.7);
+        var chain = Strategy.Parse("chain:8");
+        // Sample 0 has always been accepted in full, sample 1 almost never.
+        for (int i = 0; i < 200; i++)
+        {
+            estimator.Observe(0, chain, 8, 8);
+            estimator.Observe(1, chain, 8, 0);
+        }
+        var selector = new StrategySelector(cost, estimator, [chain]);
+        var batch = Enumerable.Range(0, 96).Select(i => new LiveSample(i, 50, 500)).ToArray();
+        var plan = selector.Choose(batch);
+        Assume.That(plan.Strategy, Is.EqualTo(chain), "this workload should favour the chain at all");
+        Assert.That(plan.DraftDepths[0], Is.GreaterThan(plan.DraftDepths[1]));
+        Assert.That(plan.PerSampleLengths);
+    }
+
+    [Test]
+    public void DraftsNeverExceedWhatASampleStillNeeds()
+    {
+        var (cost, estimator) = Workload(0.9);
+        var selector = new StrategySelector(cost, estimator, [Strategy.Parse("chain:8")]);
+        var plan = selector.Choose([new LiveSample(1, 10, 3), new LiveSample(2, 10, 1)]);
+        Assert.That(plan.DraftDepths[0], Is.LessThanOrEqualTo(2));
+        Assert.That(plan.DraftDepths[1], Is.EqualTo(0));
+    }
+}
