@@ -35,6 +35,13 @@ public sealed class DraftTree
     /// </summary>
     public IReadOnlyList<float> Probabilities => _probabilities;
 
+    /// <summary>
+    /// For <see cref="DraftKind.Sampled"/> trees: the draft logits // [1 + Count, vocab], row 0 at the root, row 1 + j
+    /// at node j: the distribution each node's children were sampled from (before temperature / top-k / top-p,
+    /// which verification applies identically to p and q). Null for deterministic drafts.
+    /// </summary>
+    public float[]? DraftLogits { get; set; }
+
     public int MaxDepth => _depths.Count == 0 ? 0 : _depths.Max();
 
     /// <summary>Adds a node under <paramref name="parent"/> (−1 = root) and returns its index.</summary>

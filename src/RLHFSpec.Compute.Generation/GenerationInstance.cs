@@ -1,0 +1,334 @@
+using System.Diagnostics;
+using RLHFSpec.Compute.Drafting;
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Engine.Random;
+using RLHFSpec.Compute.Generation.Proposers;
+using RLHFSpec.Compute.Generation.Selection;
+
+namespace RLHFSpec.Compute.Generation;
+
+/// <summary>
+/// One generation instance's step loop: admit waiting samples (one ragged prefill, first token sampled from its
+/// logits) → each step pick a strategy (fixed, or the selector's for the live batch) → proposers draft → one
+/// tree-verify forward over every sample's pending token and draft → the verify kernel → commit the accepted
+/// tokens and the next token (the model keeps their KV, drops the rest) → finish on a stop token, the token
+/// limit or the context limit. When the KV cache runs out, the youngest samples are preempted and later
+/// re-admitted by re-prefilling their committed tokens: nothing is lost or duplicated, and because every random
+/// number is keyed by (seed, sample, position) the tokens do not change.
+/// </summary>
+public sealed class GenerationInstance : IDisposable
+{
+    private readonly ITargetModel _model;
+    private readonly Dictionary<ProposerKind, IProposer> _proposers;
+    private readonly GenerationOptions _options;
+    private readonly AcceptanceEstimator? _acceptance;
+    private readonly CostModel? _cost;
+    private readonly List<SampleState> _waiting = new();
+    private readonly List<SampleState> _live = new();
+    private readonly List<GenerationResult> _finished = new();
+    private long _admissions;
+    private DeviceBuffer<float>? _logits, _draftLogits;
+
+    public GenerationInstance(ITargetModel model, IEnumerable<IProposer> proposers, GenerationOptions options, AcceptanceEstimator? acceptance = null, CostModel? cost = null)
+    {
+        _model = model;
+        _proposers = proposers.ToDictionary(p => p.Kind);
+        _options = options;
+        _acceptance = acceptance;
+        _cost = cost;
+        if (options.FixedStrategy is null && options.Selector is null)
+            throw new ArgumentException("generation options: give a fixed strategy or a selector", nameof(options));
+        foreach (var s in options.FixedStrategy is { } f ? [f] : options.Selector!.Candidates)
+            if (!s.IsOff && !_proposers.ContainsKey(s.Proposer))
+                throw new ArgumentException($"strategy {s}: no {s.Proposer} proposer was given", nameof(options));
+    }
+
+    public GenerationStats Stats { get; } = new();
+
+    public int LiveCount => _live.Count;
+    public int WaitingCount => _waiting.Count;
+    public IReadOnlyList<GenerationResult> Finished => _finished;
+
+    /// <summary>The last step's plan when selecting adaptively.</summary>
+    public StepPlan? LastPlan { get; private set; }
+
+    public void Enqueue(GenerationRequest request)
+    {
+        request.Validate(_model.MaxContext, _model.VocabSize);
+        _waiting.Add(new SampleState(request, 0));
+    }
+
+    /// <summary>Runs until every enqueued sample has finished; results in order of completion.</summary>
+    public IReadOnlyList<GenerationResult> RunToCompletion(Action<GenerationInstance>? afterStep = null)
+    {
+        while (Step()) afterStep?.Invoke(this);
+        return _finished;
+    }
+
+    /// <summary>Admits what fits, then runs one decoding step. Returns false once nothing is left to do.</summary>
+    public bool Step()
+    {
+        Admit();
+        if (_live.Count == 0)
+        {
+            if (_waiting.Count > 0) throw new InvalidOperationException("no sample could be admitted although the instance is idle (KV cache too small?)");
+            return false;
+        }
+        Decode();
+        return _live.Count > 0 || _waiting.Count > 0;
+    }
+
+    private void Admit()
+    {
+        var batch = new List<SampleState>();
+        int tokens = 0;
+        while (_waiting.Count > 0 && _live.Count + batch.Count < _options.MaxBatch)
+        {
+            var s = _waiting[0];
+            int feed = FeedOnAdmission(s);
+            if (batch.Count > 0 && tokens + feed > _options.MaxPrefillTokens) break;
+            if (!_model.TryReserve(s.SampleId, feed))
+            {
+                if (_live.Count + batch.Count == 0)
+                    throw new InvalidOperationException($"sample {s.SampleId}: its {feed} tokens do not fit the KV cache even alone; raise the memory budget");
+                break;
+            }
+            _waiting.RemoveAt(0);
+            batch.Add(s);
+            tokens += feed;
+        }
+        if (batch.Count == 0) return;
+
+        var clock = Stopwatch.StartNew();
+        var offsets = new int[batch.Count + 1];
+        var ids = new long[batch.Count];
+        var feedTokens = new List<int>();
+        var parents = new List<int>();
+        var rows = new List<int>();
+        for (int b = 0; b < batch.Count; b++)
+        {
+            var s = batch[b];
+            ids[b] = s.SampleId;
+            int feed = FeedOnAdmission(s);
+            for (int t = 0; t < feed; t++) { feedTokens.Add(s.Tokens[t]); parents.Add(t - 1); }
+            offsets[b + 1] = feedTokens.Count;
+            if (s.Generated == 0) rows.Add(feedTokens.Count - 1);
+        }
+        var logits = Logits((long)Math.Max(rows.Count, 1) * _model.VocabSize);
+        _model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = parents.ToArray(), LogitRows = rows.ToArray() }, logits);
+        var fresh = batch.Where(s => s.Generated == 0).ToList();
+        var first = new int[fresh.Count];
+        var logProbs = new float[fresh.Count];
+        if (fresh.Count > 0)
+        {
+            // The first token: the same race over the target as an empty draft's verification would run.
+            var settings = fresh.Select(s => { var p = s.Request.Sampling; p.SampleId = (uint)s.SampleId; p.Position = s.NextPosition; p.Stream = RngStreams.Target; return p; }).ToArray();
+            _model.Backend.Sample(settings, logits, _model.VocabSize, first, logProbs);
+        }
+        for (int b = 0; b < batch.Count; b++)
+        {
+            var s = batch[b];
+            _model.Commit(s.SampleId, Enumerable.Range(0, offsets[b + 1] - offsets[b]).ToArray());
+            s.InCache = true;
+            s.AdmissionOrder = _admissions++;
+            _live.Add(s);
+            foreach (var p in _proposers.Values) p.Admit(s);
+        }
+        for (int f = 0; f < fresh.Count; f++) Emit(fresh[f], [first[f]], [logProbs[f]]);
+        Stats.PrefillTokens += feedTokens.Count;
+        Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
+        RetireFinished();
+    }
+
+    /// <summary>Tokens fed when (re-)admitting: the prompt, or everything committed but the pending token.</summary>
+    private static int FeedOnAdmission(SampleState s) => s.Generated == 0 ? s.Tokens.Count : s.Tokens.Count - 1;
+
+    private void Decode()
+    {
+        // 1. Strategy and per-sample depths.
+        Strategy strategy;
+        int[] depths;
+        var live = _live.ToList();
+        if (_options.FixedStrategy is { } fixedStrategy)
+        {
+            strategy = fixedStrategy;
+            depths = live.Select(s => strategy.IsOff ? 0 : Math.Min(strategy.Depth, s.RemainingTokens - 1)).ToArray();
+        }
+        else
+        {
+            var plan = _options.Selector!.Choose(live.Select(s => new LiveSample(s.SampleId, s.Tokens.Count, s.RemainingTokens)).ToArray());
+            LastPlan = plan;
+            strategy = plan.Strategy;
+            depths = plan.DraftDepths;
+        }
+        for (int i = 0; i < live.Count; i++)
+            depths[i] = Math.Max(0, Math.Min(depths[i], _model.MaxContext - live[i].Tokens.Count - 1));
+
+        // 2. Drafts.
+        var clock = Stopwatch.StartNew();
+        DraftTree[] trees = strategy.IsOff || depths.All(d => d == 0)
+            ? live.Select(_ => new DraftTree(DraftKind.Deterministic)).ToArray()
+            : _proposers[strategy.Proposer].Propose(live, strategy, depths);
+        double draftSeconds = clock.Elapsed.TotalSeconds;
+        Stats.DraftSeconds += draftSeconds;
+        if (strategy.Proposer == ProposerKind.Suffix) _cost?.ObserveSuffix(live.Count, draftSeconds);
+
+        // 3. Room in the KV cache for every sample's pending token and draft; preempt the youngest when full.
+        var step = new List<(SampleState Sample, DraftTree Tree)>();
+        for (int i = 0; i < live.Count; i++) step.Add((live[i], trees[i]));
+        for (int i = 0; i < step.Count; i++)
+        {
+            var (s, tree) = step[i];
+            while (!_model.TryReserve(s.SampleId, 1 + tree.Count))
+            {
+                var victim = _live.MaxBy(x => x.AdmissionOrder)!;
+                int at = step.FindIndex(x => x.Sample == victim);
+                Preempt(victim, at >= 0 ? step[at].Tree : null);
+                if (at >= 0) { step.RemoveAt(at); if (at < i) i--; }
+                if (victim == s) { i--; break; }
+            }
+        }
+        if (step.Count == 0) return;
+
+        // 4. One forward over every sample's pending token and draft nodes (tree mask from the parents).
+        clock.Restart();
+        int samples = step.Count;
+        var ids = new long[samples];
+        var offsets = new int[samples + 1];
+        var nodeOffsets = new int[samples + 1];
+        var feedTokens = new List<int>();
+        var feedParents = new List<int>();
+        double pairs = 0;
+        for (int b = 0; b < samples; b++)
+        {
+            var (s, tree) = step[b];
+            ids[b] = s.SampleId;
+            feedTokens.Add(s.Pending);
+            feedParents.Add(-1);
+            for (int j = 0; j < tree.Count; j++) { feedTokens.Add(tree.Tokens[j]); feedParents.Add(tree.Parents[j] + 1); }
+            offsets[b + 1] = feedTokens.Count;
+            nodeOffsets[b + 1] = nodeOffsets[b] + tree.Count;
+            pairs += (1.0 + tree.Count) * (s.Tokens.Count + (1 + tree.Count) / 2.0);
+        }
+        int totalRows = feedTokens.Count;
+        var logits = Logits((long)totalRows * _model.VocabSize);
+        _model.Forward(new ForwardBatch
+        {
+            SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = feedParents.ToArray(),
+            LogitRows = Enumerable.Range(0, totalRows).ToArray(),
+        }, logits);
+        double forwardSeconds = clock.Elapsed.TotalSeconds;
+        Stats.VerifyForwardSeconds += forwardSeconds;
+        _cost?.ObserveVerify(totalRows, pairs, forwardSeconds);
+
+        // 5. Verification.
+        clock.Restart();
+        var draftTokens = step.SelectMany(x => x.Tree.Tokens).ToArray();
+        var draftParents = step.SelectMany(x => x.Tree.Parents).ToArray();
+        var settings = step.Select(x => { var p = x.Sample.Request.Sampling; p.SampleId = (uint)x.Sample.SampleId; p.Position = x.Sample.NextPosition; return p; }).ToArray();
+        var kinds = step.Select(x => x.Tree.Kind).ToArray();
+        DeviceBuffer<float>? draftLogits = null;
+        if (step.Any(x => x.Tree.Kind == DraftKind.Sampled && x.Tree.DraftLogits is not null && x.Tree.Count > 0))
+        {
+            draftLogits = DraftLogits((long)totalRows * _model.VocabSize);
+            for (int b = 0; b < samples; b++)
+                if (step[b].Tree.DraftLogits is { } q)
+                    draftLogits.Write(q.AsSpan(0, (1 + step[b].Tree.Count) * _model.VocabSize), (long)offsets[b] * _model.VocabSize);
+        }
+        var acceptedCount = new int[samples];
+        var acceptedNodes = new int[nodeOffsets[samples]];
+        var next = new int[samples];
+        var logProbs = new float[totalRows];
+        _model.Backend.Verify(
+            new VerifyBatch { NodeOffsets = nodeOffsets, DraftTokens = draftTokens, Parents = draftParents, Params = settings, Kinds = kinds, VocabSize = _model.VocabSize },
+            logits, draftLogits,
+            new VerifyOutputs { AcceptedCount = acceptedCount, AcceptedNodes = acceptedNodes, NextToken = next, LogProbs = logProbs });
+        Stats.VerifyKernelSeconds += clock.Elapsed.TotalSeconds;
+
+        // 6. Commit.
+        long emittedTotal = 0;
+        for (int b = 0; b < samples; b++)
+        {
+            var (s, tree) = step[b];
+            var accepted = acceptedNodes.AsSpan(nodeOffsets[b], acceptedCount[b]);
+            var keep = new int[1 + accepted.Length];
+            for (int j = 0; j < accepted.Length; j++) keep[1 + j] = accepted[j] + 1;
+            _model.Commit(s.SampleId, keep);
+            var emitted = new int[accepted.Length + 1];
+            for (int j = 0; j < accepted.Length; j++) emitted[j] = tree.Tokens[accepted[j]];
+            emitted[^1] = next[b];
+            int appended = Emit(s, emitted, logProbs.AsSpan(offsets[b], emitted.Length));
+            emittedTotal += appended;
+            if (!strategy.IsOff && tree.Count > 0)
+            {
+                _proposers[strategy.Proposer].Accepted(s, tree, accepted);
+                _acceptance?.Observe(s.SampleId, strategy, tree.MaxDepth, accepted.Length);
+                Stats.DraftTokensProposed += tree.Count;
+                Stats.DraftTokensAccepted += accepted.Length;
+            }
+        }
+        _acceptance?.EndStep();
+        Stats.RecordStep(strategy, samples, emittedTotal);
+        RetireFinished();
+    }
+
+    /// <summary>Appends emitted tokens up to a stop token or a limit; tells the proposers; returns how many were kept.</summary>
+    private int Emit(SampleState s, ReadOnlySpan<int> tokens, ReadOnlySpan<float> logProbs)
+    {
+        int kept = 0;
+        for (; kept < tokens.Length && s.Finished is null; kept++)
+        {
+            s.Tokens.Add(tokens[kept]);
+            s.LogProbs.Add(logProbs[kept]);
+            if (_options.StopTokens.Contains(tokens[kept])) s.Finished = FinishReason.Stop;
+            else if (s.Generated >= s.Request.MaxNewTokens) s.Finished = FinishReason.Length;
+            else if (s.Tokens.Count >= _model.MaxContext) s.Finished = FinishReason.Context;
+        }
+        Stats.TokensGenerated += kept;
+        foreach (var p in _proposers.Values) p.Append(s, tokens[..kept]);
+        return kept;
+    }
+
+    private void Preempt(SampleState s, DraftTree? tree)
+    {
+        _model.Release(s.SampleId);
+        foreach (var p in _proposers.Values) p.Release(s);
+        s.InCache = false;
+        _live.Remove(s);
+        _waiting.Insert(0, s);
+        Stats.Preemptions++;
+    }
+
+    private void RetireFinished()
+    {
+        foreach (var s in _live.Where(x => x.Finished is not null).ToList())
+        {
+            _model.Release(s.SampleId);
+            foreach (var p in _proposers.Values) p.Release(s);
+            _acceptance?.Forget(s.SampleId);
+            _live.Remove(s);
+            _finished.Add(new GenerationResult(s.Request, s.Tokens.Skip(s.Request.Prompt.Length).ToArray(), s.LogProbs.ToArray(), s.Finished!.Value));
+        }
+    }
+
+    private DeviceBuffer<float> Logits(long length) => Grow(ref _logits, length, "target logits");
+
+    private DeviceBuffer<float> DraftLogits(long length) => Grow(ref _draftLogits, length, "draft logits");
+
+    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name)
+    {
+        if (buffer is null || buffer.Length < length)
+        {
+            buffer?.Dispose();
+            buffer = _model.Backend.Allocate<float>(Math.Max(length, 1), name);
+        }
+        return buffer;
+    }
+
+    public void Dispose()
+    {
+        _logits?.Dispose();
+        _draftLogits?.Dispose();
+    }
+}

@@ -1,0 +1,20 @@
+using RLHFSpec.Compute.Generation.Selection;
+
+namespace RLHFSpec.Compute.Generation;
+
+/// <summary>How an instance generates: batch limit, stop tokens, and either a fixed strategy or adaptive selection.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Most samples decoding at once.</summary>
+    public int MaxBatch { get; init; } = 256;
+
+    /// <summary>Most prompt tokens prefilled in one forward.</summary>
+    public int MaxPrefillTokens { get; init; } = 4096;
+
+    public IReadOnlySet<int> StopTokens { get; init; } = new HashSet<int>();
+
+    /// <summary>The strategy of every step, or null for adaptive selection by <see cref="Selector"/>.</summary>
+    public Strategy? FixedStrategy { get; init; } = Strategy.Off;
+
+    public StrategySelector? Selector { get; init; }
+}

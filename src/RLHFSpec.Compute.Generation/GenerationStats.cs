@@ -1,0 +1,43 @@
+using RLHFSpec.Compute.Generation.Selection;
+
+namespace RLHFSpec.Compute.Generation;
+
+/// <summary>What an instance did: steps, tokens, acceptance, strategy choices and where the time went.</summary>
+public sealed class GenerationStats
+{
+    public long Steps { get; set; }
+    public long TokensGenerated { get; set; }
+    public long DraftTokensProposed { get; set; }
+    public long DraftTokensAccepted { get; set; }
+    public long Preemptions { get; set; }
+    public long PrefillTokens { get; set; }
+    public double PrefillSeconds { get; set; }
+    public double DraftSeconds { get; set; }
+    public double VerifyForwardSeconds { get; set; }
+    public double VerifyKernelSeconds { get; set; }
+
+    /// <summary>Steps per chosen strategy (its string).</summary>
+    public Dictionary<string, long> StrategyHistogram { get; } = new();
+
+    /// <summary>Per live batch size: (steps, tokens emitted by sample-steps, sample-steps).</summary>
+    public SortedDictionary<int, (long Steps, long Emitted, long SampleSteps)> ByBatchSize { get; } = new();
+
+    /// <summary>Mean tokens a sample emits per step (1 = no speculation gain).</summary>
+    public double MeanEmittedPerSampleStep
+    {
+        get
+        {
+            long emitted = ByBatchSize.Values.Sum(v => v.Emitted), sampleSteps = ByBatchSize.Values.Sum(v => v.SampleSteps);
+            return sampleSteps == 0 ? 0 : (double)emitted / sampleSteps;
+        }
+    }
+
+    internal void RecordStep(Strategy strategy, int batch, long emitted)
+    {
+        Steps++;
+        string key = strategy.ToString();
+        StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + 1;
+        var (s, e, ss) = ByBatchSize.GetValueOrDefault(batch);
+        ByBatchSize[batch] = (s + 1, e + emitted, ss + batch);
+    }
+}

@@ -1,0 +1,34 @@
+using RLHFSpec.Compute.Engine;
+
+namespace RLHFSpec.Compute.Generation;
+
+/// <summary>
+/// The narrow contract between the generation loop and a model with a KV cache (the policy, or a draft model):
+/// reserve room, run a forward over new tokens (prefill, decode, tree verification are all this), commit the ones
+/// that were kept, release a finished or preempted sample. The loop never sees ONNX or Vulkan types.
+/// </summary>
+public interface ITargetModel
+{
+    int VocabSize { get; }
+
+    /// <summary>The engine backend whose buffers hold logits (verification runs there).</summary>
+    ComputeBackend Backend { get; }
+
+    /// <summary>Longest sequence (prompt + response) the model accepts.</summary>
+    int MaxContext { get; }
+
+    /// <summary>Committed tokens of the sample in the cache (0 for an unknown sample).</summary>
+    int CommittedLength(long sampleId);
+
+    /// <summary>Makes room for <paramref name="newTokens"/> more tentative tokens; false = out of KV blocks (the caller preempts), never an overwrite.</summary>
+    bool TryReserve(long sampleId, int newTokens);
+
+    /// <summary>Feeds the batch's tokens and writes the requested logits rows: // [batch.LogitRows.Length, VocabSize].</summary>
+    void Forward(in ForwardBatch batch, DeviceBuffer<float> logits);
+
+    /// <summary>Keeps the tentative tokens listed (indices in feeding order, a root-to-leaf path in tree order) as committed, drops the rest.</summary>
+    void Commit(long sampleId, ReadOnlySpan<int> keep);
+
+    /// <summary>Frees everything of the sample.</summary>
+    void Release(long sampleId);
+}

@@ -1,0 +1,78 @@
+using RLHFSpec.Compute.Drafting;
+using RLHFSpec.Compute.Generation.Selection;
+
+namespace RLHFSpec.Compute.Generation.Proposers;
+
+/// <summary>
+/// The model-free proposer: one <see cref="SuffixIndex"/> per distinct prompt, holding the prompt, every sample's
+/// response to it as it grows (so siblings of a GRPO group draft from each other) and the responses of earlier
+/// iterations (the proposer outlives a generate call). Drafts are deterministic chains or trees of the most
+/// frequent continuations.
+/// </summary>
+public sealed class SuffixProposer(int maxDepth = 24) : IProposer
+{
+    private readonly Dictionary<PromptKey, SuffixIndex> _indexes = new();
+    private readonly Dictionary<long, (SuffixIndex Index, int Sequence)> _samples = new();
+
+    public ProposerKind Kind => ProposerKind.Suffix;
+
+    /// <summary>Distinct prompts indexed so far.</summary>
+    public int Prompts => _indexes.Count;
+
+    public void Admit(SampleState sample)
+    {
+        if (_samples.ContainsKey(sample.SampleId)) return; // re-admitted after preemption: its sequence is intact
+        var key = new PromptKey(sample.Request.Prompt);
+        if (!_indexes.TryGetValue(key, out var index)) _indexes[key] = index = new SuffixIndex(maxDepth);
+        int sequence = index.BeginSequence(sample.Tokens.ToArray());
+        _samples[sample.SampleId] = (index, sequence);
+    }
+
+    public void Append(SampleState sample, ReadOnlySpan<int> tokens)
+    {
+        if (_samples.TryGetValue(sample.SampleId, out var s)) s.Index.Append(s.Sequence, tokens);
+    }
+
+    public DraftTree[] Propose(IReadOnlyList<SampleState> samples, Strategy strategy, IReadOnlyList<int> depths)
+    {
+        var trees = new DraftTree[samples.Count];
+        for (int i = 0; i < samples.Count; i++)
+        {
+            if (depths[i] == 0 || !_samples.TryGetValue(samples[i].SampleId, out var s))
+            {
+                trees[i] = new DraftTree(Engine.Kernels.DraftKind.Deterministic);
+                continue;
+            }
+            var context = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(samples[i].Tokens);
+            trees[i] = strategy.Shape == DraftShape.Tree
+                ? SuffixDrafts.Tree(s.Index, context, depths[i], strategy.TopK, strategy.Budget)
+                : SuffixDrafts.Chain(s.Index, context, depths[i]);
+        }
+        return trees;
+    }
+
+    public void Accepted(SampleState sample, DraftTree draft, ReadOnlySpan<int> acceptedNodes) { }
+
+    /// <summary>A finished sample's response stays indexed for its siblings and later iterations.</summary>
+    public void Release(SampleState sample)
+    {
+        if (sample.Finished is not null) _samples.Remove(sample.SampleId);
+    }
+
+    private sealed class PromptKey(int[] prompt) : IEquatable<PromptKey>
+    {
+        private readonly int[] _prompt = prompt;
+        private readonly int _hash = ComputeHash(prompt);
+
+        private static int ComputeHash(int[] p)
+        {
+            var h = new HashCode();
+            foreach (int t in p) h.Add(t);
+            return h.ToHashCode();
+        }
+
+        public bool Equals(PromptKey? other) => other is not null && _prompt.AsSpan().SequenceEqual(other._prompt);
+        public override bool Equals(object? obj) => Equals(obj as PromptKey);
+        public override int GetHashCode() => _hash;
+    }
+}

@@ -1,0 +1,101 @@
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Tests.Statistics;
+
+namespace RLHFSpec.Compute.Tests.Generation;
+
+/// <summary>
+/// A test double of <see cref="ITargetModel"/>: logits from a <see cref="SyntheticModel"/> of the sequence a
+/// token sees (committed tokens, then its tentative ancestors), a token-slot budget standing in for KV blocks,
+/// and strict checks of the contract (parents before children, kept tokens forming a path, reservations covering
+/// every fed token), so the generation loop's bookkeeping is tested, not just its output.
+/// </summary>
+public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel model, int maxContext = 4096, long slotBudget = long.MaxValue) : ITargetModel
+{
+    private sealed class Sample
+    {
+        public List<int> Committed = new();
+        public List<(int Token, int Parent)> Tentative = new();
+        public long Reserved; // slots held beyond the committed ones
+    }
+
+    private readonly Dictionary<long, Sample> _samples = new();
+
+    public int VocabSize => model.Vocab;
+    public ComputeBackend Backend => backend;
+    public int MaxContext => maxContext;
+    public long SlotsInUse => _samples.Values.Sum(s => s.Committed.Count + s.Reserved);
+    public long Forwards { get; private set; }
+    public long TokensFed { get; private set; }
+    public int Samples => _samples.Count;
+
+    public int CommittedLength(long sampleId) => _samples.TryGetValue(sampleId, out var s) ? s.Committed.Count : 0;
+
+    public bool TryReserve(long sampleId, int newTokens)
+    {
+        if (!_samples.TryGetValue(sampleId, out var s)) _samples[sampleId] = s = new Sample();
+        long need = s.Tentative.Count + newTokens - s.Reserved;
+        if (need <= 0) return true;
+        if (SlotsInUse + need > slotBudget) return false;
+        s.Reserved += need;
+        return true;
+    }
+
+    public void Forward(in ForwardBatch batch, DeviceBuffer<float> logits)
+    {
+        Forwards++;
+        var rows = new Dictionary<int, int>();
+        for (int r = 0; r < batch.LogitRows.Length; r++) rows[batch.LogitRows[r]] = r;
+        var host = new float[batch.LogitRows.Length * VocabSize];
+        for (int b = 0; b < batch.NumSamples; b++)
+        {
+            var s = _samples.TryGetValue(batch.SampleIds[b], out var found) ? found : throw new InvalidOperationException($"sample {batch.SampleIds[b]} fed without a reservation");
+            for (int t = batch.TokenOffsets[b]; t < batch.TokenOffsets[b + 1]; t++)
+            {
+                int parent = batch.Parents[t];
+                if (parent < -1 || parent >= s.Tentative.Count) throw new InvalidOperationException($"token {t}: parent {parent} is not an earlier tentative token");
+                s.Tentative.Add((batch.Tokens[t], parent));
+                if (s.Tentative.Count > s.Reserved) throw new InvalidOperationException($"sample {batch.SampleIds[b]}: fed beyond its reservation");
+                if (s.Committed.Count + Depth(s, s.Tentative.Count - 1) > maxContext) throw new InvalidOperationException("beyond the context limit");
+                TokensFed++;
+                if (rows.TryGetValue(t, out int row)) model.Logits(Sequence(s, s.Tentative.Count - 1), host.AsSpan(row * VocabSize, VocabSize));
+            }
+        }
+        logits.Write(host);
+    }
+
+    private static int Depth(Sample s, int node)
+    {
+        int d = 0;
+        for (int v = node; v >= 0; v = s.Tentative[v].Parent) d++;
+        return d;
+    }
+
+    private static int[] Sequence(Sample s, int node)
+    {
+        var path = new List<int>();
+        for (int v = node; v >= 0; v = s.Tentative[v].Parent) path.Add(s.Tentative[v].Token);
+        path.Reverse();
+        return [.. s.Committed, .. path];
+    }
+
+    public void Commit(long sampleId, ReadOnlySpan<int> keep)
+    {
+        var s = _samples[sampleId];
+        int previous = -1;
+        foreach (int k in keep)
+        {
+            if (k < 0 || k >= s.Tentative.Count) throw new InvalidOperationException($"commit of tentative token {k} of {s.Tentative.Count}");
+            if (s.Tentative[k].Parent != previous) throw new InvalidOperationException($"committed tokens do not form a path: {k}'s parent is {s.Tentative[k].Parent}, not {previous}");
+            s.Committed.Add(s.Tentative[k].Token);
+            previous = k;
+        }
+        s.Tentative.Clear();
+        s.Reserved = 0;
+    }
+
+    public void Release(long sampleId) => _samples.Remove(sampleId);
+
+    /// <summary>The committed tokens of a live sample (what its KV cache holds).</summary>
+    public IReadOnlyList<int> CommittedTokens(long sampleId) => _samples[sampleId].Committed;
+}
