@@ -131,7 +131,11 @@ public sealed partial class VulkanBackend
     }
 
     /// <summary>Largest binding in words, leaving room for the element shift of an unaligned start.</summary>
-    private long MaxBindingWords => (Limits.MaxStorageBufferRange - Limits.MinStorageBufferOffsetAlignment) / sizeof(uint);
+    private long MaxBindingWords => KvMoveBindingWordsOverride ?? (Limits.MaxStorageBufferRange - Limits.MinStorageBufferOffsetAlignment) / sizeof(uint);
+
+    /// <summary>Tests lower the binding size kv_move plans with (never above the device's) to exercise windows and
+    /// split sources on small buffers; null = the device's maxStorageBufferRange.</summary>
+    internal long? KvMoveBindingWordsOverride { get; set; }
 
     /// <summary>Workgroup size and chunk: whole workgroups on realistic rows (hundreds of words and up), smaller
     /// ones on tiny rows so few invocations idle.</summary>

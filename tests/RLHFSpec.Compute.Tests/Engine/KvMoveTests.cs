@@ -167,11 +167,11 @@ public class KvMoveTests
     /// Segments with disjoint row pools (so they are independent); within a segment rows repeat freely, giving
     /// chains (a → b, b → c) and repeated destinations whose result depends on the pair order.
     /// </summary>
-    internal static CopyPlan RandomIndependentPlan(Random rng, int segments, int maxPairs, bool sameBuffer)
+    internal static CopyPlan RandomIndependentPlan(Random rng, int segments, int maxPairs, bool sameBuffer, int? rows = null)
     {
-        int poolSize = 2 * maxPairs;
-        var pool = Enumerable.Range(0, segments * poolSize + 3).OrderBy(_ => rng.Next()).ToArray();
-        int sourceRowCount = sameBuffer ? pool.Length : rng.Next(1, 50);
+        int poolSize = rows is int r ? Math.Max(1, r / segments) : 2 * maxPairs;
+        var pool = Enumerable.Range(0, rows ?? segments * poolSize + 3).OrderBy(_ => rng.Next()).ToArray();
+        int sourceRowCount = sameBuffer ? pool.Length : rows ?? rng.Next(1, 50);
         var src = new List<int>(); var dst = new List<int>(); var offsets = new List<int> { 0 };
         for (int g = 0; g < segments; g++)
         {
