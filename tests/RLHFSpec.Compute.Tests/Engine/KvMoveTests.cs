@@ -39,6 +39,16 @@ public class KvMoveTests
     }
 
     [Test]
+    public void AppendOfManyShortRowsMatchesReference([ValueSource(nameof(BackendNames))] string backend, [Values(KvDType.F32, KvDType.F16)] KvDType dtype)
+    {
+        // 9,001 rows: the Vulkan backend packs runs of rows into one workgroup (the last run shorter).
+        var rng = new Random(17);
+        var layout = new KvLayout(NumBlocks: 1200, BlockSize: 8, NumKvHeads: 1, HeadDim: 6, dtype);
+        var source = RandomFloats(rng, 9001 * layout.RowElements);
+        CheckAppend(Backends.Get(backend), source, RandomWords(rng, layout.TotalWords), layout, RandomDistinct(rng, 9001, (int)layout.NumSlots));
+    }
+
+    [Test]
     public void Fp16PackingRoundsExactlyLikeSystemHalf([ValueSource(nameof(BackendNames))] string backend)
     {
         // Ties at every scale (normal and subnormal), the overflow boundary, subnormals, zeros, infinities.
