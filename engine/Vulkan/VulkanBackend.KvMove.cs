@@ -144,13 +144,13 @@ public sealed partial class VulkanBackend
     internal long? KvMoveBindingWordsOverride { get; set; }
 
     /// <summary>
-    /// Workgroup size and chunk: about 8 words per invocation and pair (the per-pair work — reading its metadata —
+    /// Workgroup size and chunk: about 16 words per invocation and pair (the per-pair work — reading its metadata —
     /// is then small next to the copying), between 32 and 256 invocations; rows beyond a chunk are split over
     /// several workgroups.
     /// </summary>
     private (int Local, int Chunk) KvMoveGrid(int rowWords)
     {
-        int local = (int)Math.Min(256, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(32, rowWords / 8)));
+        int local = (int)Math.Min(256, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(32, rowWords / 16)));
         local = Math.Min(local, Limits.MaxWorkgroupInvocations);
         return (local, local * KvMoveWordsPerInvocation);
     }
