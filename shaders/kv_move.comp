@@ -66,9 +66,10 @@ void store_dst(uint w, uint i, uint v) {
     else dst3[i] = v;
 }
 
-// fp32 bits → fp16 bits, round to nearest even (as System.Half), in integer arithmetic so the result does not
-// depend on the driver's packHalf2x16 rounding or on float denormal flushing. Overflow gives ±Inf; NaN stays a
-// quiet NaN keeping the top payload bits.
+// fp32 bits → fp16 bits, round to nearest even (as System.Half), in integer arithmetic. packHalf2x16 would be
+// shorter, and lavapipe's happens to match System.Half (checked on ties at every exponent, subnormals, the overflow
+// boundary), but GLSL leaves its rounding implementation-defined and a driver may flush fp32 denormals, so the
+// cache's bits would depend on the device. Overflow gives ±Inf; NaN stays a quiet NaN keeping the top payload bits.
 uint f32_to_f16(uint x) {
     uint sign = (x >> 16) & 0x8000u;
     uint a = x & 0x7FFFFFFFu;

@@ -20,8 +20,8 @@ public sealed record KvCacheConfig(int NumLayers, int BlockSize, int NumKvHeads,
 
     internal void Validate(string argument)
     {
-        if (NumLayers <= 0 || MemoryBudgetBytes <= 0)
-            throw new ArgumentException($"{argument}: {this}: layers and memory budget must be positive", argument);
+        if (NumLayers <= 0 || MemoryBudgetBytes <= 0 || !Enum.IsDefined(DType))
+            throw new ArgumentException($"{argument}: {this}: layers and memory budget must be positive, the dtype known", argument);
         try { Layout(1).Validate(); }
         catch (ArgumentException e) { throw new ArgumentException($"{argument}: {e.Message}", argument, e); }
     }
