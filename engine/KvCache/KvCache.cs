@@ -308,15 +308,11 @@ public sealed class KvCache : IDisposable
                 uint[] staging = ArrayPool<uint>.Shared.Rent(Layout.BlockWords);
                 try
                 {
-                    var block = staging.AsSpan(0, Layout.BlockWords);
                     for (int l = 0; l < NumLayers; l++)
-                        for (int i = 0; i < n; i++)
-                        {
-                            _keys[l].Read(block, (long)from[i] * Layout.BlockWords);
-                            target._keys[l].Write(block, (long)to[i] * Layout.BlockWords);
-                            _values[l].Read(block, (long)from[i] * Layout.BlockWords);
-                            target._values[l].Write(block, (long)to[i] * Layout.BlockWords);
-                        }
+                    {
+                        StageBlocks(_keys[l], target._keys[l], from, to, staging);
+                        StageBlocks(_values[l], target._values[l], from, to, staging);
+                    }
                 }
                 finally { ArrayPool<uint>.Shared.Return(staging); }
             }
@@ -370,6 +366,26 @@ public sealed class KvCache : IDisposable
         (uint)layer < (uint)NumLayers ? layer : throw new ArgumentOutOfRangeException(nameof(layer), layer, $"the cache has {NumLayers} layers");
 
     private int SlotOf(KvCacheSample s, int position) => s.Blocks[position / BlockSize] * BlockSize + position % BlockSize;
+
+    /// <summary>
+    /// Copies blocks between buffers of different backends through host memory: straight into or out of a host
+    /// (CPU backend) buffer when one side is one, else through <paramref name="staging"/>.
+    /// </summary>
+    private void StageBlocks(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> from, ReadOnlySpan<int> to, uint[] staging)
+    {
+        int words = Layout.BlockWords;
+        for (int i = 0; i < from.Length; i++)
+        {
+            long at = (long)from[i] * words, into = (long)to[i] * words;
+            if (destination is Cpu.CpuBuffer<uint> host) source.Read(host.AsSpan(into, words), at);
+            else if (source is Cpu.CpuBuffer<uint> hostSource) destination.Write(hostSource.AsSpan(at, words), into);
+            else
+            {
+                source.Read(staging.AsSpan(0, words), at);
+                destination.Write(staging.AsSpan(0, words), into);
+            }
+        }
+    }
 
     /// <summary>Frees blocks beyond those the committed and pending tokens need.</summary>
     private void TrimBlocks(KvCacheSample s)

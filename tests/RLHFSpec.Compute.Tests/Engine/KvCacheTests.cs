@@ -139,6 +139,22 @@ public class KvCacheTests
     }
 
     [Test]
+    public void CopyingASampleBetweenTwoVulkanDevicesStagesThroughTheHost()
+    {
+        var first = Backends.Vulkan;
+        using var second = Devices.OpenVulkan(0);   // a second device object: buffers of another backend
+        var rng = new Random(21);
+        using var source = new KvCache(first, SmallConfig(KvDType.F32, 20));
+        using var target = new KvCache(second, SmallConfig(KvDType.F32, 20));
+        var model = new HostModel(source);
+        source.AddSample(3);
+        model.Step(rng, new[] { 3 }, new[] { 9 }, acceptAll: true);
+        model.Step(rng, new[] { 3 }, new[] { 5 }, acceptAll: false);
+        Assert.That(source.TryCopySampleTo(3, target, 3), Is.True);
+        HostModel.CheckAgainst(target, model.Committed(3), 3);
+    }
+
+    [Test]
     public void CopyingWithinOneCacheForksASample([ValueSource(nameof(BackendNames))] string backend)
     {
         var rng = new Random(12);
