@@ -54,10 +54,11 @@ public abstract class ComputeBackend : IDisposable
         AttentionCore(batch, query, keyCache, valueCache, layout, output);
     }
 
-    /// <summary>Writes new K or V rows into cache slots (fp32 → fp32 or fp16). Recorded, not waited for.</summary>
+    /// <summary>Writes new K or V rows into cache slots (fp32 → fp32 or fp16). Recorded, not waited for.
+    /// fp16 rounds to nearest even exactly as <c>(Half)float</c>; values are not scanned for NaN/Inf (stored as given).</summary>
     /// <param name="source">// [slots.Length, layout.RowElements] fp32</param>
     /// <param name="cache">// one layer's K or V cache</param>
-    /// <param name="slots">[T] destination slot (block * BlockSize + offset) of each row.</param>
+    /// <param name="slots">[T] destination slot (block * BlockSize + offset) of each row, all distinct.</param>
     public void AppendKv(DeviceBuffer<float> source, DeviceBuffer<uint> cache, KvLayout layout, ReadOnlySpan<int> slots)
     {
         KernelValidation.AppendKv(source, cache, layout, slots);
@@ -69,7 +70,8 @@ public abstract class ComputeBackend : IDisposable
     /// Copies rows of <paramref name="rowWords"/> words from <paramref name="source"/> to <paramref name="destination"/>
     /// (the same buffer or another of this backend). Pairs are grouped in segments [segmentOffsets[g], segmentOffsets[g+1]);
     /// segments run in parallel, pairs within a segment in order, so in-place compaction (each destination at or below
-    /// its source) is safe. Rows are slots (rowWords = layout.RowWords) or whole blocks (layout.BlockWords).
+    /// its source) is safe. Segments must be independent: a row one segment writes is neither written nor (same
+    /// buffer) read by another. Rows are slots (rowWords = layout.RowWords) or whole blocks (layout.BlockWords).
     /// Recorded, not waited for.
     /// </summary>
     public void CopyKv(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, ReadOnlySpan<int> segmentOffsets, int rowWords)

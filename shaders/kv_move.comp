@@ -32,7 +32,7 @@ layout(std430, set = 0, binding = 4) buffer Dst0 { uint dst0[]; };
 layout(std430, set = 0, binding = 5) buffer Dst1 { uint dst1[]; };
 layout(std430, set = 0, binding = 6) buffer Dst2 { uint dst2[]; };
 layout(std430, set = 0, binding = 7) buffer Dst3 { uint dst3[]; };
-// [numSegments + 1] segment offsets (absent when every pair is its own segment), then [numPairs, 4]:
+// [numSegments + 1] segment offsets (absent when segments are fixed runs of pairs), then [numPairs, 4]:
 // source window, source word base, destination window, destination word base.
 layout(std430, set = 0, binding = 8) readonly buffer Meta { uint meta[]; };
 
@@ -40,7 +40,8 @@ layout(push_constant) uniform Push {
     uint num_segments;
     uint row_words;       // destination words per row
     uint pairs_at;        // index in meta of the first pair
-    uint own_segments;    // 1: segment g is pair g (append); 0: segment offsets at meta[0 ..]
+    uint pairs_per_segment; // > 0: segment g is pairs [g * n, (g + 1) * n) (independent appends); 0: offsets at meta[0 ..]
+    uint num_pairs;
 } pc;
 
 uint load_dst(uint w, uint i) {
@@ -65,9 +66,10 @@ void store_dst(uint w, uint i, uint v) {
     else dst3[i] = v;
 }
 
-// fp32 bits → fp16 bits, round to nearest even (as System.Half), in integer arithmetic so the result does not
-// depend on the driver's packHalf2x16 rounding or on float denormal flushing. Overflow gives ±Inf; NaN stays a
-// quiet NaN keeping the top payload bits.
+// fp32 bits → fp16 bits, round to nearest even (as System.Half), in integer arithmetic. packHalf2x16 would be
+// shorter, and lavapipe's happens to match System.Half (checked on ties at every exponent, subnormals, the overflow
+// boundary), but GLSL leaves its rounding implementation-defined and a driver may flush fp32 denormals, so the
+// cache's bits would depend on the device. Overflow gives ±Inf; NaN stays a quiet NaN keeping the top payload bits.
 uint f32_to_f16(uint x) {
     uint sign = (x >> 16) & 0x8000u;
     uint a = x & 0x7FFFFFFFu;
@@ -90,8 +92,8 @@ void main() {
     uint tid = gl_LocalInvocationID.x;
     uint chunks = (pc.row_words + CHUNK - 1u) / CHUNK;
     for (uint g = gl_WorkGroupID.y; g < pc.num_segments; g += gl_NumWorkGroups.y) {
-        uint first = pc.own_segments != 0 ? g : meta[g];
-        uint end = pc.own_segments != 0 ? g + 1u : meta[g + 1u];
+        uint first = pc.pairs_per_segment != 0 ? g * pc.pairs_per_segment : meta[g];
+        uint end = pc.pairs_per_segment != 0 ? min(first + pc.pairs_per_segment, pc.num_pairs) : meta[g + 1u];
         for (uint c = gl_WorkGroupID.x; c < chunks; c += gl_NumWorkGroups.x) {
             uint k0 = c * CHUNK + tid;
             uint k1 = min(pc.row_words, (c + 1u) * CHUNK);

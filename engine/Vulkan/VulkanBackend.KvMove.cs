@@ -6,16 +6,19 @@ namespace RLHFSpec.Compute.Engine.Vulkan;
 
 public sealed partial class VulkanBackend
 {
-    private static readonly ShaderSpec KvMoveShader = new("kv_move", Bindings: 9, PushConstantBytes: 16);
+    private static readonly ShaderSpec KvMoveShader = new("kv_move", Bindings: 9, PushConstantBytes: 20);
 
     /// <summary>Row-aligned windows a buffer may be bound as in one kv_move dispatch (the shader declares 4 per side).</summary>
     internal const int KvMoveMaxWindows = 4;
 
-    /// <summary>Words one invocation copies per pair and chunk: a workgroup streams CHUNK = local × this words of each row.</summary>
-    private const int KvMoveWordsPerInvocation = 4;
+    /// <summary>Most words one invocation copies per pair and chunk: a workgroup streams CHUNK = local × this words of each row.</summary>
+    private const int KvMoveWordsPerInvocation = 16;
+
+    /// <summary>Workgroups an append aims for before it packs several rows into one workgroup.</summary>
+    private const int KvMoveAppendSegments = 2048;
 
     [StructLayout(LayoutKind.Sequential)]
-    private struct KvMovePush { public uint NumSegments, RowWords, PairsAt, OwnSegments; }
+    private struct KvMovePush { public uint NumSegments, RowWords, PairsAt, PairsPerSegment, NumPairs; }
 
     protected override void AppendKvCore(DeviceBuffer<float> source, DeviceBuffer<uint> cache, KvLayout layout, ReadOnlySpan<int> slots)
     {
@@ -57,8 +60,11 @@ public sealed partial class VulkanBackend
                         meta[4 * i + 3] = dstShifts[w] + (uint)((slot - w * dstWindowRows) * rowWords);
                     }
                     bindings[2 * KvMoveMaxWindows] = Upload<uint>(meta.AsSpan(0, 4 * n));
-                    var push = new KvMovePush { NumSegments = (uint)n, RowWords = (uint)rowWords, PairsAt = 0, OwnSegments = 1 };
-                    DispatchKvMove(bindings, push, rowWords, chunk, n, constants);
+                    // Appended rows are independent: a workgroup takes a run of them, enough runs to fill the device.
+                    int perSegment = Math.Clamp(n / KvMoveAppendSegments, 1, 16);
+                    int segments = (n + perSegment - 1) / perSegment;
+                    var push = new KvMovePush { NumSegments = (uint)segments, RowWords = (uint)rowWords, PairsAt = 0, PairsPerSegment = (uint)perSegment, NumPairs = (uint)n };
+                    DispatchKvMove(bindings, push, rowWords, chunk, segments, constants);
                 }
             }
             finally { ArrayPool<uint>.Shared.Return(meta); }
@@ -124,20 +130,27 @@ public sealed partial class VulkanBackend
 
             var (local, chunk) = KvMoveGrid(rowWords);
             Span<int> constants = stackalloc int[] { local, (int)KvMoveMode.Copy, srcWindows, dstWindows, same ? 1 : 0, chunk };
-            var push = new KvMovePush { NumSegments = (uint)segments, RowWords = (uint)rowWords, PairsAt = (uint)pairsAt, OwnSegments = 0 };
+            var push = new KvMovePush { NumSegments = (uint)segments, RowWords = (uint)rowWords, PairsAt = (uint)pairsAt, PairsPerSegment = 0, NumPairs = (uint)pairs };
             DispatchKvMove(bindings, push, rowWords, chunk, segments, constants);
         }
         finally { ArrayPool<Binding>.Shared.Return(pooled, clearArray: true); }
     }
 
     /// <summary>Largest binding in words, leaving room for the element shift of an unaligned start.</summary>
-    private long MaxBindingWords => (Limits.MaxStorageBufferRange - Limits.MinStorageBufferOffsetAlignment) / sizeof(uint);
+    private long MaxBindingWords => KvMoveBindingWordsOverride ?? (Limits.MaxStorageBufferRange - Limits.MinStorageBufferOffsetAlignment) / sizeof(uint);
 
-    /// <summary>Workgroup size and chunk: whole workgroups on realistic rows (hundreds of words and up), smaller
-    /// ones on tiny rows so few invocations idle.</summary>
+    /// <summary>Tests lower the binding size kv_move plans with (never above the device's) to exercise windows and
+    /// split sources on small buffers; null = the device's maxStorageBufferRange.</summary>
+    internal long? KvMoveBindingWordsOverride { get; set; }
+
+    /// <summary>
+    /// Workgroup size and chunk: about 16 words per invocation and pair (the per-pair work — reading its metadata —
+    /// is then small next to the copying), between 32 and 256 invocations; rows beyond a chunk are split over
+    /// several workgroups.
+    /// </summary>
     private (int Local, int Chunk) KvMoveGrid(int rowWords)
     {
-        int local = (int)Math.Min(256, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(32, rowWords)));
+        int local = (int)Math.Min(256, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(32, rowWords / 16)));
         local = Math.Min(local, Limits.MaxWorkgroupInvocations);
         return (local, local * KvMoveWordsPerInvocation);
     }

@@ -39,6 +39,16 @@ public class KvMoveTests
     }
 
     [Test]
+    public void AppendOfManyShortRowsMatchesReference([ValueSource(nameof(BackendNames))] string backend, [Values(KvDType.F32, KvDType.F16)] KvDType dtype)
+    {
+        // 9,001 rows: the Vulkan backend packs runs of rows into one workgroup (the last run shorter).
+        var rng = new Random(17);
+        var layout = new KvLayout(NumBlocks: 1200, BlockSize: 8, NumKvHeads: 1, HeadDim: 6, dtype);
+        var source = RandomFloats(rng, 9001 * layout.RowElements);
+        CheckAppend(Backends.Get(backend), source, RandomWords(rng, layout.TotalWords), layout, RandomDistinct(rng, 9001, (int)layout.NumSlots));
+    }
+
+    [Test]
     public void Fp16PackingRoundsExactlyLikeSystemHalf([ValueSource(nameof(BackendNames))] string backend)
     {
         // Ties at every scale (normal and subnormal), the overflow boundary, subnormals, zeros, infinities.
@@ -167,11 +177,11 @@ public class KvMoveTests
     /// Segments with disjoint row pools (so they are independent); within a segment rows repeat freely, giving
     /// chains (a → b, b → c) and repeated destinations whose result depends on the pair order.
     /// </summary>
-    internal static CopyPlan RandomIndependentPlan(Random rng, int segments, int maxPairs, bool sameBuffer)
+    internal static CopyPlan RandomIndependentPlan(Random rng, int segments, int maxPairs, bool sameBuffer, int? rows = null)
     {
-        int poolSize = 2 * maxPairs;
-        var pool = Enumerable.Range(0, segments * poolSize + 3).OrderBy(_ => rng.Next()).ToArray();
-        int sourceRowCount = sameBuffer ? pool.Length : rng.Next(1, 50);
+        int poolSize = rows is int r ? Math.Max(1, r / segments) : 2 * maxPairs;
+        var pool = Enumerable.Range(0, rows ?? segments * poolSize + 3).OrderBy(_ => rng.Next()).ToArray();
+        int sourceRowCount = sameBuffer ? pool.Length : rows ?? rng.Next(1, 50);
         var src = new List<int>(); var dst = new List<int>(); var offsets = new List<int> { 0 };
         for (int g = 0; g < segments; g++)
         {
