@@ -1,0 +1,173 @@
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.Proposers;
+using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Tests.Statistics;
+
+namespace RLHFSpec.Compute.Tests.Generation;
+
+/// <summary>
+/// The step loop on synthetic models (n-gram-like, so outputs repeat and suffix drafts get accepted): greedy
+/// output of every strategy equals plain greedy decoding; sampled output follows the target distribution; runs
+/// repeat exactly under a seed; preemption under a tiny KV budget changes nothing.
+/// </summary>
+public class GenerationInstanceTests
+{
+    private const int Vocab = 40, Stop = 0;
+    private static readonly SyntheticModel Target = new(Vocab, salt: 77, window: 3, spread: 4f);
+    private static readonly SyntheticModel Draft = new(Vocab, salt: 78, basis: Target, noise: 1.2f, window: 3);
+
+    private static readonly string[] Strategies = ["off", "suffix:4", "suffix-tree:4,2,8", "chain:3", "adaptive"];
+
+    private static (GenerationInstance Instance, SyntheticTargetModel Model) Build(ComputeBackend backend, string strategy, long slotBudget = long.MaxValue, int maxBatch = 64)
+    {
+        var model = new SyntheticTargetModel(backend, Target, maxContext: 200, slotBudget);
+        var draftModel = new SyntheticTargetModel(backend, Draft, maxContext: 200);
+        IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draftModel)];
+        var options = new GenerationOptions { MaxBatch = maxBatch, StopTokens = new HashSet<int> { Stop } };
+        if (strategy == "adaptive")
+        {
+            var cost = new CostModel("synthetic");
+            foreach (int n in new[] { 1, 16, 64, 256, 1024 }) { cost.ObserveVerify(n, 0, 1e-3 + 2e-6 * n); cost.ObserveDraftForward(n, 2e-4 + 4e-7 * n); }
+            cost.ObserveSuffix(1, 1e-6);
+            var acceptance = new AcceptanceEstimator();
+            var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4" }.Select(s => Strategy.Parse(s));
+            options = options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) };
+            return (new GenerationInstance(model, proposers, options, acceptance, cost), model);
+        }
+        options = options with { FixedStrategy = Strategy.Parse(strategy) };
+        return (new GenerationInstance(model, proposers, options), model);
+    }
+
+    private static GenerationRequest[] Requests(int prompts, int samplesPerPrompt, SamplingParams sampling, int maxNewTokens, int seed = 1)
+    {
+        var random = new Random(seed);
+        var list = new List<GenerationRequest>();
+        for (int p = 0; p < prompts; p++)
+        {
+            var prompt = Enumerable.Range(0, random.Next(2, 9)).Select(_ => random.Next(1, Vocab)).ToArray();
+            for (int k = 0; k < samplesPerPrompt; k++)
+                list.Add(new GenerationRequest(p * samplesPerPrompt + k, p, k, prompt, sampling, maxNewTokens));
+        }
+        return list.ToArray();
+    }
+
+    private static Dictionary<long, int[]> Run(GenerationInstance instance, IEnumerable<GenerationRequest> requests)
+    {
+        foreach (var r in requests) instance.Enqueue(r);
+        var results = instance.RunToCompletion();
+        Assert.That(results.Select(r => r.Request.SampleId), Is.Unique, "every sample finishes exactly once");
+        return results.ToDictionary(r => r.Request.SampleId, r => r.Tokens);
+    }
+
+    /// <summary>Plain greedy decoding straight from the synthetic target.</summary>
+    private static int[] Greedy(int[] prompt, int maxNewTokens)
+    {
+        var seq = new List<int>(prompt);
+        var output = new List<int>();
+        while (output.Count < maxNewTokens)
+        {
+            var l = Target.Logits(seq.ToArray());
+            int t = Array.IndexOf(l, l.Max());
+            output.Add(t);
+            seq.Add(t);
+            if (t == Stop) break;
+        }
+        return output.ToArray();
+    }
+
+    [Test]
+    public void GreedyOutputOfEveryStrategyEqualsPlainGreedy([Values("cpu", "vulkan")] string backendName, [ValueSource(nameof(Strategies))] string strategy)
+    {
+        var requests = Requests(prompts: 6, samplesPerPrompt: 4, SamplingParams.Greedy(0, 0), maxNewTokens: 60);
+        var (instance, _) = Build(Backends.Get(backendName), strategy);
+        using (instance)
+        {
+            var outputs = Run(instance, requests);
+            foreach (var r in requests)
+                Assert.That(outputs[r.SampleId], Is.EqualTo(Greedy(r.Prompt, r.MaxNewTokens)), $"{strategy}: sample {r.SampleId}");
+            if (strategy != "off")
+                Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "drafts were accepted at all");
+        }
+    }
+
+    [Test]
+    public void PreemptionUnderATinyKvBudgetLosesAndDuplicatesNothing([Values("off", "suffix-tree:4,2,8", "chain:3")] string strategy)
+    {
+        var requests = Requests(prompts: 8, samplesPerPrompt: 3, SamplingParams.Greedy(0, 0), maxNewTokens: 50, seed: 2);
+        var (instance, model) = Build(Backends.Cpu, strategy, slotBudget: 160);
+        using (instance)
+        {
+            var outputs = Run(instance, requests);
+            Assert.That(outputs.Keys, Is.EquivalentTo(requests.Select(r => r.SampleId)));
+            foreach (var r in requests)
+                Assert.That(outputs[r.SampleId], Is.EqualTo(Greedy(r.Prompt, r.MaxNewTokens)), $"sample {r.SampleId}");
+            Assert.That(instance.Stats.Preemptions, Is.GreaterThan(0), "the budget forced preemption");
+            Assert.That(model.Samples, Is.EqualTo(0), "every sample's cache was released");
+        }
+    }
+
+    [Test]
+    public void SameSeedAndStrategyRepeatExactlyAndSampleIdsKeyTheRandomness([Values("off", "suffix:4", "chain:3")] string strategy)
+    {
+        var sampling = SamplingParams.Random(1f, seed: 99, sampleId: 0, position: 0);
+        var requests = Requests(prompts: 5, samplesPerPrompt: 4, sampling, maxNewTokens: 40, seed: 3);
+        Dictionary<long, int[]> RunOnce(int maxBatch)
+        {
+            var (instance, _) = Build(Backends.Cpu, strategy, maxBatch: maxBatch);
+            using (instance) return Run(instance, requests);
+        }
+        var first = RunOnce(64);
+        var second = RunOnce(64);
+        foreach (var r in requests) Assert.That(second[r.SampleId], Is.EqualTo(first[r.SampleId]), $"sample {r.SampleId}");
+        Assert.That(first.Values.Select(v => string.Join(",", v)).Distinct().Count(), Is.GreaterThan(requests.Length / 2), "samples differ from each other");
+        if (strategy == "off")
+        {
+            // Without drafts a sample's tokens depend only on (seed, sample id, position): batching changes nothing.
+            var oneAtATime = RunOnce(1);
+            foreach (var r in requests) Assert.That(oneAtATime[r.SampleId], Is.EqualTo(first[r.SampleId]), $"sample {r.SampleId}");
+        }
+    }
+
+    [Test]
+    public void SampledOutputThroughTheLoopFollowsTheTargetDistribution([Values("suffix:3", "chain:2", "adaptive")] string strategy)
+    {
+        // Vocabulary 40 is too large to enumerate three tokens; check the joint of the first two.
+        const int samples = 20_000;
+        var sampling = SamplingParams.Random(0.8f, seed: 5, sampleId: 0, position: 0);
+        int[] prompt = [5, 9, 2];
+        var requests = Enumerable.Range(0, samples).Select(i => new GenerationRequest(i, 0, i, prompt, sampling, 2)).ToArray();
+        var (instance, _) = Build(Backends.Cpu, strategy, maxBatch: 256);
+        using (instance)
+        {
+            var outputs = Run(instance, requests);
+            var counts = new long[Vocab * Vocab];
+            foreach (var o in outputs.Values) counts[o[0] * Vocab + (o.Length > 1 ? o[1] : 0)]++;
+            var expected = new double[Vocab * Vocab];
+            var p1 = Warp.Probabilities(Target.Logits(prompt), sampling);
+            for (int a = 0; a < Vocab; a++)
+            {
+                if (a == Stop) { expected[a * Vocab] += p1[a]; continue; } // stopped after one token
+                var p2 = Warp.Probabilities(Target.Logits([.. prompt, a]), sampling);
+                for (int b = 0; b < Vocab; b++) expected[a * Vocab + b] += p1[a] * p2[b];
+            }
+            var (chi2, dof, p) = ChiSquare.Test(counts, expected);
+            Assert.That(p, Is.GreaterThan(1e-4), $"{strategy}: χ² = {chi2:F1}, dof = {dof}, p = {p:E2}");
+        }
+    }
+
+    [Test]
+    public void BadRequestsAreRejectedWithTheirPrompt()
+    {
+        var (instance, _) = Build(Backends.Cpu, "off");
+        using (instance)
+        {
+            var ok = SamplingParams.Greedy(0, 0);
+            Assert.That(Assert.Throws<ArgumentException>(() => instance.Enqueue(new GenerationRequest(1, 3, 0, [], ok, 5)))!.Message, Does.Contain("prompt 3"));
+            Assert.That(Assert.Throws<ArgumentException>(() => instance.Enqueue(new GenerationRequest(1, 4, 0, [1, Vocab], ok, 5)))!.Message, Does.Contain("token 40"));
+            Assert.That(Assert.Throws<ArgumentException>(() => instance.Enqueue(new GenerationRequest(1, 5, 0, Enumerable.Repeat(1, 300).ToArray(), ok, 5)))!.Message, Does.Contain("context"));
+            Assert.Throws<ArgumentException>(() => instance.Enqueue(new GenerationRequest(1, 6, 0, [1], ok, 0)));
+        }
+    }
+}
