@@ -185,7 +185,7 @@ public class AttentionKernelTests
     {
         int[] contexts = [0, 15, 33];
         int[] newTokens = [200, 31, 65];
-        Check(backend, Make(seed, contexts, newTokens, 64, 2, groupRatio, blockSize, dtype, Mask.Causal));
+        Check(backend, Make(seed, contexts, newTokens, 64, groupRatio == 8 ? 1 : 2, groupRatio, blockSize, dtype, Mask.Causal));
     }
 
     // Tree verification: masks from parent arrays of several shapes, over short and long contexts.
@@ -195,7 +195,7 @@ public class AttentionKernelTests
     {
         int seed = 1000 + (int)shape * 10 + (int)dtype;
         int[] contexts = [0, 16, 17, 600, 5];
-        int[] newTokens = [6, 40, 1, 33, 64];
+        int[] newTokens = [6, 40, 1, 9, 64];
         Check(backend, Make(seed, contexts, newTokens, 128, 2, 4, 16, dtype, shape));
     }
 
@@ -236,4 +236,97 @@ public class AttentionKernelTests
     [TestCase("cpu"), TestCase("vulkan")]
     public void EmptySamplesAreSkipped(string backend) =>
         Check(backend, Make(3, [5, 0, 9, 0], [0, 1, 0, 2], 64, 1, 2, 16, KvDType.F32, Mask.Causal));
+
+    // ---- Bad input: every backend rejects it before running, naming the argument. ----
+
+    private static Problem Small(Mask mask = Mask.Random) => Make(11, [3, 20, 0], [4, 2, 5], 32, 2, 2, 8, KvDType.F32, mask);
+
+    private static void Rejects(string backendName, Problem p, string argument, KvLayout? layoutOverride = null,
+        int queryLength = -1, int outputLength = -1, int keyLength = -1, int valueLength = -1)
+    {
+        var backend = Backends.Get(backendName);
+        int elements = Math.Max(1, p.NumTokens * p.NumHeads * p.Layout.HeadDim);
+        using var query = backend.Allocate<float>(queryLength >= 0 ? queryLength : elements, "query");
+        using var output = backend.Allocate<float>(outputLength >= 0 ? outputLength : elements, "output");
+        using var keys = backend.Allocate<uint>(keyLength >= 0 ? keyLength : p.Keys.Length, "keys");
+        using var values = backend.Allocate<uint>(valueLength >= 0 ? valueLength : p.Values.Length, "values");
+        var e = Assert.Catch<ArgumentException>(() => backend.Attention(p.Batch, query, keys, values, layoutOverride ?? p.Layout, output));
+        Assert.That(e!.ParamName, Is.EqualTo(argument), e.Message);
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadOffsetsAreRejected(string backend)
+    {
+        var p = Small(); p.QueryOffsets = [0, 4, 6]; Rejects(backend, p, "QueryOffsets");                 // length S + 1 expected
+        p = Small(); p.QueryOffsets = [1, 4, 6, 11]; Rejects(backend, p, "QueryOffsets");                 // must start at 0
+        p = Small(); p.QueryOffsets = [0, 4, 3, 11]; Rejects(backend, p, "QueryOffsets");                 // decreasing
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadContextsAndBlockTablesAreRejected(string backend)
+    {
+        var p = Small(); p.ContextLens = [3, -1, 0]; Rejects(backend, p, "ContextLens");
+        p = Small(); p.ContextLens = [3, 20]; Rejects(backend, p, "QueryOffsets");                         // S from ContextLens
+        p = Small(); p.ContextLens = [3, p.MaxBlocks * p.Layout.BlockSize, 0]; Rejects(backend, p, "ContextLens"); // over capacity
+        p = Small(); p.BlockTables = p.BlockTables[1..]; Rejects(backend, p, "BlockTables");
+        p = Small(); p.BlockTables[0] = p.Layout.NumBlocks; Rejects(backend, p, "BlockTables");
+        p = Small(); p.BlockTables[p.MaxBlocks] = -1; Rejects(backend, p, "BlockTables");
+        p = Small(); p.MaxBlocks = -1; Rejects(backend, p, "MaxBlocksPerSample");
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadHeadsAndScaleAreRejected(string backend)
+    {
+        var p = Small(); p.NumHeads = 3; Rejects(backend, p, "NumHeads");                                  // not a multiple of 2 KV heads
+        p = Small(); p.NumHeads = 0; Rejects(backend, p, "NumHeads");
+        p = Small(); p.Scale = float.NaN; Rejects(backend, p, "Scale");
+        p = Small(); p.Scale = float.PositiveInfinity; Rejects(backend, p, "Scale");
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadTreeMasksAreRejected(string backend)
+    {
+        var p = Small(); p.TreeMask = p.TreeMask[1..]; Rejects(backend, p, "TreeMask");
+        p = Small(); p.MaskWords = 0; Rejects(backend, p, "MaskWords");
+        p = Small(); p.TreeMask[2 * p.MaskWords] &= ~(1u << 2); Rejects(backend, p, "TreeMask");          // node 2 does not see itself
+        p = Small(); p.TreeMask[5 * p.MaskWords] |= 1u << 3; Rejects(backend, p, "TreeMask");             // sample 1 has 2 new tokens
+        var wide = Make(12, [1], [40], 32, 1, 1, 8, KvDType.F32, Mask.Chain);
+        wide.MaskWords = 1; wide.TreeMask = new uint[40]; Rejects(backend, wide, "MaskWords");              // 40 nodes need 2 words
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void SmallBuffersAndBadLayoutsAreRejected(string backend)
+    {
+        var p = Small();
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        Rejects(backend, p, "query", queryLength: elements - 1);
+        Rejects(backend, p, "output", outputLength: elements - 1);
+        Rejects(backend, p, "keyCache", keyLength: p.Keys.Length - 1);
+        Rejects(backend, p, "valueCache", valueLength: p.Values.Length - 1);
+        Rejects(backend, p, "layout", layoutOverride: p.Layout with { HeadDim = 31, DType = KvDType.F16 });
+        Rejects(backend, p, "layout", layoutOverride: p.Layout with { BlockSize = 0 });
+    }
+
+    [Test]
+    public void BufferOfAnotherBackendIsRejectedByName()
+    {
+        var p = Small(Mask.Causal);
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        using var hostQuery = Backends.Cpu.Allocate<float>(elements, "host-query");
+        var vk = Backends.Vulkan;
+        using var keys = vk.Allocate<uint>(p.Keys.Length, "keys");
+        using var values = vk.Allocate<uint>(p.Values.Length, "values");
+        using var output = vk.Allocate<float>(elements, "output");
+        var e = Assert.Catch<ArgumentException>(() => vk.Attention(p.Batch, hostQuery, keys, values, p.Layout, output));
+        Assert.That(e!.ParamName, Is.EqualTo("query"));
+        Assert.That(e.Message, Does.Contain("host-query"));
+    }
+
+    // Unused block-table entries and an empty batch are fine; the kernel runs nothing for zero tokens.
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void EmptyBatchIsANoOp(string backend)
+    {
+        var p = Make(13, [4, 0], [0, 0], 32, 1, 1, 8, KvDType.F32, Mask.Causal);
+        Assert.DoesNotThrow(() => Run(Backends.Get(backend), p));
+    }
 }
