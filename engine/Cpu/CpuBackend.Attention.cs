@@ -1,9 +1,155 @@
+using System.Buffers;
+using System.Numerics.Tensors;
 using RLHFSpec.Compute.Engine.Kernels;
 
 namespace RLHFSpec.Compute.Engine.Cpu;
 
 public sealed partial class CpuBackend
 {
-    protected override void AttentionCore(in AttentionBatch batch, DeviceBuffer<float> query, DeviceBuffer<uint> keyCache, DeviceBuffer<uint> valueCache, KvLayout layout, DeviceBuffer<float> output) =>
-        throw new NotImplementedException("attention (CPU)");
+    /// <summary>Per-worker buffers of the attention kernel, rented once per worker and call.</summary>
+    private sealed class AttentionScratch
+    {
+        public float[] Scores = [];   // [groupSize, visibleSlots]
+        public int[] Slots = [];      // [visibleSlots] physical slot of each visible logical slot
+        public float[] Row = [];      // [HeadDim] one K or V row converted from fp16
+    }
+
+    /// <summary>
+    /// One work item per (query token, KV head): the visible slots are gathered once, then every query head of the
+    /// GQA group scores each K row while it is hot, softmax runs per head in fp32 (max-subtracted), and each V row
+    /// is accumulated into all heads of the group. fp16 rows go through a per-worker fp32 row buffer.
+    /// </summary>
+    protected override void AttentionCore(in AttentionBatch batch, DeviceBuffer<float> query, DeviceBuffer<uint> keyCache, DeviceBuffer<uint> valueCache, KvLayout layout, DeviceBuffer<float> output)
+    {
+        var q = Host(query, nameof(query));
+        var k = Host(keyCache, nameof(keyCache));
+        var v = Host(valueCache, nameof(valueCache));
+        var o = Host(output, nameof(output));
+
+        int samples = batch.NumSamples, numTokens = batch.NumTokens;
+        // Spans cannot enter the parallel body: copy the metadata into pooled arrays.
+        int[] tokenSample = ArrayPool<int>.Shared.Rent(numTokens);
+        int[] offsets = ArrayPool<int>.Shared.Rent(samples + 1);
+        int[] contexts = ArrayPool<int>.Shared.Rent(samples);
+        int[] tables = ArrayPool<int>.Shared.Rent(Math.Max(batch.BlockTables.Length, 1));
+        uint[] mask = ArrayPool<uint>.Shared.Rent(Math.Max(batch.TreeMask.Length, 1));
+        try
+        {
+            batch.QueryOffsets.CopyTo(offsets);
+            batch.ContextLens.CopyTo(contexts);
+            batch.BlockTables.CopyTo(tables);
+            batch.TreeMask.CopyTo(mask);
+            int maxVisible = 0;
+            for (int s = 0; s < samples; s++)
+            {
+                for (int t = offsets[s]; t < offsets[s + 1]; t++) tokenSample[t] = s;
+                maxVisible = Math.Max(maxVisible, contexts[s] + offsets[s + 1] - offsets[s]);
+            }
+
+            var job = new AttentionJob(q, k, v, o, layout, tokenSample, offsets, contexts, tables, mask,
+                batch.TreeMask.IsEmpty, batch.MaskWords, batch.MaxBlocksPerSample, batch.NumHeads, batch.Scale, maxVisible);
+            Parallel.For(0, (long)numTokens * layout.NumKvHeads, Parallelism,
+                job.RentScratch,
+                (item, _, scratch) => { job.Run(item, scratch); return scratch; },
+                AttentionJob.ReturnScratch);
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(tokenSample);
+            ArrayPool<int>.Shared.Return(offsets);
+            ArrayPool<int>.Shared.Return(contexts);
+            ArrayPool<int>.Shared.Return(tables);
+            ArrayPool<uint>.Shared.Return(mask);
+        }
+    }
+
+    private sealed unsafe class AttentionJob(
+        CpuBuffer<float> query, CpuBuffer<uint> keyCache, CpuBuffer<uint> valueCache, CpuBuffer<float> output, KvLayout layout,
+        int[] tokenSample, int[] offsets, int[] contexts, int[] tables, uint[] mask,
+        bool causal, int maskWords, int maxBlocks, int numHeads, float scale, int maxVisible)
+    {
+        private readonly int _groupSize = numHeads / layout.NumKvHeads;
+
+        public AttentionScratch RentScratch() => new()
+        {
+            Scores = ArrayPool<float>.Shared.Rent(Math.Max(1, _groupSize * maxVisible)),
+            Slots = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
+            Row = ArrayPool<float>.Shared.Rent(layout.HeadDim),
+        };
+
+        public static void ReturnScratch(AttentionScratch scratch)
+        {
+            ArrayPool<float>.Shared.Return(scratch.Scores);
+            ArrayPool<int>.Shared.Return(scratch.Slots);
+            ArrayPool<float>.Shared.Return(scratch.Row);
+        }
+
+        public void Run(long item, AttentionScratch scratch)
+        {
+            int t = (int)(item / layout.NumKvHeads), kvHead = (int)(item % layout.NumKvHeads);
+            int s = tokenSample[t], i = t - offsets[s], n = offsets[s + 1] - offsets[s], context = contexts[s];
+            int d = layout.HeadDim, g = _groupSize, blockSize = layout.BlockSize;
+
+            // Visible logical slots → physical slots.
+            int visible = 0;
+            int last = causal ? context + i + 1 : context + n;
+            for (int logical = 0; logical < last; logical++)
+            {
+                int j = logical - context;
+                if (j >= 0 && !causal && (mask[t * maskWords + j / 32] >> (j % 32) & 1) == 0) continue;
+                scratch.Slots[visible++] = tables[s * maxBlocks + logical / blockSize] * blockSize + logical % blockSize;
+            }
+
+            var outHeads = new Span<float>(output.Pointer + ((long)t * numHeads + kvHead * g) * d, g * d);
+            if (visible == 0) { outHeads.Clear(); return; }   // sees nothing: zero output
+
+            var qHeads = new ReadOnlySpan<float>(query.Pointer + ((long)t * numHeads + kvHead * g) * d, g * d);
+            var scores = scratch.Scores.AsSpan(0, g * visible);
+            for (int k = 0; k < visible; k++)
+            {
+                var key = Row(keyCache, scratch.Slots[k], kvHead, scratch.Row);
+                for (int h = 0; h < g; h++)
+                    scores[h * visible + k] = scale * TensorPrimitives.Dot(qHeads.Slice(h * d, d), key);
+            }
+
+            outHeads.Clear();
+            Span<float> inverseSums = stackalloc float[g];
+            for (int h = 0; h < g; h++)
+            {
+                var row = scores.Slice(h * visible, visible);
+                float max = TensorPrimitives.Max(row);
+                TensorPrimitives.Subtract(row, max, row);
+                TensorPrimitives.Exp(row, row);
+                inverseSums[h] = 1f / TensorPrimitives.Sum(row);
+            }
+
+            for (int k = 0; k < visible; k++)
+            {
+                var value = Row(valueCache, scratch.Slots[k], kvHead, scratch.Row);
+                for (int h = 0; h < g; h++)
+                {
+                    var acc = outHeads.Slice(h * d, d);
+                    TensorPrimitives.MultiplyAdd(value, scores[h * visible + k], acc, acc);
+                }
+            }
+            for (int h = 0; h < g; h++)
+            {
+                var acc = outHeads.Slice(h * d, d);
+                TensorPrimitives.Multiply(acc, inverseSums[h], acc);
+            }
+        }
+
+        /// <summary>The fp32 row of <paramref name="kvHead"/> in <paramref name="slot"/>: the cache itself for fp32, converted into <paramref name="buffer"/> for fp16.</summary>
+        private ReadOnlySpan<float> Row(CpuBuffer<uint> cache, int slot, int kvHead, float[] buffer)
+        {
+            int d = layout.HeadDim;
+            if (layout.DType == KvDType.F32)
+                return new ReadOnlySpan<float>((float*)cache.Pointer + (long)slot * layout.RowWords + (long)kvHead * d, d);
+            // Little-endian: the low half of a word is the even element, as the layout says.
+            var halves = new ReadOnlySpan<Half>((Half*)(cache.Pointer + (long)slot * layout.RowWords) + (long)kvHead * d, d);
+            var row = buffer.AsSpan(0, d);
+            TensorPrimitives.ConvertToSingle(halves, row);
+            return row;
+        }
+    }
 }

@@ -1,0 +1,332 @@
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Engine.Reference;
+
+namespace RLHFSpec.Compute.Tests.Engine;
+
+/// <summary>
+/// Paged attention on each backend against <see cref="ReferenceAttention"/> on fresh random inputs.
+/// Tolerance: |got − want| ≤ 2e-5 + 1e-4·|want| for fp32 and fp16 caches alike (fp16 values are decoded exactly,
+/// compute is fp32 everywhere; the reference runs in double).
+/// </summary>
+public class AttentionKernelTests
+{
+    private const double Abs = 2e-5, Rel = 1e-4;
+
+    public enum Mask { Causal, Chain, Wide, Deep, Random }
+
+    /// <summary>One random problem: metadata, cache contents and queries.</summary>
+    private sealed class Problem
+    {
+        public required int[] QueryOffsets, ContextLens, BlockTables;
+        public required uint[] TreeMask;
+        public required int MaskWords, MaxBlocks, NumHeads;
+        public required float Scale;
+        public required KvLayout Layout;
+        public required float[] Query;
+        public required uint[] Keys, Values;
+
+        public AttentionBatch Batch => new()
+        {
+            QueryOffsets = QueryOffsets, ContextLens = ContextLens, BlockTables = BlockTables, MaxBlocksPerSample = MaxBlocks,
+            TreeMask = TreeMask, MaskWords = MaskWords, NumHeads = NumHeads, Scale = Scale,
+        };
+
+        public int NumTokens => QueryOffsets[^1];
+    }
+
+    /// <summary>Parent of each node of a draft tree (−1: child of the committed context), parents before children.</summary>
+    private static int[] Parents(Mask shape, int n, Random rng)
+    {
+        var parents = new int[n];
+        for (int j = 0; j < n; j++)
+            parents[j] = shape switch
+            {
+                Mask.Chain => j - 1,
+                Mask.Wide => j == 0 ? -1 : rng.Next(0, Math.Min(j, 2)),        // root and a fan of children
+                Mask.Deep => j < 2 ? j - 1 : j - 1 - rng.Next(0, Math.Min(j, 3)), // mostly a chain, some branches
+                _ => rng.Next(-1, j),
+            };
+        return parents;
+    }
+
+    private static Problem Make(int seed, int[] contexts, int[] newTokens, int headDim, int numKvHeads, int groupRatio,
+        int blockSize, KvDType dtype, Mask mask, int extraMaskWords = 0)
+    {
+        var rng = new Random(seed);
+        int samples = contexts.Length;
+        var offsets = new int[samples + 1];
+        for (int s = 0; s < samples; s++) offsets[s + 1] = offsets[s] + newTokens[s];
+        int numTokens = offsets[^1];
+        int maxBlocks = 1, totalBlocks = 0;
+        for (int s = 0; s < samples; s++)
+        {
+            int blocks = (contexts[s] + newTokens[s] + blockSize - 1) / blockSize;
+            maxBlocks = Math.Max(maxBlocks, blocks + rng.Next(0, 2));
+            totalBlocks += blocks;
+        }
+        // Physical blocks shuffled (non-contiguous), with spare blocks that no sample owns.
+        int numBlocks = totalBlocks + 3;
+        var physical = Enumerable.Range(0, numBlocks).OrderBy(_ => rng.Next()).ToArray();
+        var tables = new int[samples * maxBlocks];
+        int next = 0;
+        for (int s = 0; s < samples; s++)
+        {
+            int blocks = (contexts[s] + newTokens[s] + blockSize - 1) / blockSize;
+            for (int b = 0; b < maxBlocks; b++)
+                // Unused entries may be anything ≥ 0: make them out of range so reading one would fail loudly.
+                tables[s * maxBlocks + b] = b < blocks ? physical[next++] : int.MaxValue - rng.Next(100);
+        }
+
+        int maskWords = 0;
+        uint[] treeMask = [];
+        if (mask != Mask.Causal)
+        {
+            int maxNew = newTokens.DefaultIfEmpty(0).Max();
+            maskWords = Math.Max(1, (maxNew + 31) / 32) + extraMaskWords;
+            treeMask = new uint[numTokens * maskWords];
+            for (int s = 0; s < samples; s++)
+            {
+                var parents = Parents(mask, newTokens[s], rng);
+                for (int i = 0; i < newTokens[s]; i++)
+                {
+                    var row = treeMask.AsSpan((offsets[s] + i) * maskWords, maskWords);
+                    if (parents[i] >= 0) treeMask.AsSpan((offsets[s] + parents[i]) * maskWords, maskWords).CopyTo(row);
+                    row[i / 32] |= 1u << (i % 32);
+                }
+            }
+        }
+
+        var layout = new KvLayout(numBlocks, blockSize, numKvHeads, headDim, dtype);
+        int numHeads = numKvHeads * groupRatio;
+        var query = new float[numTokens * numHeads * headDim];
+        for (int e = 0; e < query.Length; e++) query[e] = (float)(rng.NextDouble() * 2 - 1);
+        return new Problem
+        {
+            QueryOffsets = offsets, ContextLens = contexts, BlockTables = tables, TreeMask = treeMask, MaskWords = maskWords,
+            MaxBlocks = maxBlocks, NumHeads = numHeads, Layout = layout, Query = query,
+            // Scales above 1/sqrt(d) make the softmax peaky, as trained models do.
+            Scale = (float)((0.5 + 2.5 * rng.NextDouble()) / Math.Sqrt(headDim)),
+            Keys = RandomCache(layout, rng), Values = RandomCache(layout, rng),
+        };
+    }
+
+    private static uint[] RandomCache(KvLayout layout, Random rng)
+    {
+        var words = new uint[layout.TotalWords];
+        for (int w = 0; w < words.Length; w++)
+        {
+            if (layout.DType == KvDType.F32)
+                words[w] = BitConverter.SingleToUInt32Bits((float)(rng.NextDouble() * 2 - 1));
+            else
+            {
+                uint lo = BitConverter.HalfToUInt16Bits((Half)(rng.NextDouble() * 2 - 1));
+                uint hi = BitConverter.HalfToUInt16Bits((Half)(rng.NextDouble() * 2 - 1));
+                words[w] = lo | hi << 16;
+            }
+        }
+        return words;
+    }
+
+    private static float[] Run(ComputeBackend backend, Problem p)
+    {
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        using var query = backend.Allocate<float>(Math.Max(elements, 1), "query");
+        using var keys = backend.Allocate<uint>(p.Keys.Length, "keys");
+        using var values = backend.Allocate<uint>(p.Values.Length, "values");
+        using var output = backend.Allocate<float>(Math.Max(elements, 1), "output");
+        query.Write(p.Query);
+        keys.Write(p.Keys);
+        values.Write(p.Values);
+        // Poison the output so rows the kernel forgets to write are caught.
+        output.Write(Enumerable.Repeat(float.NaN, elements).ToArray());
+        backend.Attention(p.Batch, query, keys, values, p.Layout, output);
+        var result = new float[elements];
+        output.Read(result);
+        return result;
+    }
+
+    private static void Check(string backendName, Problem p)
+    {
+        var got = Run(Backends.Get(backendName), p);
+        var want = new float[got.Length];
+        ReferenceAttention.Compute(p.Batch, p.Query, p.Keys, p.Values, p.Layout, want);
+        int d = p.Layout.HeadDim;
+        for (int e = 0; e < want.Length; e++)
+        {
+            double err = Math.Abs(got[e] - want[e]);
+            if (!(err <= Abs + Rel * Math.Abs(want[e])))
+            {
+                int t = e / (p.NumHeads * d), h = e / d % p.NumHeads;
+                Assert.Fail($"{backendName}: output[token {t}, head {h}, dim {e % d}] = {got[e]}, reference {want[e]} (|err| {err:g3})");
+            }
+        }
+    }
+
+    private static readonly string[] BackendNames = ["cpu", "vulkan"];
+
+    // Decode: one new token per sample, contexts around block boundaries.
+    [Test, Combinatorial]
+    public void DecodeMatchesReference([ValueSource(nameof(BackendNames))] string backend, [Values(32, 64, 80, 128)] int headDim,
+        [Values(1, 2, 4, 8)] int groupRatio, [Values(KvDType.F32, KvDType.F16)] KvDType dtype)
+    {
+        int blockSize = headDim == 80 ? 7 : headDim == 32 ? 32 : 16;
+        int[] contexts = [0, 1, blockSize - 1, blockSize, blockSize + 1, 37, 2 * blockSize + 3, 0];
+        int seed = headDim * 100 + groupRatio * 10 + (int)dtype;
+        Check(backend, Make(seed, contexts, contexts.Select(_ => 1).ToArray(), headDim, Math.Max(1, 8 / groupRatio), groupRatio, blockSize, dtype, Mask.Causal));
+    }
+
+    // Prefill: causal over many new tokens, with and without committed context.
+    [TestCase("cpu", 0, 1, KvDType.F32, 16), TestCase("vulkan", 0, 1, KvDType.F32, 16)]
+    [TestCase("cpu", 1, 2, KvDType.F16, 32), TestCase("vulkan", 1, 2, KvDType.F16, 32)]
+    [TestCase("cpu", 2, 4, KvDType.F32, 1), TestCase("vulkan", 2, 4, KvDType.F32, 1)]
+    [TestCase("cpu", 3, 8, KvDType.F16, 7), TestCase("vulkan", 3, 8, KvDType.F16, 7)]
+    public void PrefillMatchesReference(string backend, int seed, int groupRatio, KvDType dtype, int blockSize)
+    {
+        int[] contexts = [0, 15, 33];
+        int[] newTokens = [200, 31, 65];
+        Check(backend, Make(seed, contexts, newTokens, 64, groupRatio == 8 ? 1 : 2, groupRatio, blockSize, dtype, Mask.Causal));
+    }
+
+    // Tree verification: masks from parent arrays of several shapes, over short and long contexts.
+    [Test, Combinatorial]
+    public void TreeMatchesReference([ValueSource(nameof(BackendNames))] string backend,
+        [Values(Mask.Chain, Mask.Wide, Mask.Deep, Mask.Random)] Mask shape, [Values(KvDType.F32, KvDType.F16)] KvDType dtype)
+    {
+        int seed = 1000 + (int)shape * 10 + (int)dtype;
+        int[] contexts = [0, 16, 17, 600, 5];
+        int[] newTokens = [6, 40, 1, 9, 64];
+        Check(backend, Make(seed, contexts, newTokens, 128, 2, 4, 16, dtype, shape));
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void TreeMaskWithSpareWordsMatchesReference(string backend) =>
+        Check(backend, Make(77, [3, 40], [5, 9], 32, 1, 2, 16, KvDType.F32, Mask.Random, extraMaskWords: 2));
+
+    // Many seeds on small random shapes: every path (GQA, dtype, mask, odd blocks) with fresh inputs.
+    [Test]
+    public void RandomShapesMatchReference([ValueSource(nameof(BackendNames))] string backend, [Range(0, 11)] int seed)
+    {
+        var rng = new Random(5000 + seed);
+        int samples = rng.Next(1, 6);
+        int[] contexts = Enumerable.Range(0, samples).Select(_ => rng.Next(0, 3) == 0 ? 0 : rng.Next(0, 90)).ToArray();
+        int[] newTokens = Enumerable.Range(0, samples).Select(_ => rng.Next(0, 4) == 0 ? 0 : rng.Next(1, 40)).ToArray();
+        int headDim = new[] { 32, 64, 80, 128 }[rng.Next(4)];
+        int ratio = new[] { 1, 2, 4, 8 }[rng.Next(4)];
+        int blockSize = new[] { 1, 7, 16, 32 }[rng.Next(4)];
+        var mask = (Mask)rng.Next(5);
+        Check(backend, Make(seed, contexts, newTokens, headDim, rng.Next(1, 3), ratio, blockSize, (KvDType)rng.Next(2), mask));
+    }
+
+    // A big decode batch: 256 samples, one token each.
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void LargeDecodeBatchMatchesReference(string backend)
+    {
+        var rng = new Random(256);
+        int[] contexts = Enumerable.Range(0, 256).Select(_ => rng.Next(0, 70)).ToArray();
+        Check(backend, Make(9, contexts, Enumerable.Repeat(1, 256).ToArray(), 64, 2, 4, 16, KvDType.F16, Mask.Causal));
+    }
+
+    // One long context: 8192 committed tokens, a few new ones.
+    [TestCase("cpu", KvDType.F32), TestCase("vulkan", KvDType.F16), TestCase("cpu", KvDType.F16), TestCase("vulkan", KvDType.F32)]
+    public void LongContextMatchesReference(string backend, KvDType dtype) =>
+        Check(backend, Make(8192, [8192], [3], 128, 1, 4, 32, dtype, Mask.Causal));
+
+    // Samples without query tokens (between others, and at both ends) are skipped; zero-context tokens see themselves.
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void EmptySamplesAreSkipped(string backend) =>
+        Check(backend, Make(3, [5, 0, 9, 0], [0, 1, 0, 2], 64, 1, 2, 16, KvDType.F32, Mask.Causal));
+
+    // ---- Bad input: every backend rejects it before running, naming the argument. ----
+
+    private static Problem Small(Mask mask = Mask.Random) => Make(11, [3, 20, 0], [4, 2, 5], 32, 2, 2, 8, KvDType.F32, mask);
+
+    private static void Rejects(string backendName, Problem p, string argument, KvLayout? layoutOverride = null,
+        int queryLength = -1, int outputLength = -1, int keyLength = -1, int valueLength = -1)
+    {
+        var backend = Backends.Get(backendName);
+        int elements = Math.Max(1, p.NumTokens * p.NumHeads * p.Layout.HeadDim);
+        using var query = backend.Allocate<float>(queryLength >= 0 ? queryLength : elements, "query");
+        using var output = backend.Allocate<float>(outputLength >= 0 ? outputLength : elements, "output");
+        using var keys = backend.Allocate<uint>(keyLength >= 0 ? keyLength : p.Keys.Length, "keys");
+        using var values = backend.Allocate<uint>(valueLength >= 0 ? valueLength : p.Values.Length, "values");
+        var e = Assert.Catch<ArgumentException>(() => backend.Attention(p.Batch, query, keys, values, layoutOverride ?? p.Layout, output));
+        Assert.That(e!.ParamName, Is.EqualTo(argument), e.Message);
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadOffsetsAreRejected(string backend)
+    {
+        var p = Small(); p.QueryOffsets = [0, 4, 6]; Rejects(backend, p, "QueryOffsets");                 // length S + 1 expected
+        p = Small(); p.QueryOffsets = [1, 4, 6, 11]; Rejects(backend, p, "QueryOffsets");                 // must start at 0
+        p = Small(); p.QueryOffsets = [0, 4, 3, 11]; Rejects(backend, p, "QueryOffsets");                 // decreasing
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadContextsAndBlockTablesAreRejected(string backend)
+    {
+        var p = Small(); p.ContextLens = [3, -1, 0]; Rejects(backend, p, "ContextLens");
+        p = Small(); p.ContextLens = [3, 20]; Rejects(backend, p, "QueryOffsets");                         // S from ContextLens
+        p = Small(); p.ContextLens = [3, p.MaxBlocks * p.Layout.BlockSize, 0]; Rejects(backend, p, "ContextLens"); // over capacity
+        p = Small(); p.BlockTables = p.BlockTables[1..]; Rejects(backend, p, "BlockTables");
+        p = Small(); p.BlockTables[0] = p.Layout.NumBlocks; Rejects(backend, p, "BlockTables");
+        p = Small(); p.BlockTables[p.MaxBlocks] = -1; Rejects(backend, p, "BlockTables");
+        p = Small(); p.MaxBlocks = -1; Rejects(backend, p, "MaxBlocksPerSample");
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadHeadsAndScaleAreRejected(string backend)
+    {
+        var p = Small(); p.NumHeads = 3; Rejects(backend, p, "NumHeads");                                  // not a multiple of 2 KV heads
+        p = Small(); p.NumHeads = 0; Rejects(backend, p, "NumHeads");
+        p = Small(); p.Scale = float.NaN; Rejects(backend, p, "Scale");
+        p = Small(); p.Scale = float.PositiveInfinity; Rejects(backend, p, "Scale");
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void BadTreeMasksAreRejected(string backend)
+    {
+        var p = Small(); p.TreeMask = p.TreeMask[1..]; Rejects(backend, p, "TreeMask");
+        p = Small(); p.MaskWords = 0; Rejects(backend, p, "MaskWords");
+        p = Small(); p.TreeMask[2 * p.MaskWords] &= ~(1u << 2); Rejects(backend, p, "TreeMask");          // node 2 does not see itself
+        p = Small(); p.TreeMask[5 * p.MaskWords] |= 1u << 3; Rejects(backend, p, "TreeMask");             // sample 1 has 2 new tokens
+        var wide = Make(12, [1], [40], 32, 1, 1, 8, KvDType.F32, Mask.Chain);
+        wide.MaskWords = 1; wide.TreeMask = new uint[40]; Rejects(backend, wide, "MaskWords");              // 40 nodes need 2 words
+    }
+
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void SmallBuffersAndBadLayoutsAreRejected(string backend)
+    {
+        var p = Small();
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        Rejects(backend, p, "query", queryLength: elements - 1);
+        Rejects(backend, p, "output", outputLength: elements - 1);
+        Rejects(backend, p, "keyCache", keyLength: p.Keys.Length - 1);
+        Rejects(backend, p, "valueCache", valueLength: p.Values.Length - 1);
+        Rejects(backend, p, "layout", layoutOverride: p.Layout with { HeadDim = 31, DType = KvDType.F16 });
+        Rejects(backend, p, "layout", layoutOverride: p.Layout with { BlockSize = 0 });
+    }
+
+    [Test]
+    public void BufferOfAnotherBackendIsRejectedByName()
+    {
+        var p = Small(Mask.Causal);
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        using var hostQuery = Backends.Cpu.Allocate<float>(elements, "host-query");
+        var vk = Backends.Vulkan;
+        using var keys = vk.Allocate<uint>(p.Keys.Length, "keys");
+        using var values = vk.Allocate<uint>(p.Values.Length, "values");
+        using var output = vk.Allocate<float>(elements, "output");
+        var e = Assert.Catch<ArgumentException>(() => vk.Attention(p.Batch, hostQuery, keys, values, p.Layout, output));
+        Assert.That(e!.ParamName, Is.EqualTo("query"));
+        Assert.That(e.Message, Does.Contain("host-query"));
+    }
+
+    // Unused block-table entries and an empty batch are fine; the kernel runs nothing for zero tokens.
+    [TestCase("cpu"), TestCase("vulkan")]
+    public void EmptyBatchIsANoOp(string backend)
+    {
+        var p = Make(13, [4, 0], [0, 0], 32, 1, 1, 8, KvDType.F32, Mask.Causal);
+        Assert.DoesNotThrow(() => Run(Backends.Get(backend), p));
+    }
+}
