@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Diagnostics;
 using RLHFSpec.Compute.Cli.SelfTest;
 using RLHFSpec.Compute.Engine;
 using Spectre.Console;
@@ -22,7 +21,7 @@ internal static class SelfTestCommand
     }
 
     private static IEnumerable<KernelCheck> Checks() =>
-        KvMoveChecks.All();
+        AttentionChecks.All().Concat(KvMoveChecks.All());
 
     private static int Run(string[] selectors, int seed)
     {
@@ -42,7 +41,6 @@ internal static class SelfTestCommand
             foreach (var check in Checks())
             {
                 var random = new Random(seed);
-                var clock = Stopwatch.StartNew();
                 string? failure;
                 string agreement = "";
                 try { failure = check.Run(backend, random, out agreement); }
@@ -50,17 +48,15 @@ internal static class SelfTestCommand
                 {
                     failure = $"{e.GetType().Name}: {e.Message}";
                 }
-                clock.Stop();
-                string timing = $"{clock.Elapsed.TotalMilliseconds,7:F1} ms";
                 if (failure == null)
                 {
                     passes++;
-                    AnsiConsole.MarkupLine($"  [green]PASS[/]  {check.Kernel,-9} {Markup.Escape(check.Shape)}: {Markup.Escape(agreement)}  [grey]{timing}[/]");
+                    AnsiConsole.MarkupLine($"  [green]PASS[/]  {check.Kernel,-9} {Markup.Escape(check.Shape)}: {Markup.Escape(agreement)}");
                 }
                 else
                 {
                     failures++;
-                    AnsiConsole.MarkupLine($"  [red]FAIL[/]  {check.Kernel,-9} {Markup.Escape(check.Shape)}: {Markup.Escape(failure)}  [grey]{timing}[/]");
+                    AnsiConsole.MarkupLine($"  [red]FAIL[/]  {check.Kernel,-9} {Markup.Escape(check.Shape)}: {Markup.Escape(failure)}");
                 }
             }
         }
