@@ -69,17 +69,19 @@ public sealed class GenerationInstance : IDisposable
     /// <summary>Admits what fits, then runs one decoding step. Returns false once nothing is left to do.</summary>
     public bool Step()
     {
-        Admit();
-        if (_live.Count == 0)
+        // Samples can finish at admission (a stop token first), so admit until some are live.
+        while (_live.Count == 0)
         {
-            if (_waiting.Count > 0) throw new InvalidOperationException("no sample could be admitted although the instance is idle (KV cache too small?)");
-            return false;
+            if (_waiting.Count == 0) return false;
+            if (Admit() == 0) throw new InvalidOperationException("no sample could be admitted although the instance is idle (KV cache too small?)");
         }
+        Admit();
         Decode();
         return _live.Count > 0 || _waiting.Count > 0;
     }
 
-    private void Admit()
+    /// <summary>Admits (prefills) what fits; returns how many samples were admitted.</summary>
+    private int Admit()
     {
         var batch = new List<SampleState>();
         int tokens = 0;
@@ -98,7 +100,7 @@ public sealed class GenerationInstance : IDisposable
             batch.Add(s);
             tokens += feed;
         }
-        if (batch.Count == 0) return;
+        if (batch.Count == 0) return 0;
 
         var clock = Stopwatch.StartNew();
         var offsets = new int[batch.Count + 1];
@@ -139,6 +141,7 @@ public sealed class GenerationInstance : IDisposable
         Stats.PrefillTokens += feedTokens.Count;
         Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
         RetireFinished();
+        return batch.Count;
     }
 
     /// <summary>Tokens fed when (re-)admitting: the prompt, or everything committed but the pending token.</summary>

@@ -39,7 +39,8 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
             if (depth[i] == 0) continue;
             int seen = draft.CommittedLength(samples[i].SampleId);
             int catchUp = samples[i].Tokens.Count - seen;
-            if (catchUp < 1 || !draft.TryReserve(samples[i].SampleId, catchUp + depth[i] - 1)) { depth[i] = 0; continue; }
+            // Room for the catch-up now; the drafted tokens reserve after it is committed (a commit frees reservations).
+            if (catchUp < 1 || !draft.TryReserve(samples[i].SampleId, catchUp)) { depth[i] = 0; continue; }
             active.Add(i);
         }
         if (active.Count == 0) return trees;
@@ -66,6 +67,8 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
             int caughtUp = s.Tokens.Count - draft.CommittedLength(s.SampleId);
             draft.Commit(s.SampleId, Enumerable.Range(0, caughtUp).ToArray());
             trees[i].DraftLogits = new float[(long)(1 + depth[i]) * vocab];
+            // Out of draft KV: draft a single token (it needs no feeding).
+            if (depth[i] > 1 && !draft.TryReserve(s.SampleId, depth[i] - 1)) depth[i] = 1;
         }
 
         // Draft depth by depth: sample x_j from the current q row of every sample still drafting, feed it if more follow.
