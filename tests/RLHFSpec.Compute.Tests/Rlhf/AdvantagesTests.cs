@@ -1,0 +1,64 @@
+using RLHFSpec.Compute.Rlhf;
+
+namespace RLHFSpec.Compute.Tests.Rlhf;
+
+public class AdvantagesTests
+{
+    [Test]
+    public void GroupNormalisedAdvantagesMatchAHandWorkedExample()
+    {
+        // Group 0: rewards 1, 0, 0, 1 → mean 0.5, population std 0.5 → ±1. Group 1: 1, 1 → std 0 → 0.
+        double[] rewards = [1, 0, 0, 1, 1, 1];
+        int[] groups = [0, 0, 0, 0, 1, 1];
+        var a = Advantages.GroupNormalized(rewards, groups, epsilon: 0);
+        Assert.That(a.Take(4), Is.EqualTo(new[] { 1.0, -1.0, -1.0, 1.0 }).Within(1e-12));
+        Assert.That(double.IsNaN(a[4]) || a[4] == 0, "an all-equal group has no signal");
+        var b = Advantages.GroupNormalized(rewards, groups, epsilon: 1e-6);
+        Assert.That(b[4], Is.EqualTo(0).Within(1e-12));
+        var c = Advantages.GroupNormalized(rewards, groups, scaleByStd: false);
+        Assert.That(c.Take(4), Is.EqualTo(new[] { 0.5, -0.5, -0.5, 0.5 }).Within(1e-12));
+    }
+
+    [Test]
+    public void GaeMatchesAHandWorkedExample()
+    {
+        // γ = 0.9, λ = 0.5; rewards (0, 0, 1), values (0.5, 0.4, 0.8).
+        // δ2 = 1 − 0.8 = 0.2; δ1 = 0 + 0.9·0.8 − 0.4 = 0.32; δ0 = 0 + 0.9·0.4 − 0.5 = −0.14.
+        // A2 = 0.2; A1 = 0.32 + 0.45·0.2 = 0.41; A0 = −0.14 + 0.45·0.41 = 0.0445.
+        var (a, r) = Advantages.Gae([0, 0, 1], [0.5, 0.4, 0.8], gamma: 0.9, lambda: 0.5);
+        Assert.That(a, Is.EqualTo(new[] { 0.0445, 0.41, 0.2 }).Within(1e-12));
+        Assert.That(r, Is.EqualTo(new[] { 0.5445, 0.81, 1.0 }).Within(1e-12));
+    }
+
+    [Test]
+    public void GaeWithLambdaOneIsTheDiscountedReturnMinusTheValue()
+    {
+        var random = new Random(4);
+        var rewards = Enumerable.Range(0, 20).Select(_ => random.NextDouble() - 0.5).ToArray();
+        var values = Enumerable.Range(0, 20).Select(_ => random.NextDouble()).ToArray();
+        var (a, _) = Advantages.Gae(rewards, values, gamma: 0.95, lambda: 1);
+        for (int t = 0; t < 20; t++)
+        {
+            double g = 0;
+            for (int k = 19; k >= t; k--) g = rewards[k] + 0.95 * g;
+            Assert.That(a[t], Is.EqualTo(g - values[t]).Within(1e-10));
+        }
+    }
+
+    [Test]
+    public void WhitenedAdvantagesHaveZeroMeanAndUnitSpread()
+    {
+        double[] a = [1, 2, 3, 10];
+        Advantages.Whiten(a);
+        Assert.That(a.Average(), Is.EqualTo(0).Within(1e-12));
+        Assert.That(Math.Sqrt(a.Average(x => x * x)), Is.EqualTo(1).Within(1e-6));
+    }
+
+    [Test]
+    public void BadInputIsRejectedNamingTheArgument()
+    {
+        Assert.That(Assert.Throws<ArgumentException>(() => Advantages.GroupNormalized([1, 2], [0]))!.ParamName, Is.EqualTo("groups"));
+        Assert.That(Assert.Throws<ArgumentException>(() => Advantages.GroupNormalized([double.NaN], [0]))!.ParamName, Is.EqualTo("rewards"));
+        Assert.That(Assert.Throws<ArgumentOutOfRangeException>(() => Advantages.Gae([1], [1], 1.5, 0.9))!.ParamName, Is.EqualTo("gamma"));
+    }
+}
