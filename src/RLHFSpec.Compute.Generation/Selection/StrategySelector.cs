@@ -48,14 +48,20 @@ public sealed class StrategySelector
     /// <summary>Predicted tokens per second of drafting <paramref name="depths"/> with <paramref name="s"/>.</summary>
     public double Goodput(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths)
     {
+        var (tokensOut, seconds) = Predict(s, samples, depths);
+        return seconds > 0 ? tokensOut / seconds : 0;
+    }
+
+    /// <summary>Expected tokens emitted and seconds taken by one step drafting <paramref name="depths"/> with <paramref name="s"/>.</summary>
+    public (double Tokens, double Seconds) Predict(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths)
+    {
         double tokensOut = 0, verifyTokens = 0, pairs = 0;
         int drafting = 0;
         for (int i = 0; i < samples.Count; i++)
         {
             var x = samples[i];
             int nodes = s.Shape == DraftShape.Tree && depths[i] > 0 ? s.Budget : depths[i];
-            double expected = depths[i] == 0 ? 0 : _acceptance.ExpectedAccepted(s, x.SampleId, depths[i]);
-            tokensOut += Math.Min(expected + 1, Math.Max(1, x.RemainingTokens));
+            tokensOut += ExpectedTokens(s, x, depths[i]);
             verifyTokens += 1 + nodes;
             pairs += (1.0 + nodes) * (x.ContextLength + (1 + nodes) / 2.0);
             if (depths[i] > 0) drafting++;
@@ -63,8 +69,14 @@ public sealed class StrategySelector
         double draft = s.IsOff || drafting == 0 ? 0
             : s.Proposer == ProposerKind.DraftModel && s.Shape == DraftShape.Chain ? _cost.DraftChainSeconds(depths)
             : _cost.DraftSeconds(s, drafting);
-        double seconds = draft + _cost.VerifySeconds((int)verifyTokens, pairs);
-        return seconds > 0 ? tokensOut / seconds : 0;
+        return (tokensOut, draft + _cost.VerifySeconds((int)verifyTokens, pairs));
+    }
+
+    /// <summary>Expected tokens a sample emits in one step: accepted drafts plus the next token, capped by what it still needs.</summary>
+    public double ExpectedTokens(Strategy s, LiveSample sample, int depth)
+    {
+        double expected = depth == 0 ? 0 : _acceptance.ExpectedAccepted(s, sample.SampleId, depth);
+        return Math.Min(expected + 1, Math.Max(1, sample.RemainingTokens));
     }
 
     private double TrimChains(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double goodput)

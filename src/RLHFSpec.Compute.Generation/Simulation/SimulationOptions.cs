@@ -1,0 +1,28 @@
+namespace RLHFSpec.Compute.Generation.Simulation;
+
+/// <summary>How the simulated cluster assigns and moves samples, and what a move costs.</summary>
+public sealed record SimulationOptions
+{
+    public int Instances { get; init; } = 4;
+
+    /// <summary>Most live samples per instance (its batch limit).</summary>
+    public int MaxBatch { get; init; } = 256;
+
+    /// <summary>Move samples from loaded to drained instances while the run goes on.</summary>
+    public bool Reallocate { get; init; }
+
+    /// <summary>Assign initially by predicted length (longest first onto the least loaded), else round-robin.</summary>
+    public bool AssignByPredictedLength { get; init; }
+
+    /// <summary>KV bytes per committed token (all layers, K and V): what a migration copies.</summary>
+    public double KvBytesPerToken { get; init; } = 2 * 24 * 2 * 128 * 2;
+
+    /// <summary>Measured bandwidth of moving KV between instances (bytes/s).</summary>
+    public double MigrationBytesPerSecond { get; init; } = 10e9;
+
+    /// <summary>Fixed cost of one migration (s): scheduling, proposer state, a kernel launch.</summary>
+    public double MigrationLatencySeconds { get; init; } = 200e-6;
+
+    /// <summary>An instance with at most this many live samples asks for work.</summary>
+    public int DrainThreshold { get; init; } = 0;
+}
