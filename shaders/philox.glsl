@@ -21,9 +21,9 @@ uint philox(uint c0, uint c1, uint c2, uint c3, uint k0, uint k1) {
     return c0;
 }
 
-// Uniform in (0, 1), exactly representable: (2 * (x >> 9) + 1) * 2^-25.
+// Uniform in (0, 1), exactly representable in float: (2 * (x >> 9) + 1) * 2^-24.
 float philox_uniform(uint x) {
-    return float((x >> 9) * 2u + 1u) * (1.0 / 33554432.0);
+    return float((x >> 9) * 2u + 1u) * (1.0 / 16777216.0);
 }
 
 #endif

@@ -31,9 +31,9 @@ public static class Philox
         return c0;
     }
 
-    /// <summary>Uniform in the open interval (0, 1), exactly representable: (2·(x >> 9) + 1) · 2^-25.</summary>
+    /// <summary>Uniform in the open interval (0, 1), exactly representable in float: (2·(x >> 9) + 1) · 2^-24.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToUniform(uint x) => ((x >> 9) * 2u + 1u) * (1f / 33554432f);
+    public static float ToUniform(uint x) => ((x >> 9) * 2u + 1u) * (1f / 16777216f);
 
     /// <summary>Uniform (0, 1) draw for (position, sampleId, stream, index) under a 64-bit seed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
