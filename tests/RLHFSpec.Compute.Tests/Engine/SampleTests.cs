@@ -67,6 +67,25 @@ public class SampleTests
         }
     }
 
+    /// <summary>230 rows of vocab 151936 are 140 MB of logits, over lavapipe's 128 MiB binding limit: the Vulkan
+    /// kernel must split the rows over several dispatches and still match the CPU backend.</summary>
+    [Test]
+    public void RowsBeyondOneBindingAreSplitOverDispatches()
+    {
+        var vk = Backends.Vulkan;
+        const int vocab = 151936, rows = 230;
+        var rng = new System.Random(3);
+        var logits = new float[(long)rows * vocab];
+        for (long i = 0; i < logits.Length; i++) logits[i] = 8f * rng.NextSingle();
+        var settings = Enumerable.Range(0, rows).Select(r => SamplingParams.Random(r % 3 == 0 ? 0f : 1f, (ulong)r, (uint)r, r)).ToArray();
+        long dispatches = vk.Dispatches;
+        var gpu = Run(vk, settings, logits, vocab);
+        Assert.That(vk.Dispatches - dispatches, Is.GreaterThan(1), "expected the rows to be split");
+        var cpu = Run(Backends.Cpu, settings, logits, vocab);
+        Assert.That(gpu.Tokens, Is.EqualTo(cpu.Tokens));
+        Assert.That(gpu.LogProbs, Is.EqualTo(cpu.LogProbs).Within(LogProbTolerance));
+    }
+
     [TestCase("cpu")]
     [TestCase("vulkan")]
     public void GreedyTakesLowestIndexOnTies(string backendName)

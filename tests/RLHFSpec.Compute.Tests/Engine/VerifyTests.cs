@@ -193,6 +193,33 @@ public class VerifyTests
     public void RandomTreesMatchReferenceLarge(string backendName, int vocab, int samples, int seed) =>
         CheckRandom(backendName, vocab, samples, seed);
 
+    /// <summary>Logit rows over lavapipe's 128 MiB binding limit: the Vulkan kernel splits the samples over several
+    /// dispatches and still matches the CPU backend.</summary>
+    [Test]
+    public void SamplesBeyondOneBindingAreSplitOverDispatches()
+    {
+        var vk = Backends.Vulkan;
+        const int vocab = 151936, samples = 120;
+        var rng = new System.Random(8);
+        var offsets = Enumerable.Range(0, samples + 1).Select(s => s).ToArray(); // one draft token each: 240 rows, 146 MB
+        var target = new float[(long)2 * samples * vocab];
+        for (long i = 0; i < target.Length; i++) target[i] = 8f * rng.NextSingle();
+        var c = new VerifyCase
+        {
+            NodeOffsets = offsets, DraftTokens = Enumerable.Range(0, samples).Select(_ => rng.Next(vocab)).ToArray(),
+            Parents = new int[samples].Select(_ => -1).ToArray(),
+            Params = Enumerable.Range(0, samples).Select(s => SamplingParams.Random(s % 4 == 0 ? 0f : 1f, (ulong)s, (uint)s, s)).ToArray(),
+            Kinds = Enumerable.Repeat(DraftKind.Deterministic, samples).ToArray(), Vocab = vocab, Target = target,
+        };
+        long dispatches = vk.Dispatches;
+        var gpu = c.Run(vk);
+        Assert.That(vk.Dispatches - dispatches, Is.GreaterThan(1), "expected the samples to be split");
+        var cpu = c.Run(Backends.Cpu);
+        Assert.That(gpu.AcceptedCount, Is.EqualTo(cpu.AcceptedCount));
+        Assert.That(gpu.NextToken, Is.EqualTo(cpu.NextToken));
+        Assert.That(gpu.LogProbs, Is.EqualTo(cpu.LogProbs).Within(LogProbTolerance));
+    }
+
     private static void CheckRandom(string backendName, int vocab, int samples, int seed)
     {
         var c = VerifyCase.Random(new System.Random(seed * 1000 + vocab + samples), samples, vocab);
