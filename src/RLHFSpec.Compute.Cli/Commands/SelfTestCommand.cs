@@ -21,7 +21,7 @@ internal static class SelfTestCommand
     }
 
     private static IEnumerable<KernelCheck> Checks() =>
-        AttentionChecks.All().Concat(KvMoveChecks.All());
+        SamplingChecks.All().Concat(AttentionChecks.All()).Concat(KvMoveChecks.All());
 
     private static int Run(string[] selectors, int seed)
     {
