@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Model;
 using System.Diagnostics;
 using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine;

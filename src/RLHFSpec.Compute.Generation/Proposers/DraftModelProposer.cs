@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Engine.Kernels;

@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Generation;
 using RLHFSpec.Compute.Tests.Statistics;

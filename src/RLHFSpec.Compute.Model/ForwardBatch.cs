@@ -1,4 +1,4 @@
-namespace RLHFSpec.Compute.Generation;
+namespace RLHFSpec.Compute.Model;
 
 /// <summary>
 /// One forward pass over a flattened ragged batch of new tokens (no padding). Sample s feeds tokens

@@ -1,6 +1,6 @@
 using RLHFSpec.Compute.Engine;
 
-namespace RLHFSpec.Compute.Generation;
+namespace RLHFSpec.Compute.Model;
 
 /// <summary>
 /// The narrow contract between the generation loop and a model with a KV cache (the policy, or a draft model):
