@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using RLHFSpec.Compute.Engine.Kernels;
 
 namespace RLHFSpec.Compute.Engine.Cpu;
@@ -148,8 +150,40 @@ public sealed partial class CpuBackend
             // Little-endian: the low half of a word is the even element, as the layout says.
             var halves = new ReadOnlySpan<Half>((Half*)(cache.Pointer + (long)slot * layout.RowWords) + (long)kvHead * d, d);
             var row = buffer.AsSpan(0, d);
-            TensorPrimitives.ConvertToSingle(halves, row);
+            HalfToSingle(halves, row);
             return row;
+        }
+    }
+
+    /// <summary>
+    /// fp16 → fp32 for KV rows, 16 at a time with integer ops: the magnitude shifted into a float's place and scaled
+    /// by 2^112 rebiases the exponent exactly (subnormal halves included); Inf/NaN get the all-ones exponent back.
+    /// TensorPrimitives.ConvertToSingle costs about as much as the attention arithmetic itself at these row lengths.
+    /// </summary>
+    internal static void HalfToSingle(ReadOnlySpan<Half> source, Span<float> destination)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bits = MemoryMarshal.Cast<Half, ushort>(source);
+            var rebias = Vector256.Create(5.192296858534828e33f);   // 2^112
+            for (; i + 16 <= source.Length; i += 16)
+            {
+                var (low, high) = Vector256.Widen(Vector256.Create<ushort>(bits.Slice(i, 16)));
+                Convert(low, rebias).CopyTo(destination.Slice(i, 8));
+                Convert(high, rebias).CopyTo(destination.Slice(i + 8, 8));
+            }
+        }
+        for (; i < source.Length; i++) destination[i] = (float)source[i];
+
+        static Vector256<float> Convert(Vector256<uint> h, Vector256<float> rebias)
+        {
+            var sign = (h & Vector256.Create(0x8000u)) << 16;
+            var magnitude = (h & Vector256.Create(0x7FFFu)) << 13;
+            var scaled = (magnitude.AsSingle() * rebias).AsUInt32();
+            var infOrNaN = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
+            var value = Vector256.ConditionalSelect(infOrNaN, magnitude | Vector256.Create(0x7F800000u), scaled);
+            return (value | sign).AsSingle();
         }
     }
 }
