@@ -2,7 +2,7 @@
 // Paged attention over one layer's KV cache, causal or tree-masked, grouped-query.
 // One workgroup per (query token, HG query heads of one KV group): the K and V rows of each visible slot are
 // read once for all HG heads. Keys are walked in chunks of WG slots with an online (running-max) softmax in
-// fp32: one thread scores one slot for the HG heads, shared-memory tree reductions give the chunk's max and
+// fp32: one thread scores one slot for the HG heads, subgroup + shared-memory reductions give the chunk's max and
 // sum, then threads over (head, dim) rescale and accumulate the V rows of the chunk.
 // A token that sees no slot writes zeros.
 // Long key ranges are split over grid z (flash-decoding): each split writes its unnormalised partial
@@ -16,7 +16,7 @@ layout(constant_id = 1) const uint HEAD_DIM = 128;
 layout(constant_id = 2) const uint HG = 1;        // query heads per workgroup (divides the GQA group), <= MAX_HG
 layout(constant_id = 3) const bool KV_F16 = false;
 const uint MAX_HG = 8;
-#define WG gl_WorkGroupSize.x                     // a power of two (tree reductions)
+#define WG gl_WorkGroupSize.x
 
 layout(std430, set = 0, binding = 0) readonly buffer Query { float q[]; };      // [tokens, numHeads, HEAD_DIM]
 layout(std430, set = 0, binding = 1) readonly buffer Keys { uint kc[]; };       // [blocks, blockSize, kvHeads, HEAD_DIM] words
@@ -50,7 +50,8 @@ layout(push_constant) uniform Push {
 shared float q_sh[HG * HEAD_DIM];     // scaled queries of the HG heads
 shared float acc_sh[HG * HEAD_DIM];   // running Σ p·v, rescaled at each new max
 shared float p_sh[HG * WG];           // chunk probabilities exp(s - m)
-shared float red_sh[HG * WG];         // reduction scratch
+shared float max_sh[HG * WG];         // per-subgroup chunk maxima (gl_NumSubgroups <= WG)
+shared float sum_sh[HG * WG];         // per-subgroup chunk sums
 shared uint base_sh[WG];              // word index of each chunk slot's KV-head row
 shared float alpha_sh[HG];            // per-head rescale of this chunk, then 1 / l at the end
 
@@ -104,46 +105,55 @@ void main() {
                 for (uint h = 0u; h < HG; h++) sc[h] += q_sh[h * HEAD_DIM + HEAD_DIM - 1u] * k;
             }
         }
+        // Chunk max and sum per head: subgroup reductions, then one shared-memory pass over the subgroups'
+        // partials (3 barriers a chunk; correct for any subgroup size).
         base_sh[tid] = base;
-        for (uint h = 0u; h < HG; h++) red_sh[h * WG + tid] = sc[h];
-        barrier();
-        for (uint stride = WG / 2u; stride > 0u; stride >>= 1u) {
-            if (tid < stride)
-                for (uint h = 0u; h < HG; h++)
-                    red_sh[h * WG + tid] = max(red_sh[h * WG + tid], red_sh[h * WG + tid + stride]);
-            barrier();
-        }
         for (uint h = 0u; h < HG; h++) {
-            float m_new = max(m[h], red_sh[h * WG]);
+            float v = subgroupMax(sc[h]);
+            if (subgroupElect()) max_sh[h * WG + gl_SubgroupID] = v;
+        }
+        barrier();
+        for (uint h = 0u; h < HG; h++) {
+            float chunk_max = NEG_INF;
+            for (uint g = 0u; g < gl_NumSubgroups; g++) chunk_max = max(chunk_max, max_sh[h * WG + g]);
+            float m_new = max(m[h], chunk_max);
             // Before any visible slot the accumulators are zero: scale them by 0, never by exp(-inf + inf).
             alpha[h] = m[h] == NEG_INF ? 0.0 : exp(m[h] - m_new);
             sc[h] = valid ? exp(sc[h] - m_new) : 0.0;
             m[h] = m_new;
             if (tid == 0u) alpha_sh[h] = alpha[h];
-        }
-        barrier();   // everyone has read the maxima before red_sh is reused
-        for (uint h = 0u; h < HG; h++) {
             p_sh[h * WG + tid] = sc[h];
-            red_sh[h * WG + tid] = sc[h];
+            float v = subgroupAdd(sc[h]);
+            if (subgroupElect()) sum_sh[h * WG + gl_SubgroupID] = v;
         }
         barrier();
-        for (uint stride = WG / 2u; stride > 0u; stride >>= 1u) {
-            if (tid < stride)
-                for (uint h = 0u; h < HG; h++)
-                    red_sh[h * WG + tid] += red_sh[h * WG + tid + stride];
-            barrier();
+        for (uint h = 0u; h < HG; h++) {
+            float chunk_sum = 0.0;
+            for (uint g = 0u; g < gl_NumSubgroups; g++) chunk_sum += sum_sh[h * WG + g];
+            l[h] = l[h] * alpha[h] + chunk_sum;
         }
-        for (uint h = 0u; h < HG; h++) l[h] = l[h] * alpha[h] + red_sh[h * WG];
 
         uint count = min(WG, key_end - c);
-        for (uint e = tid; e < HG * HEAD_DIM; e += WG) {
-            uint h = e / HEAD_DIM, d = e - h * HEAD_DIM;
-            float a = acc_sh[e] * alpha_sh[h];
-            for (uint k = 0u; k < count; k++)
-                a += p_sh[h * WG + k] * KV_ELEMENT(vc, base_sh[k], d, KV_F16);
-            acc_sh[e] = a;
+        if ((HEAD_DIM & 1u) == 0u) {
+            // Threads over (head, element pair): one fp16 word or two adjacent fp32 words per slot, coalesced.
+            for (uint e2 = tid; e2 < HG * HEAD_DIM / 2u; e2 += WG) {
+                uint h = e2 / (HEAD_DIM / 2u), d2 = e2 - h * (HEAD_DIM / 2u);
+                vec2 a = vec2(acc_sh[2u * e2], acc_sh[2u * e2 + 1u]) * alpha_sh[h];
+                for (uint k = 0u; k < count; k++)
+                    a += p_sh[h * WG + k] * KV_PAIR(vc, base_sh[k], d2, KV_F16);
+                acc_sh[2u * e2] = a.x;
+                acc_sh[2u * e2 + 1u] = a.y;
+            }
+        } else {
+            for (uint e = tid; e < HG * HEAD_DIM; e += WG) {
+                uint h = e / HEAD_DIM, d = e - h * HEAD_DIM;
+                float a = acc_sh[e] * alpha_sh[h];
+                for (uint k = 0u; k < count; k++)
+                    a += p_sh[h * WG + k] * KV_ELEMENT(vc, base_sh[k], d, KV_F16);
+                acc_sh[e] = a;
+            }
         }
-        barrier();   // before the next chunk overwrites p_sh, base_sh and red_sh
+        barrier();   // before the next chunk overwrites p_sh, base_sh, alpha_sh, max_sh and sum_sh
     }
 
     if (pc.splits > 1u) {

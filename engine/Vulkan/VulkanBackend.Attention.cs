@@ -126,11 +126,11 @@ public sealed partial class VulkanBackend
 
     /// <summary>Keys one workgroup walks (a multiple of <paramref name="local"/>), from a conservative count of the
     /// shader's loop iterations per chunk of <paramref name="local"/> keys.</summary>
-    private static int AttentionKeysPerSplit(int headDim, int headsPerGroup, int local)
+    private int AttentionKeysPerSplit(int headDim, int headsPerGroup, int local)
     {
-        int log2 = System.Numerics.BitOperations.Log2((uint)local);
+        long subgroups = (local + Limits.SubgroupSize - 1) / Math.Max(1, Limits.SubgroupSize);
         long perChunk = (headDim / 2 + 1) * (1L + headsPerGroup)               // scores
-            + 2L * log2 * (1 + headsPerGroup)                                // max and sum reductions
+            + 2L * (subgroups + 1) * (1 + headsPerGroup)                     // max and sum over the subgroups' partials
             + 8L * headsPerGroup                                             // per-head bookkeeping
             + ((long)headsPerGroup * headDim + local - 1) / local * (local + 1) // V accumulation
             + 16;
@@ -138,13 +138,8 @@ public sealed partial class VulkanBackend
         return (int)Math.Min(chunks * local, 1 << 20);
     }
 
-    /// <summary>A power of two (the shader's tree reductions need one): 64 threads, fewer if the device allows fewer.</summary>
-    private int AttentionWorkgroupSize()
-    {
-        int local = 64;
-        while (local > Limits.MaxWorkgroupInvocations) local /= 2;
-        return local;
-    }
+    /// <summary>64 threads (two NVIDIA warps, one AMD wave, eight lavapipe subgroups), fewer if the device allows fewer.</summary>
+    private int AttentionWorkgroupSize() => Math.Min(64, Limits.MaxWorkgroupInvocations);
 
     /// <summary>The most query heads of one GQA group (a divisor of it, ≤ 8) whose shared memory fits the device.</summary>
     private int AttentionHeadsPerWorkgroup(int groupSize, int headDim, int local)
@@ -152,7 +147,7 @@ public sealed partial class VulkanBackend
         for (int heads = Math.Min(groupSize, AttentionMaxHeadsPerGroup); heads >= 1; heads--)
         {
             if (groupSize % heads != 0) continue;
-            long sharedBytes = 4L * (2L * heads * headDim + 2L * heads * local + local);
+            long sharedBytes = 4L * (2L * heads * headDim + 3L * heads * local + local + heads);   // mirrors attention.comp's shared arrays
             if (sharedBytes <= Limits.MaxSharedMemoryBytes) return heads;
         }
         throw new ComputeException($"attention: head dimension {headDim} needs more shared memory than the device's {Limits.MaxSharedMemoryBytes} bytes");
