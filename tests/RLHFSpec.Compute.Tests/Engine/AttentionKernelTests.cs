@@ -146,9 +146,11 @@ public class AttentionKernelTests
         return result;
     }
 
-    private static void Check(string backendName, Problem p)
+    private static void Check(string backendName, Problem p) => Check(Backends.Get(backendName), backendName, p);
+
+    private static void Check(ComputeBackend backend, string backendName, Problem p)
     {
-        var got = Run(Backends.Get(backendName), p);
+        var got = Run(backend, p);
         var want = new float[got.Length];
         ReferenceAttention.Compute(p.Batch, p.Query, p.Keys, p.Values, p.Layout, want);
         int d = p.Layout.HeadDim;
@@ -231,6 +233,16 @@ public class AttentionKernelTests
     [TestCase("cpu", KvDType.F32), TestCase("vulkan", KvDType.F16), TestCase("cpu", KvDType.F16), TestCase("vulkan", KvDType.F32)]
     public void LongContextMatchesReference(string backend, KvDType dtype) =>
         Check(backend, Make(8192, [8192], [3], 128, 1, 4, 32, dtype, Mask.Causal));
+
+    // Few (token, KV head) items and long contexts: the CPU backend splits each item's slots over its threads
+    // (flash-decoding) and merges the partial softmax states; 3 threads give uneven splits.
+    [TestCase(8, 1, 3000), TestCase(3, 2, 1500), TestCase(16, 1, 1100)]
+    public void CpuSplitLongContextMatchesReference(int threads, int newTokens, int context)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(threads);
+        Check(cpu, $"cpu({threads} threads)", Make(threads, [context, 0], [newTokens, 0], 64, 1, 4, 16, KvDType.F16, Mask.Causal));
+        Check(cpu, $"cpu({threads} threads)", Make(threads + 1, [context], [newTokens], 64, 1, 2, 16, KvDType.F32, Mask.Chain));
+    }
 
     // Samples without query tokens (between others, and at both ends) are skipped; zero-context tokens see themselves.
     [TestCase("cpu"), TestCase("vulkan")]
