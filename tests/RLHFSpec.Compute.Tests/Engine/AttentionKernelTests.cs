@@ -244,6 +244,29 @@ public class AttentionKernelTests
         Check(cpu, $"cpu({threads} threads)", Make(threads + 1, [context], [newTokens], 64, 1, 2, 16, KvDType.F32, Mask.Chain));
     }
 
+    // Key ranges split over workgroups with a merge pass, where some tokens' later splits are empty (short samples
+    // beside a long one): their partials carry max = −inf and must weigh nothing.
+    [TestCase(KvDType.F16, Mask.Causal), TestCase(KvDType.F32, Mask.Random)]
+    public void VulkanSplitKeysWithEmptySplitsMatchReference(KvDType dtype, Mask mask) =>
+        Check("vulkan", Make(31, [2500, 0, 10], [2, 5, 3], 128, 1, 8, 16, dtype, mask));
+
+    // One layer's cache is bound whole: a cache over the device's binding range is refused with a clear error.
+    [Test]
+    public void VulkanCacheOverBindingRangeIsAComputeError()
+    {
+        var vk = Backends.Vulkan;
+        var p = Make(41, [5], [1], 64, 8, 1, 16, KvDType.F32, Mask.Causal);
+        long blockBytes = (long)p.Layout.BlockWords * 4;
+        var huge = p.Layout with { NumBlocks = (int)(vk.Info.Limits.MaxStorageBufferRange / blockBytes) + 1 };
+        if (huge.TotalWords * 4 > 512L << 20) Assert.Ignore($"binding range {vk.Info.Limits.MaxStorageBufferRange} bytes: too big a cache to allocate in a test");
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        using var query = vk.Allocate<float>(elements, "query");
+        using var output = vk.Allocate<float>(elements, "output");
+        using var cache = vk.Allocate<uint>(huge.TotalWords, "cache");   // K and V may share a buffer
+        var e = Assert.Throws<ComputeException>(() => vk.Attention(p.Batch, query, cache, cache, huge, output));
+        Assert.That(e!.Message, Does.Contain("maxStorageBufferRange"));
+    }
+
     // Samples without query tokens (between others, and at both ends) are skipped; zero-context tokens see themselves.
     [TestCase("cpu"), TestCase("vulkan")]
     public void EmptySamplesAreSkipped(string backend) =>
