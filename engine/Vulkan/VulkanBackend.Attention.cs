@@ -6,7 +6,7 @@ namespace RLHFSpec.Compute.Engine.Vulkan;
 
 public sealed partial class VulkanBackend
 {
-    private static readonly ShaderSpec AttentionShader = new("attention", Bindings: 6, PushConstantBytes: 72);
+    private static readonly ShaderSpec AttentionShader = new("attention", Bindings: 7, PushConstantBytes: 76);
     private static readonly ShaderSpec AttentionCombineShader = new("attention_combine", Bindings: 2, PushConstantBytes: 16);
 
     /// <summary>
@@ -16,8 +16,8 @@ public sealed partial class VulkanBackend
     /// </summary>
     private const long AttentionIterationBudget = 30000;
 
-    /// <summary>Query heads one workgroup may serve; mirrors MAX_HG in attention.comp.</summary>
-    private const int AttentionMaxHeadsPerGroup = 8;
+    /// <summary>(token, head) rows one workgroup may serve; mirrors MAX_ROWS in attention.comp.</summary>
+    private const int AttentionMaxRows = 8;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct AttentionPush
@@ -25,16 +25,17 @@ public sealed partial class VulkanBackend
         public uint TokenBase, QueryShift, OutputShift, NumHeads, GroupSize, RowWords, BlockSize, MaxBlocks, MaskWords, Causal;
         public uint SectionSample, SectionOffsets, SectionContexts, SectionTables, SectionMask;
         public float Scale;
-        public uint KeysPerSplit, Splits;
+        public uint KeysPerSplit, Splits, TokenEnd;
     }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct AttentionCombinePush { public uint Elements, HeadDim, Splits, OutputShift; }
 
     /// <summary>
-    /// Records attention.comp: a workgroup per (token, heads-per-workgroup slice of a GQA group), grid x over tokens
-    /// (split into several dispatches when the query/output rows exceed the binding range or the grid limit),
-    /// grid y over head slices. The caches are bound whole.
+    /// Records attention.comp: a workgroup per (tile of up to TQ tokens of one sample, slice of HG heads of one GQA
+    /// group), grid x over tiles, y over head slices, z over key splits (then attention_combine.comp merges them).
+    /// Several dispatches when the query/output rows exceed the binding range or the grid limit. The caches are
+    /// bound whole.
     /// </summary>
     protected override void AttentionCore(in AttentionBatch batch, DeviceBuffer<float> query, DeviceBuffer<uint> keyCache, DeviceBuffer<uint> valueCache, KvLayout layout, DeviceBuffer<float> output)
     {
@@ -50,13 +51,20 @@ public sealed partial class VulkanBackend
         int local = AttentionWorkgroupSize();
         int groupSize = batch.NumHeads / layout.NumKvHeads;
         int headsPerGroup = AttentionHeadsPerWorkgroup(groupSize, layout.HeadDim, local);
-        int keysPerSplit = AttentionKeysPerSplit(layout.HeadDim, headsPerGroup, local);
+        int maxNew = 0;
+        for (int s = 0; s < batch.NumSamples; s++) maxNew = Math.Max(maxNew, batch.QueryOffsets[s + 1] - batch.QueryOffsets[s]);
+        // Tokens per tile: as many as the row budget and shared memory allow, no more than a sample has.
+        int tileTokens = Math.Max(1, Math.Min(AttentionMaxRows / headsPerGroup, maxNew));
+        while (tileTokens > 1 && AttentionSharedBytes(tileTokens * headsPerGroup, layout.HeadDim, local) > Limits.MaxSharedMemoryBytes) tileTokens--;
+        int rows = tileTokens * headsPerGroup;
+        int keysPerSplit = AttentionKeysPerSplit(layout.HeadDim, rows, tileTokens, local);
 
         // Metadata in one upload: token → sample | offsets | context lengths | block tables | tree mask.
         int samples = batch.NumSamples, numTokens = batch.NumTokens;
         int secOffsets = numTokens, secContexts = secOffsets + samples + 1, secTables = secContexts + samples;
         int secMask = secTables + batch.BlockTables.Length, metaLength = secMask + batch.TreeMask.Length;
         int[] meta = ArrayPool<int>.Shared.Rent(metaLength);
+        int[] tiles = ArrayPool<int>.Shared.Rent(numTokens);
         try
         {
             long maxKeys = 0;
@@ -81,7 +89,7 @@ public sealed partial class VulkanBackend
                 SectionContexts = (uint)secContexts, SectionTables = (uint)secTables, SectionMask = (uint)secMask, Scale = batch.Scale,
                 KeysPerSplit = (uint)keysPerSplit, Splits = (uint)splits,
             };
-            Span<int> constants = [local, layout.HeadDim, headsPerGroup, layout.DType == KvDType.F16 ? 1 : 0];
+            Span<int> constants = [local, layout.HeadDim, headsPerGroup, layout.DType == KvDType.F16 ? 1 : 0, tileTokens];
 
             long rowElements = (long)batch.NumHeads * layout.HeadDim;
             long bindable = (Limits.MaxStorageBufferRange - Limits.MinStorageBufferOffsetAlignment) / 4 / rowElements;
@@ -96,6 +104,13 @@ public sealed partial class VulkanBackend
             for (int first = 0; first < numTokens; first += tokensPerDispatch)
             {
                 int count = Math.Min(tokensPerDispatch, numTokens - first);
+                // Tiles: runs of up to tileTokens tokens of one sample, within [first, first + count).
+                int numTiles = 0;
+                for (int s = 0; s < samples; s++)
+                {
+                    int begin = Math.Max(first, batch.QueryOffsets[s]), end = Math.Min(first + count, batch.QueryOffsets[s + 1]);
+                    for (int t = begin; t < end; t += tileTokens) tiles[numTiles++] = t;
+                }
                 Span<Binding> bindings =
                 [
                     q.Bind(first * rowElements, count * rowElements, BindingAccess.Read, out push.QueryShift),
@@ -104,9 +119,11 @@ public sealed partial class VulkanBackend
                     o.Bind(first * rowElements, count * rowElements, BindingAccess.Write, out push.OutputShift),
                     metaBinding,
                     Binding.Write(partial.Raw),
+                    Upload<int>(tiles.AsSpan(0, numTiles)),
                 ];
                 push.TokenBase = (uint)first;
-                Dispatch(AttentionShader, bindings, push, (uint)count, groupsY, (uint)splits, constants);
+                push.TokenEnd = (uint)(first + count);
+                Dispatch(AttentionShader, bindings, push, (uint)numTiles, groupsY, (uint)splits, constants);
                 if (splits == 1) continue;
                 long elements = count * rowElements;
                 Span<Binding> combineBindings =
@@ -121,40 +138,36 @@ public sealed partial class VulkanBackend
         finally
         {
             ArrayPool<int>.Shared.Return(meta);
+            ArrayPool<int>.Shared.Return(tiles);
         }
     }
 
     /// <summary>Keys one workgroup walks (a multiple of <paramref name="local"/>), from a conservative count of the
     /// shader's loop iterations per chunk of <paramref name="local"/> keys.</summary>
-    private static int AttentionKeysPerSplit(int headDim, int headsPerGroup, int local)
+    private int AttentionKeysPerSplit(int headDim, int rows, int tileTokens, int local)
     {
-        int log2 = System.Numerics.BitOperations.Log2((uint)local);
-        long perChunk = (headDim / 2 + 1) * (1L + headsPerGroup)               // scores
-            + 2L * log2 * (1 + headsPerGroup)                                // max and sum reductions
-            + 8L * headsPerGroup                                             // per-head bookkeeping
-            + ((long)headsPerGroup * headDim + local - 1) / local * (local + 1) // V accumulation
+        long subgroups = (local + Limits.SubgroupSize - 1) / Math.Max(1, Limits.SubgroupSize);
+        long perChunk = 4L * tileTokens                                      // which tokens see the slot
+            + (headDim / 2 + 1) * (1L + rows)                                // scores
+            + 2L * (subgroups + 1) * (1 + rows)                              // max and sum over the subgroups' partials
+            + 8L * rows                                                      // per-row bookkeeping
+            + ((long)rows * headDim + local - 1) / local * (local + 1)       // V accumulation
             + 16;
         long chunks = Math.Max(1, AttentionIterationBudget / perChunk);
         return (int)Math.Min(chunks * local, 1 << 20);
     }
 
-    /// <summary>A power of two (the shader's tree reductions need one): 64 threads, fewer if the device allows fewer.</summary>
-    private int AttentionWorkgroupSize()
-    {
-        int local = 64;
-        while (local > Limits.MaxWorkgroupInvocations) local /= 2;
-        return local;
-    }
+    /// <summary>Shared memory of attention.comp for <paramref name="rows"/> (token, head) rows; mirrors its shared arrays.</summary>
+    private static long AttentionSharedBytes(int rows, int headDim, int local) => 4L * (2L * rows * headDim + 3L * rows * local + local + rows);
+
+    /// <summary>64 threads (two NVIDIA warps, one AMD wave, eight lavapipe subgroups), fewer if the device allows fewer.</summary>
+    private int AttentionWorkgroupSize() => Math.Min(64, Limits.MaxWorkgroupInvocations);
 
     /// <summary>The most query heads of one GQA group (a divisor of it, ≤ 8) whose shared memory fits the device.</summary>
     private int AttentionHeadsPerWorkgroup(int groupSize, int headDim, int local)
     {
-        for (int heads = Math.Min(groupSize, AttentionMaxHeadsPerGroup); heads >= 1; heads--)
-        {
-            if (groupSize % heads != 0) continue;
-            long sharedBytes = 4L * (2L * heads * headDim + 2L * heads * local + local);
-            if (sharedBytes <= Limits.MaxSharedMemoryBytes) return heads;
-        }
+        for (int heads = Math.Min(groupSize, AttentionMaxRows); heads >= 1; heads--)
+            if (groupSize % heads == 0 && AttentionSharedBytes(heads, headDim, local) <= Limits.MaxSharedMemoryBytes) return heads;
         throw new ComputeException($"attention: head dimension {headDim} needs more shared memory than the device's {Limits.MaxSharedMemoryBytes} bytes");
     }
 }

@@ -146,9 +146,11 @@ public class AttentionKernelTests
         return result;
     }
 
-    private static void Check(string backendName, Problem p)
+    private static void Check(string backendName, Problem p) => Check(Backends.Get(backendName), backendName, p);
+
+    private static void Check(ComputeBackend backend, string backendName, Problem p)
     {
-        var got = Run(Backends.Get(backendName), p);
+        var got = Run(backend, p);
         var want = new float[got.Length];
         ReferenceAttention.Compute(p.Batch, p.Query, p.Keys, p.Values, p.Layout, want);
         int d = p.Layout.HeadDim;
@@ -232,10 +234,60 @@ public class AttentionKernelTests
     public void LongContextMatchesReference(string backend, KvDType dtype) =>
         Check(backend, Make(8192, [8192], [3], 128, 1, 4, 32, dtype, Mask.Causal));
 
+    // Few (token, KV head) items and long contexts: the CPU backend splits each item's slots over its threads
+    // (flash-decoding) and merges the partial softmax states; 3 threads give uneven splits.
+    [TestCase(8, 1, 3000), TestCase(3, 2, 1500), TestCase(16, 1, 1100)]
+    public void CpuSplitLongContextMatchesReference(int threads, int newTokens, int context)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(threads);
+        Check(cpu, $"cpu({threads} threads)", Make(threads, [context, 0], [newTokens, 0], 64, 1, 4, 16, KvDType.F16, Mask.Causal));
+        Check(cpu, $"cpu({threads} threads)", Make(threads + 1, [context], [newTokens], 64, 1, 2, 16, KvDType.F32, Mask.Chain));
+    }
+
+    // Key ranges split over workgroups with a merge pass, where some tokens' later splits are empty (short samples
+    // beside a long one): their partials carry max = −inf and must weigh nothing.
+    [TestCase(KvDType.F16, Mask.Causal), TestCase(KvDType.F32, Mask.Random)]
+    public void VulkanSplitKeysWithEmptySplitsMatchReference(KvDType dtype, Mask mask) =>
+        Check("vulkan", Make(31, [2500, 0, 10], [2, 5, 3], 128, 1, 8, 16, dtype, mask));
+
+    // One layer's cache is bound whole: a cache over the device's binding range is refused with a clear error.
+    [Test]
+    public void VulkanCacheOverBindingRangeIsAComputeError()
+    {
+        var vk = Backends.Vulkan;
+        var p = Make(41, [5], [1], 64, 8, 1, 16, KvDType.F32, Mask.Causal);
+        long blockBytes = (long)p.Layout.BlockWords * 4;
+        var huge = p.Layout with { NumBlocks = (int)(vk.Info.Limits.MaxStorageBufferRange / blockBytes) + 1 };
+        if (huge.TotalWords * 4 > 512L << 20) Assert.Ignore($"binding range {vk.Info.Limits.MaxStorageBufferRange} bytes: too big a cache to allocate in a test");
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        using var query = vk.Allocate<float>(elements, "query");
+        using var output = vk.Allocate<float>(elements, "output");
+        using var cache = vk.Allocate<uint>(huge.TotalWords, "cache");   // K and V may share a buffer
+        var e = Assert.Throws<ComputeException>(() => vk.Attention(p.Batch, query, cache, cache, huge, output));
+        Assert.That(e!.Message, Does.Contain("maxStorageBufferRange"));
+    }
+
     // Samples without query tokens (between others, and at both ends) are skipped; zero-context tokens see themselves.
     [TestCase("cpu"), TestCase("vulkan")]
     public void EmptySamplesAreSkipped(string backend) =>
         Check(backend, Make(3, [5, 0, 9, 0], [0, 1, 0, 2], 64, 1, 2, 16, KvDType.F32, Mask.Causal));
+
+    // The CPU backend's own fp16 → fp32 conversion, over every half bit pattern (subnormals, ±0, ±Inf, NaN).
+    [Test]
+    public void HalfToSingleIsExactForEveryHalf()
+    {
+        var halves = new Half[65536 + 5];   // a tail that is not a multiple of 16
+        for (int i = 0; i < halves.Length; i++) halves[i] = BitConverter.UInt16BitsToHalf((ushort)i);
+        var floats = new float[halves.Length];
+        RLHFSpec.Compute.Engine.Cpu.CpuBackend.HalfToSingle(halves, floats);
+        for (int i = 0; i < halves.Length; i++)
+        {
+            float want = (float)halves[i];
+            if (float.IsNaN(want)) Assert.That(float.IsNaN(floats[i]), $"half 0x{i:X4} → {floats[i]}");
+            else if (BitConverter.SingleToUInt32Bits(floats[i]) != BitConverter.SingleToUInt32Bits(want))
+                Assert.Fail($"half 0x{i & 0xFFFF:X4}: got {floats[i]}, want {want}");
+        }
+    }
 
     // ---- Bad input: every backend rejects it before running, naming the argument. ----
 
@@ -328,5 +380,33 @@ public class AttentionKernelTests
     {
         var p = Make(13, [4, 0], [0, 0], 32, 1, 1, 8, KvDType.F32, Mask.Causal);
         Assert.DoesNotThrow(() => Run(Backends.Get(backend), p));
+    }
+
+    // Timing, not a check: run by hand (dotnet test --filter Name~AttentionTiming) to compare backends.
+    [Explicit("timing only")]
+    [TestCase("cpu", 48, 1024, 1, KvDType.F16), TestCase("cpu", 48, 1024, 1, KvDType.F32), TestCase("vulkan", 48, 1024, 1, KvDType.F16)]
+    [TestCase("cpu", 1, 8192, 1, KvDType.F16), TestCase("vulkan", 1, 8192, 1, KvDType.F16)]
+    [TestCase("cpu", 4, 256, 64, KvDType.F16), TestCase("vulkan", 4, 256, 64, KvDType.F16)]
+    public void AttentionTiming(string backendName, int samples, int context, int newTokens, KvDType dtype)
+    {
+        var backend = Backends.Get(backendName);
+        var p = Make(1, Enumerable.Repeat(context, samples).ToArray(), Enumerable.Repeat(newTokens, samples).ToArray(), 128, 8, 4, 16, dtype, Mask.Causal);
+        int elements = p.NumTokens * p.NumHeads * p.Layout.HeadDim;
+        using var query = backend.Allocate<float>(elements, "query");
+        using var keys = backend.Allocate<uint>(p.Keys.Length, "keys");
+        using var values = backend.Allocate<uint>(p.Values.Length, "values");
+        using var output = backend.Allocate<float>(elements, "output");
+        query.Write(p.Query); keys.Write(p.Keys); values.Write(p.Values);
+        backend.Attention(p.Batch, query, keys, values, p.Layout, output);
+        backend.Flush();
+        double best = double.MaxValue;   // the minimum: this machine is shared
+        for (int r = 0; r < 5; r++)
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            backend.Attention(p.Batch, query, keys, values, p.Layout, output);
+            backend.Flush();
+            best = Math.Min(best, watch.Elapsed.TotalMilliseconds);
+        }
+        TestContext.Out.WriteLine($"{backendName}: {samples} samples x ctx {context} + {newTokens} new, 32 heads / 8 KV heads, d 128, {dtype}: {best:F2} ms (best of 5)");
     }
 }
