@@ -10,7 +10,7 @@ namespace RLHFSpec.Compute.Model.Formats;
 /// Semantics of biases follow transformers: Qwen2 always has q/k/v projection biases (and no o_proj bias); Llama has
 /// q/k/v/o biases only when <c>attention_bias</c> is true, and gate/up/down biases when <c>mlp_bias</c> is true.
 /// </summary>
-public sealed class ModelConfig
+public sealed record ModelConfig
 {
     public const string FileName = "config.json";
 
