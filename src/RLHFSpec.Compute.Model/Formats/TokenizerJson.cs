@@ -144,7 +144,6 @@ public static class TokenizerJson
             json.WriteNull("end_of_word_suffix");
             json.WriteBoolean("fuse_unk", false);
             json.WriteBoolean("byte_fallback", false);
-            json.WriteBoolean("ignore_merges", false);
             WriteVocab(json, "vocab", data.Vocabulary);
             // "a b" strings: readable by every tokenizers version (the [a, b] form needs 0.20+); byte-level tokens
             // never contain a space, so the split is unambiguous.
