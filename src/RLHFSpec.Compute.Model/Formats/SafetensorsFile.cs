@@ -12,7 +12,8 @@ namespace RLHFSpec.Compute.Model.Formats;
 /// relative to the data start. The header is validated as strictly as the reference (Rust) implementation does:
 /// known dtypes, byte lengths matching shapes, and tensors tiling the data section with no gap, overlap or tail, so
 /// a truncated or corrupt file fails at open with a message naming the file and the tensor. Tensor data is read by
-/// offset (positional reads on one handle, no seeking state), so large files are streamed, not loaded whole.
+/// offset (positional reads on one handle, no seeking state), so large files are streamed, not loaded whole, and
+/// several threads may read tensors of one open file at once.
 /// </summary>
 public sealed class SafetensorsFile : IDisposable
 {

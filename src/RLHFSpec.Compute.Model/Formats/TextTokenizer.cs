@@ -247,6 +247,9 @@ public sealed class TextTokenizer
         foreach (var (name, sid) in SpecialTokens) if (sid == v) return name;
         if (Bpe is not null)
             foreach (var (name, vid) in Bpe.Vocabulary) if (vid == v) return name;
+        // SentencePiece control tokens (<s>, </s>) decode to nothing: take their piece from the vocabulary.
+        if (Inner is SentencePieceTokenizer sp)
+            foreach (var (name, vid) in sp.Vocabulary) if (vid == v) return name;
         return Inner.Decode(new[] { v });
     }
 
@@ -274,6 +277,7 @@ public sealed class TextTokenizer
         if (name is null) return null;
         if (tokenizer.SpecialTokens.TryGetValue(name, out int id)) return id;
         if (tokenizer.Bpe is not null && tokenizer.Bpe.Vocabulary.TryGetValue(ByteLevelAlphabet.Encode(name), out id)) return id;
+        if (tokenizer.Inner is SentencePieceTokenizer sp && sp.Vocabulary.TryGetValue(name, out id)) return id;
         var ids = tokenizer.Inner.EncodeToIds(name);
         if (ids.Count == 1) return ids[0];
         throw new InvalidDataException($"{configPath}: field '{field}': token '{name}' is not a single token of the vocabulary");

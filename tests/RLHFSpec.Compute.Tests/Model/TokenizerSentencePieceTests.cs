@@ -92,6 +92,14 @@ public class TokenizerSentencePieceTests
         Assert.That(tok.Encode("ab a"), Is.EqualTo(new[] { 8, 6 }));
         Assert.That(tok.Encode("ba"), Is.EqualTo(new[] { 3, 5, 4 }), "▁ b a: no piece ▁b or ba");
         Assert.That(tok.Decode(new[] { 8, 6 }), Is.EqualTo("ab a"));
+
+        // Saving copies the model file and writes tokenizer_config.json; it loads back as the same vocabulary.
+        string copy = _folder.File("copy");
+        tok.Save(copy);
+        var back = TextTokenizer.Load(copy);
+        Assert.That(back.Fingerprint, Is.EqualTo(tok.Fingerprint));
+        Assert.That(back.EosId, Is.EqualTo(2));
+        Assert.That(back.Encode("ab a"), Is.EqualTo(new[] { 8, 6 }));
     }
 
     [Test]
