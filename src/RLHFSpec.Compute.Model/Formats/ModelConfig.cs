@@ -78,6 +78,14 @@ public sealed record ModelConfig
     /// <summary>Whether the MLP projections carry biases.</summary>
     public bool HasMlpBias => ModelType == "llama" && MlpBias;
 
+    /// <summary>Whether config.json asks for rope_scaling (Llama 3.1+ "llama3", "linear", "dynamic", YaRN …). It is kept
+    /// in <see cref="ExtraFields"/> untouched; a forward pass that applies plain RoPE must refuse such a model.</summary>
+    public bool HasRopeScaling => ExtraFields.TryGetValue("rope_scaling", out var v) && v.ValueKind != JsonValueKind.Null;
+
+    /// <summary>Whether Qwen2's sliding-window attention is switched on (use_sliding_window: true); off in released
+    /// Qwen2/2.5 checkpoints. Kept in <see cref="ExtraFields"/>; full attention is wrong for a model that sets it.</summary>
+    public bool UsesSlidingWindow => ExtraFields.TryGetValue("use_sliding_window", out var v) && v.ValueKind == JsonValueKind.True;
+
     /// <summary>The causal-LM class name for the family ("LlamaForCausalLM", "Qwen2ForCausalLM").</summary>
     public string DefaultArchitecture => ModelType == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
 

@@ -84,6 +84,7 @@ public class ModelConfigTests
         Assert.That(c.EosTokenIds, Is.EqualTo(new[] { 151645 }));
         Assert.That(c.HasQkvBias && !c.HasOutputBias, "qwen2 has q/k/v biases only");
         Assert.That(c.ExtraFields.Keys, Does.Contain("sliding_window").And.Contain("transformers_version"));
+        Assert.That(c.UsesSlidingWindow || c.HasRopeScaling, Is.False);
     }
 
     [Test]
@@ -98,6 +99,10 @@ public class ModelConfigTests
         Assert.That(c.EosTokenIds, Is.EqualTo(new[] { 2, 3 }));
         Assert.That(c.TorchDtype, Is.Null);
         Assert.That(c.HasQkvBias && c.HasOutputBias && !c.HasMlpBias);
+        Assert.That(c.HasRopeScaling, Is.False, "rope_scaling: null");
+        var node = JsonNode.Parse(LlamaJson)!.AsObject();
+        node["rope_scaling"] = JsonNode.Parse("{\"rope_type\": \"llama3\", \"factor\": 8.0}");
+        Assert.That(ModelConfig.Load(Write(node.ToJsonString(), "scaled.json")).HasRopeScaling, Is.True);
     }
 
     [Test]
