@@ -1,0 +1,168 @@
+namespace RLHFSpec.Compute.Model.Formats;
+
+/// <summary>
+/// A model checkpoint folder in Hugging Face layout: config.json, model.safetensors (or shards + index),
+/// tokenizer files, tokenizer_config.json, generation_config.json. Loading checks every tensor against the config
+/// (present, shape, dtype) and the tokenizer against vocab_size; saving writes into a temporary sibling folder that is
+/// renamed into place, so a failure never leaves a half-written checkpoint under the target name.
+/// </summary>
+public sealed class Checkpoint : IDisposable
+{
+    /// <summary>transformers' default shard size for save_pretrained (5 GB).</summary>
+    public const long DefaultMaxShardBytes = 5_000_000_000;
+
+    private Checkpoint(string folder, ModelConfig config, SafetensorsCollection weights, TextTokenizer tokenizer)
+    {
+        Folder = folder;
+        Config = config;
+        Weights = weights;
+        Tokenizer = tokenizer;
+    }
+
+    public string Folder { get; }
+    public ModelConfig Config { get; }
+
+    /// <summary>The weights, read on demand (positional reads, not loaded whole).</summary>
+    public SafetensorsCollection Weights { get; }
+
+    public TextTokenizer Tokenizer { get; }
+
+    /// <summary>Reads one tensor as floats with its shape.</summary>
+    public HostTensor ReadTensor(string name) => Weights.ReadTensor(name);
+
+    /// <summary>Opens and checks a checkpoint folder. Errors name the file and the tensor or field.</summary>
+    public static Checkpoint Load(string folder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: checkpoint folder not found");
+        string configPath = Path.Combine(folder, ModelConfig.FileName);
+        var config = ModelConfig.Load(configPath);
+        var weights = SafetensorsCollection.OpenFolder(folder);
+        try
+        {
+            config.CheckTensors(weights, configPath);
+            var tokenizer = TextTokenizer.Load(folder);
+            string tokenizerFile = tokenizer.SourceFiles.Count > 0 ? tokenizer.SourceFiles[0] : folder;
+            if (tokenizer.VocabSize > config.VocabSize)
+                throw new InvalidDataException($"{tokenizerFile}: tokenizer has {tokenizer.VocabSize} tokens but {configPath} field 'vocab_size' is {config.VocabSize}");
+            tokenizer = tokenizer.WithSpecialIds(
+                tokenizer.BosId is null ? InTokenizer(config.BosTokenId, tokenizer) : null,
+                tokenizer.EosId is null && config.EosTokenIds.Count > 0 ? InTokenizer(config.EosTokenIds[0], tokenizer) : null,
+                tokenizer.PadId is null ? InTokenizer(config.PadTokenId, tokenizer) : null);
+            GenerationConfigJson.Check(Path.Combine(folder, GenerationConfigJson.FileName), config.VocabSize);
+            return new Checkpoint(folder, config, weights, tokenizer);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Writes a checkpoint: the config (its torch_dtype set to <paramref name="dtype"/>, default the config's or F32),
+    /// the tensors (checked first against the config: every expected tensor, no other, shapes as expected), sharded
+    /// above <paramref name="maxShardBytes"/>, the tokenizer and generation_config.json. An existing folder is replaced
+    /// only once the new one is complete.
+    /// </summary>
+    public static void Save(string folder, ModelConfig config, IReadOnlyDictionary<string, HostTensor> tensors, TextTokenizer tokenizer,
+        TensorDType? dtype = null, long maxShardBytes = DefaultMaxShardBytes)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        config.Validate();
+        var weightDType = dtype ?? config.TorchDtype ?? TensorDType.F32;
+        if (!weightDType.IsWritable()) throw new ArgumentException($"{folder}: cannot write weights as {weightDType.ToHeaderName()}", nameof(dtype));
+        CheckTensorsToSave(folder, config, tensors);
+        if (tokenizer.VocabSize > config.VocabSize)
+            throw new ArgumentException($"{folder}: tokenizer has {tokenizer.VocabSize} tokens but config vocab_size is {config.VocabSize}", nameof(tokenizer));
+
+        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(target) ?? throw new ArgumentException($"{folder}: no parent folder", nameof(folder));
+        Directory.CreateDirectory(parent);
+        string name = Path.GetFileName(target);
+        string temp = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            Directory.CreateDirectory(temp);
+            var saved = config with { TorchDtype = weightDType };
+            if (saved.Architectures.Count == 0) saved = saved with { Architectures = new[] { saved.DefaultArchitecture } };
+            saved.Save(Path.Combine(temp, ModelConfig.FileName));
+            SafetensorsWriter.WriteSharded(temp, tensors, weightDType, maxShardBytes);
+            tokenizer.Save(temp, config.MaxPositionEmbeddings);
+            GenerationConfigJson.Write(Path.Combine(temp, GenerationConfigJson.FileName), saved, tokenizer.PadId);
+            if (Directory.Exists(target))
+            {
+                // Two renames: the old checkpoint stays whole until the new one has taken its name.
+                string old = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.old");
+                Directory.Move(target, old);
+                Directory.Move(temp, target);
+                Directory.Delete(old, recursive: true);
+            }
+            else Directory.Move(temp, target);
+        }
+        catch
+        {
+            try { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A draft model must share the policy's vocabulary exactly (same vocab_size, same tokenizer contents): draft
+    /// tokens are verified by id. InvalidDataException naming both folders and the first difference.
+    /// </summary>
+    public static void CheckCompatibleDraft(Checkpoint policy, Checkpoint draft)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        ArgumentNullException.ThrowIfNull(draft);
+        string both = $"draft {draft.Folder} and policy {policy.Folder}";
+        if (policy.Config.VocabSize != draft.Config.VocabSize)
+            throw new InvalidDataException($"{both}: vocabularies differ: config.json field 'vocab_size' is {draft.Config.VocabSize} in the draft, {policy.Config.VocabSize} in the policy");
+        if (policy.Tokenizer.Fingerprint == draft.Tokenizer.Fingerprint) return;
+        string detail = FirstDifference(policy.Tokenizer, draft.Tokenizer) ?? $"{draft.Tokenizer.Kind} tokenizer contents differ from the policy's {policy.Tokenizer.Kind}";
+        throw new InvalidDataException($"{both}: vocabularies differ: {detail}");
+    }
+
+    public void Dispose() => Weights.Dispose();
+
+    private static int? InTokenizer(int? id, TextTokenizer tokenizer) => id is { } v && v < tokenizer.VocabSize ? v : null;
+
+    private static void CheckTensorsToSave(string folder, ModelConfig config, IReadOnlyDictionary<string, HostTensor> tensors)
+    {
+        var expected = config.ExpectedTensors();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, shape) in expected)
+        {
+            names.Add(name);
+            if (!tensors.TryGetValue(name, out var t))
+                throw new ArgumentException($"{folder}: tensor '{name}' is missing from the tensors to save", nameof(tensors));
+            if (!t.Shape.SequenceEqual(shape))
+                throw new ArgumentException($"{folder}: tensor '{name}' has shape {TensorInfo.FormatShape(t.Shape)} but the config implies {TensorInfo.FormatShape(shape)}", nameof(tensors));
+        }
+        foreach (var name in tensors.Keys)
+            if (!names.Contains(name))
+                throw new ArgumentException($"{folder}: tensor '{name}' is not part of a {config.ModelType} model with this config", nameof(tensors));
+    }
+
+    private static string? FirstDifference(TextTokenizer policy, TextTokenizer draft)
+    {
+        if (policy.VocabSize != draft.VocabSize)
+            return $"tokenizer has {draft.VocabSize} tokens in the draft, {policy.VocabSize} in the policy";
+        foreach (var (token, id) in policy.SpecialTokens)
+            if (!draft.SpecialTokens.TryGetValue(token, out int other) || other != id)
+                return $"special token '{token}' is id {id} in the policy but not in the draft";
+        if (policy.Bpe is { } p && draft.Bpe is { } d)
+        {
+            foreach (var (token, id) in p.Vocabulary)
+                if (!d.Vocabulary.TryGetValue(token, out int other) || other != id)
+                    return $"token '{token}' is id {id} in the policy but {(d.Vocabulary.ContainsKey(token) ? "id " + d.Vocabulary[token] : "absent")} in the draft";
+            for (int i = 0; i < Math.Min(p.Merges.Count, d.Merges.Count); i++)
+                if (p.Merges[i] != d.Merges[i]) return $"merge {i} differs";
+            if (p.Merges.Count != d.Merges.Count) return $"{d.Merges.Count} merges in the draft, {p.Merges.Count} in the policy";
+        }
+        return null;
+    }
+}
