@@ -106,7 +106,7 @@ void wg_argmax(inout float v, inout uint i) {
 }
 
 // NaN or +Inf: exponent all ones, and either a mantissa or the positive sign.
-bool not_finite_or_neg_inf(float x) {
+bool is_nan_or_pos_inf(float x) {
     uint b = floatBitsToUint(x);
     return (b & 0x7F800000u) == 0x7F800000u && b != 0xFF800000u;
 }
@@ -118,7 +118,7 @@ void row_scan(uint src, uint base, uint V, out float row_max, out uint row_argma
     uint bad = 0u;
     for (uint i = gl_LocalInvocationID.x; i < V; i += gl_WorkGroupSize.x) {
         float x = row_logit(src, base + i);
-        if (not_finite_or_neg_inf(x)) bad = 1u;
+        if (is_nan_or_pos_inf(x)) bad = 1u;
         else if (x > best) { best = x; best_i = i; }
     }
     bad = wg_max_u(bad);

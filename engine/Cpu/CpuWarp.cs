@@ -96,9 +96,19 @@ internal static class CpuWarp
     private static float FromKey(uint k) =>
         BitConverter.UInt32BitsToSingle((k & 0x8000_0000u) != 0 ? k & 0x7FFF_FFFFu : ~k);
 
+    /// <summary>Rows up to this long find their thresholds by sorting a stack copy: cheaper than 4 radix passes with 256 bins each.</summary>
+    private const int SortBelow = 512;
+
     /// <summary>The k-th largest value of <paramref name="row"/> (with multiplicity), by radix selection.</summary>
     public static float KthLargest(ReadOnlySpan<float> row, int k)
     {
+        if (row.Length <= SortBelow)
+        {
+            Span<float> sorted = stackalloc float[row.Length];
+            row.CopyTo(sorted);
+            sorted.Sort();
+            return sorted[row.Length - k];
+        }
         Span<int> histogram = stackalloc int[256];
         uint prefix = 0;
         int remaining = k;
@@ -128,6 +138,19 @@ internal static class CpuWarp
     /// </summary>
     public static float MassThreshold(ReadOnlySpan<float> w, double target)
     {
+        if (w.Length <= SortBelow)
+        {
+            Span<float> sorted = stackalloc float[w.Length];
+            w.CopyTo(sorted);
+            sorted.Sort();
+            double cumulative = 0;
+            for (int i = sorted.Length - 1; i >= 0 && sorted[i] > 0f; i--)
+            {
+                cumulative += sorted[i];
+                if (cumulative >= target) return sorted[i];
+            }
+            return 0f; // rounding left the target unmet: keep every positive weight
+        }
         Span<double> mass = stackalloc double[256];
         uint prefix = 0;
         double remaining = target;

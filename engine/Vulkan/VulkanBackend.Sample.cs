@@ -10,11 +10,17 @@ public sealed partial class VulkanBackend
     [StructLayout(LayoutKind.Sequential)]
     private struct SamplePush { public uint Vocab, RowBase, LogitsShift, Pad; }
 
-    /// <summary>Workgroup size of the sampling shaders: a power of two (their tree reductions need one), at most 256.</summary>
-    private int SamplingWorkgroupSize()
+    /// <summary>
+    /// Workgroup size of the sampling shaders for rows of <paramref name="vocab"/>: a power of two (their tree
+    /// reductions need one), at most 256 (their shared arrays' size), about 8 elements per thread for small
+    /// vocabularies but at least a subgroup: every pass ends in barriers, which cost more the more threads wait.
+    /// </summary>
+    private int SamplingWorkgroupSize(int vocab)
     {
+        int limit = Math.Min(256, Limits.MaxWorkgroupInvocations);
+        int wanted = Math.Max(Limits.SubgroupSize, (vocab + 7) / 8);
         int size = 1;
-        while (size * 2 <= Math.Min(256, Limits.MaxWorkgroupInvocations)) size *= 2;
+        while (size < wanted && size * 2 <= limit) size *= 2;
         return size;
     }
 
@@ -33,7 +39,7 @@ public sealed partial class VulkanBackend
         int count = rows.Length;
         var paramsBinding = Upload(rows);
         var result = Scratch<uint>("sample-result", 3L * count); // [R, 3]: token, logProb bits, status
-        Span<int> constants = [SamplingWorkgroupSize()];
+        Span<int> constants = [SamplingWorkgroupSize(vocabSize)];
         long perDispatch = RowsPerBinding(vocabSize);
         for (long first = 0; first < count; first += perDispatch)
         {

@@ -47,7 +47,7 @@ public sealed partial class VulkanBackend
         var result = Scratch<uint>("verify-result", resultLength);
         var work = DeviceScratch<float>("verify-residual", (long)samples * vocab); // [S, V] residual p
         var dummy = Scratch<float>("verify-no-draft", 1);
-        Span<int> constants = [SamplingWorkgroupSize()];
+        Span<int> constants = [SamplingWorkgroupSize(vocab)];
 
         // Dispatch groups of whole samples whose logit rows fit one binding.
         long maxRows = RowsPerBinding(vocab);
