@@ -27,7 +27,7 @@ public class AttentionBenchmarks : IKernelBenchmark
     public static IEnumerable<int> Batches() => BenchGrid.Pick(new[] { 1, 16 }, new[] { 1, 16, 64, 256 });
     [ParamsSource(nameof(Batches))] public int Batch { get; set; } = 1;
 
-    public static IEnumerable<int> Contexts() => BenchGrid.Pick(new[] { 128, 8192 }, new[] { 128, 1024, 8192 });
+    public static IEnumerable<int> Contexts() => BenchGrid.Pick(new[] { 128, 1024 }, new[] { 128, 1024, 8192 });
     [ParamsSource(nameof(Contexts))] public int Context { get; set; } = 128;
 
     [Params("decode", "tree")] public string Phase { get; set; } = "decode";
