@@ -115,10 +115,7 @@ public sealed class CostModel
     {
         var json = JsonSerializer.Serialize(new ProfileJson(1, Device, ToJson(Target), SecondsPerAttendedPair, ToJson(Draft), SuffixSecondsPerSample),
             new JsonSerializerOptions { WriteIndented = true });
-        var full = Path.GetFullPath(path);
-        var temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        File.WriteAllText(temp, json);
-        File.Move(temp, full, overwrite: true);
+        Model.Formats.AtomicFile.WriteText(path, json);
     }
 
     /// <summary>Loads a frozen profile; a missing or malformed file throws naming the file and the field.</summary>

@@ -2,7 +2,7 @@ namespace RLHFSpec.Compute.Model.Formats;
 
 /// <summary>Writes a file through a temporary sibling that is renamed into place, so a failure (exception, full disk,
 /// killed process) never leaves a half-written file under the final name.</summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     public static void Write(string path, Action<FileStream> write)
     {

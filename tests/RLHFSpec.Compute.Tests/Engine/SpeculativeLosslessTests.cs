@@ -35,11 +35,14 @@ public class SpeculativeLosslessTests
     [TestCase("cpu", Proposal.TreeTopK, 0.6f, 0, 1f)]
     [TestCase("cpu", Proposal.Empty, 1f, 0, 1f)]
     [TestCase("cpu", Proposal.Mixed, 0.8f, 4, 0.9f)]
+    [TestCase("cpu", Proposal.TreeQ, 1f, 4, 0.85f)]
+    [TestCase("cpu", Proposal.ChainNoQ, 0.6f, 0, 0.9f)]
     public void SampledOutputFollowsTheTargetDistribution(string backend, Proposal proposal, float temperature, int topK, float topP) =>
         CheckDistribution(Backends.Get(backend), proposal, temperature, topK, topP, samples: 100_000);
 
     [TestCase(Proposal.TreeQ, 1f)]
     [TestCase(Proposal.Mixed, 0.6f)]
+    [TestCase(Proposal.TreeTopK, 0.6f)]
     public void SampledOutputFollowsTheTargetDistributionOnVulkan(Proposal proposal, float temperature) =>
         CheckDistribution(Backends.Vulkan, proposal, temperature, 0, 1f, samples: 30_000);
 

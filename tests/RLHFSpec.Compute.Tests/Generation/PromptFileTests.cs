@@ -70,17 +70,4 @@ public class PromptFileTests
     [Test]
     public void MissingFileIsAnErrorNamingIt() =>
         Assert.That(Assert.Throws<FileNotFoundException>(() => PromptFile.Read(Path.Combine(_dir.FullName, "nope.jsonl")))!.Message, Does.Contain("nope.jsonl"));
-
-    [Test]
-    public void AtomicWritesLeaveNothingBehindOnFailure()
-    {
-        var path = Path.Combine(_dir.FullName, "out.jsonl");
-        File.WriteAllText(path, "old");
-        Assert.Throws<InvalidOperationException>(() => AtomicFile.Write(path, s => { s.Write("half"u8); throw new InvalidOperationException("boom"); }));
-        Assert.That(File.ReadAllText(path), Is.EqualTo("old"), "the target is untouched");
-        Assert.That(_dir.GetFiles(), Has.Length.EqualTo(1), "no temporary file is left");
-        AtomicFile.Write(path, s => s.Write("new"u8));
-        Assert.That(File.ReadAllText(path), Is.EqualTo("new"));
-        Assert.Throws<DirectoryNotFoundException>(() => AtomicFile.Write(Path.Combine(_dir.FullName, "missing", "x"), _ => { }));
-    }
 }

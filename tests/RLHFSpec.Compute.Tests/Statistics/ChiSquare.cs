@@ -18,6 +18,12 @@ public static class ChiSquare
         for (int i = 0; i < observed.Count; i++)
         {
             double expected = total * probabilities[i];
+            if (probabilities[i] <= 0)
+            {
+                // Anything drawn where the distribution has no mass is a plain failure.
+                if (observed[i] > 0) return (double.PositiveInfinity, Math.Max(cells, 1), 0);
+                continue;
+            }
             if (expected < minExpected)
             {
                 pooledExpected += expected;
