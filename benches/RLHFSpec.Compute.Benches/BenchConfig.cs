@@ -28,7 +28,7 @@ public static class BenchConfig
             .AddColumnProvider(DefaultColumnProviders.Instance)
             .AddColumn(new BandwidthColumn(fractionOfCopy: false), new BandwidthColumn(fractionOfCopy: true))
             .HideColumns(Column.Error, Column.Job, "InvocationCount", "UnrollFactor", "Toolchain", "IterationTime", "IterationCount", "WarmupCount")
-            .AddExporter(MarkdownExporter.GitHub)
+            .AddExporter(MarkdownExporter.GitHub, new CompactTableExporter())
             .WithSummaryStyle(SummaryStyle.Default.WithMaxParameterColumnWidth(20))
             .WithOptions(ConfigOptions.JoinSummary | ConfigOptions.DisableLogFile);
     }

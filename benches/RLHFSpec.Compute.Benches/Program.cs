@@ -19,4 +19,9 @@ for (int i = 0; i < args.Length; i++)
 }
 Environment.SetEnvironmentVariable(BenchGrid.GridVariable, full ? "full" : "quick");
 if (!rest.Any(a => a.StartsWith("--filter", StringComparison.Ordinal))) rest.AddRange(new[] { "--filter", "*" });
-BenchmarkSwitcher.FromAssembly(typeof(BenchConfig).Assembly).Run(rest.ToArray(), BenchConfig.Create(full));
+var summaries = BenchmarkSwitcher.FromAssembly(typeof(BenchConfig).Assembly).Run(rest.ToArray(), BenchConfig.Create(full));
+foreach (var summary in summaries)
+{
+    Console.WriteLine();
+    new CompactTableExporter().ExportToLog(summary, BenchmarkDotNet.Loggers.ConsoleLogger.Default);
+}
