@@ -23,6 +23,10 @@ layout(constant_id = 3) const uint DST_WINDOWS = 1;
 layout(constant_id = 4) const uint SAME_BUFFER = 0;
 // Words of a row one workgroup handles per pair (a multiple of the workgroup size).
 layout(constant_id = 5) const uint CHUNK = 1024;
+// Copy mode only: row size and every window shift are multiples of four words, so rows move as uvec4s (16 bytes
+// an invocation), which CPU drivers such as lavapipe need to vectorise. The word → invocation map stays the same
+// for every pair, so in-place compaction keeps its order guarantee.
+layout(constant_id = 6) const uint WIDE = 0;
 
 layout(std430, set = 0, binding = 0) readonly buffer Src0 { uint src0[]; };
 layout(std430, set = 0, binding = 1) readonly buffer Src1 { uint src1[]; };
@@ -35,6 +39,15 @@ layout(std430, set = 0, binding = 7) buffer Dst3 { uint dst3[]; };
 // [numSegments + 1] segment offsets (absent when segments are fixed runs of pairs), then [numPairs, 4]:
 // source window, source word base, destination window, destination word base.
 layout(std430, set = 0, binding = 8) readonly buffer Meta { uint meta[]; };
+// The same windows viewed as 16-byte vectors (used when WIDE).
+layout(std430, set = 0, binding = 0) readonly buffer Src0v { uvec4 src0v[]; };
+layout(std430, set = 0, binding = 1) readonly buffer Src1v { uvec4 src1v[]; };
+layout(std430, set = 0, binding = 2) readonly buffer Src2v { uvec4 src2v[]; };
+layout(std430, set = 0, binding = 3) readonly buffer Src3v { uvec4 src3v[]; };
+layout(std430, set = 0, binding = 4) buffer Dst0v { uvec4 dst0v[]; };
+layout(std430, set = 0, binding = 5) buffer Dst1v { uvec4 dst1v[]; };
+layout(std430, set = 0, binding = 6) buffer Dst2v { uvec4 dst2v[]; };
+layout(std430, set = 0, binding = 7) buffer Dst3v { uvec4 dst3v[]; };
 
 layout(push_constant) uniform Push {
     uint num_segments;
@@ -70,6 +83,28 @@ void store_dst(uint w, uint i, uint v) {
 // shorter, and lavapipe's happens to match System.Half (checked on ties at every exponent, subnormals, the overflow
 // boundary), but GLSL leaves its rounding implementation-defined and a driver may flush fp32 denormals, so the
 // cache's bits would depend on the device. Overflow gives ±Inf; NaN stays a quiet NaN keeping the top payload bits.
+uvec4 load_dst4(uint w, uint i) {
+    if (DST_WINDOWS == 1 || w == 0) return dst0v[i];
+    if (DST_WINDOWS == 2 || w == 1) return dst1v[i];
+    if (DST_WINDOWS == 3 || w == 2) return dst2v[i];
+    return dst3v[i];
+}
+
+uvec4 load_src4(uint w, uint i) {
+    if (SAME_BUFFER != 0) return load_dst4(w, i);
+    if (SRC_WINDOWS == 1 || w == 0) return src0v[i];
+    if (SRC_WINDOWS == 2 || w == 1) return src1v[i];
+    if (SRC_WINDOWS == 3 || w == 2) return src2v[i];
+    return src3v[i];
+}
+
+void store_dst4(uint w, uint i, uvec4 v) {
+    if (DST_WINDOWS == 1 || w == 0) dst0v[i] = v;
+    else if (DST_WINDOWS == 2 || w == 1) dst1v[i] = v;
+    else if (DST_WINDOWS == 3 || w == 2) dst2v[i] = v;
+    else dst3v[i] = v;
+}
+
 uint f32_to_f16(uint x) {
     uint sign = (x >> 16) & 0x8000u;
     uint a = x & 0x7FFFFFFFu;
@@ -106,6 +141,10 @@ void main() {
                         uint hi = f32_to_f16(load_src(sw, sbase + 2u * k + 1u));
                         store_dst(dw, dbase + k, lo | (hi << 16));
                     }
+                } else if (WIDE != 0) {
+                    uint s4 = sbase >> 2, d4 = dbase >> 2;
+                    for (uint k = (c * CHUNK >> 2) + tid; k < (k1 >> 2); k += local)
+                        store_dst4(dw, d4 + k, load_src4(sw, s4 + k));
                 } else {
                     for (uint k = k0; k < k1; k += local)
                         store_dst(dw, dbase + k, load_src(sw, sbase + k));

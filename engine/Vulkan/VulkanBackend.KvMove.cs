@@ -37,7 +37,7 @@ public sealed partial class VulkanBackend
             int dstWindows = BindWindows(dst, rowWords, maxSlot + 1L, BindingAccess.Write, bindings.Slice(KvMoveMaxWindows, KvMoveMaxWindows), dstShifts, nameof(cache), out long dstWindowRows);
             var mode = layout.DType == KvDType.F16 ? KvMoveMode.AppendF16 : KvMoveMode.AppendF32;
             var (local, chunk) = KvMoveGrid(rowWords);
-            Span<int> constants = stackalloc int[] { local, (int)mode, 1, dstWindows, 0, chunk };
+            Span<int> constants = stackalloc int[] { local, (int)mode, 1, dstWindows, 0, chunk, 0 };
 
             // The source is bound whole per dispatch; a source larger than one binding is split by rows (slots are
             // distinct, so the pieces are independent).
@@ -129,7 +129,10 @@ public sealed partial class VulkanBackend
             finally { ArrayPool<uint>.Shared.Return(meta); }
 
             var (local, chunk) = KvMoveGrid(rowWords);
-            Span<int> constants = stackalloc int[] { local, (int)KvMoveMode.Copy, srcWindows, dstWindows, same ? 1 : 0, chunk };
+            bool wide = rowWords % 4 == 0 && chunk % 4 == 0;
+            for (int w = 0; w < srcWindows; w++) wide &= srcShifts[w] % 4 == 0;
+            for (int w = 0; w < dstWindows; w++) wide &= dstShifts[w] % 4 == 0;
+            Span<int> constants = stackalloc int[] { local, (int)KvMoveMode.Copy, srcWindows, dstWindows, same ? 1 : 0, chunk, wide ? 1 : 0 };
             var push = new KvMovePush { NumSegments = (uint)segments, RowWords = (uint)rowWords, PairsAt = (uint)pairsAt, PairsPerSegment = 0, NumPairs = (uint)pairs };
             DispatchKvMove(bindings, push, rowWords, chunk, segments, constants);
         }
