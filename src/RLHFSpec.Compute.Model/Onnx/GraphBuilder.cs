@@ -93,6 +93,14 @@ public sealed class GraphBuilder
         return AddInitializer(t, ElementType.Int64, Array.Empty<Dim>());
     }
 
+    /// <summary>The content of an int64 constant made by this builder (axes, starts, perm); null if not one.</summary>
+    internal long[]? Int64Constant(Value v)
+    {
+        if (v.Type != ElementType.Int64 || v.Producer is not null) return null;
+        var t = _initializers.FirstOrDefault(i => i.Name == v.Name);
+        return t?.Int64Data.ToArray();
+    }
+
     private Value AddInitializer(TensorProto t, ElementType type, Dim[] shape)
     {
         _initializers.Add(t);
