@@ -5,7 +5,7 @@ using RLHFSpec.Compute.Model.Onnx;
 namespace RLHFSpec.Compute.Tests.Model;
 
 /// <summary>Runs builder graphs on the CPU provider and gives small dense-array references for the tests.</summary>
-internal static class OnnxTestHelpers
+public static class OnnxTestHelpers
 {
     public sealed record Tensor(Array Data, long[] Shape)
     {
