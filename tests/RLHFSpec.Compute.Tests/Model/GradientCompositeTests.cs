@@ -32,7 +32,8 @@ public class GradientCompositeTests
     private static Value Heads4(GraphBuilder g, Value x, int heads) =>
         g.Transpose(g.Reshape(x, 0, 0, heads, Hd), 0, 2, 1, 3); // [B, T, h·Hd] → [B, h, T, Hd]
 
-    internal static Value Loss(GraphBuilder g, IReadOnlyDictionary<string, Value> v)
+    /// <summary>Log-probabilities of the target tokens, [B, T].</summary>
+    internal static Value TokenLogp(GraphBuilder g, IReadOnlyDictionary<string, Value> v)
     {
         var x = g.Gather(v["emb"], v["ids"]);                                   // [B, T, H]
         var h = RmsNorm(g, x, v["w_in"]);
@@ -55,7 +56,13 @@ public class GradientCompositeTests
         var mlp = g.MatMul(g.Mul(g.Silu(g.MatMul(h2, v["wg"])), g.MatMul(h2, v["wu"])), v["wd"]);
         var x2 = g.Add(x1, mlp);
         var logits = g.MatMul(RmsNorm(g, x2, v["w_final"]), g.Transpose(v["emb"], 1, 0)); // tied head
-        var logp = g.Squeeze(g.GatherElements(g.LogSoftmax(logits), v["targets"], -1), -1); // [B, T]
+        return g.Squeeze(g.GatherElements(g.LogSoftmax(logits), v["targets"], -1), -1); // [B, T]
+    }
+
+    internal static Value Loss(GraphBuilder g, IReadOnlyDictionary<string, Value> v)
+    {
+        var logp = TokenLogp(g, v);
+        var x = logp;
         // PPO clip: −min(r·A, clip(r, 0.8, 1.2)·A), r = exp(logp − old); k3 KL to the reference.
         var ratio = g.Exp(g.Sub(logp, v["old"]));
         var surrogate = g.Min(g.Mul(ratio, v["adv"]), g.Mul(g.Clip(ratio, 0.8, 1.2), v["adv"]));
