@@ -159,7 +159,7 @@ public static class Autodiff
         // Values that depend on some wrt value (forward sweep) ...
         var dependsOnWrt = new HashSet<Value>(wrt);
         foreach (var n in nodes)
-            if (n.Inputs.Any(i => i is not null && dependsOnWrt.Contains(i)))
+            if (n.Inputs.Any(dependsOnWrt.Contains))
                 foreach (var o in n.Outputs) dependsOnWrt.Add(o);
         // ... and that the loss depends on (backward sweep): only nodes in both get gradients.
         var feedsLoss = new HashSet<Value> { loss };
@@ -168,7 +168,7 @@ public static class Autodiff
         {
             var n = nodes[k];
             if (!n.Outputs.Any(feedsLoss.Contains)) continue;
-            foreach (var i in n.Inputs) if (i is not null) feedsLoss.Add(i);
+            foreach (var i in n.Inputs) feedsLoss.Add(i);
             if (n.Outputs.Any(dependsOnWrt.Contains)) active.Add(n);
         }
 
@@ -185,7 +185,7 @@ public static class Autodiff
             if (!grads.TryGetValue(n.Outputs[0], out var gy)) continue;
             if (!Rules.TryGetValue(n.OpType, out var rule))
                 throw new NotSupportedException($"autodiff: op {n.OpType} (output '{n.Outputs[0].Name}') has no gradient rule");
-            var needs = n.Inputs.Select(i => i is not null && i.IsFloating && dependsOnWrt.Contains(i)).ToArray();
+            var needs = n.Inputs.Select(i => i.IsFloating && dependsOnWrt.Contains(i)).ToArray();
             var gx = rule(graph, n, gy, needs);
             for (int i = 0; i < n.Inputs.Count; i++)
             {
@@ -235,15 +235,10 @@ public static class Autodiff
 
     private static Value?[] ClipRule(GraphBuilder g, GraphNode n, Value gy, bool[] needs)
     {
+        // The gradient passes where min ≤ x ≤ max (bounds included); the bounds themselves get none.
         var x = n.Inputs[0];
-        Value? inside = null;
-        if (n.Inputs.Count > 1 && n.Inputs[1] is { } min) inside = g.GreaterOrEqual(x, min);
-        if (n.Inputs.Count > 2 && n.Inputs[2] is { } max)
-        {
-            var below = g.LessOrEqual(x, max);
-            inside = inside is null ? below : g.And(inside, below);
-        }
-        return new[] { inside is null ? gy : g.Where(inside, gy, Const(g, 0, gy)) };
+        var inside = g.And(g.GreaterOrEqual(x, n.Inputs[1]), g.LessOrEqual(x, n.Inputs[2]));
+        return new Value?[] { g.Where(inside, gy, Const(g, 0, gy)), null, null };
     }
 
     private static int[] ReduceAxes(GraphBuilder g, GraphNode n)

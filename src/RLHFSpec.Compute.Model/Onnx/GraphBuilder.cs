@@ -136,14 +136,13 @@ public sealed class GraphBuilder
     /// <summary>silu(x) = x · sigmoid(x), built from differentiable primitives.</summary>
     public Value Silu(Value x) => Mul(x, Sigmoid(x));
 
-    /// <summary>Clamps to [min, max]; either bound may be omitted.</summary>
+    /// <summary>Clamps to [min, max]; an omitted bound is ∓∞ (kept as an input so every node input is a value).</summary>
     public Value Clip(Value x, double? min, double? max)
     {
-        var inputs = new List<Value?> { x };
-        inputs.Add(min is null ? null : Scalar(min.Value, x.Type));
-        inputs.Add(max is null ? null : Scalar(max.Value, x.Type));
-        while (inputs[^1] is null) inputs.RemoveAt(inputs.Count - 1);
-        return EmitOptional("Clip", inputs, x.Type, x.Shape);
+        RequireFloating("Clip", x);
+        var lo = Scalar(min ?? double.NegativeInfinity, x.Type);
+        var hi = Scalar(max ?? double.PositiveInfinity, x.Type);
+        return Emit("Clip", new[] { x, lo, hi }, x.Type, x.Shape);
     }
 
     public Value Where(Value condition, Value a, Value b)
@@ -390,7 +389,7 @@ public sealed class GraphBuilder
         foreach (var n in _nodes)
         {
             var p = new NodeProto { OpType = n.OpType, Name = $"{n.OpType}_{i++}" };
-            p.Input.AddRange(n.Inputs.Select(v => v?.Name ?? ""));
+            p.Input.AddRange(n.Inputs.Select(v => v.Name));
             p.Output.AddRange(n.Outputs.Select(v => v.Name));
             foreach (var (k, val) in n.Attributes) p.Attribute.Add(Attribute(k, val));
             g.Node.Add(p);
@@ -475,15 +474,10 @@ public sealed class GraphBuilder
 
     internal Value Emit(string op, IReadOnlyList<Value> inputs, ElementType type, IReadOnlyList<Dim> shape,
         Dictionary<string, object>? attributes = null, string? outputName = null)
-        => EmitOptional(op, inputs.Cast<Value?>().ToList(), type, shape, attributes, outputName);
-
-    private Value EmitOptional(string op, IReadOnlyList<Value?> inputs, ElementType type, IReadOnlyList<Dim> shape,
-        Dictionary<string, object>? attributes = null, string? outputName = null)
     {
-        foreach (var i in inputs) if (i is not null) Own(i);
+        foreach (var i in inputs) Own(i);
         var output = new Value(this, Claim(outputName ?? $"{op}_{_counter++}"), type, shape.ToArray());
-        // Optional inputs left out in the middle are serialised as empty names (ONNX convention).
-        var node = new GraphNode(op, inputs.Select(i => i!).ToArray(), new[] { output }, attributes ?? new Dictionary<string, object>());
+        var node = new GraphNode(op, inputs.ToArray(), new[] { output }, attributes ?? new Dictionary<string, object>());
         output.Producer = node;
         _nodes.Add(node);
         return output;
