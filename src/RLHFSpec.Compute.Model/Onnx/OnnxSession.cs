@@ -45,6 +45,9 @@ public sealed class OnnxSession : IDisposable
         _session.Run(_runOptions, inputs.Keys.ToArray(), inputs.Values.ToArray(), outputs.Keys.ToArray(), outputs.Values.ToArray());
     }
 
+    /// <summary>An I/O binding for repeated runs over the same buffers (see <see cref="OnnxBinding"/>).</summary>
+    public OnnxBinding CreateBinding() => new(_session, _runOptions, InputNames, OutputNames);
+
     private void CheckInputs(IReadOnlyDictionary<string, OrtValue> inputs)
     {
         foreach (var name in InputNames)

@@ -303,4 +303,36 @@ public class OnnxGraphBuilderTests
             new Dictionary<string, Microsoft.ML.OnnxRuntime.OrtValue> { ["y"] = yo });
         Assert.That(yv, Is.EqualTo(new double[] { 1, 25, 9 }));
     }
+
+    [Test]
+    public void IoBindingReusesCallerBuffersAcrossRuns()
+    {
+        var g = new GraphBuilder();
+        var x = g.Input("x", ElementType.Double, "N");
+        var w = g.Input("w", ElementType.Double, 1);
+        g.Output(g.Mul(x, w), "y");
+        g.Output(g.ReduceSum(x, new[] { 0 }), "sum");
+        using var s = new OnnxSession(g.ToBytes());
+        var xv = new double[] { 1, 2, 3 };
+        var wv = new double[] { 2 };
+        var yv = new double[3];
+        using var xo = OrtTensors.Over(xv, 3);
+        using var wo = OrtTensors.Over(wv, 1);
+        using var yo = OrtTensors.Over(yv, 3);
+        using var binding = s.CreateBinding();
+        binding.BindInput("x", xo);
+        Assert.That(() => binding.Run(), Throws.InvalidOperationException.With.Message.Contains("'w' is not bound"));
+        binding.BindInput("w", wo);
+        binding.BindOutput("y", yo);
+        binding.BindOutputToHost("sum");
+        Assert.That(() => binding.BindOutput("z", yo), Throws.ArgumentException.With.Message.Contains("'z'"));
+        binding.Run();
+        Assert.That(yv, Is.EqualTo(new double[] { 2, 4, 6 }));
+        wv[0] = -1; // updated in place, e.g. by the optimizer: no re-binding needed
+        xv[2] = 10;
+        binding.Run();
+        Assert.That(yv, Is.EqualTo(new double[] { -1, -2, -10 }));
+        using var outs = binding.AllocatedOutputs();
+        Assert.That(outs.Last().GetTensorDataAsSpan<double>()[0], Is.EqualTo(13));
+    }
 }
