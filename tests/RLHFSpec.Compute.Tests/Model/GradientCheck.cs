@@ -20,7 +20,7 @@ public static class GradientCheck
     public static Dictionary<string, double> RelativeErrors(
         Func<GraphBuilder, IReadOnlyDictionary<string, Value>, Value> build,
         IReadOnlyList<Wrt> wrt, IReadOnlyDictionary<string, Tensor>? fixedInputs, int seed,
-        bool requireNonZero = true)
+        bool requireNonZero = true, Func<string, long[], Dim[]>? declare = null, int opset = GraphBuilder.DefaultOpset)
     {
         var rng = new Random(seed);
         var data = new Dictionary<string, Tensor>();
@@ -28,11 +28,11 @@ public static class GradientCheck
         foreach (var (k, v) in fixedInputs ?? new Dictionary<string, Tensor>()) data[k] = v;
 
         // Pass 1: the forward graph alone, to learn y's runtime shape (for the weights r).
-        var g0 = Declare(data, out var in0);
+        var g0 = Declare(data, declare, opset, out var in0);
         g0.Output(build(g0, in0), "y");
         var yShape = Run(g0, data)["y"].Shape;
 
-        var g = Declare(data, out var inputs);
+        var g = Declare(data, declare, opset, out var inputs);
         var y = build(g, inputs);
         var r = g.Input("r__", ElementType.Double, yShape.Select(Dim.Of).ToArray());
         var weighted = g.Mul(y, r);
@@ -93,13 +93,15 @@ public static class GradientCheck
         }
     }
 
-    private static GraphBuilder Declare(Dictionary<string, Tensor> data, out Dictionary<string, Value> inputs)
+    /// <summary>Declares every input; <paramref name="declare"/> may give symbolic dims instead of the static ones.</summary>
+    private static GraphBuilder Declare(Dictionary<string, Tensor> data, Func<string, long[], Dim[]>? declare, int opset,
+        out Dictionary<string, Value> inputs)
     {
-        var g = new GraphBuilder("gradcheck");
+        var g = new GraphBuilder("gradcheck", opset);
         inputs = new Dictionary<string, Value>();
         foreach (var (name, t) in data)
             if (name != "r__")
-                inputs[name] = g.Input(name, t.Data is long[] ? ElementType.Int64 : ElementType.Double, t.Shape.Select(Dim.Of).ToArray());
+                inputs[name] = g.Input(name, t.Data is long[] ? ElementType.Int64 : ElementType.Double, declare?.Invoke(name, t.Shape) ?? t.Shape.Select(Dim.Of).ToArray());
         return g;
     }
 }

@@ -135,4 +135,45 @@ public class GradientRuleTests
         var ids = g2.Input("ids", ElementType.Int64, 3);
         Assert.That(() => Autodiff.Gradients(g2, a, new[] { ids }), Throws.ArgumentException.With.Message.Contains("ids"));
     }
+
+    /// <summary>
+    /// The shapes the model uses: batch and sequence symbolic ([B, T, H] activations, [B, T] masks and targets),
+    /// weights static. Exercises unbroadcasting of weight vectors and masks against symbolic dims.
+    /// </summary>
+    [Test]
+    public void SymbolicBatchAndSequenceDims([Values(17, 18)] int opset)
+    {
+        Dim[] Declare(string name, long[] shape) => name switch
+        {
+            "x" => new Dim[] { "B", "T", shape[2] },
+            "mask" => new Dim[] { "B", "T" },
+            "tgt" => new Dim[] { "B", "T", 1 },
+            _ => shape.Select(Dim.Of).ToArray(),
+        };
+        Value Build(GraphBuilder g, IReadOnlyDictionary<string, Value> v)
+        {
+            var x = v["x"];
+            var ms = g.ReduceMean(g.Mul(x, x), new[] { -1 });
+            var h = g.Mul(g.Div(x, g.Sqrt(g.Add(ms, g.Scalar(1e-6, x.Type)))), v["w"]);     // [B, T, 4]
+            var heads = g.Transpose(g.Reshape(h, 0, 0, 2, 2), 0, 2, 1, 3);                    // [B, 2, T, 2]
+            var rot = g.Concat(-1, g.Neg(g.Slice(heads, new long[] { 1 }, new long[] { 2 }, new[] { -1 })),
+                g.Slice(heads, new long[] { 0 }, new long[] { 1 }, new[] { -1 }));
+            var back = g.Reshape(g.Transpose(g.Add(heads, rot), 0, 2, 1, 3), 0, 0, 4);
+            var logits = g.Add(g.MatMul(back, v["W"]), v["bias"]);                              // [B, T, 5]
+            var lp = g.Squeeze(g.GatherElements(g.LogSoftmax(logits), v["tgt"], -1), -1);      // [B, T]
+            var peak = g.ReduceMax(g.Softmax(logits), new[] { -1 }, keepDims: false);
+            var m = g.Greater(v["mask"], g.Scalar(0.5, x.Type));
+            var per = g.Where(m, g.Add(lp, peak), g.Scalar(0, x.Type));
+            return g.Div(g.ReduceSum(per, new[] { 0, 1 }, keepDims: false), g.ReduceSum(v["mask"], new[] { 0, 1 }, keepDims: false));
+        }
+        var fixedInputs = new Dictionary<string, Tensor>
+        {
+            ["mask"] = T(new double[] { 1, 1, 0, 1, 1, 1 }, 2, 3),
+            ["tgt"] = L(new long[] { 0, 4, 2, 2, 1, 3 }, 2, 3, 1),
+        };
+        var errors = RelativeErrors(Build,
+            new[] { new Wrt("x", new long[] { 2, 3, 4 }), new Wrt("w", new long[] { 4 }, 0.5, 1.5), new Wrt("W", new long[] { 4, 5 }), new Wrt("bias", new long[] { 5 }) },
+            fixedInputs, seed: opset, declare: Declare, opset: opset);
+        foreach (var (name, err) in errors) Assert.That(err, Is.LessThanOrEqualTo(Tolerance), $"opset {opset}: d/d{name}");
+    }
 }
