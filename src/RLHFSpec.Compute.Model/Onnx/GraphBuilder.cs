@@ -81,7 +81,8 @@ public sealed class GraphBuilder
         t.Dims.Add(data.Length);
         t.Int64Data.AddRange(data);
         var v = AddInitializer(t, ElementType.Int64, new Dim[] { data.Length });
-        v.ShapeContent = data.Select(d => d >= 0 ? Dim.Of(d) : Dim.Sym("?neg")).ToArray();
+        // Only a list of plain sizes can be read as a shape (Reshape's 0 and -1 are handled by Reshape itself).
+        if (data.All(d => d >= 0)) v.ShapeContent = data.Select(Dim.Of).ToArray();
         return v;
     }
 
@@ -196,7 +197,10 @@ public sealed class GraphBuilder
     public Value Size(Value x) => Emit("Size", new[] { x }, ElementType.Int64, Array.Empty<Dim>());
 
     /// <summary>Reshape to a constant shape (ONNX semantics: 0 copies the input dim, -1 is inferred).</summary>
-    public Value Reshape(Value x, params long[] shape)
+    public Value Reshape(Value x, params long[] shape) =>
+        Emit("Reshape", new[] { x, Int64s(shape) }, x.Type, ReshapeDims(x, shape));
+
+    private Dim[] ReshapeDims(Value x, long[] shape)
     {
         var dims = new Dim[shape.Length];
         int inferAt = -1;
@@ -217,19 +221,32 @@ public sealed class GraphBuilder
         }
         if (inferAt >= 0)
         {
-            var known = dims.Where((_, i) => i != inferAt).ToArray();
-            dims[inferAt] = x.Shape.All(d => d.IsStatic) && known.All(d => d.IsStatic)
-                ? Dim.Of(x.Shape.Aggregate(1L, (p, d) => p * d.Size) / Math.Max(1, known.Aggregate(1L, (p, d) => p * d.Size)))
-                : Invent();
+            // -1 = (product of x's dims) / (product of the others): cancel symbols present on both sides.
+            var symbols = x.Shape.Where(d => !d.IsStatic).Select(d => d.Symbol!).ToList();
+            long numerator = x.Shape.Where(d => d.IsStatic).Aggregate(1L, (p, d) => p * d.Size);
+            long denominator = 1;
+            bool solvable = true;
+            foreach (var d in dims.Where((_, i) => i != inferAt))
+                if (d.IsStatic) denominator *= d.Size;
+                else solvable &= symbols.Remove(d.Symbol!);
+            if (solvable && denominator > 0 && numerator % denominator == 0)
+            {
+                long quotient = numerator / denominator;
+                dims[inferAt] = symbols.Count == 0 ? Dim.Of(quotient)
+                    : symbols.Count == 1 && quotient == 1 ? Dim.Sym(symbols[0]) : Invent();
+            }
+            else dims[inferAt] = Invent();
         }
-        return Emit("Reshape", new[] { x, Int64s(shape) }, x.Type, dims);
+        return dims;
     }
 
     /// <summary>Reshape to a runtime shape (e.g. <see cref="ShapeOf"/> of another value).</summary>
     public Value Reshape(Value x, Value shape)
     {
         RequireType(shape, ElementType.Int64, "Reshape", "shape");
-        var dims = shape.ShapeContent ?? InventMany(StaticLength(shape, "Reshape"));
+        var constant = Int64Constant(shape);
+        var dims = constant is not null ? ReshapeDims(x, constant)
+            : shape.ShapeContent?.ToArray() ?? InventMany(StaticLength(shape, "Reshape"));
         return Emit("Reshape", new[] { x, shape }, x.Type, dims);
     }
 
@@ -400,6 +417,23 @@ public sealed class GraphBuilder
     }
 
     public byte[] ToBytes() => ToModel().ToByteArray();
+
+    /// <summary>Writes the model to an .onnx file (for inspection, e.g. in Netron) via a temporary file and rename.</summary>
+    public void Save(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllBytes(tmp, ToBytes());
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(tmp);
+            throw;
+        }
+    }
 
     private static ValueInfoProto ValueInfo(Value v, bool keepSymbols)
     {

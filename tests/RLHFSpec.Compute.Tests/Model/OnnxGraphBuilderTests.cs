@@ -7,6 +7,39 @@ namespace RLHFSpec.Compute.Tests.Model;
 public class OnnxGraphBuilderTests
 {
     private const double Tol = 1e-12;
+    private string _dir = "";
+
+    [SetUp]
+    public void SetUp()
+    {
+        _dir = Path.Combine(Path.GetTempPath(), "onnx-builder-tests-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_dir);
+    }
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_dir, recursive: true);
+
+    [Test]
+    public void RuntimeShapeReshapeInfersDimsAndSavedModelLoads()
+    {
+        var g = new GraphBuilder("saved");
+        var x = g.Input("x", ElementType.Double, "B", 3, 4);
+        var flat = g.Reshape(x, g.Int64s(0, -1));
+        Assert.That(flat.Shape, Is.EqualTo(new Dim[] { "B", 12 }));
+        Assert.That(g.Reshape(flat, -1, 12).Shape, Is.EqualTo(new Dim[] { "B", 12 }));
+        Assert.That(g.Reshape(x, -1, 4).Shape[0].IsInvented, "B·3 has no name");
+        Assert.That(g.Reshape(x, 0, 2, -1).Shape, Is.EqualTo(new Dim[] { "B", 2, 6 }));
+        var back = g.Reshape(flat, g.ShapeOf(x));
+        Assert.That(back.Shape, Is.EqualTo(new Dim[] { "B", 3, 4 }));
+        g.Output(g.Add(back, x), "y");
+        var path = Path.Combine(_dir, "saved.onnx");
+        g.Save(path);
+        Assert.That(Directory.GetFiles(_dir), Is.EqualTo(new[] { path }), "no temporary file left behind");
+        using var s = new OnnxSession(File.ReadAllBytes(path));
+        var xv = Rand(new Random(1), 24);
+        var r = Run(g, new Dictionary<string, Tensor> { ["x"] = T(xv, 2, 3, 4) }, s)["y"];
+        AssertClose(xv.Select(v => 2 * v).ToArray(), r.D, 0, "Reshape round trip");
+    }
 
     private static readonly (string Op, Func<GraphBuilder, Value, Value> Build, Func<double, double> Ref, double Lo, double Hi)[] UnaryOps =
     {
