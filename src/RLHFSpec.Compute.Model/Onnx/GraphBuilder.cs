@@ -298,8 +298,16 @@ public sealed class GraphBuilder
             }
             else dims[norm[i]] = Invent();
         }
-        var node = Emit("Slice", new[] { x, Int64s(starts), Int64s(ends), Int64s(norm.Select(a => (long)a).ToArray()) }, x.Type, dims);
-        return node;
+        var result = Emit("Slice", new[] { x, Int64s(starts), Int64s(ends), Int64s(norm.Select(a => (long)a).ToArray()) }, x.Type, dims);
+        // Shape arithmetic: a slice of a known shape vector is a known shape vector.
+        if (x.ShapeContent is { } content && x.Rank == 1)
+        {
+            long n = content.Count;
+            long s = Clamp(starts[0] < 0 ? starts[0] + n : starts[0], n);
+            long e = Clamp(ends[0] < 0 ? ends[0] + n : ends[0], n);
+            result.ShapeContent = content.Skip((int)s).Take((int)Math.Max(0, e - s)).ToArray();
+        }
+        return result;
 
         static long Clamp(long v, long size) => Math.Clamp(v, 0, size);
     }
@@ -315,7 +323,10 @@ public sealed class GraphBuilder
         int ax = Axis(xs[0], axis, "Concat");
         var dims = xs[0].Shape.ToArray();
         dims[ax] = xs.All(x => x.Shape[ax].IsStatic) ? Dim.Of(xs.Sum(x => x.Shape[ax].Size)) : Invent();
-        return Emit("Concat", xs, xs[0].Type, dims, new() { ["axis"] = (long)ax });
+        var result = Emit("Concat", xs, xs[0].Type, dims, new() { ["axis"] = (long)ax });
+        if (xs[0].Rank == 1 && xs.All(x => x.ShapeContent is not null))
+            result.ShapeContent = xs.SelectMany(x => x.ShapeContent!).ToArray();
+        return result;
     }
 
     /// <summary>Splits along <paramref name="axis"/> into pieces whose sizes are given at runtime (1-D int64).</summary>

@@ -32,6 +32,13 @@ public class OnnxGraphBuilderTests
         var back = g.Reshape(flat, g.ShapeOf(x));
         Assert.That(back.Shape, Is.EqualTo(new Dim[] { "B", 3, 4 }));
         g.Output(g.Add(back, x), "y");
+        // Grouped-query repeat with symbolic dims: [B, 3, 4] → [B, 3, 2, 4] by a shape built from pieces.
+        var shape = g.ShapeOf(x);
+        var target = g.Concat(0, g.Slice(shape, new long[] { 0 }, new long[] { 2 }, new[] { 0 }), g.Int64s(2),
+            g.Slice(shape, new long[] { -1 }, new long[] { long.MaxValue }, new[] { 0 }));
+        var repeated = g.Expand(g.Unsqueeze(x, 2), target);
+        Assert.That(repeated.Shape, Is.EqualTo(new Dim[] { "B", 3, 2, 4 }));
+        g.Output(repeated, "repeated");
         var path = Path.Combine(_dir, "saved.onnx");
         g.Save(path);
         Assert.That(Directory.GetFiles(_dir), Is.EqualTo(new[] { path }), "no temporary file left behind");
@@ -39,6 +46,9 @@ public class OnnxGraphBuilderTests
         var xv = Rand(new Random(1), 24);
         var r = Run(g, new Dictionary<string, Tensor> { ["x"] = T(xv, 2, 3, 4) }, s)["y"];
         AssertClose(xv.Select(v => 2 * v).ToArray(), r.D, 0, "Reshape round trip");
+        var rep = Run(g, new Dictionary<string, Tensor> { ["x"] = T(xv, 2, 3, 4) }, s)["repeated"];
+        Assert.That(rep.Shape, Is.EqualTo(new long[] { 2, 3, 2, 4 }));
+        AssertClose(Enumerable.Range(0, 48).Select(i => xv[i / 8 * 4 + i % 4]).ToArray(), rep.D, 0, "repeat");
     }
 
     private static readonly (string Op, Func<GraphBuilder, Value, Value> Build, Func<double, double> Ref, double Lo, double Hi)[] UnaryOps =
