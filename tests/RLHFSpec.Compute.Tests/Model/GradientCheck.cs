@@ -20,7 +20,7 @@ public static class GradientCheck
     public static Dictionary<string, double> RelativeErrors(
         Func<GraphBuilder, IReadOnlyDictionary<string, Value>, Value> build,
         IReadOnlyList<Wrt> wrt, IReadOnlyDictionary<string, Tensor>? fixedInputs, int seed,
-        bool requireNonZero = true, Func<string, long[], Dim[]>? declare = null, int opset = GraphBuilder.DefaultOpset)
+        bool requireNonZero = true, Func<string, long[], Dim[]?>? declare = null, int opset = GraphBuilder.DefaultOpset)
     {
         var rng = new Random(seed);
         var data = new Dictionary<string, Tensor>();
@@ -94,7 +94,7 @@ public static class GradientCheck
     }
 
     /// <summary>Declares every input; <paramref name="declare"/> may give symbolic dims instead of the static ones.</summary>
-    private static GraphBuilder Declare(Dictionary<string, Tensor> data, Func<string, long[], Dim[]>? declare, int opset,
+    private static GraphBuilder Declare(Dictionary<string, Tensor> data, Func<string, long[], Dim[]?>? declare, int opset,
         out Dictionary<string, Value> inputs)
     {
         var g = new GraphBuilder("gradcheck", opset);

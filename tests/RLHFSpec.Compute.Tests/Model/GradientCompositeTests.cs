@@ -43,8 +43,14 @@ public class GradientCompositeTests
         q = Rope(g, q, v["cos"], v["sin"]);
         k = Rope(g, k, v["cos"], v["sin"]);
         // Grouped-query attention: repeat each kv head Heads/KvHeads times.
-        Value Repeat(Value t) => g.Reshape(
-            g.Expand(g.Unsqueeze(t, 2), g.Int64s(B, KvHeads, Heads / KvHeads, Tn, Hd)), B, Heads, Tn, Hd);
+        // The target shape is built from the runtime shape, so the graph also works for symbolic B and T.
+        Value Repeat(Value t)
+        {
+            var shape = g.ShapeOf(t);
+            var target = g.Concat(0, g.Slice(shape, new long[] { 0 }, new long[] { 2 }, new[] { 0 }),
+                g.Int64s(Heads / KvHeads), g.Slice(shape, new long[] { 2 }, new long[] { 4 }, new[] { 0 }));
+            return g.Reshape(g.Expand(g.Unsqueeze(t, 2), target), 0, Heads, -1, Hd);
+        }
         k = Repeat(k);
         val = Repeat(val);
         var scores = g.Mul(g.MatMul(q, g.Transpose(k, 0, 1, 3, 2)), g.Scalar(1 / Math.Sqrt(Hd), x.Type));
@@ -112,9 +118,16 @@ public class GradientCompositeTests
     }
 
     [Test]
-    public void TinyDecoderPpoLossMatchesFiniteDifferences([Values(1, 2)] int seed)
+    public void TinyDecoderPpoLossMatchesFiniteDifferences([Values(1, 2)] int seed, [Values] bool symbolic)
     {
-        var errors = RelativeErrors(Loss, Weights(), Batch(seed), seed);
+        // Symbolic: the batch inputs are declared [B, T, ...] as a training graph would declare them.
+        Dim[]? Declare(string name, long[] shape) => !symbolic || Weights().Any(w => w.Name == name) ? null : name switch
+        {
+            "cos" or "sin" => new Dim[] { "T", shape[1] },
+            "causal" => new Dim[] { "T", "T" },
+            _ => new Dim[] { "B", "T" }.Concat(shape.Skip(2).Select(Dim.Of)).ToArray(),
+        };
+        var errors = RelativeErrors(Loss, Weights(), Batch(seed), seed, declare: Declare);
         Assert.That(errors.Keys, Is.EquivalentTo(Weights().Select(w => w.Name)));
         foreach (var (name, err) in errors)
             Assert.That(err, Is.LessThanOrEqualTo(1e-6), $"d loss / d {name}: relative error");
