@@ -72,7 +72,7 @@ public static class Autodiff
         ["MatMul"] = (g, n, gy, needs) => new[]
         {
             needs[0] ? Unbroadcast(g, g.MatMul(gy, SwapLast(g, n.Inputs[1])), n.Inputs[0]) : null,
-            needs[1] ? Unbroadcast(g, g.MatMul(SwapLast(g, n.Inputs[0]), gy), n.Inputs[1]) : null,
+            needs[1] ? WeightGradient(g, n.Inputs[0], n.Inputs[1], gy) : null,
         },
         // dx = y ⊙ (gy − Σ gy ⊙ y); uses the (already stable) softmax output, never exp of raw logits.
         ["Softmax"] = (g, n, gy, _) =>
@@ -283,6 +283,20 @@ public static class Autodiff
         var sizes = g.Concat(0, n.Inputs.Select(i => g.Slice(g.ShapeOf(i), new long[] { axis }, new long[] { axis + 1 }, new[] { 0 })).ToArray());
         var pieces = g.Split(gy, axis, sizes, n.Inputs.Select(i => i.Shape).ToArray());
         return pieces.Select((p, i) => needs[i] ? p : null).ToArray();
+    }
+
+    /// <summary>
+    /// dB for Y = A·B. When B is a plain matrix (a weight [K, N]) and A has batch axes ([B, T, K]), fold the batch
+    /// axes into the rows first: Aᵀ·dY over [B·T, K] and [B·T, N] gives [K, N] directly, instead of a
+    /// [B, K, N] per-batch product summed afterwards (B times the weight's memory).
+    /// </summary>
+    private static Value WeightGradient(GraphBuilder g, Value a, Value b, Value gy)
+    {
+        var k = a.Shape[^1];
+        var cols = gy.Shape[^1];
+        if (b.Rank == 2 && a.Rank > 2 && k.IsStatic && cols.IsStatic)
+            return g.MatMul(g.Transpose(g.Reshape(a, -1, k.Size), 1, 0), g.Reshape(gy, -1, cols.Size));
+        return Unbroadcast(g, g.MatMul(SwapLast(g, a), gy), b);
     }
 
     private static Value SwapLast(GraphBuilder g, Value x)

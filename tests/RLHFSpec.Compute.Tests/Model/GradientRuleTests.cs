@@ -58,7 +58,8 @@ public class GradientRuleTests
 
         foreach (var (sa, sb) in new[]
                  {
-                     (new long[] { 2, 3, 4 }, new long[] { 4, 5 }), (new long[] { 2, 3, 4 }, new long[] { 2, 4, 5 }),
+                     (new long[] { 2, 3, 4 }, new long[] { 4, 5 }), (new long[] { 2, 2, 3, 4 }, new long[] { 4, 5 }),
+                     (new long[] { 2, 3, 4 }, new long[] { 2, 4, 5 }),
                      (new long[] { 3, 4 }, new long[] { 2, 4, 5 }), (new long[] { 2, 1, 3, 4 }, new long[] { 1, 2, 4, 5 }),
                  })
             yield return new($"MatMul [{string.Join(",", sa)}]x[{string.Join(",", sb)}]", (g, v) => g.MatMul(v["a"], v["b"]),
