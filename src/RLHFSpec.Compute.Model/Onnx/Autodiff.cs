@@ -60,6 +60,8 @@ public static class Autodiff
         // σ' = σ(1 − σ)
         ["Sigmoid"] = (g, n, gy, _) =>
             new Value?[] { g.Mul(gy, g.Mul(n.Outputs[0], g.Sub(One(g, gy), n.Outputs[0]))) },
+        ["Cos"] = (g, n, gy, _) => new Value?[] { g.Neg(g.Mul(gy, g.Sin(n.Inputs[0]))) },
+        ["Sin"] = (g, n, gy, _) => new Value?[] { g.Mul(gy, g.Cos(n.Inputs[0])) },
         ["Clip"] = ClipRule,
         ["Where"] = (g, n, gy, needs) => new[]
         {

@@ -124,6 +124,8 @@ public sealed class GraphBuilder
     public Value Exp(Value x) => Unary("Exp", x);
     public Value Log(Value x) => Unary("Log", x);
     public Value Sigmoid(Value x) => Unary("Sigmoid", x);
+    public Value Cos(Value x) => Unary("Cos", x);
+    public Value Sin(Value x) => Unary("Sin", x);
     public Value Identity(Value x) => Unary("Identity", x);
 
     public Value Equal(Value a, Value b) => Compare("Equal", a, b);
