@@ -31,6 +31,8 @@ public class GradientRuleTests
         yield return Unary("Sigmoid", (g, x) => g.Sigmoid(x), -3, 3);
         yield return Unary("Silu", (g, x) => g.Silu(x), -3, 3);
         yield return Unary("Identity", (g, x) => g.Identity(x));
+        yield return Unary("Cos", (g, x) => g.Cos(x), -3, 3);
+        yield return Unary("Sin", (g, x) => g.Sin(x), -3, 3);
         yield return Unary("Clip", (g, x) => g.Clip(x, -0.4, 0.5));
         yield return Unary("ClipMinOnly", (g, x) => g.Clip(x, 0.1, null));
         yield return Unary("CastDoubleToDouble", (g, x) => g.Cast(x, ElementType.Double));
