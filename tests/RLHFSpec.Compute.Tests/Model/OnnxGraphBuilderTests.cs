@@ -63,10 +63,12 @@ public class OnnxGraphBuilderTests
         ("Clip", (g, x) => g.Clip(x, -0.5, 0.7), x => Math.Clamp(x, -0.5, 0.7), -2, 2),
         ("ClipMaxOnly", (g, x) => g.Clip(x, null, 0.3), x => Math.Min(x, 0.3), -2, 2),
         ("Identity", (g, x) => g.Identity(x), x => x, -2, 2),
+        ("Cos", (g, x) => g.Cos(x), Math.Cos, -4, 4),
+        ("Sin", (g, x) => g.Sin(x), Math.Sin, -4, 4),
     };
 
     [Test]
-    public void UnaryOpsMatchReference([Range(0, 9)] int which)
+    public void UnaryOpsMatchReference([Range(0, 11)] int which)
     {
         var (op, build, reference, lo, hi) = UnaryOps[which];
         var rng = new Random(10 + which);

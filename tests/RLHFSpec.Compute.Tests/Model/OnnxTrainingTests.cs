@@ -195,4 +195,78 @@ public class OnnxTrainingTests
         Assert.That(() => new TensorArena(new[] { ("a", new long[] { 1 }), ("a", new long[] { 1 }) }),
             Throws.ArgumentException.With.Message.Contains("'a' declared twice"));
     }
+
+    /// <summary>
+    /// One RLHF-style loop on the whole-decoder policy-loss graph in float32: weights and gradients in arenas,
+    /// AdamW with the spec's decay mask; positive advantages on the sampled targets must raise their log-probs.
+    /// </summary>
+    [Test]
+    public void DecoderPolicyLossTrainingLoopRaisesAdvantagedLogProbs()
+    {
+        var spec = new DecoderGraphSpec
+        {
+            VocabSize = 13, HiddenSize = 16, IntermediateSize = 24, NumLayers = 2, NumHeads = 4, NumKvHeads = 2,
+            HeadDim = 4, TiedEmbeddings = true, QkvBias = true,
+        };
+        const int b = 2, t = 6;
+        var rng = new Random(11);
+        using var weights = new TensorArena(spec.Tensors());
+        using var grads = new TensorArena(spec.Tensors());
+        foreach (var (name, _) in spec.Tensors())
+        {
+            var w = weights.Span(name);
+            for (int i = 0; i < w.Length; i++) w[i] = name.Contains("norm") ? 1f : (float)((rng.NextDouble() - 0.5) * 0.4);
+        }
+        float[] F(int n, Func<int, double> f) => Enumerable.Range(0, n).Select(i => (float)f(i)).ToArray();
+        var mask = F(b * t, i => i < t || i >= t + 2 ? 1 : 0); // second sample left-padded by two
+        var positions = Enumerable.Range(0, b * t).Select(i => i < t ? i : Math.Max(0, i - t - 2)).Select(p => (long)p).ToArray();
+        var ids = Enumerable.Range(0, b * t).Select(_ => (long)rng.Next(spec.VocabSize)).ToArray();
+        var targets = Enumerable.Range(0, b * t).Select(_ => (long)rng.Next(spec.VocabSize)).ToArray();
+        var old = new float[b * t];
+        var adv = F(b * t, _ => 1.0);
+        var logp = new float[b * t];
+        var loss = new float[1];
+
+        var graph = DecoderTrainingGraph.PolicyLossGraph(spec, ElementType.Float, clipLow: 0.2, clipHigh: 0.2);
+        using var session = new OnnxSession(graph.ToBytes(), new OnnxSessionOptions { IntraOpThreads = 1 });
+        var owned = new List<OrtValue>
+        {
+            OrtTensors.Over(ids, b, t), OrtTensors.Over(positions, b, t), OrtTensors.Over(mask, b, t),
+            OrtTensors.Over(targets, b, t), OrtTensors.Over(old, b, t), OrtTensors.Over(adv, b, t),
+            OrtTensors.Over(mask, b, t), OrtTensors.Over(logp, b, t), OrtTensors.Over(loss, Array.Empty<long>()),
+        };
+        try
+        {
+            var inputs = new Dictionary<string, OrtValue>
+            {
+                [DecoderTrainingGraph.InputIds] = owned[0], [DecoderTrainingGraph.PositionIds] = owned[1],
+                [DecoderTrainingGraph.AttentionMask] = owned[2], [DecoderTrainingGraph.Targets] = owned[3],
+                [DecoderTrainingGraph.OldLogProbs] = owned[4], [DecoderTrainingGraph.Advantages] = owned[5],
+                [DecoderTrainingGraph.LossMask] = owned[6],
+            };
+            foreach (var n in weights.Names) inputs[n] = weights.Value(n);
+            var outputs = new Dictionary<string, OrtValue> { [DecoderTrainingGraph.LogProbs] = owned[7], [DecoderTrainingGraph.Loss] = owned[8] };
+            foreach (var n in grads.Names) outputs[DecoderTrainingGraph.GradientPrefix + n] = grads.Value(n);
+            var opt = new AdamW(new AdamWOptions { Schedule = new LearningRateSchedule(0.01, 2, 30, 0.001), MaxGradNorm = 1.0 });
+            foreach (var n in weights.Names) opt.Add(n, weights.Memory(n), grads.Memory(n), DecoderGraphSpec.Decays(n));
+
+            double MeanLogp() => Enumerable.Range(0, b * t).Where(i => mask[i] > 0).Average(i => (double)logp[i]);
+            double first = double.NaN;
+            for (int step = 0; step < 30; step++)
+            {
+                session.Run(inputs, outputs);
+                Assert.That(logp.All(float.IsFinite) && float.IsFinite(loss[0]), $"step {step}: finite outputs");
+                if (step == 0) first = MeanLogp();
+                // On-policy: the old log-probs are this step's, so the ratio starts at 1 (as in an RLHF update).
+                Array.Copy(logp, old, logp.Length);
+                opt.Update();
+            }
+            session.Run(inputs, outputs);
+            Assert.That(MeanLogp(), Is.GreaterThan(first + 0.5), "advantaged targets became more likely");
+        }
+        finally
+        {
+            foreach (var v in owned) v.Dispose();
+        }
+    }
 }
