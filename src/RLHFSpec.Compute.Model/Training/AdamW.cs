@@ -78,26 +78,24 @@ public sealed class AdamW
         return norm;
     }
 
-    /// <summary>L2 norm over every registered gradient, accumulated per SIMD block in double.</summary>
+    /// <summary>L2 norm over every registered gradient; squares are widened to double before summing (exact enough
+    /// for billions of elements, and equal to a scalar double reference up to summation order).</summary>
     public double GlobalGradientNorm()
     {
-        double sum = 0;
+        var acc = Vector<double>.Zero;
+        double tail = 0;
         foreach (var p in _parameters)
         {
             var g = p.Gradients.Span;
-            const int Block = 4096; // float partial sums stay exact enough over one block
-            for (int start = 0; start < g.Length; start += Block)
+            var vecs = MemoryMarshal.Cast<float, Vector<float>>(g);
+            foreach (var v in vecs)
             {
-                var chunk = g.Slice(start, Math.Min(Block, g.Length - start));
-                var vecs = MemoryMarshal.Cast<float, Vector<float>>(chunk);
-                var acc = Vector<float>.Zero;
-                foreach (var v in vecs) acc += v * v;
-                double s = Vector.Sum(acc);
-                for (int i = vecs.Length * Vector<float>.Count; i < chunk.Length; i++) s += chunk[i] * (double)chunk[i];
-                sum += s;
+                Vector.Widen(v, out var lo, out var hi);
+                acc += lo * lo + hi * hi;
             }
+            for (int i = vecs.Length * Vector<float>.Count; i < g.Length; i++) tail += g[i] * (double)g[i];
         }
-        return Math.Sqrt(sum);
+        return Math.Sqrt(Vector.Sum(acc) + tail);
     }
 
     private readonly record struct Coefficients(float Clip, float B1, float OneMinusB1, float B2, float OneMinusB2,
