@@ -380,4 +380,21 @@ public class OnnxGraphBuilderTests
         using var outs = binding.AllocatedOutputs();
         Assert.That(outs.Last().GetTensorDataAsSpan<double>()[0], Is.EqualTo(13));
     }
+
+    [Test]
+    public void ThreadOptionsRunTheSameGraphToTheSameResult()
+    {
+        var g = new GraphBuilder();
+        var a = g.Input("a", ElementType.Double, 16, 16);
+        var b = g.Input("b", ElementType.Double, 16, 16);
+        // Two independent branches, so the parallel (inter-op) executor has something to overlap.
+        g.Output(g.Add(g.MatMul(a, b), g.MatMul(b, a)), "y");
+        var rng = new Random(12);
+        var inputs = new Dictionary<string, Tensor> { ["a"] = T(Rand(rng, 256), 16, 16), ["b"] = T(Rand(rng, 256), 16, 16) };
+        using var serial = new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = 1, InterOpThreads = 1 });
+        using var parallel = new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = 2, InterOpThreads = 2 });
+        AssertClose(Run(g, inputs, serial)["y"].D, Run(g, inputs, parallel)["y"].D, 1e-12, "parallel vs serial");
+        Assert.That(() => new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = -1 }),
+            Throws.ArgumentException.With.Message.Contains("thread counts"));
+    }
 }
