@@ -29,6 +29,18 @@ public static class LossOps
     }
 
     /// <summary>
+    /// Per-sequence masked mean over the last axis, then the plain mean over sequences: x, mask [B, T] → scalar.
+    /// A sequence whose mask is all zero contributes 0 (and still counts as a sequence).
+    /// </summary>
+    public static Value SequenceMean(GraphBuilder g, Value x, Value mask)
+    {
+        if (x.Rank != 2 || mask.Rank != 2) throw new ArgumentException($"SequenceMean: x {x} and mask {mask} must be [B, T]");
+        var perSequence = g.Div(g.ReduceSum(g.Mul(x, mask), new[] { 1 }, keepDims: false),
+            g.Clip(g.ReduceSum(mask, new[] { 1 }, keepDims: false), 1, null));
+        return g.ReduceMean(perSequence, new[] { 0 }, keepDims: false);
+    }
+
+    /// <summary>
     /// PPO clipped surrogate per token, negated for minimisation: −min(r·A, clip(r, 1 − εlow, 1 + εhigh)·A) with
     /// r = exp(logp − oldLogp). Asymmetric ε as in DAPO's clip-higher; pass equal values for classic PPO/GRPO.
     /// </summary>
@@ -55,11 +67,13 @@ public static class LossOps
 
     /// <summary>
     /// The policy loss of one RLHF step: masked mean over tokens of the PPO clipped surrogate plus β times the
-    /// k3 KL to the reference (β = 0 leaves the reference input unused). With group-normalised advantages
-    /// (computed outside the graph) this is GRPO's objective.
+    /// k3 KL to the reference (β = 0 leaves the reference input unused), averaged per token or per sequence. With
+    /// group-normalised advantages (computed outside the graph) and <see cref="LossAggregation.SequenceMean"/> this
+    /// is GRPO's objective.
     /// </summary>
     public static Value PolicyLoss(GraphBuilder g, Value logp, Value oldLogp, Value advantages, Value mask,
-        Value? refLogp = null, double klBeta = 0, double clipLow = 0.2, double clipHigh = 0.2)
+        Value? refLogp = null, double klBeta = 0, double clipLow = 0.2, double clipHigh = 0.2,
+        LossAggregation aggregation = LossAggregation.TokenMean)
     {
         if (klBeta < 0) throw new ArgumentException($"PolicyLoss: KL coefficient must be >= 0, got {klBeta}", nameof(klBeta));
         var perToken = PpoClipPerToken(g, logp, oldLogp, advantages, clipLow, clipHigh);
@@ -68,6 +82,6 @@ public static class LossOps
             if (refLogp is null) throw new ArgumentException("PolicyLoss: a KL coefficient > 0 needs reference log-probs", nameof(refLogp));
             perToken = g.Add(perToken, g.Mul(KlK3PerToken(g, logp, refLogp), g.Scalar(klBeta, logp.Type)));
         }
-        return MaskedMean(g, perToken, mask);
+        return aggregation == LossAggregation.SequenceMean ? SequenceMean(g, perToken, mask) : MaskedMean(g, perToken, mask);
     }
 }

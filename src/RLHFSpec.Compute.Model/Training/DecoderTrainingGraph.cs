@@ -76,7 +76,7 @@ public static class DecoderTrainingGraph
     /// ref_logprobs [B, T] when <paramref name="klBeta"/> &gt; 0.
     /// </summary>
     public static GraphBuilder PolicyLossGraph(DecoderGraphSpec spec, ElementType type, double klBeta = 0,
-        double clipLow = 0.2, double clipHigh = 0.2)
+        double clipLow = 0.2, double clipHigh = 0.2, LossAggregation aggregation = LossAggregation.TokenMean)
     {
         var g = new GraphBuilder("policy_loss");
         var v = DeclareInputs(g, spec, type);
@@ -86,7 +86,7 @@ public static class DecoderTrainingGraph
         var mask = g.Input(LossMask, type, "B", "T");
         var reference = klBeta > 0 ? g.Input(RefLogProbs, type, "B", "T") : null;
         var logp = LossOps.TokenLogProbs(g, Logits(g, spec, v), targets);
-        var loss = LossOps.PolicyLoss(g, logp, old, adv, mask, reference, klBeta, clipLow, clipHigh);
+        var loss = LossOps.PolicyLoss(g, logp, old, adv, mask, reference, klBeta, clipLow, clipHigh, aggregation);
         g.Output(logp, LogProbs);
         g.Output(loss, Loss);
         Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), GradientPrefix);

@@ -22,12 +22,14 @@ public class GradientLossOpsTests
         };
     }
 
-    private static Value Loss(GraphBuilder g, IReadOnlyDictionary<string, Value> v) =>
+    private static Value Loss(GraphBuilder g, IReadOnlyDictionary<string, Value> v) => Loss(g, v, LossAggregation.TokenMean);
+
+    private static Value Loss(GraphBuilder g, IReadOnlyDictionary<string, Value> v, LossAggregation aggregation) =>
         LossOps.PolicyLoss(g, LossOps.TokenLogProbs(g, v["logits"], v["targets"]), v["old"], v["adv"], v["mask"],
-            v["ref"], klBeta: 0.05, clipLow: 0.2, clipHigh: 0.28);
+            v["ref"], klBeta: 0.05, clipLow: 0.2, clipHigh: 0.28, aggregation);
 
     [Test]
-    public void PolicyLossMatchesReference()
+    public void PolicyLossMatchesReference([Values] LossAggregation aggregation)
     {
         var batch = Batch(1);
         var logits = Rand(new Random(2), B * Tn * V, -2, 2);
@@ -35,7 +37,7 @@ public class GradientLossOpsTests
         var v = new Dictionary<string, Value> { ["logits"] = g.Input("logits", ElementType.Double, "B", "T", V) };
         foreach (var (k, t) in batch) v[k] = g.Input(k, t.Data is long[] ? ElementType.Int64 : ElementType.Double, "B", "T");
         g.Output(LossOps.TokenLogProbs(g, v["logits"], v["targets"]), "logp");
-        g.Output(Loss(g, v), "loss");
+        g.Output(Loss(g, v, aggregation), "loss");
         var inputs = new Dictionary<string, Tensor>(batch) { ["logits"] = T(logits, B, Tn, V) };
         var r = Run(g, inputs);
 
@@ -43,6 +45,8 @@ public class GradientLossOpsTests
         double[] old = batch["old"].D, reference = batch["ref"].D, adv = batch["adv"].D, mask = batch["mask"].D;
         var logp = new double[B * Tn];
         double sum = 0, count = 0;
+        var seqSum = new double[B];
+        var seqCount = new double[B];
         for (int i = 0; i < B * Tn; i++)
         {
             var row = logits.Skip(i * V).Take(V).ToArray();
@@ -51,11 +55,16 @@ public class GradientLossOpsTests
             double ratio = Math.Exp(logp[i] - old[i]);
             double surrogate = Math.Min(ratio * adv[i], Math.Clamp(ratio, 0.8, 1.28) * adv[i]);
             double d = reference[i] - logp[i];
-            sum += mask[i] * (-surrogate + 0.05 * (Math.Exp(d) - d - 1));
+            double perToken = mask[i] * (-surrogate + 0.05 * (Math.Exp(d) - d - 1));
+            sum += perToken;
             count += mask[i];
+            seqSum[i / Tn] += perToken;
+            seqCount[i / Tn] += mask[i];
         }
         AssertClose(logp, r["logp"].D, 1e-12, "token log-probs");
-        Assert.That(r["loss"].D[0], Is.EqualTo(sum / count).Within(1e-12));
+        double expected = aggregation == LossAggregation.TokenMean ? sum / count
+            : Enumerable.Range(0, B).Average(b => seqSum[b] / Math.Max(seqCount[b], 1));
+        Assert.That(r["loss"].D[0], Is.EqualTo(expected).Within(1e-12));
     }
 
     [Test]
@@ -72,9 +81,9 @@ public class GradientLossOpsTests
     }
 
     [Test]
-    public void PolicyLossGradientMatchesFiniteDifferences([Values(3, 4)] int seed)
+    public void PolicyLossGradientMatchesFiniteDifferences([Values(3, 4)] int seed, [Values] LossAggregation aggregation)
     {
-        var errors = RelativeErrors(Loss, new[] { new Wrt("logits", new long[] { B, Tn, V }, -2, 2) }, Batch(seed), seed);
+        var errors = RelativeErrors((g, v) => Loss(g, v, aggregation), new[] { new Wrt("logits", new long[] { B, Tn, V }, -2, 2) }, Batch(seed), seed);
         Assert.That(errors["logits"], Is.LessThanOrEqualTo(1e-6));
     }
 }
