@@ -18,6 +18,7 @@ public sealed class GraphBuilder
     private readonly List<TensorProto> _initializers = new();
     private readonly List<GraphNode> _nodes = new();
     private readonly HashSet<string> _names = new();
+    private readonly Dictionary<string, long[]> _int64Constants = new();
     private int _counter;
     private int _invented;
 
@@ -64,7 +65,7 @@ public sealed class GraphBuilder
             throw new ArgumentException($"graph '{Name}': floating constant cannot have element type {type}", nameof(type));
         if (shape.Aggregate(1L, (a, b) => a * b) != data.Length)
             throw new ArgumentException($"graph '{Name}': constant of {data.Length} elements does not fill shape [{string.Join(", ", shape)}]", nameof(shape));
-        var t = new TensorProto { Name = Claim("const_" + _counter++), DataType = (int)type };
+        var t = new TensorProto { Name = Fresh("const"), DataType = (int)type };
         t.Dims.AddRange(shape);
         if (type == ElementType.Float) foreach (var d in data) t.FloatData.Add((float)d);
         else foreach (var d in data) t.DoubleData.Add(d);
@@ -77,9 +78,10 @@ public sealed class GraphBuilder
     /// <summary>A 1-D int64 constant (shapes, axes, indices); its content is remembered for shape inference.</summary>
     public Value Int64s(params long[] data)
     {
-        var t = new TensorProto { Name = Claim("const_" + _counter++), DataType = (int)ElementType.Int64 };
+        var t = new TensorProto { Name = Fresh("const"), DataType = (int)ElementType.Int64 };
         t.Dims.Add(data.Length);
         t.Int64Data.AddRange(data);
+        _int64Constants[t.Name] = data.ToArray();
         var v = AddInitializer(t, ElementType.Int64, new Dim[] { data.Length });
         // Only a list of plain sizes can be read as a shape (Reshape's 0 and -1 are handled by Reshape itself).
         if (data.All(d => d >= 0)) v.ShapeContent = data.Select(Dim.Of).ToArray();
@@ -89,7 +91,7 @@ public sealed class GraphBuilder
     /// <summary>A rank-0 int64 constant.</summary>
     public Value Int64Scalar(long value)
     {
-        var t = new TensorProto { Name = Claim("const_" + _counter++), DataType = (int)ElementType.Int64 };
+        var t = new TensorProto { Name = Fresh("const"), DataType = (int)ElementType.Int64 };
         t.Int64Data.Add(value);
         return AddInitializer(t, ElementType.Int64, Array.Empty<Dim>());
     }
@@ -98,8 +100,7 @@ public sealed class GraphBuilder
     internal long[]? Int64Constant(Value v)
     {
         if (v.Type != ElementType.Int64 || v.Producer is not null) return null;
-        var t = _initializers.FirstOrDefault(i => i.Name == v.Name);
-        return t?.Int64Data.ToArray();
+        return _int64Constants.TryGetValue(v.Name, out var data) ? data : null;
     }
 
     private Value AddInitializer(TensorProto t, ElementType type, Dim[] shape)
@@ -337,8 +338,7 @@ public sealed class GraphBuilder
         int ax = Axis(x, axis, "Split");
         Own(x);
         Own(sizes);
-        int id = _counter++;
-        var outs = outShapes.Select((s, k) => new Value(this, Claim($"Split_{id}_{k}"), x.Type, s)).ToArray();
+        var outs = outShapes.Select(s => new Value(this, Fresh("Split"), x.Type, s)).ToArray();
         var node = new GraphNode("Split", new[] { x, sizes }, outs, new Dictionary<string, object> { ["axis"] = (long)ax });
         foreach (var o in outs) o.Producer = node;
         _nodes.Add(node);
@@ -523,11 +523,20 @@ public sealed class GraphBuilder
         Dictionary<string, object>? attributes = null, string? outputName = null)
     {
         foreach (var i in inputs) Own(i);
-        var output = new Value(this, Claim(outputName ?? $"{op}_{_counter++}"), type, shape.ToArray());
+        var output = new Value(this, outputName is null ? Fresh(op) : Claim(outputName), type, shape.ToArray());
         var node = new GraphNode(op, inputs.ToArray(), new[] { output }, attributes ?? new Dictionary<string, object>());
         output.Producer = node;
         _nodes.Add(node);
         return output;
+    }
+
+    /// <summary>A generated name that no input, output or earlier value uses.</summary>
+    private string Fresh(string prefix)
+    {
+        string name;
+        do name = $"{prefix}_{_counter++}";
+        while (_names.Contains(name));
+        return Claim(name);
     }
 
     private string Claim(string name)

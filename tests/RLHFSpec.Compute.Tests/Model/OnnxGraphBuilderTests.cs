@@ -397,4 +397,15 @@ public class OnnxGraphBuilderTests
         Assert.That(() => new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = -1 }),
             Throws.ArgumentException.With.Message.Contains("thread counts"));
     }
+
+    [Test]
+    public void GeneratedNamesNeverCollideWithUserNames()
+    {
+        var g = new GraphBuilder();
+        var x = g.Input("Neg_0", ElementType.Double, 2);        // names the builder would generate itself
+        var c = g.Input("const_1", ElementType.Double, 2);
+        g.Output(g.Add(g.Neg(x), g.Mul(c, g.Scalar(2, ElementType.Double))), "Add_3");
+        var r = Run(g, new Dictionary<string, Tensor> { ["Neg_0"] = T(new double[] { 1, 2 }, 2), ["const_1"] = T(new double[] { 3, 4 }, 2) });
+        Assert.That(r["Add_3"].D, Is.EqualTo(new double[] { 5, 6 }));
+    }
 }
