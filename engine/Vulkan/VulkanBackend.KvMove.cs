@@ -77,6 +77,9 @@ public sealed partial class VulkanBackend
         var src = Own(source, nameof(source));
         var dst = Own(destination, nameof(destination));
         bool same = ReferenceEquals(src, dst);
+        // Between two buffers with every destination row distinct, order cannot matter: the transfer path
+        // (vkCmdCopyBuffer, one region per run of consecutive rows) moves the rows at the device's copy rate.
+        if (!same && TryCopyRowsByTransfer(src, dst, sourceRows, destinationRows, rowWords)) return;
         int maxSource = 0, maxDestination = 0;
         foreach (int r in sourceRows) maxSource = Math.Max(maxSource, r);
         foreach (int r in destinationRows) maxDestination = Math.Max(maxDestination, r);
@@ -137,6 +140,39 @@ public sealed partial class VulkanBackend
             DispatchKvMove(bindings, push, rowWords, chunk, segments, constants);
         }
         finally { ArrayPool<Binding>.Shared.Return(pooled, clearArray: true); }
+    }
+
+    private bool TryCopyRowsByTransfer(VulkanBuffer<uint> src, VulkanBuffer<uint> dst, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowWords)
+    {
+        int n = destinationRows.Length;
+        int[] sorted = ArrayPool<int>.Shared.Rent(n);
+        var regions = ArrayPool<Silk.NET.Vulkan.BufferCopy>.Shared.Rent(n);
+        try
+        {
+            destinationRows.CopyTo(sorted);
+            Array.Sort(sorted, 0, n);
+            for (int i = 1; i < n; i++)
+                if (sorted[i] == sorted[i - 1]) return false;
+            ulong rowBytes = (ulong)rowWords * 4;
+            int count = 0;
+            for (int p = 0; p < n; p++)
+            {
+                ulong from = (ulong)sourceRows[p] * rowBytes, to = (ulong)destinationRows[p] * rowBytes;
+                if (count > 0)
+                {
+                    ref var last = ref regions[count - 1];
+                    if (last.SrcOffset + last.Size == from && last.DstOffset + last.Size == to) { last.Size += rowBytes; continue; }
+                }
+                regions[count++] = new Silk.NET.Vulkan.BufferCopy(from, to, rowBytes);
+            }
+            Device.CopyBufferRegions(src.Raw, dst.Raw, regions.AsSpan(0, count));
+            return true;
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(sorted);
+            ArrayPool<Silk.NET.Vulkan.BufferCopy>.Shared.Return(regions);
+        }
     }
 
     /// <summary>Largest binding in words, leaving room for the element shift of an unaligned start.</summary>

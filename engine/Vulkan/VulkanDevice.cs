@@ -428,6 +428,18 @@ internal sealed unsafe class VulkanDevice : IDisposable
         _vk.CmdCopyBuffer(_commands, source.Handle, destination.Handle, 1, &region);
     }
 
+    /// <summary>Records one buffer-to-buffer copy of many regions (byte offsets; regions must not overlap).</summary>
+    public void CopyBufferRegions(VulkanBufferBase source, VulkanBufferBase destination, ReadOnlySpan<BufferCopy> regions)
+    {
+        if (regions.Length == 0) return;
+        BeginIfNeeded();
+        Span<(ulong, BindingAccess)> uses = stackalloc (ulong, BindingAccess)[2];
+        uses[0] = (source.Handle.Handle, BindingAccess.Read);
+        uses[1] = (destination.Handle.Handle, BindingAccess.Write);
+        TrackHazards(uses);
+        fixed (BufferCopy* r = regions) _vk.CmdCopyBuffer(_commands, source.Handle, destination.Handle, (uint)regions.Length, r);
+    }
+
     /// <summary>Records a fill of a whole buffer with zeros.</summary>
     public void ClearBuffer(VulkanBufferBase buffer)
     {
