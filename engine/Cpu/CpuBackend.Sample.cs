@@ -50,7 +50,7 @@ public sealed partial class CpuBackend
         if (p.IsGreedy)
         {
             token = CpuWarp.FirstIndexOf(row, max);
-            logProb = CpuWarp.LogSoftmax(row[token], max, 1f, CpuWarp.ExpShifted(row, max, 1f, weights));
+            logProb = CpuWarp.LogSoftmax(row[token], max, 1f, CpuWarp.SumExpShifted(row, max));
             return status;
         }
         CpuWarp.Warp(row, max, p, weights, out float fullSum);

@@ -96,7 +96,7 @@ public sealed partial class CpuBackend
             if (p.IsGreedy)
             {
                 int a = CpuWarp.FirstIndexOf(target, max);
-                fullSum = CpuWarp.ExpShifted(target, max, 1f, P);
+                fullSum = CpuWarp.SumExpShifted(target, max);
                 for (int c = node + 1; c < nodes; c++)
                     if (job.Parents[nodeBase + c] == node && job.Tokens[nodeBase + c] == a) { acceptedChild = c; break; }
                 next = a;

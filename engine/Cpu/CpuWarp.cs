@@ -24,7 +24,16 @@ internal static class CpuWarp
     /// <summary>First index holding <paramref name="max"/> (numeric equality, so −0 and +0 tie as in the reference).</summary>
     public static int FirstIndexOf(ReadOnlySpan<float> row, float max)
     {
-        for (int i = 0; i < row.Length; i++)
+        int i = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            var target = new System.Numerics.Vector<float>(max);
+            int width = System.Numerics.Vector<float>.Count;
+            for (; i <= row.Length - width; i += width)
+                if (System.Numerics.Vector.EqualsAny(new System.Numerics.Vector<float>(row.Slice(i, width)), target))
+                    break;
+        }
+        for (; i < row.Length; i++)
             if (row[i] == max) return i;
         return -1;
     }
@@ -56,14 +65,40 @@ internal static class CpuWarp
         return TensorPrimitives.Sum(w);
     }
 
-    /// <summary>w = exp((row − max) · invT); returns Σ w.</summary>
+    /// <summary>Elements per pass of <see cref="ExpShifted"/>: small enough that the chunk stays in L1 between its passes.</summary>
+    private const int ExpChunk = 4096;
+
+    /// <summary>w = exp((row − max) · invT); returns Σ w. Chunked so the row streams from memory once.</summary>
     public static float ExpShifted(ReadOnlySpan<float> row, float max, float invTemperature, Span<float> w)
     {
         w = w[..row.Length];
-        TensorPrimitives.Subtract(row, max, w);
-        if (invTemperature != 1f) TensorPrimitives.Multiply(w, invTemperature, w);
-        TensorPrimitives.Exp(w, w);
-        return TensorPrimitives.Sum(w);
+        float sum = 0f;
+        for (int start = 0; start < row.Length; start += ExpChunk)
+        {
+            int n = Math.Min(ExpChunk, row.Length - start);
+            var chunk = w.Slice(start, n);
+            TensorPrimitives.Subtract(row.Slice(start, n), max, chunk);
+            if (invTemperature != 1f) TensorPrimitives.Multiply(chunk, invTemperature, chunk);
+            TensorPrimitives.Exp(chunk, chunk);
+            sum += TensorPrimitives.Sum(chunk);
+        }
+        return sum;
+    }
+
+    /// <summary>Σ exp(row − max) without keeping the weights (greedy rows need only the log-softmax denominator).</summary>
+    public static float SumExpShifted(ReadOnlySpan<float> row, float max)
+    {
+        Span<float> chunk = stackalloc float[ExpChunk];
+        float sum = 0f;
+        for (int start = 0; start < row.Length; start += ExpChunk)
+        {
+            int n = Math.Min(ExpChunk, row.Length - start);
+            var c = chunk[..n];
+            TensorPrimitives.Subtract(row.Slice(start, n), max, c);
+            TensorPrimitives.Exp(c, c);
+            sum += TensorPrimitives.Sum(c);
+        }
+        return sum;
     }
 
     /// <summary>log_softmax at a token from the row max and Σ exp((l − max) · invT).</summary>
