@@ -132,6 +132,26 @@ public sealed class KvCache : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Reserves <paramref name="moreTokens"/> further slots after the pending ones (a step fed in several forwards,
+    /// e.g. a draft model drafting token by token). Returns false, changing nothing, when the cache is out of blocks.
+    /// </summary>
+    public bool TryExtend(int sample, int moreTokens)
+    {
+        var s = Get(sample);
+        if (moreTokens < 0) throw new ArgumentOutOfRangeException(nameof(moreTokens), moreTokens, "must be >= 0");
+        int needed = BlocksNeeded(sample, s.PendingLength + moreTokens);
+        if ((long)s.ContextLength + s.PendingLength + moreTokens > (long)NumBlocks * BlockSize) return false;
+        if (needed > 0)
+        {
+            Span<int> blocks = needed <= 256 ? stackalloc int[needed] : new int[needed];
+            if (!_allocator.TryAllocate(blocks)) return false;
+            foreach (int b in blocks) s.Blocks.Add(b);
+        }
+        s.PendingLength += moreTokens;
+        return true;
+    }
+
     /// <summary>Cache slot (block * BlockSize + offset) of token <paramref name="position"/> of <paramref name="sample"/>.</summary>
     public int Slot(int sample, int position)
     {

@@ -93,13 +93,13 @@ public static class DecoderTrainingGraph
         return g;
     }
 
-    private static Value Linear(GraphBuilder g, Value x, IReadOnlyDictionary<string, Value> v, string name, bool bias)
+    internal static Value Linear(GraphBuilder g, Value x, IReadOnlyDictionary<string, Value> v, string name, bool bias)
     {
         var y = g.MatMul(x, g.Transpose(v[name + ".weight"], 1, 0));
         return bias ? g.Add(y, v[name + ".bias"]) : y;
     }
 
-    private static Value RmsNorm(GraphBuilder g, Value x, Value weight, double eps)
+    internal static Value RmsNorm(GraphBuilder g, Value x, Value weight, double eps)
     {
         var meanSquare = g.ReduceMean(g.Mul(x, x), new[] { -1 });
         return g.Mul(g.Div(x, g.Sqrt(g.Add(meanSquare, g.Scalar(eps, x.Type)))), weight);
@@ -110,15 +110,23 @@ public static class DecoderTrainingGraph
         g.Transpose(g.Reshape(x, 0, 0, heads, headDim), 0, 2, 1, 3);
 
     /// <summary>cos/sin [B, 1, T, Hd] of angle position · θ^(−2i/Hd), duplicated over both halves (rotate-half).</summary>
-    private static (Value Cos, Value Sin) RopeTables(GraphBuilder g, DecoderGraphSpec spec, Value positions, ElementType type)
+    private static (Value Cos, Value Sin) RopeTables(GraphBuilder g, DecoderGraphSpec spec, Value positions, ElementType type) =>
+        RopeTables(g, spec, g.Unsqueeze(g.Cast(positions, type), 1, 3), type, cast: false);
+
+    /// <summary>
+    /// cos/sin of angle position · θ^(−2i/Hd) over the trailing axis (size Hd) of <paramref name="positions"/> · inv,
+    /// where <paramref name="positions"/> already carries the broadcast axes (its last axis has size 1). The one
+    /// place RoPE angles are computed, so training and generation graphs round identically.
+    /// </summary>
+    internal static (Value Cos, Value Sin) RopeTables(GraphBuilder g, DecoderGraphSpec spec, Value positions, ElementType type, bool cast)
     {
         int half = spec.HeadDim / 2;
         var inv = Enumerable.Range(0, spec.HeadDim).Select(i => Math.Pow(spec.RopeTheta, -2.0 * (i % half) / spec.HeadDim)).ToArray();
-        var angles = g.Mul(g.Unsqueeze(g.Cast(positions, type), 1, 3), g.Constant(inv, new long[] { spec.HeadDim }, type));
+        var angles = g.Mul(cast ? g.Cast(positions, type) : positions, g.Constant(inv, new long[] { spec.HeadDim }, type));
         return (g.Cos(angles), g.Sin(angles));
     }
 
-    private static Value Rope(GraphBuilder g, Value x, Value cos, Value sin, int headDim)
+    internal static Value Rope(GraphBuilder g, Value x, Value cos, Value sin, int headDim)
     {
         int half = headDim / 2;
         var first = g.Slice(x, new long[] { 0 }, new long[] { half }, new[] { -1 });

@@ -1,0 +1,101 @@
+using RLHFSpec.Compute.Model.Onnx;
+using RLHFSpec.Compute.Model.Training;
+
+namespace RLHFSpec.Compute.Model.Transformer;
+
+/// <summary>
+/// The dense parts of a generation forward as ONNX graphs over a flattened ragged token batch [T, …] (no padding).
+/// Each graph serves every layer: its weight inputs carry the layer-local HF names (<c>self_attn.q_proj.weight</c>,
+/// …), bound per run to that layer's tensors in the weight arena. The ops are the training graph's own
+/// (<see cref="DecoderTrainingGraph"/>: RMSNorm, linear, rotary embedding), so generation and training compute
+/// the same function.
+/// </summary>
+internal static class DenseGraphs
+{
+    public const string X = "x", Positions = "positions", Attended = "attended";
+    public const string Q = "q", K = "k", V = "v", Y = "y", Logits = "logits";
+    public const string FinalNorm = "model.norm.weight";
+
+    /// <summary>Layer-local weight names the pre-attention graph reads.</summary>
+    public static IEnumerable<string> PreWeights(DecoderGraphSpec spec)
+    {
+        yield return "input_layernorm.weight";
+        foreach (var p in new[] { "q", "k", "v" })
+        {
+            yield return $"self_attn.{p}_proj.weight";
+            if (spec.QkvBias) yield return $"self_attn.{p}_proj.bias";
+        }
+    }
+
+    /// <summary>Layer-local weight names the post-attention graph reads.</summary>
+    public static IEnumerable<string> PostWeights(DecoderGraphSpec spec)
+    {
+        yield return "self_attn.o_proj.weight";
+        if (spec.OutputBias) yield return "self_attn.o_proj.bias";
+        yield return "post_attention_layernorm.weight";
+        foreach (var p in new[] { "gate", "up", "down" })
+        {
+            yield return $"mlp.{p}_proj.weight";
+            if (spec.MlpBias) yield return $"mlp.{p}_proj.bias";
+        }
+    }
+
+    /// <summary>
+    /// x [T, H], positions int64 [T] → q [T, Hq·Hd] and k [T, Hkv·Hd] (RMSNorm, projection, RoPE at each token's
+    /// position), v [T, Hkv·Hd].
+    /// </summary>
+    public static byte[] Pre(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("dense_pre_attention");
+        var v = DeclareWeights(g, spec, PreWeights(spec), type);
+        var x = g.Input(X, type, "T", spec.HiddenSize);
+        var positions = g.Input(Positions, ElementType.Int64, "T");
+        var (cos, sin) = DecoderTrainingGraph.RopeTables(g, spec, g.Unsqueeze(positions, 1, 2), type, cast: true); // [T, 1, Hd]
+        var h = DecoderTrainingGraph.RmsNorm(g, x, v["input_layernorm.weight"], spec.RmsEps);
+        var q = DecoderTrainingGraph.Linear(g, h, v, "self_attn.q_proj", spec.QkvBias);
+        var k = DecoderTrainingGraph.Linear(g, h, v, "self_attn.k_proj", spec.QkvBias);
+        var val = DecoderTrainingGraph.Linear(g, h, v, "self_attn.v_proj", spec.QkvBias);
+        q = g.Reshape(DecoderTrainingGraph.Rope(g, g.Reshape(q, 0, spec.NumHeads, spec.HeadDim), cos, sin, spec.HeadDim), 0, spec.NumHeads * spec.HeadDim);
+        k = g.Reshape(DecoderTrainingGraph.Rope(g, g.Reshape(k, 0, spec.NumKvHeads, spec.HeadDim), cos, sin, spec.HeadDim), 0, spec.NumKvHeads * spec.HeadDim);
+        g.Output(q, Q);
+        g.Output(k, K);
+        g.Output(val, V);
+        return g.ToBytes();
+    }
+
+    /// <summary>x [T, H], attended [T, Hq·Hd] → y [T, H]: output projection and residual, RMSNorm, SwiGLU MLP and residual.</summary>
+    public static byte[] Post(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("dense_post_attention");
+        var v = DeclareWeights(g, spec, PostWeights(spec), type);
+        var x = g.Input(X, type, "T", spec.HiddenSize);
+        var attended = g.Input(Attended, type, "T", spec.NumHeads * spec.HeadDim);
+        x = g.Add(x, DecoderTrainingGraph.Linear(g, attended, v, "self_attn.o_proj", spec.OutputBias));
+        var h = DecoderTrainingGraph.RmsNorm(g, x, v["post_attention_layernorm.weight"], spec.RmsEps);
+        var gate = g.Silu(DecoderTrainingGraph.Linear(g, h, v, "mlp.gate_proj", spec.MlpBias));
+        var up = DecoderTrainingGraph.Linear(g, h, v, "mlp.up_proj", spec.MlpBias);
+        g.Output(g.Add(x, DecoderTrainingGraph.Linear(g, g.Mul(gate, up), v, "mlp.down_proj", spec.MlpBias)), Y);
+        return g.ToBytes();
+    }
+
+    /// <summary>x [R, H] (the rows that need logits) → logits [R, V]: final RMSNorm and LM head.</summary>
+    public static byte[] Head(DecoderGraphSpec spec, ElementType type, string headWeight)
+    {
+        var g = new GraphBuilder("lm_head");
+        var norm = g.Input(FinalNorm, type, spec.HiddenSize);
+        var head = g.Input(headWeight, type, spec.VocabSize, spec.HiddenSize);
+        var x = g.Input(X, type, "R", spec.HiddenSize);
+        var h = DecoderTrainingGraph.RmsNorm(g, x, norm, spec.RmsEps);
+        g.Output(g.MatMul(h, g.Transpose(head, 1, 0)), Logits);
+        return g.ToBytes();
+    }
+
+    private static Dictionary<string, Value> DeclareWeights(GraphBuilder g, DecoderGraphSpec spec, IEnumerable<string> names, ElementType type)
+    {
+        var shapes = spec.Tensors().Where(t => t.Name.StartsWith("model.layers.0.", StringComparison.Ordinal))
+            .ToDictionary(t => t.Name["model.layers.0.".Length..], t => t.Shape);
+        var v = new Dictionary<string, Value>();
+        foreach (var name in names) v[name] = g.Input(name, type, shapes[name].Select(Dim.Of).ToArray());
+        return v;
+    }
+}

@@ -1,0 +1,31 @@
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Model.Onnx;
+
+namespace RLHFSpec.Compute.Model.Transformer;
+
+/// <summary>How a <see cref="TransformerModel"/> runs: KV-cache memory and layout, context limit, ONNX Runtime session.</summary>
+public sealed record TransformerOptions
+{
+    /// <summary>Bytes for the K and V caches of all layers together; the number of blocks follows from it.</summary>
+    public long KvMemoryBudgetBytes { get; init; } = 256L << 20;
+
+    /// <summary>Token slots per KV block.</summary>
+    public int KvBlockSize { get; init; } = 16;
+
+    /// <summary>Element type the KV cache stores (attention computes in fp32 either way).</summary>
+    public KvDType KvDType { get; init; } = KvDType.F32;
+
+    /// <summary>Longest sequence accepted; null = the config's max_position_embeddings.</summary>
+    public int? MaxContext { get; init; }
+
+    /// <summary>Execution provider and threads of the dense parts' ONNX Runtime sessions.</summary>
+    public OnnxSessionOptions Session { get; init; } = new();
+
+    internal void Validate()
+    {
+        if (KvMemoryBudgetBytes <= 0) throw new ArgumentException($"KV memory budget: {KvMemoryBudgetBytes} bytes, must be positive", nameof(KvMemoryBudgetBytes));
+        if (KvBlockSize <= 0) throw new ArgumentException($"KV block size: {KvBlockSize}, must be positive", nameof(KvBlockSize));
+        if (MaxContext is <= 0) throw new ArgumentException($"max context: {MaxContext}, must be positive", nameof(MaxContext));
+        if (!Enum.IsDefined(KvDType)) throw new ArgumentException($"KV dtype: {KvDType} is not one of f32, f16", nameof(KvDType));
+    }
+}
