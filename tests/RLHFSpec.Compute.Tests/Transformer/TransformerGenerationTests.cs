@@ -1,0 +1,122 @@
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.Proposers;
+using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Model.Transformer;
+using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
+
+namespace RLHFSpec.Compute.Tests.Transformer;
+
+/// <summary>
+/// The step loop over the real transformer runtime (randomly initialised models): at temperature 0 every
+/// strategy, with the suffix proposer and with draft models (one sharing the policy's weights, so long drafts are
+/// accepted; one independent, so most are rejected), produces exactly the tokens of <c>off</c>; preemption under a
+/// tiny KV budget changes nothing and releases every block.
+/// </summary>
+[TestFixture]
+public sealed class TransformerGenerationTests
+{
+    private const int Stop = 0;
+    private static readonly string[] Strategies = ["suffix:4", "suffix-tree:4,2,8", "chain:3", "adaptive"];
+
+    private sealed class Setup : IDisposable
+    {
+        public required TransformerWeights PolicyWeights, OtherWeights;
+        public required TransformerModel Policy, Draft;
+        public required GenerationInstance Instance;
+
+        public void Dispose()
+        {
+            Instance.Dispose();
+            Policy.Dispose();
+            Draft.Dispose();
+            PolicyWeights.Dispose();
+            OtherWeights.Dispose();
+        }
+    }
+
+    private static Setup Build(ComputeBackend backend, string strategy, bool draftSharesPolicy, long budget = 4 << 20)
+    {
+        var policyWeights = Weights(Config("qwen2", vocab: 29), 101);
+        var otherWeights = Weights(Config("qwen2", vocab: 29, layers: 1), 102);
+        var policy = NewModel(policyWeights, backend, blockSize: 8, budget: budget);
+        // A draft with the policy's own weights (shared arena, its own KV cache) accepts everything at temperature 0.
+        var draft = NewModel(draftSharesPolicy ? policyWeights : otherWeights, backend, blockSize: 8);
+        IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
+        var options = new GenerationOptions { MaxBatch = 16, StopTokens = new HashSet<int> { Stop } };
+        GenerationInstance instance;
+        if (strategy == "adaptive")
+        {
+            var cost = new CostModel("test");
+            foreach (int n in new[] { 1, 16, 64, 256 }) { cost.ObserveVerify(n, 0, 1e-3 + 2e-6 * n); cost.ObserveDraftForward(n, 2e-4 + 4e-7 * n); }
+            cost.ObserveSuffix(1, 1e-6);
+            var acceptance = new AcceptanceEstimator();
+            var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4" }.Select(s => Strategy.Parse(s));
+            instance = new GenerationInstance(policy, proposers, options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) }, acceptance, cost);
+        }
+        else instance = new GenerationInstance(policy, proposers, options with { FixedStrategy = Strategy.Parse(strategy) });
+        return new Setup { PolicyWeights = policyWeights, OtherWeights = otherWeights, Policy = policy, Draft = draft, Instance = instance };
+    }
+
+    private static GenerationRequest[] Requests(int prompts, int samplesPerPrompt, int maxNewTokens, int seed)
+    {
+        var random = new Random(seed);
+        var list = new List<GenerationRequest>();
+        for (int p = 0; p < prompts; p++)
+        {
+            // Repetitive prompts give the suffix proposer something to match.
+            var unit = Enumerable.Range(0, random.Next(2, 5)).Select(_ => random.Next(1, 29)).ToArray();
+            var prompt = Enumerable.Repeat(unit, 3).SelectMany(u => u).ToArray();
+            for (int k = 0; k < samplesPerPrompt; k++)
+                list.Add(new GenerationRequest(p * samplesPerPrompt + k, p, k, prompt, SamplingParams.Greedy(0, 0), maxNewTokens));
+        }
+        return list.ToArray();
+    }
+
+    private static Dictionary<long, int[]> Run(GenerationInstance instance, GenerationRequest[] requests)
+    {
+        foreach (var r in requests) instance.Enqueue(r);
+        var results = instance.RunToCompletion();
+        Assert.That(results.Select(r => r.Request.SampleId), Is.Unique);
+        Assert.That(results.Count, Is.EqualTo(requests.Length));
+        return results.ToDictionary(r => r.Request.SampleId, r => r.Tokens);
+    }
+
+    private static Dictionary<long, int[]> Off(ComputeBackend backend, GenerationRequest[] requests)
+    {
+        using var setup = Build(backend, "off", draftSharesPolicy: false);
+        return Run(setup.Instance, requests);
+    }
+
+    [Test]
+    public void Greedy_output_of_every_strategy_equals_off([Values("cpu", "vulkan")] string backendName, [ValueSource(nameof(Strategies))] string strategy,
+        [Values(true, false)] bool draftSharesPolicy)
+    {
+        var backend = Backends.Get(backendName);
+        var requests = Requests(prompts: 3, samplesPerPrompt: 2, maxNewTokens: 24, seed: 7);
+        var expected = Off(backend, requests);
+        using var setup = Build(backend, strategy, draftSharesPolicy);
+        var outputs = Run(setup.Instance, requests);
+        foreach (var r in requests)
+            Assert.That(outputs[r.SampleId], Is.EqualTo(expected[r.SampleId]), $"{strategy}: sample {r.SampleId}");
+        if (draftSharesPolicy && strategy.StartsWith("chain", StringComparison.Ordinal))
+            Assert.That(setup.Instance.Stats.DraftTokensAccepted, Is.GreaterThan(setup.Instance.Stats.Steps), "a draft equal to the policy is accepted in long runs");
+        Assert.That(setup.Policy.ActiveSamples, Is.EqualTo(0), "finished samples release their KV");
+        Assert.That(setup.Policy.Cache.FreeBlocks, Is.EqualTo(setup.Policy.Cache.NumBlocks));
+    }
+
+    [Test]
+    public void Preemption_under_a_tiny_kv_budget_changes_nothing([Values("off", "chain:3", "suffix-tree:4,2,8")] string strategy)
+    {
+        var requests = Requests(prompts: 4, samplesPerPrompt: 2, maxNewTokens: 30, seed: 8);
+        var expected = Off(Backends.Cpu, requests);
+        // qwen2 tiny: 2 layers × K,V × 8 slots × 2 heads × 8 dims × 4 bytes = 2 KiB per block; 12 blocks hold ~2 samples.
+        using var setup = Build(Backends.Cpu, strategy, draftSharesPolicy: true, budget: 12 * 2048);
+        var outputs = Run(setup.Instance, requests);
+        foreach (var r in requests)
+            Assert.That(outputs[r.SampleId], Is.EqualTo(expected[r.SampleId]), $"sample {r.SampleId}");
+        Assert.That(setup.Instance.Stats.Preemptions, Is.GreaterThan(0), "the budget forced preemption");
+        Assert.That(setup.Policy.Cache.FreeBlocks, Is.EqualTo(setup.Policy.Cache.NumBlocks), "every block came back");
+    }
+}
