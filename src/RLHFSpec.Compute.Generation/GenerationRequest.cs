@@ -20,3 +20,30 @@ public sealed record GenerationRequest(long SampleId, int PromptIndex, int Sampl
         Sampling.Validate(nameof(Sampling), (int)Math.Min(SampleId, int.MaxValue));
     }
 }
+
+/// <summary>Requests for a set of tokenised prompts, <c>samplesPerPrompt</c> each (GRPO-style groups).</summary>
+public static class GenerationRequests
+{
+    /// <summary>
+    /// Sample id = prompt index × samplesPerPrompt + sample index (plus <paramref name="firstId"/>), so a sample's
+    /// random numbers — keyed by (seed, sample id, position) — are fixed by the request set, not by scheduling.
+    /// Temperature 0 = greedy.
+    /// </summary>
+    public static GenerationRequest[] For(IReadOnlyList<int[]> prompts, int samplesPerPrompt, int maxNewTokens, float temperature, float topP, ulong seed, long firstId = 0)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        if (samplesPerPrompt < 1) throw new ArgumentException($"samples per prompt: {samplesPerPrompt}, must be >= 1", nameof(samplesPerPrompt));
+        if (maxNewTokens < 1) throw new ArgumentException($"max new tokens: {maxNewTokens}, must be >= 1", nameof(maxNewTokens));
+        if (!(temperature >= 0) || !float.IsFinite(temperature)) throw new ArgumentException($"temperature: {temperature}, must be a finite number >= 0", nameof(temperature));
+        if (!(topP > 0 && topP <= 1)) throw new ArgumentException($"top-p: {topP}, must be in (0, 1]", nameof(topP));
+        var requests = new GenerationRequest[prompts.Count * samplesPerPrompt];
+        for (int p = 0; p < prompts.Count; p++)
+            for (int k = 0; k < samplesPerPrompt; k++)
+            {
+                long id = firstId + (long)p * samplesPerPrompt + k;
+                var sampling = temperature == 0 ? SamplingParams.Greedy((uint)id, 0) : SamplingParams.Random(temperature, seed, (uint)id, 0, topP: topP);
+                requests[p * samplesPerPrompt + k] = new GenerationRequest(id, p, k, prompts[p], sampling, maxNewTokens);
+            }
+        return requests;
+    }
+}

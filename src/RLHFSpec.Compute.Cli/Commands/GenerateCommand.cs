@@ -1,0 +1,218 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.IO;
+using RLHFSpec.Compute.Model.Formats;
+using RLHFSpec.Compute.Model.Onnx;
+using RLHFSpec.Compute.Model.Tasks;
+using RLHFSpec.Compute.Model.Transformer;
+using Spectre.Console;
+
+namespace RLHFSpec.Compute.Cli.Commands;
+
+/// <summary>
+/// <c>rlhfspec generate</c>: the generation stage on its own — prompts (the default task's or a file's), several
+/// samples each, speculative decoding with a fixed or adaptive strategy — writing one JSONL line per sample and a
+/// stats JSON, with a progress bar and a summary table.
+/// </summary>
+internal static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Policy model folder (HF layout); default: the embedded policy" };
+        var draft = new Option<string?>("--draft") { Description = "Draft model folder (HF layout, same tokenizer); default: the embedded small draft when the policy is the default one" };
+        var prompts = new Option<string?>("--prompts") { Description = "Prompts file: JSONL with a 'prompt' field, or Parquet; default: prompts of the default task" };
+        var numPrompts = new Option<int?>("--num-prompts") { Description = "Number of prompts (default: all of the file, or 16 task prompts)" };
+        var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 4 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens generated per sample", DefaultValueFactory = _ => 768 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 1f };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling (and of the default task's prompts)", DefaultValueFactory = _ => 0UL };
+        var strategy = new Option<string>("--strategy") { Description = "off | adaptive | chain:K | tree:D,K,B | suffix:K | suffix-tree:D,K,B", DefaultValueFactory = _ => "adaptive" };
+        var device = new Option<string>("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
+        var ep = new Option<string>("--ep") { Description = "ONNX Runtime execution provider: cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var kvMemory = new Option<int>("--kv-memory-mib") { Description = "KV cache memory budget of the policy, MiB", DefaultValueFactory = _ => 256 };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Most samples decoded together", DefaultValueFactory = _ => 64 };
+        var costProfile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON: loaded (frozen) if it exists, else measured and saved there" };
+        var output = new Option<string?>("--out") { Description = "Output JSONL, one line per sample" };
+        var stats = new Option<string?>("--stats") { Description = "Stats JSON" };
+        var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
+        {
+            model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, kvMemory, maxBatch, costProfile, output, stats,
+        };
+        command.SetAction(r => Run(new Args(
+            r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
+            r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
+            r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats))));
+        return command;
+    }
+
+    private sealed record Args(string? Model, string? Draft, string? Prompts, int? NumPrompts, int SamplesPerPrompt, int MaxNewTokens,
+        float Temperature, float TopP, ulong Seed, string Strategy, string Device, string Ep, int Threads, int KvMemoryMiB, int MaxBatch,
+        string? CostProfile, string? Out, string? Stats);
+
+    private static int Run(Args a)
+    {
+        if (a.NumPrompts is < 1) throw new ArgumentException($"--num-prompts: {a.NumPrompts}, must be >= 1");
+        if (a.SamplesPerPrompt < 1) throw new ArgumentException($"--samples-per-prompt: {a.SamplesPerPrompt}, must be >= 1");
+        if (a.MaxNewTokens < 1) throw new ArgumentException($"--max-new-tokens: {a.MaxNewTokens}, must be >= 1");
+        if (!(a.Temperature >= 0) || !float.IsFinite(a.Temperature)) throw new ArgumentException($"--temperature: {a.Temperature}, must be a finite number >= 0");
+        if (!(a.TopP > 0 && a.TopP <= 1)) throw new ArgumentException($"--top-p: {a.TopP}, must be in (0, 1]");
+        if (a.KvMemoryMiB < 1) throw new ArgumentException($"--kv-memory-mib: {a.KvMemoryMiB}, must be >= 1");
+        if (a.MaxBatch < 1) throw new ArgumentException($"--max-batch: {a.MaxBatch}, must be >= 1");
+        if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
+        var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
+        settings.Validate();
+        CheckWritable(a.Out, "--out");
+        CheckWritable(a.Stats, "--stats");
+        var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = a.Threads };
+
+        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft);
+        using var checkpoint = Checkpoint.Load(policyFolder);
+        var tokenizer = checkpoint.Tokenizer;
+        bool defaultTask = a.Prompts is null;
+        var texts = defaultTask ? TaskPrompts(a.NumPrompts ?? 16, a.Seed) : PromptFile.Read(a.Prompts!);
+        if (!defaultTask && a.NumPrompts is { } n) texts = texts.Take(n).ToArray();
+        var promptIds = texts.Select(t => tokenizer.Encode(t)).ToArray();
+        for (int p = 0; p < promptIds.Length; p++)
+            if (promptIds[p].Length == 0) throw new ArgumentException($"prompt {p}: encodes to no tokens");
+
+        using var backend = Devices.Open(a.Device);
+        using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
+        using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session });
+        TransformerModel? draftModel = null;
+        try
+        {
+            if (draftFolder is not null)
+            {
+                using var draftCheckpoint = Checkpoint.Load(draftFolder);
+                Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
+                draftModel = new TransformerModel(TransformerWeights.FromCheckpoint(draftCheckpoint), backend,
+                    new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session }, ownsWeights: true);
+            }
+            var stops = new HashSet<int>(checkpoint.Config.EosTokenIds);
+            if (tokenizer.EosId is { } eos) stops.Add(eos);
+            var generator = new Generator(policy, draftModel, settings with { StopTokens = stops });
+            var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, a.TopP, a.Seed);
+
+            AnsiConsole.MarkupLine($"policy [bold]{Markup.Escape(policyFolder)}[/] ({policyWeights.ParameterCount:N0} parameters)" +
+                (draftModel is null ? "" : $", draft [bold]{Markup.Escape(draftFolder!)}[/] ({draftModel.Weights.ParameterCount:N0})") +
+                $" on {Markup.Escape(backend.Info.Id)}, strategy {Markup.Escape(a.Strategy)}");
+            GenerateOutcome outcome = null!;
+            AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask($"generating {requests.Length} samples", maxValue: requests.Length);
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
+                    outcome = generator.Run(requests, instance =>
+                    {
+                        task.Value = instance.Finished.Count;
+                        double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                        task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
+                    });
+                    task.Value = requests.Length;
+                });
+
+            if (a.Out is not null) AtomicFile.WriteText(a.Out, Jsonl(outcome, texts, tokenizer, defaultTask));
+            var statsJson = StatsJson(outcome);
+            if (a.Stats is not null) AtomicFile.WriteText(a.Stats, statsJson.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            Summary(outcome, texts, tokenizer, defaultTask);
+            return 0;
+        }
+        finally { draftModel?.Dispose(); }
+    }
+
+    /// <summary>Prompts of the default task, seeded.</summary>
+    private static string[] TaskPrompts(int count, ulong seed)
+    {
+        var task = new ArithmeticTask(unchecked((int)seed ^ (int)(seed >> 32)));
+        return Enumerable.Range(0, count).Select(_ => task.Next().Prompt).ToArray();
+    }
+
+    private static void CheckWritable(string? path, string option)
+    {
+        if (path is null) return;
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{option} '{path}': folder '{dir}' does not exist");
+    }
+
+    private static string Jsonl(GenerateOutcome outcome, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
+    {
+        var sb = new StringBuilder();
+        foreach (var r in outcome.Results)
+        {
+            var text = tokenizer.Decode(r.Tokens, skipSpecialTokens: true);
+            var line = new JsonObject
+            {
+                ["prompt_index"] = r.Request.PromptIndex,
+                ["sample_index"] = r.Request.SampleIndex,
+                ["tokens"] = new JsonArray(r.Tokens.Select(t => (JsonNode)t).ToArray()),
+                ["text"] = text,
+                ["finish_reason"] = r.FinishReason.ToString().ToLowerInvariant(),
+            };
+            if (defaultTask) line["reward"] = ArithmeticTask.Reward(prompts[r.Request.PromptIndex], text);
+            sb.Append(line.ToJsonString()).Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    internal static JsonObject StatsJson(GenerateOutcome o)
+    {
+        var s = o.Stats;
+        long sampleSteps = s.ByBatchSize.Values.Sum(v => v.SampleSteps);
+        var byBatch = new JsonObject();
+        foreach (var (batch, (steps, emitted, ss)) in s.ByBatchSize)
+        {
+            var entry = new JsonObject { ["steps"] = steps, ["sample_steps"] = ss, ["mean_emitted_per_sample_step"] = ss == 0 ? 0 : (double)emitted / ss };
+            if (o.ChoicesByBatchSize.TryGetValue(batch, out var choices))
+                entry["strategies"] = new JsonObject(choices.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+            byBatch[batch.ToString(CultureInfo.InvariantCulture)] = entry;
+        }
+        return new JsonObject
+        {
+            ["samples"] = o.Results.Count,
+            ["total_tokens"] = s.TokensGenerated,
+            ["wall_seconds"] = o.WallSeconds,
+            ["tokens_per_second"] = s.TokensGenerated / Math.Max(o.WallSeconds, 1e-9),
+            ["steps"] = s.Steps,
+            ["mean_accepted_per_step"] = sampleSteps == 0 ? 0 : (double)s.DraftTokensAccepted / sampleSteps,
+            ["mean_emitted_per_sample_step"] = s.MeanEmittedPerSampleStep,
+            ["draft_tokens_proposed"] = s.DraftTokensProposed,
+            ["draft_tokens_accepted"] = s.DraftTokensAccepted,
+            ["acceptance_rate"] = s.DraftTokensProposed == 0 ? 0 : (double)s.DraftTokensAccepted / s.DraftTokensProposed,
+            ["preemptions"] = s.Preemptions,
+            ["prefill_tokens"] = s.PrefillTokens,
+            ["seconds"] = new JsonObject
+            {
+                ["prefill"] = s.PrefillSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
+            },
+            ["strategy_histogram"] = new JsonObject(s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["by_batch_size"] = byBatch,
+            ["finish_reasons"] = new JsonObject(o.Results.GroupBy(r => r.FinishReason.ToString().ToLowerInvariant())
+                .Select(g => KeyValuePair.Create(g.Key, (JsonNode?)g.Count()))),
+        };
+    }
+
+    private static void Summary(GenerateOutcome o, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
+    {
+        var s = o.Stats;
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("samples", "tokens", "wall s", "tokens/s", "steps", "tokens per sample-step", "draft acceptance", "preemptions");
+        table.AddRow(o.Results.Count.ToString(CultureInfo.InvariantCulture), s.TokensGenerated.ToString(CultureInfo.InvariantCulture), o.WallSeconds.ToString("F2", CultureInfo.InvariantCulture),
+            (s.TokensGenerated / Math.Max(o.WallSeconds, 1e-9)).ToString("F1", CultureInfo.InvariantCulture), s.Steps.ToString(CultureInfo.InvariantCulture),
+            s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
+            s.DraftTokensProposed == 0 ? "-" : ((double)s.DraftTokensAccepted / s.DraftTokensProposed).ToString("P0", CultureInfo.InvariantCulture),
+            s.Preemptions.ToString(CultureInfo.InvariantCulture));
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine("strategies: " + Markup.Escape(string.Join(", ", s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} ×{kv.Value}"))));
+        if (defaultTask)
+        {
+            double reward = o.Results.Average(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], tokenizer.Decode(r.Tokens, skipSpecialTokens: true)));
+            AnsiConsole.MarkupLine($"default task: mean reward {reward:F3}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+using RLHFSpec.Compute.Generation.Selection;
+
+namespace RLHFSpec.Compute.Generation;
+
+/// <summary>How <see cref="Generator"/> runs: the strategy (fixed, <c>off</c> or <c>adaptive</c>), batch limits, stop tokens, cost profile.</summary>
+public sealed record GenerateSettings
+{
+    /// <summary><c>off</c>, <c>adaptive</c>, or a fixed strategy (<c>chain:K</c>, <c>tree:D,K,B</c>, <c>suffix:K</c>, <c>suffix-tree:D,K,B</c>).</summary>
+    public string Strategy { get; init; } = "adaptive";
+
+    public int MaxBatch { get; init; } = 64;
+
+    public int MaxPrefillTokens { get; init; } = 4096;
+
+    public IReadOnlySet<int> StopTokens { get; init; } = new HashSet<int>();
+
+    /// <summary>Cost profile file: loaded (frozen) when it exists, else measured at start-up and saved there. Null = measure, keep in memory.</summary>
+    public string? CostProfilePath { get; init; }
+
+    /// <summary>Largest step (tokens) the start-up profile times.</summary>
+    public int ProfileMaxTokens { get; init; } = 256;
+
+    /// <summary>Candidates of <c>adaptive</c> (off is always one); null = <see cref="Generator.DefaultCandidates"/>.</summary>
+    public IReadOnlyList<Strategy>? Candidates { get; init; }
+
+    public bool IsAdaptive => Strategy.Trim().Equals("adaptive", StringComparison.OrdinalIgnoreCase);
+
+    public void Validate()
+    {
+        if (MaxBatch < 1) throw new ArgumentException($"max batch: {MaxBatch}, must be >= 1", nameof(MaxBatch));
+        if (MaxPrefillTokens < 1) throw new ArgumentException($"max prefill tokens: {MaxPrefillTokens}, must be >= 1", nameof(MaxPrefillTokens));
+        if (ProfileMaxTokens < 1) throw new ArgumentException($"profile max tokens: {ProfileMaxTokens}, must be >= 1", nameof(ProfileMaxTokens));
+        if (!IsAdaptive) Selection.Strategy.Parse(Strategy, "--strategy");
+    }
+}

@@ -1,0 +1,91 @@
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Model.Transformer;
+using RLHFSpec.Compute.Tests.Model;
+using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
+
+namespace RLHFSpec.Compute.Tests.Transformer;
+
+/// <summary>
+/// The generation stage as one call (<see cref="Generator"/>) on random transformers: the start-up cost profile is
+/// measured (positive, growing with tokens), saved and reloaded frozen; with a frozen profile the adaptive
+/// selector's decisions repeat exactly; adaptive output equals off at temperature 0; bad settings are refused.
+/// </summary>
+[TestFixture]
+public sealed class GeneratorTests
+{
+    private static int[][] Prompts(int count, int seed)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ =>
+        {
+            var unit = Enumerable.Range(0, random.Next(2, 4)).Select(_ => random.Next(1, 29)).ToArray();
+            return Enumerable.Repeat(unit, 3).SelectMany(u => u).ToArray();
+        }).ToArray();
+    }
+
+    [Test]
+    public void The_cost_profile_is_measured_and_a_frozen_profile_makes_adaptive_decisions_repeat()
+    {
+        using var folder = new FormatsTestFolder();
+        using var weights = Weights(Config("qwen2", vocab: 29), 5);
+        using var draftWeights = Weights(Config("qwen2", vocab: 29, layers: 1), 6);
+        var profile = folder.File("cost.json");
+        var requests = GenerationRequests.For(Prompts(3, 1), samplesPerPrompt: 3, maxNewTokens: 16, temperature: 0.8f, topP: 1f, seed: 9);
+
+        (GenerateOutcome Outcome, CostModel Cost) RunOnce()
+        {
+            using var policy = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+            using var draft = NewModel(draftWeights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = "adaptive", CostProfilePath = profile, ProfileMaxTokens = 32, StopTokens = new HashSet<int> { 0 } });
+            var outcome = generator.Run(requests);
+            Assert.That(policy.ActiveSamples, Is.EqualTo(0), "profiling and generation release every sample");
+            return (outcome, generator.Cost!);
+        }
+
+        var (first, measured) = RunOnce();
+        Assert.That(File.Exists(profile), "the measured profile was saved");
+        Assert.That(measured.Target.Predict(1), Is.GreaterThan(0));
+        Assert.That(measured.Target.Predict(32), Is.GreaterThan(measured.Target.Predict(1)), "32 tokens cost more than 1");
+        Assert.That(measured.Draft.Predict(1), Is.GreaterThan(0), "the draft model was profiled");
+
+        var (second, loaded) = RunOnce();
+        var (third, _) = RunOnce();
+        Assert.That(loaded.Frozen, Is.True);
+        Assert.That(third.Stats.StrategyHistogram, Is.EqualTo(second.Stats.StrategyHistogram), "same frozen profile, same decisions");
+        Assert.That(third.ChoicesByBatchSize.Keys, Is.EqualTo(second.ChoicesByBatchSize.Keys));
+        for (int i = 0; i < requests.Length; i++)
+            Assert.That(third.Results[i].Tokens, Is.EqualTo(second.Results[i].Tokens), $"sample {i}");
+        Assert.That(first.Results.Select(r => r.Request.SampleId), Is.EqualTo(requests.Select(r => r.SampleId)), "results in request order");
+    }
+
+    [Test]
+    public void Adaptive_greedy_output_equals_off()
+    {
+        using var weights = Weights(Config("llama", vocab: 29), 7);
+        var requests = GenerationRequests.For(Prompts(4, 2), samplesPerPrompt: 2, maxNewTokens: 20, temperature: 0, topP: 1f, seed: 0);
+        int[][] RunWith(string strategy)
+        {
+            using var policy = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+            using var draft = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, ProfileMaxTokens = 16 });
+            return generator.Run(requests).Results.Select(r => r.Tokens).ToArray();
+        }
+        var off = RunWith("off");
+        Assert.That(RunWith("adaptive"), Is.EqualTo(off));
+        Assert.That(RunWith("chain:3"), Is.EqualTo(off));
+    }
+
+    [Test]
+    public void Bad_settings_are_refused_naming_the_option()
+    {
+        using var weights = Weights(Config("llama", vocab: 29), 7);
+        using var policy = NewModel(weights, Backends.Cpu);
+        Assert.That(Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GenerateSettings { Strategy = "chain:4" }))!.Message, Does.Contain("draft model"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GenerateSettings { Strategy = "chian:4" }))!.Message, Does.Contain("--strategy"));
+        Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GenerateSettings { MaxBatch = 0 }));
+        Assert.Throws<ArgumentException>(() => GenerationRequests.For([[1]], 0, 5, 1f, 1f, 0));
+        Assert.Throws<ArgumentException>(() => GenerationRequests.For([[1]], 1, 5, -1f, 1f, 0));
+        Assert.Throws<ArgumentException>(() => GenerationRequests.For([[1]], 1, 5, 1f, 0f, 0));
+    }
+}
