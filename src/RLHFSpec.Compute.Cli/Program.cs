@@ -6,6 +6,7 @@ var root = new RootCommand("rlhfspec: RLHF generation accelerated by adaptive sp
 root.Subcommands.Add(DevicesCommand.Create());
 root.Subcommands.Add(SelfTestCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 return UserErrors.Run(() =>
 {
     var parsed = root.Parse(args);

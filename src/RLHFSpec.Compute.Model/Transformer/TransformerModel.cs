@@ -100,6 +100,9 @@ public sealed class TransformerModel : ITargetModel, IDisposable
     public int VocabSize => Weights.Spec.VocabSize;
     public int MaxContext { get; }
 
+    /// <summary>Seconds spent in each part of the forwards so far (dense before/after attention, attention with its KV writes, LM head, planning).</summary>
+    public ForwardTimings Timings { get; } = new();
+
     /// <summary>Samples that hold KV blocks or reservations.</summary>
     public int ActiveSamples => _samples.Count;
 
@@ -136,6 +139,9 @@ public sealed class TransformerModel : ITargetModel, IDisposable
         if (tokens == 0) return;
 
         // ---- plan: positions, slots, attention metadata; checked in full before any state changes ----
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Timings.Forwards++;
+        Timings.Tokens += tokens;
         var entries = new Sample[samples];
         var cacheIds = new int[samples];
         var contextLens = new int[samples];
@@ -195,6 +201,7 @@ public sealed class TransformerModel : ITargetModel, IDisposable
         var committedLens = new int[samples];
         Cache.FillBlockTables(cacheIds, maxBlocks, blockTables, committedLens);
 
+        Timings.PlanSeconds += clock.Elapsed.TotalSeconds;
         // ---- run ----
         int h = spec.HiddenSize, qw = spec.NumHeads * spec.HeadDim, kvw = spec.NumKvHeads * spec.HeadDim;
         EnsureDevice(tokens, qw, kvw);
@@ -221,20 +228,26 @@ public sealed class TransformerModel : ITargetModel, IDisposable
             using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
             {
                 var inputs = new Dictionary<string, OrtValue>(_preWeights[l]) { [DenseGraphs.X] = x, [DenseGraphs.Positions] = positions };
+                clock.Restart();
                 _pre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
+                Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
             }
+            clock.Restart();
             _kDevice!.Write(_k.AsSpan(0, tokens * kvw));
             _vDevice!.Write(_v.AsSpan(0, tokens * kvw));
             _qDevice!.Write(_q.AsSpan(0, tokens * qw));
             Cache.Append(l, _kDevice, _vDevice, slots);
             Backend.Attention(attention, _qDevice, Cache.Keys(l), Cache.Values(l), Cache.Layout, _oDevice!);
             _oDevice!.Read(_attended.AsSpan(0, tokens * qw));
+            Timings.AttentionSeconds += clock.Elapsed.TotalSeconds;
             using (var x = OrtTensors.Over(_x.AsMemory(0, tokens * h), tokens, h))
             using (var a = OrtTensors.Over(_attended.AsMemory(0, tokens * qw), tokens, qw))
             using (var y = OrtTensors.Over(_y.AsMemory(0, tokens * h), tokens, h))
             {
                 var inputs = new Dictionary<string, OrtValue>(_postWeights[l]) { [DenseGraphs.X] = x, [DenseGraphs.Attended] = a };
+                clock.Restart();
                 _post.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y });
+                Timings.DensePostSeconds += clock.Elapsed.TotalSeconds;
             }
             (_x, _y) = (_y, _x);
         }
@@ -259,9 +272,11 @@ public sealed class TransformerModel : ITargetModel, IDisposable
         using (var output = OrtTensors.Over(_logits.AsMemory(0, rows * vocab), rows, vocab))
         {
             var inputs = new Dictionary<string, OrtValue>(_headWeights) { [DenseGraphs.X] = x };
+            clock.Restart();
             _head.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Logits] = output });
         }
         logits.Write(_logits.AsSpan(0, rows * vocab));
+        Timings.HeadSeconds += clock.Elapsed.TotalSeconds;
     }
 
     /// <summary>Depth of new token <paramref name="node"/> (tentative index ≥ prior) of the batch's sample starting at <paramref name="first"/>.</summary>

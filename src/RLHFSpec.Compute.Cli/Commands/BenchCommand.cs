@@ -1,0 +1,85 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Model.Formats;
+using RLHFSpec.Compute.Model.Onnx;
+using RLHFSpec.Compute.Model.Transformer;
+using Spectre.Console;
+
+namespace RLHFSpec.Compute.Cli.Commands;
+
+/// <summary>
+/// <c>rlhfspec bench model</c>: the transformer runtime's speed on this machine (prefill, decode, tree verify,
+/// dense part vs bare MatMul, training step), measured side by side in one run and printed as a table (and as
+/// Markdown with <c>--markdown FILE</c>).
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var bench = new Command("bench", "Benchmarks measured on this machine (speed goes here, not in tests)");
+        bench.Subcommands.Add(ModelBench());
+        return bench;
+    }
+
+    private static Command ModelBench()
+    {
+        var model = new Option<string?>("--model") { Description = "Model folder whose shape is timed (weights are re-initialised randomly); default: the embedded policy" };
+        var device = new Option<string>("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
+        var ep = new Option<string>("--ep") { Description = "cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var quick = new Option<bool>("--quick") { Description = "Fewer sizes (batch 1, 16, 256; trees 4, 16, 64)" };
+        var markdown = new Option<string?>("--markdown") { Description = "Also write the table as Markdown to this file" };
+        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, device, ep, threads, quick, markdown };
+        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(markdown)));
+        return command;
+    }
+
+    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string? markdown)
+    {
+        if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
+        var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
+        var (policy, _) = ModelFolders.Resolve(modelFolder, null);
+        var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
+        using var weights = TransformerWeights.Random(config, seed: 1);
+        using var backend = Devices.Open(deviceName);
+        var bench = new ModelBenchmark(weights, backend, session) { MinSeconds = quick ? 0.2 : 0.5 };
+        int[] batches = quick ? [1, 16, 256] : [1, 4, 16, 64, 256];
+        int[] nodes = quick ? [4, 16, 64] : [2, 4, 8, 16, 32, 64];
+        var cases = new List<Func<ModelBenchmarkRow>>();
+        foreach (int b in batches) cases.Add(() => bench.Prefill(b, 64));
+        foreach (int b in batches) cases.Add(() => bench.Step(b, 1, 128));
+        foreach (int n in nodes) cases.Add(() => bench.Step(16, n, 128));
+        foreach (int t in quick ? new[] { 1, 64, 1024 } : new[] { 1, 16, 64, 256, 1024 }) cases.Add(() => bench.Dense(t));
+        foreach (int b in quick ? new[] { 8 } : new[] { 4, 16 }) cases.Add(() => bench.Train(b, 64));
+
+        var rows = new List<ModelBenchmarkRow>();
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+        AnsiConsole.MarkupLine($"model shape of [bold]{Markup.Escape(policy)}[/]: {weights.ParameterCount:N0} parameters, device {Markup.Escape(backend.Info.Id)}, ep {Markup.Escape(ep)}");
+        AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+        {
+            var task = ctx.AddTask("benchmarking", maxValue: cases.Count);
+            foreach (var c in cases) { rows.Add(c()); task.Increment(1); }
+        });
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("case", "batch", "tokens/sample", "median", "tokens/s", "dense / matmul", "time split");
+        var md = new StringBuilder("| case | batch | tokens/sample | median | tokens/s | dense / matmul | time split |\n|---|---:|---:|---:|---:|---:|---|\n");
+        foreach (var r in rows)
+        {
+            string[] cells = [r.Case, r.Batch.ToString(CultureInfo.InvariantCulture), r.TokensPerSample.ToString(CultureInfo.InvariantCulture),
+                Seconds(r.Seconds), r.TokensPerSecond.ToString("N0", CultureInfo.InvariantCulture), double.IsNaN(r.Ratio) ? "" : r.Ratio.ToString("F2", CultureInfo.InvariantCulture) + "×", r.Breakdown];
+            table.AddRow(cells.Select(Markup.Escape).ToArray());
+            md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
+        }
+        AnsiConsole.Write(table);
+        if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
+        return 0;
+    }
+
+    internal static string Seconds(double s) => s switch
+    {
+        >= 1 => $"{s:F2} s",
+        >= 1e-3 => $"{s * 1e3:F2} ms",
+        _ => $"{s * 1e6:F0} µs",
+    };
+}
