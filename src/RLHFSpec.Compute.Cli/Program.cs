@@ -7,6 +7,7 @@ root.Subcommands.Add(DevicesCommand.Create());
 root.Subcommands.Add(SelfTestCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(TrainCommand.Create());
 return UserErrors.Run(() =>
 {
     var parsed = root.Parse(args);

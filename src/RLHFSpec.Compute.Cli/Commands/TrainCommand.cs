@@ -1,0 +1,95 @@
+using System.CommandLine;
+using System.Globalization;
+using RLHFSpec.Compute.Rlhf;
+using Spectre.Console;
+
+namespace RLHFSpec.Compute.Cli.Commands;
+
+/// <summary>
+/// <c>rlhfspec train</c>: the RLHF loop (generation → inference → training → draft refresh) on the default task
+/// and models unless told otherwise; a JSON config and/or flags for every setting; a run folder with metrics JSONL,
+/// plot and checkpoints; <c>--resume DIR</c> continues a run from its latest checkpoint.
+/// </summary>
+internal static class TrainCommand
+{
+    public static Command Create()
+    {
+        var config = new Option<string?>("--config") { Description = "JSON config (snake_case keys); flags override it" };
+        var output = new Option<string?>("--out") { Description = "Run folder (metrics.jsonl, metrics.png, checkpoints); default: runs/<time>" };
+        var resume = new Option<string?>("--resume") { Description = "Continue the run in this folder from its latest checkpoint" };
+        var set = new Option<string[]>("--set") { Description = "KEY=VALUE overrides of any config key (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var command = new Command("train", "Run RLHF (GRPO) with speculative generation: the main job") { config, output, resume, set };
+        // Every config key is also a flag of its own (kebab-case), e.g. --iterations 20 --speculation off.
+        var flags = new List<Option<string?>>();
+        foreach (var key in RlhfConfig.Keys)
+        {
+            var flag = new Option<string?>("--" + key.Replace('_', '-')) { Description = $"config key '{key}'" };
+            flags.Add(flag);
+            command.Options.Add(flag);
+        }
+        command.SetAction(r =>
+        {
+            var overrides = new List<(string, string)>();
+            foreach (var f in flags)
+                if (r.GetValue(f) is { } v) overrides.Add((f.Name, v));
+            foreach (var kv in r.GetValue(set) ?? [])
+            {
+                int eq = kv.IndexOf('=');
+                if (eq <= 0) throw new ArgumentException($"--set '{kv}': expected KEY=VALUE");
+                overrides.Add((kv[..eq], kv[(eq + 1)..]));
+            }
+            return Run(r.GetValue(config), r.GetValue(output), r.GetValue(resume), overrides);
+        });
+        return command;
+    }
+
+    private static int Run(string? configPath, string? outFolder, string? resume, List<(string Key, string Value)> overrides)
+    {
+        if (resume is not null && outFolder is not null && Path.GetFullPath(resume) != Path.GetFullPath(outFolder))
+            throw new ArgumentException("--resume and --out name different folders; a resumed run continues in its own folder");
+        if (resume is not null && !Directory.Exists(resume)) throw new DirectoryNotFoundException($"--resume '{resume}': no such folder");
+        var config = resume is not null ? RlhfConfig.Load(Path.Combine(resume, RlhfTrainer.ConfigFile))
+            : configPath is not null ? RlhfConfig.Load(configPath) : new RlhfConfig();
+        foreach (var (key, value) in overrides) config = config.With(key, value);
+        config.Validate();
+        string run = resume ?? outFolder ?? Path.Combine("runs", DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        var (policy, draft) = ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
+
+        using var trainer = new RlhfTrainer(config, run, policy, draft, resume: resume is not null);
+        AnsiConsole.MarkupLine($"RLHF (GRPO) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
+            $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, policy {Markup.Escape(policy)}");
+        var observer = new ConsoleObserver();
+        trainer.Run(observer);
+        AnsiConsole.MarkupLine($"metrics: {Markup.Escape(Path.Combine(run, RlhfTrainer.MetricsFile))}, plot: {Markup.Escape(Path.Combine(run, RlhfTrainer.PlotFile))}");
+        return 0;
+    }
+
+    /// <summary>A progress line per stage and one summary line per iteration.</summary>
+    private sealed class ConsoleObserver : IRlhfObserver
+    {
+        private string _stage = "";
+        private int _total, _iteration, _last = -1;
+
+        public void StageStarted(int iteration, string stage, int total)
+        {
+            (_iteration, _stage, _total, _last) = (iteration, stage, total, -1);
+        }
+
+        public void StageAdvanced(int value)
+        {
+            int percent = _total == 0 ? 100 : value * 100 / _total;
+            if (percent / 10 == _last / 10) return;
+            _last = percent;
+            if (!Console.IsOutputRedirected) Console.Write($"\r  iteration {_iteration} {_stage}: {value}/{_total} ({percent} %)          ");
+        }
+
+        public void IterationFinished(IterationMetrics m)
+        {
+            if (!Console.IsOutputRedirected) Console.Write("\r" + new string(' ', 70) + "\r");
+            string secs = string.Join(", ", m.Seconds.Select(kv => $"{kv.Key} {kv.Value:F1}s"));
+            string draft = m.DraftAcceptanceBefore is { } b ? $", draft acceptance {b:P0}→{m.DraftAcceptanceAfter:P0}" : "";
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"iter {m.Iteration}: reward {m.RewardMean:F3} (acc {m.Accuracy:P0}), KL {m.Kl:F4}, entropy {m.Entropy:F3}, len {m.ResponseLengthMean:F0} (p99 {m.ResponseLengthP99:F0}), gen {m.GenerationTokensPerSecond:F0} tok/s, accepted/step {m.MeanAcceptedPerStep:F2}{draft}; {secs}"));
+        }
+    }
+}

@@ -1,0 +1,33 @@
+using System.Text.Json.Serialization;
+
+namespace RLHFSpec.Compute.Rlhf;
+
+/// <summary>One line of a run's metrics JSONL: what one RLHF iteration did and where its time went.</summary>
+public sealed record IterationMetrics
+{
+    [JsonPropertyName("iteration")] public int Iteration { get; init; }
+    [JsonPropertyName("reward_mean")] public double RewardMean { get; init; }
+    [JsonPropertyName("reward_std")] public double RewardStd { get; init; }
+    /// <summary>Fraction of responses with the exact right answer.</summary>
+    [JsonPropertyName("accuracy")] public double Accuracy { get; init; }
+    /// <summary>Mean over response tokens of log π(x) − log π_ref(x) (before the update).</summary>
+    [JsonPropertyName("kl")] public double Kl { get; init; }
+    /// <summary>Mean entropy of the updated policy over the rollouts' response positions.</summary>
+    [JsonPropertyName("entropy")] public double Entropy { get; init; }
+    [JsonPropertyName("loss")] public double Loss { get; init; }
+    [JsonPropertyName("grad_norm")] public double GradNorm { get; init; }
+    [JsonPropertyName("response_length_mean")] public double ResponseLengthMean { get; init; }
+    [JsonPropertyName("response_length_p50")] public double ResponseLengthP50 { get; init; }
+    [JsonPropertyName("response_length_p99")] public double ResponseLengthP99 { get; init; }
+    [JsonPropertyName("seconds")] public Dictionary<string, double> Seconds { get; init; } = new();
+    [JsonPropertyName("generation_tokens_per_second")] public double GenerationTokensPerSecond { get; init; }
+    [JsonPropertyName("mean_accepted_per_step")] public double MeanAcceptedPerStep { get; init; }
+    [JsonPropertyName("mean_emitted_per_sample_step")] public double MeanEmittedPerSampleStep { get; init; }
+    [JsonPropertyName("strategy_histogram")] public Dictionary<string, long> StrategyHistogram { get; init; } = new();
+    [JsonPropertyName("migrations")] public long Migrations { get; init; }
+    [JsonPropertyName("draft_kl_before")] public double? DraftKlBefore { get; init; }
+    [JsonPropertyName("draft_kl_after")] public double? DraftKlAfter { get; init; }
+    /// <summary>Mean Σ min(p, q) per response token: the chance one draft token is accepted, before the refresh.</summary>
+    [JsonPropertyName("draft_acceptance_before")] public double? DraftAcceptanceBefore { get; init; }
+    [JsonPropertyName("draft_acceptance_after")] public double? DraftAcceptanceAfter { get; init; }
+}

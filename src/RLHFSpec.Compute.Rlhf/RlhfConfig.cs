@@ -1,0 +1,134 @@
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace RLHFSpec.Compute.Rlhf;
+
+/// <summary>
+/// Every setting of an RLHF run. Read from a JSON config (snake_case keys; an unknown key is an error) and
+/// overridden by command-line flags (the same names in kebab-case). <see cref="Validate"/> names the bad key and value.
+/// </summary>
+public sealed record RlhfConfig
+{
+    [JsonPropertyName("policy")] public string? Policy { get; init; }
+    /// <summary>Draft model folder; null = the embedded small draft when the policy is the embedded one; "none" = no draft model.</summary>
+    [JsonPropertyName("draft")] public string? Draft { get; init; }
+    /// <summary>Prompts file (JSONL/Parquet); null = the default task's generator.</summary>
+    [JsonPropertyName("prompts")] public string? Prompts { get; init; }
+    [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
+    [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 16;
+    [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
+    [JsonPropertyName("max_new_tokens")] public int MaxNewTokens { get; init; } = 512;
+    [JsonPropertyName("temperature")] public double Temperature { get; init; } = 1.0;
+    [JsonPropertyName("top_p")] public double TopP { get; init; } = 1.0;
+    [JsonPropertyName("seed")] public int Seed { get; init; } = 1;
+    /// <summary>grpo (group-normalised advantages, no critic) or ppo.</summary>
+    [JsonPropertyName("algorithm")] public string Algorithm { get; init; } = "grpo";
+    [JsonPropertyName("learning_rate")] public double LearningRate { get; init; } = 2e-5;
+    [JsonPropertyName("kl_beta")] public double KlBeta { get; init; } = 0.02;
+    [JsonPropertyName("clip")] public double Clip { get; init; } = 0.2;
+    [JsonPropertyName("epochs")] public int Epochs { get; init; } = 1;
+    /// <summary>Sequences per gradient step (bucketed by length).</summary>
+    [JsonPropertyName("minibatch_size")] public int MinibatchSize { get; init; } = 16;
+    [JsonPropertyName("max_grad_norm")] public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>off, adaptive, or a fixed strategy (chain:K, tree:D,K,B, suffix:K, suffix-tree:D,K,B).</summary>
+    [JsonPropertyName("speculation")] public string Speculation { get; init; } = "adaptive";
+    /// <summary>on/off: sample reallocation across generation instances.</summary>
+    [JsonPropertyName("reallocate")] public string Reallocate { get; init; } = "off";
+    [JsonPropertyName("instances")] public int Instances { get; init; } = 1;
+    [JsonPropertyName("draft_refresh")] public bool DraftRefresh { get; init; } = true;
+    [JsonPropertyName("draft_refresh_steps")] public int DraftRefreshSteps { get; init; } = 4;
+    [JsonPropertyName("draft_learning_rate")] public double DraftLearningRate { get; init; } = 5e-4;
+    [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 5;
+    [JsonPropertyName("device")] public string Device { get; init; } = "auto";
+    [JsonPropertyName("ep")] public string Ep { get; init; } = "cpu";
+    [JsonPropertyName("threads")] public int Threads { get; init; }
+    [JsonPropertyName("kv_memory_mib")] public int KvMemoryMiB { get; init; } = 256;
+    [JsonPropertyName("max_batch")] public int MaxBatch { get; init; } = 128;
+    [JsonPropertyName("cost_profile")] public string? CostProfile { get; init; }
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.Strict,
+    };
+
+    /// <summary>The JSON key of every setting, in declaration order.</summary>
+    public static IReadOnlyList<string> Keys { get; } = typeof(RlhfConfig).GetProperties()
+        .Select(p => p.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name).OfType<string>().ToArray();
+
+    public static RlhfConfig Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"config '{path}' does not exist", path);
+        try { return JsonSerializer.Deserialize<RlhfConfig>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"config '{path}': empty"); }
+        catch (JsonException e)
+        {
+            string where = e.Path is { Length: > 2 } p ? $" at '{p[2..]}'" : "";
+            string message = e.Message.Contains("could not be mapped", StringComparison.Ordinal)
+                ? $"unknown key{where} (known keys: {string.Join(", ", Keys)})"
+                : $"bad value{where}: {e.Message.Split(". Path:")[0]}";
+            throw new InvalidDataException($"config '{path}': {message}");
+        }
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>Overrides one setting by its key (snake_case or kebab-case) from a flag's text.</summary>
+    public RlhfConfig With(string key, string value)
+    {
+        string name = key.TrimStart('-').Replace('-', '_');
+        var property = typeof(RlhfConfig).GetProperties().FirstOrDefault(p => p.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name == name)
+            ?? throw new ArgumentException($"--{key.TrimStart('-')}: unknown setting (known: {string.Join(", ", Keys)})");
+        object? parsed;
+        try
+        {
+            var type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+            parsed = type == typeof(string) ? value
+                : type == typeof(int) ? int.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture)
+                : type == typeof(double) ? double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture)
+                : type == typeof(bool) ? ParseBool(value)
+                : throw new InvalidOperationException($"setting {name} has unsupported type {type}");
+        }
+        catch (FormatException) { throw new ArgumentException($"--{name.Replace('_', '-')}: '{value}' is not a valid {property.PropertyType.Name.ToLowerInvariant()}"); }
+        catch (OverflowException) { throw new ArgumentException($"--{name.Replace('_', '-')}: '{value}' is out of range"); }
+        var copy = this with { };
+        property.SetValue(copy, parsed);
+        return copy;
+    }
+
+    private static bool ParseBool(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "true" or "on" or "yes" or "1" => true,
+        "false" or "off" or "no" or "0" => false,
+        _ => throw new FormatException(),
+    };
+
+    public void Validate()
+    {
+        void Positive(int v, string key) { if (v < 1) throw new ArgumentException($"{key}: {v}, must be >= 1"); }
+        Positive(Iterations, "iterations");
+        Positive(PromptsPerIteration, "prompts_per_iteration");
+        Positive(SamplesPerPrompt, "samples_per_prompt");
+        Positive(MaxNewTokens, "max_new_tokens");
+        Positive(Epochs, "epochs");
+        Positive(MinibatchSize, "minibatch_size");
+        Positive(CheckpointEvery, "checkpoint_every");
+        Positive(Instances, "instances");
+        Positive(KvMemoryMiB, "kv_memory_mib");
+        Positive(MaxBatch, "max_batch");
+        if (DraftRefreshSteps < 0) throw new ArgumentException($"draft_refresh_steps: {DraftRefreshSteps}, must be >= 0");
+        if (Threads < 0) throw new ArgumentException($"threads: {Threads}, must be >= 0");
+        if (!(Temperature >= 0) || !double.IsFinite(Temperature)) throw new ArgumentException($"temperature: {Temperature}, must be a finite number >= 0");
+        if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top_p: {TopP}, must be in (0, 1]");
+        if (!(LearningRate > 0) || !double.IsFinite(LearningRate)) throw new ArgumentException($"learning_rate: {LearningRate}, must be > 0");
+        if (!(DraftLearningRate > 0) || !double.IsFinite(DraftLearningRate)) throw new ArgumentException($"draft_learning_rate: {DraftLearningRate}, must be > 0");
+        if (!(KlBeta >= 0) || !double.IsFinite(KlBeta)) throw new ArgumentException($"kl_beta: {KlBeta}, must be >= 0");
+        if (!(Clip > 0 && Clip < 1)) throw new ArgumentException($"clip: {Clip}, must be in (0, 1)");
+        if (!(MaxGradNorm > 0)) throw new ArgumentException($"max_grad_norm: {MaxGradNorm}, must be > 0");
+        if (Algorithm is not ("grpo" or "ppo")) throw new ArgumentException($"algorithm: '{Algorithm}' is not one of grpo, ppo");
+        if (Reallocate is not ("on" or "off")) throw new ArgumentException($"reallocate: '{Reallocate}' is not one of on, off");
+        if (Speculation != "off" && Speculation != "adaptive") Generation.Selection.Strategy.Parse(Speculation, "speculation");
+    }
+}

@@ -1,0 +1,357 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.IO;
+using RLHFSpec.Compute.Model.Formats;
+using RLHFSpec.Compute.Model.Onnx;
+using RLHFSpec.Compute.Model.Tasks;
+using RLHFSpec.Compute.Model.Training;
+using RLHFSpec.Compute.Model.Transformer;
+
+namespace RLHFSpec.Compute.Rlhf;
+
+/// <summary>Progress of a run, for progress bars and per-iteration lines.</summary>
+public interface IRlhfObserver
+{
+    void StageStarted(int iteration, string stage, int total);
+    void StageAdvanced(int value);
+    void IterationFinished(IterationMetrics metrics);
+}
+
+/// <summary>
+/// The RLHF loop. Each iteration: <b>generation</b> (the policy writes <c>samples_per_prompt</c> responses to each
+/// prompt through the speculative <see cref="Generator"/>: adaptive strategy selection, suffix drafts over siblings
+/// and earlier rollouts, the draft model), <b>inference</b> (exact task rewards, old and reference log-probs, ragged
+/// minibatches bucketed by length), <b>training</b> (GRPO: group-normalised advantages, clipped surrogate, k3 KL to the
+/// frozen reference; gradients from the project's autodiff on ONNX Runtime; AdamW in place on the weights the
+/// generation model reads), <b>draft refresh</b> (forward-KL distillation of the draft toward the updated policy on
+/// the same rollouts). Each stage runs under a named timer; metrics go to a JSONL and a plot; checkpoints are
+/// written atomically and a run resumes from its latest one.
+/// </summary>
+public sealed class RlhfTrainer : IDisposable
+{
+    public const string MetricsFile = "metrics.jsonl", PlotFile = "metrics.png", ConfigFile = "config.json", LatestFile = "latest";
+    public const string CheckpointsFolder = "checkpoints", ReferenceFolder = "reference";
+
+    private readonly RlhfConfig _config;
+    private readonly string _out;
+    private readonly ComputeBackend _backend;
+    private readonly TextTokenizer _tokenizer;
+    private readonly ModelConfig _policyConfig;
+    private readonly ModelConfig? _draftConfig;
+    private readonly TransformerWeights _policy, _reference;
+    private readonly TransformerWeights? _draft;
+    private readonly TransformerModel _policyModel;
+    private readonly TransformerModel? _draftModel;
+    private readonly Generator _generator;
+    private readonly PolicyGraphs _policyGraphs;
+    private readonly PolicyGraphs? _draftGraphs;
+    private readonly TensorArena _gradients;
+    private readonly AdamW _optimizer;
+    private readonly DraftDistiller? _distiller;
+    private readonly IReadOnlyList<string>? _filePrompts;
+    private readonly List<IterationMetrics> _history = new();
+    private readonly HashSet<int> _stops = new();
+
+    /// <summary>Starts a run in <paramref name="outFolder"/> (or resumes it when <paramref name="resume"/>).</summary>
+    /// <param name="policyFolder">Resolved policy folder (ignored on resume: the checkpoint's is used).</param>
+    /// <param name="draftFolder">Resolved draft folder, or null for none.</param>
+    public RlhfTrainer(RlhfConfig config, string outFolder, string policyFolder, string? draftFolder, bool resume = false)
+    {
+        config.Validate();
+        if (config.Algorithm == "ppo")
+            throw new ArgumentException("algorithm: 'ppo' (critic, value loss, GAE) is not implemented yet; use grpo");
+        if (config.Instances > 1 || config.Reallocate == "on")
+            throw new ArgumentException("instances/reallocate: the RLHF loop runs one generation instance so far; use instances 1 and reallocate off");
+        _config = config;
+        _out = Path.GetFullPath(outFolder);
+        Directory.CreateDirectory(_out);
+        if (config.Prompts is not null) _filePrompts = PromptFile.Read(config.Prompts);
+        if (_filePrompts is not null)
+            foreach (var (p, i) in _filePrompts.Select((p, i) => (p, i)))
+                try { ArithmeticTask.Answer(p); }
+                catch (FormatException e) { throw new InvalidDataException($"prompts '{config.Prompts}': prompt {i}: no reward rule for it ({e.Message}); only default-task prompts are rewarded so far"); }
+
+        string? latest = resume ? LatestCheckpoint(_out) : null;
+        if (resume && latest is null) throw new DirectoryNotFoundException($"--resume '{outFolder}': no checkpoint in {Path.Combine(_out, CheckpointsFolder)}");
+        string policySource = latest is null ? policyFolder : Path.Combine(latest, "policy");
+        string? draftSource = latest is null ? draftFolder : (Directory.Exists(Path.Combine(latest, "draft")) ? Path.Combine(latest, "draft") : null);
+        string referenceSource = resume ? Path.Combine(_out, ReferenceFolder) : policyFolder;
+
+        var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(config.Ep), IntraOpThreads = config.Threads };
+        using (var checkpoint = Checkpoint.Load(policySource))
+        {
+            _tokenizer = checkpoint.Tokenizer;
+            _policyConfig = checkpoint.Config;
+            _policy = TransformerWeights.FromCheckpoint(checkpoint);
+            foreach (int e in checkpoint.Config.EosTokenIds) _stops.Add(e);
+            if (_tokenizer.EosId is { } eos) _stops.Add(eos);
+            if (draftSource is not null)
+            {
+                using var draftCheckpoint = Checkpoint.Load(draftSource);
+                Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
+                _draftConfig = draftCheckpoint.Config;
+                _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
+            }
+        }
+        _reference = TransformerWeights.Load(referenceSource);
+        if (!resume) SaveModel(Path.Combine(_out, ReferenceFolder), _reference, _policyConfig);
+
+        _backend = Devices.Open(config.Device);
+        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)config.KvMemoryMiB << 20, Session = session };
+        _policyModel = new TransformerModel(_policy, _backend, runtime);
+        if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
+        _generator = new Generator(_policyModel, config.Speculation == "off" ? null : _draftModel,
+            new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+        _policyGraphs = new PolicyGraphs(_policy.Spec, session);
+        _gradients = new TensorArena(_policy.Spec.Tensors());
+        _optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.LearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
+        foreach (var name in _policy.Arena.Names) _optimizer.Add(name, _policy.Arena.Memory(name), _gradients.Memory(name), DecoderGraphSpec.Decays(name));
+        if (_draft is not null && config.DraftRefresh)
+        {
+            _draftGraphs = new PolicyGraphs(_draft.Spec, session);
+            _distiller = new DraftDistiller(_draft.Spec, _draft.Arena, session,
+                new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.DraftLearningRate), WeightDecay = 0, MaxGradNorm = 1.0 });
+        }
+
+        if (latest is not null)
+        {
+            _optimizer.Load(Path.Combine(latest, "policy_optimizer.bin"));
+            if (_distiller is not null && File.Exists(Path.Combine(latest, "draft_optimizer.bin"))) _distiller.Optimizer.Load(Path.Combine(latest, "draft_optimizer.bin"));
+            var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllText(Path.Combine(latest, "state.json")))
+                ?? throw new InvalidDataException($"{latest}: state.json is empty");
+            NextIteration = state.Iteration + 1;
+            if (File.Exists(Path.Combine(_out, MetricsFile)))
+                _history.AddRange(File.ReadAllLines(Path.Combine(_out, MetricsFile)).Where(l => l.Length > 0)
+                    .Select(l => JsonSerializer.Deserialize<IterationMetrics>(l)!).Where(m => m.Iteration <= state.Iteration));
+        }
+        else
+        {
+            NextIteration = 1;
+            AtomicFile.WriteText(Path.Combine(_out, ConfigFile), config.ToJson());
+            AtomicFile.WriteText(Path.Combine(_out, MetricsFile), "");
+        }
+    }
+
+    public int NextIteration { get; private set; }
+    public IReadOnlyList<IterationMetrics> History => _history;
+    public TransformerWeights Policy => _policy;
+    public TransformerWeights? Draft => _draft;
+
+    /// <summary>Runs iterations up to <see cref="RlhfConfig.Iterations"/>; returns the metrics of those it ran.</summary>
+    public IReadOnlyList<IterationMetrics> Run(IRlhfObserver? observer = null, int? stopAfter = null)
+    {
+        var ran = new List<IterationMetrics>();
+        for (; NextIteration <= _config.Iterations; NextIteration++)
+        {
+            if (stopAfter is { } k && ran.Count >= k) break;
+            var m = Iteration(NextIteration, observer);
+            _history.Add(m);
+            ran.Add(m);
+            AtomicFile.WriteText(Path.Combine(_out, MetricsFile), string.Concat(_history.Select(h => JsonSerializer.Serialize(h) + "\n")));
+            MetricsPlot.Write(Path.Combine(_out, PlotFile), _history);
+            if (NextIteration % _config.CheckpointEvery == 0 || NextIteration == _config.Iterations) SaveCheckpoint(NextIteration);
+            observer?.IterationFinished(m);
+        }
+        return ran;
+    }
+
+    /// <summary>Prompts of an iteration: the default task seeded by (seed, iteration), or the file's, cycled.</summary>
+    public string[] PromptsOf(int iteration)
+    {
+        int n = _config.PromptsPerIteration;
+        if (_filePrompts is { } file) return Enumerable.Range(0, n).Select(k => file[(int)(((long)(iteration - 1) * n + k) % file.Count)]).ToArray();
+        var task = new ArithmeticTask(unchecked(_config.Seed * 1_000_003 + iteration));
+        return Enumerable.Range(0, n).Select(_ => task.Next().Prompt).ToArray();
+    }
+
+    private IterationMetrics Iteration(int iteration, IRlhfObserver? observer)
+    {
+        var seconds = new Dictionary<string, double>();
+        var clock = Stopwatch.StartNew();
+
+        // ---- 1. generation ----
+        var prompts = PromptsOf(iteration);
+        var promptIds = prompts.Select(p => _tokenizer.Encode(p)).ToArray();
+        var requests = GenerationRequests.For(promptIds, _config.SamplesPerPrompt, _config.MaxNewTokens, (float)_config.Temperature, (float)_config.TopP,
+            seed: (ulong)(uint)_config.Seed * 1_000_003UL + (ulong)iteration, firstId: (long)iteration * 10_000_000L);
+        observer?.StageStarted(iteration, "generation", requests.Length);
+        var outcome = _generator.Run(requests, i => observer?.StageAdvanced(i.Finished.Count));
+        seconds["generation"] = clock.Elapsed.TotalSeconds;
+
+        // ---- 2. inference: rewards, old and reference log-probs ----
+        clock.Restart();
+        var results = outcome.Results;
+        observer?.StageStarted(iteration, "inference", results.Count);
+        var rewards = results.Select(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
+        var advantages = Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
+        var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
+        var minibatches = order.Chunk(_config.MinibatchSize).Select(rows => new Minibatch(rows,
+            SequenceBatch.From(rows.Select(i => (results[i].Request.Prompt, results[i].Tokens)).ToArray(), _tokenizer.PadId ?? 0))).ToList();
+        double klSum = 0;
+        long tokens = 0;
+        int done = 0;
+        foreach (var mb in minibatches)
+        {
+            mb.Old = _policyGraphs.LogProbs(_policy.Arena, mb.Batch);
+            mb.Reference = _config.KlBeta > 0 || true ? _policyGraphs.LogProbs(_reference.Arena, mb.Batch) : null;
+            mb.Advantages = mb.Batch.Scatter(mb.Rows.Select(i => Enumerable.Repeat((float)advantages[i], results[i].Tokens.Length).ToArray()).ToArray());
+            for (int t = 0; t < mb.Old.Length; t++)
+                if (mb.Batch.LossMask[t] != 0) { klSum += mb.Old[t] - mb.Reference![t]; tokens++; }
+            observer?.StageAdvanced(done += mb.Rows.Length);
+        }
+        seconds["inference"] = clock.Elapsed.TotalSeconds;
+
+        // ---- 3. training: GRPO ----
+        clock.Restart();
+        observer?.StageStarted(iteration, "training", _config.Epochs * minibatches.Count);
+        var settings = new PolicyLossSettings(_config.KlBeta, _config.Clip, _config.Clip, LossAggregation.SequenceMean);
+        double lossSum = 0, normSum = 0;
+        int steps = 0;
+        var shuffle = new Random(unchecked(_config.Seed * 31 + iteration));
+        for (int epoch = 0; epoch < _config.Epochs; epoch++)
+            foreach (var mb in minibatches.OrderBy(_ => shuffle.Next()).ToList())
+            {
+                var (loss, _) = _policyGraphs.PolicyLossGradients(_policy.Arena, _gradients, mb.Batch, mb.Old!, mb.Advantages!, mb.Reference, settings);
+                double norm = _optimizer.Update();
+                if (!double.IsFinite(norm)) throw new InvalidOperationException($"iteration {iteration}: non-finite gradient norm {norm}; lower learning_rate");
+                lossSum += loss;
+                normSum += norm;
+                observer?.StageAdvanced(++steps);
+            }
+        seconds["training"] = clock.Elapsed.TotalSeconds;
+
+        // ---- 4. draft refresh (and the updated policy's entropy) ----
+        clock.Restart();
+        double entropySum = 0;
+        long entropyTokens = 0;
+        double klBefore = 0, klAfter = 0, accBefore = 0, accAfter = 0;
+        long draftTokens = 0;
+        observer?.StageStarted(iteration, "draft refresh", minibatches.Count);
+        done = 0;
+        foreach (var mb in minibatches)
+        {
+            var teacher = _policyGraphs.FullLogits(_policy.Arena, mb.Batch);
+            (double h, long n) = Entropy(mb.Batch, teacher, _policy.Spec.VocabSize);
+            entropySum += h;
+            entropyTokens += n;
+            if (_distiller is not null)
+            {
+                var stats = _distiller.Refresh(mb.Batch, teacher, () => _draftGraphs!.FullLogits(_draft!.Arena, mb.Batch), _config.DraftRefreshSteps);
+                klBefore += stats.KlBefore * n; klAfter += stats.KlAfter * n; accBefore += stats.AcceptanceBefore * n; accAfter += stats.AcceptanceAfter * n;
+                draftTokens += n;
+            }
+            observer?.StageAdvanced(++done);
+        }
+        seconds["draft_refresh"] = clock.Elapsed.TotalSeconds;
+
+        var lengths = results.Select(r => (double)r.Tokens.Length).OrderBy(x => x).ToArray();
+        double mean = rewards.Average();
+        var s = outcome.Stats;
+        long sampleSteps = s.ByBatchSize.Values.Sum(v => v.SampleSteps);
+        return new IterationMetrics
+        {
+            Iteration = iteration,
+            RewardMean = mean,
+            RewardStd = Math.Sqrt(rewards.Average(r => (r - mean) * (r - mean))),
+            Accuracy = rewards.Count(r => r >= 1) / (double)rewards.Length,
+            Kl = tokens == 0 ? 0 : klSum / tokens,
+            Entropy = entropyTokens == 0 ? 0 : entropySum / entropyTokens,
+            Loss = steps == 0 ? 0 : lossSum / steps,
+            GradNorm = steps == 0 ? 0 : normSum / steps,
+            ResponseLengthMean = lengths.Average(),
+            ResponseLengthP50 = Percentile(lengths, 0.5),
+            ResponseLengthP99 = Percentile(lengths, 0.99),
+            Seconds = seconds,
+            GenerationTokensPerSecond = s.TokensGenerated / Math.Max(outcome.WallSeconds, 1e-9),
+            MeanAcceptedPerStep = sampleSteps == 0 ? 0 : (double)s.DraftTokensAccepted / sampleSteps,
+            MeanEmittedPerSampleStep = s.MeanEmittedPerSampleStep,
+            StrategyHistogram = new Dictionary<string, long>(s.StrategyHistogram),
+            Migrations = 0,
+            DraftKlBefore = draftTokens == 0 ? null : klBefore / draftTokens,
+            DraftKlAfter = draftTokens == 0 ? null : klAfter / draftTokens,
+            DraftAcceptanceBefore = draftTokens == 0 ? null : accBefore / draftTokens,
+            DraftAcceptanceAfter = draftTokens == 0 ? null : accAfter / draftTokens,
+        };
+    }
+
+    private sealed class Minibatch(int[] rows, SequenceBatch batch)
+    {
+        public int[] Rows { get; } = rows;
+        public SequenceBatch Batch { get; } = batch;
+        public float[]? Old, Reference, Advantages;
+    }
+
+    private static (double Sum, long Count) Entropy(SequenceBatch batch, float[] logits, int vocab)
+    {
+        double sum = 0;
+        long count = 0;
+        for (int at = 0; at < batch.Batch * batch.Length; at++)
+        {
+            if (batch.LossMask[at] == 0) continue;
+            var row = logits.AsSpan(at * vocab, vocab);
+            double max = double.NegativeInfinity;
+            foreach (var l in row) max = Math.Max(max, l);
+            double z = 0, e = 0;
+            foreach (var l in row) { double w = Math.Exp(l - max); z += w; e += w * (l - max); }
+            sum += Math.Log(z) - e / z;
+            count++;
+        }
+        return (sum, count);
+    }
+
+    private static double Percentile(double[] sorted, double q) => sorted.Length == 0 ? 0 : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1 < 0 ? 0 : (int)Math.Ceiling(q * sorted.Length) - 1)];
+
+    private sealed record CheckpointState(int Iteration);
+
+    /// <summary>
+    /// Writes checkpoints/iter-NNNNNN (policy and draft in HF layout, optimizer states, iteration) into a temporary
+    /// folder, renames it into place, then points <c>latest</c> at it: a run killed at any moment leaves the previous
+    /// checkpoint whole.
+    /// </summary>
+    private void SaveCheckpoint(int iteration)
+    {
+        string root = Path.Combine(_out, CheckpointsFolder);
+        Directory.CreateDirectory(root);
+        string name = $"iter-{iteration:D6}";
+        string temp = Path.Combine(root, $".{name}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(temp);
+        SaveModel(Path.Combine(temp, "policy"), _policy, _policyConfig);
+        if (_draft is not null) SaveModel(Path.Combine(temp, "draft"), _draft, _draftConfig!);
+        _optimizer.Save(Path.Combine(temp, "policy_optimizer.bin"));
+        _distiller?.Optimizer.Save(Path.Combine(temp, "draft_optimizer.bin"));
+        AtomicFile.WriteText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(new CheckpointState(iteration)));
+        string target = Path.Combine(root, name);
+        if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
+        Directory.Move(temp, target);
+        AtomicFile.WriteText(Path.Combine(_out, LatestFile), name + "\n");
+    }
+
+    private void SaveModel(string folder, TransformerWeights weights, ModelConfig config) =>
+        Checkpoint.Save(folder, config, weights.ToHostTensors(), _tokenizer, TensorDType.F32);
+
+    /// <summary>The latest complete checkpoint folder of a run, or null.</summary>
+    public static string? LatestCheckpoint(string runFolder)
+    {
+        string latest = Path.Combine(runFolder, LatestFile);
+        if (!File.Exists(latest)) return null;
+        string folder = Path.Combine(runFolder, CheckpointsFolder, File.ReadAllText(latest).Trim());
+        return Directory.Exists(folder) ? folder : throw new InvalidDataException($"{latest}: names checkpoint '{folder}', which does not exist");
+    }
+
+    public void Dispose()
+    {
+        _distiller?.Dispose();
+        _draftGraphs?.Dispose();
+        _policyGraphs.Dispose();
+        _gradients.Dispose();
+        _draftModel?.Dispose();
+        _policyModel.Dispose();
+        _draft?.Dispose();
+        _reference.Dispose();
+        _policy.Dispose();
+        _backend.Dispose();
+    }
+}
