@@ -5,6 +5,7 @@ using RLHFSpec.Compute.Cli.Commands;
 var root = new RootCommand("rlhfspec: RLHF generation accelerated by adaptive speculative decoding, on any GPU vendor");
 root.Subcommands.Add(DevicesCommand.Create());
 root.Subcommands.Add(SelfTestCommand.Create());
+root.Subcommands.Add(PretrainCommand.Create());
 return UserErrors.Run(() =>
 {
     var parsed = root.Parse(args);
