@@ -12,7 +12,6 @@ namespace RLHFSpec.Compute.Rlhf;
 /// </summary>
 public sealed class PolicyGraphs : IDisposable
 {
-    public const string Logits = "logits";
     private readonly OnnxSession _logProbs, _logits;
     private OnnxSession? _loss;
 
@@ -25,10 +24,7 @@ public sealed class PolicyGraphs : IDisposable
         var targets = lp.Input(DecoderTrainingGraph.Targets, ElementType.Int64, "B", "T");
         lp.Output(LossOps.TokenLogProbs(lp, DecoderTrainingGraph.Logits(lp, spec, v), targets), DecoderTrainingGraph.LogProbs);
         _logProbs = new OnnxSession(lp.ToBytes(), options);
-        var lg = new GraphBuilder("logits");
-        var w = DecoderTrainingGraph.DeclareInputs(lg, spec, ElementType.Float);
-        lg.Output(DecoderTrainingGraph.Logits(lg, spec, w), Logits);
-        _logits = new OnnxSession(lg.ToBytes(), options);
+        _logits = new OnnxSession(DecoderTrainingGraph.LogitsGraph(spec, ElementType.Float).ToBytes(), options);
     }
 
     public DecoderGraphSpec Spec { get; }
@@ -51,7 +47,7 @@ public sealed class PolicyGraphs : IDisposable
         var result = new float[(long)batch.Batch * batch.Length * Spec.VocabSize];
         using var output = OrtTensors.Over(result, batch.Batch, batch.Length, Spec.VocabSize);
         var inputs = Inputs(weights, batch, withTargets: false);
-        try { _logits.Run(inputs.Values, new Dictionary<string, OrtValue> { [Logits] = output }); }
+        try { _logits.Run(inputs.Values, new Dictionary<string, OrtValue> { [DecoderTrainingGraph.LogitsOutput] = output }); }
         finally { inputs.Dispose(); }
         return result;
     }

@@ -19,7 +19,7 @@ public static class DecoderTrainingGraph
     public const string InputIds = "input_ids", PositionIds = "position_ids", AttentionMask = "attention_mask";
     public const string Targets = "targets", OldLogProbs = "old_logprobs", RefLogProbs = "ref_logprobs";
     public const string Advantages = "advantages", LossMask = "loss_mask";
-    public const string Loss = "loss", LogProbs = "logprobs", GradientPrefix = "grad_";
+    public const string Loss = "loss", LogProbs = "logprobs", GradientPrefix = "grad_", LogitsOutput = "logits";
 
     /// <summary>Large negative score for masked keys (finite so that a fully masked padding row stays finite).</summary>
     private const double MaskedScore = -1e9;
@@ -90,6 +90,35 @@ public static class DecoderTrainingGraph
         g.Output(logp, LogProbs);
         g.Output(loss, Loss);
         Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), GradientPrefix);
+        return g;
+    }
+
+    /// <summary>
+    /// A language-model (pretraining / supervised) graph: log-probs of <c>targets</c> (output <see cref="LogProbs"/>),
+    /// the loss = masked mean over tokens of −log p(target) under <c>loss_mask</c> (output <see cref="Loss"/>; an
+    /// all-zero mask gives 0) and d loss / d weight for every weight (outputs grad_NAME). Extra inputs: targets int64
+    /// [B, T] (usually input_ids shifted left by one) and loss_mask [B, T] of the model's type.
+    /// </summary>
+    public static GraphBuilder LanguageModelLossGraph(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("lm_loss");
+        var v = DeclareInputs(g, spec, type);
+        var targets = g.Input(Targets, ElementType.Int64, "B", "T");
+        var mask = g.Input(LossMask, type, "B", "T");
+        var logp = LossOps.TokenLogProbs(g, Logits(g, spec, v), targets);
+        var loss = g.Neg(LossOps.MaskedMean(g, logp, mask));
+        g.Output(logp, LogProbs);
+        g.Output(loss, Loss);
+        Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), GradientPrefix);
+        return g;
+    }
+
+    /// <summary>A forward-only graph: logits [B, T, V] of every position (output <see cref="LogitsOutput"/>).</summary>
+    public static GraphBuilder LogitsGraph(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("logits");
+        var v = DeclareInputs(g, spec, type);
+        g.Output(Logits(g, spec, v), LogitsOutput);
         return g;
     }
 

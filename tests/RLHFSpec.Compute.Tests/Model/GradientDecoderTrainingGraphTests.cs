@@ -182,6 +182,52 @@ public class GradientDecoderTrainingGraphTests
     public void EveryWeightGradientMatchesFiniteDifferences(DecoderGraphSpec spec)
     {
         var (g, inputs) = PolicyGraph(spec, 2);
+        CheckGradients(spec, g, inputs);
+    }
+
+    private static (GraphBuilder Graph, Dictionary<string, Tensor> Inputs) LanguageModelGraph(DecoderGraphSpec spec, int seed)
+    {
+        var g = DecoderTrainingGraph.LanguageModelLossGraph(spec, ElementType.Double);
+        var all = Sequences(spec, seed);
+        var inputs = new[] { DecoderTrainingGraph.InputIds, DecoderTrainingGraph.PositionIds, DecoderTrainingGraph.AttentionMask,
+            DecoderTrainingGraph.Targets }.ToDictionary(n => n, n => all[n]);
+        // Loss only on part of the real tokens (as on a response after its prompt): mask a prefix of each sample too.
+        var lossMask = Mask.Select((m, i) => i % Tn < 2 ? 0.0 : m).ToArray();
+        inputs[DecoderTrainingGraph.LossMask] = T(lossMask, B, Tn);
+        foreach (var (name, data) in RandomWeights(spec, seed))
+            inputs[name] = T(data, spec.Tensors().First(t => t.Name == name).Shape);
+        return (g, inputs);
+    }
+
+    [TestCaseSource(nameof(Specs))]
+    public void LanguageModelLossIsMaskedMeanNllAndItsGradientsMatchFiniteDifferences(DecoderGraphSpec spec)
+    {
+        var (g, inputs) = LanguageModelGraph(spec, 3);
+        var r = Run(g, inputs);
+        var logp = r[DecoderTrainingGraph.LogProbs].D;
+        var mask = inputs[DecoderTrainingGraph.LossMask].D;
+        var w = inputs.Where(kv => kv.Key.StartsWith("model.") || kv.Key.StartsWith("lm_head")).ToDictionary(kv => kv.Key, kv => kv.Value.D);
+        var ids = (long[])inputs[DecoderTrainingGraph.InputIds].Data;
+        var targets = (long[])inputs[DecoderTrainingGraph.Targets].Data;
+        double nll = 0, count = 0;
+        for (int b = 0; b < B; b++)
+        {
+            var real = Enumerable.Range(b * Tn, Tn).Where(i => Mask[i] > 0).ToArray();
+            var rows = ReferenceLogSoftmax(spec, w, real.Select(i => ids[i]).ToArray());
+            for (int k = 0; k < real.Length; k++)
+            {
+                Assert.That(logp[real[k]], Is.EqualTo(rows[k][targets[real[k]]]).Within(1e-10), $"sample {b}, token {k}");
+                nll -= mask[real[k]] * rows[k][targets[real[k]]];
+                count += mask[real[k]];
+            }
+        }
+        Assert.That(count, Is.GreaterThan(0));
+        Assert.That(r[DecoderTrainingGraph.Loss].D[0], Is.EqualTo(nll / count).Within(1e-10), "loss = masked mean NLL");
+        CheckGradients(spec, g, inputs);
+    }
+
+    private static void CheckGradients(DecoderGraphSpec spec, GraphBuilder g, Dictionary<string, Tensor> inputs)
+    {
         using var session = new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = 1 });
         var values = inputs.ToDictionary(kv => kv.Key, kv => kv.Value.Data is long[] l
             ? OrtTensors.Over(l, kv.Value.Shape) : OrtTensors.Over(kv.Value.D, kv.Value.Shape));

@@ -1,0 +1,73 @@
+using RLHFSpec.Compute.Model.Formats;
+
+namespace RLHFSpec.Compute.Model.Pretraining;
+
+/// <summary>
+/// The default models folder and its contents (policy, draft-small, draft-tiny and pretrain.json, written by
+/// <see cref="Pretrainer"/>). The folder is <c>$RLHFSPEC_MODELS</c> when set, else <c>models/</c> at the repository
+/// root (the nearest folder above the working directory or the program holding RLHFSpec.Compute.sln), else
+/// <c>~/.cache/rlhfspec/models</c>.
+/// </summary>
+public static class DefaultModels
+{
+    public const string EnvironmentVariable = "RLHFSPEC_MODELS";
+    public const string SolutionFileName = "RLHFSpec.Compute.sln";
+    public const string FolderName = "models";
+
+    /// <summary>Folder names of the models the main job needs, policy first.</summary>
+    public static IReadOnlyList<string> ModelNames { get; } = new[] { Pretrainer.PolicyName, Pretrainer.DraftSmallName, Pretrainer.DraftTinyName };
+
+    /// <summary>The default models folder for this process (see the class remarks).</summary>
+    public static string Folder =>
+        Resolve(Environment.GetEnvironmentVariable(EnvironmentVariable), Directory.GetCurrentDirectory(), AppContext.BaseDirectory);
+
+    /// <summary>The folder given an override (null or empty: none) and the folders to search upwards from.</summary>
+    public static string Resolve(string? overrideFolder, params string[] searchFrom)
+    {
+        if (!string.IsNullOrWhiteSpace(overrideFolder)) return Path.GetFullPath(overrideFolder);
+        foreach (var start in searchFrom)
+            if (FindRepositoryRoot(start) is { } root) return Path.Combine(root, FolderName);
+        string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+        if (string.IsNullOrEmpty(home)) home = Path.GetTempPath();
+        return Path.Combine(home, ".cache", "rlhfspec", FolderName);
+    }
+
+    /// <summary>The nearest folder at or above <paramref name="start"/> holding <see cref="SolutionFileName"/>, or null.</summary>
+    public static string? FindRepositoryRoot(string start)
+    {
+        if (string.IsNullOrEmpty(start)) return null;
+        for (var dir = new DirectoryInfo(Path.GetFullPath(start)); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, SolutionFileName))) return dir.FullName;
+        return null;
+    }
+
+    public static string PolicyFolder(string folder) => Path.Combine(folder, Pretrainer.PolicyName);
+    public static string DraftFolder(string folder, string name) => Path.Combine(folder, name);
+
+    /// <summary>
+    /// Whether a complete set is there: pretrain.json (written last) naming every model of <see cref="ModelNames"/>,
+    /// and each model's config.json. A damaged summary counts as missing.
+    /// </summary>
+    public static bool Exists(string folder)
+    {
+        if (!File.Exists(Path.Combine(folder, PretrainSummary.FileName))) return false;
+        PretrainSummary summary;
+        try { summary = PretrainSummary.Load(folder); }
+        catch (InvalidDataException) { return false; }
+        return ModelNames.All(n => summary.Models.Any(m => m.Name == n) && File.Exists(Path.Combine(folder, n, ModelConfig.FileName)));
+    }
+
+    /// <summary>
+    /// Pretrains the default models into <paramref name="folder"/> (default <see cref="Folder"/>) unless a complete
+    /// set is already there; returns the folder. Takes a few minutes on a CPU when it trains.
+    /// </summary>
+    public static string EnsureCreated(IProgress<PretrainProgress>? progress = null, string? folder = null,
+        PretrainOptions? options = null, CancellationToken cancellation = default)
+    {
+        folder ??= Folder;
+        if (Exists(folder)) return folder;
+        var run = (options ?? new PretrainOptions()) with { PolicyOnly = false, Models = null };
+        Pretrainer.Run(folder, run, progress, cancellation);
+        return folder;
+    }
+}

@@ -1,0 +1,198 @@
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+using RLHFSpec.Compute.Model.Formats;
+using RLHFSpec.Compute.Model.Onnx;
+using RLHFSpec.Compute.Model.Training;
+
+namespace RLHFSpec.Compute.Model.Pretraining;
+
+/// <summary>
+/// Trains the default models from scratch on the arithmetic task, on the CPU in minutes: a policy of a few million
+/// weights and two smaller drafts sharing its tokenizer (<see cref="ArithmeticTokenizer"/>). Each model learns the
+/// reference responses of fresh task samples (next-token loss on response and EOS, AdamW with warmup and cosine
+/// decay), is evaluated (teacher-forced token accuracy, greedy exact-answer accuracy on short prompts) and saved as a
+/// Hugging Face checkpoint folder OUT/NAME; <see cref="PretrainSummary.FileName"/> is written last. The budgets stop
+/// the policy at partial accuracy, so RLHF has room to improve it. Same seed and thread count, same weights.
+/// </summary>
+public static class Pretrainer
+{
+    public const string PolicyName = "policy", DraftSmallName = "draft-small", DraftTinyName = "draft-tiny";
+
+    /// <summary>Steps over which the reported initial and final losses are averaged: 20, or a quarter of a short run.</summary>
+    private static int LossWindow(int steps) => Math.Clamp(steps / 4, 1, 20);
+
+    /// <summary>
+    /// The default models: policy (hidden 256, 4 layers, 8 query / 4 KV heads, ≈2.9 M weights), draft-small (hidden
+    /// 128, 2 layers, ≈0.37 M) and draft-tiny (hidden 64, 1 layer, ≈0.05 M); budgets measured on a 2-core CPU.
+    /// </summary>
+    public static IReadOnlyList<PretrainModelSpec> DefaultModelSpecs(TextTokenizer tokenizer) => new[]
+    {
+        new PretrainModelSpec
+        {
+            Name = PolicyName, Steps = 300, PeakLearningRate = 2e-3, MinLearningRate = 2e-4,
+            Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 256, layers: 4, heads: 8, kvHeads: 4, intermediate: 688),
+        },
+        new PretrainModelSpec
+        {
+            Name = DraftSmallName, Steps = 300, PeakLearningRate = 3e-3, MinLearningRate = 3e-4,
+            Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 128, layers: 2, heads: 4, kvHeads: 2, intermediate: 344),
+        },
+        new PretrainModelSpec
+        {
+            Name = DraftTinyName, Steps = 300, PeakLearningRate = 5e-3, MinLearningRate = 5e-4,
+            Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 64, layers: 1, heads: 4, kvHeads: 2, intermediate: 172),
+        },
+    };
+
+    /// <summary>
+    /// Trains, evaluates and saves every model into <paramref name="outFolder"/>, then writes the summary. Checks the
+    /// options and that the folder is writable before training anything (ArgumentException naming the problem).
+    /// </summary>
+    public static PretrainSummary Run(string outFolder, PretrainOptions options, IProgress<PretrainProgress>? progress = null,
+        CancellationToken cancellation = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(outFolder);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        CheckWritable(outFolder);
+        var clock = Stopwatch.StartNew();
+        var tokenizer = ArithmeticTokenizer.Create();
+        var models = (options.Models ?? DefaultModelSpecs(tokenizer)).ToList();
+        if (options.PolicyOnly) models = models.Take(1).ToList();
+        if (options.Steps is { } steps) models = models.Select(m => m with { Steps = steps }).ToList();
+        foreach (var m in models)
+        {
+            m.Validate();
+            if (m.Config.VocabSize < tokenizer.VocabSize)
+                throw new ArgumentException($"pretrain model {m.Name}: vocab_size {m.Config.VocabSize} < tokenizer's {tokenizer.VocabSize}");
+        }
+        var evalSet = options.EvalPrompts > 0
+            ? PretrainEvaluator.EvaluationSet(unchecked(options.Seed * 31 + 17), options.EvalPrompts, options.MaxEvalTerms)
+            : Array.Empty<Tasks.TaskSample>();
+        var results = new List<PretrainedModel>();
+        for (int i = 0; i < models.Count; i++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            results.Add(TrainOne(outFolder, models[i], i, tokenizer, options, evalSet, progress, cancellation));
+        }
+        var summary = new PretrainSummary(options.Seed, tokenizer.Fingerprint, clock.Elapsed.TotalSeconds, results);
+        summary.Save(outFolder);
+        return summary;
+    }
+
+    private static PretrainedModel TrainOne(string outFolder, PretrainModelSpec model, int index, TextTokenizer tokenizer,
+        PretrainOptions options, IReadOnlyList<Tasks.TaskSample> evalSet, IProgress<PretrainProgress>? progress,
+        CancellationToken cancellation)
+    {
+        var spec = model.GraphSpec;
+        using var weights = new TensorArena(spec.Tensors());
+        using var grads = new TensorArena(spec.Tensors());
+        Initialize(weights, spec, new Random(unchecked(options.Seed * 7919 + index + 1)));
+        var sessionOptions = new OnnxSessionOptions { IntraOpThreads = options.Threads };
+        var trainClock = Stopwatch.StartNew();
+        var losses = new List<double>(model.Steps);
+        long trainTokens = 0;
+        using (var session = new OnnxSession(DecoderTrainingGraph.LanguageModelLossGraph(spec, ElementType.Float).ToBytes(), sessionOptions))
+        {
+            var optimizer = new AdamW(new AdamWOptions
+            {
+                Schedule = new LearningRateSchedule(model.PeakLearningRate, Math.Min(model.WarmupSteps, model.Steps), model.Steps, model.MinLearningRate),
+                Beta2 = 0.99,
+                WeightDecay = 0.01,
+                MaxGradNorm = 1.0,
+            });
+            foreach (var n in weights.Names) optimizer.Add(n, weights.Memory(n), grads.Memory(n), DecoderGraphSpec.Decays(n));
+            var loss = new float[1];
+            using var lossValue = OrtTensors.Over(loss, Array.Empty<long>());
+            var outputs = new Dictionary<string, OrtValue> { [DecoderTrainingGraph.Loss] = lossValue };
+            foreach (var n in grads.Names) outputs[DecoderTrainingGraph.GradientPrefix + n] = grads.Value(n);
+            // Every model sees the same data stream (the drafts learn the policy's distribution).
+            var batches = new TaskBatches(tokenizer, options.Seed, options.MaxTrainTokens, Math.Max(model.TokensPerBatch, options.MaxTrainTokens));
+            progress?.Report(new PretrainProgress(model.Name, "train", 0, model.Steps, double.NaN));
+            for (int step = 1; step <= model.Steps; step++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var batch = batches.Next();
+                using var ids = OrtTensors.Over(batch.Ids, batch.Batch, batch.Length);
+                using var positions = OrtTensors.Over(batch.Positions, batch.Batch, batch.Length);
+                using var mask = OrtTensors.Over(batch.AttentionMask, batch.Batch, batch.Length);
+                using var targets = OrtTensors.Over(batch.Targets, batch.Batch, batch.Length);
+                using var lossMask = OrtTensors.Over(batch.LossMask, batch.Batch, batch.Length);
+                var inputs = new Dictionary<string, OrtValue>
+                {
+                    [DecoderTrainingGraph.InputIds] = ids, [DecoderTrainingGraph.PositionIds] = positions,
+                    [DecoderTrainingGraph.AttentionMask] = mask, [DecoderTrainingGraph.Targets] = targets,
+                    [DecoderTrainingGraph.LossMask] = lossMask,
+                };
+                foreach (var n in weights.Names) inputs[n] = weights.Value(n);
+                session.Run(inputs, outputs);
+                double norm = optimizer.Update();
+                if (!float.IsFinite(loss[0]) || !double.IsFinite(norm))
+                    throw new InvalidOperationException($"pretrain {model.Name}: step {step}: loss {loss[0]}, gradient norm {norm} (diverged; lower the learning rate)");
+                losses.Add(loss[0]);
+                trainTokens += batch.LossTokens;
+                progress?.Report(new PretrainProgress(model.Name, "train", step, model.Steps, losses.TakeLast(LossWindow(model.Steps)).Average()));
+            }
+        }
+        double trainSeconds = trainClock.Elapsed.TotalSeconds;
+
+        var evalClock = Stopwatch.StartNew();
+        double tokenAccuracy = 0, exactAccuracy = 0;
+        if (evalSet.Count > 0)
+        {
+            progress?.Report(new PretrainProgress(model.Name, "eval", model.Steps, model.Steps, losses.TakeLast(LossWindow(model.Steps)).Average()));
+            using var evaluator = new PretrainEvaluator(spec, weights, tokenizer, sessionOptions);
+            tokenAccuracy = evaluator.TokenAccuracy(evalSet);
+            exactAccuracy = evaluator.ExactAccuracy(evalSet);
+        }
+        double evalSeconds = evalClock.Elapsed.TotalSeconds;
+
+        var tensors = weights.Names.ToDictionary(n => n, n => new HostTensor(weights.Shape(n).Select(d => (int)d).ToArray(), weights.Span(n).ToArray()));
+        Checkpoint.Save(Path.Combine(outFolder, model.Name), model.Config, tensors, tokenizer);
+        var result = new PretrainedModel(model.Name, model.ParameterCount, model.Steps, trainTokens,
+            losses.Take(LossWindow(model.Steps)).Average(), losses.TakeLast(LossWindow(model.Steps)).Average(), tokenAccuracy, exactAccuracy, evalSet.Count,
+            trainSeconds, evalSeconds);
+        progress?.Report(new PretrainProgress(model.Name, "saved", model.Steps, model.Steps, result.FinalLoss));
+        return result;
+    }
+
+    /// <summary>
+    /// Initial weights: norms 1; matrices normal with std 0.02, the projections that write into the residual stream
+    /// (o_proj, down_proj) scaled by 1/√(2·layers) as in GPT-2; biases 0.
+    /// </summary>
+    private static void Initialize(TensorArena weights, DecoderGraphSpec spec, Random rng)
+    {
+        const double std = 0.02;
+        double residualStd = std / Math.Sqrt(2.0 * spec.NumLayers);
+        foreach (var (name, _) in spec.Tensors())
+        {
+            var w = weights.Span(name);
+            if (name.Contains("norm", StringComparison.Ordinal)) { w.Fill(1f); continue; }
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) { w.Clear(); continue; }
+            double s = name.Contains("o_proj", StringComparison.Ordinal) || name.Contains("down_proj", StringComparison.Ordinal) ? residualStd : std;
+            for (int i = 0; i < w.Length; i++) w[i] = (float)(s * Gaussian(rng));
+        }
+    }
+
+    private static double Gaussian(Random rng)
+    {
+        double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble();
+        return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+
+    /// <summary>Creates the folder and writes a probe file; ArgumentException when that fails.</summary>
+    private static void CheckWritable(string folder)
+    {
+        try
+        {
+            Directory.CreateDirectory(folder);
+            string probe = Path.Combine(folder, $".write-probe-{Guid.NewGuid():N}");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            throw new ArgumentException($"output folder {folder}: not writable: {e.Message}");
+        }
+    }
+}
