@@ -45,15 +45,21 @@ public sealed class DraftDistiller : IDisposable
     {
         var g = new GraphBuilder("draft_distill");
         var v = DecoderTrainingGraph.DeclareInputs(g, spec, type);
-        var teacher = g.Input(TeacherLogits, type, "B", "T", spec.VocabSize);
-        var mask = g.Input(DecoderTrainingGraph.LossMask, type, "B", "T");
-        var logq = g.LogSoftmax(DecoderTrainingGraph.Logits(g, spec, v));
-        var p = g.Softmax(teacher);
-        var crossEntropy = g.Neg(g.ReduceSum(g.Mul(p, logq), new[] { -1 }, keepDims: false));    // [B, T]
-        var loss = LossOps.MaskedMean(g, crossEntropy, mask);
+        v[TeacherLogits] = g.Input(TeacherLogits, type, "B", "T", spec.VocabSize);
+        v[DecoderTrainingGraph.LossMask] = g.Input(DecoderTrainingGraph.LossMask, type, "B", "T");
+        var loss = Loss(g, spec, v);
         g.Output(loss, DecoderTrainingGraph.Loss);
         Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), DecoderTrainingGraph.GradientPrefix);
         return g;
+    }
+
+    /// <summary>The distillation loss from declared inputs (weights, sequence inputs, teacher_logits, loss_mask).</summary>
+    public static Value Loss(GraphBuilder g, DecoderGraphSpec spec, IReadOnlyDictionary<string, Value> v)
+    {
+        var logq = g.LogSoftmax(DecoderTrainingGraph.Logits(g, spec, v));
+        var p = g.Softmax(v[TeacherLogits]);
+        var crossEntropy = g.Neg(g.ReduceSum(g.Mul(p, logq), new[] { -1 }, keepDims: false));    // [B, T]
+        return LossOps.MaskedMean(g, crossEntropy, v[DecoderTrainingGraph.LossMask]);
     }
 
     /// <summary>

@@ -11,7 +11,7 @@ namespace RLHFSpec.Compute.Tests.Model;
 /// </summary>
 public class GradientDecoderTrainingGraphTests
 {
-    private static readonly DecoderGraphSpec Qwen2Like = new()
+    internal static readonly DecoderGraphSpec Qwen2Like = new()
     {
         VocabSize = 9, HiddenSize = 8, IntermediateSize = 12, NumLayers = 2, NumHeads = 2, NumKvHeads = 1, HeadDim = 4,
         RmsEps = 1e-6, RopeTheta = 10000, TiedEmbeddings = true, QkvBias = true,
@@ -22,13 +22,13 @@ public class GradientDecoderTrainingGraphTests
         NumKvHeads = 2, TiedEmbeddings = false, QkvBias = true, OutputBias = true, MlpBias = true, RopeTheta = 500,
     };
 
-    private const int B = 2, Tn = 5;
+    internal const int B = 2, Tn = 5;
 
     // Sample 0 is full; sample 1 is left-padded by two (mask 0, positions count real tokens only).
     private static readonly double[] Mask = { 1, 1, 1, 1, 1, 0, 0, 1, 1, 1 };
     private static readonly long[] Positions = { 0, 1, 2, 3, 4, 0, 0, 0, 1, 2 };
 
-    private static Dictionary<string, double[]> RandomWeights(DecoderGraphSpec spec, int seed)
+    internal static Dictionary<string, double[]> RandomWeights(DecoderGraphSpec spec, int seed)
     {
         var rng = new Random(seed);
         return spec.Tensors().ToDictionary(t => t.Name, t => t.Name.Contains("norm")
@@ -36,7 +36,7 @@ public class GradientDecoderTrainingGraphTests
             : Rand(rng, Count(t.Shape), -0.5, 0.5));
     }
 
-    private static Dictionary<string, Tensor> Sequences(DecoderGraphSpec spec, int seed)
+    internal static Dictionary<string, Tensor> Sequences(DecoderGraphSpec spec, int seed)
     {
         var rng = new Random(seed + 100);
         return new Dictionary<string, Tensor>
@@ -226,7 +226,7 @@ public class GradientDecoderTrainingGraphTests
         CheckGradients(spec, g, inputs);
     }
 
-    private static void CheckGradients(DecoderGraphSpec spec, GraphBuilder g, Dictionary<string, Tensor> inputs)
+    internal static void CheckGradients(DecoderGraphSpec spec, GraphBuilder g, Dictionary<string, Tensor> inputs)
     {
         using var session = new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = 1 });
         var values = inputs.ToDictionary(kv => kv.Key, kv => kv.Value.Data is long[] l
