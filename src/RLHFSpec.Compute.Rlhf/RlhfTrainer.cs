@@ -138,6 +138,9 @@ public sealed class RlhfTrainer : IDisposable
     public int NextIteration { get; private set; }
     public IReadOnlyList<IterationMetrics> History => _history;
     public TransformerWeights Policy => _policy;
+
+    /// <summary>The responses of the last iteration's generation stage, in request order.</summary>
+    public IReadOnlyList<GenerationResult> LastRollouts { get; private set; } = [];
     public TransformerWeights? Draft => _draft;
 
     /// <summary>Runs iterations up to <see cref="RlhfConfig.Iterations"/>; returns the metrics of those it ran.</summary>
@@ -184,6 +187,7 @@ public sealed class RlhfTrainer : IDisposable
         // ---- 2. inference: rewards, old and reference log-probs ----
         clock.Restart();
         var results = outcome.Results;
+        LastRollouts = results;
         observer?.StageStarted(iteration, "inference", results.Count);
         var rewards = results.Select(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
         var advantages = Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());

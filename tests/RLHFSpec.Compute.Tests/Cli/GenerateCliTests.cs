@@ -1,0 +1,85 @@
+using System.Text.Json;
+using RLHFSpec.Compute.Model.Formats;
+using RLHFSpec.Compute.Model.Pretraining;
+using RLHFSpec.Compute.Model.Transformer;
+using RLHFSpec.Compute.Tests.Model;
+
+namespace RLHFSpec.Compute.Tests.Cli;
+
+/// <summary>
+/// <c>rlhfspec generate</c> as a process on a small random model: a good run writes one JSONL line per sample and
+/// the stats JSON; bad input (empty prompts file, a line without <c>prompt</c>, non-UTF-8 text, a prompt longer than
+/// the context, an unknown strategy) gives one clear line on stderr, exit code 2, and no output file.
+/// </summary>
+[TestFixture]
+public sealed class GenerateCliTests
+{
+    private FormatsTestFolder _folder = null!;
+    private string _model = null!;
+
+    [OneTimeSetUp]
+    public void SaveRandomModel()
+    {
+        _folder = new FormatsTestFolder();
+        _model = _folder.File("model");
+        var tokenizer = ArithmeticTokenizer.Create();
+        var config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 32, layers: 1, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 64);
+        using var weights = TransformerWeights.Random(config, 1, std: 0.2);
+        Checkpoint.Save(_model, config, weights.ToHostTensors(), tokenizer);
+    }
+
+    [OneTimeTearDown]
+    public void Cleanup() => _folder.Dispose();
+
+    private string[] Args(string output, params string[] more) =>
+        ["generate", "--model", _model, "--device", "cpu", "--num-prompts", "3", "--samples-per-prompt", "2", "--max-new-tokens", "12", "--threads", "1", "--out", output, .. more];
+
+    [Test]
+    public void A_run_writes_one_line_per_sample_and_the_stats()
+    {
+        string output = _folder.File("out.jsonl"), stats = _folder.File("stats.json");
+        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, Args(output, "--stats", stats, "--strategy", "suffix:3", "--temperature", "0.7", "--seed", "4"));
+        Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        var lines = File.ReadAllLines(output);
+        Assert.That(lines, Has.Length.EqualTo(6));
+        foreach (var line in lines)
+        {
+            using var doc = JsonDocument.Parse(line);
+            var r = doc.RootElement;
+            foreach (var field in new[] { "prompt_index", "sample_index", "tokens", "text", "finish_reason" })
+                Assert.That(r.TryGetProperty(field, out _), $"field {field} in {line}");
+            Assert.That(r.GetProperty("tokens").GetArrayLength(), Is.InRange(1, 12));
+        }
+        using var s = JsonDocument.Parse(File.ReadAllText(stats));
+        foreach (var field in new[] { "total_tokens", "wall_seconds", "tokens_per_second", "steps", "mean_accepted_per_step", "strategy_histogram", "by_batch_size" })
+            Assert.That(s.RootElement.TryGetProperty(field, out _), $"stats field {field}");
+        var again = _folder.File("again.jsonl");
+        Assert.That(CliRunner.Run(_folder.Path, Args(again, "--strategy", "suffix:3", "--temperature", "0.7", "--seed", "4")).Exit, Is.EqualTo(0));
+        Assert.That(File.ReadAllLines(again), Is.EqualTo(lines), "same seed and strategy, same output");
+    }
+
+    [TestCase("empty", "no prompts")]
+    [TestCase("no-field", "line 2: no \"prompt\" field")]
+    [TestCase("not-utf8", "not valid UTF-8")]
+    [TestCase("too-long", "context")]
+    [TestCase("strategy", "--strategy")]
+    public void Bad_input_gives_one_clear_error_and_no_output_file(string problem, string message)
+    {
+        string prompts = _folder.File($"{problem}.jsonl"), output = _folder.File($"{problem}.out.jsonl");
+        switch (problem)
+        {
+            case "empty": File.WriteAllText(prompts, "\n\n"); break;
+            case "no-field": File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"text\": \"3+4=\"}\n"); break;
+            case "not-utf8": File.WriteAllBytes(prompts, [.. "{\"prompt\": \"1+"u8, 0xff, 0xfe, .. "=\"}\n"u8]); break;
+            case "too-long": File.WriteAllText(prompts, JsonSerializer.Serialize(new { prompt = string.Join("+", Enumerable.Repeat("12", 40)) + "=" }) + "\n"); break;
+            default: File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n"); break;
+        }
+        var args = Args(output, "--prompts", prompts, "--strategy", problem == "strategy" ? "chian:3" : "off");
+        var (exit, _, stderr) = CliRunner.Run(_folder.Path, args);
+        Assert.That(exit, Is.EqualTo(2), stderr);
+        var errorLines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(errorLines, Has.Length.EqualTo(1), stderr);
+        Assert.That(errorLines[0], Does.StartWith("rlhfspec: error:").And.Contain(message));
+        Assert.That(File.Exists(output), Is.False, "no partial output");
+    }
+}

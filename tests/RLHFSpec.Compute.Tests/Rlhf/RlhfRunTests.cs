@@ -1,0 +1,135 @@
+using System.Text.Json;
+using RLHFSpec.Compute.Model.Pretraining;
+using RLHFSpec.Compute.Rlhf;
+using RLHFSpec.Compute.Tests.Model;
+
+namespace RLHFSpec.Compute.Tests.Rlhf;
+
+/// <summary>
+/// The RLHF loop end to end on small models pretrained once for this fixture (seconds): GRPO raises the mean reward
+/// on the task; a run interrupted and resumed from its checkpoint equals the uninterrupted run; speculation on and
+/// off give identical rollouts at temperature 0; the run folder holds metrics, plot and checkpoints.
+/// </summary>
+[TestFixture]
+[NonParallelizable]
+public sealed class RlhfRunTests
+{
+    private FormatsTestFolder _folder = null!;
+    private string _models = null!, _prompts = null!;
+
+    [OneTimeSetUp]
+    public void PretrainSmallModels()
+    {
+        _folder = new FormatsTestFolder();
+        _models = _folder.File("models");
+        var tokenizer = ArithmeticTokenizer.Create();
+        var specs = new[]
+        {
+            new PretrainModelSpec
+            {
+                Name = Pretrainer.PolicyName, Steps = 400, PeakLearningRate = 1e-2, MinLearningRate = 1e-3, WarmupSteps = 10, TokensPerBatch = 512,
+                Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 128, maxPositions: 128),
+            },
+            new PretrainModelSpec
+            {
+                Name = Pretrainer.DraftSmallName, Steps = 40, PeakLearningRate = 1e-2, MinLearningRate = 1e-3, WarmupSteps = 5, TokensPerBatch = 512,
+                Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 32, layers: 1, heads: 2, kvHeads: 1, intermediate: 64, maxPositions: 128),
+            },
+            new PretrainModelSpec
+            {
+                Name = Pretrainer.DraftTinyName, Steps = 4, PeakLearningRate = 1e-2, MinLearningRate = 1e-3, WarmupSteps = 1, TokensPerBatch = 256,
+                Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 8, layers: 1, heads: 2, kvHeads: 2, intermediate: 16, maxPositions: 128),
+            },
+        };
+        var summary = Pretrainer.Run(_models, new PretrainOptions { Seed = 3, MaxTrainTokens = 48, EvalPrompts = 48, MaxEvalTerms = 2, Models = specs });
+        foreach (var m in summary.Models)
+            TestContext.Progress.WriteLine($"fixture {m.Name}: loss {m.InitialLoss:F3} -> {m.FinalLoss:F3}, exact accuracy {m.ExactAccuracy:P0} ({m.TrainSeconds:F0} s)");
+        // Two-term sums of small numbers: short responses, so iterations take seconds.
+        var random = new Random(8);
+        _prompts = _folder.File("prompts.jsonl");
+        File.WriteAllLines(_prompts, Enumerable.Range(0, 64).Select(_ => JsonSerializer.Serialize(new { prompt = $"{random.Next(1, 20)}+{random.Next(1, 10)}=" })));
+    }
+
+    [OneTimeTearDown]
+    public void Cleanup() => _folder.Dispose();
+
+    private RlhfConfig Small(int iterations) => new()
+    {
+        Prompts = _prompts, Iterations = iterations, PromptsPerIteration = 8, SamplesPerPrompt = 8, MaxNewTokens = 24,
+        MinibatchSize = 32, LearningRate = 1e-3, KlBeta = 0.05, Speculation = "off", CheckpointEvery = 1, Device = "cpu", Threads = 1,
+        KvMemoryMiB = 16, DraftRefreshSteps = 2, Seed = 5,
+    };
+
+    private string Policy => DefaultModels.PolicyFolder(_models);
+    private string DraftFolder => DefaultModels.DraftFolder(_models, Pretrainer.DraftSmallName);
+
+    [Test]
+    public void Grpo_raises_the_mean_reward()
+    {
+        using var run = new FormatsTestFolder();
+        using var trainer = new RlhfTrainer(Small(12) with { Speculation = "adaptive" }, run.Path, Policy, DraftFolder);
+        var metrics = trainer.Run();
+        double first = metrics.Take(3).Average(m => m.RewardMean), last = metrics.TakeLast(3).Average(m => m.RewardMean);
+        TestContext.Out.WriteLine(string.Join("\n", metrics.Select(m => $"iter {m.Iteration}: reward {m.RewardMean:F3} kl {m.Kl:F4} accepted/step {m.MeanAcceptedPerStep:F2} draft acc {m.DraftAcceptanceBefore:F3}->{m.DraftAcceptanceAfter:F3}")));
+        Assert.That(last, Is.GreaterThan(first + 0.1), $"mean reward of the first three iterations {first:F3}, of the last three {last:F3}");
+        Assert.That(File.Exists(Path.Combine(run.Path, RlhfTrainer.MetricsFile)) && File.Exists(Path.Combine(run.Path, RlhfTrainer.PlotFile)));
+        Assert.That(File.ReadAllLines(Path.Combine(run.Path, RlhfTrainer.MetricsFile)).Length, Is.EqualTo(12));
+        Assert.That(metrics.All(m => m.DraftAcceptanceAfter >= m.DraftAcceptanceBefore - 1e-9), "a draft refresh never lowers the draft's expected acceptance on its batch");
+        Assert.That(metrics.Sum(m => m.MeanAcceptedPerStep), Is.GreaterThan(0), "speculation accepted drafts");
+    }
+
+    [Test]
+    public void A_run_interrupted_and_resumed_equals_the_uninterrupted_run()
+    {
+        using var whole = new FormatsTestFolder();
+        using var parts = new FormatsTestFolder();
+        float[] finalWhole, finalParts;
+        IterationMetrics lastWhole, lastParts;
+        using (var trainer = new RlhfTrainer(Small(3), whole.Path, Policy, DraftFolder))
+        {
+            lastWhole = trainer.Run()[^1];
+            finalWhole = trainer.Policy.Arena.All.ToArray();
+        }
+        using (var trainer = new RlhfTrainer(Small(3), parts.Path, Policy, DraftFolder))
+            Assert.That(trainer.Run(stopAfter: 2), Has.Count.EqualTo(2));   // "killed" after the checkpoint of iteration 2
+        Directory.CreateDirectory(Path.Combine(parts.Path, RlhfTrainer.CheckpointsFolder, ".iter-000003.partial.tmp")); // debris of a crash mid-write
+        using (var trainer = new RlhfTrainer(Small(3), parts.Path, "/nonexistent/policy", DraftFolder, resume: true))
+        {
+            Assert.That(trainer.NextIteration, Is.EqualTo(3));
+            lastParts = trainer.Run()[^1];
+            finalParts = trainer.Policy.Arena.All.ToArray();
+            Assert.That(trainer.History.Select(m => m.Iteration), Is.EqualTo(new[] { 1, 2, 3 }));
+        }
+        var initial = TransformerWeightsOf(Policy);
+        Assert.That(finalWhole.Zip(initial).Max(p => Math.Abs(p.First - p.Second)), Is.GreaterThan(1e-4), "training changed the policy");
+        // Same seed, speculation off: bit-identical rollouts and updates (tolerance 0, float32).
+        Assert.That(finalParts, Is.EqualTo(finalWhole));
+        Assert.That(lastParts.RewardMean, Is.EqualTo(lastWhole.RewardMean));
+        Assert.That(lastParts.Kl, Is.EqualTo(lastWhole.Kl));
+    }
+
+    [Test]
+    public void Speculation_on_and_off_give_identical_rollouts_at_temperature_zero()
+    {
+        (int[][] Tokens, IterationMetrics Metrics) RunWith(string speculation)
+        {
+            using var run = new FormatsTestFolder();
+            using var trainer = new RlhfTrainer(Small(1) with { Temperature = 0, Speculation = speculation }, run.Path, Policy, DraftFolder);
+            var m = trainer.Run()[0];
+            return (trainer.LastRollouts.Select(r => r.Tokens).ToArray(), m);
+        }
+        var off = RunWith("off");
+        foreach (var s in new[] { "adaptive", "chain:3", "suffix:4" })
+        {
+            var on = RunWith(s);
+            Assert.That(on.Tokens, Is.EqualTo(off.Tokens), $"{s}: the first iteration's rollouts");
+            Assert.That(on.Metrics.RewardMean, Is.EqualTo(off.Metrics.RewardMean), s);
+        }
+    }
+
+    private static float[] TransformerWeightsOf(string folder)
+    {
+        using var w = Compute.Model.Transformer.TransformerWeights.Load(folder);
+        return w.Arena.All.ToArray();
+    }
+}
