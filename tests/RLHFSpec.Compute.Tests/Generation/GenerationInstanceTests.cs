@@ -31,6 +31,9 @@ public class GenerationInstanceTests
             var cost = new CostModel("synthetic");
             foreach (int n in new[] { 1, 16, 64, 256, 1024 }) { cost.ObserveVerify(n, 0, 1e-3 + 2e-6 * n); cost.ObserveDraftForward(n, 2e-4 + 4e-7 * n); }
             cost.ObserveSuffix(1, 1e-6);
+            // Frozen: the synthetic models' wall-clock times (JIT, other processes) must not steer these tests'
+            // choices; online refinement is the selection tests' business.
+            cost.Frozen = true;
             var acceptance = new AcceptanceEstimator();
             var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4", "tree:3,2,6" }.Select(s => Strategy.Parse(s));
             options = options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) };
