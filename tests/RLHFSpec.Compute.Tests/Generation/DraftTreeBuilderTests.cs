@@ -40,6 +40,14 @@ public class DraftTreeBuilderTests
         Assert.That(tree.Parents, Is.EqualTo(new[] { -1, -1, 0, 1, 2 }));
         Assert.That(tree.Probabilities, Is.EqualTo(new[] { 0.5f, 0.32f, 0.6f, 0.9f, 0.7f }).Within(1e-5f));
         Assert.That(candidates.Select(b.Token), Is.EqualTo(tree.Tokens));
+
+        // Budget 3: B→4 (.288) ranks fourth, so neither it nor any descendant can make the tree; it is not expanded.
+        var small = new DraftTreeBuilder(topK: 2, budget: 3, maxDepth: 3, SamplingParams.Greedy(0, 0));
+        small.Expand(-1, Row(0.5, 0.32, 0.1, 0.05, 0.03));
+        small.Expand(0, Row(0.05, 0.05, 0.6, 0.25, 0.05));
+        small.Expand(1, Row(0.04, 0.02, 0.02, 0.02, 0.9));
+        Assert.That(small.Frontier(2), Is.EqualTo(new[] { 2 }));
+        Assert.That(small.Build(out _).Tokens, Is.EqualTo(new[] { 0, 1, 2 }));
     }
 
     [Test]
@@ -107,6 +115,23 @@ public class DraftTreeBuilderTests
             Assert.That(tree.MaxDepth, Is.GreaterThan(1), "the draft is peaked enough to go deep");
             Assert.That(draft.CommittedTokens(sample.SampleId), Is.EqualTo(sample.Tokens), "the catch-up is committed");
         }
+    }
+
+    [Test]
+    public void OutOfDraftKvTheTreeStopsGrowingAndTheCacheStaysConsistent()
+    {
+        // Room for the five prompt tokens and two more: depth 1's two frontier nodes fit, the next feed (four) does not.
+        var sampling = SamplingParams.Greedy(0, 0);
+        var draft = new SyntheticTargetModel(Backends.Cpu, DraftDistribution, maxContext: 100, slotBudget: 7);
+        var sample = new SampleState(new GenerationRequest(7, 0, 0, [3, 1, 4, 1, 5], sampling, 20), 0);
+        using var proposer = new DraftModelProposer(draft);
+        proposer.Admit(sample);
+        var tree = proposer.Propose([sample], Strategy.Parse("tree:4,2,8"), [4])[0];
+        Assert.That(tree.MaxDepth, Is.EqualTo(2), "the children of depth 1 came, no deeper ones");
+        Assert.That(tree.Count, Is.EqualTo(6));
+        Assert.That(draft.SlotsInUse, Is.EqualTo(5), "the failed feed left nothing tentative");
+        proposer.Accepted(sample, tree, [0, tree.Parents.ToList().IndexOf(0)]);
+        Assert.That(draft.CommittedTokens(sample.SampleId), Is.EqualTo(sample.Tokens), "nothing of the tree was still fed, so nothing is kept");
     }
 
     [Test]
