@@ -135,6 +135,19 @@ public class DraftTreeBuilderTests
     }
 
     [Test]
+    public void DraftForwardsAreMeasuredIntoTheCostModel()
+    {
+        var cost = new CostModel("test");
+        var draft = new SyntheticTargetModel(Backends.Cpu, DraftDistribution, maxContext: 100);
+        var sample = new SampleState(new GenerationRequest(7, 0, 0, [3, 1, 4, 1, 5], SamplingParams.Greedy(0, 0), 20), 0);
+        using var proposer = new DraftModelProposer(draft, cost);
+        Assert.That(cost.Draft.IsMeasured, Is.False);
+        proposer.Propose([sample], Strategy.Parse("tree:3,2,6"), [3]);
+        Assert.That(cost.Draft.IsMeasured, "the catch-up and each depth's forward were timed");
+        Assert.That(draft.Forwards, Is.EqualTo(3), "one forward for the catch-up (root children), one per further depth");
+    }
+
+    [Test]
     public void ProposedTreeRespectsItsShapeAndTheDraftCacheKeepsTheFedAcceptedPath([Values("tree:3,2,6", "tree:5,3,10", "tree:2,1,2")] string strategyText)
     {
         var strategy = Strategy.Parse(strategyText);
