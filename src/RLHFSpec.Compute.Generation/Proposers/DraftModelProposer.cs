@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine;
@@ -8,14 +9,27 @@ using RLHFSpec.Compute.Generation.Selection;
 namespace RLHFSpec.Compute.Generation.Proposers;
 
 /// <summary>
-/// The draft-model proposer (chains): its own model and KV cache, kept in step with the sample incrementally —
-/// each step it first feeds the tokens committed since its last step (the catch-up), then drafts k tokens
-/// sampled from q (the sample kernel on the draft stream, so draft randomness never touches the verifier's), and
-/// after verification keeps only the accepted drafted tokens in its cache (the roll-back).
+/// The draft-model proposer: its own model and KV cache, kept in step with the sample incrementally — each step it
+/// first feeds the tokens committed since its last step (the catch-up), then drafts; after verification it keeps in
+/// its cache exactly the accepted drafted tokens it had fed (the roll-back), so the next catch-up feeds only what
+/// is missing.
+/// <list type="bullet">
+/// <item>Chains (<c>chain:K</c>): K tokens sampled from q (the sample kernel on the draft stream, so draft
+/// randomness never touches the verifier's), one forward per token; verified as <see cref="DraftKind.Sampled"/>.</item>
+/// <item>Dynamic trees (<c>tree:DEPTH,TOPK,BUDGET</c>, EAGLE-2): top-k expansion by path probability under the
+/// token budget (<see cref="DraftTreeBuilder"/>), one forward per depth; verified as <see cref="DraftKind.Deterministic"/>.
+/// A model takes tentative tokens over several forwards only as a chain, so each depth drops the previous depth's
+/// tentative tokens and feeds the expanded part of the tree again in one forward (at most BUDGET tokens of a
+/// small model); what stays tentative after drafting is the last depth's feed.</item>
+/// </list>
+/// With a <see cref="CostModel"/>, every draft forward's measured time refines its draft curve.
 /// </summary>
-public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposable
+public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = null) : IProposer, IDisposable
 {
     private DeviceBuffer<float>? _logits;
+
+    /// <summary>Per sample drafting a tree this step: the tentative index in the draft cache of each tree node (−1: not fed).</summary>
+    private readonly Dictionary<long, int[]> _treeFeeds = new();
 
     public ProposerKind Kind => ProposerKind.DraftModel;
 
@@ -27,11 +41,15 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
 
     public DraftTree[] Propose(IReadOnlyList<SampleState> samples, Strategy strategy, IReadOnlyList<int> depths)
     {
-        if (strategy.Shape == DraftShape.Tree) throw new NotSupportedException($"strategy {strategy}: the draft-model proposer drafts chains (use chain:K)");
         int vocab = draft.VocabSize, n = samples.Count;
+        bool tree = strategy.Shape == DraftShape.Tree;
         var trees = new DraftTree[n];
         var depth = depths.ToArray();
-        for (int i = 0; i < n; i++) trees[i] = new DraftTree(DraftKind.Sampled);
+        for (int i = 0; i < n; i++)
+        {
+            trees[i] = new DraftTree(tree ? DraftKind.Deterministic : DraftKind.Sampled);
+            _treeFeeds.Remove(samples[i].SampleId);
+        }
 
         // Catch-up: feed every committed token the draft has not seen (at least the pending one).
         var active = new List<int>();
@@ -61,12 +79,25 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
             offsets.Add(tokens.Count);
             rows.Add(tokens.Count - 1);
         }
-        var q = Forward(active.Select(i => samples[i].SampleId).ToArray(), offsets, tokens, parents, rows, vocab);
+        var root = Forward(active.Select(i => samples[i].SampleId).ToArray(), offsets, tokens, parents, rows, vocab);
         foreach (int i in active)
         {
             var s = samples[i];
             int caughtUp = s.Tokens.Count - draft.CommittedLength(s.SampleId);
             draft.Commit(s.SampleId, Enumerable.Range(0, caughtUp).ToArray());
+        }
+        if (tree) DraftTrees(samples, strategy, depth, active, root, trees);
+        else DraftChains(samples, depth, active, trees);
+        return trees;
+    }
+
+    /// <summary>Chains: sample x_j from q at depth j, feed it while more follow; row k of the root logits belongs to active[k].</summary>
+    private void DraftChains(IReadOnlyList<SampleState> samples, int[] depth, List<int> active, DraftTree[] trees)
+    {
+        int vocab = draft.VocabSize;
+        foreach (int i in active)
+        {
+            var s = samples[i];
             trees[i].DraftLogits = new float[(long)(1 + depth[i]) * vocab];
             // Out of draft KV: draft a single token (it needs no feeding).
             if (depth[i] > 1 && !draft.TryReserve(s.SampleId, depth[i] - 1)) depth[i] = 1;
@@ -79,7 +110,10 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
             var drafting = current.Keys.ToArray();
             var settings = drafting.Select(i =>
             {
+                // Keyed by the sample as the verifier is: samples sharing a request's settings must not share draws,
+                // or each would see the same draft and the batch's outputs would be correlated.
                 var p = samples[i].Request.Sampling;
+                p.SampleId = (uint)samples[i].SampleId;
                 p.Stream = RngStreams.Draft;
                 p.Position = samples[i].NextPosition + j - 1;
                 return p;
@@ -115,14 +149,86 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
             Forward(feedIds.ToArray(), feedOffsets, feedTokens, feedParents, feedRows, vocab);
             current = next;
         }
-        return trees;
+    }
+
+    /// <summary>
+    /// Dynamic trees: the root's children from the catch-up logits (row k for active[k]), then per depth one forward
+    /// over every growing sample's expanded nodes so far — the previous depth's feed dropped first — whose frontier
+    /// rows give the next children. Afterwards the draft cache holds the last feed as tentative tokens, and
+    /// <see cref="_treeFeeds"/> maps the tree's nodes to them for <see cref="Accepted"/>.
+    /// </summary>
+    private void DraftTrees(IReadOnlyList<SampleState> samples, Strategy strategy, int[] depth, List<int> active, DeviceBuffer<float> root, DraftTree[] trees)
+    {
+        int vocab = draft.VocabSize;
+        var row = new float[vocab];
+        var builders = new Dictionary<int, DraftTreeBuilder>();
+        var feeds = new Dictionary<int, int[]>(); // sample → candidates of its last feed, in feeding order
+        for (int k = 0; k < active.Count; k++)
+        {
+            int i = active[k];
+            var b = builders[i] = new DraftTreeBuilder(strategy.TopK, strategy.Budget, Math.Min(depth[i], strategy.Depth), samples[i].Request.Sampling);
+            root.Read(row, (long)k * vocab);
+            b.Expand(-1, row);
+        }
+        for (int d = 1; ; d++)
+        {
+            var ids = new List<long>();
+            var offsets = new List<int> { 0 };
+            var tokens = new List<int>();
+            var parents = new List<int>();
+            var rows = new List<int>();
+            var expanding = new List<(DraftTreeBuilder Builder, int[] Frontier)>();
+            foreach (int i in active)
+            {
+                var b = builders[i];
+                var frontier = b.Frontier(d);
+                if (frontier.Length == 0) continue;
+                var id = samples[i].SampleId;
+                // The expanded nodes (ancestor-closed) and the frontier: the part of the tree whose logits were or are needed.
+                var fed = Enumerable.Range(0, b.Count).Where(c => b.IsExpanded(c) || frontier.Contains(c)).ToArray();
+                if (feeds.Remove(i)) draft.Commit(id, []);
+                if (!draft.TryReserve(id, fed.Length)) continue; // out of draft KV: the tree stays as it is
+                var index = new Dictionary<int, int>();
+                int first = tokens.Count;
+                foreach (int c in fed)
+                {
+                    index[c] = tokens.Count - first;
+                    tokens.Add(b.Token(c));
+                    parents.Add(b.Parent(c) < 0 ? -1 : index[b.Parent(c)]);
+                }
+                foreach (int c in frontier) rows.Add(first + index[c]);
+                ids.Add(id);
+                offsets.Add(tokens.Count);
+                feeds[i] = fed;
+                expanding.Add((b, frontier));
+            }
+            if (ids.Count == 0) break;
+            var logits = Forward(ids.ToArray(), offsets, tokens, parents, rows, vocab);
+            int r = 0;
+            foreach (var (b, frontier) in expanding)
+                foreach (int c in frontier)
+                {
+                    logits.Read(row, (long)r++ * vocab);
+                    b.Expand(c, row);
+                }
+        }
+        foreach (int i in active)
+        {
+            trees[i] = builders[i].Build(out var candidateOfNode);
+            var fed = feeds.TryGetValue(i, out var f) ? f : [];
+            var tentative = new int[candidateOfNode.Length];
+            for (int node = 0; node < tentative.Length; node++) tentative[node] = Array.IndexOf(fed, candidateOfNode[node]);
+            _treeFeeds[samples[i].SampleId] = tentative;
+        }
     }
 
     private DeviceBuffer<float> Forward(long[] ids, List<int> offsets, List<int> tokens, List<int> parents, List<int> rows, int vocab)
     {
         var logits = Buffer((long)rows.Count * vocab);
         var batch = new ForwardBatch { SampleIds = ids, TokenOffsets = offsets.ToArray(), Tokens = tokens.ToArray(), Parents = parents.ToArray(), LogitRows = rows.ToArray() };
+        long start = Stopwatch.GetTimestamp();
         draft.Forward(batch, logits);
+        cost?.ObserveDraftForward(tokens.Count, Stopwatch.GetElapsedTime(start).TotalSeconds);
         return logits;
     }
 
@@ -155,13 +261,29 @@ public sealed class DraftModelProposer(ITargetModel draft) : IProposer, IDisposa
 
     public void Accepted(SampleState sample, DraftTree tree, ReadOnlySpan<int> acceptedNodes)
     {
-        // Drafted tokens fed to the draft model: all but the last node; keep the accepted ones among them.
+        if (_treeFeeds.Remove(sample.SampleId, out var tentative))
+        {
+            // A tree: the fed nodes are ancestor-closed, so the fed part of the accepted path is a prefix of it.
+            var keep = new List<int>();
+            foreach (int node in acceptedNodes)
+            {
+                if (tentative[node] < 0) break;
+                keep.Add(tentative[node]);
+            }
+            draft.Commit(sample.SampleId, keep.ToArray());
+            return;
+        }
+        // A chain: the drafted tokens fed to the draft model are all but the last node; keep the accepted ones among them.
         int fed = Math.Max(0, tree.Count - 1);
-        int keep = Math.Min(acceptedNodes.Length, fed);
-        draft.Commit(sample.SampleId, Enumerable.Range(0, keep).ToArray());
+        int kept = Math.Min(acceptedNodes.Length, fed);
+        draft.Commit(sample.SampleId, Enumerable.Range(0, kept).ToArray());
     }
 
-    public void Release(SampleState sample) => draft.Release(sample.SampleId);
+    public void Release(SampleState sample)
+    {
+        _treeFeeds.Remove(sample.SampleId);
+        draft.Release(sample.SampleId);
+    }
 
     public void Dispose()
     {

@@ -45,8 +45,10 @@ public sealed class CostModel
 
     /// <summary>
     /// Seconds to draft <paramref name="strategy"/> for <paramref name="samples"/> samples: a draft-model chain of k is
-    /// k sequential forwards over the batch; a draft-model tree of depth D and top-k is one forward over the batch,
-    /// then D − 1 over its top-k frontier; the suffix proposer costs its measured time per sample.
+    /// k sequential forwards over the batch; a draft-model tree of depth D, top-k K and budget B is one forward over the
+    /// batch (the root's children), then for each depth d = 2..D one forward over the expanded part of every sample's
+    /// tree so far — at most K nodes per depth and B in all, fed again each depth (see <see cref="Proposers.DraftModelProposer"/>);
+    /// the suffix proposer costs its measured time per sample.
     /// </summary>
     public double DraftSeconds(Strategy strategy, int samples)
     {
@@ -55,9 +57,17 @@ public sealed class CostModel
         {
             ProposerKind.Suffix => samples * SuffixSecondsPerSample,
             ProposerKind.DraftModel when strategy.Shape == DraftShape.Chain => strategy.Depth * Draft.Predict(samples),
-            ProposerKind.DraftModel => Draft.Predict(samples) + (strategy.Depth - 1) * Draft.Predict((double)samples * strategy.TopK),
+            ProposerKind.DraftModel => DraftTreeSeconds(strategy, samples),
             _ => 0,
         };
+    }
+
+    private double DraftTreeSeconds(Strategy strategy, int samples)
+    {
+        double total = Draft.Predict(samples);
+        for (int d = 2; d <= strategy.Depth; d++)
+            total += Draft.Predict((double)samples * Math.Min(strategy.TopK * (d - 1), strategy.Budget));
+        return total;
     }
 
     /// <summary>Draft-model chains of per-sample lengths: forward j runs over the samples still drafting at depth j.</summary>

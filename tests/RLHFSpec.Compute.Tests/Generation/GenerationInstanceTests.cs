@@ -18,7 +18,7 @@ public class GenerationInstanceTests
     private static readonly SyntheticModel Target = new(Vocab, salt: 77, window: 3, spread: 4f);
     private static readonly SyntheticModel Draft = new(Vocab, salt: 78, basis: Target, noise: 1.2f, window: 3);
 
-    private static readonly string[] Strategies = ["off", "suffix:4", "suffix-tree:4,2,8", "chain:3", "adaptive"];
+    private static readonly string[] Strategies = ["off", "suffix:4", "suffix-tree:4,2,8", "chain:3", "tree:4,2,8", "adaptive"];
 
     private static (GenerationInstance Instance, SyntheticTargetModel Model) Build(ComputeBackend backend, string strategy, long slotBudget = long.MaxValue, int maxBatch = 64)
     {
@@ -31,8 +31,11 @@ public class GenerationInstanceTests
             var cost = new CostModel("synthetic");
             foreach (int n in new[] { 1, 16, 64, 256, 1024 }) { cost.ObserveVerify(n, 0, 1e-3 + 2e-6 * n); cost.ObserveDraftForward(n, 2e-4 + 4e-7 * n); }
             cost.ObserveSuffix(1, 1e-6);
+            // Frozen: the synthetic models' wall-clock times (JIT, other processes) must not steer these tests'
+            // choices; online refinement is the selection tests' business.
+            cost.Frozen = true;
             var acceptance = new AcceptanceEstimator();
-            var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4" }.Select(s => Strategy.Parse(s));
+            var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4", "tree:3,2,6" }.Select(s => Strategy.Parse(s));
             options = options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) };
             return (new GenerationInstance(model, proposers, options, acceptance, cost), model);
         }
@@ -88,12 +91,13 @@ public class GenerationInstanceTests
             foreach (var r in requests)
                 Assert.That(outputs[r.SampleId], Is.EqualTo(Greedy(r.Prompt, r.MaxNewTokens)), $"{strategy}: sample {r.SampleId}");
             if (strategy != "off")
-                Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "drafts were accepted at all");
+                Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0),
+                    $"drafts were accepted at all (steps by strategy: {string.Join(", ", instance.Stats.StrategyHistogram.Select(kv => $"{kv.Key} {kv.Value}"))})");
         }
     }
 
     [Test]
-    public void PreemptionUnderATinyKvBudgetLosesAndDuplicatesNothing([Values("off", "suffix-tree:4,2,8", "chain:3")] string strategy)
+    public void PreemptionUnderATinyKvBudgetLosesAndDuplicatesNothing([Values("off", "suffix-tree:4,2,8", "chain:3", "tree:4,2,8")] string strategy)
     {
         var requests = Requests(prompts: 8, samplesPerPrompt: 3, SamplingParams.Greedy(0, 0), maxNewTokens: 50, seed: 2);
         var (instance, model) = Build(Backends.Cpu, strategy, slotBudget: 160);
@@ -131,7 +135,7 @@ public class GenerationInstanceTests
     }
 
     [Test]
-    public void SampledOutputThroughTheLoopFollowsTheTargetDistribution([Values("suffix:3", "chain:2", "adaptive")] string strategy)
+    public void SampledOutputThroughTheLoopFollowsTheTargetDistribution([Values("suffix:3", "chain:2", "tree:3,2,6", "adaptive")] string strategy)
     {
         // Vocabulary 40 is too large to enumerate three tokens; check the joint of the first two.
         const int samples = 20_000;
@@ -151,6 +155,42 @@ public class GenerationInstanceTests
                 if (a == Stop) { expected[a * Vocab] += p1[a]; continue; } // stopped after one token
                 var p2 = Warp.Probabilities(Target.Logits([.. prompt, a]), sampling);
                 for (int b = 0; b < Vocab; b++) expected[a * Vocab + b] += p1[a] * p2[b];
+            }
+            var (chi2, dof, p) = ChiSquare.Test(counts, expected);
+            Assert.That(p, Is.GreaterThan(1e-4), $"{strategy}: χ² = {chi2:F1}, dof = {dof}, p = {p:E2}");
+        }
+    }
+
+    [Test]
+    public void SampledDraftedTokensFollowTheTargetDistribution([Values("chain:2", "tree:2,3,6", "tree:3,2,6")] string strategy)
+    {
+        // The first token comes from the prefill, so drafts start at the second: with four tokens, the second step
+        // drafts tokens 2 and 3 (depth min(D, 2)) and verifies them. Check their joint; top-p truncates both p and q.
+        const int samples = 12_000, None = Vocab * Vocab;
+        var sampling = SamplingParams.Random(0.8f, seed: 6, sampleId: 0, position: 0, topP: 0.9f);
+        int[] prompt = [5, 9, 2];
+        var requests = Enumerable.Range(0, samples).Select(i => new GenerationRequest(i, 0, i, prompt, sampling, 4)).ToArray();
+        var (instance, _) = Build(Backends.Cpu, strategy, maxBatch: 512);
+        using (instance)
+        {
+            var outputs = Run(instance, requests);
+            Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(samples / 4), "drafts were verified and often accepted");
+            var counts = new long[None + 1];
+            foreach (var o in outputs.Values) counts[o.Length < 2 ? None : o[1] * Vocab + (o.Length > 2 ? o[2] : 0)]++;
+            var expected = new double[None + 1];
+            var p1 = Warp.Probabilities(Target.Logits(prompt), sampling);
+            for (int a = 0; a < Vocab; a++)
+            {
+                if (p1[a] == 0) continue;
+                if (a == Stop) { expected[None] += p1[a]; continue; } // stopped after one token
+                var p2 = Warp.Probabilities(Target.Logits([.. prompt, a]), sampling);
+                for (int b = 0; b < Vocab; b++)
+                {
+                    if (p2[b] == 0) continue;
+                    if (b == Stop) { expected[b * Vocab] += p1[a] * p2[b]; continue; } // stopped after two tokens
+                    var p3 = Warp.Probabilities(Target.Logits([.. prompt, a, b]), sampling);
+                    for (int c = 0; c < Vocab; c++) expected[b * Vocab + c] += p1[a] * p2[b] * p3[c];
+                }
             }
             var (chi2, dof, p) = ChiSquare.Test(counts, expected);
             Assert.That(p, Is.GreaterThan(1e-4), $"{strategy}: χ² = {chi2:F1}, dof = {dof}, p = {p:E2}");

@@ -41,6 +41,18 @@ public class SelectionTests
     }
 
     [Test]
+    public void DraftModelTreesCostOneForwardPerDepthOverTheExpandedTreeSoFar()
+    {
+        var cost = new CostModel("test device");
+        foreach (int n in new[] { 1, 4, 16, 64, 256, 1024 }) cost.ObserveDraftForward(n, Roofline(n));
+        // tree:4,3,8 over 5 samples: the root's children (5 tokens), then the expanded nodes of depths < d: 3, 6, 8 (budget) per sample.
+        double expected = cost.Draft.Predict(5) + cost.Draft.Predict(15) + cost.Draft.Predict(30) + cost.Draft.Predict(40);
+        Assert.That(cost.DraftSeconds(Strategy.Parse("tree:4,3,8"), 5), Is.EqualTo(expected).Within(1e-12));
+        Assert.That(cost.DraftSeconds(Strategy.Parse("tree:4,1,4"), 5), Is.EqualTo(cost.Draft.Predict(5) + cost.Draft.Predict(5) + cost.Draft.Predict(10) + cost.Draft.Predict(15)).Within(1e-12));
+        Assert.That(cost.DraftSeconds(Strategy.Parse("tree:1,4,4"), 5), Is.EqualTo(cost.Draft.Predict(5)), "depth 1 needs only the catch-up forward");
+    }
+
+    [Test]
     public void CostProfilesRoundTripFreezeAndRejectBadFiles()
     {
         var dir = Directory.CreateTempSubdirectory("rlhfspec-cost-");

@@ -18,7 +18,7 @@ namespace RLHFSpec.Compute.Tests.Transformer;
 public sealed class TransformerGenerationTests
 {
     private const int Stop = 0;
-    private static readonly string[] Strategies = ["suffix:4", "suffix-tree:4,2,8", "chain:3", "adaptive"];
+    private static readonly string[] Strategies = ["suffix:4", "suffix-tree:4,2,8", "chain:3", "tree:3,2,6", "adaptive"];
 
     private sealed class Setup : IDisposable
     {
@@ -52,7 +52,7 @@ public sealed class TransformerGenerationTests
             foreach (int n in new[] { 1, 16, 64, 256 }) { cost.ObserveVerify(n, 0, 1e-3 + 2e-6 * n); cost.ObserveDraftForward(n, 2e-4 + 4e-7 * n); }
             cost.ObserveSuffix(1, 1e-6);
             var acceptance = new AcceptanceEstimator();
-            var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4" }.Select(s => Strategy.Parse(s));
+            var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4", "tree:3,2,6" }.Select(s => Strategy.Parse(s));
             instance = new GenerationInstance(policy, proposers, options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) }, acceptance, cost);
         }
         else instance = new GenerationInstance(policy, proposers, options with { FixedStrategy = Strategy.Parse(strategy) });
@@ -100,14 +100,16 @@ public sealed class TransformerGenerationTests
         var outputs = Run(setup.Instance, requests);
         foreach (var r in requests)
             Assert.That(outputs[r.SampleId], Is.EqualTo(expected[r.SampleId]), $"{strategy}: sample {r.SampleId}");
-        if (draftSharesPolicy && strategy.StartsWith("chain", StringComparison.Ordinal))
+        if (draftSharesPolicy && (strategy.StartsWith("chain", StringComparison.Ordinal) || strategy.StartsWith("tree", StringComparison.Ordinal)))
             Assert.That(setup.Instance.Stats.DraftTokensAccepted, Is.GreaterThan(setup.Instance.Stats.Steps), "a draft equal to the policy is accepted in long runs");
         Assert.That(setup.Policy.ActiveSamples, Is.EqualTo(0), "finished samples release their KV");
+        Assert.That(setup.Draft.ActiveSamples, Is.EqualTo(0), "finished samples release their draft KV");
+        Assert.That(setup.Draft.Cache.FreeBlocks, Is.EqualTo(setup.Draft.Cache.NumBlocks));
         Assert.That(setup.Policy.Cache.FreeBlocks, Is.EqualTo(setup.Policy.Cache.NumBlocks));
     }
 
     [Test]
-    public void Preemption_under_a_tiny_kv_budget_changes_nothing([Values("off", "chain:3", "suffix-tree:4,2,8")] string strategy)
+    public void Preemption_under_a_tiny_kv_budget_changes_nothing([Values("off", "chain:3", "suffix-tree:4,2,8", "tree:3,2,6")] string strategy)
     {
         var requests = Requests(prompts: 4, samplesPerPrompt: 2, maxNewTokens: 30, seed: 8);
         var expected = Off(Backends.Cpu, requests);

@@ -1,0 +1,185 @@
+using RLHFSpec.Compute.Drafting;
+using RLHFSpec.Compute.Engine.Kernels;
+
+namespace RLHFSpec.Compute.Generation.Proposers;
+
+/// <summary>
+/// One sample's dynamic draft tree (EAGLE-2), grown level by level from the draft model's logits. Every candidate
+/// node carries its score, the draft probability of its whole path (the product of q along it). Expansion: at each
+/// depth the <c>topK</c> best-scoring candidates of the previous depth get their <c>topK</c> most probable tokens
+/// under the warped draft distribution as children — but only candidates that still rank within the token budget,
+/// because a descendant never scores above its ancestor and so could never enter the final tree otherwise.
+/// Re-ranking: the final tree is the <c>budget</c> best-scoring candidates (ties: shallower first, then earlier),
+/// which always includes every selected node's ancestors. Children are chosen deterministically, so the tree is
+/// verified as <see cref="DraftKind.Deterministic"/> (sampling from p restricted to the untried children): lossless
+/// at any temperature, whatever the draft model proposes.
+/// </summary>
+internal sealed class DraftTreeBuilder
+{
+    private readonly record struct Candidate(int Parent, int Token, float Probability, double Score, int Depth);
+
+    private readonly List<Candidate> _candidates = new();
+    private readonly List<bool> _expanded = new();
+    private readonly int _topK, _budget, _maxDepth;
+    private readonly SamplingParams _sampling;
+    private bool _rootExpanded;
+
+    /// <param name="topK">Children per expanded node, and nodes expanded per depth.</param>
+    /// <param name="budget">Most nodes in the final tree.</param>
+    /// <param name="maxDepth">Deepest node (1 = children of the root only).</param>
+    /// <param name="sampling">The sample's settings: the draft distribution is warped as the verifier warps p (temperature 0: softmax of the raw logits).</param>
+    public DraftTreeBuilder(int topK, int budget, int maxDepth, in SamplingParams sampling)
+    {
+        if (topK < 1) throw new ArgumentOutOfRangeException(nameof(topK), topK, "must be >= 1");
+        if (budget < 1) throw new ArgumentOutOfRangeException(nameof(budget), budget, "must be >= 1");
+        if (maxDepth < 1) throw new ArgumentOutOfRangeException(nameof(maxDepth), maxDepth, "must be >= 1");
+        _topK = topK;
+        _budget = budget;
+        _maxDepth = maxDepth;
+        _sampling = sampling;
+    }
+
+    /// <summary>Candidates generated so far (indices are in creation order, so parents precede children).</summary>
+    public int Count => _candidates.Count;
+
+    public int Token(int candidate) => _candidates[candidate].Token;
+
+    /// <summary>Parent candidate, −1 for children of the root.</summary>
+    public int Parent(int candidate) => _candidates[candidate].Parent;
+
+    public int Depth(int candidate) => _candidates[candidate].Depth;
+
+    /// <summary>Draft probability of the whole path from the root to <paramref name="candidate"/>.</summary>
+    public double Score(int candidate) => _candidates[candidate].Score;
+
+    /// <summary>Whether <see cref="Expand"/> has run on the candidate (its logits were computed).</summary>
+    public bool IsExpanded(int candidate) => _expanded[candidate];
+
+    /// <summary>
+    /// Adds the children of <paramref name="parent"/> (−1 = root): its <c>topK</c> most probable tokens (lowest
+    /// token on ties, probability > 0) under the warped distribution of <paramref name="logits"/> // [vocab].
+    /// </summary>
+    public void Expand(int parent, ReadOnlySpan<float> logits)
+    {
+        if (parent < -1 || parent >= Count) throw new ArgumentOutOfRangeException(nameof(parent), parent, $"must be -1 or a candidate (< {Count})");
+        if (parent < 0 ? _rootExpanded : _expanded[parent]) throw new InvalidOperationException($"candidate {parent} is already expanded");
+        int depth = parent < 0 ? 1 : _candidates[parent].Depth + 1;
+        if (depth > _maxDepth) throw new InvalidOperationException($"candidate {parent}: its children would be at depth {depth} > {_maxDepth}");
+        double score = parent < 0 ? 1 : _candidates[parent].Score;
+        if (parent < 0) _rootExpanded = true; else _expanded[parent] = true;
+        foreach (var (token, probability) in TopTokens(logits, _sampling, _topK))
+        {
+            _candidates.Add(new Candidate(parent, token, (float)probability, score * probability, depth));
+            _expanded.Add(false);
+        }
+    }
+
+    /// <summary>
+    /// The candidates of <paramref name="depth"/> to expand next, best first: the <c>topK</c> best-scoring ones among
+    /// those ranking within the budget (empty when their children would exceed the maximal depth).
+    /// </summary>
+    public int[] Frontier(int depth)
+    {
+        if (depth >= _maxDepth) return [];
+        return Ranked().Take(_budget).Where(c => _candidates[c].Depth == depth && !_expanded[c]).Take(_topK).ToArray();
+    }
+
+    /// <summary>
+    /// The final tree: the <c>budget</c> best-scoring candidates in creation order (parents before children, siblings
+    /// distinct). <paramref name="candidateOfNode"/> maps each tree node back to its candidate.
+    /// </summary>
+    public DraftTree Build(out int[] candidateOfNode)
+    {
+        candidateOfNode = Ranked().Take(_budget).Order().ToArray();
+        var nodeOfCandidate = new Dictionary<int, int>();
+        var tree = new DraftTree(DraftKind.Deterministic);
+        foreach (int c in candidateOfNode)
+        {
+            var x = _candidates[c];
+            int parent = x.Parent < 0 ? -1 : nodeOfCandidate.TryGetValue(x.Parent, out int p) ? p
+                : throw new InvalidOperationException($"candidate {c} is selected without its parent {x.Parent}");
+            nodeOfCandidate[c] = tree.Add(parent, x.Token, x.Probability);
+        }
+        return tree;
+    }
+
+    /// <summary>Candidates by score, best first; ties: shallower first, then earlier (so ancestors precede descendants).</summary>
+    private IEnumerable<int> Ranked() =>
+        Enumerable.Range(0, Count).OrderByDescending(c => _candidates[c].Score).ThenBy(c => _candidates[c].Depth).ThenBy(c => c);
+
+    /// <summary>
+    /// The <paramref name="count"/> most probable tokens of the warped distribution of <paramref name="logits"/>
+    /// (temperature → top-k → top-p as in <see cref="SamplingParams"/>; temperature 0 ranks by the softmax of the
+    /// raw logits), with their probabilities; most probable first, lowest token on ties, zero-probability tokens left out.
+    /// </summary>
+    public static List<(int Token, double Probability)> TopTokens(ReadOnlySpan<float> logits, in SamplingParams sampling, int count)
+    {
+        int v = logits.Length;
+        double max = double.NegativeInfinity;
+        foreach (float l in logits)
+        {
+            if (float.IsNaN(l) || float.IsPositiveInfinity(l)) throw new ArgumentException("draft logits contain NaN or +Inf", nameof(logits));
+            max = Math.Max(max, l);
+        }
+        if (double.IsNegativeInfinity(max)) throw new ArgumentException("draft logits have no finite value", nameof(logits));
+        double invT = sampling.IsGreedy ? 1 : 1.0 / sampling.Temperature;
+        bool topK = !sampling.IsGreedy && sampling.TopK > 0 && sampling.TopK < v;
+        bool topP = !sampling.IsGreedy && sampling.TopP < 1f;
+        var result = new List<(int, double)>(count);
+        if (!topK && !topP)
+        {
+            // Full softmax: one pass for the denominator, one partial selection of the best tokens by logit.
+            double sum = 0;
+            var best = new List<int>(count + 1);
+            for (int i = 0; i < v; i++)
+            {
+                sum += Math.Exp((logits[i] - max) * invT);
+                if (best.Count == count && logits[i] <= logits[best[^1]]) continue;
+                int at = best.Count;
+                while (at > 0 && logits[i] > logits[best[at - 1]]) at--;
+                best.Insert(at, i);
+                if (best.Count > count) best.RemoveAt(count);
+            }
+            foreach (int t in best)
+            {
+                double probability = Math.Exp((logits[t] - max) * invT) / sum;
+                if (probability > 0) result.Add((t, probability));
+            }
+            return result;
+        }
+
+        // Truncated: sort once by logit (descending, lowest token on ties), keep the top-k, then the top-p prefix.
+        var order = Enumerable.Range(0, v).ToArray();
+        var keys = logits.ToArray();
+        Array.Sort(order, (a, b) => keys[a] != keys[b] ? keys[b].CompareTo(keys[a]) : a.CompareTo(b));
+        var w = new double[v];
+        for (int j = 0; j < v; j++) w[j] = Math.Exp((keys[order[j]] - max) * invT);
+        int kept = v;
+        if (topK)
+        {
+            float kth = keys[order[sampling.TopK - 1]];
+            kept = sampling.TopK;
+            while (kept < v && keys[order[kept]] == kth) kept++; // ties kept
+        }
+        if (topP)
+        {
+            double mass = 0;
+            for (int j = 0; j < kept; j++) mass += w[j];
+            double target = sampling.TopP * mass, cumulative = 0;
+            for (int j = 0; j < kept; j++)
+            {
+                cumulative += w[j];
+                if (cumulative < target) continue;
+                int cut = j + 1;
+                while (cut < kept && w[cut] == w[j]) cut++; // ties at τ kept
+                kept = cut;
+                break;
+            }
+        }
+        double total = 0;
+        for (int j = 0; j < kept; j++) total += w[j];
+        for (int j = 0; j < Math.Min(count, kept); j++)
+            if (w[j] > 0) result.Add((order[j], w[j] / total));
+        return result;
+    }
+}
