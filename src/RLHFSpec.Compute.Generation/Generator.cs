@@ -37,11 +37,11 @@ public sealed class Generator
         _settings = settings;
     }
 
-    /// <summary>The adaptive candidates: suffix chains and trees always, draft-model chains when a draft model is present.</summary>
+    /// <summary>The adaptive candidates: suffix chains and trees always, draft-model chains and trees when a draft model is present.</summary>
     public static IReadOnlyList<Strategy> DefaultCandidates(bool hasDraft)
     {
         var list = new List<string> { "suffix:2", "suffix:4", "suffix:8", "suffix-tree:6,2,12" };
-        if (hasDraft) list.AddRange(["chain:1", "chain:2", "chain:4", "chain:6"]);
+        if (hasDraft) list.AddRange(["chain:1", "chain:2", "chain:4", "chain:6", "tree:3,2,6", "tree:5,3,16"]);
         return list.Select(s => Strategy.Parse(s)).ToArray();
     }
 
@@ -55,16 +55,17 @@ public sealed class Generator
     {
         ArgumentNullException.ThrowIfNull(requests);
         var proposers = new List<IProposer> { _suffix };
-        DraftModelProposer? draftProposer = _draft is null ? null : new DraftModelProposer(_draft);
+        if (_settings.IsAdaptive) _cost ??= LoadOrProfile();
+        // The draft proposer times its forwards into the cost model (online refinement; a frozen profile ignores them).
+        DraftModelProposer? draftProposer = _draft is null ? null : new DraftModelProposer(_draft, _settings.IsAdaptive ? _cost : null);
         if (draftProposer is not null) proposers.Add(draftProposer);
         var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
         AcceptanceEstimator? acceptance = null;
         if (_settings.IsAdaptive)
         {
-            _cost ??= LoadOrProfile();
             acceptance = new AcceptanceEstimator();
             var candidates = _settings.Candidates ?? DefaultCandidates(_draft is not null);
-            options = options with { FixedStrategy = null, Selector = new StrategySelector(_cost, acceptance, candidates) };
+            options = options with { FixedStrategy = null, Selector = new StrategySelector(_cost!, acceptance, candidates) };
         }
         else options = options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") };
 

@@ -8,7 +8,7 @@ public sealed record IterationMetrics
     [JsonPropertyName("iteration")] public int Iteration { get; init; }
     [JsonPropertyName("reward_mean")] public double RewardMean { get; init; }
     [JsonPropertyName("reward_std")] public double RewardStd { get; init; }
-    /// <summary>Fraction of responses with the exact right answer.</summary>
+    /// <summary>Fraction of responses with full reward (the exact right answer under the task reward).</summary>
     [JsonPropertyName("accuracy")] public double Accuracy { get; init; }
     /// <summary>Mean over response tokens of log π(x) − log π_ref(x) (before the update).</summary>
     [JsonPropertyName("kl")] public double Kl { get; init; }

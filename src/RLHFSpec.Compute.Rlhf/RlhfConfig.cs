@@ -16,6 +16,8 @@ public sealed record RlhfConfig
     [JsonPropertyName("draft")] public string? Draft { get; init; }
     /// <summary>Prompts file (JSONL/Parquet); null = the default task's generator.</summary>
     [JsonPropertyName("prompts")] public string? Prompts { get; init; }
+    /// <summary>task (the default task's exact verifier), regex:PATTERN or exact:TEXT (see <see cref="RewardRule"/>).</summary>
+    [JsonPropertyName("reward")] public string Reward { get; init; } = "task";
     [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
     [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 16;
     [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
@@ -129,6 +131,7 @@ public sealed record RlhfConfig
         if (!(MaxGradNorm > 0)) throw new ArgumentException($"max_grad_norm: {MaxGradNorm}, must be > 0");
         if (Algorithm is not ("grpo" or "ppo")) throw new ArgumentException($"algorithm: '{Algorithm}' is not one of grpo, ppo");
         if (Reallocate is not ("on" or "off")) throw new ArgumentException($"reallocate: '{Reallocate}' is not one of on, off");
+        RewardRule.Parse(Reward);
         if (Speculation != "off" && Speculation != "adaptive") Generation.Selection.Strategy.Parse(Speculation, "speculation");
     }
 }

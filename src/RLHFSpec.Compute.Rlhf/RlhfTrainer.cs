@@ -54,6 +54,7 @@ public sealed class RlhfTrainer : IDisposable
     private readonly IReadOnlyList<string>? _filePrompts;
     private readonly List<IterationMetrics> _history = new();
     private readonly HashSet<int> _stops = new();
+    private readonly RewardRule _reward;
 
     /// <summary>Starts a run in <paramref name="outFolder"/> (or resumes it when <paramref name="resume"/>).</summary>
     /// <param name="policyFolder">Resolved policy folder (ignored on resume: the checkpoint's is used).</param>
@@ -66,13 +67,14 @@ public sealed class RlhfTrainer : IDisposable
         if (config.Instances > 1 || config.Reallocate == "on")
             throw new ArgumentException("instances/reallocate: the RLHF loop runs one generation instance so far; use instances 1 and reallocate off");
         _config = config;
+        _reward = RewardRule.Parse(config.Reward);
         _out = Path.GetFullPath(outFolder);
         Directory.CreateDirectory(_out);
         if (config.Prompts is not null) _filePrompts = PromptFile.Read(config.Prompts);
-        if (_filePrompts is not null)
+        if (_filePrompts is not null && _reward.NeedsTaskPrompts)
             foreach (var (p, i) in _filePrompts.Select((p, i) => (p, i)))
                 try { ArithmeticTask.Answer(p); }
-                catch (FormatException e) { throw new InvalidDataException($"prompts '{config.Prompts}': prompt {i}: no reward rule for it ({e.Message}); only default-task prompts are rewarded so far"); }
+                catch (FormatException e) { throw new InvalidDataException($"prompts '{config.Prompts}': prompt {i}: the task reward needs default-task prompts ({e.Message}); set reward to regex:PATTERN or exact:TEXT for other prompts"); }
 
         string? latest = resume ? LatestCheckpoint(_out) : null;
         if (resume && latest is null) throw new DirectoryNotFoundException($"--resume '{outFolder}': no checkpoint in {Path.Combine(_out, CheckpointsFolder)}");
@@ -189,7 +191,7 @@ public sealed class RlhfTrainer : IDisposable
         var results = outcome.Results;
         LastRollouts = results;
         observer?.StageStarted(iteration, "inference", results.Count);
-        var rewards = results.Select(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
+        var rewards = results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
         var advantages = Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
         var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
         var minibatches = order.Chunk(_config.MinibatchSize).Select(rows => new Minibatch(rows,
