@@ -150,6 +150,7 @@ public sealed class GenerationInstance : IDisposable
 
     private void Decode()
     {
+        var stepClock = Stopwatch.StartNew();
         // 1. Strategy and per-sample depths.
         Strategy strategy;
         int[] depths;
@@ -273,7 +274,7 @@ public sealed class GenerationInstance : IDisposable
             }
         }
         _acceptance?.EndStep();
-        Stats.RecordStep(strategy, samples, emittedTotal);
+        Stats.RecordStep(strategy, samples, emittedTotal, stepClock.Elapsed.TotalSeconds);
         RetireFinished();
     }
 

@@ -32,8 +32,12 @@ public sealed class GenerationStats
         }
     }
 
-    internal void RecordStep(Strategy strategy, int batch, long emitted)
+    /// <summary>Per live batch size: seconds of the decode steps taken at that size (draft, verify forward, kernel, commit).</summary>
+    public SortedDictionary<int, double> SecondsByBatchSize { get; } = new();
+
+    internal void RecordStep(Strategy strategy, int batch, long emitted, double seconds)
     {
+        SecondsByBatchSize[batch] = SecondsByBatchSize.GetValueOrDefault(batch) + seconds;
         Steps++;
         string key = strategy.ToString();
         StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + 1;

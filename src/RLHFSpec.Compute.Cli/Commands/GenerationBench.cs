@@ -1,0 +1,152 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Model.Formats;
+using RLHFSpec.Compute.Model.Onnx;
+using RLHFSpec.Compute.Model.Tasks;
+using RLHFSpec.Compute.Model.Transformer;
+using Spectre.Console;
+
+namespace RLHFSpec.Compute.Cli.Commands;
+
+/// <summary>
+/// <c>rlhfspec bench generation</c>: the default task as a GRPO-style workload (prompts × samples, long-tailed
+/// lengths), generated with <c>off</c>, fixed strategies and <c>adaptive</c> side by side in one run on the same
+/// models: tokens/s and its ratio to off, tokens per sample-step, draft acceptance; throughput per live batch size
+/// (table and PNG plot).
+/// </summary>
+internal static class GenerationBench
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Policy folder; default: the embedded policy" };
+        var draft = new Option<string?>("--draft") { Description = "Draft folder; default: the embedded small draft with the embedded policy" };
+        var prompts = new Option<int>("--num-prompts") { Description = "Prompts of the default task", DefaultValueFactory = _ => 64 };
+        var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 8 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens per sample", DefaultValueFactory = _ => 768 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature", DefaultValueFactory = _ => 1f };
+        var strategies = new Option<string[]>("--strategies") { Description = "Strategies to compare (off is always first)", AllowMultipleArgumentsPerToken = true,
+            DefaultValueFactory = _ => ["suffix:4", "chain:3", "tree:3,2,6", "adaptive"] };
+        var device = new Option<string>("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
+        var ep = new Option<string>("--ep") { Description = "cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of prompts and sampling", DefaultValueFactory = _ => 0UL };
+        var markdown = new Option<string?>("--markdown") { Description = "Also write the tables as Markdown to this file" };
+        var plot = new Option<string?>("--plot") { Description = "PNG plot of tokens/s against the live batch size" };
+        var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task")
+        {
+            model, draft, prompts, samples, maxNew, temperature, strategies, device, ep, threads, seed, markdown, plot,
+        };
+        command.SetAction(r => Run(r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew), r.GetValue(temperature),
+            r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot)));
+        return command;
+    }
+
+    private sealed record Row(string Strategy, GenerateOutcome Outcome);
+
+    private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
+        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath)
+    {
+        if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
+        if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
+        var strategies = new[] { "off" }.Concat(strategyList.Where(s => s != "off")).ToArray();
+        foreach (var s in strategies) new GenerateSettings { Strategy = s }.Validate();
+        var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
+        var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder);
+        using var checkpoint = Checkpoint.Load(policyFolder);
+        using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
+        using var draftWeights = draftPath is null ? null : TransformerWeights.Load(draftPath);
+        using var backend = Devices.Open(deviceName);
+        var task = new ArithmeticTask(unchecked((int)seed));
+        var promptIds = Enumerable.Range(0, numPrompts).Select(_ => checkpoint.Tokenizer.Encode(task.Next().Prompt)).ToArray();
+        var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
+        var stops = new HashSet<int>(checkpoint.Config.EosTokenIds);
+        if (checkpoint.Tokenizer.EosId is { } eos) stops.Add(eos);
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+        AnsiConsole.MarkupLine($"workload: {numPrompts} default-task prompts × {samplesPerPrompt} samples, max {maxNew} tokens, T = {temperature}; policy {Markup.Escape(policyFolder)}" +
+            (draftPath is null ? "" : $", draft {Markup.Escape(draftPath)}") + $"; device {Markup.Escape(backend.Info.Id)}");
+
+        var rows = new List<Row>();
+        foreach (var strategy in strategies)
+        {
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
+            using var policy = new TransformerModel(policyWeights, backend, runtime);
+            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            GenerateOutcome outcome = null!;
+            AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+            {
+                var bar = ctx.AddTask(Markup.Escape(strategy), maxValue: requests.Length);
+                outcome = generator.Run(requests, i => bar.Value = i.Finished.Count);
+            });
+            rows.Add(new Row(strategy, outcome));
+            AnsiConsole.MarkupLine($"  {Markup.Escape(strategy)}: {outcome.Stats.TokensGenerated / outcome.WallSeconds:F0} tokens/s");
+        }
+
+        var off = rows[0].Outcome;
+        double offRate = off.Stats.TokensGenerated / off.WallSeconds;
+        var md = new StringBuilder("| strategy | tokens | wall s | tokens/s | × off | tokens per sample-step | draft acceptance | strategies taken |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("strategy", "tokens", "wall s", "tokens/s", "× off", "tokens per sample-step", "draft acceptance", "strategies taken");
+        foreach (var (strategy, o) in rows)
+        {
+            var s = o.Stats;
+            double rate = s.TokensGenerated / o.WallSeconds;
+            string[] cells = [strategy, s.TokensGenerated.ToString(CultureInfo.InvariantCulture), o.WallSeconds.ToString("F1", CultureInfo.InvariantCulture),
+                rate.ToString("F0", CultureInfo.InvariantCulture), (rate / offRate).ToString("F2", CultureInfo.InvariantCulture) + "×",
+                s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
+                s.DraftTokensProposed == 0 ? "-" : ((double)s.DraftTokensAccepted / s.DraftTokensProposed).ToString("P0", CultureInfo.InvariantCulture),
+                string.Join(", ", s.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(4).Select(kv => $"{kv.Key} ×{kv.Value}"))];
+            table.AddRow(cells.Select(Markup.Escape).ToArray());
+            md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
+        }
+        AnsiConsole.Write(table);
+
+        // Throughput per live batch size (decode steps only): tokens emitted / seconds of the steps taken at that size.
+        var sizes = new[] { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
+        int Bucket(int b) => sizes.First(s => b <= s);
+        var perBucket = rows.Select(r =>
+        {
+            var d = new SortedDictionary<int, (double Emitted, double Seconds)>();
+            foreach (var (batch, (_, emitted, _)) in r.Outcome.Stats.ByBatchSize)
+            {
+                int k = Bucket(batch);
+                var (e, sec) = d.GetValueOrDefault(k);
+                d[k] = (e + emitted, sec + r.Outcome.Stats.SecondsByBatchSize.GetValueOrDefault(batch));
+            }
+            return d;
+        }).ToArray();
+        var buckets = perBucket.SelectMany(d => d.Keys).Distinct().Order().ToArray();
+        var bt = new Table().Border(TableBorder.Rounded).AddColumn("live batch ≤");
+        md.Append("\n| live batch ≤ | ").Append(string.Join(" | ", rows.Select(r => r.Strategy + " tok/s"))).Append(" |\n|---:|").Append(string.Concat(rows.Select(_ => "---:|"))).Append('\n');
+        foreach (var r in rows) bt.AddColumn(Markup.Escape(r.Strategy) + " tok/s");
+        foreach (int b in buckets)
+        {
+            var cells = perBucket.Select(d => d.TryGetValue(b, out var v) && v.Seconds > 0 ? (v.Emitted / v.Seconds).ToString("F0", CultureInfo.InvariantCulture) : "-").ToArray();
+            bt.AddRow([b.ToString(CultureInfo.InvariantCulture), .. cells]);
+            md.Append("| ").Append(b).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
+        }
+        AnsiConsole.Write(bt);
+        if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
+        if (plotPath is not null)
+        {
+            var plot = new ScottPlot.Plot();
+            for (int i = 0; i < rows.Count; i++)
+            {
+                var pts = perBucket[i].Where(kv => kv.Value.Seconds > 0).ToArray();
+                if (pts.Length == 0) continue;
+                var line = plot.Add.Scatter(pts.Select(kv => Math.Log2(kv.Key)).ToArray(), pts.Select(kv => kv.Value.Emitted / kv.Value.Seconds).ToArray());
+                line.LegendText = rows[i].Strategy;
+            }
+            plot.XLabel("log2(live batch size)");
+            plot.YLabel("tokens/s (decode steps)");
+            plot.Title("generation throughput vs live batch size");
+            plot.ShowLegend();
+            string temp = plotPath + ".tmp.png";
+            plot.SavePng(temp, 900, 540);
+            File.Move(temp, plotPath, overwrite: true);
+        }
+        return 0;
+    }
+}
