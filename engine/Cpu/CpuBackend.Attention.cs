@@ -19,6 +19,9 @@ public sealed partial class CpuBackend
     /// <summary>Below this many visible slots per split a long context is not worth splitting.</summary>
     private const int AttentionMinKeysPerSplit = 512;
 
+    /// <summary>Multiply-adds (items × visible keys × head dim × group) below which attention runs on the calling thread.</summary>
+    private const long AttentionSerialWork = 1 << 18;
+
     /// <summary>
     /// One work item per (query token, KV head): the visible slots are gathered once, then every query head of the
     /// GQA group scores each K row while it is hot, softmax runs per head in fp32 (max-subtracted), and each V row
@@ -58,6 +61,14 @@ public sealed partial class CpuBackend
                 batch.TreeMask.IsEmpty, batch.MaskWords, batch.MaxBlocksPerSample, batch.NumHeads, batch.Scale, maxVisible);
             long items = (long)numTokens * layout.NumKvHeads;
             int splits = (int)Math.Min(maxVisible / AttentionMinKeysPerSplit, (Threads + items - 1) / items);
+            if (items * (long)maxVisible * layout.HeadDim * (batch.NumHeads / layout.NumKvHeads) <= AttentionSerialWork)
+            {
+                // Small steps (decode of a few samples): waking the thread pool costs more than the work.
+                var scratch = job.RentScratch();
+                try { for (long item = 0; item < items; item++) job.Run(item, scratch); }
+                finally { AttentionJob.ReturnScratch(scratch); }
+                return;
+            }
             if (splits <= 1)
             {
                 Parallel.For(0, items, Parallelism, job.RentScratch,

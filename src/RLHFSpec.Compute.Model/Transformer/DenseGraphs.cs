@@ -40,42 +40,81 @@ internal static class DenseGraphs
         }
     }
 
+    public const string PrePrefix = "pre.", PostPrefix = "post.";
+
     /// <summary>
-    /// x [T, H], positions int64 [T] → q [T, Hq·Hd] and k [T, Hkv·Hd] (RMSNorm, projection, RoPE at each token's
-    /// position), v [T, Hkv·Hd].
+    /// Layer 0's dense part before attention: x [T, H], positions int64 [T] → q [T, Hq·Hd] and k [T, Hkv·Hd]
+    /// (RMSNorm, projection, RoPE at each token's position), v [T, Hkv·Hd]. Weights are inputs named
+    /// <see cref="PrePrefix"/> + layer-local name.
     /// </summary>
     public static byte[] Pre(DecoderGraphSpec spec, ElementType type)
     {
         var g = new GraphBuilder("dense_pre_attention");
-        var v = DeclareWeights(g, spec, PreWeights(spec), type);
+        var pre = DeclareWeights(g, spec, PreWeights(spec), type, PrePrefix);
         var x = g.Input(X, type, "T", spec.HiddenSize);
         var positions = g.Input(Positions, ElementType.Int64, "T");
-        var (cos, sin) = DecoderTrainingGraph.RopeTables(g, spec, g.Unsqueeze(positions, 1, 2), type, cast: true); // [T, 1, Hd]
+        OutputQkv(g, spec, PreBody(g, spec, pre, x, positions));
+        return g.ToBytes();
+    }
+
+    /// <summary>
+    /// Layer l's dense part after attention fused with layer l + 1's before it (one ONNX Runtime call per layer):
+    /// x [T, H], attended [T, Hq·Hd], positions [T] → y [T, H] (the new residual stream) and q, k, v of layer l + 1.
+    /// Weights: <see cref="PostPrefix"/> + layer l's local names, <see cref="PrePrefix"/> + layer l + 1's.
+    /// </summary>
+    public static byte[] PostPre(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("dense_post_pre_attention");
+        var post = DeclareWeights(g, spec, PostWeights(spec), type, PostPrefix);
+        var pre = DeclareWeights(g, spec, PreWeights(spec), type, PrePrefix);
+        var x = g.Input(X, type, "T", spec.HiddenSize);
+        var attended = g.Input(Attended, type, "T", spec.NumHeads * spec.HeadDim);
+        var positions = g.Input(Positions, ElementType.Int64, "T");
+        var y = PostBody(g, spec, post, x, attended);
+        g.Output(y, Y);
+        OutputQkv(g, spec, PreBody(g, spec, pre, y, positions));
+        return g.ToBytes();
+    }
+
+    /// <summary>The last layer's dense part after attention: x [T, H], attended [T, Hq·Hd] → y [T, H].</summary>
+    public static byte[] Post(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("dense_post_attention");
+        var post = DeclareWeights(g, spec, PostWeights(spec), type, PostPrefix);
+        var x = g.Input(X, type, "T", spec.HiddenSize);
+        var attended = g.Input(Attended, type, "T", spec.NumHeads * spec.HeadDim);
+        g.Output(PostBody(g, spec, post, x, attended), Y);
+        return g.ToBytes();
+    }
+
+    private static void OutputQkv(GraphBuilder g, DecoderGraphSpec spec, (Value Q, Value K, Value V) qkv)
+    {
+        g.Output(qkv.Q, Q);
+        g.Output(qkv.K, K);
+        g.Output(qkv.V, V);
+    }
+
+    /// <summary>RMSNorm, q/k/v projections, RoPE (the training graph's ops).</summary>
+    private static (Value Q, Value K, Value V) PreBody(GraphBuilder g, DecoderGraphSpec spec, Dictionary<string, Value> v, Value x, Value positions)
+    {
+        var (cos, sin) = DecoderTrainingGraph.RopeTables(g, spec, g.Unsqueeze(positions, 1, 2), x.Type, cast: true); // [T, 1, Hd]
         var h = DecoderTrainingGraph.RmsNorm(g, x, v["input_layernorm.weight"], spec.RmsEps);
         var q = DecoderTrainingGraph.Linear(g, h, v, "self_attn.q_proj", spec.QkvBias);
         var k = DecoderTrainingGraph.Linear(g, h, v, "self_attn.k_proj", spec.QkvBias);
         var val = DecoderTrainingGraph.Linear(g, h, v, "self_attn.v_proj", spec.QkvBias);
         q = g.Reshape(DecoderTrainingGraph.Rope(g, g.Reshape(q, 0, spec.NumHeads, spec.HeadDim), cos, sin, spec.HeadDim), 0, spec.NumHeads * spec.HeadDim);
         k = g.Reshape(DecoderTrainingGraph.Rope(g, g.Reshape(k, 0, spec.NumKvHeads, spec.HeadDim), cos, sin, spec.HeadDim), 0, spec.NumKvHeads * spec.HeadDim);
-        g.Output(q, Q);
-        g.Output(k, K);
-        g.Output(val, V);
-        return g.ToBytes();
+        return (q, k, val);
     }
 
-    /// <summary>x [T, H], attended [T, Hq·Hd] → y [T, H]: output projection and residual, RMSNorm, SwiGLU MLP and residual.</summary>
-    public static byte[] Post(DecoderGraphSpec spec, ElementType type)
+    /// <summary>Output projection and residual, RMSNorm, SwiGLU MLP and residual.</summary>
+    private static Value PostBody(GraphBuilder g, DecoderGraphSpec spec, Dictionary<string, Value> v, Value x, Value attended)
     {
-        var g = new GraphBuilder("dense_post_attention");
-        var v = DeclareWeights(g, spec, PostWeights(spec), type);
-        var x = g.Input(X, type, "T", spec.HiddenSize);
-        var attended = g.Input(Attended, type, "T", spec.NumHeads * spec.HeadDim);
         x = g.Add(x, DecoderTrainingGraph.Linear(g, attended, v, "self_attn.o_proj", spec.OutputBias));
         var h = DecoderTrainingGraph.RmsNorm(g, x, v["post_attention_layernorm.weight"], spec.RmsEps);
         var gate = g.Silu(DecoderTrainingGraph.Linear(g, h, v, "mlp.gate_proj", spec.MlpBias));
         var up = DecoderTrainingGraph.Linear(g, h, v, "mlp.up_proj", spec.MlpBias);
-        g.Output(g.Add(x, DecoderTrainingGraph.Linear(g, g.Mul(gate, up), v, "mlp.down_proj", spec.MlpBias)), Y);
-        return g.ToBytes();
+        return g.Add(x, DecoderTrainingGraph.Linear(g, g.Mul(gate, up), v, "mlp.down_proj", spec.MlpBias));
     }
 
     /// <summary>x [R, H] (the rows that need logits) → logits [R, V]: final RMSNorm and LM head.</summary>
@@ -90,12 +129,13 @@ internal static class DenseGraphs
         return g.ToBytes();
     }
 
-    private static Dictionary<string, Value> DeclareWeights(GraphBuilder g, DecoderGraphSpec spec, IEnumerable<string> names, ElementType type)
+    /// <summary>Declares layer-local weights as inputs named <paramref name="prefix"/> + name; returns them by local name.</summary>
+    private static Dictionary<string, Value> DeclareWeights(GraphBuilder g, DecoderGraphSpec spec, IEnumerable<string> names, ElementType type, string prefix)
     {
         var shapes = spec.Tensors().Where(t => t.Name.StartsWith("model.layers.0.", StringComparison.Ordinal))
             .ToDictionary(t => t.Name["model.layers.0.".Length..], t => t.Shape);
         var v = new Dictionary<string, Value>();
-        foreach (var name in names) v[name] = g.Input(name, type, shapes[name].Select(Dim.Of).ToArray());
+        foreach (var name in names) v[name] = g.Input(prefix + name, type, shapes[name].Select(Dim.Of).ToArray());
         return v;
     }
 }

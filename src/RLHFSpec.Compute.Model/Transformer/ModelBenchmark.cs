@@ -107,14 +107,14 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     }
 
     /// <summary>
-    /// The dense parts of one layer (pre- and post-attention graphs) over <paramref name="tokens"/> tokens against a
-    /// graph of only the MatMuls of the same shapes (q, k, v, o, gate, up, down) with the same weights.
+    /// The dense part of one layer as generation runs it (one fused graph: layer l after attention + layer l + 1
+    /// before it) over <paramref name="tokens"/> tokens, against a graph of only the MatMuls of the same shapes
+    /// (o, gate, up, down, q, k, v) with the same weights.
     /// </summary>
     public ModelBenchmarkRow Dense(int tokens)
     {
         var spec = weights.Spec;
-        using var pre = new OnnxSession(DenseGraphs.Pre(spec, ElementType.Float), session);
-        using var post = new OnnxSession(DenseGraphs.Post(spec, ElementType.Float), session);
+        using var fused = new OnnxSession(DenseGraphs.PostPre(spec, ElementType.Float), session);
         using var bare = new OnnxSession(BareMatMuls(spec), session);
         int h = spec.HiddenSize, q = spec.NumHeads * spec.HeadDim, kv = spec.NumKvHeads * spec.HeadDim, inter = spec.IntermediateSize;
         var rng = new Random(1);
@@ -124,20 +124,15 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         using var mid = OrtTensors.Over(Fill((long)tokens * inter), tokens, inter);
         using var positions = OrtTensors.Over(Enumerable.Range(0, tokens).Select(i => (long)i).ToArray(), tokens);
         string L(string n) => "model.layers.0." + n;
-        var preIn = DenseGraphs.PreWeights(spec).ToDictionary(n => n, n => weights.Arena.Value(L(n)));
-        preIn[DenseGraphs.X] = x;
-        preIn[DenseGraphs.Positions] = positions;
-        var postIn = DenseGraphs.PostWeights(spec).ToDictionary(n => n, n => weights.Arena.Value(L(n)));
-        postIn[DenseGraphs.X] = x;
-        postIn[DenseGraphs.Attended] = attended;
+        var fusedIn = DenseGraphs.PreWeights(spec).ToDictionary(n => DenseGraphs.PrePrefix + n, n => weights.Arena.Value(L(n)));
+        foreach (var n in DenseGraphs.PostWeights(spec)) fusedIn[DenseGraphs.PostPrefix + n] = weights.Arena.Value(L(n));
+        fusedIn[DenseGraphs.X] = x;
+        fusedIn[DenseGraphs.Attended] = attended;
+        fusedIn[DenseGraphs.Positions] = positions;
         var bareIn = new Dictionary<string, OrtValue> { ["x"] = x, ["attended"] = attended, ["mid"] = mid };
         foreach (var n in new[] { "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight" })
             bareIn[n] = weights.Arena.Value(L(n));
-        double dense = Median(() =>
-        {
-            using var a = pre.Run(preIn);
-            using var b = post.Run(postIn);
-        });
+        double dense = Median(() => { using var a = fused.Run(fusedIn); });
         double matmul = Median(() => { using var c = bare.Run(bareIn); });
         return new("dense-vs-matmul", 1, tokens, dense, tokens / dense, dense / matmul);
     }

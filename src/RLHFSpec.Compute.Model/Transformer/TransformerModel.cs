@@ -33,7 +33,7 @@ public sealed class TransformerModel : ITargetModel, IDisposable
 
     private readonly Dictionary<long, Sample> _samples = new();
     private readonly bool _ownsWeights;
-    private readonly OnnxSession _pre, _post, _head;
+    private readonly OnnxSession _pre, _postPre, _post, _head;
     private readonly Dictionary<string, OrtValue>[] _preWeights, _postWeights;
     private readonly Dictionary<string, OrtValue> _headWeights;
     private readonly string _headWeight;
@@ -60,6 +60,7 @@ public sealed class TransformerModel : ITargetModel, IDisposable
         try
         {
             _pre = new OnnxSession(DenseGraphs.Pre(spec, ElementType.Float), Options.Session);
+            _postPre = new OnnxSession(DenseGraphs.PostPre(spec, ElementType.Float), Options.Session);
             _post = new OnnxSession(DenseGraphs.Post(spec, ElementType.Float), Options.Session);
             _headWeight = spec.TiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
             _head = new OnnxSession(DenseGraphs.Head(spec, ElementType.Float, _headWeight), Options.Session);
@@ -74,8 +75,8 @@ public sealed class TransformerModel : ITargetModel, IDisposable
         _postWeights = new Dictionary<string, OrtValue>[spec.NumLayers];
         for (int l = 0; l < spec.NumLayers; l++)
         {
-            _preWeights[l] = DenseGraphs.PreWeights(spec).ToDictionary(n => n, n => arena.Value($"model.layers.{l}.{n}"));
-            _postWeights[l] = DenseGraphs.PostWeights(spec).ToDictionary(n => n, n => arena.Value($"model.layers.{l}.{n}"));
+            _preWeights[l] = DenseGraphs.PreWeights(spec).ToDictionary(n => DenseGraphs.PrePrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
+            _postWeights[l] = DenseGraphs.PostWeights(spec).ToDictionary(n => DenseGraphs.PostPrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
         }
         _headWeights = new Dictionary<string, OrtValue> { [DenseGraphs.FinalNorm] = arena.Value(DenseGraphs.FinalNorm), [_headWeight] = arena.Value(_headWeight) };
     }
@@ -220,18 +221,19 @@ public sealed class TransformerModel : ITargetModel, IDisposable
             Scale = 1f / MathF.Sqrt(spec.HeadDim),
         };
         using var positions = OrtTensors.Over(_positions.AsMemory(0, tokens), tokens);
+        // Layer 0's dense part before attention; every later layer's comes fused with the previous layer's part after it.
+        using (var x = OrtTensors.Over(_x.AsMemory(0, tokens * h), tokens, h))
+        using (var q = OrtTensors.Over(_q.AsMemory(0, tokens * qw), tokens, qw))
+        using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
+        using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
+        {
+            var inputs = new Dictionary<string, OrtValue>(_preWeights[0]) { [DenseGraphs.X] = x, [DenseGraphs.Positions] = positions };
+            clock.Restart();
+            _pre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
+            Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
+        }
         for (int l = 0; l < spec.NumLayers; l++)
         {
-            using (var x = OrtTensors.Over(_x.AsMemory(0, tokens * h), tokens, h))
-            using (var q = OrtTensors.Over(_q.AsMemory(0, tokens * qw), tokens, qw))
-            using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
-            using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
-            {
-                var inputs = new Dictionary<string, OrtValue>(_preWeights[l]) { [DenseGraphs.X] = x, [DenseGraphs.Positions] = positions };
-                clock.Restart();
-                _pre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
-                Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
-            }
             clock.Restart();
             _kDevice!.Write(_k.AsSpan(0, tokens * kvw));
             _vDevice!.Write(_v.AsSpan(0, tokens * kvw));
@@ -243,10 +245,19 @@ public sealed class TransformerModel : ITargetModel, IDisposable
             using (var x = OrtTensors.Over(_x.AsMemory(0, tokens * h), tokens, h))
             using (var a = OrtTensors.Over(_attended.AsMemory(0, tokens * qw), tokens, qw))
             using (var y = OrtTensors.Over(_y.AsMemory(0, tokens * h), tokens, h))
+            using (var q = OrtTensors.Over(_q.AsMemory(0, tokens * qw), tokens, qw))
+            using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
+            using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
             {
                 var inputs = new Dictionary<string, OrtValue>(_postWeights[l]) { [DenseGraphs.X] = x, [DenseGraphs.Attended] = a };
                 clock.Restart();
-                _post.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y });
+                if (l + 1 < spec.NumLayers)
+                {
+                    foreach (var (name, value) in _preWeights[l + 1]) inputs[name] = value;
+                    inputs[DenseGraphs.Positions] = positions;
+                    _postPre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y, [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
+                }
+                else _post.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y });
                 Timings.DensePostSeconds += clock.Elapsed.TotalSeconds;
             }
             (_x, _y) = (_y, _x);
@@ -352,6 +363,7 @@ public sealed class TransformerModel : ITargetModel, IDisposable
     public void Dispose()
     {
         _pre.Dispose();
+        _postPre.Dispose();
         _post.Dispose();
         _head.Dispose();
         _qDevice?.Dispose(); _kDevice?.Dispose(); _vDevice?.Dispose(); _oDevice?.Dispose();
