@@ -39,6 +39,7 @@ internal static class PretrainCommand
         // One line per row also when piped to a log (Spectre would wrap at 80 columns).
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
         string folder = string.IsNullOrWhiteSpace(output) ? DefaultModels.Folder : Path.GetFullPath(output);
+        Pretrainer.CheckWritable(folder);
         AnsiConsole.MarkupLine($"pretrain: writing to [bold]{Markup.Escape(folder)}[/] (seed {options.Seed})");
         PretrainSummary summary = null!;
         AnsiConsole.Progress()
@@ -57,13 +58,13 @@ internal static class PretrainCommand
                 summary = Pretrainer.Run(folder, options, reporter);
             });
         var table = new Table().Border(TableBorder.Rounded)
-            .AddColumns("model", "params", "steps", "loss first→last", "token acc", "exact acc", "train s", "eval s");
+            .AddColumns("model", "params", "steps", "loss first→last", "token acc", "exact acc", "train s (cpu s)", "eval s");
         foreach (var m in summary.Models)
             table.AddRow(Markup.Escape(m.Name), m.Parameters.ToString("N0"), m.Steps.ToString(),
                 $"{m.InitialLoss:0.000} → {m.FinalLoss:0.000}",
                 m.EvalPrompts > 0 ? $"{m.TokenAccuracy:P1}" : "-",
                 m.EvalPrompts > 0 ? $"{m.ExactAccuracy:P1} of {m.EvalPrompts}" : "-",
-                $"{m.TrainSeconds:0.0}", $"{m.EvalSeconds:0.0}");
+                $"{m.TrainSeconds:0.0} ({m.TrainCpuSeconds:0})", $"{m.EvalSeconds:0.0}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"pretrain: done in {summary.TotalSeconds:0.0} s; summary in {Markup.Escape(Path.Combine(folder, PretrainSummary.FileName))}");
         return 0;

@@ -16,7 +16,7 @@ public sealed record PretrainOptions
     public int Threads { get; init; }
 
     /// <summary>Training samples longer than this many input tokens are cut (the rare very long tail costs the most).</summary>
-    public int MaxTrainTokens { get; init; } = 192;
+    public int MaxTrainTokens { get; init; } = 96;
 
     /// <summary>Evaluation prompts (drawn from the task, at most <see cref="MaxEvalTerms"/> terms); 0 skips evaluation.</summary>
     public int EvalPrompts { get; init; } = 64;

@@ -29,7 +29,7 @@ public static class Pretrainer
     {
         new PretrainModelSpec
         {
-            Name = PolicyName, Steps = 300, PeakLearningRate = 2e-3, MinLearningRate = 2e-4,
+            Name = PolicyName, Steps = 600, PeakLearningRate = 3e-3, MinLearningRate = 3e-4, TokensPerBatch = 1024,
             Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 256, layers: 4, heads: 8, kvHeads: 4, intermediate: 688),
         },
         new PretrainModelSpec
@@ -90,6 +90,7 @@ public static class Pretrainer
         Initialize(weights, spec, new Random(unchecked(options.Seed * 7919 + index + 1)));
         var sessionOptions = new OnnxSessionOptions { IntraOpThreads = options.Threads };
         var trainClock = Stopwatch.StartNew();
+        var trainCpuStart = Process.GetCurrentProcess().TotalProcessorTime;
         var losses = new List<double>(model.Steps);
         long trainTokens = 0;
         using (var session = new OnnxSession(DecoderTrainingGraph.LanguageModelLossGraph(spec, ElementType.Float).ToBytes(), sessionOptions))
@@ -135,6 +136,7 @@ public static class Pretrainer
             }
         }
         double trainSeconds = trainClock.Elapsed.TotalSeconds;
+        double trainCpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - trainCpuStart).TotalSeconds;
 
         var evalClock = Stopwatch.StartNew();
         double tokenAccuracy = 0, exactAccuracy = 0;
@@ -151,7 +153,7 @@ public static class Pretrainer
         Checkpoint.Save(Path.Combine(outFolder, model.Name), model.Config, tensors, tokenizer);
         var result = new PretrainedModel(model.Name, model.ParameterCount, model.Steps, trainTokens,
             losses.Take(LossWindow(model.Steps)).Average(), losses.TakeLast(LossWindow(model.Steps)).Average(), tokenAccuracy, exactAccuracy, evalSet.Count,
-            trainSeconds, evalSeconds);
+            trainSeconds, trainCpuSeconds, evalSeconds);
         progress?.Report(new PretrainProgress(model.Name, "saved", model.Steps, model.Steps, result.FinalLoss));
         return result;
     }
@@ -181,7 +183,7 @@ public static class Pretrainer
     }
 
     /// <summary>Creates the folder and writes a probe file; ArgumentException when that fails.</summary>
-    private static void CheckWritable(string folder)
+    public static void CheckWritable(string folder)
     {
         try
         {

@@ -63,7 +63,7 @@ public class PretrainerTests
         Assert.That(first.Models[0].Parameters, Is.GreaterThan(first.Models[1].Parameters));
 
         // Same seed (and thread count): same losses, same accuracies, same weights.
-        Assert.That(again.Models.Single(), Is.EqualTo(first.Models[0] with { TrainSeconds = again.Models[0].TrainSeconds, EvalSeconds = again.Models[0].EvalSeconds }));
+        Assert.That(again.Models.Single(), Is.EqualTo(first.Models[0] with { TrainSeconds = again.Models[0].TrainSeconds, TrainCpuSeconds = again.Models[0].TrainCpuSeconds, EvalSeconds = again.Models[0].EvalSeconds }));
         Assert.That(File.ReadAllBytes(Path.Combine(b.Path, "policy", "model.safetensors")),
             Is.EqualTo(File.ReadAllBytes(Path.Combine(a.Path, "policy", "model.safetensors"))));
         Assert.That(again.Models.Select(m => m.Name), Is.EqualTo(new[] { Pretrainer.PolicyName }));
