@@ -16,17 +16,19 @@ internal static class PretrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed of data, initial weights and evaluation set", DefaultValueFactory = _ => new PretrainOptions().Seed };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps per model (default: each model's own budget)" };
         var policyOnly = new Option<bool>("--policy-only") { Description = "Train only the policy" };
+        var only = new Option<string[]>("--model") { Description = "Train only these models (policy, draft-small, draft-tiny); repeatable", AllowMultipleArgumentsPerToken = true };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads (0 = all cores)" };
         var eval = new Option<int>("--eval-prompts") { Description = "Evaluation prompts per model (0 = skip evaluation)", DefaultValueFactory = _ => new PretrainOptions().EvalPrompts };
         var command = new Command("pretrain", "Train the default policy and draft models on the arithmetic task and save them")
         {
-            output, seed, steps, policyOnly, threads, eval,
+            output, seed, steps, policyOnly, only, threads, eval,
         };
         command.SetAction(r => Run(r.GetValue(output), new PretrainOptions
         {
             Seed = r.GetValue(seed),
             Steps = r.GetValue(steps),
             PolicyOnly = r.GetValue(policyOnly),
+            Only = r.GetValue(only) is { Length: > 0 } names ? names : null,
             Threads = r.GetValue(threads),
             EvalPrompts = r.GetValue(eval),
         }));

@@ -57,8 +57,16 @@ public static class Pretrainer
         CheckWritable(outFolder);
         var clock = Stopwatch.StartNew();
         var tokenizer = ArithmeticTokenizer.Create();
-        var models = (options.Models ?? DefaultModelSpecs(tokenizer)).ToList();
+        var allModels = options.Models ?? DefaultModelSpecs(tokenizer);
+        var models = allModels.ToList();
         if (options.PolicyOnly) models = models.Take(1).ToList();
+        if (options.Only is { } only)
+        {
+            var unknown = only.Where(n => models.All(m => m.Name != n)).ToList();
+            if (unknown.Count > 0)
+                throw new ArgumentException($"--model {string.Join(", ", unknown)}: no such model (models: {string.Join(", ", models.Select(m => m.Name))})");
+            models = models.Where(m => only.Contains(m.Name)).ToList();
+        }
         if (options.Steps is { } steps) models = models.Select(m => m with { Steps = steps }).ToList();
         foreach (var m in models)
         {
@@ -73,7 +81,24 @@ public static class Pretrainer
         for (int i = 0; i < models.Count; i++)
         {
             cancellation.ThrowIfCancellationRequested();
-            results.Add(TrainOne(outFolder, models[i], i, tokenizer, options, evalSet, progress, cancellation));
+            // Seeded by the model's place in the full list, so retraining one model alone gives the same weights.
+            int index = allModels.Select(m => m.Name).ToList().IndexOf(models[i].Name);
+            results.Add(TrainOne(outFolder, models[i], index, tokenizer, options, evalSet, progress, cancellation));
+        }
+        // Models trained earlier into the same folder with the same tokenizer keep their entries.
+        if (File.Exists(Path.Combine(outFolder, PretrainSummary.FileName)))
+        {
+            try
+            {
+                var earlier = PretrainSummary.Load(outFolder);
+                if (earlier.TokenizerFingerprint == tokenizer.Fingerprint)
+                {
+                    var order = allModels.Select(m => m.Name).ToList();
+                    results = earlier.Models.Where(m => results.All(r => r.Name != m.Name)).Concat(results)
+                        .OrderBy(m => order.IndexOf(m.Name) is var i && i >= 0 ? i : int.MaxValue).ToList();
+                }
+            }
+            catch (InvalidDataException) { }
         }
         var summary = new PretrainSummary(options.Seed, tokenizer.Fingerprint, clock.Elapsed.TotalSeconds, results);
         summary.Save(outFolder);
