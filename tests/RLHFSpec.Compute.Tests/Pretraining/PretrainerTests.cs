@@ -88,6 +88,9 @@ public class PretrainerTests
         Assert.That(refreshed.Models[0], Is.EqualTo(first.Models[0]));
         Assert.That(refreshed.Models[2].FinalLoss, Is.EqualTo(first.Models[2].FinalLoss), "same seed, same draft");
         Assert.That(DefaultModels.Exists(a.Path), "still a complete set");
+        string summaryText = File.ReadAllText(Path.Combine(a.Path, PretrainSummary.FileName));
+        Assert.That(DefaultModels.EnsureCreated(folder: a.Path), Is.EqualTo(a.Path));
+        Assert.That(File.ReadAllText(Path.Combine(a.Path, PretrainSummary.FileName)), Is.EqualTo(summaryText), "a complete set is not retrained");
         Assert.That(!DefaultModels.Exists(b.Path), "policy only is not a complete set");
         File.WriteAllText(Path.Combine(a.Path, PretrainSummary.FileName), "{ not json");
         Assert.That(!DefaultModels.Exists(a.Path), "a damaged summary counts as missing");
