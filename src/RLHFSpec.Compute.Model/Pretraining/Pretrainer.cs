@@ -58,7 +58,6 @@ public static class Pretrainer
         ArgumentException.ThrowIfNullOrEmpty(outFolder);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        CheckWritable(outFolder);
         var clock = Stopwatch.StartNew();
         var tokenizer = ArithmeticTokenizer.Create();
         var allModels = options.Models ?? DefaultModelSpecs(tokenizer);
@@ -78,6 +77,7 @@ public static class Pretrainer
             if (m.Config.VocabSize < tokenizer.VocabSize)
                 throw new ArgumentException($"pretrain model {m.Name}: vocab_size {m.Config.VocabSize} < tokenizer's {tokenizer.VocabSize}");
         }
+        CheckWritable(outFolder);
         var evalSet = options.EvalPrompts > 0
             ? PretrainEvaluator.EvaluationSet(unchecked(options.Seed * 31 + 17), options.EvalPrompts, options.MaxEvalTerms)
             : Array.Empty<Tasks.TaskSample>();
