@@ -16,17 +16,19 @@ internal static class PretrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed of data, initial weights and evaluation set", DefaultValueFactory = _ => new PretrainOptions().Seed };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps per model (default: each model's own budget)" };
         var policyOnly = new Option<bool>("--policy-only") { Description = "Train only the policy" };
+        var only = new Option<string[]>("--model") { Description = "Train only these models (policy, draft-small, draft-tiny); repeatable", AllowMultipleArgumentsPerToken = true };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads (0 = all cores)" };
         var eval = new Option<int>("--eval-prompts") { Description = "Evaluation prompts per model (0 = skip evaluation)", DefaultValueFactory = _ => new PretrainOptions().EvalPrompts };
         var command = new Command("pretrain", "Train the default policy and draft models on the arithmetic task and save them")
         {
-            output, seed, steps, policyOnly, threads, eval,
+            output, seed, steps, policyOnly, only, threads, eval,
         };
         command.SetAction(r => Run(r.GetValue(output), new PretrainOptions
         {
             Seed = r.GetValue(seed),
             Steps = r.GetValue(steps),
             PolicyOnly = r.GetValue(policyOnly),
+            Only = r.GetValue(only) is { Length: > 0 } names ? names : null,
             Threads = r.GetValue(threads),
             EvalPrompts = r.GetValue(eval),
         }));
@@ -39,16 +41,17 @@ internal static class PretrainCommand
         // One line per row also when piped to a log (Spectre would wrap at 80 columns).
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
         string folder = string.IsNullOrWhiteSpace(output) ? DefaultModels.Folder : Path.GetFullPath(output);
+        Pretrainer.CheckWritable(folder);
         AnsiConsole.MarkupLine($"pretrain: writing to [bold]{Markup.Escape(folder)}[/] (seed {options.Seed})");
         var summary = TrainWithProgress(folder, options);
         var table = new Table().Border(TableBorder.Rounded)
-            .AddColumns("model", "params", "steps", "loss first→last", "token acc", "exact acc", "train s", "eval s");
+            .AddColumns("model", "params", "steps", "loss first→last", "token acc", "exact acc", "train s (cpu s)", "eval s");
         foreach (var m in summary.Models)
             table.AddRow(Markup.Escape(m.Name), m.Parameters.ToString("N0"), m.Steps.ToString(),
                 $"{m.InitialLoss:0.000} → {m.FinalLoss:0.000}",
                 m.EvalPrompts > 0 ? $"{m.TokenAccuracy:P1}" : "-",
                 m.EvalPrompts > 0 ? $"{m.ExactAccuracy:P1} of {m.EvalPrompts}" : "-",
-                $"{m.TrainSeconds:0.0}", $"{m.EvalSeconds:0.0}");
+                $"{m.TrainSeconds:0.0} ({m.TrainCpuSeconds:0})", $"{m.EvalSeconds:0.0}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"pretrain: done in {summary.TotalSeconds:0.0} s; summary in {Markup.Escape(Path.Combine(folder, PretrainSummary.FileName))}");
         return 0;

@@ -12,11 +12,14 @@ public sealed record PretrainOptions
     /// <summary>Train only the first model (the policy).</summary>
     public bool PolicyOnly { get; init; }
 
+    /// <summary>When set, train only the models of these names (e.g. to refresh one draft).</summary>
+    public IReadOnlyList<string>? Only { get; init; }
+
     /// <summary>ONNX Runtime intra-op threads; 0 = its default (all cores).</summary>
     public int Threads { get; init; }
 
     /// <summary>Training samples longer than this many input tokens are cut (the rare very long tail costs the most).</summary>
-    public int MaxTrainTokens { get; init; } = 192;
+    public int MaxTrainTokens { get; init; } = 96;
 
     /// <summary>Evaluation prompts (drawn from the task, at most <see cref="MaxEvalTerms"/> terms); 0 skips evaluation.</summary>
     public int EvalPrompts { get; init; } = 64;
@@ -33,6 +36,7 @@ public sealed record PretrainOptions
         if (MaxTrainTokens < 8) throw new ArgumentException($"max training tokens must be >= 8, got {MaxTrainTokens}");
         if (EvalPrompts < 0) throw new ArgumentException($"evaluation prompts must be >= 0, got {EvalPrompts}");
         if (MaxEvalTerms < 2) throw new ArgumentException($"evaluation terms must be >= 2, got {MaxEvalTerms}");
+        if (Only is { Count: 0 }) throw new ArgumentException("--model: no model named");
         if (Models is { Count: 0 }) throw new ArgumentException("no models to pretrain");
         if (Models is not null)
         {

@@ -13,6 +13,8 @@ namespace RLHFSpec.Compute.Model.Pretraining;
 /// <param name="ExactAccuracy">Fraction of evaluation prompts whose greedy response earns reward 1.</param>
 /// <param name="EvalPrompts">Number of evaluation prompts.</param>
 /// <param name="TrainSeconds">Wall time of training.</param>
+/// <param name="TrainCpuSeconds">Processor time of training, all threads (wall time × cores on an idle machine; on a
+/// shared one it says what the run would take alone).</param>
 /// <param name="EvalSeconds">Wall time of evaluation.</param>
 public sealed record PretrainedModel(string Name, long Parameters, int Steps, long TrainTokens, double InitialLoss,
-    double FinalLoss, double TokenAccuracy, double ExactAccuracy, int EvalPrompts, double TrainSeconds, double EvalSeconds);
+    double FinalLoss, double TokenAccuracy, double ExactAccuracy, int EvalPrompts, double TrainSeconds, double TrainCpuSeconds, double EvalSeconds);

@@ -63,7 +63,7 @@ public class PretrainerTests
         Assert.That(first.Models[0].Parameters, Is.GreaterThan(first.Models[1].Parameters));
 
         // Same seed (and thread count): same losses, same accuracies, same weights.
-        Assert.That(again.Models.Single(), Is.EqualTo(first.Models[0] with { TrainSeconds = again.Models[0].TrainSeconds, EvalSeconds = again.Models[0].EvalSeconds }));
+        Assert.That(again.Models.Single(), Is.EqualTo(first.Models[0] with { TrainSeconds = again.Models[0].TrainSeconds, TrainCpuSeconds = again.Models[0].TrainCpuSeconds, EvalSeconds = again.Models[0].EvalSeconds }));
         Assert.That(File.ReadAllBytes(Path.Combine(b.Path, "policy", "model.safetensors")),
             Is.EqualTo(File.ReadAllBytes(Path.Combine(a.Path, "policy", "model.safetensors"))));
         Assert.That(again.Models.Select(m => m.Name), Is.EqualTo(new[] { Pretrainer.PolicyName }));
@@ -81,6 +81,16 @@ public class PretrainerTests
         Assert.That(PretrainSummary.Load(a.Path), Is.EqualTo(first).Using<PretrainSummary>((x, y) =>
             x.Seed == y.Seed && x.TokenizerFingerprint == y.TokenizerFingerprint && x.Models.SequenceEqual(y.Models)));
         Assert.That(DefaultModels.Exists(a.Path), "a complete set");
+
+        // Retraining one model keeps the others' entries (in model order) and the set complete.
+        var refreshed = Pretrainer.Run(a.Path, TinyOptions(5) with { Only = new[] { Pretrainer.DraftTinyName } });
+        Assert.That(refreshed.Models.Select(m => m.Name), Is.EqualTo(DefaultModels.ModelNames));
+        Assert.That(refreshed.Models[0], Is.EqualTo(first.Models[0]));
+        Assert.That(refreshed.Models[2].FinalLoss, Is.EqualTo(first.Models[2].FinalLoss), "same seed, same draft");
+        Assert.That(DefaultModels.Exists(a.Path), "still a complete set");
+        string summaryText = File.ReadAllText(Path.Combine(a.Path, PretrainSummary.FileName));
+        Assert.That(DefaultModels.EnsureCreated(folder: a.Path), Is.EqualTo(a.Path));
+        Assert.That(File.ReadAllText(Path.Combine(a.Path, PretrainSummary.FileName)), Is.EqualTo(summaryText), "a complete set is not retrained");
         Assert.That(!DefaultModels.Exists(b.Path), "policy only is not a complete set");
         File.WriteAllText(Path.Combine(a.Path, PretrainSummary.FileName), "{ not json");
         Assert.That(!DefaultModels.Exists(a.Path), "a damaged summary counts as missing");
@@ -151,6 +161,8 @@ public class PretrainerTests
         string file = folder.File("a-file");
         File.WriteAllText(file, "");
         Assert.That(() => Pretrainer.Run(Path.Combine(file, "models"), TinyOptions(1)), Throws.ArgumentException.With.Message.Contains("not writable"));
+        Assert.That(() => Pretrainer.Run(folder.Path, TinyOptions(1) with { Only = new[] { "policy", "nope" } }),
+            Throws.ArgumentException.With.Message.Contains("--model nope: no such model"));
         var models = TinyModels();
         Assert.That(() => Pretrainer.Run(folder.Path, TinyOptions(1) with { Models = new[] { models[0], models[0] } }),
             Throws.ArgumentException.With.Message.Contains("used twice"));
