@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The two set-up commands (see README.md):
-#   ./setup.sh main   installs what is missing, builds, and runs the main job
+#   ./setup.sh main   installs what is missing, builds, and runs the main job (selftest, then rlhfspec train)
 #   ./setup.sh test   installs what is missing, builds, and runs the whole test suite
 # A fresh Debian 12 machine needs only the .NET SDK; this installs glslc and Mesa's Vulkan driver (lavapipe).
 set -euo pipefail
@@ -24,7 +24,11 @@ fi
 case "$mode" in
   main)
     dotnet build RLHFSpec.Compute.sln -c Release --nologo -v quiet -clp:ErrorsOnly
-    exec ./rlhfspec selftest
+    # Every kernel against its reference on every device, then the RLHF run on the default task and models
+    # (pretrained on first use). Extra arguments go to `rlhfspec train`.
+    ./rlhfspec selftest
+    shift || true
+    exec ./rlhfspec train "$@"
     ;;
   test)
     dotnet build RLHFSpec.Compute.sln -c Release --nologo -v quiet -clp:ErrorsOnly

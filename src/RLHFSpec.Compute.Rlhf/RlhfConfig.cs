@@ -19,15 +19,15 @@ public sealed record RlhfConfig
     /// <summary>task (the default task's exact verifier), regex:PATTERN or exact:TEXT (see <see cref="RewardRule"/>).</summary>
     [JsonPropertyName("reward")] public string Reward { get; init; } = "task";
     [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
-    [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 16;
+    [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 8;
     [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
-    [JsonPropertyName("max_new_tokens")] public int MaxNewTokens { get; init; } = 512;
+    [JsonPropertyName("max_new_tokens")] public int MaxNewTokens { get; init; } = 256;
     [JsonPropertyName("temperature")] public double Temperature { get; init; } = 1.0;
     [JsonPropertyName("top_p")] public double TopP { get; init; } = 1.0;
     [JsonPropertyName("seed")] public int Seed { get; init; } = 1;
     /// <summary>grpo (group-normalised advantages, no critic) or ppo.</summary>
     [JsonPropertyName("algorithm")] public string Algorithm { get; init; } = "grpo";
-    [JsonPropertyName("learning_rate")] public double LearningRate { get; init; } = 2e-5;
+    [JsonPropertyName("learning_rate")] public double LearningRate { get; init; } = 3e-4;
     [JsonPropertyName("kl_beta")] public double KlBeta { get; init; } = 0.02;
     [JsonPropertyName("clip")] public double Clip { get; init; } = 0.2;
     [JsonPropertyName("epochs")] public int Epochs { get; init; } = 1;
