@@ -32,6 +32,28 @@ public sealed class GenerationStats
         }
     }
 
+    /// <summary>Adds <paramref name="other"/>'s counts and times into this one (the totals of several instances).</summary>
+    public void Add(GenerationStats other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        Steps += other.Steps;
+        TokensGenerated += other.TokensGenerated;
+        DraftTokensProposed += other.DraftTokensProposed;
+        DraftTokensAccepted += other.DraftTokensAccepted;
+        Preemptions += other.Preemptions;
+        PrefillTokens += other.PrefillTokens;
+        PrefillSeconds += other.PrefillSeconds;
+        DraftSeconds += other.DraftSeconds;
+        VerifyForwardSeconds += other.VerifyForwardSeconds;
+        VerifyKernelSeconds += other.VerifyKernelSeconds;
+        foreach (var (key, steps) in other.StrategyHistogram) StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + steps;
+        foreach (var (batch, (s, e, ss)) in other.ByBatchSize)
+        {
+            var (s0, e0, ss0) = ByBatchSize.GetValueOrDefault(batch);
+            ByBatchSize[batch] = (s0 + s, e0 + e, ss0 + ss);
+        }
+    }
+
     internal void RecordStep(Strategy strategy, int batch, long emitted)
     {
         Steps++;
