@@ -126,6 +126,8 @@ public sealed class GenerationInstance : IDisposable
         var s = _live.Find(x => x.SampleId == sampleId);
         if (s is null || !s.InCache || _model is not IMigratableModel migratable) return false;
         if (!migratable.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
+        if (target._model.CommittedLength(sampleId) != s.Tokens.Count - 1)
+            throw new InvalidOperationException($"sample {sampleId}: the copy holds {target._model.CommittedLength(sampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
         TakeOut(sampleId);
         s.InCache = true;
         s.AdmissionOrder = target._admissions++;

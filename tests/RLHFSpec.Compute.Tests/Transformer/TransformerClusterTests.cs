@@ -1,0 +1,169 @@
+using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Cpu;
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.Cluster;
+using RLHFSpec.Compute.Generation.Proposers;
+using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Model.Transformer;
+using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
+
+namespace RLHFSpec.Compute.Tests.Transformer;
+
+/// <summary>
+/// The generation cluster over real (randomly initialised) transformers sharing one weights arena, each instance
+/// with its own KV cache and ONNX Runtime sessions on its own thread: greedy outputs equal one instance's for 1,
+/// 2 and 3 instances with reallocation; live samples move by KV copy (kv_move on one backend, staged through host
+/// memory across backends) and by recompute; the model-level copy continues a sample exactly.
+/// </summary>
+[TestFixture]
+public sealed class TransformerClusterTests
+{
+    private const int Vocab = 29;
+
+    private static GenerationRequest[] LongTail(int samples, int shortTokens = 6, int longTokens = 60, int seed = 11)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, samples).Select(i =>
+        {
+            var prompt = RandomTokens(random, random.Next(3, 10), Vocab);
+            return new GenerationRequest(i, i, 0, prompt, SamplingParams.Greedy(0, 0), i % 6 == 0 ? longTokens : shortTokens);
+        }).ToArray();
+    }
+
+    private sealed class Fleet : IDisposable
+    {
+        public required TransformerWeights Weights;
+        public readonly List<TransformerModel> Models = new();
+        public readonly List<ComputeBackend> Backends = new();
+
+        public GenerationInstance NewInstance(string strategy, ComputeBackend backend)
+        {
+            var policy = NewModel(Weights, backend, blockSize: 8);
+            var draft = NewModel(Weights, backend, blockSize: 8); // shares the policy's weights: chains are accepted
+            Models.Add(policy);
+            Models.Add(draft);
+            IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
+            return new GenerationInstance(policy, proposers, new GenerationOptions { MaxBatch = 32, FixedStrategy = Strategy.Parse(strategy) });
+        }
+
+        public void Dispose()
+        {
+            foreach (var m in Models) m.Dispose();
+            foreach (var b in Backends) b.Dispose();
+            Weights.Dispose();
+        }
+    }
+
+    private static Fleet NewFleet() => new() { Weights = Weights(Config("qwen2", vocab: Vocab), 201) };
+
+    private static Dictionary<long, int[]> Single(GenerationRequest[] requests)
+    {
+        using var fleet = NewFleet();
+        using var instance = fleet.NewInstance("off", Backends.Cpu);
+        foreach (var r in requests) instance.Enqueue(r);
+        return instance.RunToCompletion().ToDictionary(r => r.Request.SampleId, r => r.Tokens);
+    }
+
+    private static ClusterResult Run(Fleet fleet, int instances, ClusterOptions options, string strategy, bool ownBackends, GenerationRequest[] requests)
+    {
+        using var cluster = new GenerationCluster(instances, _ =>
+        {
+            ComputeBackend backend = Backends.Cpu;
+            if (ownBackends)
+            {
+                backend = new CpuBackend(threads: 1);
+                fleet.Backends.Add(backend);
+            }
+            return fleet.NewInstance(strategy, backend);
+        }, options);
+        return cluster.Run(requests);
+    }
+
+    private static void AssertSame(ClusterResult result, Dictionary<long, int[]> expected, Fleet fleet)
+    {
+        Assert.That(result.Results.Select(r => r.Request.SampleId), Is.Unique);
+        Assert.That(result.Results, Has.Count.EqualTo(expected.Count));
+        foreach (var r in result.Results) Assert.That(r.Tokens, Is.EqualTo(expected[r.Request.SampleId]), $"sample {r.Request.SampleId}");
+        foreach (var m in fleet.Models)
+        {
+            Assert.That(m.ActiveSamples, Is.EqualTo(0), "every sample released, moved ones on their source too");
+            Assert.That(m.Cache.FreeBlocks, Is.EqualTo(m.Cache.NumBlocks));
+        }
+    }
+
+    private static readonly ClusterOptions Forced = new() { Assignment = AssignmentPolicy.RoundRobin, RequireGain = false };
+
+    [Test]
+    public void Greedy_outputs_equal_one_instance([Values(1, 2, 3)] int instances, [Values("off", "chain:3")] string strategy)
+    {
+        var requests = LongTail(12);
+        var expected = Single(requests);
+        using var fleet = NewFleet();
+        var result = Run(fleet, instances, Forced, strategy, ownBackends: false, requests);
+        AssertSame(result, expected, fleet);
+        if (instances > 1) Assert.That(result.Stats.Migrations + result.Stats.Recomputes, Is.GreaterThan(0), "the drained instances took part of the tail");
+    }
+
+    [Test]
+    public void Live_samples_move_by_kv_copy_and_by_recompute([Values(MigrationMode.Copy, MigrationMode.Recompute)] MigrationMode mode, [Values(false, true)] bool ownBackends)
+    {
+        var requests = LongTail(12);
+        var expected = Single(requests);
+        using var fleet = NewFleet();
+        var result = Run(fleet, 2, Forced with { Migration = mode }, "suffix:4", ownBackends, requests);
+        AssertSame(result, expected, fleet);
+        var stats = result.Stats;
+        // qwen2 tiny: 2 layers × K,V × 8 slots × 2 heads × 8 dims × 4 bytes = 2 KiB per block.
+        if (mode == MigrationMode.Copy)
+        {
+            Assert.That(stats.Migrations, Is.GreaterThan(0));
+            Assert.That(stats.KvBytesMoved, Is.GreaterThan(0));
+            Assert.That(stats.KvBytesMoved % 2048, Is.EqualTo(0), "whole blocks move");
+            Assert.That(stats.Recomputes, Is.EqualTo(0));
+        }
+        else
+        {
+            Assert.That(stats.Recomputes, Is.GreaterThan(0));
+            Assert.That(stats.Migrations, Is.EqualTo(0));
+        }
+    }
+
+    [Test]
+    public void A_copied_sample_continues_exactly([Values(false, true)] bool ownBackend)
+    {
+        using var weights = Weights(Config("llama", vocab: Vocab), 202);
+        using var otherBackend = new CpuBackend(threads: 1);
+        using var source = NewModel(weights, Backends.Cpu, blockSize: 4);
+        using var target = NewModel(weights, ownBackend ? otherBackend : Backends.Cpu, blockSize: 4);
+        using var reference = NewModel(weights, Backends.Cpu, blockSize: 4);
+        var tokens = RandomTokens(new Random(5), 11, Vocab);
+        Prefill(source, 1, tokens);
+        Prefill(reference, 1, tokens);
+        Assert.That(source.KvBytes(1), Is.EqualTo(3L * 4 * 2 * 2 * 2 * 8 * 4), "3 blocks of 4 slots × 2 layers × K,V × 2 heads × 8 dims × fp32");
+        Assert.That(source.TryCopySampleTo(1, target, 7), Is.True);
+        Assert.That(target.CommittedLength(7), Is.EqualTo(11));
+        source.Release(1);
+        var next = new[] { 3, 17 };
+        var got = Forward(target, [7], [next], [Chain(2)]);
+        var want = Forward(reference, [1], [next], [Chain(2)]);
+        for (int t = 0; t < 2; t++) AssertClose(got[t], want[t], 1e-5, $"token {t} after the copy");
+    }
+
+    [Test]
+    public void Copy_refuses_pending_tokens_and_other_shapes()
+    {
+        using var weights = Weights(Config("llama", vocab: Vocab), 203);
+        using var source = NewModel(weights, Backends.Cpu, blockSize: 4);
+        using var otherBlocks = NewModel(weights, Backends.Cpu, blockSize: 8);
+        using var target = NewModel(weights, Backends.Cpu, blockSize: 4);
+        Prefill(source, 1, [1, 2, 3, 4, 5]);
+        Assert.That(source.TryCopySampleTo(1, otherBlocks, 1), Is.False, "blocks of another shape");
+        Assert.That(otherBlocks.ActiveSamples, Is.EqualTo(0));
+        Assert.That(source.TryReserve(1, 2), Is.True);
+        Assert.Throws<InvalidOperationException>(() => source.TryCopySampleTo(1, target, 1), "reserved, uncommitted tokens");
+        source.Commit(1, []);
+        Assert.That(source.TryCopySampleTo(1, target, 1), Is.True);
+        Assert.Throws<ArgumentException>(() => source.TryCopySampleTo(1, target, 1), "the target already holds the id");
+    }
+}
