@@ -138,6 +138,60 @@ public sealed class TransformerClusterTests
     }
 
     [Test]
+    public void Reallocation_benchmark_reports_both_completion_times()
+    {
+        using var fleet = NewFleet();
+        var requests = ClusterBenchmark.LongTail(12, Vocab, shortTokens: 3, longTokens: 30, tailEvery: 6, SamplingParams.Greedy(0, 0));
+        var comparison = ClusterBenchmark.CompareReallocation(2, _ => fleet.NewInstance("suffix:4", Backends.Cpu), requests,
+            new ClusterOptions { Assignment = AssignmentPolicy.RoundRobin, RequireGain = false }, repeats: 1);
+        Assert.That(comparison.SameOutputs, Is.True);
+        Assert.That(comparison.Static.Migrations + comparison.Static.Recomputes + comparison.Static.Reassigned, Is.EqualTo(0));
+        Assert.That(comparison.Reallocated.Migrations + comparison.Reallocated.Recomputes, Is.GreaterThan(0));
+        Assert.That(comparison.Static.WallSeconds, Is.GreaterThan(0));
+        Assert.That(comparison.Reallocated.WallSeconds, Is.GreaterThan(0));
+        Assert.That(comparison.Static.Instances.Select(i => i.LastFinishSeconds).Max(), Is.LessThanOrEqualTo(comparison.Static.WallSeconds));
+    }
+
+    /// <summary>
+    /// Measurement, not a check: a long tail (16 of 64 samples 25× longer, all on instance 0 under round-robin) on
+    /// two instances of a mid-size random transformer, static vs reallocated; prints both completion times.
+    /// </summary>
+    [Test, Explicit("a benchmark: run by hand, prints completion times")]
+    public void Measure_reallocation_on_a_long_tail()
+    {
+        var config = new Compute.Model.Formats.ModelConfig
+        {
+            ModelType = "qwen2", VocabSize = 512, HiddenSize = 256, IntermediateSize = 704, NumHiddenLayers = 4, NumAttentionHeads = 8,
+            NumKeyValueHeads = 4, RopeTheta = 1e6, RmsNormEps = 1e-6, MaxPositionEmbeddings = 512, TieWordEmbeddings = false,
+        };
+        using var weights = Weights(config, 301);
+        var models = new List<TransformerModel>();
+        try
+        {
+            GenerationInstance Factory(int k)
+            {
+                var policy = new TransformerModel(weights, new CpuBackend(threads: 1), new TransformerOptions { KvBlockSize = 16, KvMemoryBudgetBytes = 64 << 20 });
+                models.Add(policy);
+                return new GenerationInstance(policy, [new SuffixProposer()], new GenerationOptions { MaxBatch = 64, FixedStrategy = Strategy.Off });
+            }
+            var requests = ClusterBenchmark.LongTail(64, 512, shortTokens: 4, longTokens: 100, tailEvery: 4, SamplingParams.Greedy(0, 0));
+            foreach (var mode in new[] { MigrationMode.Auto, MigrationMode.Recompute })
+            {
+                var c = ClusterBenchmark.CompareReallocation(2, Factory, requests, new ClusterOptions { Assignment = AssignmentPolicy.RoundRobin, Migration = mode }, repeats: 2);
+                TestContext.Out.WriteLine($"{mode}: static {c.Static.WallSeconds:F2} s, reallocated {c.Reallocated.WallSeconds:F2} s, speedup {c.Speedup:F2}x, same outputs {c.SameOutputs}; " +
+                    $"migrations {c.Reallocated.Migrations} ({c.Reallocated.KvBytesMoved / 1024} KiB in {c.Reallocated.CopySeconds * 1e3:F1} ms), recomputes {c.Reallocated.Recomputes}; " +
+                    $"last finish static [{string.Join(", ", c.Static.Instances.Select(i => i.LastFinishSeconds.ToString("F2")))}] reallocated [{string.Join(", ", c.Reallocated.Instances.Select(i => i.LastFinishSeconds.ToString("F2")))}]; " +
+                    $"busy reallocated [{string.Join(", ", c.Reallocated.Instances.Select(i => i.BusySeconds.ToString("F2")))}]");
+                Assert.That(c.SameOutputs, Is.True);
+            }
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    [Test]
     public void A_copied_sample_continues_exactly([Values(false, true)] bool ownBackend)
     {
         using var weights = Weights(Config("llama", vocab: Vocab), 202);
