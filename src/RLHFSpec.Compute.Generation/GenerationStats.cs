@@ -6,6 +6,9 @@ namespace RLHFSpec.Compute.Generation;
 public sealed class GenerationStats
 {
     public long Steps { get; set; }
+
+    /// <summary>Samples in the last decoding step.</summary>
+    public int LastBatch { get; private set; }
     public long TokensGenerated { get; set; }
     public long DraftTokensProposed { get; set; }
     public long DraftTokensAccepted { get; set; }
@@ -57,6 +60,7 @@ public sealed class GenerationStats
     internal void RecordStep(Strategy strategy, int batch, long emitted)
     {
         Steps++;
+        LastBatch = batch;
         string key = strategy.ToString();
         StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + 1;
         var (s, e, ss) = ByBatchSize.GetValueOrDefault(batch);

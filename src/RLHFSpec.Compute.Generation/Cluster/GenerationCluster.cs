@@ -33,8 +33,8 @@ public sealed class GenerationCluster : IDisposable
         public readonly List<SampleState> Inbox = new(); // given to it while it stepped (failure re-admissions)
         public long Steps;
         public int FinishedSeen;
-        public long TokensSeen;
-        public double SecondsPerToken; // moving average of its steps: seconds / tokens emitted
+        public long StepsSeen;
+        public readonly StepTimeFit StepTime = new();
         public double CachedWork;      // predicted work at its last boundary (read while it steps)
         public bool StopRequested;
         public string? Failure;
@@ -43,9 +43,6 @@ public sealed class GenerationCluster : IDisposable
         public long RunSteps;
         public int RunFinished;
     }
-
-    /// <summary>Weight of the newest step in the seconds-per-token average.</summary>
-    private const double RateSmoothing = 0.3;
 
     private readonly object _gate = new();
     private readonly Slot[] _slots;
@@ -282,11 +279,10 @@ public sealed class GenerationCluster : IDisposable
 
     private void Measure(Slot slot, double seconds)
     {
-        long tokens = slot.Instance.Stats.TokensGenerated - slot.TokensSeen;
-        slot.TokensSeen = slot.Instance.Stats.TokensGenerated;
-        if (tokens <= 0) return;
-        double rate = seconds / tokens;
-        slot.SecondsPerToken = slot.SecondsPerToken > 0 ? slot.SecondsPerToken + RateSmoothing * (rate - slot.SecondsPerToken) : rate;
+        var stats = slot.Instance.Stats;
+        if (stats.Steps == slot.StepsSeen) return; // nothing decoded (all finished at admission)
+        slot.StepsSeen = stats.Steps;
+        slot.StepTime.Observe(stats.LastBatch, seconds);
     }
 
     /// <summary>Takes a failed or stopped instance out and re-admits its samples on the others (least predicted work first).</summary>
@@ -336,7 +332,7 @@ public sealed class GenerationCluster : IDisposable
         var samples = slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox)
             .Select(s => new SampleLoad(s.SampleId, Predictor.PredictRemaining(s.Request, s.Generated), slot == donor ? MoveSeconds(donor, s) : 0))
             .ToArray();
-        return new InstanceLoad(slot.Index, samples, slot.SecondsPerToken);
+        return new InstanceLoad(slot.Index, samples, slot.StepTime.Current(slot.Instance.Stats.MeanEmittedPerSampleStep));
     }
 
     /// <summary>What moving <paramref name="s"/> off <paramref name="donor"/> costs: nothing for a waiting sample (its prefill is due anyway).</summary>

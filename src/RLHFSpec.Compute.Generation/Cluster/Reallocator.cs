@@ -6,11 +6,13 @@ namespace RLHFSpec.Compute.Generation.Cluster;
 /// (donor − receiver) / 2. Samples are taken longest predicted remaining first — the long tail is what keeps the
 /// donor busy after the others drain, so splitting it is what shortens the stage — skipping any that would
 /// overshoot the half by more than they bring it closer, and the donor keeps at least one sample.
-/// <para>The gain is predicted by a throughput model: an instance's remaining time is its predicted work times its
-/// measured seconds per token (on a CPU, or a GPU past its saturation point, a step's time grows with the batch,
-/// so a smaller batch finishes its tokens proportionally sooner). Before: donor work × its rate; after: the later
-/// of the two instances plus the moves' cost (they run at the donor's step boundary). A plan is kept only when
-/// the gain is positive, unless <see cref="RequireGain"/> is off.</para>
+/// <para>The gain is predicted with each instance's measured <see cref="StepTime"/> (fixed + per-sample seconds per
+/// step): the stage ends when the later of the two ends, before and after the move, plus the moves' cost (they run
+/// at the donor's step boundary). Where a step's time is mostly fixed (a small model, a GPU far from saturation)
+/// splitting samples of equal length gains little, and moving the single longest sample gains nothing; where it
+/// grows with the batch, halving the batch halves the tail. A plan is kept only when the gain is positive, unless
+/// <see cref="RequireGain"/> is off. Instances are assumed to compute independently (a device each): on one CPU
+/// shared by all instances the model overstates the gain.</para>
 /// A pure class: no threads, no models; the cluster feeds it loads measured between steps.
 /// </summary>
 public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
@@ -44,24 +46,16 @@ public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
                 moved += s.PredictedRemaining;
             }
             if (chosen.Count == 0) continue;
-            double gain = PredictedGain(donor.SecondsPerToken, receiver.SecondsPerToken, donorWork, receiverWork, moved, chosen.Sum(s => s.MoveSeconds));
+            var receiverTime = receiver.StepTime.IsKnown ? receiver.StepTime : donor.StepTime;
+            var donorAfter = remaining.Where(s => !chosen.Contains(s)).Select(s => s.PredictedRemaining).ToArray();
+            var receiverAfter = receiver.Samples.Concat(chosen).Select(s => s.PredictedRemaining).ToArray();
+            double gain = !donor.StepTime.IsKnown ? double.NaN
+                : Math.Max(donor.StepTime.Seconds(remaining.Select(s => s.PredictedRemaining)), receiverTime.Seconds(receiver.Samples.Select(s => s.PredictedRemaining)))
+                  - Math.Max(donor.StepTime.Seconds(donorAfter), receiverTime.Seconds(receiverAfter)) - chosen.Sum(s => s.MoveSeconds);
             if (RequireGain && !(gain > 0)) continue;
             plans.Add(new MovePlan(donor.Instance, receiver.Instance, chosen.Select(s => s.SampleId).ToArray(), gain));
             remaining.RemoveAll(s => chosen.Contains(s));
         }
         return plans;
-    }
-
-    /// <summary>
-    /// Seconds saved by moving <paramref name="moved"/> predicted tokens (NaN when the donor's rate is not measured);
-    /// a receiver whose rate is not measured yet is assumed as fast as the donor.
-    /// </summary>
-    public static double PredictedGain(double donorSecondsPerToken, double receiverSecondsPerToken, double donorWork, double receiverWork, double moved, double moveSeconds)
-    {
-        if (!(donorSecondsPerToken > 0)) return double.NaN;
-        double receiverRate = receiverSecondsPerToken > 0 ? receiverSecondsPerToken : donorSecondsPerToken;
-        double before = Math.Max(donorWork * donorSecondsPerToken, receiverWork * receiverRate);
-        double after = Math.Max((donorWork - moved) * donorSecondsPerToken, (receiverWork + moved) * receiverRate) + moveSeconds;
-        return before - after;
     }
 }

@@ -266,8 +266,9 @@ public class GenerationClusterTests
         Assert.That(predictor.Knows([1, 2]), Is.False);
     }
 
-    private static InstanceLoad LoadOf(int instance, double secondsPerToken, params double[] remaining) =>
-        new(instance, remaining.Select((r, i) => new SampleLoad(instance * 100 + i, r, 0.001)).ToArray(), secondsPerToken);
+    /// <summary>A load whose step time is proportional to the batch (<paramref name="secondsPerSample"/> per sample-step).</summary>
+    private static InstanceLoad LoadOf(int instance, double secondsPerSample, params double[] remaining) =>
+        new(instance, remaining.Select((r, i) => new SampleLoad(instance * 100 + i, r, 0.001)).ToArray(), new StepTime(0, secondsPerSample, 1));
 
     [Test]
     public void Reallocator_moves_about_half_of_the_excess_longest_first()
@@ -285,11 +286,46 @@ public class GenerationClusterTests
     [Test]
     public void Reallocator_keeps_work_when_the_move_costs_more_than_it_gains()
     {
-        var donor = new InstanceLoad(0, [new SampleLoad(1, 10, 5.0), new SampleLoad(2, 10, 5.0)], 0.01);
+        var donor = new InstanceLoad(0, [new SampleLoad(1, 10, 5.0), new SampleLoad(2, 10, 5.0)], new StepTime(0, 0.01, 1));
         Assert.That(new Reallocator().Plan(donor, [LoadOf(1, 0.01)]), Is.Empty, "saving 0.1 s does not pay a 5 s move");
         Assert.That(new Reallocator(requireGain: false).Plan(donor, [LoadOf(1, 0.01)]), Has.Count.EqualTo(1));
         Assert.That(new Reallocator().Plan(LoadOf(0, 0.01, 50), [LoadOf(1, 0.01)]), Is.Empty, "the donor keeps its last sample");
         Assert.That(new Reallocator().Plan(LoadOf(0, 0, 50, 50), [LoadOf(1, 0.01)]), Is.Empty, "no measured rate, no predicted gain");
         Assert.That(new Reallocator(drainThreshold: 1).Plan(LoadOf(0, 0.01, 50, 50, 50), [LoadOf(1, 0.01, 2)]), Has.Count.EqualTo(1));
+    }
+
+    [Test]
+    public void Reallocator_sees_that_a_fixed_step_cost_is_not_split()
+    {
+        // Steps cost 10 ms whatever the batch: the donor's time is its longest sample's steps, so moving that sample
+        // only moves the tail elsewhere, and two equally long samples gain nothing by being split.
+        var fixedCost = new StepTime(0.01, 0, 1);
+        InstanceLoad Load(int k, params double[] r) => new(k, r.Select((x, i) => new SampleLoad(k * 100 + i, x, 0.001)).ToArray(), fixedCost);
+        Assert.That(new Reallocator().Plan(Load(0, 100, 5, 5), [Load(1)]), Is.Empty);
+        Assert.That(new Reallocator().Plan(Load(0, 100, 100), [Load(1)]), Is.Empty);
+        // Half fixed, half per sample: splitting two equal samples saves the per-sample half of one of them.
+        var mixed = new StepTime(0.005, 0.005, 1);
+        var plans = new Reallocator().Plan(Load(0, 100, 100) with { StepTime = mixed }, [Load(1) with { StepTime = mixed }]);
+        Assert.That(plans, Has.Count.EqualTo(1));
+        Assert.That(plans[0].PredictedGainSeconds, Is.EqualTo((0.005 * 100 + 0.005 * 200) - (0.005 * 100 + 0.005 * 100) - 0.001).Within(1e-9));
+        // Speculation (2 tokens per sample-step) halves the steps and the gain.
+        var spec = mixed with { TokensPerSampleStep = 2 };
+        Assert.That(new Reallocator().Plan(Load(0, 100, 100) with { StepTime = spec }, [Load(1) with { StepTime = spec }])[0].PredictedGainSeconds,
+            Is.EqualTo(0.25 - 0.001).Within(1e-9));
+    }
+
+    [Test]
+    public void Step_time_fit_separates_the_fixed_and_the_per_sample_part()
+    {
+        var fit = new StepTimeFit(forgetting: 1);
+        Assert.That(fit.Current(1).IsKnown, Is.False);
+        fit.Observe(8, 0.008 + 8 * 0.001);
+        Assert.That(fit.Current(1), Is.EqualTo(new StepTime(0, 0.002, 1)), "one batch size: proportional");
+        foreach (int b in new[] { 1, 4, 16, 32 }) fit.Observe(b, 0.008 + b * 0.001);
+        var t = fit.Current(1.5);
+        Assert.That(t.FixedSeconds, Is.EqualTo(0.008).Within(1e-9));
+        Assert.That(t.SecondsPerSample, Is.EqualTo(0.001).Within(1e-9));
+        Assert.That(t.TokensPerSampleStep, Is.EqualTo(1.5));
+        Assert.That(t.Seconds([30, 3]), Is.EqualTo((0.008 * 30 + 0.001 * 33) / 1.5).Within(1e-12));
     }
 }

@@ -141,7 +141,7 @@ public sealed class TransformerClusterTests
     public void Reallocation_benchmark_reports_both_completion_times()
     {
         using var fleet = NewFleet();
-        var requests = ClusterBenchmark.LongTail(12, Vocab, shortTokens: 3, longTokens: 30, tailEvery: 6, SamplingParams.Greedy(0, 0));
+        var requests = ClusterBenchmark.LongTail(8, Vocab, shortTokens: 3, longTokens: 20, tailEvery: 4, SamplingParams.Greedy(0, 0));
         var comparison = ClusterBenchmark.CompareReallocation(2, _ => fleet.NewInstance("suffix:4", Backends.Cpu), requests,
             new ClusterOptions { Assignment = AssignmentPolicy.RoundRobin, RequireGain = false }, repeats: 1);
         Assert.That(comparison.SameOutputs, Is.True);
@@ -170,7 +170,10 @@ public sealed class TransformerClusterTests
         {
             GenerationInstance Factory(int k)
             {
-                var policy = new TransformerModel(weights, new CpuBackend(threads: 1), new TransformerOptions { KvBlockSize = 16, KvMemoryBudgetBytes = 64 << 20 });
+                // The cores split between the instances: one CPU backend thread and one ONNX Runtime intra-op thread each per core share.
+                int cores = Math.Max(1, Environment.ProcessorCount / 2);
+                var policy = new TransformerModel(weights, new CpuBackend(threads: cores),
+                    new TransformerOptions { KvBlockSize = 16, KvMemoryBudgetBytes = 64 << 20, Session = new Compute.Model.Onnx.OnnxSessionOptions { IntraOpThreads = cores } });
                 models.Add(policy);
                 return new GenerationInstance(policy, [new SuffixProposer()], new GenerationOptions { MaxBatch = 64, FixedStrategy = Strategy.Off });
             }
