@@ -94,12 +94,13 @@ public class GenerationClusterTests
     }
 
     [Test]
-    public void Live_samples_move_mid_generation_by_copy_and_by_recompute([Values(MigrationMode.Copy, MigrationMode.Recompute)] MigrationMode mode)
+    public void Live_samples_move_mid_generation_by_copy_and_by_recompute([Values(MigrationMode.Copy, MigrationMode.Recompute)] MigrationMode mode,
+        [Values("suffix:4", "suffix-tree:4,2,8")] string strategy)
     {
         var requests = LongTail(18, SamplingParams.Greedy(0, 0));
         var expected = Single("off", requests);
         var models = new List<SyntheticTargetModel>();
-        var result = RunCluster(2, Forced with { Migration = mode }, "suffix:4", requests, models);
+        var result = RunCluster(2, Forced with { Migration = mode }, strategy, requests, models);
         AssertSameOutputs(result, expected, requests);
         var stats = result.Stats;
         if (mode == MigrationMode.Copy)
