@@ -251,6 +251,52 @@ public class GenerationClusterTests
         Assert.That(Imbalance(second), Is.LessThan(1.2), $"learned lengths: balanced ({second[0]} vs {second[1]}; first run {first[0]} vs {first[1]})");
     }
 
+    /// <summary>
+    /// A synthetic target whose forward also waits as a device would: <paramref name="fixedMs"/> per forward plus
+    /// <paramref name="perTokenMs"/> per token fed, sleeping rather than computing, so instances on threads behave like
+    /// instances on their own devices even on a 2-core machine.
+    /// </summary>
+    private sealed class DeviceTimeModel(SyntheticTargetModel inner, double fixedMs, double perTokenMs) : ITargetModel, IMigratableModel
+    {
+        public int VocabSize => inner.VocabSize;
+        public ComputeBackend Backend => inner.Backend;
+        public int MaxContext => inner.MaxContext;
+        public int CommittedLength(long sampleId) => inner.CommittedLength(sampleId);
+        public bool TryReserve(long sampleId, int newTokens) => inner.TryReserve(sampleId, newTokens);
+        public void Commit(long sampleId, ReadOnlySpan<int> keep) => inner.Commit(sampleId, keep);
+        public void Release(long sampleId) => inner.Release(sampleId);
+        public long KvBytes(long sampleId) => inner.KvBytes(sampleId);
+        public bool TryCopySampleTo(long sampleId, ITargetModel target, long targetId) =>
+            target is DeviceTimeModel other && inner.TryCopySampleTo(sampleId, other.Inner, targetId);
+        public SyntheticTargetModel Inner => inner;
+
+        public void Forward(in ForwardBatch batch, DeviceBuffer<float> logits)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            inner.Forward(batch, logits);
+            double wait = fixedMs + perTokenMs * batch.Tokens.Length - clock.Elapsed.TotalMilliseconds;
+            if (wait > 0) Thread.Sleep(TimeSpan.FromMilliseconds(wait));
+        }
+    }
+
+    /// <summary>
+    /// Measurement, not a check: the long tail (16 of 64 samples 25× longer, all on instance 0 under round-robin) on
+    /// two instances whose steps cost device time (1 ms + 0.2 ms per token), static vs reallocated with the cost
+    /// model deciding (gain required, copy or recompute by measured cost); prints both completion times.
+    /// </summary>
+    [Test, Explicit("a benchmark: run by hand, prints completion times")]
+    public void Measure_reallocation_with_independent_device_time()
+    {
+        var models = new List<SyntheticTargetModel>();
+        var requests = ClusterBenchmark.LongTail(64, Vocab, shortTokens: 4, longTokens: 100, tailEvery: 4, SamplingParams.Greedy(0, 0));
+        var c = ClusterBenchmark.CompareReallocation(2, _ => NewInstance("off", models, wrap: m => new DeviceTimeModel(m, 1.0, 0.2)), requests,
+            new ClusterOptions { Assignment = AssignmentPolicy.RoundRobin }, repeats: 2);
+        TestContext.Out.WriteLine($"static {c.Static.WallSeconds:F3} s, reallocated {c.Reallocated.WallSeconds:F3} s, speedup {c.Speedup:F2}x, same outputs {c.SameOutputs}; " +
+            $"migrations {c.Reallocated.Migrations}, recomputes {c.Reallocated.Recomputes}; last finish static [{string.Join(", ", c.Static.Instances.Select(i => i.LastFinishSeconds.ToString("F3")))}] " +
+            $"reallocated [{string.Join(", ", c.Reallocated.Instances.Select(i => i.LastFinishSeconds.ToString("F3")))}]");
+        Assert.That(c.SameOutputs, Is.True);
+    }
+
     [Test]
     public void Length_predictor_learns_per_prompt_and_falls_back_to_prompt_length()
     {
