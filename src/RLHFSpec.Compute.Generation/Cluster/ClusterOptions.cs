@@ -36,6 +36,12 @@ public sealed record ClusterOptions
     /// </summary>
     public Action<int, long>? BeforeStep { get; init; }
 
+    /// <summary>
+    /// Called with an instance's index on its worker thread, under the cluster's lock, each time it runs out of work
+    /// and starts waiting (monitoring; tests that need a drained instance). Keep it short; it must not call the cluster.
+    /// </summary>
+    public Action<int>? OnIdle { get; init; }
+
     public void Validate()
     {
         if (DrainThreshold < 0) throw new ArgumentOutOfRangeException(nameof(DrainThreshold), DrainThreshold, "must be >= 0");

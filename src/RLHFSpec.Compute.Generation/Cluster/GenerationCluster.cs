@@ -37,6 +37,7 @@ public sealed class GenerationCluster : IDisposable
         public readonly StepTimeFit StepTime = new();
         public double CachedWork;      // predicted work at its last boundary (read while it steps)
         public bool StopRequested;
+        public bool Idle;              // waiting for work since its last step
         public string? Failure;
         // This run.
         public double Busy, LastFinish;
@@ -213,9 +214,15 @@ public sealed class GenerationCluster : IDisposable
                         foreach (var s in slot.Inbox) slot.Instance.Inject(s);
                         slot.Inbox.Clear();
                         if (slot.Instance.LiveCount + slot.Instance.WaitingCount > 0) break;
+                        if (!slot.Idle)
+                        {
+                            slot.Idle = true;
+                            Options.OnIdle?.Invoke(slot.Index);
+                        }
                         Monitor.Wait(_gate);
                     }
                     slot.State = SlotState.Stepping;
+                    slot.Idle = false;
                 }
                 var clock = Stopwatch.StartNew();
                 Exception? fault = null;

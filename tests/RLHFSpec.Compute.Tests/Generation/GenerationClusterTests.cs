@@ -84,7 +84,7 @@ public class GenerationClusterTests
         var requests = LongTail(24, SamplingParams.Greedy(0, 0));
         var expected = Single("off", requests);
         var models = new List<SyntheticTargetModel>();
-        var result = RunCluster(instances, Forced with { Reallocate = reallocate }, strategy, requests, models);
+        var result = RunCluster(instances, (Forced with { Reallocate = reallocate }).HoldTailUntilOthersDrain(instances), strategy, requests, models);
         AssertSameOutputs(result, expected, requests);
         if (reallocate && instances > 1)
             Assert.That(result.Stats.Migrations + result.Stats.Recomputes, Is.GreaterThan(0), "the drained instances took part of the tail");
@@ -100,7 +100,7 @@ public class GenerationClusterTests
         var requests = LongTail(18, SamplingParams.Greedy(0, 0));
         var expected = Single("off", requests);
         var models = new List<SyntheticTargetModel>();
-        var result = RunCluster(2, Forced with { Migration = mode }, strategy, requests, models);
+        var result = RunCluster(2, (Forced with { Migration = mode }).HoldTailUntilOthersDrain(2), strategy, requests, models);
         AssertSameOutputs(result, expected, requests);
         var stats = result.Stats;
         if (mode == MigrationMode.Copy)
@@ -122,13 +122,18 @@ public class GenerationClusterTests
         Assert.That(stats.Instances[1].SamplesFinished, Is.GreaterThan(requests.Length / 2), "instance 1 finished moved long samples too");
     }
 
+    /// <summary>
+    /// Strategy off only: with drafts, a sampled token depends on what was drafted (a deterministic draft x is
+    /// accepted when u &lt; p(x), else the token is drawn from the residual), which keeps the target distribution but
+    /// not the very tokens; and suffix drafts depend on which sequences an instance has indexed, so on placement.
+    /// </summary>
     [Test]
-    public void Sampled_outputs_do_not_change_with_migration([Values("off", "suffix:4")] string strategy, [Values(MigrationMode.Copy, MigrationMode.Recompute)] MigrationMode mode)
+    public void Sampled_outputs_do_not_change_with_migration([Values("off")] string strategy, [Values(MigrationMode.Copy, MigrationMode.Recompute)] MigrationMode mode)
     {
         var requests = LongTail(18, SamplingParams.Random(1f, seed: 1234, sampleId: 0, position: 0));
         var expected = Single(strategy, requests);
         var models = new List<SyntheticTargetModel>();
-        var result = RunCluster(2, Forced with { Migration = mode }, strategy, requests, models);
+        var result = RunCluster(2, (Forced with { Migration = mode }).HoldTailUntilOthersDrain(2), strategy, requests, models);
         AssertSameOutputs(result, expected, requests);
         Assert.That(result.Stats.Migrations + result.Stats.Recomputes, Is.GreaterThan(0), "samples moved mid-generation");
         // The outputs are really sampled: greedy decoding gives other tokens.

