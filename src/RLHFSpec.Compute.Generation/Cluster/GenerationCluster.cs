@@ -211,8 +211,7 @@ public sealed class GenerationCluster : IDisposable
                             Finish();
                             return;
                         }
-                        foreach (var s in slot.Inbox) slot.Instance.Inject(s);
-                        slot.Inbox.Clear();
+                        TakeInbox(slot);
                         if (slot.Instance.LiveCount + slot.Instance.WaitingCount > 0) break;
                         if (!slot.Idle)
                         {
@@ -244,6 +243,7 @@ public sealed class GenerationCluster : IDisposable
                     {
                         Collect(slot);
                         Measure(slot, seconds);
+                        TakeInbox(slot); // the donor moves only samples its instance holds
                         if (Options.Reallocate) Rebalance(slot);
                         slot.CachedWork = PredictedWork(slot);
                     }
@@ -261,6 +261,13 @@ public sealed class GenerationCluster : IDisposable
                 Monitor.PulseAll(_gate);
             }
         }
+    }
+
+    /// <summary>Hands the samples queued for a slot (while it stepped) to its instance; call only while it is not stepping.</summary>
+    private static void TakeInbox(Slot slot)
+    {
+        foreach (var s in slot.Inbox) slot.Instance.Inject(s);
+        slot.Inbox.Clear();
     }
 
     /// <summary>Ends the run when every sample is in, or when no instance is left to finish the rest; wakes the workers.</summary>
