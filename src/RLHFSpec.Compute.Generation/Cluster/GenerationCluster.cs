@@ -127,6 +127,7 @@ public sealed class GenerationCluster : IDisposable
             {
                 s.Busy = s.LastFinish = 0;
                 s.RunSteps = s.RunFinished = 0;
+                s.Idle = false;
                 s.FinishedSeen = s.Instance.Finished.Count;
             }
             var assignment = Assign(requests, alive);
