@@ -6,7 +6,7 @@ public sealed record ClusterOptions
     /// <summary>
     /// Move samples from loaded instances to drained ones while generation runs. It pays when instances compute
     /// independently (a device each); instances sharing one CPU's cores only take cores from each other (measured on
-    /// 2 cores: 2–2.5× slower than static on a long tail), so turn it off there.
+    /// 2 loaded cores: 1.5–4× slower than static on a long tail), so turn it off there.
     /// </summary>
     public bool Reallocate { get; init; } = true;
 
