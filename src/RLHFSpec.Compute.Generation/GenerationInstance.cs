@@ -27,6 +27,7 @@ public sealed class GenerationInstance : IDisposable
     private readonly CostModel? _cost;
     private readonly List<SampleState> _waiting = new();
     private readonly List<SampleState> _live = new();
+    private readonly List<SampleState> _admitting = new(); // taken from _waiting, being prefilled
     private readonly List<GenerationResult> _finished = new();
     private long _admissions;
     private DeviceBuffer<float>? _logits, _draftLogits;
@@ -51,6 +52,18 @@ public sealed class GenerationInstance : IDisposable
     public int WaitingCount => _waiting.Count;
     public IReadOnlyList<GenerationResult> Finished => _finished;
 
+    /// <summary>The target model (its KV cache holds the live samples).</summary>
+    public ITargetModel Model => _model;
+
+    /// <summary>Most samples decoding at once.</summary>
+    public int MaxBatch => _options.MaxBatch;
+
+    /// <summary>Samples decoding (their committed tokens are in the model's cache), oldest admission first.</summary>
+    public IReadOnlyList<SampleState> LiveSamples => _live;
+
+    /// <summary>Samples waiting for admission: new ones, preempted ones and ones moved here to be recomputed.</summary>
+    public IReadOnlyList<SampleState> WaitingSamples => _waiting;
+
     /// <summary>The last step's plan when selecting adaptively.</summary>
     public StepPlan? LastPlan { get; private set; }
 
@@ -58,6 +71,84 @@ public sealed class GenerationInstance : IDisposable
     {
         request.Validate(_model.MaxContext, _model.VocabSize);
         _waiting.Add(new SampleState(request, 0));
+    }
+
+    /// <summary>
+    /// Takes in a sample that another instance gave up (<see cref="TakeOut"/>, or its samples after a failure): it
+    /// waits at the head of the queue when it has started (its committed tokens are re-prefilled on admission, the
+    /// recompute path of migration), behind the others when it has not. Not thread-safe: call between steps.
+    /// </summary>
+    public void Inject(SampleState sample)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        if (sample.Finished is not null) throw new ArgumentException($"sample {sample.SampleId} has already finished", nameof(sample));
+        if (_live.Contains(sample) || _waiting.Contains(sample)) throw new ArgumentException($"sample {sample.SampleId} is already in this instance", nameof(sample));
+        sample.Request.Validate(_model.MaxContext, _model.VocabSize);
+        sample.InCache = false;
+        if (sample.Generated > 0) _waiting.Insert(0, sample);
+        else _waiting.Add(sample);
+    }
+
+    /// <summary>
+    /// Removes a live or waiting sample, releasing its KV and its proposers' state here; its tokens and log-probs
+    /// stay in the returned state, ready for <see cref="Inject"/> into another instance. Call between steps.
+    /// </summary>
+    public SampleState TakeOut(long sampleId)
+    {
+        var s = _live.Find(x => x.SampleId == sampleId);
+        if (s is not null)
+        {
+            _model.Release(s.SampleId);
+            _live.Remove(s);
+        }
+        else
+        {
+            s = _waiting.Find(x => x.SampleId == sampleId) ?? throw new ArgumentException($"sample {sampleId} is neither live nor waiting here", nameof(sampleId));
+            _waiting.Remove(s);
+        }
+        foreach (var p in _proposers.Values) p.MigratedOut(s);
+        _acceptance?.Forget(s.SampleId);
+        s.InCache = false;
+        return s;
+    }
+
+    /// <summary>
+    /// Moves a live sample with its KV to <paramref name="target"/>: the model copies the committed KV into the
+    /// target's model (<see cref="IMigratableModel"/>), the target decodes the sample from its next step on with no
+    /// re-prefill (its proposers learn it from the tokens; a draft model catches up there). Returns false, changing
+    /// nothing, when the sample is not live here, a model cannot copy, or the target's cache is full. Neither
+    /// instance may be stepping.
+    /// </summary>
+    public bool TryMoveWithKv(long sampleId, GenerationInstance target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
+        var s = _live.Find(x => x.SampleId == sampleId);
+        if (s is null || !s.InCache || _model is not IMigratableModel migratable) return false;
+        if (!migratable.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
+        if (target._model.CommittedLength(sampleId) != s.Tokens.Count - 1)
+            throw new InvalidOperationException($"sample {sampleId}: the copy holds {target._model.CommittedLength(sampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
+        TakeOut(sampleId);
+        s.InCache = true;
+        s.AdmissionOrder = target._admissions++;
+        target._live.Add(s);
+        foreach (var p in target._proposers.Values) p.Admit(s);
+        return true;
+    }
+
+    /// <summary>
+    /// After a step threw: hands over every sample that has not been returned in <see cref="Finished"/> (live,
+    /// waiting, and any being admitted when it failed), and forgets them. The model and proposers are not touched —
+    /// their state is unknown after a failure — so the samples are re-admitted elsewhere from their committed tokens.
+    /// </summary>
+    public IReadOnlyList<SampleState> Abandon()
+    {
+        var all = _admitting.Concat(_live).Concat(_waiting).Distinct().ToList();
+        _admitting.Clear();
+        _live.Clear();
+        _waiting.Clear();
+        foreach (var s in all) s.InCache = false;
+        return all;
     }
 
     /// <summary>Runs until every enqueued sample has finished; results in order of completion.</summary>
@@ -84,7 +175,8 @@ public sealed class GenerationInstance : IDisposable
     /// <summary>Admits (prefills) what fits; returns how many samples were admitted.</summary>
     private int Admit()
     {
-        var batch = new List<SampleState>();
+        var batch = _admitting;
+        batch.Clear();
         int tokens = 0;
         while (_waiting.Count > 0 && _live.Count + batch.Count < _options.MaxBatch)
         {
@@ -139,10 +231,12 @@ public sealed class GenerationInstance : IDisposable
             foreach (var p in _proposers.Values) p.Admit(s);
         }
         for (int f = 0; f < fresh.Count; f++) Emit(fresh[f], [first[f]], [logProbs[f]]);
+        int admitted = batch.Count;
+        batch.Clear();
         Stats.PrefillTokens += feedTokens.Count;
         Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
         RetireFinished();
-        return batch.Count;
+        return admitted;
     }
 
     /// <summary>Tokens fed when (re-)admitting: the prompt, or everything committed but the pending token.</summary>
@@ -313,7 +407,7 @@ public sealed class GenerationInstance : IDisposable
             foreach (var p in _proposers.Values) p.Release(s);
             _acceptance?.Forget(s.SampleId);
             _live.Remove(s);
-            _finished.Add(new GenerationResult(s.Request, s.Tokens.Skip(s.Request.Prompt.Length).ToArray(), s.LogProbs.ToArray(), s.Finished!.Value));
+            _finished.Add(s.ToResult());
         }
     }
 

@@ -6,6 +6,9 @@ namespace RLHFSpec.Compute.Generation;
 public sealed class GenerationStats
 {
     public long Steps { get; set; }
+
+    /// <summary>Samples in the last decoding step.</summary>
+    public int LastBatch { get; private set; }
     public long TokensGenerated { get; set; }
     public long DraftTokensProposed { get; set; }
     public long DraftTokensAccepted { get; set; }
@@ -32,6 +35,29 @@ public sealed class GenerationStats
         }
     }
 
+    /// <summary>Adds <paramref name="other"/>'s counts and times into this one (the totals of several instances).</summary>
+    public void Add(GenerationStats other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        Steps += other.Steps;
+        TokensGenerated += other.TokensGenerated;
+        DraftTokensProposed += other.DraftTokensProposed;
+        DraftTokensAccepted += other.DraftTokensAccepted;
+        Preemptions += other.Preemptions;
+        PrefillTokens += other.PrefillTokens;
+        PrefillSeconds += other.PrefillSeconds;
+        DraftSeconds += other.DraftSeconds;
+        VerifyForwardSeconds += other.VerifyForwardSeconds;
+        VerifyKernelSeconds += other.VerifyKernelSeconds;
+        foreach (var (key, steps) in other.StrategyHistogram) StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + steps;
+        foreach (var (batch, (s, e, ss)) in other.ByBatchSize)
+        {
+            var (s0, e0, ss0) = ByBatchSize.GetValueOrDefault(batch);
+            ByBatchSize[batch] = (s0 + s, e0 + e, ss0 + ss);
+        }
+        foreach (var (batch, seconds) in other.SecondsByBatchSize) SecondsByBatchSize[batch] = SecondsByBatchSize.GetValueOrDefault(batch) + seconds;
+    }
+
     /// <summary>Per live batch size: seconds of the decode steps taken at that size (draft, verify forward, kernel, commit).</summary>
     public SortedDictionary<int, double> SecondsByBatchSize { get; } = new();
 
@@ -39,6 +65,7 @@ public sealed class GenerationStats
     {
         SecondsByBatchSize[batch] = SecondsByBatchSize.GetValueOrDefault(batch) + seconds;
         Steps++;
+        LastBatch = batch;
         string key = strategy.ToString();
         StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + 1;
         var (s, e, ss) = ByBatchSize.GetValueOrDefault(batch);

@@ -28,4 +28,9 @@ public sealed class SampleState(GenerationRequest request, long admissionOrder)
     public int Pending => Tokens[^1];
 
     public int RemainingTokens => Request.MaxNewTokens - Generated;
+
+    /// <summary>The result of a finished sample.</summary>
+    public GenerationResult ToResult() =>
+        new(Request, Tokens.Skip(Request.Prompt.Length).ToArray(), LogProbs.ToArray(),
+            Finished ?? throw new InvalidOperationException($"sample {SampleId} has not finished"));
 }

@@ -26,4 +26,10 @@ public interface IProposer
     void Accepted(SampleState sample, DraftTree draft, ReadOnlySpan<int> acceptedNodes);
 
     void Release(SampleState sample);
+
+    /// <summary>
+    /// The sample moved to another instance: forget its per-sample state here (the target admits it afresh from its
+    /// tokens). By default the same as <see cref="Release"/>.
+    /// </summary>
+    void MigratedOut(SampleState sample) => Release(sample);
 }

@@ -59,6 +59,9 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
         if (sample.Finished is not null) _samples.Remove(sample.SampleId);
     }
 
+    /// <summary>A sample that moved away: its response so far stays indexed for its siblings here, but it no longer grows.</summary>
+    public void MigratedOut(SampleState sample) => _samples.Remove(sample.SampleId);
+
     private sealed class PromptKey(int[] prompt) : IEquatable<PromptKey>
     {
         private readonly int[] _prompt = prompt;

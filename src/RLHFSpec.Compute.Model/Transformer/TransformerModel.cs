@@ -21,7 +21,7 @@ namespace RLHFSpec.Compute.Model.Transformer;
 /// as long as the earlier ones form a chain that the later ones descend from; anything else is rejected with a
 /// clear error rather than computed with the wrong mask. Not thread-safe: one generation instance owns a model.
 /// </remarks>
-public sealed class TransformerModel : ITargetModel, IDisposable
+public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposable
 {
     private sealed class Sample
     {
@@ -324,6 +324,29 @@ public sealed class TransformerModel : ITargetModel, IDisposable
     {
         if (!_samples.Remove(sampleId, out var s)) return;
         Cache.Release(s.CacheId);
+    }
+
+    public long KvBytes(long sampleId) =>
+        _samples.TryGetValue(sampleId, out var s) ? (long)Cache.BlockTable(s.CacheId).Count * Cache.Layout.BlockWords * sizeof(uint) * 2 * Cache.NumLayers : 0;
+
+    /// <summary>
+    /// Copies the sample's committed KV blocks into <paramref name="target"/>'s cache (<see cref="KvCache.TryCopySampleTo"/>:
+    /// kv_move on one backend, staged through host memory across backends). The target must be a transformer whose
+    /// cache blocks have the same shape; its forwards then continue the sample as if it had been prefilled there.
+    /// </summary>
+    public bool TryCopySampleTo(long sampleId, ITargetModel target, long targetId)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (target is not TransformerModel other || !other.Cache.Config.SameBlockShape(Cache.Config)) return false;
+        var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
+        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
+            throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
+        if (other._samples.ContainsKey(targetId)) throw new ArgumentException($"targetId: sample {targetId} is already in the target model", nameof(targetId));
+        int cacheId = other._nextCacheId;
+        if (!Cache.TryCopySampleTo(s.CacheId, other.Cache, cacheId)) return false;
+        other._nextCacheId++;
+        other._samples[targetId] = new Sample { CacheId = cacheId };
+        return true;
     }
 
     private void EnsureHost(int tokens, int rows)

@@ -11,7 +11,7 @@ namespace RLHFSpec.Compute.Tests.Generation;
 /// and strict checks of the contract (parents before children, kept tokens forming a path, reservations covering
 /// every fed token), so the generation loop's bookkeeping is tested, not just its output.
 /// </summary>
-public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel model, int maxContext = 4096, long slotBudget = long.MaxValue) : ITargetModel
+public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel model, int maxContext = 4096, long slotBudget = long.MaxValue) : ITargetModel, IMigratableModel
 {
     private sealed class Sample
     {
@@ -29,6 +29,10 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
     public long Forwards { get; private set; }
     public long TokensFed { get; private set; }
     public int Samples => _samples.Count;
+    public long SlotBudget => slotBudget;
+
+    /// <summary>Samples copied into other models (migrations out of this one).</summary>
+    public long CopiesOut { get; private set; }
 
     public int CommittedLength(long sampleId) => _samples.TryGetValue(sampleId, out var s) ? s.Committed.Count : 0;
 
@@ -96,6 +100,22 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
     }
 
     public void Release(long sampleId) => _samples.Remove(sampleId);
+
+    /// <summary>4 bytes per committed token: a stand-in size, so copies have a cost the cluster can count.</summary>
+    public long KvBytes(long sampleId) => _samples.TryGetValue(sampleId, out var s) ? 4L * s.Committed.Count : 0;
+
+    /// <summary>Copies the committed tokens (this double's KV) into another synthetic model; strict about pending tokens.</summary>
+    public bool TryCopySampleTo(long sampleId, ITargetModel target, long targetId)
+    {
+        if (target is not SyntheticTargetModel other) return false;
+        var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId} is not in the model");
+        if (s.Tentative.Count != 0 || s.Reserved != 0) throw new InvalidOperationException($"sample {sampleId}: copy with uncommitted tokens or reservations");
+        if (other._samples.ContainsKey(targetId)) throw new InvalidOperationException($"sample {targetId} is already in the target");
+        if (other.SlotsInUse + s.Committed.Count > other.SlotBudget) return false;
+        other._samples[targetId] = new Sample { Committed = new List<int>(s.Committed) };
+        CopiesOut++;
+        return true;
+    }
 
     /// <summary>The committed tokens of a live sample (what its KV cache holds).</summary>
     public IReadOnlyList<int> CommittedTokens(long sampleId) => _samples[sampleId].Committed;
