@@ -7,7 +7,11 @@ namespace RLHFSpec.Compute.Generation;
 
 /// <summary>The outcome of <see cref="Generator.Run"/>: results in request order, the instance's stats, wall time and the step plans' record.</summary>
 public sealed record GenerateOutcome(IReadOnlyList<GenerationResult> Results, GenerationStats Stats, double WallSeconds, CostModel? Cost,
-    IReadOnlyDictionary<int, Dictionary<string, long>> ChoicesByBatchSize);
+    IReadOnlyDictionary<int, Dictionary<string, long>> ChoicesByBatchSize)
+{
+    /// <summary>Migrations, KV bytes moved, recomputes and per-instance times when several instances ran.</summary>
+    public Cluster.ClusterStats? Cluster { get; init; }
+}
 
 /// <summary>
 /// The generation stage as one call: builds the proposers (suffix always; draft model when given), the cost model
@@ -92,6 +96,67 @@ public sealed class Generator
         var byId = instance.Finished.ToDictionary(r => r.Request.SampleId);
         var ordered = requests.Select(r => byId[r.SampleId]).ToArray();
         return new GenerateOutcome(ordered, instance.Stats, wall, _cost, choices);
+    }
+
+    /// <summary>
+    /// Generates on <paramref name="instances"/> instances (threads), each over its own models from
+    /// <paramref name="models"/> (own KV caches and sessions; weights may be shared), with the cluster's assignment and
+    /// reallocation. For <c>adaptive</c>, the cost model is profiled once (on this generator's models) and every
+    /// instance gets a frozen copy of it (instances run concurrently, so they do not refine one shared model).
+    /// </summary>
+    public GenerateOutcome RunCluster(IReadOnlyList<GenerationRequest> requests, int instances, Func<int, (ITargetModel Policy, ITargetModel? Draft)> models,
+        Cluster.ClusterOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        ArgumentNullException.ThrowIfNull(models);
+        if (instances < 1) throw new ArgumentException($"instances: {instances}, must be >= 1", nameof(instances));
+        string? profile = null;
+        if (_settings.IsAdaptive)
+        {
+            _cost ??= LoadOrProfile();
+            profile = Path.Combine(Path.GetTempPath(), $"rlhfspec-cost-{Guid.NewGuid():N}.json");
+            _cost.Save(profile);
+        }
+        var owned = new List<IDisposable>();
+        try
+        {
+            using var cluster = new Cluster.GenerationCluster(instances, k =>
+            {
+                var (policy, draft) = models(k);
+                if (draft is not null && draft.VocabSize != policy.VocabSize)
+                    throw new ArgumentException($"draft model of instance {k}: vocabulary {draft.VocabSize} differs from the policy's {policy.VocabSize}");
+                var cost = profile is null ? null : CostModel.Load(profile);
+                var proposers = new List<IProposer> { new SuffixProposer() };
+                if (draft is not null)
+                {
+                    var proposer = new DraftModelProposer(draft, cost);
+                    owned.Add(proposer);
+                    proposers.Add(proposer);
+                }
+                var (instanceOptions, acceptance) = Options(draft is not null, cost);
+                var instance = new GenerationInstance(policy, proposers, instanceOptions, acceptance, cost);
+                owned.Add(instance);
+                return instance;
+            }, options);
+            var result = cluster.Run(requests);
+            var byId = result.Results.ToDictionary(r => r.Request.SampleId);
+            return new GenerateOutcome(requests.Select(r => byId[r.SampleId]).ToArray(), result.Stats.Total, result.Stats.WallSeconds, _cost,
+                new Dictionary<int, Dictionary<string, long>>()) { Cluster = result.Stats };
+        }
+        finally
+        {
+            foreach (var d in owned) d.Dispose();
+            if (profile is not null) File.Delete(profile);
+        }
+    }
+
+    private (GenerationOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost)
+    {
+        var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
+        if (!_settings.IsAdaptive) return (options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") }, null);
+        var acceptance = new AcceptanceEstimator();
+        var candidates = _settings.Candidates ?? DefaultCandidates(hasDraft);
+        return (options with { FixedStrategy = null, Selector = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
     }
 
     private CostModel LoadOrProfile()

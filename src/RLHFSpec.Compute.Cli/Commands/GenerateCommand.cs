@@ -41,20 +41,24 @@ internal static class GenerateCommand
         var costProfile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON: loaded (frozen) if it exists, else measured and saved there" };
         var output = new Option<string?>("--out") { Description = "Output JSONL, one line per sample" };
         var stats = new Option<string?>("--stats") { Description = "Stats JSON" };
+        var instances = new Option<int>("--instances") { Description = "Generation instances (threads, each with its own KV cache and sessions over shared weights)", DefaultValueFactory = _ => 1 };
+        var reallocate = new Option<string>("--reallocate") { Description = "on | off: move samples between instances when their loads diverge", DefaultValueFactory = _ => "off" };
         var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
         {
             model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, kvMemory, maxBatch, costProfile, output, stats,
+            instances, reallocate,
         };
         command.SetAction(r => Run(new Args(
             r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
-            r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats))));
+            r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats),
+            r.GetValue(instances), r.GetValue(reallocate)!)));
         return command;
     }
 
     private sealed record Args(string? Model, string? Draft, string? Prompts, int? NumPrompts, int SamplesPerPrompt, int MaxNewTokens,
         float Temperature, float TopP, ulong Seed, string Strategy, string Device, string Ep, int Threads, int KvMemoryMiB, int MaxBatch,
-        string? CostProfile, string? Out, string? Stats);
+        string? CostProfile, string? Out, string? Stats, int Instances, string Reallocate);
 
     private static int Run(Args a)
     {
@@ -66,11 +70,15 @@ internal static class GenerateCommand
         if (a.KvMemoryMiB < 1) throw new ArgumentException($"--kv-memory-mib: {a.KvMemoryMiB}, must be >= 1");
         if (a.MaxBatch < 1) throw new ArgumentException($"--max-batch: {a.MaxBatch}, must be >= 1");
         if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
+        if (a.Instances < 1) throw new ArgumentException($"--instances: {a.Instances}, must be >= 1");
+        if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
         var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
         CheckWritable(a.Out, "--out");
         CheckWritable(a.Stats, "--stats");
-        var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = a.Threads };
+        // Instances share the cores: without --threads each gets its share.
+        int threads = a.Threads > 0 || a.Instances == 1 ? a.Threads : Math.Max(1, Environment.ProcessorCount / a.Instances);
+        var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads };
 
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft);
         using var checkpoint = Checkpoint.Load(policyFolder);
@@ -86,14 +94,17 @@ internal static class GenerateCommand
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
         using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session });
         TransformerModel? draftModel = null;
+        TransformerWeights? draftWeights = null;
+        var extra = new List<IDisposable>();
+        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session };
         try
         {
             if (draftFolder is not null)
             {
                 using var draftCheckpoint = Checkpoint.Load(draftFolder);
                 Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
-                draftModel = new TransformerModel(TransformerWeights.FromCheckpoint(draftCheckpoint), backend,
-                    new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session }, ownsWeights: true);
+                draftWeights = TransformerWeights.FromCheckpoint(draftCheckpoint);
+                draftModel = new TransformerModel(draftWeights, backend, runtime);
             }
             var stops = new HashSet<int>(checkpoint.Config.EosTokenIds);
             if (tokenizer.EosId is { } eos) stops.Add(eos);
@@ -109,12 +120,25 @@ internal static class GenerateCommand
                 {
                     var task = ctx.AddTask($"generating {requests.Length} samples", maxValue: requests.Length);
                     var clock = System.Diagnostics.Stopwatch.StartNew();
-                    outcome = generator.Run(requests, instance =>
-                    {
-                        task.Value = instance.Finished.Count;
-                        double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                        task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
-                    });
+                    if (a.Instances == 1)
+                        outcome = generator.Run(requests, instance =>
+                        {
+                            task.Value = instance.Finished.Count;
+                            double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                            task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
+                        });
+                    else
+                        outcome = generator.RunCluster(requests, a.Instances, k =>
+                        {
+                            // Each instance: its own device queue, KV caches and sessions over the shared weights.
+                            var instanceBackend = Devices.Open(a.Device);
+                            extra.Add(instanceBackend);
+                            var p = new TransformerModel(policyWeights, instanceBackend, runtime);
+                            extra.Add(p);
+                            TransformerModel? d = draftWeights is null ? null : new TransformerModel(draftWeights, instanceBackend, runtime);
+                            if (d is not null) extra.Add(d);
+                            return (p, d);
+                        }, new Generation.Cluster.ClusterOptions { Reallocate = a.Reallocate == "on" });
                     task.Value = requests.Length;
                 });
 
@@ -124,7 +148,12 @@ internal static class GenerateCommand
             Summary(outcome, texts, tokenizer, defaultTask);
             return 0;
         }
-        finally { draftModel?.Dispose(); }
+        finally
+        {
+            for (int i = extra.Count - 1; i >= 0; i--) extra[i].Dispose();
+            draftModel?.Dispose();
+            draftWeights?.Dispose();
+        }
     }
 
     /// <summary>Prompts of the default task, seeded.</summary>
@@ -195,6 +224,15 @@ internal static class GenerateCommand
             ["by_batch_size"] = byBatch,
             ["finish_reasons"] = new JsonObject(o.Results.GroupBy(r => r.FinishReason.ToString().ToLowerInvariant())
                 .Select(g => KeyValuePair.Create(g.Key, (JsonNode?)g.Count()))),
+            ["instances"] = o.Cluster?.Instances.Count ?? 1,
+            ["migrations"] = o.Cluster?.Migrations ?? 0,
+            ["kv_bytes_moved"] = o.Cluster?.KvBytesMoved ?? 0,
+            ["recomputes"] = o.Cluster?.Recomputes ?? 0,
+            ["per_instance"] = o.Cluster is null ? null : new JsonArray(o.Cluster.Instances.Select(i => (JsonNode)new JsonObject
+            {
+                ["instance"] = i.Instance, ["busy_seconds"] = i.BusySeconds, ["idle_seconds"] = i.IdleSeconds,
+                ["last_finish_seconds"] = i.LastFinishSeconds, ["steps"] = i.Steps, ["samples_finished"] = i.SamplesFinished, ["failure"] = i.Failure,
+            }).ToArray()),
         };
     }
 

@@ -58,6 +58,24 @@ public sealed class GenerateCliTests
         Assert.That(File.ReadAllLines(again), Is.EqualTo(lines), "same seed and strategy, same output");
     }
 
+    [Test]
+    public void Two_instances_with_reallocation_give_the_greedy_output_of_one()
+    {
+        string one = _folder.File("one.jsonl"), two = _folder.File("two.jsonl"), stats = _folder.File("two.json");
+        var (exit1, _, err1) = CliRunner.Run(_folder.Path, Args(one, "--strategy", "suffix:3", "--temperature", "0"));
+        Assert.That(exit1, Is.EqualTo(0), err1);
+        var (exit2, out2, err2) = CliRunner.Run(_folder.Path, Args(two, "--strategy", "suffix:3", "--temperature", "0", "--instances", "2", "--reallocate", "on", "--stats", stats));
+        Assert.That(exit2, Is.EqualTo(0), err2 + out2);
+        Assert.That(File.ReadAllLines(two), Is.EqualTo(File.ReadAllLines(one)));
+        using var s = JsonDocument.Parse(File.ReadAllText(stats));
+        Assert.That(s.RootElement.GetProperty("instances").GetInt32(), Is.EqualTo(2));
+        Assert.That(s.RootElement.GetProperty("per_instance").GetArrayLength(), Is.EqualTo(2));
+        Assert.That(s.RootElement.TryGetProperty("migrations", out _) && s.RootElement.TryGetProperty("kv_bytes_moved", out _) && s.RootElement.TryGetProperty("recomputes", out _));
+        var (exit3, _, err3) = CliRunner.Run(_folder.Path, Args(_folder.File("bad.jsonl"), "--instances", "2", "--reallocate", "maybe"));
+        Assert.That(exit3, Is.EqualTo(2));
+        Assert.That(err3, Does.Contain("--reallocate"));
+    }
+
     [TestCase("empty", "no prompts")]
     [TestCase("no-field", "line 2: no \"prompt\" field")]
     [TestCase("not-utf8", "not valid UTF-8")]
