@@ -27,11 +27,11 @@ internal static class BenchCommand
     private static Command ModelBench()
     {
         var model = new Option<string?>("--model") { Description = "Model folder whose shape is timed (weights are re-initialised randomly); default: the embedded policy" };
-        var device = new Option<string>("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
-        var ep = new Option<string>("--ep") { Description = "cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
-        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var device = CommonOptions.Device();
+        var ep = CommonOptions.Ep();
+        var threads = CommonOptions.Threads();
         var quick = new Option<bool>("--quick") { Description = "Fewer sizes (batch 1, 16, 256; trees 4, 16, 64)" };
-        var markdown = new Option<string?>("--markdown") { Description = "Also write the table as Markdown to this file" };
+        var markdown = CommonOptions.Markdown();
         var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, device, ep, threads, quick, markdown };
         command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(markdown)));
         return command;

@@ -23,8 +23,8 @@ internal static class GenerateCommand
 {
     public static Command Create()
     {
-        var model = new Option<string?>("--model") { Description = "Policy model folder (HF layout); default: the embedded policy" };
-        var draft = new Option<string?>("--draft") { Description = "Draft model folder (HF layout, same tokenizer); default: the embedded small draft when the policy is the default one" };
+        var model = CommonOptions.Model();
+        var draft = CommonOptions.Draft();
         var prompts = new Option<string?>("--prompts") { Description = "Prompts file: JSONL with a 'prompt' field, or Parquet; default: prompts of the default task" };
         var numPrompts = new Option<int?>("--num-prompts") { Description = "Number of prompts (default: all of the file, or 16 task prompts)" };
         var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 4 };
@@ -33,9 +33,9 @@ internal static class GenerateCommand
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1f };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling (and of the default task's prompts)", DefaultValueFactory = _ => 0UL };
         var strategy = new Option<string>("--strategy") { Description = "off | adaptive | chain:K | tree:D,K,B | suffix:K | suffix-tree:D,K,B", DefaultValueFactory = _ => "adaptive" };
-        var device = new Option<string>("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
-        var ep = new Option<string>("--ep") { Description = "ONNX Runtime execution provider: cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
-        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var device = CommonOptions.Device();
+        var ep = CommonOptions.Ep();
+        var threads = CommonOptions.Threads();
         var kvMemory = new Option<int>("--kv-memory-mib") { Description = "KV cache memory budget of the policy, MiB", DefaultValueFactory = _ => 256 };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most samples decoded together", DefaultValueFactory = _ => 64 };
         var costProfile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON: loaded (frozen) if it exists, else measured and saved there" };

@@ -21,19 +21,19 @@ internal static class GenerationBench
 {
     public static Command Create()
     {
-        var model = new Option<string?>("--model") { Description = "Policy folder; default: the embedded policy" };
-        var draft = new Option<string?>("--draft") { Description = "Draft folder; default: the embedded small draft with the embedded policy" };
+        var model = CommonOptions.Model();
+        var draft = CommonOptions.Draft();
         var prompts = new Option<int>("--num-prompts") { Description = "Prompts of the default task", DefaultValueFactory = _ => 64 };
         var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 8 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens per sample", DefaultValueFactory = _ => 768 };
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature", DefaultValueFactory = _ => 1f };
         var strategies = new Option<string[]>("--strategies") { Description = "Strategies to compare (off is always first)", AllowMultipleArgumentsPerToken = true,
             DefaultValueFactory = _ => ["suffix:4", "chain:3", "tree:3,2,6", "adaptive"] };
-        var device = new Option<string>("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
-        var ep = new Option<string>("--ep") { Description = "cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
-        var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+        var device = CommonOptions.Device();
+        var ep = CommonOptions.Ep();
+        var threads = CommonOptions.Threads();
         var seed = new Option<ulong>("--seed") { Description = "Seed of prompts and sampling", DefaultValueFactory = _ => 0UL };
-        var markdown = new Option<string?>("--markdown") { Description = "Also write the tables as Markdown to this file" };
+        var markdown = CommonOptions.Markdown();
         var plot = new Option<string?>("--plot") { Description = "PNG plot of tokens/s against the live batch size" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task")
         {

@@ -61,21 +61,4 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
 
     /// <summary>A sample that moved away: its response so far stays indexed for its siblings here, but it no longer grows.</summary>
     public void MigratedOut(SampleState sample) => _samples.Remove(sample.SampleId);
-
-    private sealed class PromptKey(int[] prompt) : IEquatable<PromptKey>
-    {
-        private readonly int[] _prompt = prompt;
-        private readonly int _hash = ComputeHash(prompt);
-
-        private static int ComputeHash(int[] p)
-        {
-            var h = new HashCode();
-            foreach (int t in p) h.Add(t);
-            return h.ToHashCode();
-        }
-
-        public bool Equals(PromptKey? other) => other is not null && _prompt.AsSpan().SequenceEqual(other._prompt);
-        public override bool Equals(object? obj) => Equals(obj as PromptKey);
-        public override int GetHashCode() => _hash;
-    }
 }

@@ -1,0 +1,19 @@
+using System.CommandLine;
+
+namespace RLHFSpec.Compute.Cli;
+
+/// <summary>Options several verbs share, declared once so their names, defaults and help agree.</summary>
+internal static class CommonOptions
+{
+    public static Option<string?> Model() => new("--model") { Description = "Policy model folder (HF layout); default: the embedded policy" };
+
+    public static Option<string?> Draft() => new("--draft") { Description = "Draft model folder (HF layout, same tokenizer); default: the embedded small draft when the policy is the default one" };
+
+    public static Option<string> Device() => new("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
+
+    public static Option<string> Ep() => new("--ep") { Description = "ONNX Runtime execution provider: cpu | cuda | dml", DefaultValueFactory = _ => "cpu" };
+
+    public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
+
+    public static Option<string?> Markdown() => new("--markdown") { Description = "Also write the tables as Markdown to this file" };
+}
