@@ -180,6 +180,7 @@ internal static class GenerateCommand
             {
                 ["prompt_index"] = r.Request.PromptIndex,
                 ["sample_index"] = r.Request.SampleIndex,
+                ["prompt_tokens"] = r.Request.Prompt.Length,
                 ["tokens"] = new JsonArray(r.Tokens.Select(t => (JsonNode)t).ToArray()),
                 ["text"] = text,
                 ["finish_reason"] = r.FinishReason.ToString().ToLowerInvariant(),
