@@ -53,11 +53,15 @@ internal static class TrainCommand
         foreach (var (key, value) in overrides) config = config.With(key, value);
         config.Validate();
         string run = resume ?? outFolder ?? Path.Combine("runs", DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-        var (policy, draft) = ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
+        // A resumed run continues from its own checkpoint and reference: the model folders are not needed (nor pretrained).
+        var (policy, draft) = resume is not null
+            ? (Path.Combine(resume, RlhfTrainer.ReferenceFolder), null)
+            : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
 
         using var trainer = new RlhfTrainer(config, run, policy, draft, resume: resume is not null);
         AnsiConsole.MarkupLine($"RLHF (GRPO) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
-            $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, policy {Markup.Escape(policy)}");
+            $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +
+            (resume is not null ? $"resumed from {Markup.Escape(RlhfTrainer.LatestCheckpoint(run) ?? "?")}" : $"policy {Markup.Escape(policy)}"));
         var observer = new ConsoleObserver();
         trainer.Run(observer);
         AnsiConsole.MarkupLine($"metrics: {Markup.Escape(Path.Combine(run, RlhfTrainer.MetricsFile))}, plot: {Markup.Escape(Path.Combine(run, RlhfTrainer.PlotFile))}");
