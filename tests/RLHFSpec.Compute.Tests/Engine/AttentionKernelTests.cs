@@ -244,6 +244,15 @@ public class AttentionKernelTests
         Check(cpu, $"cpu({threads} threads)", Make(threads + 1, [context], [newTokens], 64, 1, 2, 16, KvDType.F32, Mask.Chain));
     }
 
+    // The CPU backend's three work paths: on the calling thread (small steps), Parallel.For over (token, KV head)
+    // items (a long prefill), and split contexts (above). Both sides of the serial threshold against the reference.
+    [TestCase(16), TestCase(256)]
+    public void CpuSerialAndParallelPathsMatchReference(int prefillTokens)
+    {
+        var p = Make(5, [3, 0], [prefillTokens, 9], 64, 2, 4, 16, KvDType.F32, Mask.Causal);
+        Check(Backends.Cpu, "cpu", p);
+    }
+
     // Key ranges split over workgroups with a merge pass, where some tokens' later splits are empty (short samples
     // beside a long one): their partials carry max = −inf and must weigh nothing.
     [TestCase(KvDType.F16, Mask.Causal), TestCase(KvDType.F32, Mask.Random)]
