@@ -65,6 +65,11 @@ public sealed class OnnxSession : IDisposable
             throw new ArgumentException($"ONNX session: thread counts must be >= 0 (intra {options.IntraOpThreads}, inter {options.InterOpThreads})", nameof(options));
         var so = new SessionOptions { IntraOpNumThreads = options.IntraOpThreads, InterOpNumThreads = options.InterOpThreads };
         if (options.InterOpThreads > 1) so.ExecutionMode = ExecutionMode.ORT_PARALLEL;
+        if (!options.AllowSpinning)
+        {
+            so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0");
+        }
         try
         {
             switch (options.Provider)

@@ -57,13 +57,15 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         var spec = weights.Spec;
         MaxContext = Math.Min(Options.MaxContext ?? weights.Config.MaxPositionEmbeddings, weights.Config.MaxPositionEmbeddings);
         Cache = new KvCache(backend, new KvCacheConfig(spec.NumLayers, Options.KvBlockSize, spec.NumKvHeads, spec.HeadDim, Options.KvDType, Options.KvMemoryBudgetBytes));
+        // Short runs interleaved with engine kernels on the same cores: no busy-waiting ONNX Runtime workers.
+        var session = Options.Session with { AllowSpinning = false };
         try
         {
-            _pre = new OnnxSession(DenseGraphs.Pre(spec, ElementType.Float), Options.Session);
-            _postPre = new OnnxSession(DenseGraphs.PostPre(spec, ElementType.Float), Options.Session);
-            _post = new OnnxSession(DenseGraphs.Post(spec, ElementType.Float), Options.Session);
+            _pre = new OnnxSession(DenseGraphs.Pre(spec, ElementType.Float), session);
+            _postPre = new OnnxSession(DenseGraphs.PostPre(spec, ElementType.Float), session);
+            _post = new OnnxSession(DenseGraphs.Post(spec, ElementType.Float), session);
             _headWeight = spec.TiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-            _head = new OnnxSession(DenseGraphs.Head(spec, ElementType.Float, _headWeight), Options.Session);
+            _head = new OnnxSession(DenseGraphs.Head(spec, ElementType.Float, _headWeight), session);
         }
         catch
         {
