@@ -63,15 +63,7 @@ public sealed class Generator
         // The draft proposer times its forwards into the cost model (online refinement; a frozen profile ignores them).
         DraftModelProposer? draftProposer = _draft is null ? null : new DraftModelProposer(_draft, _settings.IsAdaptive ? _cost : null);
         if (draftProposer is not null) proposers.Add(draftProposer);
-        var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
-        AcceptanceEstimator? acceptance = null;
-        if (_settings.IsAdaptive)
-        {
-            acceptance = new AcceptanceEstimator();
-            var candidates = _settings.Candidates ?? DefaultCandidates(_draft is not null);
-            options = options with { FixedStrategy = null, Selector = new StrategySelector(_cost!, acceptance, candidates) };
-        }
-        else options = options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") };
+        var (options, acceptance) = Options(_draft is not null, _cost);
 
         var choices = new Dictionary<int, Dictionary<string, long>>();
         var clock = Stopwatch.StartNew();

@@ -88,8 +88,7 @@ public sealed class RlhfTrainer : IDisposable
             _tokenizer = checkpoint.Tokenizer;
             _policyConfig = checkpoint.Config;
             _policy = TransformerWeights.FromCheckpoint(checkpoint);
-            foreach (int e in checkpoint.Config.EosTokenIds) _stops.Add(e);
-            if (_tokenizer.EosId is { } eos) _stops.Add(eos);
+            _stops.UnionWith(checkpoint.StopTokenIds());
             if (draftSource is not null)
             {
                 using var draftCheckpoint = Checkpoint.Load(draftSource);
@@ -202,7 +201,8 @@ public sealed class RlhfTrainer : IDisposable
         foreach (var mb in minibatches)
         {
             mb.Old = _policyGraphs.LogProbs(_policy.Arena, mb.Batch);
-            mb.Reference = _config.KlBeta > 0 || true ? _policyGraphs.LogProbs(_reference.Arena, mb.Batch) : null;
+            // Reference log-probs always: the KL metric needs them even when the loss has no KL term.
+            mb.Reference = _policyGraphs.LogProbs(_reference.Arena, mb.Batch);
             mb.Advantages = mb.Batch.Scatter(mb.Rows.Select(i => Enumerable.Repeat((float)advantages[i], results[i].Tokens.Length).ToArray()).ToArray());
             for (int t = 0; t < mb.Old.Length; t++)
                 if (mb.Batch.LossMask[t] != 0) { klSum += mb.Old[t] - mb.Reference![t]; tokens++; }
@@ -308,7 +308,9 @@ public sealed class RlhfTrainer : IDisposable
         return (sum, count);
     }
 
-    private static double Percentile(double[] sorted, double q) => sorted.Length == 0 ? 0 : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1 < 0 ? 0 : (int)Math.Ceiling(q * sorted.Length) - 1)];
+    /// <summary>Nearest-rank percentile of an ascending array (0 for an empty one).</summary>
+    private static double Percentile(double[] sorted, double q) =>
+        sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     private sealed record CheckpointState(int Iteration);
 

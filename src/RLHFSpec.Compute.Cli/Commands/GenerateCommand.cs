@@ -106,8 +106,7 @@ internal static class GenerateCommand
                 draftWeights = TransformerWeights.FromCheckpoint(draftCheckpoint);
                 draftModel = new TransformerModel(draftWeights, backend, runtime);
             }
-            var stops = new HashSet<int>(checkpoint.Config.EosTokenIds);
-            if (tokenizer.EosId is { } eos) stops.Add(eos);
+            var stops = checkpoint.StopTokenIds();
             var generator = new Generator(policy, draftModel, settings with { StopTokens = stops });
             var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, a.TopP, a.Seed);
 
@@ -157,7 +156,7 @@ internal static class GenerateCommand
     }
 
     /// <summary>Prompts of the default task, seeded.</summary>
-    private static string[] TaskPrompts(int count, ulong seed)
+    internal static string[] TaskPrompts(int count, ulong seed)
     {
         var task = new ArithmeticTask(unchecked((int)seed ^ (int)(seed >> 32)));
         return Enumerable.Range(0, count).Select(_ => task.Next().Prompt).ToArray();

@@ -59,11 +59,9 @@ internal static class GenerationBench
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
         using var draftWeights = draftPath is null ? null : TransformerWeights.Load(draftPath);
         using var backend = Devices.Open(deviceName);
-        var task = new ArithmeticTask(unchecked((int)seed));
-        var promptIds = Enumerable.Range(0, numPrompts).Select(_ => checkpoint.Tokenizer.Encode(task.Next().Prompt)).ToArray();
+        var promptIds = GenerateCommand.TaskPrompts(numPrompts, seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
         var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
-        var stops = new HashSet<int>(checkpoint.Config.EosTokenIds);
-        if (checkpoint.Tokenizer.EosId is { } eos) stops.Add(eos);
+        var stops = checkpoint.StopTokenIds();
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         AnsiConsole.MarkupLine($"workload: {numPrompts} default-task prompts × {samplesPerPrompt} samples, max {maxNew} tokens, T = {temperature}; policy {Markup.Escape(policyFolder)}" +
             (draftPath is null ? "" : $", draft {Markup.Escape(draftPath)}") + $"; device {Markup.Escape(backend.Info.Id)}");

@@ -30,6 +30,14 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Reads one tensor as floats with its shape.</summary>
     public HostTensor ReadTensor(string name) => Weights.ReadTensor(name);
 
+    /// <summary>Tokens that end a response: config.json's eos_token_id(s) and the tokenizer's end-of-sequence token.</summary>
+    public HashSet<int> StopTokenIds()
+    {
+        var stops = new HashSet<int>(Config.EosTokenIds);
+        if (Tokenizer.EosId is { } eos) stops.Add(eos);
+        return stops;
+    }
+
     /// <summary>Opens and checks a checkpoint folder. Errors name the file and the tensor or field.</summary>
     public static Checkpoint Load(string folder)
     {

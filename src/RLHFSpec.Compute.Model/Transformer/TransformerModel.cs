@@ -34,7 +34,10 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
     private readonly Dictionary<long, Sample> _samples = new();
     private readonly bool _ownsWeights;
     private readonly OnnxSession _pre, _postPre, _post, _head;
-    private readonly Dictionary<string, OrtValue>[] _preWeights, _postWeights;
+    // Run inputs with the weights bound once: layer 0's pre-attention graph, then per layer l its post-attention
+    // graph (fused with layer l + 1's pre-attention one below the last layer). Activations are set per forward.
+    private readonly Dictionary<string, OrtValue> _firstInputs;
+    private readonly Dictionary<string, OrtValue>[] _layerInputs;
     private readonly Dictionary<string, OrtValue> _headWeights;
     private readonly string _headWeight;
     private int _nextCacheId;
@@ -73,12 +76,15 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             throw;
         }
         var arena = weights.Arena;
-        _preWeights = new Dictionary<string, OrtValue>[spec.NumLayers];
-        _postWeights = new Dictionary<string, OrtValue>[spec.NumLayers];
+        Dictionary<string, OrtValue> Pre(int l) => DenseGraphs.PreWeights(spec).ToDictionary(n => DenseGraphs.PrePrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
+        Dictionary<string, OrtValue> Post(int l) => DenseGraphs.PostWeights(spec).ToDictionary(n => DenseGraphs.PostPrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
+        _firstInputs = Pre(0);
+        _layerInputs = new Dictionary<string, OrtValue>[spec.NumLayers];
         for (int l = 0; l < spec.NumLayers; l++)
         {
-            _preWeights[l] = DenseGraphs.PreWeights(spec).ToDictionary(n => DenseGraphs.PrePrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
-            _postWeights[l] = DenseGraphs.PostWeights(spec).ToDictionary(n => DenseGraphs.PostPrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
+            _layerInputs[l] = Post(l);
+            if (l + 1 < spec.NumLayers)
+                foreach (var (name, value) in Pre(l + 1)) _layerInputs[l][name] = value;
         }
         _headWeights = new Dictionary<string, OrtValue> { [DenseGraphs.FinalNorm] = arena.Value(DenseGraphs.FinalNorm), [_headWeight] = arena.Value(_headWeight) };
     }
@@ -229,7 +235,9 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
         using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
         {
-            var inputs = new Dictionary<string, OrtValue>(_preWeights[0]) { [DenseGraphs.X] = x, [DenseGraphs.Positions] = positions };
+            var inputs = _firstInputs;
+            inputs[DenseGraphs.X] = x;
+            inputs[DenseGraphs.Positions] = positions;
             clock.Restart();
             _pre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
             Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
@@ -251,11 +259,12 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
             using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
             {
-                var inputs = new Dictionary<string, OrtValue>(_postWeights[l]) { [DenseGraphs.X] = x, [DenseGraphs.Attended] = a };
+                var inputs = _layerInputs[l];
+                inputs[DenseGraphs.X] = x;
+                inputs[DenseGraphs.Attended] = a;
                 clock.Restart();
                 if (l + 1 < spec.NumLayers)
                 {
-                    foreach (var (name, value) in _preWeights[l + 1]) inputs[name] = value;
                     inputs[DenseGraphs.Positions] = positions;
                     _postPre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y, [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
                 }
