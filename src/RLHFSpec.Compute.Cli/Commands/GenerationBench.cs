@@ -35,21 +35,28 @@ internal static class GenerationBench
         var seed = new Option<ulong>("--seed") { Description = "Seed of prompts and sampling", DefaultValueFactory = _ => 0UL };
         var markdown = CommonOptions.Markdown();
         var plot = new Option<string?>("--plot") { Description = "PNG plot of tokens/s against the live batch size" };
-        var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task")
+        var sweep = new Option<int[]>("--batch-sizes") { Description = "Forced batch-size sweep: this many samples at once, each of a fixed length (0 = no sweep)", AllowMultipleArgumentsPerToken = true,
+            DefaultValueFactory = _ => [1, 4, 16, 64, 256] };
+        var sweepTokens = new Option<int>("--sweep-tokens") { Description = "Tokens each sample of the sweep writes", DefaultValueFactory = _ => 48 };
+        var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
+        var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
-            model, draft, prompts, samples, maxNew, temperature, strategies, device, ep, threads, seed, markdown, plot,
+            model, draft, prompts, samples, maxNew, temperature, strategies, device, ep, threads, seed, markdown, plot, sweep, sweepTokens, sweepPlot,
         };
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew), r.GetValue(temperature),
-            r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot)));
+            r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot),
+            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot)));
         return command;
     }
 
     private sealed record Row(string Strategy, GenerateOutcome Outcome);
 
     private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
-        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath)
+        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath)
     {
         if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
+        if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
+        if (sweepTokens < 1) throw new ArgumentException($"--sweep-tokens: {sweepTokens}, must be >= 1");
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var strategies = new[] { "off" }.Concat(strategyList.Where(s => s != "off")).ToArray();
         foreach (var s in strategies) new GenerateSettings { Strategy = s }.Validate();
@@ -126,7 +133,6 @@ internal static class GenerationBench
             md.Append("| ").Append(b).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
         AnsiConsole.Write(bt);
-        if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         if (plotPath is not null)
         {
             var plot = new ScottPlot.Plot();
@@ -145,6 +151,68 @@ internal static class GenerationBench
             plot.SavePng(temp, 900, 540);
             File.Move(temp, plotPath, overwrite: true);
         }
+        if (sweepSizes.Length > 0)
+            Sweep(strategies, policyWeights, draftWeights, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
+        if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
+    }
+
+    /// <summary>
+    /// The forced batch-size sweep: for each size B, B samples admitted at once (default-task prompts with enough terms
+    /// that no sample finishes before <paramref name="tokens"/> tokens, so the live batch stays B), each strategy on the
+    /// same requests; one generator per strategy across sizes (adaptive keeps its start-up profile).
+    /// </summary>
+    private static void Sweep(string[] strategies, TransformerWeights policyWeights, TransformerWeights? draftWeights, ComputeBackend backend,
+        OnnxSessionOptions session, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
+        ulong seed, StringBuilder md, string? plotPath)
+    {
+        // Each worked step is ≥ 6 characters ("a+b=c;"), so terms ≥ tokens / 6 + 2 keep every sample writing past the limit.
+        int terms = Math.Min(ArithmeticTask.MaxTerms, tokens / 6 + 2);
+        var random = new Random(unchecked((int)seed + 17));
+        int maxSize = sizes[^1];
+        var prompts = Enumerable.Range(0, (maxSize + samplesPerPrompt - 1) / samplesPerPrompt)
+            .Select(_ => checkpoint.Tokenizer.Encode(ArithmeticTask.Make(Enumerable.Range(0, terms).Select(_ => random.Next(10, 100)).ToArray()).Prompt)).ToArray();
+        AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {samplesPerPrompt} samples per prompt)");
+        var rates = new double[strategies.Length, sizes.Length];
+        for (int si = 0; si < strategies.Length; si++)
+        {
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
+            using var policy = new TransformerModel(policyWeights, backend, runtime);
+            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
+            for (int bi = 0; bi < sizes.Length; bi++)
+            {
+                var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();
+                var outcome = generator.Run(requests);
+                rates[si, bi] = outcome.Stats.TokensGenerated / outcome.WallSeconds;
+            }
+            AnsiConsole.MarkupLine($"  {Markup.Escape(strategies[si])}: " + string.Join(", ", sizes.Select((b, bi) => $"{b} → {rates[si, bi]:F0} tok/s")));
+        }
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("batch");
+        foreach (var s in strategies) table.AddColumn(Markup.Escape(s) + " tok/s (× off)");
+        md.Append("\n| forced batch | ").Append(string.Join(" | ", strategies.Select(s => s + " tok/s (× off)"))).Append(" |\n|---:|").Append(string.Concat(strategies.Select(_ => "---:|"))).Append('\n');
+        for (int bi = 0; bi < sizes.Length; bi++)
+        {
+            var cells = Enumerable.Range(0, strategies.Length).Select(si => si == 0
+                ? rates[0, bi].ToString("F0", CultureInfo.InvariantCulture)
+                : $"{rates[si, bi].ToString("F0", CultureInfo.InvariantCulture)} ({(rates[si, bi] / rates[0, bi]).ToString("F2", CultureInfo.InvariantCulture)}×)").ToArray();
+            table.AddRow([sizes[bi].ToString(CultureInfo.InvariantCulture), .. cells.Select(Markup.Escape)]);
+            md.Append("| ").Append(sizes[bi]).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
+        }
+        AnsiConsole.Write(table);
+        if (plotPath is null) return;
+        var plot = new ScottPlot.Plot();
+        for (int si = 0; si < strategies.Length; si++)
+        {
+            var line = plot.Add.Scatter(sizes.Select(b => Math.Log2(b)).ToArray(), Enumerable.Range(0, sizes.Length).Select(bi => rates[si, bi]).ToArray());
+            line.LegendText = strategies[si];
+        }
+        plot.XLabel("log2(forced batch size)");
+        plot.YLabel("tokens/s");
+        plot.Title($"generation throughput, {tokens} tokens per sample");
+        plot.ShowLegend();
+        string temp = plotPath + ".tmp.png";
+        plot.SavePng(temp, 900, 540);
+        File.Move(temp, plotPath, overwrite: true);
     }
 }
