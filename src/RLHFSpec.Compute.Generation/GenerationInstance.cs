@@ -368,7 +368,9 @@ public sealed class GenerationInstance : IDisposable
             }
         }
         _acceptance?.EndStep();
-        Stats.RecordStep(strategy, samples, emittedTotal, stepClock.Elapsed.TotalSeconds);
+        double stepSeconds = stepClock.Elapsed.TotalSeconds;
+        _cost?.ObserveStepOverhead(totalRows, stepSeconds - draftSeconds - forwardSeconds);
+        Stats.RecordStep(strategy, samples, emittedTotal, stepSeconds);
         RetireFinished();
     }
 

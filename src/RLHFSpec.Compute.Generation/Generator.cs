@@ -146,7 +146,8 @@ public sealed class Generator
     {
         var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
         if (!_settings.IsAdaptive) return (options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") }, null);
-        var acceptance = new AcceptanceEstimator();
+        // Optimistic decisions (an upper confidence bound on acceptance) so candidates with few observations get tried.
+        var acceptance = new AcceptanceEstimator(optimism: 1);
         var candidates = _settings.Candidates ?? DefaultCandidates(hasDraft);
         return (options with { FixedStrategy = null, Selector = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
     }

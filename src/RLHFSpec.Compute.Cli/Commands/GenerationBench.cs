@@ -174,6 +174,7 @@ internal static class GenerationBench
             .Select(_ => checkpoint.Tokenizer.Encode(ArithmeticTask.Make(Enumerable.Range(0, terms).Select(_ => random.Next(10, 100)).ToArray()).Prompt)).ToArray();
         AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {samplesPerPrompt} samples per prompt)");
         var rates = new double[strategies.Length, sizes.Length];
+        var taken = new string[strategies.Length, sizes.Length];
         for (int si = 0; si < strategies.Length; si++)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
@@ -185,8 +186,10 @@ internal static class GenerationBench
                 var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();
                 var outcome = generator.Run(requests);
                 rates[si, bi] = outcome.Stats.TokensGenerated / outcome.WallSeconds;
+                taken[si, bi] = string.Join(" ", outcome.Stats.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key}×{kv.Value}"));
             }
-            AnsiConsole.MarkupLine($"  {Markup.Escape(strategies[si])}: " + string.Join(", ", sizes.Select((b, bi) => $"{b} → {rates[si, bi]:F0} tok/s")));
+            AnsiConsole.MarkupLine(Markup.Escape($"  {strategies[si]}: " + string.Join(", ", sizes.Select((b, bi) =>
+                $"{b} → {rates[si, bi]:F0} tok/s" + (strategies[si] == "adaptive" ? $" ({taken[si, bi]})" : "")))));
         }
         var table = new Table().Border(TableBorder.Rounded).AddColumn("batch");
         foreach (var s in strategies) table.AddColumn(Markup.Escape(s) + " tok/s (× off)");

@@ -6,9 +6,16 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// slow exponential forgetting, as the policy drifts during RLHF) and per sample, shrunk towards the pool when a
 /// sample has few observations. The expected accepted length of a draft of depth D is
 /// Σ_{d ≤ D} Π_{i ≤ d} rate(i).
+/// With <c>optimism</c> z &gt; 0, decisions (<c>optimistic: true</c>) use an upper confidence bound,
+/// rate + z·√(rate(1 − rate)/(n + 1)) with n the pooled attempts at that depth: a family never tried, or tried
+/// little, looks promising enough to be tried, so the selector cannot lock itself into <c>off</c> on its prior
+/// alone; the bonus fades as observations come in (a step of B samples brings B of them).
 /// </summary>
-public sealed class AcceptanceEstimator(double forgetting = 0.995, double sampleWeight = 4)
+public sealed class AcceptanceEstimator(double forgetting = 0.995, double sampleWeight = 4, double optimism = 0)
 {
+    /// <summary>Upper bound of an optimistic rate (a draft is never certain to be accepted).</summary>
+    private const double MaxOptimisticRate = 0.95;
+
     private readonly record struct Family(ProposerKind Proposer, DraftShape Shape, int TopK);
 
     private sealed class Counts
@@ -57,33 +64,36 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
     }
 
     /// <summary>P(accept depth d | accepted d − 1) for a sample (null: the pool only). Unseen: a uniform prior (1/2).</summary>
-    public double Rate(Strategy strategy, int depth, long? sampleId = null)
+    public double Rate(Strategy strategy, int depth, long? sampleId = null, bool optimistic = false)
     {
         if (depth < 1 || depth > Strategy.MaxDraftTokens) throw new ArgumentOutOfRangeException(nameof(depth), $"depth {depth}: must be in [1, {Strategy.MaxDraftTokens}]");
         var family = FamilyOf(strategy);
-        double pool = 0.5;
-        if (_pooled.TryGetValue(family, out var p)) pool = (p.Accepts[depth] + 1) / (p.Attempts[depth] + 2);
-        if (sampleId is null || !_perSample.TryGetValue((sampleId.Value, family), out var s)) return pool;
-        return (s.Accepts[depth] + sampleWeight * pool) / (s.Attempts[depth] + sampleWeight);
+        double pool = 0.5, attempts = 0;
+        if (_pooled.TryGetValue(family, out var p)) { pool = (p.Accepts[depth] + 1) / (p.Attempts[depth] + 2); attempts = p.Attempts[depth]; }
+        double rate = pool;
+        if (sampleId is not null && _perSample.TryGetValue((sampleId.Value, family), out var s))
+            rate = (s.Accepts[depth] + sampleWeight * pool) / (s.Attempts[depth] + sampleWeight);
+        if (!optimistic || optimism <= 0) return rate;
+        return Math.Max(rate, Math.Min(MaxOptimisticRate, rate + optimism * Math.Sqrt(rate * (1 - rate) / (attempts + 1))));
     }
 
     /// <summary>Probability of accepting at least <paramref name="depth"/> tokens.</summary>
-    public double ReachProbability(Strategy strategy, int depth, long? sampleId = null)
+    public double ReachProbability(Strategy strategy, int depth, long? sampleId = null, bool optimistic = false)
     {
         double p = 1;
-        for (int d = 1; d <= depth; d++) p *= Rate(strategy, d, sampleId);
+        for (int d = 1; d <= depth; d++) p *= Rate(strategy, d, sampleId, optimistic);
         return p;
     }
 
     /// <summary>Expected accepted draft tokens for a draft of <paramref name="depth"/> (default: the strategy's depth).</summary>
-    public double ExpectedAccepted(Strategy strategy, long? sampleId = null, int? depth = null)
+    public double ExpectedAccepted(Strategy strategy, long? sampleId = null, int? depth = null, bool optimistic = false)
     {
         if (strategy.IsOff) return 0;
         double expected = 0, reach = 1;
         int maxDepth = depth ?? strategy.Depth;
         for (int d = 1; d <= maxDepth; d++)
         {
-            reach *= Rate(strategy, d, sampleId);
+            reach *= Rate(strategy, d, sampleId, optimistic);
             expected += reach;
         }
         return expected;

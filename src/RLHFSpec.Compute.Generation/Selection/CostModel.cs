@@ -8,7 +8,8 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// (verification, decode), plus a term per attended (query token × context token) pair; the draft model's forward
 /// over n tokens; the suffix proposer's time per sample. Profiled briefly at start-up and refined online with
 /// every step's measured times; <see cref="Save"/>/<see cref="Load"/> freeze a profile so decisions can be
-/// reproduced (<c>--cost-profile FILE</c>).
+/// reproduced (<c>--cost-profile FILE</c>). Everything else a step costs (choosing, the verify kernel, committing
+/// KV and tokens) is the measured step overhead, a curve over the step's verified tokens learnt from the steps run.
 /// </summary>
 public sealed class CostModel
 {
@@ -19,13 +20,15 @@ public sealed class CostModel
         Device = device;
         Target = new TimeCurve(maxTokens);
         Draft = new TimeCurve(maxTokens);
+        Overhead = new TimeCurve(maxTokens);
     }
 
-    private CostModel(string device, TimeCurve target, TimeCurve draft, double perPair, double suffix, bool frozen)
+    private CostModel(string device, TimeCurve target, TimeCurve draft, TimeCurve overhead, double perPair, double suffix, bool frozen)
     {
         Device = device;
         Target = target;
         Draft = draft;
+        Overhead = overhead;
         SecondsPerAttendedPair = perPair;
         SuffixSecondsPerSample = suffix;
         Frozen = frozen;
@@ -34,6 +37,9 @@ public sealed class CostModel
     public string Device { get; }
     public TimeCurve Target { get; }
     public TimeCurve Draft { get; }
+
+    /// <summary>A step's time outside the drafts and the target forward, by the step's verified tokens (0 until a step ran).</summary>
+    public TimeCurve Overhead { get; }
     public double SecondsPerAttendedPair { get; private set; }
     public double SuffixSecondsPerSample { get; private set; }
 
@@ -42,6 +48,15 @@ public sealed class CostModel
 
     /// <summary>Seconds of one target forward over <paramref name="tokens"/> tokens attending <paramref name="attendedPairs"/> (token, context) pairs.</summary>
     public double VerifySeconds(int tokens, double attendedPairs) => Target.Predict(tokens) + SecondsPerAttendedPair * attendedPairs;
+
+    /// <summary>Predicted step overhead (selection, verify kernel, commit) of a step verifying <paramref name="tokens"/> tokens.</summary>
+    public double StepOverheadSeconds(int tokens) => Overhead.IsMeasured ? Overhead.Predict(tokens) : 0;
+
+    /// <summary>Records one step's overhead: its wall time less its drafting and its target forward.</summary>
+    public void ObserveStepOverhead(int tokens, double seconds)
+    {
+        if (!Frozen) Overhead.Observe(tokens, Math.Max(0, seconds));
+    }
 
     /// <summary>
     /// Seconds to draft <paramref name="strategy"/> for <paramref name="samples"/> samples: a draft-model chain of k is
@@ -116,14 +131,15 @@ public sealed class CostModel
         [property: JsonPropertyName("target_forward")] CurveJson Target,
         [property: JsonPropertyName("target_seconds_per_attended_pair")] double PerPair,
         [property: JsonPropertyName("draft_forward")] CurveJson Draft,
-        [property: JsonPropertyName("suffix_seconds_per_sample")] double Suffix);
+        [property: JsonPropertyName("suffix_seconds_per_sample")] double Suffix,
+        [property: JsonPropertyName("step_overhead")] CurveJson? Overhead);
 
     private static CurveJson ToJson(TimeCurve c) => new(c.Knots.ToArray(), c.Seconds.ToArray(), c.Weights.ToArray());
 
     /// <summary>Writes the profile as JSON (temporary file, then rename).</summary>
     public void Save(string path)
     {
-        var json = JsonSerializer.Serialize(new ProfileJson(1, Device, ToJson(Target), SecondsPerAttendedPair, ToJson(Draft), SuffixSecondsPerSample),
+        var json = JsonSerializer.Serialize(new ProfileJson(1, Device, ToJson(Target), SecondsPerAttendedPair, ToJson(Draft), SuffixSecondsPerSample, ToJson(Overhead)),
             new JsonSerializerOptions { WriteIndented = true });
         Model.Formats.AtomicFile.WriteText(path, json);
     }
@@ -146,6 +162,8 @@ public sealed class CostModel
             try { return new TimeCurve(c.Tokens ?? [], c.Seconds ?? [], c.Weights ?? []); }
             catch (ArgumentException e) { throw new InvalidDataException($"cost profile '{path}': field '{field}': {e.Message}"); }
         }
-        return new CostModel(p.Device ?? "", Curve(p.Target, "target_forward"), Curve(p.Draft, "draft_forward"), p.PerPair, p.Suffix, frozen: true);
+        // Profiles saved before the step overhead was measured have none: it then counts as 0.
+        var overhead = p.Overhead is null ? new TimeCurve(p.Target.Tokens is { Length: > 0 } t ? (int)t[^1] : 1024) : Curve(p.Overhead, "step_overhead");
+        return new CostModel(p.Device ?? "", Curve(p.Target, "target_forward"), Curve(p.Draft, "draft_forward"), overhead, p.PerPair, p.Suffix, frozen: true);
     }
 }

@@ -2,7 +2,7 @@ namespace RLHFSpec.Compute.Generation.Selection;
 
 /// <summary>
 /// Workload-aware strategy selection: each step, for the live batch, the candidate (always including
-/// <c>off</c>) with the highest expected goodput = Σ_samples E[accepted + 1] / (T_draft + T_verify), from the
+/// <c>off</c>) with the highest expected goodput = Σ_samples E[accepted + 1] / (T_draft + T_verify + T_overhead), from the
 /// measured <see cref="CostModel"/> and the online <see cref="AcceptanceEstimator"/>. With few samples left the
 /// verification pass costs about the same for many more tokens, so deep drafts win; with a full batch every extra
 /// token costs compute, so short chains or <c>off</c> win. For chains it then trims each sample's length greedily
@@ -69,13 +69,13 @@ public sealed class StrategySelector
         double draft = s.IsOff || drafting == 0 ? 0
             : s.Proposer == ProposerKind.DraftModel && s.Shape == DraftShape.Chain ? _cost.DraftChainSeconds(depths)
             : _cost.DraftSeconds(s, drafting);
-        return (tokensOut, draft + _cost.VerifySeconds((int)verifyTokens, pairs));
+        return (tokensOut, draft + _cost.VerifySeconds((int)verifyTokens, pairs) + _cost.StepOverheadSeconds((int)verifyTokens));
     }
 
     /// <summary>Expected tokens a sample emits in one step: accepted drafts plus the next token, capped by what it still needs.</summary>
     public double ExpectedTokens(Strategy s, LiveSample sample, int depth)
     {
-        double expected = depth == 0 ? 0 : _acceptance.ExpectedAccepted(s, sample.SampleId, depth);
+        double expected = depth == 0 ? 0 : _acceptance.ExpectedAccepted(s, sample.SampleId, depth, optimistic: true);
         return Math.Min(expected + 1, Math.Max(1, sample.RemainingTokens));
     }
 
@@ -89,7 +89,7 @@ public sealed class StrategySelector
             for (int i = 0; i < depths.Length; i++)
             {
                 if (depths[i] == 0) continue;
-                double reach = _acceptance.ReachProbability(s, depths[i], samples[i].SampleId);
+                double reach = _acceptance.ReachProbability(s, depths[i], samples[i].SampleId, optimistic: true);
                 if (reach < worstReach) { worstReach = reach; worst = i; }
             }
             if (worst < 0) return goodput;

@@ -106,6 +106,66 @@ public class SelectionTests
         Assert.That(estimator.Rate(chain, 1, sampleId: 0), Is.EqualTo(estimator.Rate(chain, 1)), "forgotten samples use the pool");
     }
 
+    [Test]
+    public void OptimisticRatesBoundThePlainRateFromAboveAndFadeWithObservations()
+    {
+        var chain = Strategy.Parse("chain:2");
+        var estimator = new AcceptanceEstimator(forgetting: 1, optimism: 1);
+        Assert.That(estimator.Rate(chain, 1), Is.EqualTo(0.5), "decision-free reads are not optimistic");
+        Assert.That(estimator.Rate(chain, 1, optimistic: true), Is.EqualTo(0.95), "a family never tried looks worth a try");
+        var random = new Random(4);
+        double previousGap = double.PositiveInfinity;
+        foreach (int batch in new[] { 10, 100, 1000 })
+        {
+            for (int i = 0; i < batch; i++) estimator.Observe(i, chain, 1, random.NextDouble() < 0.3 ? 1 : 0);
+            double plain = estimator.Rate(chain, 1), optimistic = estimator.Rate(chain, 1, optimistic: true);
+            Assert.That(optimistic, Is.GreaterThanOrEqualTo(plain));
+            Assert.That(optimistic - plain, Is.LessThan(previousGap), $"after {batch} more observations the bonus shrinks");
+            previousGap = optimistic - plain;
+        }
+        Assert.That(previousGap, Is.LessThan(0.02), "1110 observations leave a small bonus");
+        Assert.That(new AcceptanceEstimator().Rate(chain, 1, optimistic: true), Is.EqualTo(0.5), "no optimism configured: the plain rate");
+    }
+
+    [Test]
+    public void TheSelectorTriesAnUntriedDraftWhenOptimisticAndStaysOffOtherwise()
+    {
+        var cost = new CostModel("synthetic");
+        foreach (int n in new[] { 1, 2, 4, 8, 16, 32, 64, 128, 256 }) { cost.ObserveVerify(n, 0, 0.004 + 0.0005 * n); cost.ObserveDraftForward(n, 0.0001 * n); }
+        var batch = Enumerable.Range(0, 8).Select(i => new LiveSample(i, 20, 100)).ToArray();
+        // 8 samples: off emits 8 tokens in 8 ms; chain:1 emits 8(1 + p) in 12.8 ms, which pays off only for p > 0.6.
+        var cautious = new StrategySelector(cost, new AcceptanceEstimator(), [Strategy.Parse("chain:1")], perSampleLengths: false);
+        var optimistic = new StrategySelector(cost, new AcceptanceEstimator(optimism: 1), [Strategy.Parse("chain:1")], perSampleLengths: false);
+        Assert.That(cautious.Choose(batch).Strategy.IsOff, "prior 0.5 alone: off");
+        Assert.That(optimistic.Choose(batch).Strategy.ToString(), Is.EqualTo("chain:1"), "never tried: explored");
+    }
+
+    [Test]
+    public void MeasuredStepOverheadCountsInGoodputAndSurvivesTheProfile()
+    {
+        var cost = new CostModel("synthetic");
+        foreach (int n in new[] { 1, 2, 4, 8, 16, 32 }) { cost.ObserveVerify(n, 0, 0.001 * n); cost.ObserveDraftForward(n, 0.0001 * n); }
+        var estimator = new AcceptanceEstimator(forgetting: 1);
+        for (int i = 0; i < 500; i++) estimator.Observe(i, Strategy.Parse("chain:1"), 1, i % 5 < 2 ? 1 : 0); // accepted 40 %
+        var selector = new StrategySelector(cost, estimator, [Strategy.Parse("chain:1")], perSampleLengths: false);
+        var one = new[] { new LiveSample(1, 20, 100) };
+        Assert.That(cost.StepOverheadSeconds(4), Is.EqualTo(0), "no step measured yet: no overhead");
+        Assert.That(selector.Choose(one).Strategy.IsOff, "40 % acceptance does not pay for a token of verification");
+        // A fixed 10 ms per step (selection, kernel, commit) makes every step dear, so emitting 1.4 tokens a step wins.
+        foreach (int n in new[] { 1, 2, 4, 8 }) cost.ObserveStepOverhead(n, 0.010);
+        Assert.That(cost.StepOverheadSeconds(2), Is.EqualTo(0.010).Within(1e-12));
+        Assert.That(selector.Choose(one).Strategy.ToString(), Is.EqualTo("chain:1"));
+
+        var dir = Directory.CreateTempSubdirectory("rlhfspec-cost-");
+        try
+        {
+            string path = Path.Combine(dir.FullName, "profile.json");
+            cost.Save(path);
+            Assert.That(CostModel.Load(path).StepOverheadSeconds(3), Is.EqualTo(cost.StepOverheadSeconds(3)));
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
     private static (CostModel, AcceptanceEstimator) Workload(double acceptance)
     {
         var cost = new CostModel("synthetic");
