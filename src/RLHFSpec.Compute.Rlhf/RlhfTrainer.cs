@@ -257,7 +257,8 @@ public sealed class RlhfTrainer : IDisposable
                     if (!double.IsFinite(criticNorm)) throw new InvalidOperationException($"iteration {iteration}: non-finite critic gradient norm {criticNorm}; lower critic_learning_rate");
                     valueLossSum += valueLoss;
                 }
-                observer?.StageAdvanced(++steps);
+                steps++;   // not inside observer?.(…): that would skip the count when there is no observer
+                observer?.StageAdvanced(steps);
             }
         seconds["training"] = clock.Elapsed.TotalSeconds;
 

@@ -160,6 +160,20 @@ public sealed class PpoPartsTests
             Assert.That(critic.Weights.Span(ValueModelGraph.ScoreWeight).ToArray(), Is.All.EqualTo(0f));
             Assert.That(critic.Weights.Span("model.layers.1.mlp.up_proj.weight").ToArray(), Is.EqualTo(policy.Arena.Span("model.layers.1.mlp.up_proj.weight").ToArray()));
             Assert.That(critic.Values(batch), Is.All.EqualTo(0f), "a zero head values everything at 0");
+            // The wrapper's loss equals the hand-computed one; from a zero head only score.weight has a gradient.
+            float[] old = batch.Scatter([[0.1f, -0.3f], [0f, 0.5f, 0.05f]]), returns = batch.Scatter([[1f, 1f], [0f, 0.25f, -1f]]);
+            using var gradients = new TensorArena(critic.Weights.Names.Select(n => (n, critic.Weights.Shape(n))));
+            var (loss, values) = critic.ValueLossGradients(gradients, batch, old, returns, clip: 0.2, coefficient: 0.5);
+            double expected = 0;
+            for (int i = 0; i < old.Length; i++)
+                if (batch.LossMask[i] != 0)
+                {
+                    double moved = old[i] + Math.Clamp(values[i] - old[i], -0.2, 0.2) - returns[i], plain = values[i] - returns[i];
+                    expected += 0.5 * Math.Max(plain * plain, moved * moved);
+                }
+            Assert.That(loss, Is.EqualTo(0.5 * expected / batch.LossMask.Sum()).Within(1e-6));
+            Assert.That(loss, Is.GreaterThan(0.1));
+            Assert.That(gradients.Span(ValueModelGraph.ScoreWeight).ToArray(), Has.Some.Not.EqualTo(0f));
             var random = new Random(1);
             var score = critic.Weights.Span(ValueModelGraph.ScoreWeight);
             for (int i = 0; i < score.Length; i++) score[i] = (float)(random.NextDouble() - 0.5);
