@@ -104,6 +104,10 @@ public sealed class RlhfTrainer : IDisposable
         {
             // The critic: the run's own on resume, else the configured one, else the policy's trunk with a zero head.
             string criticSource = latest is not null ? Path.Combine(latest, CriticFolder) : config.Critic ?? policyFolder;
+            if (latest is null && config.Critic is not null && !Directory.Exists(config.Critic))
+                throw new DirectoryNotFoundException($"critic: '{config.Critic}' is not a folder (a value-model or policy checkpoint in HF layout)");
+            if (latest is not null && !Directory.Exists(criticSource))
+                throw new DirectoryNotFoundException($"--resume '{outFolder}': checkpoint {latest} has no critic; was the run started with algorithm ppo?");
             using var criticCheckpoint = Checkpoint.Load(criticSource);
             if (criticCheckpoint.Config.VocabSize != _policyConfig.VocabSize || criticCheckpoint.Tokenizer.Fingerprint != _tokenizer.Fingerprint)
                 throw new InvalidDataException($"critic '{criticSource}': its vocabulary differs from the policy's (vocab_size {criticCheckpoint.Config.VocabSize} vs {_policyConfig.VocabSize}, or tokenizer contents)");

@@ -165,6 +165,22 @@ public sealed class RlhfRunTests
         Assert.That(criticParts, Is.EqualTo(criticWhole));
         Assert.That(lastParts.RewardMean, Is.EqualTo(lastWhole.RewardMean));
         Assert.That(lastParts.ValueLoss, Is.EqualTo(lastWhole.ValueLoss));
+
+        // A saved critic (HF sequence-classification layout) starts a new run through the critic key.
+        string saved = Path.Combine(RlhfTrainer.LatestCheckpoint(whole.Path)!, RlhfTrainer.CriticFolder);
+        using (var fresh = new FormatsTestFolder())
+        using (var trainer = new RlhfTrainer(Ppo(1) with { Critic = saved }, fresh.Path, Policy, DraftFolder))
+            Assert.That(trainer.Critic!.Weights.All.ToArray(), Is.EqualTo(criticWhole));
+        using (var fresh = new FormatsTestFolder())
+            Assert.That(() => new RlhfTrainer(Ppo(1) with { Critic = fresh.File("missing") }, fresh.Path, Policy, DraftFolder),
+                Throws.TypeOf<DirectoryNotFoundException>().With.Message.StartWith("critic: "));
+        // Resuming a GRPO run's checkpoint as PPO names what is missing.
+        using (var grpo = new FormatsTestFolder())
+        {
+            using (var trainer = new RlhfTrainer(Small(1), grpo.Path, Policy, DraftFolder)) trainer.Run();
+            Assert.That(() => new RlhfTrainer(Ppo(2), grpo.Path, Policy, DraftFolder, resume: true),
+                Throws.TypeOf<DirectoryNotFoundException>().With.Message.Contains("has no critic"));
+        }
     }
 
     [Test]
