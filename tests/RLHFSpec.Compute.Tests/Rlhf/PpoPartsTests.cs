@@ -195,6 +195,42 @@ public sealed class PpoPartsTests
     }
 
     [Test]
+    public void A_critic_fits_returns_that_depend_on_the_sequence()
+    {
+        // Returns +1 after an even first response token, −1 after an odd one: the values must tell the rows apart
+        // (explained variance near 1), not only learn the mean.
+        var tokenizer = TokenizerTests.TrainSmall();
+        var config = Transformer.TransformerTestModels.Config("llama", vocab: tokenizer.VocabSize + 3, layers: 1);
+        using var policy = Transformer.TransformerTestModels.Weights(config, 6);
+        using var folder = new FormatsTestFolder();
+        Checkpoint.Save(folder.File("policy"), config, policy.ToHostTensors(), tokenizer);
+        using var checkpoint = Checkpoint.Load(folder.File("policy"));
+        using var critic = ValueModel.Load(checkpoint, new OnnxSessionOptions { IntraOpThreads = 1 });
+        var rng = new Random(9);
+        var rows = Enumerable.Range(0, 8).Select(i => (Enumerable.Range(0, 3).Select(_ => rng.Next(20)).ToArray(),
+            new[] { 2 * rng.Next(10) + i % 2 }.Concat(Enumerable.Range(0, 4).Select(_ => rng.Next(20))).ToArray())).ToArray();
+        var batch = SequenceBatch.From(rows);
+        var returns = batch.Scatter(rows.Select(r => Enumerable.Repeat(r.Item2[0] % 2 == 0 ? 1f : -1f, r.Item2.Length).ToArray()).ToArray());
+        using var gradients = new TensorArena(critic.Weights.Names.Select(n => (n, critic.Weights.Shape(n))));
+        var optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(1e-2), WeightDecay = 0 });
+        foreach (var name in critic.Weights.Names) optimizer.Add(name, critic.Weights.Memory(name), gradients.Memory(name));
+        double first = 0, last = 0;
+        for (int step = 0; step < 60; step++)
+        {
+            var old = critic.Values(batch);
+            (last, _) = critic.ValueLossGradients(gradients, batch, old, returns, clip: 10);
+            if (step == 0) first = last;
+            optimizer.Update();
+        }
+        var values = critic.Values(batch);
+        var masked = Enumerable.Range(0, values.Length).Where(i => batch.LossMask[i] != 0).ToArray();
+        double mean = masked.Average(i => returns[i]);
+        double residual = masked.Sum(i => Math.Pow(returns[i] - values[i], 2)), total = masked.Sum(i => Math.Pow(returns[i] - mean, 2));
+        Assert.That(last, Is.LessThan(0.1 * first), $"value loss {first:F4} -> {last:F4}");
+        Assert.That(1 - residual / total, Is.GreaterThan(0.9), "explained variance");
+    }
+
+    [Test]
     public void Ppo_config_keys_are_validated_with_the_key_and_value()
     {
         var c = new RlhfConfig { Algorithm = "ppo" };
