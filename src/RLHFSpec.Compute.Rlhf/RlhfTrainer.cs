@@ -208,7 +208,7 @@ public sealed class RlhfTrainer : IDisposable
         var outcome = _generator.Run(requests, i => observer?.StageAdvanced(i.Finished.Count));
         seconds["generation"] = clock.Elapsed.TotalSeconds;
 
-        // ---- 2. inference: rewards, old and reference log-probs ----
+        // ---- 2. inference: rewards, old and reference log-probs (PPO: critic values, GAE) ----
         clock.Restart();
         var results = outcome.Results;
         LastRollouts = results;
@@ -338,35 +338,39 @@ public sealed class RlhfTrainer : IDisposable
     /// </summary>
     private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards)
     {
-        var perRow = new List<(Minibatch Mb, int Row, double[] Advantages, double[] Returns, double[] Values)>();
-        foreach (var mb in minibatches)
-            for (int row = 0; row < mb.Rows.Length; row++)
-            {
-                var old = mb.Batch.Gather(mb.Old!, row);
-                var reference = mb.Batch.Gather(mb.Reference!, row);
-                var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
-                var tokenRewards = new double[old.Length];
-                for (int k = 0; k < old.Length; k++) tokenRewards[k] = -_config.KlBeta * (old[k] - reference[k]);
-                if (old.Length > 0) tokenRewards[^1] += rewards[mb.Rows[row]];
-                var (adv, ret) = Advantages.Gae(tokenRewards, values, _config.Gamma, _config.GaeLambda);
-                perRow.Add((mb, row, adv, ret, values));
-            }
-        var all = perRow.SelectMany(r => r.Advantages).ToArray();
-        Advantages.Whiten(all);
-        int at = 0;
-        foreach (var mb in minibatches)
+        // [minibatch][row]: GAE over the row's response tokens.
+        var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
         {
-            var rows = perRow.Where(r => r.Mb == mb).OrderBy(r => r.Row).ToList();
-            var whitened = rows.Select(r => { var a = all.AsSpan(at, r.Advantages.Length).ToArray(); at += a.Length; return a.Select(x => (float)x).ToArray(); }).ToArray();
-            mb.Advantages = mb.Batch.Scatter(whitened);
-            mb.Returns = mb.Batch.Scatter(rows.Select(r => r.Returns.Select(x => (float)x).ToArray()).ToArray());
+            var old = mb.Batch.Gather(mb.Old!, row);
+            var reference = mb.Batch.Gather(mb.Reference!, row);
+            var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
+            var tokenRewards = new double[old.Length];
+            for (int k = 0; k < old.Length; k++) tokenRewards[k] = -_config.KlBeta * (old[k] - reference[k]);
+            if (old.Length > 0) tokenRewards[^1] += rewards[mb.Rows[row]];
+            var (advantages, returns) = Advantages.Gae(tokenRewards, values, _config.Gamma, _config.GaeLambda);
+            return (Advantages: advantages, Returns: returns, Values: values);
+        }).ToArray()).ToArray();
+        var rows = targets.SelectMany(m => m).ToArray();
+
+        var whitened = rows.SelectMany(r => r.Advantages).ToArray();
+        Advantages.Whiten(whitened);
+        int at = 0;
+        for (int m = 0; m < minibatches.Count; m++)
+        {
+            minibatches[m].Advantages = minibatches[m].Batch.Scatter(targets[m].Select(r => r.Advantages.Select(_ => (float)whitened[at++]).ToArray()).ToArray());
+            minibatches[m].Returns = minibatches[m].Batch.Scatter(targets[m].Select(r => r.Returns.Select(x => (float)x).ToArray()).ToArray());
         }
-        var returns = perRow.SelectMany(r => r.Returns).ToArray();
-        var residual = perRow.SelectMany(r => r.Returns.Zip(r.Values, (g, v) => g - v)).ToArray();
-        static double Variance(double[] x) { if (x.Length == 0) return 0; double m = x.Average(); return x.Average(v => (v - m) * (v - m)); }
-        double varReturns = Variance(returns);
-        double valueMean = perRow.SelectMany(r => r.Values).DefaultIfEmpty(0).Average();
-        return (valueMean, varReturns > 0 ? 1 - Variance(residual) / varReturns : 0);
+
+        static double Variance(double[] x)
+        {
+            if (x.Length == 0) return 0;
+            double mean = x.Average();
+            return x.Average(v => (v - mean) * (v - mean));
+        }
+        double varReturns = Variance(rows.SelectMany(r => r.Returns).ToArray());
+        double varResidual = Variance(rows.SelectMany(r => r.Returns.Zip(r.Values, (g, v) => g - v)).ToArray());
+        double valueMean = rows.SelectMany(r => r.Values).DefaultIfEmpty(0).Average();
+        return (valueMean, varReturns > 0 ? 1 - varResidual / varReturns : 0);
     }
 
     private static (double Sum, long Count) Entropy(SequenceBatch batch, float[] logits, int vocab)
