@@ -36,7 +36,8 @@ public sealed record RlhfConfig
     [JsonPropertyName("max_grad_norm")] public double MaxGradNorm { get; init; } = 1.0;
     /// <summary>PPO: the critic's checkpoint folder (scalar-head or causal LM); null = initialise it from the policy's trunk.</summary>
     [JsonPropertyName("critic")] public string? Critic { get; init; }
-    [JsonPropertyName("critic_learning_rate")] public double CriticLearningRate { get; init; } = 1e-4;
+    /// <summary>PPO: the critic's AdamW learning rate (above the policy's, as is usual: its head starts from zero).</summary>
+    [JsonPropertyName("critic_learning_rate")] public double CriticLearningRate { get; init; } = 1e-3;
     /// <summary>PPO: discount of per-token rewards in GAE.</summary>
     [JsonPropertyName("gamma")] public double Gamma { get; init; } = 1.0;
     [JsonPropertyName("gae_lambda")] public double GaeLambda { get; init; } = 0.95;

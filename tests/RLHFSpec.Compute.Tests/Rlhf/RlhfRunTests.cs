@@ -115,7 +115,7 @@ public sealed class RlhfRunTests
 
     private RlhfConfig Ppo(int iterations, int seed = 5) => Small(iterations) with
     {
-        Algorithm = "ppo", Reward = Grammar, Seed = seed, CriticLearningRate = 1e-3, EntropyCoef = 0.001,
+        Algorithm = "ppo", Reward = Grammar, Seed = seed, EntropyCoef = 0.001,
     };
 
     [Test]
