@@ -341,12 +341,8 @@ public sealed class RlhfTrainer : IDisposable
         // [minibatch][row]: GAE over the row's response tokens.
         var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
         {
-            var old = mb.Batch.Gather(mb.Old!, row);
-            var reference = mb.Batch.Gather(mb.Reference!, row);
+            var tokenRewards = Advantages.KlPenalizedRewards(mb.Batch.Gather(mb.Old!, row), mb.Batch.Gather(mb.Reference!, row), _config.KlBeta, rewards[mb.Rows[row]]);
             var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
-            var tokenRewards = new double[old.Length];
-            for (int k = 0; k < old.Length; k++) tokenRewards[k] = -_config.KlBeta * (old[k] - reference[k]);
-            if (old.Length > 0) tokenRewards[^1] += rewards[mb.Rows[row]];
             var (advantages, returns) = Advantages.Gae(tokenRewards, values, _config.Gamma, _config.GaeLambda);
             return (Advantages: advantages, Returns: returns, Values: values);
         }).ToArray()).ToArray();
