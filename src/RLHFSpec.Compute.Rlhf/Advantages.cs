@@ -60,6 +60,21 @@ public static class Advantages
         return (advantages, returns);
     }
 
+    /// <summary>
+    /// PPO's per-token rewards of one response: −β(log π_old − log π_ref) at every token (a KL penalty), plus the
+    /// outcome reward (the response's score) on the last token.
+    /// </summary>
+    /// <param name="logProbs">[T] log-probs of the response tokens under the rollout policy.</param>
+    /// <param name="refLogProbs">[T] the same under the reference.</param>
+    public static double[] KlPenalizedRewards(ReadOnlySpan<float> logProbs, ReadOnlySpan<float> refLogProbs, double klBeta, double outcome)
+    {
+        if (logProbs.Length != refLogProbs.Length) throw new ArgumentException($"log-probs ({logProbs.Length}) and reference log-probs ({refLogProbs.Length}) differ in length", nameof(refLogProbs));
+        var rewards = new double[logProbs.Length];
+        for (int t = 0; t < rewards.Length; t++) rewards[t] = -klBeta * ((double)logProbs[t] - refLogProbs[t]);
+        if (rewards.Length > 0) rewards[^1] += outcome;
+        return rewards;
+    }
+
     /// <summary>Whitens advantages over a batch (mean 0, standard deviation 1), as PPO does per minibatch or batch.</summary>
     public static void Whiten(Span<double> advantages, double epsilon = 1e-8)
     {

@@ -30,4 +30,10 @@ public sealed record IterationMetrics
     /// <summary>Mean Σ min(p, q) per response token: the chance one draft token is accepted, before the refresh.</summary>
     [JsonPropertyName("draft_acceptance_before")] public double? DraftAcceptanceBefore { get; init; }
     [JsonPropertyName("draft_acceptance_after")] public double? DraftAcceptanceAfter { get; init; }
+    /// <summary>PPO: mean clipped value loss of the critic's steps (times value_coef); absent for GRPO.</summary>
+    [JsonPropertyName("value_loss"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ValueLoss { get; init; }
+    /// <summary>PPO: mean critic value over response tokens in the inference stage (before the update).</summary>
+    [JsonPropertyName("value_mean"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ValueMean { get; init; }
+    /// <summary>PPO: 1 − Var(returns − values) / Var(returns) over response tokens: how much of the returns the critic explains.</summary>
+    [JsonPropertyName("explained_variance"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ExplainedVariance { get; init; }
 }

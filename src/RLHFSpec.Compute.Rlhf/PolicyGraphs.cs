@@ -59,7 +59,7 @@ public sealed class PolicyGraphs : IDisposable
     public (double Loss, float[] LogProbs) PolicyLossGradients(TensorArena weights, TensorArena gradients, SequenceBatch batch,
         float[] oldLogProbs, float[] advantages, float[]? refLogProbs, PolicyLossSettings settings)
     {
-        _loss ??= new OnnxSession(DecoderTrainingGraph.PolicyLossGraph(Spec, ElementType.Float, settings.KlBeta, settings.ClipLow, settings.ClipHigh, settings.Aggregation).ToBytes(), Options);
+        _loss ??= new OnnxSession(DecoderTrainingGraph.PolicyLossGraph(Spec, ElementType.Float, settings.KlBeta, settings.ClipLow, settings.ClipHigh, settings.Aggregation, settings.EntropyCoef).ToBytes(), Options);
         var loss = new float[1];
         var logp = new float[batch.Batch * batch.Length];
         var inputs = Inputs(weights, batch, withTargets: true);
@@ -119,5 +119,6 @@ public sealed class PolicyGraphs : IDisposable
     }
 }
 
-/// <summary>The policy loss's coefficients (PPO clip range, KL to the reference, aggregation).</summary>
-public sealed record PolicyLossSettings(double KlBeta = 0.02, double ClipLow = 0.2, double ClipHigh = 0.2, LossAggregation Aggregation = LossAggregation.SequenceMean);
+/// <summary>The policy loss's coefficients (PPO clip range, KL to the reference, aggregation, entropy bonus).</summary>
+public sealed record PolicyLossSettings(double KlBeta = 0.02, double ClipLow = 0.2, double ClipHigh = 0.2,
+    LossAggregation Aggregation = LossAggregation.SequenceMean, double EntropyCoef = 0);

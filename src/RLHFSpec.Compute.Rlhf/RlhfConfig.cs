@@ -34,6 +34,19 @@ public sealed record RlhfConfig
     /// <summary>Sequences per gradient step (bucketed by length).</summary>
     [JsonPropertyName("minibatch_size")] public int MinibatchSize { get; init; } = 16;
     [JsonPropertyName("max_grad_norm")] public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>PPO: the critic's checkpoint folder (scalar-head or causal LM); null = initialise it from the policy's trunk.</summary>
+    [JsonPropertyName("critic")] public string? Critic { get; init; }
+    /// <summary>PPO: the critic's AdamW learning rate (above the policy's, as is usual: its head starts from zero).</summary>
+    [JsonPropertyName("critic_learning_rate")] public double CriticLearningRate { get; init; } = 1e-3;
+    /// <summary>PPO: discount of per-token rewards in GAE.</summary>
+    [JsonPropertyName("gamma")] public double Gamma { get; init; } = 1.0;
+    [JsonPropertyName("gae_lambda")] public double GaeLambda { get; init; } = 0.95;
+    /// <summary>PPO: how far (absolute) a value may move from the rollout's value before the value loss stops rewarding it.</summary>
+    [JsonPropertyName("value_clip")] public double ValueClip { get; init; } = 0.2;
+    /// <summary>PPO: scale of the value loss (the critic has its own optimizer; this weighs its gradient before clipping).</summary>
+    [JsonPropertyName("value_coef")] public double ValueCoef { get; init; } = 0.5;
+    /// <summary>PPO: coefficient of the entropy bonus in the policy loss.</summary>
+    [JsonPropertyName("entropy_coef")] public double EntropyCoef { get; init; }
     /// <summary>off, adaptive, or a fixed strategy (chain:K, tree:D,K,B, suffix:K, suffix-tree:D,K,B).</summary>
     [JsonPropertyName("speculation")] public string Speculation { get; init; } = "adaptive";
     /// <summary>on/off: sample reallocation across generation instances.</summary>
@@ -129,6 +142,12 @@ public sealed record RlhfConfig
         if (!(KlBeta >= 0) || !double.IsFinite(KlBeta)) throw new ArgumentException($"kl_beta: {KlBeta}, must be >= 0");
         if (!(Clip > 0 && Clip < 1)) throw new ArgumentException($"clip: {Clip}, must be in (0, 1)");
         if (!(MaxGradNorm > 0)) throw new ArgumentException($"max_grad_norm: {MaxGradNorm}, must be > 0");
+        if (!(CriticLearningRate > 0) || !double.IsFinite(CriticLearningRate)) throw new ArgumentException($"critic_learning_rate: {CriticLearningRate}, must be > 0");
+        if (!(Gamma >= 0 && Gamma <= 1)) throw new ArgumentException($"gamma: {Gamma}, must be in [0, 1]");
+        if (!(GaeLambda >= 0 && GaeLambda <= 1)) throw new ArgumentException($"gae_lambda: {GaeLambda}, must be in [0, 1]");
+        if (!(ValueClip > 0) || !double.IsFinite(ValueClip)) throw new ArgumentException($"value_clip: {ValueClip}, must be > 0");
+        if (!(ValueCoef > 0) || !double.IsFinite(ValueCoef)) throw new ArgumentException($"value_coef: {ValueCoef}, must be > 0");
+        if (!(EntropyCoef >= 0) || !double.IsFinite(EntropyCoef)) throw new ArgumentException($"entropy_coef: {EntropyCoef}, must be >= 0");
         if (Algorithm is not ("grpo" or "ppo")) throw new ArgumentException($"algorithm: '{Algorithm}' is not one of grpo, ppo");
         if (Reallocate is not ("on" or "off")) throw new ArgumentException($"reallocate: '{Reallocate}' is not one of on, off");
         RewardRule.Parse(Reward);

@@ -25,15 +25,17 @@ public interface IRlhfObserver
 /// prompt through the speculative <see cref="Generator"/>: adaptive strategy selection, suffix drafts over siblings
 /// and earlier rollouts, the draft model), <b>inference</b> (exact task rewards, old and reference log-probs, ragged
 /// minibatches bucketed by length), <b>training</b> (GRPO: group-normalised advantages, clipped surrogate, k3 KL to the
-/// frozen reference; gradients from the project's autodiff on ONNX Runtime; AdamW in place on the weights the
-/// generation model reads), <b>draft refresh</b> (forward-KL distillation of the draft toward the updated policy on
+/// frozen reference; or PPO: a critic initialised from the policy's trunk, per-token rewards of −β·KL with the outcome
+/// reward on the last token, GAE, whitened advantages, clipped surrogate with an entropy bonus, clipped value loss;
+/// gradients from the project's autodiff on ONNX Runtime; AdamW in place on the weights the generation model
+/// reads), <b>draft refresh</b> (forward-KL distillation of the draft toward the updated policy on
 /// the same rollouts). Each stage runs under a named timer; metrics go to a JSONL and a plot; checkpoints are
 /// written atomically and a run resumes from its latest one.
 /// </summary>
 public sealed class RlhfTrainer : IDisposable
 {
     public const string MetricsFile = "metrics.jsonl", PlotFile = "metrics.png", ConfigFile = "config.json", LatestFile = "latest";
-    public const string CheckpointsFolder = "checkpoints", ReferenceFolder = "reference";
+    public const string CheckpointsFolder = "checkpoints", ReferenceFolder = "reference", CriticFolder = "critic";
 
     private readonly RlhfConfig _config;
     private readonly string _out;
@@ -55,6 +57,9 @@ public sealed class RlhfTrainer : IDisposable
     private readonly List<IterationMetrics> _history = new();
     private readonly HashSet<int> _stops = new();
     private readonly RewardRule _reward;
+    private readonly ValueModel? _critic;
+    private readonly TensorArena? _criticGradients;
+    private readonly AdamW? _criticOptimizer;
 
     /// <summary>Starts a run in <paramref name="outFolder"/> (or resumes it when <paramref name="resume"/>).</summary>
     /// <param name="policyFolder">Resolved policy folder (ignored on resume: the checkpoint's is used).</param>
@@ -62,8 +67,6 @@ public sealed class RlhfTrainer : IDisposable
     public RlhfTrainer(RlhfConfig config, string outFolder, string policyFolder, string? draftFolder, bool resume = false)
     {
         config.Validate();
-        if (config.Algorithm == "ppo")
-            throw new ArgumentException("algorithm: 'ppo' (critic, value loss, GAE) is not implemented yet; use grpo");
         if (config.Instances > 1 || config.Reallocate == "on")
             throw new ArgumentException("instances/reallocate: the RLHF loop runs one generation instance so far; use instances 1 and reallocate off");
         _config = config;
@@ -97,6 +100,22 @@ public sealed class RlhfTrainer : IDisposable
                 _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
             }
         }
+        if (config.Algorithm == "ppo")
+        {
+            // The critic: the run's own on resume, else the configured one, else the policy's trunk with a zero head.
+            string criticSource = latest is not null ? Path.Combine(latest, CriticFolder) : config.Critic ?? policyFolder;
+            if (latest is null && config.Critic is not null && !Directory.Exists(config.Critic))
+                throw new DirectoryNotFoundException($"critic: '{config.Critic}' is not a folder (a value-model or policy checkpoint in HF layout)");
+            if (latest is not null && !Directory.Exists(criticSource))
+                throw new DirectoryNotFoundException($"--resume '{outFolder}': checkpoint {latest} has no critic; was the run started with algorithm ppo?");
+            using var criticCheckpoint = Checkpoint.Load(criticSource);
+            if (criticCheckpoint.Config.VocabSize != _policyConfig.VocabSize || criticCheckpoint.Tokenizer.Fingerprint != _tokenizer.Fingerprint)
+                throw new InvalidDataException($"critic '{criticSource}': its vocabulary differs from the policy's (vocab_size {criticCheckpoint.Config.VocabSize} vs {_policyConfig.VocabSize}, or tokenizer contents)");
+            _critic = ValueModel.Load(criticCheckpoint, session);
+            _criticGradients = new TensorArena(_critic.Weights.Names.Select(n => (n, _critic.Weights.Shape(n))));
+            _criticOptimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.CriticLearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
+            foreach (var name in _critic.Weights.Names) _criticOptimizer.Add(name, _critic.Weights.Memory(name), _criticGradients.Memory(name), DecoderGraphSpec.Decays(name));
+        }
         _reference = TransformerWeights.Load(referenceSource);
         if (!resume) SaveModel(Path.Combine(_out, ReferenceFolder), _reference, _policyConfig);
 
@@ -120,6 +139,7 @@ public sealed class RlhfTrainer : IDisposable
         if (latest is not null)
         {
             _optimizer.Load(Path.Combine(latest, "policy_optimizer.bin"));
+            _criticOptimizer?.Load(Path.Combine(latest, "critic_optimizer.bin"));
             if (_distiller is not null && File.Exists(Path.Combine(latest, "draft_optimizer.bin"))) _distiller.Optimizer.Load(Path.Combine(latest, "draft_optimizer.bin"));
             var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllText(Path.Combine(latest, "state.json")))
                 ?? throw new InvalidDataException($"{latest}: state.json is empty");
@@ -139,6 +159,9 @@ public sealed class RlhfTrainer : IDisposable
     public int NextIteration { get; private set; }
     public IReadOnlyList<IterationMetrics> History => _history;
     public TransformerWeights Policy => _policy;
+
+    /// <summary>PPO's critic (null for GRPO).</summary>
+    public ValueModel? Critic => _critic;
 
     /// <summary>The responses of the last iteration's generation stage, in request order.</summary>
     public IReadOnlyList<GenerationResult> LastRollouts { get; private set; } = [];
@@ -185,13 +208,14 @@ public sealed class RlhfTrainer : IDisposable
         var outcome = _generator.Run(requests, i => observer?.StageAdvanced(i.Finished.Count));
         seconds["generation"] = clock.Elapsed.TotalSeconds;
 
-        // ---- 2. inference: rewards, old and reference log-probs ----
+        // ---- 2. inference: rewards, old and reference log-probs (PPO: critic values, GAE) ----
         clock.Restart();
         var results = outcome.Results;
         LastRollouts = results;
         observer?.StageStarted(iteration, "inference", results.Count);
         var rewards = results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
-        var advantages = Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
+        bool ppo = _critic is not null;
+        var advantages = ppo ? null : Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
         var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
         var minibatches = order.Chunk(_config.MinibatchSize).Select(rows => new Minibatch(rows,
             SequenceBatch.From(rows.Select(i => (results[i].Request.Prompt, results[i].Tokens)).ToArray(), _tokenizer.PadId ?? 0))).ToList();
@@ -203,18 +227,23 @@ public sealed class RlhfTrainer : IDisposable
             mb.Old = _policyGraphs.LogProbs(_policy.Arena, mb.Batch);
             // Reference log-probs always: the KL metric needs them even when the loss has no KL term.
             mb.Reference = _policyGraphs.LogProbs(_reference.Arena, mb.Batch);
-            mb.Advantages = mb.Batch.Scatter(mb.Rows.Select(i => Enumerable.Repeat((float)advantages[i], results[i].Tokens.Length).ToArray()).ToArray());
+            if (ppo) mb.Values = _critic!.Values(mb.Batch);
+            else mb.Advantages = mb.Batch.Scatter(mb.Rows.Select(i => Enumerable.Repeat((float)advantages![i], results[i].Tokens.Length).ToArray()).ToArray());
             for (int t = 0; t < mb.Old.Length; t++)
                 if (mb.Batch.LossMask[t] != 0) { klSum += mb.Old[t] - mb.Reference![t]; tokens++; }
             observer?.StageAdvanced(done += mb.Rows.Length);
         }
+        var critic = ppo ? PpoTargets(minibatches, rewards) : default;
         seconds["inference"] = clock.Elapsed.TotalSeconds;
 
-        // ---- 3. training: GRPO ----
+        // ---- 3. training: GRPO, or PPO (policy and critic) ----
         clock.Restart();
         observer?.StageStarted(iteration, "training", _config.Epochs * minibatches.Count);
-        var settings = new PolicyLossSettings(_config.KlBeta, _config.Clip, _config.Clip, LossAggregation.SequenceMean);
-        double lossSum = 0, normSum = 0;
+        // PPO: the KL is in the per-token rewards, so the loss has no KL term; per-token mean as in PPO.
+        var settings = ppo
+            ? new PolicyLossSettings(0, _config.Clip, _config.Clip, LossAggregation.TokenMean, _config.EntropyCoef)
+            : new PolicyLossSettings(_config.KlBeta, _config.Clip, _config.Clip, LossAggregation.SequenceMean);
+        double lossSum = 0, normSum = 0, valueLossSum = 0;
         int steps = 0;
         var shuffle = new Random(unchecked(_config.Seed * 31 + iteration));
         for (int epoch = 0; epoch < _config.Epochs; epoch++)
@@ -225,7 +254,15 @@ public sealed class RlhfTrainer : IDisposable
                 if (!double.IsFinite(norm)) throw new InvalidOperationException($"iteration {iteration}: non-finite gradient norm {norm}; lower learning_rate");
                 lossSum += loss;
                 normSum += norm;
-                observer?.StageAdvanced(++steps);
+                if (ppo)
+                {
+                    var (valueLoss, _) = _critic!.ValueLossGradients(_criticGradients!, mb.Batch, mb.Values!, mb.Returns!, _config.ValueClip, _config.ValueCoef);
+                    double criticNorm = _criticOptimizer!.Update();
+                    if (!double.IsFinite(criticNorm)) throw new InvalidOperationException($"iteration {iteration}: non-finite critic gradient norm {criticNorm}; lower critic_learning_rate");
+                    valueLossSum += valueLoss;
+                }
+                steps++;   // not inside observer?.(…): that would skip the count when there is no observer
+                observer?.StageAdvanced(steps);
             }
         seconds["training"] = clock.Elapsed.TotalSeconds;
 
@@ -280,6 +317,9 @@ public sealed class RlhfTrainer : IDisposable
             DraftKlAfter = draftTokens == 0 ? null : klAfter / draftTokens,
             DraftAcceptanceBefore = draftTokens == 0 ? null : accBefore / draftTokens,
             DraftAcceptanceAfter = draftTokens == 0 ? null : accAfter / draftTokens,
+            ValueLoss = ppo ? (steps == 0 ? 0 : valueLossSum / steps) : null,
+            ValueMean = ppo ? critic.ValueMean : null,
+            ExplainedVariance = ppo ? critic.ExplainedVariance : null,
         };
     }
 
@@ -287,7 +327,46 @@ public sealed class RlhfTrainer : IDisposable
     {
         public int[] Rows { get; } = rows;
         public SequenceBatch Batch { get; } = batch;
-        public float[]? Old, Reference, Advantages;
+        public float[]? Old, Reference, Advantages, Values, Returns;
+    }
+
+    /// <summary>
+    /// PPO's targets from the inference stage's log-probs and critic values: per-token rewards r_t = −β(log π_old −
+    /// log π_ref) with the outcome reward added on the last response token, GAE (γ, λ) per response, advantages
+    /// whitened over all response tokens of the iteration; fills each minibatch's advantages and returns [B, T].
+    /// Returns the mean value and the explained variance of the returns by the values.
+    /// </summary>
+    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards)
+    {
+        // [minibatch][row]: GAE over the row's response tokens.
+        var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
+        {
+            var tokenRewards = Advantages.KlPenalizedRewards(mb.Batch.Gather(mb.Old!, row), mb.Batch.Gather(mb.Reference!, row), _config.KlBeta, rewards[mb.Rows[row]]);
+            var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
+            var (advantages, returns) = Advantages.Gae(tokenRewards, values, _config.Gamma, _config.GaeLambda);
+            return (Advantages: advantages, Returns: returns, Values: values);
+        }).ToArray()).ToArray();
+        var rows = targets.SelectMany(m => m).ToArray();
+
+        var whitened = rows.SelectMany(r => r.Advantages).ToArray();
+        Advantages.Whiten(whitened);
+        int at = 0;
+        for (int m = 0; m < minibatches.Count; m++)
+        {
+            minibatches[m].Advantages = minibatches[m].Batch.Scatter(targets[m].Select(r => r.Advantages.Select(_ => (float)whitened[at++]).ToArray()).ToArray());
+            minibatches[m].Returns = minibatches[m].Batch.Scatter(targets[m].Select(r => r.Returns.Select(x => (float)x).ToArray()).ToArray());
+        }
+
+        static double Variance(double[] x)
+        {
+            if (x.Length == 0) return 0;
+            double mean = x.Average();
+            return x.Average(v => (v - mean) * (v - mean));
+        }
+        double varReturns = Variance(rows.SelectMany(r => r.Returns).ToArray());
+        double varResidual = Variance(rows.SelectMany(r => r.Returns.Zip(r.Values, (g, v) => g - v)).ToArray());
+        double valueMean = rows.SelectMany(r => r.Values).DefaultIfEmpty(0).Average();
+        return (valueMean, varReturns > 0 ? 1 - varResidual / varReturns : 0);
     }
 
     private static (double Sum, long Count) Entropy(SequenceBatch batch, float[] logits, int vocab)
@@ -315,7 +394,7 @@ public sealed class RlhfTrainer : IDisposable
     private sealed record CheckpointState(int Iteration);
 
     /// <summary>
-    /// Writes checkpoints/iter-NNNNNN (policy and draft in HF layout, optimizer states, iteration) into a temporary
+    /// Writes checkpoints/iter-NNNNNN (policy, draft and PPO's critic in HF layout, optimizer states, iteration) into a temporary
     /// folder, renames it into place, then points <c>latest</c> at it: a run killed at any moment leaves the previous
     /// checkpoint whole.
     /// </summary>
@@ -329,6 +408,8 @@ public sealed class RlhfTrainer : IDisposable
         SaveModel(Path.Combine(temp, "policy"), _policy, _policyConfig);
         if (_draft is not null) SaveModel(Path.Combine(temp, "draft"), _draft, _draftConfig!);
         _optimizer.Save(Path.Combine(temp, "policy_optimizer.bin"));
+        _critic?.Save(Path.Combine(temp, CriticFolder), _tokenizer);
+        _criticOptimizer?.Save(Path.Combine(temp, "critic_optimizer.bin"));
         _distiller?.Optimizer.Save(Path.Combine(temp, "draft_optimizer.bin"));
         AtomicFile.WriteText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(new CheckpointState(iteration)));
         string target = Path.Combine(root, name);
@@ -355,6 +436,8 @@ public sealed class RlhfTrainer : IDisposable
         _draftGraphs?.Dispose();
         _policyGraphs.Dispose();
         _gradients.Dispose();
+        _critic?.Dispose();
+        _criticGradients?.Dispose();
         _draftModel?.Dispose();
         _policyModel.Dispose();
         _draft?.Dispose();

@@ -59,7 +59,7 @@ internal static class TrainCommand
             : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
 
         using var trainer = new RlhfTrainer(config, run, policy, draft, resume: resume is not null);
-        AnsiConsole.MarkupLine($"RLHF (GRPO) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
+        AnsiConsole.MarkupLine($"RLHF ({config.Algorithm.ToUpperInvariant()}) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
             $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +
             (resume is not null ? $"resumed from {Markup.Escape(RlhfTrainer.LatestCheckpoint(run) ?? "?")}" : $"policy {Markup.Escape(policy)}"));
         var observer = new ConsoleObserver();
@@ -92,8 +92,9 @@ internal static class TrainCommand
             if (!Console.IsOutputRedirected) Console.Write("\r" + new string(' ', 70) + "\r");
             string secs = string.Join(", ", m.Seconds.Select(kv => $"{kv.Key} {kv.Value:F1}s"));
             string draft = m.DraftAcceptanceBefore is { } b ? $", draft acceptance {b:P0}→{m.DraftAcceptanceAfter:P0}" : "";
+            string critic = m.ValueLoss is { } vl ? string.Create(CultureInfo.InvariantCulture, $", value loss {vl:F4}, explained variance {m.ExplainedVariance:F2}") : "";
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"iter {m.Iteration}: reward {m.RewardMean:F3} (acc {m.Accuracy:P0}), KL {m.Kl:F4}, entropy {m.Entropy:F3}, len {m.ResponseLengthMean:F0} (p99 {m.ResponseLengthP99:F0}), gen {m.GenerationTokensPerSecond:F0} tok/s, accepted/step {m.MeanAcceptedPerStep:F2}{draft}; {secs}"));
+                $"iter {m.Iteration}: reward {m.RewardMean:F3} (acc {m.Accuracy:P0}), KL {m.Kl:F4}, entropy {m.Entropy:F3}, len {m.ResponseLengthMean:F0} (p99 {m.ResponseLengthP99:F0}), gen {m.GenerationTokensPerSecond:F0} tok/s, accepted/step {m.MeanAcceptedPerStep:F2}{draft}{critic}; {secs}"));
         }
     }
 }

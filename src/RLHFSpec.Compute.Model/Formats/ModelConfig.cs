@@ -89,6 +89,37 @@ public sealed record ModelConfig
     /// <summary>The causal-LM class name for the family ("LlamaForCausalLM", "Qwen2ForCausalLM").</summary>
     public string DefaultArchitecture => ModelType == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
 
+    /// <summary>The name of a sequence-classification head's weight (transformers' *ForSequenceClassification).</summary>
+    public const string ScoreWeight = "score.weight";
+
+    /// <summary>
+    /// Whether this is a scalar/classification-head model (architectures name a *ForSequenceClassification class):
+    /// the decoder trunk and final norm, then <see cref="ScoreWeight"/> [num_labels, hidden] instead of lm_head.
+    /// Value models (PPO's critic) and reward models are such models with one label.
+    /// </summary>
+    public bool IsSequenceClassifier => Architectures.Any(a => a.EndsWith("ForSequenceClassification", StringComparison.Ordinal));
+
+    /// <summary>Rows of the score head: config.json's num_labels, else the size of id2label, else transformers' default 2.</summary>
+    public int NumLabels =>
+        ExtraFields.TryGetValue("num_labels", out var n) && n.ValueKind == JsonValueKind.Number && n.TryGetInt32(out int labels) ? labels
+        : ExtraFields.TryGetValue("id2label", out var map) && map.ValueKind == JsonValueKind.Object ? map.EnumerateObject().Count()
+        : 2;
+
+    /// <summary>
+    /// This config as a one-label sequence classifier of the same trunk ("LlamaForSequenceClassification" or
+    /// "Qwen2ForSequenceClassification", num_labels 1): the config a value or reward model is saved with.
+    /// </summary>
+    public ModelConfig AsScalarHead()
+    {
+        var extras = ExtraFields.Where(kv => kv.Key is not ("id2label" or "label2id")).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        extras["num_labels"] = JsonDocument.Parse("1").RootElement.Clone();
+        return this with
+        {
+            Architectures = new[] { ModelType == "qwen2" ? "Qwen2ForSequenceClassification" : "LlamaForSequenceClassification" },
+            ExtraFields = extras,
+        };
+    }
+
     /// <summary>Checks the values; ArgumentException naming the field (for configs built in code).</summary>
     public void Validate()
     {
@@ -107,7 +138,8 @@ public sealed record ModelConfig
 
     /// <summary>
     /// The tensors a checkpoint of this config holds, with Hugging Face names and shapes ([out, in] for linear
-    /// weights, as torch stores them), in layer order. lm_head.weight only when embeddings are untied.
+    /// weights, as torch stores them), in layer order. lm_head.weight only when embeddings are untied; a
+    /// <see cref="IsSequenceClassifier"/> model has score.weight [num_labels, hidden] instead.
     /// </summary>
     public IReadOnlyList<KeyValuePair<string, int[]>> ExpectedTensors()
     {
@@ -141,7 +173,8 @@ public sealed record ModelConfig
             }
         }
         list.Add(new("model.norm.weight", new[] { h }));
-        if (!TieWordEmbeddings) list.Add(new("lm_head.weight", new[] { v, h }));
+        if (IsSequenceClassifier) list.Add(new(ScoreWeight, new[] { NumLabels, h }));
+        else if (!TieWordEmbeddings) list.Add(new("lm_head.weight", new[] { v, h }));
         return list;
     }
 
@@ -192,6 +225,7 @@ public sealed record ModelConfig
             if (eos < 0 || eos >= VocabSize) return ("eos_token_id", $"{eos} is outside the vocabulary (size {VocabSize})");
         if (PadTokenId is { } pad && (pad < 0 || pad >= VocabSize)) return ("pad_token_id", $"{pad} is outside the vocabulary (size {VocabSize})");
         if (TorchDtype is { } dt && !dt.IsWritable()) return ("torch_dtype", $"'{dt.ToTorchName()}' is not a supported weight dtype");
+        if (IsSequenceClassifier && NumLabels < 1) return ("num_labels", $"must be positive, got {NumLabels}");
         return null;
     }
 }

@@ -82,6 +82,31 @@ public static class LossOps
             if (refLogp is null) throw new ArgumentException("PolicyLoss: a KL coefficient > 0 needs reference log-probs", nameof(refLogp));
             perToken = g.Add(perToken, g.Mul(KlK3PerToken(g, logp, refLogp), g.Scalar(klBeta, logp.Type)));
         }
-        return aggregation == LossAggregation.SequenceMean ? SequenceMean(g, perToken, mask) : MaskedMean(g, perToken, mask);
+        return Aggregate(g, perToken, mask, aggregation);
+    }
+
+    /// <summary>A per-token loss [B, T] reduced to a scalar over the mask, per token or per sequence.</summary>
+    public static Value Aggregate(GraphBuilder g, Value perToken, Value mask, LossAggregation aggregation) =>
+        aggregation == LossAggregation.SequenceMean ? SequenceMean(g, perToken, mask) : MaskedMean(g, perToken, mask);
+
+    /// <summary>Entropy of softmax(logits) per position: −Σ_v p_v log p_v; logits [.., V] → [..].</summary>
+    public static Value EntropyPerToken(GraphBuilder g, Value logits)
+    {
+        var plogp = g.Mul(g.Softmax(logits, -1), g.LogSoftmax(logits, -1));
+        return g.Neg(g.ReduceSum(plogp, new[] { logits.Rank - 1 }, keepDims: false));
+    }
+
+    /// <summary>
+    /// PPO's clipped value loss per token: ½·max((V − R)², (V_old + clip(V − V_old, −ε, ε) − R)²) with R the
+    /// returns and V_old the values the returns were computed with: the critic gains nothing by moving a value more
+    /// than ε from V_old. Shapes [..], all alike.
+    /// </summary>
+    public static Value ClippedValueLossPerToken(GraphBuilder g, Value values, Value oldValues, Value returns, double clip)
+    {
+        if (!(clip > 0) || !double.IsFinite(clip)) throw new ArgumentException($"ClippedValueLossPerToken: clip must be a finite number > 0, got {clip}", nameof(clip));
+        var clipped = g.Add(oldValues, g.Clip(g.Sub(values, oldValues), -clip, clip));
+        var plain = g.Sub(values, returns);
+        var moved = g.Sub(clipped, returns);
+        return g.Mul(g.Max(g.Mul(plain, plain), g.Mul(moved, moved)), g.Scalar(0.5, values.Type));
     }
 }

@@ -25,11 +25,15 @@ public static class DecoderTrainingGraph
     private const double MaskedScore = -1e9;
 
     /// <summary>Declares the weights (HF names) and the three sequence inputs; returns them by name.</summary>
-    public static Dictionary<string, Value> DeclareInputs(GraphBuilder g, DecoderGraphSpec spec, ElementType type)
+    public static Dictionary<string, Value> DeclareInputs(GraphBuilder g, DecoderGraphSpec spec, ElementType type) =>
+        DeclareInputs(g, spec, spec.Tensors(), type);
+
+    /// <summary>Declares the given weights (a model with another head, e.g. a value model) and the three sequence inputs.</summary>
+    public static Dictionary<string, Value> DeclareInputs(GraphBuilder g, DecoderGraphSpec spec, IEnumerable<(string Name, long[] Shape)> weights, ElementType type)
     {
         spec.Validate();
         var v = new Dictionary<string, Value>();
-        foreach (var (name, shape) in spec.Tensors()) v[name] = g.Input(name, type, shape.Select(Dim.Of).ToArray());
+        foreach (var (name, shape) in weights) v[name] = g.Input(name, type, shape.Select(Dim.Of).ToArray());
         v[InputIds] = g.Input(InputIds, ElementType.Int64, "B", "T");
         v[PositionIds] = g.Input(PositionIds, ElementType.Int64, "B", "T");
         v[AttentionMask] = g.Input(AttentionMask, type, "B", "T");
@@ -38,6 +42,13 @@ public static class DecoderTrainingGraph
 
     /// <summary>Logits [B, T, V] of every position.</summary>
     public static Value Logits(GraphBuilder g, DecoderGraphSpec spec, IReadOnlyDictionary<string, Value> v)
+    {
+        var head = spec.TiedEmbeddings ? v["model.embed_tokens.weight"] : v["lm_head.weight"];
+        return g.MatMul(Hidden(g, spec, v), g.Transpose(head, 1, 0));
+    }
+
+    /// <summary>The trunk: hidden states [B, T, H] of every position after the final norm (what a head reads).</summary>
+    public static Value Hidden(GraphBuilder g, DecoderGraphSpec spec, IReadOnlyDictionary<string, Value> v)
     {
         var embed = v["model.embed_tokens.weight"];
         var type = embed.Type;
@@ -64,20 +75,21 @@ public static class DecoderTrainingGraph
             var up = Linear(g, h2, v, p + "mlp.up_proj", spec.MlpBias);
             x = g.Add(x, Linear(g, g.Mul(gate, up), v, p + "mlp.down_proj", spec.MlpBias));
         }
-        var final = RmsNorm(g, x, v["model.norm.weight"], spec.RmsEps);
-        var head = spec.TiedEmbeddings ? embed : v["lm_head.weight"];
-        return g.MatMul(final, g.Transpose(head, 1, 0));
+        return RmsNorm(g, x, v["model.norm.weight"], spec.RmsEps);
     }
 
     /// <summary>
     /// A training graph: log-probs of <c>targets</c> (output <see cref="LogProbs"/>), the policy loss
-    /// (<see cref="LossOps.PolicyLoss"/>, output <see cref="Loss"/>) and d loss / d weight for every weight
-    /// (outputs grad_NAME). Extra inputs: targets int64 [B, T], old_logprobs, advantages, loss_mask [B, T], and
+    /// (<see cref="LossOps.PolicyLoss"/>, minus <paramref name="entropyCoef"/> times the policy's mean entropy over
+    /// the masked positions, aggregated as the surrogate; output <see cref="Loss"/>) and d loss / d weight for every
+    /// weight (outputs grad_NAME). Extra inputs: targets int64 [B, T], old_logprobs, advantages, loss_mask [B, T], and
     /// ref_logprobs [B, T] when <paramref name="klBeta"/> &gt; 0.
     /// </summary>
     public static GraphBuilder PolicyLossGraph(DecoderGraphSpec spec, ElementType type, double klBeta = 0,
-        double clipLow = 0.2, double clipHigh = 0.2, LossAggregation aggregation = LossAggregation.TokenMean)
+        double clipLow = 0.2, double clipHigh = 0.2, LossAggregation aggregation = LossAggregation.TokenMean, double entropyCoef = 0)
     {
+        if (!(entropyCoef >= 0) || !double.IsFinite(entropyCoef))
+            throw new ArgumentException($"PolicyLossGraph: entropy coefficient must be a finite number >= 0, got {entropyCoef}", nameof(entropyCoef));
         var g = new GraphBuilder("policy_loss");
         var v = DeclareInputs(g, spec, type);
         var targets = g.Input(Targets, ElementType.Int64, "B", "T");
@@ -85,8 +97,15 @@ public static class DecoderTrainingGraph
         var adv = g.Input(Advantages, type, "B", "T");
         var mask = g.Input(LossMask, type, "B", "T");
         var reference = klBeta > 0 ? g.Input(RefLogProbs, type, "B", "T") : null;
-        var logp = LossOps.TokenLogProbs(g, Logits(g, spec, v), targets);
+        var logits = Logits(g, spec, v);
+        var logp = LossOps.TokenLogProbs(g, logits, targets);
         var loss = LossOps.PolicyLoss(g, logp, old, adv, mask, reference, klBeta, clipLow, clipHigh, aggregation);
+        if (entropyCoef > 0)
+        {
+            // Entropy bonus: minimising loss − c·H(π) keeps the policy from collapsing early (PPO's c2 term).
+            var entropy = LossOps.Aggregate(g, LossOps.EntropyPerToken(g, logits), mask, aggregation);
+            loss = g.Sub(loss, g.Mul(entropy, g.Scalar(entropyCoef, type)));
+        }
         g.Output(logp, LogProbs);
         g.Output(loss, Loss);
         Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), GradientPrefix);

@@ -18,6 +18,8 @@ public sealed class TransformerWeights : IDisposable
         if (config.HasRopeScaling) throw new ArgumentException("config: rope_scaling is not supported by the transformer runtime", nameof(config));
         if (config.UsesSlidingWindow) throw new ArgumentException("config: use_sliding_window is not supported by the transformer runtime", nameof(config));
         if (config.HiddenAct != "silu") throw new ArgumentException($"config: hidden_act '{config.HiddenAct}' is not supported (only silu)", nameof(config));
+        if (config.IsSequenceClassifier)
+            throw new ArgumentException($"config: architectures {string.Join(", ", config.Architectures)} is a scalar-head (value/reward) model, not a language model", nameof(config));
         Config = config;
         Spec = SpecOf(config);
         Arena = new TensorArena(Spec.Tensors());

@@ -226,7 +226,11 @@ public class GradientDecoderTrainingGraphTests
         CheckGradients(spec, g, inputs);
     }
 
-    internal static void CheckGradients(DecoderGraphSpec spec, GraphBuilder g, Dictionary<string, Tensor> inputs)
+    internal static void CheckGradients(DecoderGraphSpec spec, GraphBuilder g, Dictionary<string, Tensor> inputs) =>
+        CheckGradients(spec.Tensors(), g, inputs);
+
+    /// <summary>As above for a graph over the given weights (e.g. a value model's trunk and score head).</summary>
+    internal static void CheckGradients(IReadOnlyList<(string Name, long[] Shape)> tensors, GraphBuilder g, Dictionary<string, Tensor> inputs)
     {
         using var session = new OnnxSession(g.ToBytes(), new OnnxSessionOptions { IntraOpThreads = 1 });
         var values = inputs.ToDictionary(kv => kv.Key, kv => kv.Value.Data is long[] l
@@ -238,14 +242,14 @@ public class GradientDecoderTrainingGraphTests
                 for (int i = 0; i < session.OutputNames.Count; i++)
                     if (session.OutputNames[i].StartsWith(DecoderTrainingGraph.GradientPrefix))
                         grads[session.OutputNames[i][DecoderTrainingGraph.GradientPrefix.Length..]] = outs.ElementAt(i).GetTensorDataAsSpan<double>().ToArray();
-            Assert.That(grads.Keys, Is.EquivalentTo(spec.Tensors().Select(t => t.Name)));
+            Assert.That(grads.Keys, Is.EquivalentTo(tensors.Select(t => t.Name)));
             double Loss()
             {
                 using var o = session.Run(values, new[] { DecoderTrainingGraph.Loss });
                 return o.First().GetTensorDataAsSpan<double>()[0];
             }
             const double h = 1e-5;
-            foreach (var (name, _) in spec.Tensors())
+            foreach (var (name, _) in tensors)
             {
                 var x = inputs[name].D; // the OrtValue is a view: perturbing the array perturbs the input
                 var fd = new double[x.Length];

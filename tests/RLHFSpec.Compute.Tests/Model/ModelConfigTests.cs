@@ -204,4 +204,29 @@ public class ModelConfigTests
         Assert.That(t["lm_head.weight"], Is.EqualTo(new[] { 100, 64 }));
         Assert.That(t.Keys.Any(k => k.EndsWith(".bias")), Is.False);
     }
+
+    [Test]
+    public void SequenceClassifiersHaveAScoreHeadInsteadOfTheLmHead()
+    {
+        var llama = ModelConfig.Load(Write(LlamaJson));
+        Assert.That(llama.IsSequenceClassifier, Is.False);
+        var scalar = llama.AsScalarHead();
+        Assert.That((scalar.IsSequenceClassifier, scalar.NumLabels, scalar.Architectures[0]), Is.EqualTo((true, 1, "LlamaForSequenceClassification")));
+        var t = scalar.ExpectedTensors().ToDictionary(kv => kv.Key, kv => kv.Value);
+        Assert.That(t[ModelConfig.ScoreWeight], Is.EqualTo(new[] { 1, 64 }));
+        Assert.That(t.ContainsKey("lm_head.weight"), Is.False);
+        string path = _folder.File("scalar.json");
+        scalar.Save(path);
+        var back = ModelConfig.Load(path);
+        Assert.That((back.NumLabels, back.Architectures.Single()), Is.EqualTo((1, "LlamaForSequenceClassification")));
+
+        // Without num_labels, transformers counts id2label, else defaults to 2.
+        var node = JsonNode.Parse(LlamaJson)!.AsObject();
+        node["architectures"] = new JsonArray("LlamaForSequenceClassification");
+        Assert.That(ModelConfig.Load(Write(node.ToJsonString(), "two.json")).NumLabels, Is.EqualTo(2));
+        node["id2label"] = new JsonObject { ["0"] = "a", ["1"] = "b", ["2"] = "c" };
+        Assert.That(ModelConfig.Load(Write(node.ToJsonString(), "three.json")).ExpectedTensors().Last().Value, Is.EqualTo(new[] { 3, 64 }));
+        node["num_labels"] = 0;
+        Assert.That(Assert.Throws<InvalidDataException>(() => ModelConfig.Load(Write(node.ToJsonString(), "zero.json")))!.Message, Does.Contain("'num_labels'"));
+    }
 }

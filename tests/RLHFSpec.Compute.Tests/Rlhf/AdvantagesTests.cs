@@ -20,6 +20,21 @@ public class AdvantagesTests
     }
 
     [Test]
+    public void PpoTargetsOfOneResponseMatchAHandWorkedExample()
+    {
+        // β = 0.1: log π − log π_ref = (0.5, 0, 0.5) → rewards (−0.05, 0, −0.05 + outcome 1 = 0.95).
+        // γ = 1, λ = 0.5, values (0.2, 0.4, 0.6): δ2 = 0.95 − 0.6 = 0.35; δ1 = 0 + 0.6 − 0.4 = 0.2;
+        // δ0 = −0.05 + 0.4 − 0.2 = 0.15. A2 = 0.35; A1 = 0.2 + 0.5·0.35 = 0.375; A0 = 0.15 + 0.5·0.375 = 0.3375.
+        var rewards = Advantages.KlPenalizedRewards([-1f, -2f, -0.5f], [-1.5f, -2f, -1f], klBeta: 0.1, outcome: 1);
+        Assert.That(rewards, Is.EqualTo(new[] { -0.05, 0, 0.95 }).Within(1e-12));
+        var (a, r) = Advantages.Gae(rewards, [0.2, 0.4, 0.6], gamma: 1, lambda: 0.5);
+        Assert.That(a, Is.EqualTo(new[] { 0.3375, 0.375, 0.35 }).Within(1e-12));
+        Assert.That(r, Is.EqualTo(new[] { 0.5375, 0.775, 0.95 }).Within(1e-12));
+        Assert.That(Advantages.KlPenalizedRewards([], [], 0.1, 1), Is.Empty, "an empty response has no token to reward");
+        Assert.Throws<ArgumentException>(() => Advantages.KlPenalizedRewards([1f], [], 0.1, 1));
+    }
+
+    [Test]
     public void GaeMatchesAHandWorkedExample()
     {
         // γ = 0.9, λ = 0.5; rewards (0, 0, 1), values (0.5, 0.4, 0.8).

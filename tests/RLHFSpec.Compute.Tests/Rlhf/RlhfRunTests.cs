@@ -113,6 +113,76 @@ public sealed class RlhfRunTests
         Assert.That(lastParts.Kl, Is.EqualTo(lastWhole.Kl));
     }
 
+    private RlhfConfig Ppo(int iterations, int seed = 5) => Small(iterations) with
+    {
+        Algorithm = "ppo", Reward = Grammar, Seed = seed, EntropyCoef = 0.001,
+    };
+
+    [Test]
+    public void Ppo_raises_the_mean_reward()
+    {
+        using var run = new FormatsTestFolder();
+        using var trainer = new RlhfTrainer(Ppo(12), run.Path, Policy, DraftFolder);
+        var metrics = trainer.Run();
+        double first = metrics.Take(3).Average(m => m.RewardMean), last = metrics.TakeLast(3).Average(m => m.RewardMean);
+        TestContext.Out.WriteLine(string.Join("\n", metrics.Select(m =>
+            $"iter {m.Iteration}: reward {m.RewardMean:F3} kl {m.Kl:F4} value loss {m.ValueLoss:F4} value mean {m.ValueMean:F3} explained variance {m.ExplainedVariance:F3} ({string.Join(", ", m.Seconds.Select(kv => $"{kv.Key} {kv.Value:F1}s"))})")));
+        Assert.That(last, Is.GreaterThan(first + 0.1), $"mean reward of the first three iterations {first:F3}, of the last three {last:F3}");
+        Assert.That(metrics.All(m => m.ValueLoss is > 0 && m.ValueMean is not null && m.ExplainedVariance is not null), "PPO metrics are reported");
+        // The critic starts with a zero head (values 0); it learns the level of the returns (≈ the outcome reward).
+        double gapFirst = Math.Abs(metrics[0].RewardMean - metrics[0].ValueMean!.Value);
+        double gapLast = metrics.TakeLast(3).Average(m => Math.Abs(m.RewardMean - m.ValueMean!.Value));
+        Assert.That(gapLast, Is.LessThan(0.5 * gapFirst), $"|reward mean − value mean|: {gapFirst:F3} at first, {gapLast:F3} at the end");
+        var line = File.ReadAllLines(Path.Combine(run.Path, RlhfTrainer.MetricsFile))[0];
+        Assert.That(line, Does.Contain("\"value_loss\"").And.Contain("\"explained_variance\""));
+        string critic = Path.Combine(RlhfTrainer.LatestCheckpoint(run.Path)!, RlhfTrainer.CriticFolder);
+        Assert.That(File.ReadAllText(Path.Combine(critic, "config.json")), Does.Contain("LlamaForSequenceClassification"));
+    }
+
+    [Test]
+    public void A_ppo_run_interrupted_and_resumed_equals_the_uninterrupted_run()
+    {
+        using var whole = new FormatsTestFolder();
+        using var parts = new FormatsTestFolder();
+        float[] policyWhole, criticWhole, policyParts, criticParts;
+        IterationMetrics lastWhole, lastParts;
+        using (var trainer = new RlhfTrainer(Ppo(3), whole.Path, Policy, DraftFolder))
+        {
+            lastWhole = trainer.Run()[^1];
+            (policyWhole, criticWhole) = (trainer.Policy.Arena.All.ToArray(), trainer.Critic!.Weights.All.ToArray());
+        }
+        using (var trainer = new RlhfTrainer(Ppo(3), parts.Path, Policy, DraftFolder))
+            Assert.That(trainer.Run(stopAfter: 2), Has.Count.EqualTo(2));
+        using (var trainer = new RlhfTrainer(Ppo(3), parts.Path, "/nonexistent/policy", DraftFolder, resume: true))
+        {
+            Assert.That(trainer.NextIteration, Is.EqualTo(3));
+            lastParts = trainer.Run()[^1];
+            (policyParts, criticParts) = (trainer.Policy.Arena.All.ToArray(), trainer.Critic!.Weights.All.ToArray());
+        }
+        Assert.That(criticWhole.Max(Math.Abs), Is.GreaterThan(0), "the critic's head moved off zero");
+        // Same seed, speculation off: bit-identical rollouts and updates of policy and critic (tolerance 0, float32).
+        Assert.That(policyParts, Is.EqualTo(policyWhole));
+        Assert.That(criticParts, Is.EqualTo(criticWhole));
+        Assert.That(lastParts.RewardMean, Is.EqualTo(lastWhole.RewardMean));
+        Assert.That(lastParts.ValueLoss, Is.EqualTo(lastWhole.ValueLoss));
+
+        // A saved critic (HF sequence-classification layout) starts a new run through the critic key.
+        string saved = Path.Combine(RlhfTrainer.LatestCheckpoint(whole.Path)!, RlhfTrainer.CriticFolder);
+        using (var fresh = new FormatsTestFolder())
+        using (var trainer = new RlhfTrainer(Ppo(1) with { Critic = saved }, fresh.Path, Policy, DraftFolder))
+            Assert.That(trainer.Critic!.Weights.All.ToArray(), Is.EqualTo(criticWhole));
+        using (var fresh = new FormatsTestFolder())
+            Assert.That(() => new RlhfTrainer(Ppo(1) with { Critic = fresh.File("missing") }, fresh.Path, Policy, DraftFolder),
+                Throws.TypeOf<DirectoryNotFoundException>().With.Message.StartWith("critic: "));
+        // Resuming a GRPO run's checkpoint as PPO names what is missing.
+        using (var grpo = new FormatsTestFolder())
+        {
+            using (var trainer = new RlhfTrainer(Small(1), grpo.Path, Policy, DraftFolder)) trainer.Run();
+            Assert.That(() => new RlhfTrainer(Ppo(2), grpo.Path, Policy, DraftFolder, resume: true),
+                Throws.TypeOf<DirectoryNotFoundException>().With.Message.Contains("has no critic"));
+        }
+    }
+
     [Test]
     public void Speculation_on_and_off_give_identical_rollouts_at_temperature_zero()
     {
