@@ -52,6 +52,19 @@ public sealed class Generator
     /// <summary>The cost model in use (after the first adaptive run).</summary>
     public CostModel? Cost => _cost;
 
+    /// <summary>
+    /// The cost model, loaded from the settings' profile or measured now when none is in use yet (also for a fixed
+    /// strategy: the simulator needs it whatever the instances run).
+    /// </summary>
+    public CostModel EnsureCost() => _cost ??= LoadOrProfile();
+
+    /// <summary>The strategies an instance's step chooses among: the adaptive candidates, or the one fixed strategy.</summary>
+    public IReadOnlyList<Strategy> StepStrategies =>
+        _settings.IsAdaptive ? _settings.Candidates ?? DefaultCandidates(_draft is not null) : [Strategy.Parse(_settings.Strategy, "--strategy")];
+
+    /// <summary>Most samples an instance decodes together.</summary>
+    public int MaxBatch => _settings.MaxBatch;
+
     /// <summary>The suffix proposer, kept across runs so later iterations draft from earlier rollouts of the same prompts.</summary>
     public SuffixProposer Suffix => _suffix;
 

@@ -25,6 +25,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
     private sealed class Instance
     {
         public double Clock, Busy;
+        public long Steps, SampleSteps;
         public double SecondsPerToken; // of its last step: what its remaining work costs at its current rate
         public readonly List<Live> Live = new();
         public readonly Queue<Live> Waiting = new();
@@ -80,7 +81,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         }
         for (int i = 0; i < instances.Length; i++) finish[i] = Math.Max(finish[i], instances[i].Clock);
         return new SimulationResult(finish.Max(), finish, instances.Select(i => i.Busy).ToArray(), migrations, recomputes, bytesMoved,
-            workload.Sum(s => (long)s.ResponseTokens));
+            workload.Sum(s => (long)s.ResponseTokens), instances.Sum(i => i.Steps), instances.Sum(i => i.SampleSteps));
     }
 
     private static double CopySeconds(Live x, SimulationOptions options) =>
@@ -117,6 +118,8 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         instance.SecondsPerToken = emitted > 0 ? seconds / emitted : 0;
         instance.Clock += seconds;
         instance.Busy += seconds;
+        instance.Steps++;
+        instance.SampleSteps += views.Length;
         instance.Live.RemoveAll(x => x.Remaining <= 1e-9);
     }
 
