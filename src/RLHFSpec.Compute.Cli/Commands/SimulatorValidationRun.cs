@@ -91,6 +91,7 @@ internal static class SimulatorValidationRun
             AnsiConsole.MarkupLine($"validating the simulator: {requests.Length} samples ({a.NumPrompts} default-task prompts × {a.SamplesPerPrompt}, max {a.MaxNewTokens} tokens, " +
                 $"T = {a.Temperature.ToString(CultureInfo.InvariantCulture)}) on {instances} real instances ({threads} thread(s) each), {a.Repeats} run(s) per side, strategy {Markup.Escape(a.Strategy)}; policy {Markup.Escape(policyFolder)}");
             IReadOnlyList<SimulatorCheck> checks = [];
+            AnsiConsole.MarkupLine($"load average before the runs: {Markup.Escape(LoadAverage())} on {Environment.ProcessorCount} cores");
             AnsiConsole.Status().Start("profiling (unless loaded), warming up, then generating static and reallocated", _ =>
                 checks = SimulatorValidation.Run(generator, requests, instances, fleet.Get, new ClusterOptions(), simulation, warmUp, a.Repeats));
             var table = new Table().Border(TableBorder.Rounded).AddColumns("side", "measured s", "predicted s", "relative error", "moves measured", "moves predicted");
@@ -105,7 +106,7 @@ internal static class SimulatorValidationRun
             AnsiConsole.Write(table);
             foreach (var c in checks)
                 AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-                    $"  {c.Side}: busy s (all instances) measured {c.MeasuredBusySeconds:F2} / predicted {c.PredictedBusySeconds:F2}; steps {c.MeasuredSteps} / {c.PredictedSteps}; tokens per sample-step {c.MeasuredTokensPerSampleStep:F2} / {c.PredictedTokensPerSampleStep:F2}")));
+                    $"  {c.Side}: busy s (all instances) measured {c.MeasuredBusySeconds:F2} (draft + verify forward {c.MeasuredForwardSeconds:F2}, prefill {c.MeasuredPrefillSeconds:F2}) / predicted {c.PredictedBusySeconds:F2}; steps {c.MeasuredSteps} / {c.PredictedSteps}; tokens per sample-step {c.MeasuredTokensPerSampleStep:F2} / {c.PredictedTokensPerSampleStep:F2}")));
             double measuredRatio = checks[0].MeasuredSeconds / checks[1].MeasuredSeconds, predictedRatio = checks[0].PredictedSeconds / checks[1].PredictedSeconds;
             string ratios = string.Create(CultureInfo.InvariantCulture, $"static / reallocated: measured {measuredRatio:F2}×, predicted {predictedRatio:F2}×");
             AnsiConsole.MarkupLine(Markup.Escape(ratios));
@@ -114,4 +115,7 @@ internal static class SimulatorValidationRun
         }
         finally { draftWeights?.Dispose(); }
     }
+
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
 }

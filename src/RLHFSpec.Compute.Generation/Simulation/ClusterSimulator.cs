@@ -104,10 +104,17 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
 
     private void Step(Instance instance, SimulationOptions options)
     {
-        while (instance.Live.Count < options.MaxBatch && instance.Waiting.Count > 0) instance.Live.Add(instance.Waiting.Dequeue());
+        int prefillTokens = 0; // of fresh samples: a moved one's copy or re-prefill was paid when it moved
+        while (instance.Live.Count < options.MaxBatch && instance.Waiting.Count > 0)
+        {
+            var admitted = instance.Waiting.Dequeue();
+            if (admitted.Generated == 0) prefillTokens += admitted.Sample.PromptTokens;
+            instance.Live.Add(admitted);
+        }
         var views = instance.Live.Select(x => new LiveSample(x.Sample.Id, x.Context, (int)Math.Ceiling(x.Remaining))).ToArray();
         var plan = selector.Choose(views);
         var (_, seconds) = selector.Predict(plan.Strategy, views, plan.DraftDepths);
+        seconds += options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens;
         double emitted = 0;
         for (int k = 0; k < views.Length; k++)
         {

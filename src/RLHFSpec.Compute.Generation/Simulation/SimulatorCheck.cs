@@ -10,6 +10,11 @@ public sealed record SimulatorCheck(string Side, double MeasuredSeconds, double 
 {
     public double MeasuredBusySeconds { get; init; }
     public double PredictedBusySeconds { get; init; }
+
+    /// <summary>Of the measured busy seconds: the parts the cost model times (draft + verify forward), and prefill.</summary>
+    public double MeasuredForwardSeconds { get; init; }
+
+    public double MeasuredPrefillSeconds { get; init; }
     public long MeasuredSteps { get; init; }
     public long PredictedSteps { get; init; }
     public double MeasuredTokensPerSampleStep { get; init; }

@@ -9,7 +9,9 @@ namespace RLHFSpec.Compute.Generation.Simulation;
 /// instances with static assignment and with reallocation; each run's response lengths, the cost profile the
 /// instances used, the instance count, batch limit, initial assignment (a fresh <see cref="LengthPredictor"/>'s
 /// predictions, as the run's own) and, for the reallocated side, the copy rate the run measured then drive the
-/// simulator, and the predicted completion time is set beside the measured one.
+/// simulator, and the predicted completion time is set beside the measured one. A warm-up run, when given, also
+/// measures what the profile does not time (a step's overhead outside the forwards, prefill per prompt token) for
+/// the simulator.
 /// </summary>
 public static class SimulatorValidation
 {
@@ -30,7 +32,18 @@ public static class SimulatorValidation
         ArgumentNullException.ThrowIfNull(simulation);
         if (requests.Count == 0) throw new ArgumentException("requests: the workload is empty", nameof(requests));
         var cost = generator.EnsureCost();
-        if (warmUp is { Count: > 0 }) generator.RunCluster(warmUp, instances, models, options with { Reallocate = false });
+        if (warmUp is { Count: > 0 })
+        {
+            // The warm-up is also a measurement of what the profile does not time: a step's overhead beyond its
+            // forwards, and prefill per prompt token.
+            var w = generator.RunCluster(warmUp, instances, models, options with { Reallocate = false }).Cluster!;
+            double busy = w.Instances.Sum(i => i.BusySeconds), forwards = w.Total.DraftSeconds + w.Total.VerifyForwardSeconds + w.Total.PrefillSeconds;
+            simulation = simulation with
+            {
+                StepOverheadSeconds = w.Total.Steps > 0 ? Math.Max(0, busy - forwards) / w.Total.Steps : 0,
+                PrefillSecondsPerToken = w.Total.PrefillTokens > 0 ? w.Total.PrefillSeconds / w.Total.PrefillTokens : 0,
+            };
+        }
         // Alternating order (static, reallocated, reallocated, static, …) so that warm-up and machine noise do not
         // favour one side; the fastest run of each side is the one checked.
         var best = new Dictionary<bool, GenerateOutcome>();
@@ -64,6 +77,8 @@ public static class SimulatorValidation
             {
                 MeasuredBusySeconds = stats.Instances.Sum(i => i.BusySeconds),
                 PredictedBusySeconds = predicted.InstanceBusySeconds.Sum(),
+                MeasuredForwardSeconds = stats.Total.DraftSeconds + stats.Total.VerifyForwardSeconds,
+                MeasuredPrefillSeconds = stats.Total.PrefillSeconds,
                 MeasuredSteps = stats.Total.Steps,
                 PredictedSteps = predicted.Steps,
                 MeasuredTokensPerSampleStep = stats.Total.MeanEmittedPerSampleStep,
