@@ -9,7 +9,7 @@ namespace RLHFSpec.Compute.Generation.Simulation;
 /// instances with static assignment and with reallocation; each run's response lengths, the cost profile the
 /// instances used, the instance count, batch limit, initial assignment (a fresh <see cref="LengthPredictor"/>'s
 /// predictions, as the run's own) and, for the reallocated side, the copy rate the run measured then drive the
-/// simulator, and the predicted completion time is set beside the measured one. A warm-up run, when given, also
+/// simulator, and the predicted completion time is set beside the measured one. A warm-up, when given, also
 /// measures what the profile does not time (a step's overhead outside the forwards, prefill per prompt token) for
 /// the simulator.
 /// </summary>
@@ -19,7 +19,7 @@ public static class SimulatorValidation
     /// <param name="models">Instance k's models, as for <see cref="Generator.RunCluster"/>.</param>
     /// <param name="options">Cluster options; <see cref="ClusterOptions.Reallocate"/> is set per side.</param>
     /// <param name="simulation">What the simulator cannot learn from the runs: <see cref="SimulationOptions.KvBytesPerToken"/>, the assumed copy rate and latency.</param>
-    /// <param name="warmUp">Requests generated once on the cluster before the measured runs (session and JIT warm-up), or none.</param>
+    /// <param name="warmUp">Requests generated twice on the cluster before the measured runs (session and JIT warm-up; the second run measures the step overhead and prefill rate), or none.</param>
     /// <param name="repeats">Real runs per side, in alternating order; the fastest of each side is checked.</param>
     public static IReadOnlyList<SimulatorCheck> Run(Generator generator, IReadOnlyList<GenerationRequest> requests, int instances,
         Func<int, (ITargetModel Policy, ITargetModel? Draft)> models, ClusterOptions options, SimulationOptions simulation,
@@ -34,8 +34,9 @@ public static class SimulatorValidation
         var cost = generator.EnsureCost();
         if (warmUp is { Count: > 0 })
         {
-            // The warm-up is also a measurement of what the profile does not time: a step's overhead beyond its
-            // forwards, and prefill per prompt token.
+            // The warm-up runs twice; its second run, past the first-use costs of fresh sessions, also measures what
+            // the profile does not time: a step's overhead beyond its forwards, and prefill per prompt token.
+            generator.RunCluster(warmUp, instances, models, options with { Reallocate = false });
             var w = generator.RunCluster(warmUp, instances, models, options with { Reallocate = false }).Cluster!;
             double busy = w.Instances.Sum(i => i.BusySeconds), forwards = w.Total.DraftSeconds + w.Total.VerifyForwardSeconds + w.Total.PrefillSeconds;
             simulation = simulation with
