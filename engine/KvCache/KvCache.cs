@@ -292,23 +292,55 @@ public sealed class KvCache : IDisposable
     {
         ArgumentNullException.ThrowIfNull(target);
         var s = Get(sample);
+        if (s.PendingLength != 0)
+            throw new InvalidOperationException($"sample {sample} has {s.PendingLength} uncommitted tokens: commit or roll them back before copying it");
+        return TryCopyBlocks(s.Blocks.ToArray(), s.ContextLength, target, targetSample);
+    }
+
+    /// <summary>
+    /// Captures the committed blocks of <paramref name="sample"/> for <see cref="TryCopySnapshotTo"/>, a copy that may
+    /// run on another thread while this cache's owner goes on with its other samples: the copy reads only these
+    /// blocks (and the cache's buffers, fixed for its life), never the cache's tables. The owner must neither write
+    /// to the sample nor release it until the copy has ended. The sample must have no pending tokens.
+    /// </summary>
+    public KvCacheSnapshot Snapshot(int sample)
+    {
+        var s = Get(sample);
+        if (s.PendingLength != 0)
+            throw new InvalidOperationException($"sample {sample} has {s.PendingLength} uncommitted tokens: commit or roll them back before copying it");
+        return new KvCacheSnapshot(this, s.Blocks.ToArray(), s.ContextLength);
+    }
+
+    /// <summary>
+    /// Copies a <see cref="Snapshot"/> of this cache into <paramref name="target"/> as <paramref name="targetSample"/>;
+    /// as <see cref="TryCopySampleTo"/>, false (nothing changed) when the target is out of blocks. Touches this
+    /// cache's buffers only (safe beside its owner's forwards over other samples where the backend allows concurrent
+    /// use, as the CPU backend does) and the target's tables (call it on the target's owner's thread).
+    /// </summary>
+    public bool TryCopySnapshotTo(KvCacheSnapshot snapshot, KvCache target, int targetSample)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        if (!ReferenceEquals(snapshot.Source, this)) throw new ArgumentException("snapshot: taken of another cache", nameof(snapshot));
+        return TryCopyBlocks(snapshot.Blocks, snapshot.ContextLength, target, targetSample);
+    }
+
+    private bool TryCopyBlocks(int[] blocks, int contextLength, KvCache target, int targetSample)
+    {
+        ArgumentNullException.ThrowIfNull(target);
         if (!target.Config.SameBlockShape(Config))
             throw new ArgumentException($"target: its blocks ({target.Config}) differ in shape from this cache's ({Config})", nameof(target));
         if (target.Contains(targetSample))
             throw new ArgumentException($"targetSample: {targetSample} is already in the target cache", nameof(targetSample));
-        if (s.PendingLength != 0)
-            throw new InvalidOperationException($"sample {sample} has {s.PendingLength} uncommitted tokens: commit or roll them back before copying it");
 
-        int n = s.Blocks.Count;
+        int n = blocks.Length;
         int[] rented = ArrayPool<int>.Shared.Rent(3 * n + 1);
         try
         {
-            var from = rented.AsSpan(0, n);
+            var from = blocks.AsSpan();
             var to = rented.AsSpan(n, n);
             var segments = rented.AsSpan(2 * n, n + 1);
             if (!target._allocator.TryAllocate(to)) return false;
-            for (int i = 0; i < n; i++) from[i] = s.Blocks[i];
-            var copy = new KvCacheSample { ContextLength = s.ContextLength };
+            var copy = new KvCacheSample { ContextLength = contextLength };
             foreach (int b in to) copy.Blocks.Add(b);
             target._samples.Add(targetSample, copy);
             if (n == 0) return true;

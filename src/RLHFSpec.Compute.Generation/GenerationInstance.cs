@@ -137,6 +137,55 @@ public sealed class GenerationInstance : IDisposable
     }
 
     /// <summary>
+    /// Starts an overlapped move of a live sample to <paramref name="target"/>: the sample leaves this instance's batch
+    /// and proposers now (on this instance's thread, between its steps), its committed KV stays in this model, captured
+    /// for a copy the target runs on its own thread (<see cref="CompleteMoveWithKv"/>) while this instance steps its
+    /// other samples; once the copy has ended, <see cref="ReleaseMoved"/> frees the KV here. Returns null, changing
+    /// nothing, when the sample is not live here or the models cannot copy concurrently (then use <see cref="TryMoveWithKv"/>).
+    /// </summary>
+    public PendingMove? BeginMoveWithKv(long sampleId, GenerationInstance target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
+        var s = _live.Find(x => x.SampleId == sampleId);
+        if (s is null || !s.InCache || _model is not IMigratableModel migratable) return null;
+        var snapshot = migratable.Snapshot(sampleId, target._model);
+        if (snapshot is null) return null;
+        _live.Remove(s);
+        foreach (var p in _proposers.Values) p.MigratedOut(s);
+        _acceptance?.Forget(s.SampleId);
+        return new PendingMove(s, snapshot, this, target);
+    }
+
+    /// <summary>
+    /// The target's half of an overlapped move (on this, the target's, thread while it does not step; the source may
+    /// be stepping): copies the KV in and decodes the sample from the next step on. When the copy cannot be made
+    /// (this cache is full, or the batch is) the sample waits here to be recomputed instead; returns whether it was
+    /// copied. Either way the source must then <see cref="ReleaseMoved"/> it.
+    /// </summary>
+    public bool CompleteMoveWithKv(PendingMove move)
+    {
+        ArgumentNullException.ThrowIfNull(move);
+        if (!ReferenceEquals(move.Target, this)) throw new ArgumentException("move: it targets another instance", nameof(move));
+        var s = move.Sample;
+        if (_live.Count < _options.MaxBatch && move.Snapshot.TryCopyTo(_model, s.SampleId))
+        {
+            if (_model.CommittedLength(s.SampleId) != s.Tokens.Count - 1)
+                throw new InvalidOperationException($"sample {s.SampleId}: the copy holds {_model.CommittedLength(s.SampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
+            s.InCache = true;
+            s.AdmissionOrder = _admissions++;
+            _live.Add(s);
+            foreach (var p in _proposers.Values) p.Admit(s);
+            return true;
+        }
+        Inject(s);
+        return false;
+    }
+
+    /// <summary>Frees the KV this model still holds for a sample moved out by <see cref="BeginMoveWithKv"/> (call between steps, after the copy).</summary>
+    public void ReleaseMoved(long sampleId) => _model.Release(sampleId);
+
+    /// <summary>
     /// After a step threw: hands over every sample that has not been returned in <see cref="Finished"/> (live,
     /// waiting, and any being admitted when it failed), and forgets them. The model and proposers are not touched —
     /// their state is unknown after a failure — so the samples are re-admitted elsewhere from their committed tokens.

@@ -25,6 +25,7 @@ public sealed class Generator
     private readonly ITargetModel? _draft;
     private readonly GenerateSettings _settings;
     private readonly SuffixProposer _suffix = new();
+    private readonly List<SuffixProposer> _clusterSuffixes = new(); // instance k's, kept across cluster runs
     private CostModel? _cost;
 
     public Generator(ITargetModel policy, ITargetModel? draft, GenerateSettings settings)
@@ -52,8 +53,27 @@ public sealed class Generator
     /// <summary>The cost model in use (after the first adaptive run).</summary>
     public CostModel? Cost => _cost;
 
+    /// <summary>
+    /// The cost model, loaded from the settings' profile or measured now when none is in use yet (also for a fixed
+    /// strategy: the simulator needs it whatever the instances run).
+    /// </summary>
+    public CostModel EnsureCost() => _cost ??= LoadOrProfile();
+
+    /// <summary>The strategies an instance's step chooses among: the adaptive candidates, or the one fixed strategy.</summary>
+    public IReadOnlyList<Strategy> StepStrategies =>
+        _settings.IsAdaptive ? _settings.Candidates ?? DefaultCandidates(_draft is not null) : [Strategy.Parse(_settings.Strategy, "--strategy")];
+
+    /// <summary>Most samples an instance decodes together.</summary>
+    public int MaxBatch => _settings.MaxBatch;
+
     /// <summary>The suffix proposer, kept across runs so later iterations draft from earlier rollouts of the same prompts.</summary>
     public SuffixProposer Suffix => _suffix;
+
+    /// <summary>
+    /// The suffix proposers of <see cref="RunCluster"/>'s instances (instance k's at k), kept across runs; after each
+    /// run every one also indexes the responses the other instances generated, so all draft from every earlier rollout.
+    /// </summary>
+    public IReadOnlyList<SuffixProposer> ClusterSuffixes => _clusterSuffixes;
 
     public GenerateOutcome Run(IReadOnlyList<GenerationRequest> requests, Action<GenerationInstance>? afterStep = null)
     {
@@ -118,7 +138,8 @@ public sealed class Generator
                 if (draft is not null && draft.VocabSize != policy.VocabSize)
                     throw new ArgumentException($"draft model of instance {k}: vocabulary {draft.VocabSize} differs from the policy's {policy.VocabSize}");
                 var cost = profile is null ? null : CostModel.Load(profile);
-                var proposers = new List<IProposer> { new SuffixProposer() };
+                while (_clusterSuffixes.Count <= k) _clusterSuffixes.Add(new SuffixProposer());
+                var proposers = new List<IProposer> { _clusterSuffixes[k] };
                 if (draft is not null)
                 {
                     var proposer = new DraftModelProposer(draft, cost);
@@ -131,6 +152,8 @@ public sealed class Generator
                 return instance;
             }, options);
             var result = cluster.Run(requests);
+            foreach (var suffix in _clusterSuffixes.Take(instances))
+                foreach (var r in result.Results) suffix.Remember(r);
             var byId = result.Results.ToDictionary(r => r.Request.SampleId);
             return new GenerateOutcome(requests.Select(r => byId[r.SampleId]).ToArray(), result.Stats.Total, result.Stats.WallSeconds, _cost,
                 new Dictionary<int, Dictionary<string, long>>()) { Cluster = result.Stats };

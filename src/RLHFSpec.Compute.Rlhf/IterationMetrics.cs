@@ -24,6 +24,7 @@ public sealed record IterationMetrics
     [JsonPropertyName("mean_accepted_per_step")] public double MeanAcceptedPerStep { get; init; }
     [JsonPropertyName("mean_emitted_per_sample_step")] public double MeanEmittedPerSampleStep { get; init; }
     [JsonPropertyName("strategy_histogram")] public Dictionary<string, long> StrategyHistogram { get; init; } = new();
+    /// <summary>Live samples moved between generation instances (KV copied or recomputed on the target); 0 with one instance.</summary>
     [JsonPropertyName("migrations")] public long Migrations { get; init; }
     [JsonPropertyName("draft_kl_before")] public double? DraftKlBefore { get; init; }
     [JsonPropertyName("draft_kl_after")] public double? DraftKlAfter { get; init; }

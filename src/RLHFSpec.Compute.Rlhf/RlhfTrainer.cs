@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Generation;
+using RLHFSpec.Compute.Generation.Cluster;
 using RLHFSpec.Compute.Generation.IO;
 using RLHFSpec.Compute.Model.Formats;
 using RLHFSpec.Compute.Model.Onnx;
@@ -48,6 +49,7 @@ public sealed class RlhfTrainer : IDisposable
     private readonly TransformerModel _policyModel;
     private readonly TransformerModel? _draftModel;
     private readonly Generator _generator;
+    private readonly InstanceModels? _instances; // instances > 1: the cluster's models over the shared weights
     private readonly PolicyGraphs _policyGraphs;
     private readonly PolicyGraphs? _draftGraphs;
     private readonly TensorArena _gradients;
@@ -67,8 +69,8 @@ public sealed class RlhfTrainer : IDisposable
     public RlhfTrainer(RlhfConfig config, string outFolder, string policyFolder, string? draftFolder, bool resume = false)
     {
         config.Validate();
-        if (config.Instances > 1 || config.Reallocate == "on")
-            throw new ArgumentException("instances/reallocate: the RLHF loop runs one generation instance so far; use instances 1 and reallocate off");
+        if (config.Reallocate == "on" && config.Instances < 2)
+            throw new ArgumentException($"reallocate: 'on' moves samples between generation instances; set instances >= 2 (it is {config.Instances})");
         _config = config;
         _reward = RewardRule.Parse(config.Reward);
         _out = Path.GetFullPath(outFolder);
@@ -125,6 +127,12 @@ public sealed class RlhfTrainer : IDisposable
         if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
         _generator = new Generator(_policyModel, config.Speculation == "off" ? null : _draftModel,
             new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+        if (config.Instances > 1)
+        {
+            // Instances share the cores: without a thread count each gets its share.
+            var instanceSession = session with { IntraOpThreads = config.Threads > 0 ? config.Threads : Math.Max(1, Environment.ProcessorCount / config.Instances) };
+            _instances = new InstanceModels(config.Device, _policy, config.Speculation == "off" ? null : _draft, runtime with { Session = instanceSession });
+        }
         _policyGraphs = new PolicyGraphs(_policy.Spec, session);
         _gradients = new TensorArena(_policy.Spec.Tensors());
         _optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.LearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
@@ -205,7 +213,10 @@ public sealed class RlhfTrainer : IDisposable
         var requests = GenerationRequests.For(promptIds, _config.SamplesPerPrompt, _config.MaxNewTokens, (float)_config.Temperature, (float)_config.TopP,
             seed: (ulong)(uint)_config.Seed * 1_000_003UL + (ulong)iteration, firstId: (long)iteration * 10_000_000L);
         observer?.StageStarted(iteration, "generation", requests.Length);
-        var outcome = _generator.Run(requests, i => observer?.StageAdvanced(i.Finished.Count));
+        var outcome = _instances is null
+            ? _generator.Run(requests, i => observer?.StageAdvanced(i.Finished.Count))
+            : _generator.RunCluster(requests, _config.Instances, _instances.Get, new ClusterOptions { Reallocate = _config.Reallocate == "on" });
+        observer?.StageAdvanced(outcome.Results.Count);
         seconds["generation"] = clock.Elapsed.TotalSeconds;
 
         // ---- 2. inference: rewards, old and reference log-probs (PPO: critic values, GAE) ----
@@ -312,7 +323,7 @@ public sealed class RlhfTrainer : IDisposable
             MeanAcceptedPerStep = sampleSteps == 0 ? 0 : (double)s.DraftTokensAccepted / sampleSteps,
             MeanEmittedPerSampleStep = s.MeanEmittedPerSampleStep,
             StrategyHistogram = new Dictionary<string, long>(s.StrategyHistogram),
-            Migrations = 0,
+            Migrations = outcome.Cluster is { } c ? c.Migrations + c.Recomputes : 0,
             DraftKlBefore = draftTokens == 0 ? null : klBefore / draftTokens,
             DraftKlAfter = draftTokens == 0 ? null : klAfter / draftTokens,
             DraftAcceptanceBefore = draftTokens == 0 ? null : accBefore / draftTokens,
@@ -438,6 +449,7 @@ public sealed class RlhfTrainer : IDisposable
         _gradients.Dispose();
         _critic?.Dispose();
         _criticGradients?.Dispose();
+        _instances?.Dispose();
         _draftModel?.Dispose();
         _policyModel.Dispose();
         _draft?.Dispose();

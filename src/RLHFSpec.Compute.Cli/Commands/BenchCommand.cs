@@ -21,6 +21,7 @@ internal static class BenchCommand
         var bench = new Command("bench", "Benchmarks measured on this machine (speed goes here, not in tests)");
         bench.Subcommands.Add(ModelBench());
         bench.Subcommands.Add(GenerationBench.Create());
+        bench.Subcommands.Add(TrainBench.Create());
         return bench;
     }
 

@@ -226,6 +226,7 @@ internal static class GenerateCommand
                 .Select(g => KeyValuePair.Create(g.Key, (JsonNode?)g.Count()))),
             ["instances"] = o.Cluster?.Instances.Count ?? 1,
             ["migrations"] = o.Cluster?.Migrations ?? 0,
+            ["overlapped_migrations"] = o.Cluster?.OverlappedMigrations ?? 0,
             ["kv_bytes_moved"] = o.Cluster?.KvBytesMoved ?? 0,
             ["recomputes"] = o.Cluster?.Recomputes ?? 0,
             ["per_instance"] = o.Cluster is null ? null : new JsonArray(o.Cluster.Instances.Select(i => (JsonNode)new JsonObject

@@ -19,14 +19,31 @@ internal static class SimulateCommand
 {
     public static Command Create()
     {
-        var profile = new Option<string>("--cost-profile") { Description = "Cost profile JSON measured on the device (written by generate --cost-profile)", Required = true };
-        var instances = new Option<int[]>("--instances") { Description = "Instance counts to simulate", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => [4, 16, 64] };
+        var profile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON measured on the device (written by generate --cost-profile); with --validate: loaded if it exists, else measured and saved there" };
+        var instances = new Option<int[]?>("--instances") { Description = "Instance counts to simulate (default 4 16 64); with --validate one count (default 2)", AllowMultipleArgumentsPerToken = true };
         var lengths = new Option<string?>("--lengths") { Description = "JSONL from generate --out (response lengths; prompt_tokens when present); default: the default task" };
         var samples = new Option<int>("--samples-per-instance") { Description = "Samples per instance in the workload", DefaultValueFactory = _ => 64 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the workload", DefaultValueFactory = _ => 1 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the workload (with --validate: of the prompts and the sampling)", DefaultValueFactory = _ => 1 };
         var markdown = CommonOptions.Markdown();
-        var command = new Command("simulate", "Simulate N generation instances from a measured cost profile: static assignment vs reallocation") { profile, instances, lengths, samples, seed, markdown };
-        command.SetAction(r => Run(r.GetValue(profile)!, r.GetValue(instances) ?? [], r.GetValue(lengths), r.GetValue(samples), r.GetValue(seed), r.GetValue(markdown)));
+        var validate = new Option<bool>("--validate") { Description = "Generate the default task's workload for real on the instances (static, then reallocated) and print the simulator's prediction beside each measured completion time" };
+        var v = SimulatorValidationRun.Options.Create();
+        var command = new Command("simulate", "Simulate N generation instances from a measured cost profile: static assignment vs reallocation")
+        {
+            profile, instances, lengths, samples, seed, markdown, validate,
+        };
+        foreach (var o in v.All) command.Options.Add(o);
+        command.SetAction(r =>
+        {
+            if (r.GetValue(validate))
+            {
+                var counts = r.GetValue(instances) is { Length: > 0 } given ? given : [2];
+                if (counts.Length != 1 || counts[0] < 1) throw new ArgumentException($"--instances: with --validate give one count >= 1, not '{string.Join(' ', counts)}'");
+                if (r.GetValue(lengths) is not null) throw new ArgumentException("--lengths: --validate takes its lengths from the real runs");
+                return SimulatorValidationRun.Run(v.Read(r), counts[0], r.GetValue(profile), r.GetValue(seed), r.GetValue(markdown));
+            }
+            return Run(r.GetValue(profile) ?? throw new ArgumentException("--cost-profile: required (measure one with generate --cost-profile FILE, or use --validate)"),
+                r.GetValue(instances) is { Length: > 0 } list ? list : [4, 16, 64], r.GetValue(lengths), r.GetValue(samples), r.GetValue(seed), r.GetValue(markdown));
+        });
         return command;
     }
 

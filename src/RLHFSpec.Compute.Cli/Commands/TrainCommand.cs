@@ -61,6 +61,7 @@ internal static class TrainCommand
         using var trainer = new RlhfTrainer(config, run, policy, draft, resume: resume is not null);
         AnsiConsole.MarkupLine($"RLHF ({config.Algorithm.ToUpperInvariant()}) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
             $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +
+            (config.Instances > 1 ? $"{config.Instances} generation instances, reallocation {Markup.Escape(config.Reallocate)}, " : "") +
             (resume is not null ? $"resumed from {Markup.Escape(RlhfTrainer.LatestCheckpoint(run) ?? "?")}" : $"policy {Markup.Escape(policy)}"));
         var observer = new ConsoleObserver();
         trainer.Run(observer);

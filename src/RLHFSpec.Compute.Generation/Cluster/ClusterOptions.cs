@@ -37,6 +37,13 @@ public sealed record ClusterOptions
     public Action<int, long>? BeforeStep { get; init; }
 
     /// <summary>
+    /// Fault injection and observation for tests: called on a receiver's worker thread, outside the cluster's lock,
+    /// with (receiver, sample id) before it copies in a sample whose move overlaps the donor's steps; an exception it
+    /// throws fails the receiver as a throwing step would (the sample is re-admitted elsewhere).
+    /// </summary>
+    public Action<int, long>? BeforeMigrationCopy { get; init; }
+
+    /// <summary>
     /// Called with an instance's index on its worker thread, under the cluster's lock, each time it runs out of work
     /// and starts waiting (monitoring; tests that need a drained instance). Keep it short; it must not call the cluster.
     /// </summary>

@@ -12,6 +12,9 @@ public sealed class ClusterStats
     /// <summary>Live samples moved with their KV (copied between caches).</summary>
     public long Migrations { get; init; }
 
+    /// <summary>Of <see cref="Migrations"/>, copies made on the receiver's thread during which the donor went on stepping.</summary>
+    public long OverlappedMigrations { get; init; }
+
     public long KvBytesMoved { get; init; }
 
     /// <summary>Seconds spent copying KV (what the copy rate was measured from).</summary>

@@ -18,8 +18,11 @@ namespace RLHFSpec.Compute.Generation.Cluster;
 /// Coordination: one lock. A worker takes it only between steps — to pick up samples queued for it, to publish
 /// what finished, to measure, and (the donor) to run the reallocator — and an instance is touched by another
 /// thread only while it is not stepping (its worker is waiting or between the lock and its next step), so
-/// <see cref="GenerationInstance"/> itself needs no locking. A move blocks the donor's and the receiver's
-/// workers for its duration (the copy is not overlapped with the donor's steps).
+/// <see cref="GenerationInstance"/> itself needs no locking. A KV copy overlaps the donor's steps where the models
+/// allow it (<see cref="IMigratableModel.Snapshot"/>: host-memory caches): at its boundary the donor takes the sample
+/// out of its batch and hands the receiver a <see cref="PendingMove"/>; the receiver copies on its own thread while
+/// the donor steps on; the donor frees the sample's KV at its first boundary after the copy (or at once if it is not
+/// stepping). Where they do not (a GPU queue per instance), the copy runs between steps, blocking both workers.
 /// </remarks>
 public sealed class GenerationCluster : IDisposable
 {
@@ -31,6 +34,8 @@ public sealed class GenerationCluster : IDisposable
         public GenerationInstance Instance { get; } = instance;
         public SlotState State;
         public readonly List<SampleState> Inbox = new(); // given to it while it stepped (failure re-admissions)
+        public readonly List<Incoming> Incoming = new(); // overlapped moves to copy in before its next step
+        public readonly List<long> ToRelease = new();    // samples moved out whose copy has ended: free their KV here
         public long Steps;
         public int FinishedSeen;
         public long StepsSeen;
@@ -45,6 +50,9 @@ public sealed class GenerationCluster : IDisposable
         public int RunFinished;
     }
 
+    /// <summary>An overlapped move handed to a receiver, with the donor's step count when it was handed over.</summary>
+    private sealed record Incoming(PendingMove Move, Slot From, long FromSteps);
+
     private readonly object _gate = new();
     private readonly Slot[] _slots;
     private readonly Reallocator _reallocator;
@@ -58,7 +66,7 @@ public sealed class GenerationCluster : IDisposable
     private bool _done, _running;
     private Exception? _fatal;
     private Stopwatch _clock = new();
-    private long _migrations, _bytesMoved, _recomputes, _reassigned, _readmissions;
+    private long _migrations, _bytesMoved, _recomputes, _reassigned, _readmissions, _overlapped;
     private double _copySeconds;
 
     /// <param name="instances">Instances to create.</param>
@@ -139,7 +147,7 @@ public sealed class GenerationCluster : IDisposable
             _expected = requests.Count;
             _done = requests.Count == 0;
             _fatal = null;
-            _migrations = _bytesMoved = _recomputes = _reassigned = _readmissions = 0;
+            _migrations = _bytesMoved = _recomputes = _reassigned = _readmissions = _overlapped = 0;
             _copySeconds = 0;
             _running = true;
             _clock = Stopwatch.StartNew();
@@ -152,7 +160,13 @@ public sealed class GenerationCluster : IDisposable
         }
         finally
         {
-            lock (_gate) _running = false;
+            lock (_gate)
+            {
+                _running = false;
+                // No worker runs now: free what donors still hold for samples copied out after their last step.
+                foreach (var s in _slots)
+                    if (s.State != SlotState.Failed) ReleaseMoved(s);
+            }
         }
         double wall = _clock.Elapsed.TotalSeconds;
         if (_fatal is not null) throw new InvalidOperationException($"the cluster failed: {_fatal.Message}", _fatal);
@@ -165,6 +179,7 @@ public sealed class GenerationCluster : IDisposable
         {
             WallSeconds = wall,
             Migrations = _migrations,
+            OverlappedMigrations = _overlapped,
             KvBytesMoved = _bytesMoved,
             CopySeconds = _copySeconds,
             Recomputes = _recomputes,
@@ -197,6 +212,8 @@ public sealed class GenerationCluster : IDisposable
 
     private void Worker(Slot slot)
     {
+        List<Incoming> incoming = [];
+        var copied = new List<(Incoming Move, bool Copied, double Seconds)>();
         try
         {
             while (true)
@@ -212,8 +229,9 @@ public sealed class GenerationCluster : IDisposable
                             Finish();
                             return;
                         }
+                        ReleaseMoved(slot); // before TakeInbox: a sample may come back while its old KV is still held here
                         TakeInbox(slot);
-                        if (slot.Instance.LiveCount + slot.Instance.WaitingCount > 0) break;
+                        if (slot.Instance.LiveCount + slot.Instance.WaitingCount + slot.Incoming.Count > 0) break;
                         if (!slot.Idle)
                         {
                             slot.Idle = true;
@@ -223,27 +241,50 @@ public sealed class GenerationCluster : IDisposable
                     }
                     slot.State = SlotState.Stepping;
                     slot.Idle = false;
+                    incoming = slot.Incoming.ToList();
+                    slot.Incoming.Clear();
                 }
-                var clock = Stopwatch.StartNew();
                 Exception? fault = null;
+                // Overlapped moves first: copy in what donors handed over; they go on stepping meanwhile.
+                copied.Clear();
                 try
                 {
-                    Options.BeforeStep?.Invoke(slot.Index, slot.Steps);
-                    slot.Instance.Step();
+                    foreach (var m in incoming)
+                    {
+                        Options.BeforeMigrationCopy?.Invoke(slot.Index, m.Move.Sample.SampleId);
+                        var copy = Stopwatch.StartNew();
+                        bool ok = slot.Instance.CompleteMoveWithKv(m.Move);
+                        copied.Add((m, ok, copy.Elapsed.TotalSeconds));
+                    }
                 }
                 catch (Exception e) { fault = e; }
+                var clock = Stopwatch.StartNew();
+                if (fault is null)
+                    try
+                    {
+                        Options.BeforeStep?.Invoke(slot.Index, slot.Steps);
+                        slot.Instance.Step();
+                    }
+                    catch (Exception e) { fault = e; }
                 double seconds = clock.Elapsed.TotalSeconds;
                 lock (_gate)
                 {
                     slot.State = SlotState.Ready;
                     slot.Steps++;
                     slot.RunSteps++;
-                    slot.Busy += seconds;
-                    if (fault is not null) Fail(slot, $"{fault.GetType().Name}: {fault.Message}");
+                    slot.Busy += seconds + copied.Sum(c => c.Seconds);
+                    foreach (var (m, ok, copySeconds) in copied) EndMove(m, ok, copySeconds);
+                    if (fault is not null)
+                    {
+                        // Moves not copied in yet go back to the list: Fail re-admits their samples elsewhere.
+                        slot.Incoming.InsertRange(0, incoming.Where(m => !copied.Any(c => c.Move == m)));
+                        Fail(slot, $"{fault.GetType().Name}: {fault.Message}");
+                    }
                     else
                     {
                         Collect(slot);
                         Measure(slot, seconds);
+                        ReleaseMoved(slot);
                         TakeInbox(slot); // the donor moves only samples its instance holds
                         if (Options.Reallocate) Rebalance(slot);
                         slot.CachedWork = PredictedWork(slot);
@@ -269,6 +310,37 @@ public sealed class GenerationCluster : IDisposable
     {
         foreach (var s in slot.Inbox) slot.Instance.Inject(s);
         slot.Inbox.Clear();
+    }
+
+    /// <summary>Accounts an overlapped move whose copy has ended (or fell back to recompute) and lets its donor free the KV.</summary>
+    private void EndMove(Incoming m, bool copied, double seconds)
+    {
+        if (copied)
+        {
+            _migrations++;
+            _bytesMoved += m.Move.Snapshot.Bytes;
+            _copySeconds += seconds;
+            _copyBytesMeasured += m.Move.Snapshot.Bytes;
+            _copySecondsMeasured += seconds;
+            if (m.From.Steps > m.FromSteps || m.From.State == SlotState.Stepping) _overlapped++;
+        }
+        else _recomputes++;
+        QueueRelease(m.From, m.Move.Sample.SampleId);
+    }
+
+    /// <summary>Frees a moved-out sample's KV on its donor: now if the donor is not stepping, else at its next boundary.</summary>
+    private void QueueRelease(Slot from, long sampleId)
+    {
+        if (from.State == SlotState.Failed) return; // its model's state is unknown; nothing runs on it any more
+        from.ToRelease.Add(sampleId);
+        if (from.State != SlotState.Stepping) ReleaseMoved(from);
+    }
+
+    /// <summary>Frees what a slot still holds for samples copied out of it; call only while it is not stepping.</summary>
+    private static void ReleaseMoved(Slot slot)
+    {
+        foreach (long id in slot.ToRelease) slot.Instance.ReleaseMoved(id);
+        slot.ToRelease.Clear();
     }
 
     /// <summary>Ends the run when every sample is in, or when no instance is left to finish the rest; wakes the workers.</summary>
@@ -306,8 +378,11 @@ public sealed class GenerationCluster : IDisposable
         slot.State = SlotState.Failed;
         slot.Failure = reason;
         Collect(slot);
-        var orphans = slot.Instance.Abandon().Concat(slot.Inbox).ToList();
+        var orphans = slot.Instance.Abandon().Concat(slot.Inbox).Concat(slot.Incoming.Select(m => m.Move.Sample)).ToList();
+        foreach (var m in slot.Incoming) QueueRelease(m.From, m.Move.Sample.SampleId); // their donors still hold the KV
         slot.Inbox.Clear();
+        slot.Incoming.Clear();
+        slot.ToRelease.Clear();
         slot.CachedWork = 0;
         foreach (var s in orphans.OrderBy(s => s.SampleId))
         {
@@ -328,7 +403,7 @@ public sealed class GenerationCluster : IDisposable
     private double Work(Slot slot) => slot.State == SlotState.Stepping ? slot.CachedWork : PredictedWork(slot);
 
     private double PredictedWork(Slot slot) =>
-        slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox).Sum(s => Predictor.PredictRemaining(s.Request, s.Generated));
+        slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox).Concat(slot.Incoming.Select(m => m.Move.Sample)).Sum(s => Predictor.PredictRemaining(s.Request, s.Generated));
 
     private void Rebalance(Slot donor)
     {
@@ -344,7 +419,7 @@ public sealed class GenerationCluster : IDisposable
 
     private InstanceLoad Load(Slot slot, Slot donor)
     {
-        var samples = slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox)
+        var samples = slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox).Concat(slot.Incoming.Select(m => m.Move.Sample))
             .Select(s => new SampleLoad(s.SampleId, Predictor.PredictRemaining(s.Request, s.Generated), slot == donor ? MoveSeconds(donor, s) : 0))
             .ToArray();
         return new InstanceLoad(slot.Index, samples, slot.StepTime.Current(slot.Instance.Stats.MeanEmittedPerSampleStep));
@@ -382,6 +457,11 @@ public sealed class GenerationCluster : IDisposable
         var s = donor.Instance.LiveSamples.FirstOrDefault(x => x.SampleId == sampleId);
         if (s is not null && s.InCache && receiver.Instance.LiveCount < receiver.Instance.MaxBatch && WantCopy(donor, s))
         {
+            if (donor.Instance.BeginMoveWithKv(sampleId, receiver.Instance) is { } pending)
+            {
+                receiver.Incoming.Add(new Incoming(pending, donor, donor.Steps));
+                return;
+            }
             long bytes = ((IMigratableModel)donor.Instance.Model).KvBytes(sampleId);
             var clock = Stopwatch.StartNew();
             if (donor.Instance.TryMoveWithKv(sampleId, receiver.Instance))

@@ -13,6 +13,7 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
 {
     private readonly Dictionary<PromptKey, SuffixIndex> _indexes = new();
     private readonly Dictionary<long, (SuffixIndex Index, int Sequence)> _samples = new();
+    private readonly HashSet<long> _admitted = new(); // samples indexed here since the last Remember of their result
 
     public ProposerKind Kind => ProposerKind.Suffix;
 
@@ -26,6 +27,20 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
         if (!_indexes.TryGetValue(key, out var index)) _indexes[key] = index = new SuffixIndex(maxDepth);
         int sequence = index.BeginSequence(sample.Tokens.ToArray());
         _samples[sample.SampleId] = (index, sequence);
+        _admitted.Add(sample.SampleId);
+    }
+
+    /// <summary>
+    /// Indexes a response generated elsewhere (another instance of a cluster) so later drafts for the same prompt can
+    /// use it; a sample this proposer admitted itself is skipped (it is indexed already, up to where it moved away).
+    /// </summary>
+    public void Remember(GenerationResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        if (_admitted.Remove(result.Request.SampleId)) return;
+        var key = new PromptKey(result.Request.Prompt);
+        if (!_indexes.TryGetValue(key, out var index)) _indexes[key] = index = new SuffixIndex(maxDepth);
+        index.BeginSequence([.. result.Request.Prompt, .. result.Tokens]);
     }
 
     public void Append(SampleState sample, ReadOnlySpan<int> tokens)

@@ -25,6 +25,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
     private sealed class Instance
     {
         public double Clock, Busy;
+        public long Steps, SampleSteps;
         public double SecondsPerToken; // of its last step: what its remaining work costs at its current rate
         public readonly List<Live> Live = new();
         public readonly Queue<Live> Waiting = new();
@@ -80,7 +81,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         }
         for (int i = 0; i < instances.Length; i++) finish[i] = Math.Max(finish[i], instances[i].Clock);
         return new SimulationResult(finish.Max(), finish, instances.Select(i => i.Busy).ToArray(), migrations, recomputes, bytesMoved,
-            workload.Sum(s => (long)s.ResponseTokens));
+            workload.Sum(s => (long)s.ResponseTokens), instances.Sum(i => i.Steps), instances.Sum(i => i.SampleSteps));
     }
 
     private static double CopySeconds(Live x, SimulationOptions options) =>
@@ -103,10 +104,17 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
 
     private void Step(Instance instance, SimulationOptions options)
     {
-        while (instance.Live.Count < options.MaxBatch && instance.Waiting.Count > 0) instance.Live.Add(instance.Waiting.Dequeue());
+        int prefillTokens = 0; // of fresh samples: a moved one's copy or re-prefill was paid when it moved
+        while (instance.Live.Count < options.MaxBatch && instance.Waiting.Count > 0)
+        {
+            var admitted = instance.Waiting.Dequeue();
+            if (admitted.Generated == 0) prefillTokens += admitted.Sample.PromptTokens;
+            instance.Live.Add(admitted);
+        }
         var views = instance.Live.Select(x => new LiveSample(x.Sample.Id, x.Context, (int)Math.Ceiling(x.Remaining))).ToArray();
         var plan = selector.Choose(views);
         var (_, seconds) = selector.Predict(plan.Strategy, views, plan.DraftDepths);
+        seconds += options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens;
         double emitted = 0;
         for (int k = 0; k < views.Length; k++)
         {
@@ -117,6 +125,8 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         instance.SecondsPerToken = emitted > 0 ? seconds / emitted : 0;
         instance.Clock += seconds;
         instance.Busy += seconds;
+        instance.Steps++;
+        instance.SampleSteps += views.Length;
         instance.Live.RemoveAll(x => x.Remaining <= 1e-9);
     }
 

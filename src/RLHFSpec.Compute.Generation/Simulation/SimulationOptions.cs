@@ -23,6 +23,15 @@ public sealed record SimulationOptions
     /// <summary>Fixed cost of one migration (s): scheduling, proposer state, a kernel launch.</summary>
     public double MigrationLatencySeconds { get; init; } = 200e-6;
 
+    /// <summary>
+    /// Measured seconds a step spends outside the forwards the cost profile times (verify kernel, sampling,
+    /// proposer bookkeeping); 0 = not modelled.
+    /// </summary>
+    public double StepOverheadSeconds { get; init; }
+
+    /// <summary>Measured prefill seconds per prompt token of a fresh sample on admission; 0 = not modelled.</summary>
+    public double PrefillSecondsPerToken { get; init; }
+
     /// <summary>An instance with at most this many live samples asks for work.</summary>
     public int DrainThreshold { get; init; } = 0;
 }

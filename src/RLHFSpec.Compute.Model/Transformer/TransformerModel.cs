@@ -360,6 +360,38 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         return true;
     }
 
+    /// <summary>
+    /// A snapshot of the sample's committed blocks for a copy into <paramref name="target"/> that may overlap this
+    /// model's forwards: only when both caches live in host memory (CPU backends, whose kv_move and reads are free
+    /// of shared state); null for a GPU queue, which two threads may not drive at once.
+    /// </summary>
+    public IKvSnapshot? Snapshot(long sampleId, ITargetModel target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (target is not TransformerModel other || ReferenceEquals(other, this) || !other.Cache.Config.SameBlockShape(Cache.Config)) return null;
+        if (Cache.Backend.Info.Kind != DeviceKind.Cpu || other.Cache.Backend.Info.Kind != DeviceKind.Cpu) return null;
+        var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
+        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
+            throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
+        return new KvSnapshot(Cache.Snapshot(s.CacheId), other, KvBytes(sampleId));
+    }
+
+    private sealed class KvSnapshot(KvCacheSnapshot blocks, TransformerModel target, long bytes) : IKvSnapshot
+    {
+        public long Bytes => bytes;
+
+        public bool TryCopyTo(ITargetModel to, long targetId)
+        {
+            if (!ReferenceEquals(to, target)) throw new ArgumentException("target: the snapshot was taken for another model", nameof(to));
+            if (target._samples.ContainsKey(targetId)) throw new ArgumentException($"targetId: sample {targetId} is already in the target model", nameof(targetId));
+            int cacheId = target._nextCacheId;
+            if (!blocks.Source.TryCopySnapshotTo(blocks, target.Cache, cacheId)) return false;
+            target._nextCacheId++;
+            target._samples[targetId] = new Sample { CacheId = cacheId };
+            return true;
+        }
+    }
+
     private void EnsureHost(int tokens, int rows)
     {
         var spec = Weights.Spec;

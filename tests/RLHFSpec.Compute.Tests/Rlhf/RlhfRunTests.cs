@@ -202,6 +202,29 @@ public sealed class RlhfRunTests
         }
     }
 
+    [Test]
+    public void Two_instances_with_reallocation_give_the_rollouts_of_one_at_temperature_zero()
+    {
+        (int[][] Tokens, IterationMetrics Metrics) RunWith(int instances, string reallocate)
+        {
+            using var run = new FormatsTestFolder();
+            using var trainer = new RlhfTrainer(Small(1) with { Temperature = 0, Speculation = "adaptive", Instances = instances, Reallocate = reallocate },
+                run.Path, Policy, DraftFolder);
+            var m = trainer.Run()[0];
+            return (trainer.LastRollouts.Select(r => r.Tokens).ToArray(), m);
+        }
+        var one = RunWith(1, "off");
+        var two = RunWith(2, "on");
+        Assert.That(two.Tokens, Is.EqualTo(one.Tokens), "the first iteration's rollouts, in request order");
+        Assert.That(two.Metrics.RewardMean, Is.EqualTo(one.Metrics.RewardMean));
+        Assert.That(one.Metrics.Migrations, Is.EqualTo(0));
+        TestContext.Out.WriteLine($"2 instances: {two.Metrics.Migrations} samples moved; generation {two.Metrics.Seconds["generation"]:F2} s vs {one.Metrics.Seconds["generation"]:F2} s");
+
+        using var bad = new FormatsTestFolder();
+        var error = Assert.Throws<ArgumentException>(() => new RlhfTrainer(Small(1) with { Reallocate = "on" }, bad.Path, Policy, DraftFolder));
+        Assert.That(error!.Message, Does.Contain("instances"));
+    }
+
     private static float[] TransformerWeightsOf(string folder)
     {
         using var w = Compute.Model.Transformer.TransformerWeights.Load(folder);

@@ -1,5 +1,6 @@
 using RLHFSpec.Compute.Generation;
 using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Tests.Model;
 using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
@@ -74,6 +75,36 @@ public sealed class GeneratorTests
         var off = RunWith("off");
         Assert.That(RunWith("adaptive"), Is.EqualTo(off));
         Assert.That(RunWith("chain:3"), Is.EqualTo(off));
+    }
+
+    [Test]
+    public void Cluster_instances_draft_from_every_earlier_response()
+    {
+        using var weights = Weights(Config("llama", vocab: 29), 7);
+        var requests = GenerationRequests.For(Prompts(4, 3), samplesPerPrompt: 2, maxNewTokens: 20, temperature: 0, topP: 1f, seed: 0);
+        using var policy = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+        var models = new List<TransformerModel>();
+        try
+        {
+            var generator = new Generator(policy, null, new GenerateSettings { Strategy = "suffix:4" });
+            (ITargetModel, ITargetModel?) Instance(int k)
+            {
+                while (models.Count <= k) models.Add(NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20));
+                return (models[k], null);
+            }
+            var options = new Compute.Generation.Cluster.ClusterOptions { Reallocate = false };
+            var first = generator.RunCluster(requests, 2, Instance, options);
+            Assert.That(generator.ClusterSuffixes.Select(s => s.Prompts), Is.EqualTo(new[] { 4, 4 }), "each instance indexed every prompt's responses");
+            var second = generator.RunCluster(requests, 2, Instance, options);
+            var off = new Generator(policy, null, new GenerateSettings { Strategy = "off" }).Run(requests).Results.Select(r => r.Tokens).ToArray();
+            Assert.That(first.Results.Select(r => r.Tokens), Is.EqualTo(off));
+            Assert.That(second.Results.Select(r => r.Tokens), Is.EqualTo(off));
+            Assert.That(second.Stats.DraftTokensAccepted, Is.GreaterThan(first.Stats.DraftTokensAccepted), "the second run drafts from the first's responses");
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
     }
 
     [Test]

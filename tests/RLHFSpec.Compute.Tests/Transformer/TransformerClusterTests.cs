@@ -139,6 +139,60 @@ public sealed class TransformerClusterTests
     }
 
     [Test]
+    public void A_kv_copy_overlaps_the_donors_steps_and_stays_lossless([Values(false, true)] bool ownBackends)
+    {
+        using var fleet = NewFleet();
+        var options = (Forced with { Migration = MigrationMode.Copy }).HoldTailUntilOthersDrain(2);
+        var hold = options.BeforeStep!;
+        long donorStep = -1;
+        int copiesDuringDonorSteps = 0;
+        options = options with
+        {
+            BeforeStep = (k, step) =>
+            {
+                hold(k, step);
+                if (k == 0) Interlocked.Exchange(ref donorStep, step);
+            },
+            // The receiver holds each copy until the donor has begun another step: only an overlapped move lets it.
+            BeforeMigrationCopy = (k, id) =>
+            {
+                long at = Interlocked.Read(ref donorStep);
+                if (SpinWait.SpinUntil(() => Interlocked.Read(ref donorStep) > at, TimeSpan.FromSeconds(30))) Interlocked.Increment(ref copiesDuringDonorSteps);
+            },
+        };
+        var result = Run(fleet, 2, options, "suffix:4", ownBackends, Requests);
+        AssertSame(result, Expected.Value, fleet);
+        Assert.That(result.Stats.Migrations, Is.GreaterThan(0));
+        Assert.That(copiesDuringDonorSteps, Is.GreaterThan(0), "the donor stepped while a copy was pending");
+        Assert.That(result.Stats.OverlappedMigrations, Is.GreaterThan(0));
+    }
+
+    [Test]
+    public void A_receiver_failing_before_its_copy_loses_no_sample()
+    {
+        using var fleet = NewFleet();
+        var options = (Forced with { Migration = MigrationMode.Copy }).HoldTailUntilOthersDrain(2);
+        int failures = 0;
+        options = options with
+        {
+            BeforeMigrationCopy = (k, id) =>
+            {
+                if (Interlocked.Increment(ref failures) == 1) throw new InvalidOperationException("injected: receiver fails before copying");
+            },
+        };
+        var result = Run(fleet, 2, options, "suffix:4", ownBackends: false, Requests);
+        Assert.That(failures, Is.GreaterThan(0), "a copy was pending");
+        Assert.That(result.Results.Select(r => r.Request.SampleId), Is.Unique);
+        Assert.That(result.Results, Has.Count.EqualTo(Expected.Value.Count));
+        foreach (var r in result.Results) Assert.That(r.Tokens, Is.EqualTo(Expected.Value[r.Request.SampleId]), $"sample {r.Request.SampleId}");
+        Assert.That(result.Stats.Instances[1].Failure, Does.Contain("injected"));
+        Assert.That(result.Stats.FailureReadmissions, Is.GreaterThan(0));
+        var donor = fleet.Models[0];
+        Assert.That(donor.ActiveSamples, Is.EqualTo(0), "the surviving donor released everything, the moved sample's old KV too");
+        Assert.That(donor.Cache.FreeBlocks, Is.EqualTo(donor.Cache.NumBlocks));
+    }
+
+    [Test]
     public void Reallocation_benchmark_reports_both_completion_times()
     {
         using var fleet = NewFleet();
