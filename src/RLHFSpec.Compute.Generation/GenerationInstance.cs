@@ -419,6 +419,7 @@ public sealed class GenerationInstance : IDisposable
         _acceptance?.EndStep();
         double stepSeconds = stepClock.Elapsed.TotalSeconds;
         _cost?.ObserveStepOverhead(totalRows, stepSeconds - draftSeconds - forwardSeconds);
+        _cost?.ObserveStep(strategy, samples, emittedTotal, stepSeconds);
         Stats.RecordStep(strategy, samples, emittedTotal, stepSeconds);
         RetireFinished();
     }

@@ -37,7 +37,7 @@ internal static class GenerationBench
         var plot = new Option<string?>("--plot") { Description = "PNG plot of tokens/s against the live batch size" };
         var sweep = new Option<int[]>("--batch-sizes") { Description = "Forced batch-size sweep: this many samples at once, each of a fixed length (0 = no sweep)", AllowMultipleArgumentsPerToken = true,
             DefaultValueFactory = _ => [1, 4, 16, 64, 256] };
-        var sweepTokens = new Option<int>("--sweep-tokens") { Description = "Tokens each sample of the sweep writes", DefaultValueFactory = _ => 48 };
+        var sweepTokens = new Option<int>("--sweep-tokens") { Description = "Tokens each sample of the sweep writes", DefaultValueFactory = _ => 64 };
         var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
@@ -72,6 +72,20 @@ internal static class GenerationBench
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         AnsiConsole.MarkupLine($"workload: {numPrompts} default-task prompts × {samplesPerPrompt} samples, max {maxNew} tokens, T = {temperature}; policy {Markup.Escape(policyFolder)}" +
             (draftPath is null ? "" : $", draft {Markup.Escape(draftPath)}") + $"; device {Markup.Escape(backend.Info.Id)}");
+
+        // Warm-up, untimed: every strategy's code paths, sessions and kernels run until the JIT has tiered them up,
+        // so the first strategy timed (off) is not charged for the process's start.
+        AnsiConsole.MarkupLine("warm-up (untimed) ...");
+        var warmRequests = GenerationRequests.For(promptIds.Take(4).ToArray(), Math.Min(samplesPerPrompt, 4), Math.Min(maxNew, 32), temperature, 1f, seed + 1);
+        foreach (var strategy in strategies)
+        {
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
+            using var policy = new TransformerModel(policyWeights, backend, runtime);
+            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            var warm = System.Diagnostics.Stopwatch.StartNew();
+            for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
+        }
 
         var rows = new List<Row>();
         foreach (var strategy in strategies)
@@ -184,8 +198,18 @@ internal static class GenerationBench
             for (int bi = 0; bi < sizes.Length; bi++)
             {
                 var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();
-                var outcome = generator.Run(requests);
-                rates[si, bi] = outcome.Stats.TokensGenerated / outcome.WallSeconds;
+                // Repeated until a second of generation is timed, so short runs (batch 1) are not one noisy sample.
+                long tokensDone = 0;
+                double seconds = 0;
+                GenerateOutcome outcome;
+                do
+                {
+                    outcome = generator.Run(requests);
+                    tokensDone += outcome.Stats.TokensGenerated;
+                    seconds += outcome.WallSeconds;
+                }
+                while (seconds < 1.0);
+                rates[si, bi] = tokensDone / seconds;
                 taken[si, bi] = string.Join(" ", outcome.Stats.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key}×{kv.Value}"));
             }
             AnsiConsole.MarkupLine(Markup.Escape($"  {strategies[si]}: " + string.Join(", ", sizes.Select((b, bi) =>

@@ -14,6 +14,11 @@ namespace RLHFSpec.Compute.Generation.Selection;
 public sealed class CostModel
 {
     private double _pairSxx, _pairSxy; // least squares of (seconds − curve) on attended pairs, with forgetting
+    private readonly Dictionary<(string Strategy, int Bucket), (double Tokens, double Seconds, double Weight)> _measured = new();
+    private readonly Lock _measuredLock = new();
+
+    /// <summary>Forgetting of the measured step goodput per observed step (an effective window of ~10 steps).</summary>
+    private const double MeasuredForgetting = 0.9;
 
     public CostModel(string device, int maxTokens = 1024)
     {
@@ -118,6 +123,33 @@ public sealed class CostModel
         if (Frozen || samples <= 0) return;
         double perSample = seconds / samples;
         SuffixSecondsPerSample = SuffixSecondsPerSample == 0 ? perSample : SuffixSecondsPerSample + 0.2 * (perSample - SuffixSecondsPerSample);
+    }
+
+    /// <summary>The batch-size bucket of measured goodput: the next power of two.</summary>
+    public static int BatchBucket(int batch) => (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, batch));
+
+    /// <summary>
+    /// Records what one step of <paramref name="strategy"/> over <paramref name="batch"/> samples delivered: tokens
+    /// emitted and its wall seconds, everything included. The selector trusts these over its model's prediction as they
+    /// accumulate (the model cannot see every cost: sampling drafts, bookkeeping, the shape of the verify pass).
+    /// Not kept in saved profiles; a frozen model records nothing.
+    /// </summary>
+    public void ObserveStep(Strategy strategy, int batch, double tokens, double seconds)
+    {
+        if (Frozen || !(seconds > 0) || !(tokens >= 0)) return;
+        var key = (strategy.ToString(), BatchBucket(batch));
+        lock (_measuredLock)
+        {
+            var (t, sec, w) = _measured.GetValueOrDefault(key);
+            _measured[key] = (MeasuredForgetting * t + tokens, MeasuredForgetting * sec + seconds, MeasuredForgetting * w + 1);
+        }
+    }
+
+    /// <summary>Measured goodput (tokens/s) of a strategy at a batch size's bucket and its weight (≈ recent steps seen; 0 = none).</summary>
+    public (double Goodput, double Weight) MeasuredGoodput(Strategy strategy, int batch)
+    {
+        lock (_measuredLock)
+            return _measured.TryGetValue((strategy.ToString(), BatchBucket(batch)), out var m) && m.Seconds > 0 ? (m.Tokens / m.Seconds, m.Weight) : (0, 0);
     }
 
     private sealed record CurveJson(

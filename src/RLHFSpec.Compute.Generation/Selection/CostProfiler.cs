@@ -5,13 +5,16 @@ namespace RLHFSpec.Compute.Generation.Selection;
 
 /// <summary>
 /// The start-up profile of the <see cref="CostModel"/>: times real forwards of the target (and draft) model on the
-/// running device over batches of 1 … maxTokens tokens, shaped like generation steps (up to 16 samples, each a
-/// chain after a short committed context), and records them as measurements. Nothing is assumed: the selector's
-/// first decisions rest on these timings, later ones on every step's own.
+/// running device over batches of 1 … maxTokens tokens, shaped like decode steps (one token for each of up to 256
+/// samples after a short committed context; beyond 256 tokens, chains), and records them as measurements. Decode
+/// shape matters: <c>off</c> is measured as it runs, so a selector that never picks it still knows its price, while
+/// speculative (chain-shaped) verification is corrected online the first time it is tried. The whole sweep runs once
+/// untimed first, so the timings are of warm (JIT-compiled) code. Nothing is assumed: the selector's first decisions
+/// rest on these timings, later ones on every step's own.
 /// </summary>
 public static class CostProfiler
 {
-    private const int Context = 16, MaxSamples = 16;
+    private const int Context = 16, MaxSamples = 256;
 
     /// <param name="repeats">Timed runs per size; the median is recorded.</param>
     public static CostModel Profile(ITargetModel target, ITargetModel? draft, string device, int maxTokens = 256, int repeats = 3)
@@ -48,7 +51,8 @@ public static class CostProfiler
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = prefillOffsets, Tokens = prefillTokens.ToArray(), Parents = prefillParents.ToArray(), LogitRows = [] }, logits);
             foreach (var id in ids) model.Commit(id, Enumerable.Range(0, Context).ToArray());
 
-            foreach (int n in sizes.Prepend(sizes[0])) // the first run warms up and is discarded
+            // The first pass over every size warms up (JIT, sessions, buffers) and is discarded.
+            foreach (var (n, pass) in sizes.Select(n => (n, 0)).Concat(sizes.Select(n => (n, 1))))
             {
                 int batch = Math.Min(samples, n);
                 var offsets = new int[batch + 1];
@@ -63,7 +67,7 @@ public static class CostProfiler
                     pairs += k * (Context + k / 2.0);
                 }
                 var times = new List<double>();
-                for (int r = 0; r < repeats; r++)
+                for (int r = 0; r < (pass == 0 ? 1 : repeats); r++)
                 {
                     for (int b = 0; b < batch; b++)
                         if (!model.TryReserve(ids[b], offsets[b + 1] - offsets[b]))
@@ -78,7 +82,7 @@ public static class CostProfiler
                     for (int b = 0; b < batch; b++) model.Commit(ids[b], ReadOnlySpan<int>.Empty);
                 }
                 times.Sort();
-                results.Add((n, times[times.Count / 2], pairs));
+                if (pass == 1) results.Add((n, times[times.Count / 2], pairs));
             }
         }
         finally
@@ -86,6 +90,6 @@ public static class CostProfiler
             foreach (var id in ids) model.Release(id);
             logits.Dispose();
         }
-        return results.Skip(1);
+        return results;
     }
 }

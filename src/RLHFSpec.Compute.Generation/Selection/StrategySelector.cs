@@ -7,7 +7,10 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// verification pass costs about the same for many more tokens, so deep drafts win; with a full batch every extra
 /// token costs compute, so short chains or <c>off</c> win. For chains it then trims each sample's length greedily
 /// (dropping the draft token least likely to be accepted while that raises goodput), so confident samples draft
-/// deeper than doubtful ones in the same step.
+/// deeper than doubtful ones in the same step. Each candidate's predicted goodput is then blended with the goodput its
+/// steps actually delivered at this batch size (<see cref="CostModel.MeasuredGoodput"/>), weighted by how many recent
+/// steps back it against <see cref="MeasuredPrior"/> steps' worth of trust in the model: the model proposes, the
+/// device's measurements decide once there are some.
 /// </summary>
 public sealed class StrategySelector
 {
@@ -15,6 +18,9 @@ public sealed class StrategySelector
     private readonly AcceptanceEstimator _acceptance;
     private readonly Strategy[] _candidates;
     private readonly bool _perSampleLengths;
+
+    /// <summary>Weight, in steps, of the model's prediction against measured step goodput.</summary>
+    public const double MeasuredPrior = 2;
 
     public StrategySelector(CostModel cost, AcceptanceEstimator acceptance, IEnumerable<Strategy> candidates, bool perSampleLengths = true)
     {
@@ -29,15 +35,29 @@ public sealed class StrategySelector
     public StepPlan Choose(IReadOnlyList<LiveSample> samples)
     {
         if (samples.Count == 0) return new StepPlan(Strategy.Off, [], 0, 0, []);
-        var predictions = new List<(Strategy, double)>();
+        var predictions = new List<(Strategy, double)>(_candidates.Length);
         Strategy best = Strategy.Off;
         int[] bestDepths = new int[samples.Count];
         double bestGoodput = double.NegativeInfinity, offGoodput = 0;
+        // Per-sample cumulative (optimistic) acceptance, once per proposer family up to its deepest candidate.
+        var reachByFamily = new Dictionary<(ProposerKind, DraftShape, int), double[][]>();
         foreach (var s in _candidates)
         {
-            var depths = samples.Select(x => s.IsOff ? 0 : Math.Min(s.Depth, Math.Max(0, x.RemainingTokens - 1))).ToArray();
-            double g = Goodput(s, samples, depths);
-            if (_perSampleLengths && s.Shape == DraftShape.Chain) g = TrimChains(s, samples, depths, g);
+            var depths = new int[samples.Count];
+            for (int i = 0; i < depths.Length; i++) depths[i] = s.IsOff ? 0 : Math.Min(s.Depth, Math.Max(0, samples[i].RemainingTokens - 1));
+            double[][]? reach = null;
+            if (!s.IsOff)
+            {
+                var family = (s.Proposer, s.Shape, s.Shape == DraftShape.Tree ? s.TopK : 1);
+                if (!reachByFamily.TryGetValue(family, out reach))
+                {
+                    int deepest = _candidates.Where(c => !c.IsOff && (c.Proposer, c.Shape, c.Shape == DraftShape.Tree ? c.TopK : 1) == family).Max(c => c.Depth);
+                    reachByFamily[family] = reach = CumulativeReach(s, samples, deepest);
+                }
+            }
+            double g = _perSampleLengths && s.Shape == DraftShape.Chain ? TrimChains(s, samples, depths, reach!) : Goodput(s, samples, depths, reach);
+            var (measured, weight) = _cost.MeasuredGoodput(s, samples.Count);
+            if (weight > 0) g = (weight * measured + MeasuredPrior * g) / (weight + MeasuredPrior);
             predictions.Add((s, g));
             if (s.IsOff) offGoodput = g;
             if (g > bestGoodput) { best = s; bestGoodput = g; bestDepths = depths; }
@@ -45,15 +65,33 @@ public sealed class StrategySelector
         return new StepPlan(best, bestDepths, bestGoodput, offGoodput, predictions);
     }
 
-    /// <summary>Predicted tokens per second of drafting <paramref name="depths"/> with <paramref name="s"/>.</summary>
-    public double Goodput(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths)
+    /// <summary>reach[i][d] = optimistic probability that sample i accepts at least d draft tokens (reach[i][0] = 1).</summary>
+    private double[][] CumulativeReach(Strategy s, IReadOnlyList<LiveSample> samples, int depth)
     {
-        var (tokensOut, seconds) = Predict(s, samples, depths);
+        var reach = new double[samples.Count][];
+        for (int i = 0; i < reach.Length; i++)
+        {
+            var r = reach[i] = new double[depth + 1];
+            r[0] = 1;
+            for (int d = 1; d <= depth; d++) r[d] = r[d - 1] * _acceptance.Rate(s, d, samples[i].SampleId, optimistic: true);
+        }
+        return reach;
+    }
+
+    /// <summary>Predicted tokens per second of drafting <paramref name="depths"/> with <paramref name="s"/> (optimistic acceptance).</summary>
+    public double Goodput(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths) => Goodput(s, samples, depths, null);
+
+    private double Goodput(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double[][]? reach)
+    {
+        var (tokensOut, seconds) = Predict(s, samples, depths, optimistic: true, reach);
         return seconds > 0 ? tokensOut / seconds : 0;
     }
 
     /// <summary>Expected tokens emitted and seconds taken by one step drafting <paramref name="depths"/> with <paramref name="s"/>.</summary>
-    public (double Tokens, double Seconds) Predict(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths)
+    public (double Tokens, double Seconds) Predict(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, bool optimistic = false) =>
+        Predict(s, samples, depths, optimistic, null);
+
+    private (double Tokens, double Seconds) Predict(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, bool optimistic, double[][]? reach)
     {
         double tokensOut = 0, verifyTokens = 0, pairs = 0;
         int drafting = 0;
@@ -61,7 +99,7 @@ public sealed class StrategySelector
         {
             var x = samples[i];
             int nodes = s.Shape == DraftShape.Tree && depths[i] > 0 ? s.Budget : depths[i];
-            tokensOut += ExpectedTokens(s, x, depths[i]);
+            tokensOut += reach is null ? ExpectedTokens(s, x, depths[i], optimistic) : Math.Min(1 + Sum(reach[i], depths[i]), Math.Max(1, x.RemainingTokens));
             verifyTokens += 1 + nodes;
             pairs += (1.0 + nodes) * (x.ContextLength + (1 + nodes) / 2.0);
             if (depths[i] > 0) drafting++;
@@ -69,38 +107,79 @@ public sealed class StrategySelector
         double draft = s.IsOff || drafting == 0 ? 0
             : s.Proposer == ProposerKind.DraftModel && s.Shape == DraftShape.Chain ? _cost.DraftChainSeconds(depths)
             : _cost.DraftSeconds(s, drafting);
-        return (tokensOut, draft + _cost.VerifySeconds((int)verifyTokens, pairs) + _cost.StepOverheadSeconds((int)verifyTokens));
+        return (tokensOut, draft + StepSeconds((int)verifyTokens, pairs));
+    }
+
+    private double StepSeconds(int verifyTokens, double pairs) => _cost.VerifySeconds(verifyTokens, pairs) + _cost.StepOverheadSeconds(verifyTokens);
+
+    private static double Sum(double[] reach, int depth)
+    {
+        double sum = 0;
+        for (int d = 1; d <= depth; d++) sum += reach[d];
+        return sum;
     }
 
     /// <summary>Expected tokens a sample emits in one step: accepted drafts plus the next token, capped by what it still needs.</summary>
-    public double ExpectedTokens(Strategy s, LiveSample sample, int depth)
+    public double ExpectedTokens(Strategy s, LiveSample sample, int depth, bool optimistic = false)
     {
-        double expected = depth == 0 ? 0 : _acceptance.ExpectedAccepted(s, sample.SampleId, depth, optimistic: true);
+        double expected = depth == 0 ? 0 : _acceptance.ExpectedAccepted(s, sample.SampleId, depth, optimistic);
         return Math.Min(expected + 1, Math.Max(1, sample.RemainingTokens));
     }
 
-    private double TrimChains(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double goodput)
+    /// <summary>
+    /// Per-sample chain lengths: repeatedly drop the draft token least likely to be accepted (the last of the sample
+    /// whose reach is lowest) while that raises goodput. Incremental: expected tokens, verified tokens, attended pairs
+    /// and the draft chain's per-depth batch sizes are updated per drop, so a step costs O(drops · (log B + depth)).
+    /// </summary>
+    private double TrimChains(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double[][] reach)
     {
-        while (true)
+        bool draftModel = s.Proposer == ProposerKind.DraftModel;
+        int maxDepth = depths.Length == 0 ? 0 : depths.Max();
+        var counts = new int[maxDepth + 2]; // counts[j] = samples drafting at least j tokens
+        double tokens = 0, verify = 0, pairs = 0;
+        int drafting = 0;
+        var queue = new PriorityQueue<int, double>();
+        for (int i = 0; i < depths.Length; i++)
         {
-            // The last draft token of each sample is accepted with its reach probability; drop the least likely.
-            int worst = -1;
-            double worstReach = double.PositiveInfinity;
-            for (int i = 0; i < depths.Length; i++)
-            {
-                if (depths[i] == 0) continue;
-                double reach = _acceptance.ReachProbability(s, depths[i], samples[i].SampleId, optimistic: true);
-                if (reach < worstReach) { worstReach = reach; worst = i; }
-            }
-            if (worst < 0) return goodput;
-            depths[worst]--;
-            double g = Goodput(s, samples, depths);
+            int d = depths[i];
+            double ctx = samples[i].ContextLength;
+            tokens += Math.Min(1 + Sum(reach[i], d), Math.Max(1, samples[i].RemainingTokens));
+            verify += 1 + d;
+            pairs += (1.0 + d) * (ctx + (1 + d) / 2.0);
+            for (int j = 1; j <= d; j++) counts[j]++;
+            if (d > 0) { drafting++; queue.Enqueue(i, reach[i][d]); }
+        }
+        double DraftTime()
+        {
+            if (drafting == 0) return 0;
+            if (!draftModel) return _cost.DraftSeconds(s, drafting);
+            double t = 0;
+            for (int j = 1; j < counts.Length && counts[j] > 0; j++) t += _cost.Draft.Predict(counts[j]);
+            return t;
+        }
+        double seconds = DraftTime() + StepSeconds((int)verify, pairs);
+        double goodput = seconds > 0 ? tokens / seconds : 0;
+        while (queue.TryDequeue(out int i, out _))
+        {
+            int d = depths[i];
+            double ctx = samples[i].ContextLength;
+            double newTokens = tokens - (Math.Min(1 + Sum(reach[i], d), Math.Max(1, samples[i].RemainingTokens)) - Math.Min(1 + Sum(reach[i], d - 1), Math.Max(1, samples[i].RemainingTokens)));
+            double newVerify = verify - 1;
+            double newPairs = pairs - (1.0 + d) * (ctx + (1 + d) / 2.0) + d * (ctx + d / 2.0);
+            counts[d]--;
+            if (d == 1) drafting--;
+            double newSeconds = DraftTime() + StepSeconds((int)newVerify, newPairs);
+            double g = newSeconds > 0 ? newTokens / newSeconds : 0;
             if (g <= goodput)
             {
-                depths[worst]++;
+                counts[d]++;
+                if (d == 1) drafting++;
                 return goodput;
             }
-            goodput = g;
+            depths[i] = d - 1;
+            (tokens, verify, pairs, goodput) = (newTokens, newVerify, newPairs, g);
+            if (d - 1 > 0) queue.Enqueue(i, reach[i][d - 1]);
         }
+        return goodput;
     }
 }

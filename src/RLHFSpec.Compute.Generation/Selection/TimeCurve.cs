@@ -44,7 +44,7 @@ public sealed class TimeCurve
     public IReadOnlyList<double> Weights => _weight;
 
     /// <summary>True once any measurement has been taken.</summary>
-    public bool IsMeasured => _weight.Any(w => w > 0);
+    public bool IsMeasured => Array.Exists(_weight, w => w > 0);
 
     /// <summary>Folds a measurement in: <paramref name="rate"/> is the EMA rate once a knot is established.</summary>
     public void Observe(double tokens, double seconds, double rate = 0.2)
@@ -67,23 +67,37 @@ public sealed class TimeCurve
     /// <summary>Predicted seconds for a pass over <paramref name="tokens"/> tokens.</summary>
     public double Predict(double tokens)
     {
-        var measured = Enumerable.Range(0, _tokens.Length).Where(i => _weight[i] > 0).ToArray();
-        if (measured.Length == 0) throw new InvalidOperationException("time curve has no measurements: profile the device first");
         // Flat below the smallest measured size (a pass never gets cheaper than that); linear between measured
         // knots; beyond the largest, along the last measured segment (or proportional with a single knot).
-        int first = measured[0], last = measured[^1];
+        // Allocation-free: the selector calls this many times a step.
+        int first = -1, last = -1, prev = -1;
+        for (int i = 0; i < _tokens.Length; i++)
+        {
+            if (_weight[i] <= 0) continue;
+            if (first < 0) first = i;
+            prev = last;
+            last = i;
+        }
+        if (first < 0) throw new InvalidOperationException("time curve has no measurements: profile the device first");
         if (tokens <= _tokens[first]) return _seconds[first];
         if (tokens >= _tokens[last])
         {
-            if (measured.Length == 1) return _seconds[last] * tokens / _tokens[last];
-            int prev = measured[^2];
+            if (prev < 0) return _seconds[last] * tokens / _tokens[last];
             double slope = (_seconds[last] - _seconds[prev]) / (_tokens[last] - _tokens[prev]);
             return Math.Max(_seconds[last], _seconds[last] + slope * (tokens - _tokens[last]));
         }
-        int b = measured.First(i => _tokens[i] >= tokens);
-        int a = measured.Last(i => _tokens[i] < tokens);
-        double f = (tokens - _tokens[a]) / (_tokens[b] - _tokens[a]);
-        return _seconds[a] + f * (_seconds[b] - _seconds[a]);
+        int a = first;
+        for (int i = first + 1; i <= last; i++)
+        {
+            if (_weight[i] <= 0) continue;
+            if (_tokens[i] >= tokens)
+            {
+                double f = (tokens - _tokens[a]) / (_tokens[i] - _tokens[a]);
+                return _seconds[a] + f * (_seconds[i] - _seconds[a]);
+            }
+            a = i;
+        }
+        return _seconds[last];
     }
 
     private (int Lo, int Hi, double Fraction) Locate(double tokens)
