@@ -57,6 +57,7 @@ public sealed class RlhfTrainer : IDisposable
     private readonly List<IterationMetrics> _history = new();
     private readonly HashSet<int> _stops = new();
     private readonly RewardRule _reward;
+    private readonly RewardModel? _rewardModel;
     private readonly ValueModel? _critic;
     private readonly TensorArena? _criticGradients;
     private readonly AdamW? _criticOptimizer;
@@ -98,6 +99,14 @@ public sealed class RlhfTrainer : IDisposable
                 Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
                 _draftConfig = draftCheckpoint.Config;
                 _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
+            }
+            if (_reward.ModelFolder is { } rewardFolder)
+            {
+                if (!Directory.Exists(rewardFolder))
+                    throw new DirectoryNotFoundException($"reward '{config.Reward}': '{rewardFolder}' is not a folder (a reward model from rlhfspec train-rm)");
+                using var rewardCheckpoint = Checkpoint.Load(rewardFolder);
+                Checkpoint.CheckSameVocabulary(checkpoint, rewardCheckpoint, "reward model");
+                _rewardModel = RewardModel.Load(rewardCheckpoint, session);
             }
         }
         if (config.Algorithm == "ppo")
@@ -213,7 +222,10 @@ public sealed class RlhfTrainer : IDisposable
         var results = outcome.Results;
         LastRollouts = results;
         observer?.StageStarted(iteration, "inference", results.Count);
-        var rewards = results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
+        // A reward model scores the rollouts in minibatches bucketed by length; a rule scores each decoded response.
+        var rewards = _rewardModel is { } rm
+            ? rm.Score(results.Select(r => rm.Sequence(r.Request.Prompt, r.Tokens)).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
+            : results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
         bool ppo = _critic is not null;
         var advantages = ppo ? null : Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
         var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
@@ -438,6 +450,7 @@ public sealed class RlhfTrainer : IDisposable
         _gradients.Dispose();
         _critic?.Dispose();
         _criticGradients?.Dispose();
+        _rewardModel?.Dispose();
         _draftModel?.Dispose();
         _policyModel.Dispose();
         _draft?.Dispose();
