@@ -5,8 +5,8 @@ namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
 /// A reward model: a scalar-head <see cref="ValueModel"/> with its tokenizer. The score of a response is the value
-/// at the last token of prompt ids + response ids (trailing stop tokens removed, so a generated response that ended
-/// with end-of-sequence reads as the same ids as its text). Scoring is batched: sequences sorted by length and
+/// at the last token of prompt ids + response ids (trailing stop tokens removed). The RLHF loop scores a rollout's
+/// decoded text, re-encoded, so the model reads the same tokenization it was trained on by train-rm. Scoring is batched: sequences sorted by length and
 /// scored in chunks, so ragged inputs waste little on padding.
 /// </summary>
 public sealed class RewardModel : IDisposable
@@ -44,6 +44,9 @@ public sealed class RewardModel : IDisposable
     }
 
     public int[] Sequence(string prompt, string response) => Sequence(Tokenizer.Encode(prompt), Tokenizer.Encode(response));
+
+    /// <summary>Prompt ids and a response's text (a rollout decoded without special tokens, as rule rewards read it, re-encoded as train-rm encodes its pairs).</summary>
+    public int[] Sequence(ReadOnlySpan<int> prompt, string response) => Sequence(prompt, Tokenizer.Encode(response));
 
     /// <summary>Scores of sequences (from <see cref="Sequence(ReadOnlySpan{int}, ReadOnlySpan{int})"/>), in their order, <paramref name="batchSize"/> at a time by length.</summary>
     public float[] Score(IReadOnlyList<int[]> sequences, int batchSize)

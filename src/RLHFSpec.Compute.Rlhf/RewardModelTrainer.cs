@@ -21,13 +21,15 @@ public static class RewardModelTrainer
 
     /// <param name="pairsSource">Where the pairs came from, for the summary (a file path or a description).</param>
     /// <param name="epochDone">Called after each epoch (for progress lines).</param>
+    /// <param name="trained">Called with the trained model before it is saved (tests compare its scores with the saved one's).</param>
     public static RewardTrainingSummary Train(IReadOnlyList<PreferencePair> pairs, string pairsSource, string baseFolder, string outFolder,
-        RewardTrainingOptions options, Action<RewardEpoch>? epochDone = null)
+        RewardTrainingOptions options, Action<RewardEpoch>? epochDone = null, Action<RewardModel>? trained = null)
     {
         ArgumentNullException.ThrowIfNull(pairs);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (pairs.Count == 0) throw new InvalidDataException($"{pairsSource}: no pairs");
+        CheckSomePreference(pairs, pairsSource);
         var clock = Stopwatch.StartNew();
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(options.Ep), IntraOpThreads = options.Threads };
         using var checkpoint = Checkpoint.Load(baseFolder);
@@ -101,8 +103,16 @@ public static class RewardModelTrainer
             InitialEvalAccuracy = initial.Accuracy, InitialEvalLoss = initial.Loss, Epochs = epochs, Options = options,
             Steps = optimizer.Step, Seconds = clock.Elapsed.TotalSeconds,
         };
+        trained?.Invoke(rm);
         Save(rm, outFolder, summary);
         return summary;
+    }
+
+    /// <summary>Pairs whose chosen text equals the rejected one everywhere teach nothing: an error naming the source.</summary>
+    public static void CheckSomePreference(IReadOnlyList<PreferencePair> pairs, string pairsSource)
+    {
+        if (pairs.All(p => p.Chosen == p.Rejected))
+            throw new InvalidDataException($"{pairsSource}: in every pair \"chosen\" equals \"rejected\"; there is no preference to learn");
     }
 
     /// <summary>Held-out pairwise accuracy (r_chosen > r_rejected; ties count ½) and mean Bradley–Terry loss; nulls without held-out pairs.</summary>

@@ -224,7 +224,7 @@ public sealed class RlhfTrainer : IDisposable
         observer?.StageStarted(iteration, "inference", results.Count);
         // A reward model scores the rollouts in minibatches bucketed by length; a rule scores each decoded response.
         var rewards = _rewardModel is { } rm
-            ? rm.Score(results.Select(r => rm.Sequence(r.Request.Prompt, r.Tokens)).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
+            ? rm.Score(results.Select(r => rm.Sequence(r.Request.Prompt, _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
             : results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
         bool ppo = _critic is not null;
         var advantages = ppo ? null : Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());

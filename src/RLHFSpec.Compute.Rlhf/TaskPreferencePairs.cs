@@ -11,9 +11,11 @@ namespace RLHFSpec.Compute.Rlhf;
 /// </summary>
 public static class TaskPreferencePairs
 {
-    public static IReadOnlyList<PreferencePair> Generate(int count, int seed)
+    /// <param name="maxTerms">Prompts with more terms are skipped (the task's long tail makes sequences of hundreds of tokens).</param>
+    public static IReadOnlyList<PreferencePair> Generate(int count, int seed, int maxTerms = ArithmeticTask.MaxTerms)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), count, "must be >= 1");
+        if (maxTerms < ArithmeticTask.MinTerms) throw new ArgumentOutOfRangeException(nameof(maxTerms), maxTerms, $"must be >= {ArithmeticTask.MinTerms}");
         var task = new ArithmeticTask(seed);
         var random = new Random(unchecked(seed * 7919 + 1));
         var pairs = new List<PreferencePair>(count);
@@ -21,6 +23,7 @@ public static class TaskPreferencePairs
         {
             var sample = task.Next();
             var terms = sample.Prompt[..^1].Split('+').Select(t => int.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            if (terms.Length > maxTerms) { i--; continue; }
             string rejected = random.Next(2) == 0 || terms.Length < 3
                 ? WrongAnswer(sample, random)
                 : WrongStep(terms, random);

@@ -19,6 +19,7 @@ internal static class TrainRmCommand
         var defaults = new RewardTrainingOptions();
         var pairs = new Option<string?>("--pairs") { Description = "Preference pairs: JSONL with prompt, chosen, rejected (or Parquet with those columns); default: pairs from the default task" };
         var taskPairs = new Option<int>("--task-pairs") { Description = "Without --pairs: how many default-task pairs to generate", DefaultValueFactory = _ => 1024 };
+        var taskMaxTerms = new Option<int>("--task-max-terms") { Description = "Without --pairs: skip task prompts with more terms (keeps sequences short)", DefaultValueFactory = _ => 8 };
         var model = new Option<string?>("--model") { Description = "Base model folder (HF layout: a policy, whose trunk is used, or a reward model); default: the embedded policy" };
         var output = new Option<string?>("--out") { Description = "Output folder for the reward model; default: runs/rm-<time>" };
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training pairs", DefaultValueFactory = _ => defaults.Epochs };
@@ -31,9 +32,9 @@ internal static class TrainRmCommand
         var ep = CommonOptions.Ep();
         var command = new Command("train-rm", "Train a reward model on preference pairs (Bradley–Terry)")
         {
-            pairs, taskPairs, model, output, epochs, batch, lr, l2, seed, evalFraction, threads, ep,
+            pairs, taskPairs, taskMaxTerms, model, output, epochs, batch, lr, l2, seed, evalFraction, threads, ep,
         };
-        command.SetAction(r => Run(r.GetValue(pairs), r.GetValue(taskPairs), r.GetValue(model), r.GetValue(output), new RewardTrainingOptions
+        command.SetAction(r => Run(r.GetValue(pairs), r.GetValue(taskPairs), r.GetValue(taskMaxTerms), r.GetValue(model), r.GetValue(output), new RewardTrainingOptions
         {
             Epochs = r.GetValue(epochs),
             BatchSize = r.GetValue(batch),
@@ -47,14 +48,17 @@ internal static class TrainRmCommand
         return command;
     }
 
-    private static int Run(string? pairsFile, int taskPairs, string? model, string? output, RewardTrainingOptions options)
+    private static int Run(string? pairsFile, int taskPairs, int taskMaxTerms, string? model, string? output, RewardTrainingOptions options)
     {
         // Everything the user gave is checked before anything is written (or the default models pretrained).
         options.Validate();
         Model.Onnx.OnnxSessionOptions.ParseProvider(options.Ep);
         if (pairsFile is null && taskPairs < 1) throw new ArgumentException($"--task-pairs: {taskPairs}, must be >= 1");
-        var pairs = pairsFile is not null ? PreferenceFile.Read(pairsFile) : TaskPreferencePairs.Generate(taskPairs, options.Seed);
-        string source = pairsFile is not null ? Path.GetFullPath(pairsFile) : $"default task ({taskPairs} pairs, seed {options.Seed})";
+        if (pairsFile is null && taskMaxTerms < Model.Tasks.ArithmeticTask.MinTerms)
+            throw new ArgumentException($"--task-max-terms: {taskMaxTerms}, must be >= {Model.Tasks.ArithmeticTask.MinTerms}");
+        var pairs = pairsFile is not null ? PreferenceFile.Read(pairsFile) : TaskPreferencePairs.Generate(taskPairs, options.Seed, taskMaxTerms);
+        string source = pairsFile is not null ? $"pairs file '{pairsFile}'" : $"default task ({taskPairs} pairs of at most {taskMaxTerms} terms, seed {options.Seed})";
+        RewardModelTrainer.CheckSomePreference(pairs, source);
         var (policy, _) = ModelFolders.Resolve(model, null, draftOptional: true);
         string outFolder = output ?? Path.Combine("runs", "rm-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
 
