@@ -302,6 +302,10 @@ public sealed class RlhfTrainer : IDisposable
         }
         seconds["draft_refresh"] = clock.Elapsed.TotalSeconds;
 
+        // A reward model's scores are not 0/1: on the default task, accuracy is the exact verifier's.
+        double accuracy = _rewardModel is not null && _filePrompts is null
+            ? results.Count(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true)) >= 1) / (double)results.Count
+            : rewards.Count(r => r >= 1) / (double)rewards.Length;
         var lengths = results.Select(r => (double)r.Tokens.Length).OrderBy(x => x).ToArray();
         double mean = rewards.Average();
         var s = outcome.Stats;
@@ -311,7 +315,7 @@ public sealed class RlhfTrainer : IDisposable
             Iteration = iteration,
             RewardMean = mean,
             RewardStd = Math.Sqrt(rewards.Average(r => (r - mean) * (r - mean))),
-            Accuracy = rewards.Count(r => r >= 1) / (double)rewards.Length,
+            Accuracy = accuracy,
             Kl = tokens == 0 ? 0 : klSum / tokens,
             Entropy = entropyTokens == 0 ? 0 : entropySum / entropyTokens,
             Loss = steps == 0 ? 0 : lossSum / steps,

@@ -145,12 +145,13 @@ public sealed class RewardModelTests
             Speculation = "off", DraftRefresh = false, CheckpointEvery = 1, Device = "cpu", Threads = 1, KvMemoryMiB = 16, Seed = 3,
         };
         using var run = new FormatsTestFolder();
-        double mean;
+        double mean, accuracy;
         string[] prompts;
         IReadOnlyList<RLHFSpec.Compute.Generation.GenerationResult> rollouts;
         using (var trainer = new RlhfTrainer(config, run.Path, policy, draftFolder: null))
         {
-            mean = trainer.Run().Single().RewardMean;
+            var metrics = trainer.Run().Single();
+            (mean, accuracy) = (metrics.RewardMean, metrics.Accuracy);
             prompts = trainer.PromptsOf(1);
             rollouts = trainer.LastRollouts;
         }
@@ -166,6 +167,8 @@ public sealed class RewardModelTests
         Assert.That(rollouts.Select(r => r.Tokens.Length).Distinct().Count(), Is.GreaterThan(1), "ragged responses");
         Assert.That(expected.Distinct().Count(), Is.GreaterThan(1), "the scores differ between responses");
         Assert.That(mean, Is.EqualTo(expected.Average()).Within(1e-5), "reward_mean is the mean of the reward model's scores");
+        double verified = rollouts.Average(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], model.Tokenizer.Decode(r.Tokens, skipSpecialTokens: true)));
+        Assert.That(accuracy, Is.EqualTo(verified), "on default-task prompts accuracy is the exact verifier's, not a share of scores >= 1");
 
         // Refused: a reward model whose vocabulary differs from the policy's, and a causal LM that has no score head.
         string other = folder.File("other");
