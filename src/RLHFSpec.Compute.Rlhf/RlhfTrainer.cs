@@ -23,7 +23,7 @@ public interface IRlhfObserver
 /// <summary>
 /// The RLHF loop. Each iteration: <b>generation</b> (the policy writes <c>samples_per_prompt</c> responses to each
 /// prompt through the speculative <see cref="Generator"/>: adaptive strategy selection, suffix drafts over siblings
-/// and earlier rollouts, the draft model), <b>inference</b> (exact task rewards, old and reference log-probs, ragged
+/// and earlier rollouts, the draft model), <b>inference</b> (task, rule or reward-model rewards, old and reference log-probs, ragged
 /// minibatches bucketed by length), <b>training</b> (GRPO: group-normalised advantages, clipped surrogate, k3 KL to the
 /// frozen reference; or PPO: a critic initialised from the policy's trunk, per-token rewards of −β·KL with the outcome
 /// reward on the last token, GAE, whitened advantages, clipped surrogate with an entropy bonus, clipped value loss;
