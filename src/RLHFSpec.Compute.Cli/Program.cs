@@ -8,6 +8,7 @@ root.Subcommands.Add(SelfTestCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(TrainRmCommand.Create());
 root.Subcommands.Add(SimulateCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
 return UserErrors.Run(() =>

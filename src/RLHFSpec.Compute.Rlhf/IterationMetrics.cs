@@ -9,6 +9,7 @@ public sealed record IterationMetrics
     [JsonPropertyName("reward_mean")] public double RewardMean { get; init; }
     [JsonPropertyName("reward_std")] public double RewardStd { get; init; }
     /// <summary>Fraction of responses with full reward (the exact right answer under the task reward).</summary>
+    /// <summary>Share of responses with reward ≥ 1; with a reward model on default-task prompts, the share the task's exact verifier accepts.</summary>
     [JsonPropertyName("accuracy")] public double Accuracy { get; init; }
     /// <summary>Mean over response tokens of log π(x) − log π_ref(x) (before the update).</summary>
     [JsonPropertyName("kl")] public double Kl { get; init; }

@@ -16,7 +16,7 @@ public sealed record RlhfConfig
     [JsonPropertyName("draft")] public string? Draft { get; init; }
     /// <summary>Prompts file (JSONL/Parquet); null = the default task's generator.</summary>
     [JsonPropertyName("prompts")] public string? Prompts { get; init; }
-    /// <summary>task (the default task's exact verifier), regex:PATTERN or exact:TEXT (see <see cref="RewardRule"/>).</summary>
+    /// <summary>task (the default task's exact verifier), regex:PATTERN, exact:TEXT or model:DIR (a reward model; see <see cref="RewardRule"/>).</summary>
     [JsonPropertyName("reward")] public string Reward { get; init; } = "task";
     [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
     [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 8;

@@ -24,7 +24,7 @@ public interface IRlhfObserver
 /// <summary>
 /// The RLHF loop. Each iteration: <b>generation</b> (the policy writes <c>samples_per_prompt</c> responses to each
 /// prompt through the speculative <see cref="Generator"/>: adaptive strategy selection, suffix drafts over siblings
-/// and earlier rollouts, the draft model), <b>inference</b> (exact task rewards, old and reference log-probs, ragged
+/// and earlier rollouts, the draft model), <b>inference</b> (task, rule or reward-model rewards, old and reference log-probs, ragged
 /// minibatches bucketed by length), <b>training</b> (GRPO: group-normalised advantages, clipped surrogate, k3 KL to the
 /// frozen reference; or PPO: a critic initialised from the policy's trunk, per-token rewards of −β·KL with the outcome
 /// reward on the last token, GAE, whitened advantages, clipped surrogate with an entropy bonus, clipped value loss;
@@ -59,6 +59,7 @@ public sealed class RlhfTrainer : IDisposable
     private readonly List<IterationMetrics> _history = new();
     private readonly HashSet<int> _stops = new();
     private readonly RewardRule _reward;
+    private readonly RewardModel? _rewardModel;
     private readonly ValueModel? _critic;
     private readonly TensorArena? _criticGradients;
     private readonly AdamW? _criticOptimizer;
@@ -100,6 +101,14 @@ public sealed class RlhfTrainer : IDisposable
                 Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
                 _draftConfig = draftCheckpoint.Config;
                 _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
+            }
+            if (_reward.ModelFolder is { } rewardFolder)
+            {
+                if (!Directory.Exists(rewardFolder))
+                    throw new DirectoryNotFoundException($"reward '{config.Reward}': '{rewardFolder}' is not a folder (a reward model from rlhfspec train-rm)");
+                using var rewardCheckpoint = Checkpoint.Load(rewardFolder);
+                Checkpoint.CheckSameVocabulary(checkpoint, rewardCheckpoint, "reward model");
+                _rewardModel = RewardModel.Load(rewardCheckpoint, session);
             }
         }
         if (config.Algorithm == "ppo")
@@ -224,7 +233,10 @@ public sealed class RlhfTrainer : IDisposable
         var results = outcome.Results;
         LastRollouts = results;
         observer?.StageStarted(iteration, "inference", results.Count);
-        var rewards = results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
+        // A reward model scores the rollouts in minibatches bucketed by length; a rule scores each decoded response.
+        var rewards = _rewardModel is { } rm
+            ? rm.Score(results.Select(r => rm.Sequence(r.Request.Prompt, _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
+            : results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
         bool ppo = _critic is not null;
         var advantages = ppo ? null : Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
         var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
@@ -301,6 +313,10 @@ public sealed class RlhfTrainer : IDisposable
         }
         seconds["draft_refresh"] = clock.Elapsed.TotalSeconds;
 
+        // A reward model's scores are not 0/1: on the default task, accuracy is the exact verifier's.
+        double accuracy = _rewardModel is not null && _filePrompts is null
+            ? results.Count(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true)) >= 1) / (double)results.Count
+            : rewards.Count(r => r >= 1) / (double)rewards.Length;
         var lengths = results.Select(r => (double)r.Tokens.Length).OrderBy(x => x).ToArray();
         double mean = rewards.Average();
         var s = outcome.Stats;
@@ -310,7 +326,7 @@ public sealed class RlhfTrainer : IDisposable
             Iteration = iteration,
             RewardMean = mean,
             RewardStd = Math.Sqrt(rewards.Average(r => (r - mean) * (r - mean))),
-            Accuracy = rewards.Count(r => r >= 1) / (double)rewards.Length,
+            Accuracy = accuracy,
             Kl = tokens == 0 ? 0 : klSum / tokens,
             Entropy = entropyTokens == 0 ? 0 : entropySum / entropyTokens,
             Loss = steps == 0 ? 0 : lossSum / steps,
@@ -450,6 +466,7 @@ public sealed class RlhfTrainer : IDisposable
         _critic?.Dispose();
         _criticGradients?.Dispose();
         _instances?.Dispose();
+        _rewardModel?.Dispose();
         _draftModel?.Dispose();
         _policyModel.Dispose();
         _draft?.Dispose();

@@ -17,8 +17,9 @@ namespace RLHFSpec.Compute.Rlhf;
 public sealed class ValueModel : IDisposable
 {
     private readonly OnnxSession _values;
-    private OnnxSession? _loss;
+    private OnnxSession? _loss, _preference;
     private (double Clip, double Coefficient) _lossSettings;
+    private double _preferenceL2;
 
     private ValueModel(ModelConfig config, OnnxSessionOptions options)
     {
@@ -159,10 +160,55 @@ public sealed class ValueModel : IDisposable
         return (loss[0], values);
     }
 
+    /// <summary>A reward model's score of each whole sequence: its value at the row's last real token. [B].</summary>
+    public float[] Scores(RewardBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        var values = Values(batch.InputIds, batch.Positions, batch.AttentionMask, batch.Batch, batch.Length);
+        return AtLastToken(values, batch.AttentionMask, batch.Batch, batch.Length);
+    }
+
+    /// <summary>
+    /// One forward and backward of the Bradley–Terry loss (<see cref="ValueModelGraph.PreferenceLossGraph"/>) over
+    /// P pairs given as a batch of 2P sequences, the chosen ones first: writes d loss / d weight into
+    /// <paramref name="gradients"/> (same names as <see cref="Weights"/>); returns the loss and the rewards [2P].
+    /// </summary>
+    public (double Loss, float[] Rewards) PreferenceLossGradients(TensorArena gradients, RewardBatch batch, double rewardL2 = 0)
+    {
+        ArgumentNullException.ThrowIfNull(gradients);
+        ArgumentNullException.ThrowIfNull(batch);
+        if (batch.Batch % 2 != 0) throw new ArgumentException($"preference loss: {batch.Batch} sequences; expected chosen and rejected of each pair (an even count)", nameof(batch));
+        if (_preference is null || _preferenceL2 != rewardL2)
+        {
+            _preference?.Dispose();
+            _preference = new OnnxSession(ValueModelGraph.PreferenceLossGraph(Spec, ElementType.Float, rewardL2).ToBytes(), Options);
+            _preferenceL2 = rewardL2;
+        }
+        var loss = new float[1];
+        var rewards = new float[batch.Batch];
+        using var ids = OrtTensors.Over(batch.InputIds, batch.Batch, batch.Length);
+        using var pos = OrtTensors.Over(batch.Positions, batch.Batch, batch.Length);
+        using var mask = OrtTensors.Over(batch.AttentionMask, batch.Batch, batch.Length);
+        using var last = OrtTensors.Over(batch.LastToken, batch.Batch, batch.Length);
+        using var vLoss = OrtTensors.Over(loss, Array.Empty<long>());
+        using var vRewards = OrtTensors.Over(rewards, batch.Batch);
+        var inputs = Weights.Names.ToDictionary(w => w, w => Weights.Value(w));
+        inputs[DecoderTrainingGraph.InputIds] = ids;
+        inputs[DecoderTrainingGraph.PositionIds] = pos;
+        inputs[DecoderTrainingGraph.AttentionMask] = mask;
+        inputs[ValueModelGraph.LastToken] = last;
+        var outputs = gradients.Names.ToDictionary(n => DecoderTrainingGraph.GradientPrefix + n, n => gradients.Value(n));
+        outputs[DecoderTrainingGraph.Loss] = vLoss;
+        outputs[ValueModelGraph.Rewards] = vRewards;
+        _preference.Run(inputs, outputs);
+        return (loss[0], rewards);
+    }
+
     public void Dispose()
     {
         _values.Dispose();
         _loss?.Dispose();
+        _preference?.Dispose();
         Weights.Dispose();
     }
 }

@@ -122,15 +122,21 @@ public sealed class Checkpoint : IDisposable
     /// A draft model must share the policy's vocabulary exactly (same vocab_size, same tokenizer contents): draft
     /// tokens are verified by id. InvalidDataException naming both folders and the first difference.
     /// </summary>
-    public static void CheckCompatibleDraft(Checkpoint policy, Checkpoint draft)
+    public static void CheckCompatibleDraft(Checkpoint policy, Checkpoint draft) => CheckSameVocabulary(policy, draft, "draft");
+
+    /// <summary>
+    /// A model that reads the policy's token ids (a draft, a reward model) must share its vocabulary exactly: same
+    /// vocab_size, same tokenizer contents. InvalidDataException naming both folders, the role and the first difference.
+    /// </summary>
+    public static void CheckSameVocabulary(Checkpoint policy, Checkpoint other, string role)
     {
         ArgumentNullException.ThrowIfNull(policy);
-        ArgumentNullException.ThrowIfNull(draft);
-        string both = $"draft {draft.Folder} and policy {policy.Folder}";
-        if (policy.Config.VocabSize != draft.Config.VocabSize)
-            throw new InvalidDataException($"{both}: vocabularies differ: config.json field 'vocab_size' is {draft.Config.VocabSize} in the draft, {policy.Config.VocabSize} in the policy");
-        if (policy.Tokenizer.Fingerprint == draft.Tokenizer.Fingerprint) return;
-        string detail = FirstDifference(policy.Tokenizer, draft.Tokenizer) ?? $"{draft.Tokenizer.Kind} tokenizer contents differ from the policy's {policy.Tokenizer.Kind}";
+        ArgumentNullException.ThrowIfNull(other);
+        string both = $"{role} {other.Folder} and policy {policy.Folder}";
+        if (policy.Config.VocabSize != other.Config.VocabSize)
+            throw new InvalidDataException($"{both}: vocabularies differ: config.json field 'vocab_size' is {other.Config.VocabSize} in the {role}, {policy.Config.VocabSize} in the policy");
+        if (policy.Tokenizer.Fingerprint == other.Tokenizer.Fingerprint) return;
+        string detail = FirstDifference(policy.Tokenizer, other.Tokenizer, role) ?? $"{other.Tokenizer.Kind} tokenizer contents differ from the policy's {policy.Tokenizer.Kind}";
         throw new InvalidDataException($"{both}: vocabularies differ: {detail}");
     }
 
@@ -155,21 +161,21 @@ public sealed class Checkpoint : IDisposable
                 throw new ArgumentException($"{folder}: tensor '{name}' is not part of a {config.ModelType} model with this config", nameof(tensors));
     }
 
-    private static string? FirstDifference(TextTokenizer policy, TextTokenizer draft)
+    private static string? FirstDifference(TextTokenizer policy, TextTokenizer draft, string role)
     {
         if (policy.VocabSize != draft.VocabSize)
-            return $"tokenizer has {draft.VocabSize} tokens in the draft, {policy.VocabSize} in the policy";
+            return $"tokenizer has {draft.VocabSize} tokens in the {role}, {policy.VocabSize} in the policy";
         foreach (var (token, id) in policy.SpecialTokens)
             if (!draft.SpecialTokens.TryGetValue(token, out int other) || other != id)
-                return $"special token '{token}' is id {id} in the policy but not in the draft";
+                return $"special token '{token}' is id {id} in the policy but not in the {role}";
         if (policy.Bpe is { } p && draft.Bpe is { } d)
         {
             foreach (var (token, id) in p.Vocabulary)
                 if (!d.Vocabulary.TryGetValue(token, out int other) || other != id)
-                    return $"token '{token}' is id {id} in the policy but {(d.Vocabulary.ContainsKey(token) ? "id " + d.Vocabulary[token] : "absent")} in the draft";
+                    return $"token '{token}' is id {id} in the policy but {(d.Vocabulary.ContainsKey(token) ? "id " + d.Vocabulary[token] : "absent")} in the {role}";
             for (int i = 0; i < Math.Min(p.Merges.Count, d.Merges.Count); i++)
                 if (p.Merges[i] != d.Merges[i]) return $"merge {i} differs";
-            if (p.Merges.Count != d.Merges.Count) return $"{d.Merges.Count} merges in the draft, {p.Merges.Count} in the policy";
+            if (p.Merges.Count != d.Merges.Count) return $"{d.Merges.Count} merges in the {role}, {p.Merges.Count} in the policy";
         }
         return null;
     }

@@ -18,6 +18,7 @@ public static class ValueModelGraph
 {
     public const string ScoreWeight = "score.weight";
     public const string Values = "values", OldValues = "old_values", Returns = "returns";
+    public const string LastToken = "last_token", Rewards = "rewards";
 
     /// <summary>The weights: the decoder's without lm_head, then score.weight [1, H].</summary>
     public static IReadOnlyList<(string Name, long[] Shape)> Tensors(DecoderGraphSpec spec) =>
@@ -63,6 +64,33 @@ public static class ValueModelGraph
         var loss = LossOps.MaskedMean(g, LossOps.ClippedValueLossPerToken(g, values, old, returns, clip), mask);
         if (coefficient != 1.0) loss = g.Mul(loss, g.Scalar(coefficient, type));
         g.Output(values, Values);
+        g.Output(loss, DecoderTrainingGraph.Loss);
+        Autodiff.Gradients(g, loss, Tensors(spec).Select(t => v[t.Name]).ToArray(), DecoderTrainingGraph.GradientPrefix);
+        return g;
+    }
+
+    /// <summary>
+    /// A reward model's Bradley–Terry loss with gradients, over P preference pairs fed as 2P whole sequences (rows
+    /// 0..P−1 the chosen responses, rows P..2P−1 the rejected ones, each with its prompt): the reward of a row is its
+    /// value at its last real token (extra input <see cref="LastToken"/> [2P, T], 1 there and 0 elsewhere); the loss
+    /// (output <see cref="DecoderTrainingGraph.Loss"/>) is the mean over pairs of −log σ(r_chosen − r_rejected), written
+    /// as −log_softmax([r_chosen, r_rejected])[0] so that it stays finite for any margin, plus
+    /// <paramref name="rewardL2"/> × the mean of r² (keeps rewards near 0; BT alone fixes only their differences).
+    /// Outputs also the rewards [2P] (<see cref="Rewards"/>) and d loss / d weight for every weight (grad_NAME).
+    /// </summary>
+    public static GraphBuilder PreferenceLossGraph(DecoderGraphSpec spec, ElementType type, double rewardL2 = 0)
+    {
+        if (!(rewardL2 >= 0) || !double.IsFinite(rewardL2))
+            throw new ArgumentException($"PreferenceLossGraph: reward_l2 must be a finite number >= 0, got {rewardL2}", nameof(rewardL2));
+        var g = new GraphBuilder("preference_loss");
+        var v = DeclareInputs(g, spec, type);
+        var last = g.Input(LastToken, type, "B", "T");
+        var rewards = g.ReduceSum(g.Mul(ValuesOf(g, spec, v), last), new[] { 1 }, keepDims: false);   // [2P]
+        var pairs = g.Transpose(g.Reshape(rewards, 2, -1), 1, 0);                                       // [P, 2]: chosen, rejected
+        var logChosen = g.Slice(g.LogSoftmax(pairs, -1), new long[] { 0 }, new long[] { 1 }, new[] { 1 }); // [P, 1]
+        var loss = g.Neg(g.ReduceMean(logChosen, new[] { 0, 1 }, keepDims: false));
+        if (rewardL2 > 0) loss = g.Add(loss, g.Mul(g.ReduceMean(g.Mul(rewards, rewards), new[] { 0 }, keepDims: false), g.Scalar(rewardL2, type)));
+        g.Output(rewards, Rewards);
         g.Output(loss, DecoderTrainingGraph.Loss);
         Autodiff.Gradients(g, loss, Tensors(spec).Select(t => v[t.Name]).ToArray(), DecoderTrainingGraph.GradientPrefix);
         return g;
