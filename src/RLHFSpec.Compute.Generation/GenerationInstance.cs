@@ -419,7 +419,8 @@ public sealed class GenerationInstance : IDisposable
         _acceptance?.EndStep();
         double stepSeconds = stepClock.Elapsed.TotalSeconds;
         _cost?.ObserveStepOverhead(totalRows, stepSeconds - draftSeconds - forwardSeconds);
-        _cost?.ObserveStep(strategy, samples, emittedTotal, stepSeconds);
+        if (_options.FixedStrategy is null && LastPlan is { } chosen && samples == live.Count)
+            _cost?.ObserveStepTime(strategy, samples, chosen.PredictedSeconds, stepSeconds);
         Stats.RecordStep(strategy, samples, emittedTotal, stepSeconds);
         RetireFinished();
     }

@@ -14,11 +14,14 @@ namespace RLHFSpec.Compute.Generation.Selection;
 public sealed class CostModel
 {
     private double _pairSxx, _pairSxy; // least squares of (seconds − curve) on attended pairs, with forgetting
-    private readonly Dictionary<(string Strategy, int Bucket), (double Tokens, double Seconds, double Weight)> _measured = new();
-    private readonly Lock _measuredLock = new();
+    private readonly Dictionary<(string Class, int Bucket), (double Actual, double Predicted, double Weight)> _timeRatio = new();
+    private readonly Lock _timeRatioLock = new();
 
-    /// <summary>Forgetting of the measured step goodput per observed step (an effective window of ~10 steps).</summary>
-    private const double MeasuredForgetting = 0.9;
+    /// <summary>Forgetting of the measured step-time ratio per observed step (an effective window of ~10 steps).</summary>
+    private const double RatioForgetting = 0.9;
+
+    /// <summary>Weight, in steps, of the model's own prediction (ratio 1) against the measured ratio.</summary>
+    public const double RatioPrior = 2;
 
     public CostModel(string device, int maxTokens = 1024)
     {
@@ -128,28 +131,39 @@ public sealed class CostModel
     /// <summary>The batch-size bucket of measured goodput: the next power of two.</summary>
     public static int BatchBucket(int batch) => (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, batch));
 
+    /// <summary>The class whose step times share a correction: off, the draft model, or the suffix proposer.</summary>
+    private static string TimeClass(Strategy s) => s.IsOff ? "off" : s.Proposer.ToString();
+
     /// <summary>
-    /// Records what one step of <paramref name="strategy"/> over <paramref name="batch"/> samples delivered: tokens
-    /// emitted and its wall seconds, everything included. The selector trusts these over its model's prediction as they
-    /// accumulate (the model cannot see every cost: sampling drafts, bookkeeping, the shape of the verify pass).
-    /// Not kept in saved profiles; a frozen model records nothing.
+    /// Records one step's wall time (everything: drafting, sampling drafts, verification, bookkeeping) against this
+    /// model's prediction for it. The ratio, per class of strategy (off, draft model, suffix) and batch-size bucket,
+    /// corrects later predictions of every strategy of that class: what the curves cannot see (the shape of the verify
+    /// pass, the draft's sampling and bookkeeping) is learnt from one strategy and applied to its siblings. Not kept in
+    /// saved profiles; a frozen model records nothing.
     /// </summary>
-    public void ObserveStep(Strategy strategy, int batch, double tokens, double seconds)
+    public void ObserveStepTime(Strategy strategy, int batch, double predictedSeconds, double actualSeconds)
     {
-        if (Frozen || !(seconds > 0) || !(tokens >= 0)) return;
-        var key = (strategy.ToString(), BatchBucket(batch));
-        lock (_measuredLock)
+        if (Frozen || !(predictedSeconds > 0) || !(actualSeconds > 0) || !double.IsFinite(actualSeconds)) return;
+        var key = (TimeClass(strategy), BatchBucket(batch));
+        lock (_timeRatioLock)
         {
-            var (t, sec, w) = _measured.GetValueOrDefault(key);
-            _measured[key] = (MeasuredForgetting * t + tokens, MeasuredForgetting * sec + seconds, MeasuredForgetting * w + 1);
+            var (a, p, w) = _timeRatio.GetValueOrDefault(key);
+            _timeRatio[key] = (RatioForgetting * a + actualSeconds, RatioForgetting * p + predictedSeconds, RatioForgetting * w + 1);
         }
     }
 
-    /// <summary>Measured goodput (tokens/s) of a strategy at a batch size's bucket and its weight (≈ recent steps seen; 0 = none).</summary>
-    public (double Goodput, double Weight) MeasuredGoodput(Strategy strategy, int batch)
+    /// <summary>
+    /// Factor to multiply a predicted step time of <paramref name="strategy"/> at <paramref name="batch"/> samples by:
+    /// measured / predicted time of recent steps of its class at that bucket, shrunk towards 1 by <see cref="RatioPrior"/>
+    /// steps (1 when nothing was measured).
+    /// </summary>
+    public double TimeCorrection(Strategy strategy, int batch)
     {
-        lock (_measuredLock)
-            return _measured.TryGetValue((strategy.ToString(), BatchBucket(batch)), out var m) && m.Seconds > 0 ? (m.Tokens / m.Seconds, m.Weight) : (0, 0);
+        lock (_timeRatioLock)
+        {
+            if (!_timeRatio.TryGetValue((TimeClass(strategy), BatchBucket(batch)), out var m) || m.Predicted <= 0) return 1;
+            return (m.Weight * (m.Actual / m.Predicted) + RatioPrior) / (m.Weight + RatioPrior);
+        }
     }
 
     private sealed record CurveJson(

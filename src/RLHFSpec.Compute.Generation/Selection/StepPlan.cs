@@ -12,5 +12,8 @@ public sealed record StepPlan(
     double OffGoodput,
     IReadOnlyList<(Strategy Strategy, double Goodput)> Candidates)
 {
+    /// <summary>The model's predicted wall time of the step, before the measured correction (see <see cref="CostModel.TimeCorrection"/>).</summary>
+    public double PredictedSeconds { get; init; }
+
     public bool PerSampleLengths => DraftDepths.Distinct().Count() > 1;
 }

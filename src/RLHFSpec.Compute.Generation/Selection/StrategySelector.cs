@@ -7,10 +7,10 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// verification pass costs about the same for many more tokens, so deep drafts win; with a full batch every extra
 /// token costs compute, so short chains or <c>off</c> win. For chains it then trims each sample's length greedily
 /// (dropping the draft token least likely to be accepted while that raises goodput), so confident samples draft
-/// deeper than doubtful ones in the same step. Each candidate's predicted goodput is then blended with the goodput its
-/// steps actually delivered at this batch size (<see cref="CostModel.MeasuredGoodput"/>), weighted by how many recent
-/// steps back it against <see cref="MeasuredPrior"/> steps' worth of trust in the model: the model proposes, the
-/// device's measurements decide once there are some.
+/// deeper than doubtful ones in the same step. Each candidate's predicted time is then multiplied by the measured
+/// ratio of actual to predicted step time of its class (off, draft model, suffix) at this batch size
+/// (<see cref="CostModel.TimeCorrection"/>): what the curves miss is learnt from the steps run, and a correction
+/// learnt on one draft length applies to the others.
 /// </summary>
 public sealed class StrategySelector
 {
@@ -18,9 +18,6 @@ public sealed class StrategySelector
     private readonly AcceptanceEstimator _acceptance;
     private readonly Strategy[] _candidates;
     private readonly bool _perSampleLengths;
-
-    /// <summary>Weight, in steps, of the model's prediction against measured step goodput.</summary>
-    public const double MeasuredPrior = 2;
 
     public StrategySelector(CostModel cost, AcceptanceEstimator acceptance, IEnumerable<Strategy> candidates, bool perSampleLengths = true)
     {
@@ -34,7 +31,7 @@ public sealed class StrategySelector
 
     public StepPlan Choose(IReadOnlyList<LiveSample> samples)
     {
-        if (samples.Count == 0) return new StepPlan(Strategy.Off, [], 0, 0, []);
+        if (samples.Count == 0) return new StepPlan(Strategy.Off, [], 0, 0, []) { PredictedSeconds = 0 };
         var predictions = new List<(Strategy, double)>(_candidates.Length);
         Strategy best = Strategy.Off;
         int[] bestDepths = new int[samples.Count];
@@ -56,13 +53,15 @@ public sealed class StrategySelector
                 }
             }
             double g = _perSampleLengths && s.Shape == DraftShape.Chain ? TrimChains(s, samples, depths, reach!) : Goodput(s, samples, depths, reach);
-            var (measured, weight) = _cost.MeasuredGoodput(s, samples.Count);
-            if (weight > 0) g = (weight * measured + MeasuredPrior * g) / (weight + MeasuredPrior);
+            g /= _cost.TimeCorrection(s, samples.Count);
             predictions.Add((s, g));
             if (s.IsOff) offGoodput = g;
             if (g > bestGoodput) { best = s; bestGoodput = g; bestDepths = depths; }
         }
-        return new StepPlan(best, bestDepths, bestGoodput, offGoodput, predictions);
+        // The chosen plan's predicted time before correction: what the step's measured time is compared with.
+        double[][]? bestReach = best.IsOff ? null : reachByFamily[(best.Proposer, best.Shape, best.Shape == DraftShape.Tree ? best.TopK : 1)];
+        var (_, bestSeconds) = Predict(best, samples, bestDepths, optimistic: true, bestReach);
+        return new StepPlan(best, bestDepths, bestGoodput, offGoodput, predictions) { PredictedSeconds = bestSeconds };
     }
 
     /// <summary>reach[i][d] = optimistic probability that sample i accepts at least d draft tokens (reach[i][0] = 1).</summary>

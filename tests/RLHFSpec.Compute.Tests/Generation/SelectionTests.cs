@@ -166,6 +166,41 @@ public class SelectionTests
         finally { dir.Delete(recursive: true); }
     }
 
+    [Test]
+    public void MeasuredStepTimesCorrectEveryStrategyOfTheirClassAndAFrozenModelIgnoresThem()
+    {
+        var cost = new CostModel("synthetic");
+        foreach (int n in new[] { 1, 2, 4, 8, 16, 32, 64, 128 }) { cost.ObserveVerify(n, 0, 0.004 + 0.0001 * n); cost.ObserveDraftForward(n, 0.0002 + 0.00001 * n); }
+        var estimator = new AcceptanceEstimator(forgetting: 1);
+        foreach (var s in new[] { "chain:2", "chain:4" })
+            for (int i = 0; i < 400; i++) estimator.Observe(i, Strategy.Parse(s), 4, Math.Min(4, i % 4)); // ~75 % per depth
+        var selector = new StrategySelector(cost, estimator, [Strategy.Parse("chain:2"), Strategy.Parse("chain:4")], perSampleLengths: false);
+        var batch = Enumerable.Range(0, 8).Select(i => new LiveSample(i, 20, 100)).ToArray();
+        var plan = selector.Choose(batch);
+        Assert.That(plan.Strategy.IsOff, Is.False, "the curves alone make drafting look cheap");
+        Assert.That(plan.PredictedSeconds, Is.GreaterThan(0));
+        Assert.That(cost.TimeCorrection(plan.Strategy, 8), Is.EqualTo(1), "nothing measured yet");
+
+        // The device says draft-model steps take 4x what the curves predict (sampling, bookkeeping...).
+        for (int k = 0; k < 20; k++) cost.ObserveStepTime(Strategy.Parse("chain:2"), 8, plan.PredictedSeconds, 4 * plan.PredictedSeconds);
+        Assert.That(cost.TimeCorrection(Strategy.Parse("chain:2"), 8), Is.InRange(3.3, 4.0));
+        Assert.That(cost.TimeCorrection(Strategy.Parse("chain:4"), 7), Is.EqualTo(cost.TimeCorrection(Strategy.Parse("chain:2"), 8)), "shared by the class and the bucket");
+        Assert.That(cost.TimeCorrection(Strategy.Off, 8), Is.EqualTo(1), "off is its own class");
+        Assert.That(cost.TimeCorrection(Strategy.Parse("chain:2"), 64), Is.EqualTo(1), "other batch sizes are their own bucket");
+        Assert.That(selector.Choose(batch).Strategy.IsOff, "corrected, drafting no longer pays");
+
+        var dir = Directory.CreateTempSubdirectory("rlhfspec-cost-");
+        try
+        {
+            string path = Path.Combine(dir.FullName, "profile.json");
+            cost.Save(path);
+            var frozen = CostModel.Load(path);
+            frozen.ObserveStepTime(Strategy.Parse("chain:2"), 8, 1, 10);
+            Assert.That(frozen.TimeCorrection(Strategy.Parse("chain:2"), 8), Is.EqualTo(1), "a frozen profile neither keeps nor learns corrections");
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
     private static (CostModel, AcceptanceEstimator) Workload(double acceptance)
     {
         var cost = new CostModel("synthetic");
