@@ -27,6 +27,7 @@ public sealed class Generator
     private readonly SuffixProposer _suffix = new();
     private readonly List<SuffixProposer> _clusterSuffixes = new(); // instance k's, kept across cluster runs
     private CostModel? _cost;
+    private AcceptanceEstimator? _acceptance; // the single instance's, kept across runs (RLHF iterations) like the cost model
 
     public Generator(ITargetModel policy, ITargetModel? draft, GenerateSettings settings)
     {
@@ -83,7 +84,8 @@ public sealed class Generator
         // The draft proposer times its forwards into the cost model (online refinement; a frozen profile ignores them).
         DraftModelProposer? draftProposer = _draft is null ? null : new DraftModelProposer(_draft, _settings.IsAdaptive ? _cost : null);
         if (draftProposer is not null) proposers.Add(draftProposer);
-        var (options, acceptance) = Options(_draft is not null, _cost);
+        var (options, acceptance) = Options(_draft is not null, _cost, _acceptance);
+        _acceptance ??= acceptance;
 
         var choices = new Dictionary<int, Dictionary<string, long>>();
         var clock = Stopwatch.StartNew();
@@ -165,12 +167,12 @@ public sealed class Generator
         }
     }
 
-    private (GenerationOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost)
+    private (GenerationOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost, AcceptanceEstimator? kept = null)
     {
         var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
         if (!_settings.IsAdaptive) return (options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") }, null);
         // Optimistic decisions (an upper confidence bound on acceptance) so candidates with few observations get tried.
-        var acceptance = new AcceptanceEstimator(optimism: 1);
+        var acceptance = kept ?? new AcceptanceEstimator(optimism: 1);
         var candidates = _settings.Candidates ?? DefaultCandidates(hasDraft);
         return (options with { FixedStrategy = null, Selector = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
     }

@@ -154,14 +154,27 @@ public sealed class CostModel
 
     /// <summary>
     /// Factor to multiply a predicted step time of <paramref name="strategy"/> at <paramref name="batch"/> samples by:
-    /// measured / predicted time of recent steps of its class at that bucket, shrunk towards 1 by <see cref="RatioPrior"/>
-    /// steps (1 when nothing was measured).
+    /// measured / predicted time of recent steps of its class at that bucket (else at the nearest measured bucket),
+    /// shrunk towards 1 by <see cref="RatioPrior"/> steps (1 when nothing of the class was measured).
     /// </summary>
     public double TimeCorrection(Strategy strategy, int batch)
     {
         lock (_timeRatioLock)
         {
-            if (!_timeRatio.TryGetValue((TimeClass(strategy), BatchBucket(batch)), out var m) || m.Predicted <= 0) return 1;
+            // This bucket's ratio; where it has none yet, the nearest measured bucket's (sizes next to each other
+            // share most of their unmodelled costs), so a new batch size does not start from the raw curves.
+            string cls = TimeClass(strategy);
+            int bucket = BatchBucket(batch);
+            if (!_timeRatio.TryGetValue((cls, bucket), out var m) || m.Predicted <= 0)
+            {
+                double nearest = double.PositiveInfinity;
+                foreach (var ((c, b), v) in _timeRatio)
+                {
+                    double distance = Math.Abs(Math.Log2(b) - Math.Log2(bucket));
+                    if (c == cls && v.Predicted > 0 && (distance < nearest || (distance == nearest && b < bucket))) { nearest = distance; m = v; }
+                }
+                if (double.IsPositiveInfinity(nearest)) return 1;
+            }
             return (m.Weight * (m.Actual / m.Predicted) + RatioPrior) / (m.Weight + RatioPrior);
         }
     }

@@ -186,7 +186,9 @@ public class SelectionTests
         Assert.That(cost.TimeCorrection(Strategy.Parse("chain:2"), 8), Is.InRange(3.3, 4.0));
         Assert.That(cost.TimeCorrection(Strategy.Parse("chain:4"), 7), Is.EqualTo(cost.TimeCorrection(Strategy.Parse("chain:2"), 8)), "shared by the class and the bucket");
         Assert.That(cost.TimeCorrection(Strategy.Off, 8), Is.EqualTo(1), "off is its own class");
+        cost.ObserveStepTime(Strategy.Parse("chain:2"), 64, 1, 1);
         Assert.That(cost.TimeCorrection(Strategy.Parse("chain:2"), 64), Is.EqualTo(1), "other batch sizes are their own bucket");
+        Assert.That(cost.TimeCorrection(Strategy.Parse("chain:2"), 16), Is.EqualTo(cost.TimeCorrection(Strategy.Parse("chain:2"), 8)), "an unmeasured bucket borrows the nearest measured one's");
         Assert.That(selector.Choose(batch).Strategy.IsOff, "corrected, drafting no longer pays");
 
         var dir = Directory.CreateTempSubdirectory("rlhfspec-cost-");
