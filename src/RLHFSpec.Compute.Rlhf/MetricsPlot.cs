@@ -23,6 +23,12 @@ public static class MetricsPlot
         plot.XLabel("iteration");
         plot.Title("RLHF run");
         plot.ShowLegend();
+        Save(plot, path);
+    }
+
+    /// <summary>Saves a plot as a 900 × 540 PNG through a temporary file renamed into place.</summary>
+    public static void Save(ScottPlot.Plot plot, string path)
+    {
         string temp = path + ".tmp.png";
         plot.SavePng(temp, 900, 540);
         File.Move(temp, path, overwrite: true);

@@ -134,30 +134,10 @@ public static class RewardModelTrainer
     public static double Softplus(double x) => Math.Max(x, 0) + Math.Log(1 + Math.Exp(-Math.Abs(x)));
 
     /// <summary>Writes the model and the summary into a temporary sibling folder, then renames it to <paramref name="outFolder"/> (an existing one is replaced only then).</summary>
-    private static void Save(RewardModel rm, string outFolder, RewardTrainingSummary summary)
-    {
-        string target = Path.GetFullPath(outFolder).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(target) ?? throw new ArgumentException($"--out '{outFolder}': no parent folder");
-        Directory.CreateDirectory(parent);
-        string name = Path.GetFileName(target);
-        string temp = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.tmp");
-        try
+    private static void Save(RewardModel rm, string outFolder, RewardTrainingSummary summary) =>
+        AtomicFile.WriteFolder(outFolder, temp =>
         {
             rm.Model.Save(temp, rm.Tokenizer);
             AtomicFile.WriteText(Path.Combine(temp, SummaryFile), JsonSerializer.Serialize(summary, Json));
-            if (Directory.Exists(target))
-            {
-                string old = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.old");
-                Directory.Move(target, old);
-                Directory.Move(temp, target);
-                Directory.Delete(old, recursive: true);
-            }
-            else Directory.Move(temp, target);
-        }
-        catch
-        {
-            try { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
-    }
+        });
 }

@@ -427,21 +427,17 @@ public sealed class RlhfTrainer : IDisposable
     /// </summary>
     private void SaveCheckpoint(int iteration)
     {
-        string root = Path.Combine(_out, CheckpointsFolder);
-        Directory.CreateDirectory(root);
         string name = $"iter-{iteration:D6}";
-        string temp = Path.Combine(root, $".{name}.{Guid.NewGuid():N}.tmp");
-        Directory.CreateDirectory(temp);
-        SaveModel(Path.Combine(temp, "policy"), _policy, _policyConfig);
-        if (_draft is not null) SaveModel(Path.Combine(temp, "draft"), _draft, _draftConfig!);
-        _optimizer.Save(Path.Combine(temp, "policy_optimizer.bin"));
-        _critic?.Save(Path.Combine(temp, CriticFolder), _tokenizer);
-        _criticOptimizer?.Save(Path.Combine(temp, "critic_optimizer.bin"));
-        _distiller?.Optimizer.Save(Path.Combine(temp, "draft_optimizer.bin"));
-        AtomicFile.WriteText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(new CheckpointState(iteration)));
-        string target = Path.Combine(root, name);
-        if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
-        Directory.Move(temp, target);
+        AtomicFile.WriteFolder(Path.Combine(_out, CheckpointsFolder, name), temp =>
+        {
+            SaveModel(Path.Combine(temp, "policy"), _policy, _policyConfig);
+            if (_draft is not null) SaveModel(Path.Combine(temp, "draft"), _draft, _draftConfig!);
+            _optimizer.Save(Path.Combine(temp, "policy_optimizer.bin"));
+            _critic?.Save(Path.Combine(temp, CriticFolder), _tokenizer);
+            _criticOptimizer?.Save(Path.Combine(temp, "critic_optimizer.bin"));
+            _distiller?.Optimizer.Save(Path.Combine(temp, "draft_optimizer.bin"));
+            AtomicFile.WriteText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(new CheckpointState(iteration)));
+        });
         AtomicFile.WriteText(Path.Combine(_out, LatestFile), name + "\n");
     }
 

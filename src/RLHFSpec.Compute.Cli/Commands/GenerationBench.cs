@@ -161,9 +161,7 @@ internal static class GenerationBench
             plot.YLabel("tokens/s (decode steps)");
             plot.Title("generation throughput vs live batch size");
             plot.ShowLegend();
-            string temp = plotPath + ".tmp.png";
-            plot.SavePng(temp, 900, 540);
-            File.Move(temp, plotPath, overwrite: true);
+            Rlhf.MetricsPlot.Save(plot, plotPath);
         }
         if (sweepSizes.Length > 0)
             Sweep(strategies, policyWeights, draftWeights, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
@@ -238,8 +236,6 @@ internal static class GenerationBench
         plot.YLabel("tokens/s");
         plot.Title($"generation throughput, {tokens} tokens per sample");
         plot.ShowLegend();
-        string temp = plotPath + ".tmp.png";
-        plot.SavePng(temp, 900, 540);
-        File.Move(temp, plotPath, overwrite: true);
+        Rlhf.MetricsPlot.Save(plot, plotPath);
     }
 }

@@ -151,8 +151,6 @@ internal static class TrainBench
         plot.YLabel("seconds per iteration");
         plot.Title($"RLHF iteration, default task ({counted})");
         plot.ShowLegend();
-        string temp = path + ".tmp.png";
-        plot.SavePng(temp, 900, 540);
-        File.Move(temp, path, overwrite: true);
+        Rlhf.MetricsPlot.Save(plot, path);
     }
 }

@@ -32,4 +32,36 @@ public static class AtomicFile
             var bytes = new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
             s.Write(bytes);
         });
+
+    /// <summary>
+    /// Writes a folder through a temporary sibling folder that <paramref name="fill"/> writes into, then renames it into
+    /// place. An existing folder of that name stays whole until the new one has taken its name (two renames); a
+    /// failure leaves the old folder, or none, and removes the temporary one.
+    /// </summary>
+    public static void WriteFolder(string folder, Action<string> fill)
+    {
+        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(target) ?? throw new ArgumentException($"{folder}: no parent folder", nameof(folder));
+        Directory.CreateDirectory(parent);
+        string name = Path.GetFileName(target);
+        string temp = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            Directory.CreateDirectory(temp);
+            fill(temp);
+            if (Directory.Exists(target))
+            {
+                string old = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.old");
+                Directory.Move(target, old);
+                Directory.Move(temp, target);
+                Directory.Delete(old, recursive: true);
+            }
+            else Directory.Move(temp, target);
+        }
+        catch
+        {
+            try { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
 }

@@ -87,35 +87,16 @@ public sealed class Checkpoint : IDisposable
         if (tokenizer.VocabSize > config.VocabSize)
             throw new ArgumentException($"{folder}: tokenizer has {tokenizer.VocabSize} tokens but config vocab_size is {config.VocabSize}", nameof(tokenizer));
 
-        string target = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(target) ?? throw new ArgumentException($"{folder}: no parent folder", nameof(folder));
-        Directory.CreateDirectory(parent);
-        string name = Path.GetFileName(target);
-        string temp = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.tmp");
-        try
+        // The old checkpoint stays whole until the new one has taken its name.
+        AtomicFile.WriteFolder(folder, temp =>
         {
-            Directory.CreateDirectory(temp);
             var saved = config with { TorchDtype = weightDType };
             if (saved.Architectures.Count == 0) saved = saved with { Architectures = new[] { saved.DefaultArchitecture } };
             saved.Save(Path.Combine(temp, ModelConfig.FileName));
             SafetensorsWriter.WriteSharded(temp, tensors, weightDType, maxShardBytes);
             tokenizer.Save(temp, config.MaxPositionEmbeddings);
             GenerationConfigJson.Write(Path.Combine(temp, GenerationConfigJson.FileName), saved, tokenizer.PadId);
-            if (Directory.Exists(target))
-            {
-                // Two renames: the old checkpoint stays whole until the new one has taken its name.
-                string old = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.old");
-                Directory.Move(target, old);
-                Directory.Move(temp, target);
-                Directory.Delete(old, recursive: true);
-            }
-            else Directory.Move(temp, target);
-        }
-        catch
-        {
-            try { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        });
     }
 
     /// <summary>
