@@ -40,6 +40,11 @@ public sealed unsafe class VulkanBuffer<T> : DeviceBuffer<T> where T : unmanaged
     {
         CheckRange(offset, source.Length, nameof(offset));
         if (source.Length == 0) return;
+        lock (_backend.Device.Sync) WriteLocked(source, offset);
+    }
+
+    private void WriteLocked(ReadOnlySpan<T> source, long offset)
+    {
         _backend.Device.Flush();
         long bytes = (long)source.Length * Unsafe.SizeOf<T>();
         long at = offset * Unsafe.SizeOf<T>();
@@ -58,6 +63,11 @@ public sealed unsafe class VulkanBuffer<T> : DeviceBuffer<T> where T : unmanaged
     {
         CheckRange(offset, destination.Length, nameof(offset));
         if (destination.Length == 0) return;
+        lock (_backend.Device.Sync) ReadLocked(destination, offset);
+    }
+
+    private void ReadLocked(Span<T> destination, long offset)
+    {
         _backend.Device.Flush();
         long bytes = (long)destination.Length * Unsafe.SizeOf<T>();
         long at = offset * Unsafe.SizeOf<T>();

@@ -27,6 +27,14 @@ internal sealed unsafe class VulkanDevice : IDisposable
     private readonly CommandBuffer _commands;
     private readonly Fence _fence;
     private readonly List<DescriptorPool> _pools = new();
+
+    /// <summary>
+    /// Serialises everything that records, submits or maps on this device (a Vulkan command buffer, descriptor pools
+    /// and the queue need external synchronisation). One thread drives a device in generation; the lock lets another
+    /// read a buffer meanwhile — a migration's KV copy overlapping the donor's steps — between the owner's operations.
+    /// Re-entrant (a flush inside a locked read).
+    /// </summary>
+    internal object Sync { get; } = new();
     private int _poolIndex, _setsInPool;
     private readonly Dictionary<int, DescriptorSetLayout> _setLayouts = new();
     private readonly Dictionary<string, ShaderModule> _modules = new();
@@ -143,6 +151,11 @@ internal sealed unsafe class VulkanDevice : IDisposable
 
     internal (VkBuffer, DeviceMemory, nint, bool) CreateBuffer(long sizeBytes, bool preferHostVisible, string name)
     {
+        lock (Sync) return CreateBufferLocked(sizeBytes, preferHostVisible, name);
+    }
+
+    private (VkBuffer, DeviceMemory, nint, bool) CreateBufferLocked(long sizeBytes, bool preferHostVisible, string name)
+    {
         ThrowIfDisposed();
         var info = new BufferCreateInfo
         {
@@ -200,6 +213,11 @@ internal sealed unsafe class VulkanDevice : IDisposable
     }
 
     internal void DestroyBuffer(VkBuffer buffer, DeviceMemory memory, bool mapped)
+    {
+        lock (Sync) DestroyBufferLocked(buffer, memory, mapped);
+    }
+
+    private void DestroyBufferLocked(VkBuffer buffer, DeviceMemory memory, bool mapped)
     {
         if (_disposed) return;
         // A buffer may still be referenced by recorded work; finish it first.
@@ -364,6 +382,12 @@ internal sealed unsafe class VulkanDevice : IDisposable
     public void Dispatch<TPush>(ShaderSpec spec, ReadOnlySpan<Binding> bindings, in TPush push, uint groupsX, uint groupsY, uint groupsZ, ReadOnlySpan<int> constants)
         where TPush : unmanaged
     {
+        lock (Sync) DispatchLocked(spec, bindings, in push, groupsX, groupsY, groupsZ, constants);
+    }
+
+    private void DispatchLocked<TPush>(ShaderSpec spec, ReadOnlySpan<Binding> bindings, in TPush push, uint groupsX, uint groupsY, uint groupsZ, ReadOnlySpan<int> constants)
+        where TPush : unmanaged
+    {
         if (bindings.Length != spec.Bindings)
             throw new ComputeException($"shader '{spec.Name}' binds {spec.Bindings} buffers, dispatch gave {bindings.Length}");
         if (Unsafe.SizeOf<TPush>() != spec.PushConstantBytes)
@@ -418,6 +442,11 @@ internal sealed unsafe class VulkanDevice : IDisposable
     /// <summary>Records a buffer-to-buffer copy (transfer queue op), tracked like a dispatch.</summary>
     public void CopyBuffer(VulkanBufferBase source, long sourceOffset, VulkanBufferBase destination, long destinationOffset, long bytes)
     {
+        lock (Sync) CopyBufferLocked(source, sourceOffset, destination, destinationOffset, bytes);
+    }
+
+    private void CopyBufferLocked(VulkanBufferBase source, long sourceOffset, VulkanBufferBase destination, long destinationOffset, long bytes)
+    {
         if (bytes <= 0) return;
         BeginIfNeeded();
         Span<(ulong, BindingAccess)> uses = stackalloc (ulong, BindingAccess)[2];
@@ -431,6 +460,11 @@ internal sealed unsafe class VulkanDevice : IDisposable
     /// <summary>Records one buffer-to-buffer copy of many regions (byte offsets; regions must not overlap).</summary>
     public void CopyBufferRegions(VulkanBufferBase source, VulkanBufferBase destination, ReadOnlySpan<BufferCopy> regions)
     {
+        lock (Sync) CopyBufferRegionsLocked(source, destination, regions);
+    }
+
+    private void CopyBufferRegionsLocked(VulkanBufferBase source, VulkanBufferBase destination, ReadOnlySpan<BufferCopy> regions)
+    {
         if (regions.Length == 0) return;
         BeginIfNeeded();
         Span<(ulong, BindingAccess)> uses = stackalloc (ulong, BindingAccess)[2];
@@ -443,6 +477,11 @@ internal sealed unsafe class VulkanDevice : IDisposable
     /// <summary>Records a fill of a whole buffer with zeros.</summary>
     public void ClearBuffer(VulkanBufferBase buffer)
     {
+        lock (Sync) ClearBufferLocked(buffer);
+    }
+
+    private void ClearBufferLocked(VulkanBufferBase buffer)
+    {
         BeginIfNeeded();
         Span<(ulong, BindingAccess)> uses = stackalloc (ulong, BindingAccess)[1];
         uses[0] = (buffer.Handle.Handle, BindingAccess.Write);
@@ -454,6 +493,11 @@ internal sealed unsafe class VulkanDevice : IDisposable
 
     /// <summary>Ends the command buffer, submits it, waits for its fence and recycles descriptor sets.</summary>
     public void Flush()
+    {
+        lock (Sync) FlushLocked();
+    }
+
+    private void FlushLocked()
     {
         if (!_recording || _disposed) return;
         // Make device writes visible to host reads of mapped memory.

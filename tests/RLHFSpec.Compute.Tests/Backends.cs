@@ -38,6 +38,13 @@ public static class Backends
         _ => throw new ArgumentException(name),
     };
 
+    /// <summary>A Vulkan backend of its own on the preferred device (the caller disposes it), or the test is ignored like <see cref="Vulkan"/>.</summary>
+    public static VulkanBackend OpenOwnVulkan()
+    {
+        _ = Vulkan;
+        return Devices.OpenVulkan(PreferredVulkanIndex());
+    }
+
     private static (VulkanBackend?, string?) OpenVulkan()
     {
         try

@@ -19,10 +19,11 @@ namespace RLHFSpec.Compute.Generation.Cluster;
 /// what finished, to measure, and (the donor) to run the reallocator — and an instance is touched by another
 /// thread only while it is not stepping (its worker is waiting or between the lock and its next step), so
 /// <see cref="GenerationInstance"/> itself needs no locking. A KV copy overlaps the donor's steps where the models
-/// allow it (<see cref="IMigratableModel.Snapshot"/>: host-memory caches): at its boundary the donor takes the sample
+/// allow it (<see cref="IMigratableModel.Snapshot"/>: host-memory caches, or instances on backends of their own, a
+/// Vulkan device serialising its operations per device): at its boundary the donor takes the sample
 /// out of its batch and hands the receiver a <see cref="PendingMove"/>; the receiver copies on its own thread while
 /// the donor steps on; the donor frees the sample's KV at its first boundary after the copy (or at once if it is not
-/// stepping). Where they do not (a GPU queue per instance), the copy runs between steps, blocking both workers.
+/// stepping). Where they do not (instances sharing one GPU backend), the copy runs between steps, blocking both workers.
 /// </remarks>
 public sealed class GenerationCluster : IDisposable
 {

@@ -362,14 +362,19 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     /// <summary>
     /// A snapshot of the sample's committed blocks for a copy into <paramref name="target"/> that may overlap this
-    /// model's forwards: only when both caches live in host memory (CPU backends, whose kv_move and reads are free
-    /// of shared state); null for a GPU queue, which two threads may not drive at once.
+    /// model's forwards: when both caches live in host memory (CPU backends, whose kv_move and reads are free of
+    /// shared state), or when the target is on another backend (a Vulkan donor's reads are serialised with its own
+    /// operations per device); null when both share one GPU backend.
     /// </summary>
     public IKvSnapshot? Snapshot(long sampleId, ITargetModel target)
     {
         ArgumentNullException.ThrowIfNull(target);
         if (target is not TransformerModel other || ReferenceEquals(other, this) || !other.Cache.Config.SameBlockShape(Cache.Config)) return null;
-        if (Cache.Backend.Info.Kind != DeviceKind.Cpu || other.Cache.Backend.Info.Kind != DeviceKind.Cpu) return null;
+        // Host-memory caches copy with no shared state. A Vulkan donor serialises its device per operation
+        // (VulkanDevice.Sync), so a receiver on another backend may read the frozen blocks between the donor's
+        // operations; one backend shared by both would have the receiver run kernels on the donor's backend: not overlapped.
+        bool hostCaches = Cache.Backend.Info.Kind == DeviceKind.Cpu && other.Cache.Backend.Info.Kind == DeviceKind.Cpu;
+        if (!hostCaches && ReferenceEquals(Cache.Backend, other.Cache.Backend)) return null;
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
         if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
             throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");

@@ -75,14 +75,15 @@ public sealed class TransformerClusterTests
         return instance.RunToCompletion().ToDictionary(r => r.Request.SampleId, r => r.Tokens);
     }
 
-    private static ClusterResult Run(Fleet fleet, int instances, ClusterOptions options, string strategy, bool ownBackends, GenerationRequest[] requests)
+    private static ClusterResult Run(Fleet fleet, int instances, ClusterOptions options, string strategy, bool ownBackends, GenerationRequest[] requests,
+        bool vulkan = false)
     {
         using var cluster = new GenerationCluster(instances, _ =>
         {
             ComputeBackend backend = Backends.Cpu;
             if (ownBackends)
             {
-                backend = new CpuBackend(threads: 1);
+                backend = vulkan ? Backends.OpenOwnVulkan() : new CpuBackend(threads: 1);
                 fleet.Backends.Add(backend);
             }
             return fleet.NewInstance(strategy, backend);
@@ -139,7 +140,13 @@ public sealed class TransformerClusterTests
     }
 
     [Test]
-    public void A_kv_copy_overlaps_the_donors_steps_and_stays_lossless([Values(false, true)] bool ownBackends)
+    public void A_kv_copy_overlaps_the_donors_steps_and_stays_lossless([Values(false, true)] bool ownBackends) => OverlappedCopy(ownBackends, vulkan: false);
+
+    /// <summary>Instances on Vulkan devices of their own: the receiver reads the donor's frozen blocks between the donor's device operations.</summary>
+    [Test]
+    public void A_kv_copy_between_vulkan_instances_overlaps_the_donors_steps_and_stays_lossless() => OverlappedCopy(ownBackends: true, vulkan: true);
+
+    private static void OverlappedCopy(bool ownBackends, bool vulkan)
     {
         using var fleet = NewFleet();
         var options = (Forced with { Migration = MigrationMode.Copy }).HoldTailUntilOthersDrain(2);
@@ -160,7 +167,7 @@ public sealed class TransformerClusterTests
                 if (SpinWait.SpinUntil(() => Interlocked.Read(ref donorStep) > at, TimeSpan.FromSeconds(30))) Interlocked.Increment(ref copiesDuringDonorSteps);
             },
         };
-        var result = Run(fleet, 2, options, "suffix:4", ownBackends, Requests);
+        var result = Run(fleet, 2, options, "suffix:4", ownBackends, Requests, vulkan);
         AssertSame(result, Expected.Value, fleet);
         Assert.That(result.Stats.Migrations, Is.GreaterThan(0));
         Assert.That(copiesDuringDonorSteps, Is.GreaterThan(0), "the donor stepped while a copy was pending");
