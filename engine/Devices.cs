@@ -63,6 +63,30 @@ public static class Devices
         throw new ArgumentException($"device '{selector}': expected auto, cpu, vulkan or vulkan:N", nameof(selector));
     }
 
+    /// <summary>
+    /// The device of generation instance <paramref name="instance"/> of a cluster: with <c>auto</c> or <c>vulkan</c> on a
+    /// machine with several GPUs, instance k gets GPU k mod (number of GPUs) — one instance per GPU; otherwise (one GPU,
+    /// no GPU, <c>cpu</c>, or an explicit <c>vulkan:N</c>) what <see cref="Open"/> gives, a backend of its own each time.
+    /// </summary>
+    public static ComputeBackend OpenForInstance(string selector, int instance, int cpuThreads = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(instance);
+        var s = selector.Trim().ToLowerInvariant();
+        if (s is "auto" or "vulkan" && GpuForInstance(ListVulkan(out _), instance) is { } gpu) return OpenVulkan(gpu);
+        return Open(selector, cpuThreads);
+    }
+
+    /// <summary>
+    /// The Vulkan device index (in <paramref name="vulkanDevices"/>) of instance <paramref name="instance"/> when there
+    /// are several GPUs (round robin over them), else null.
+    /// </summary>
+    public static int? GpuForInstance(IReadOnlyList<DeviceInfo> vulkanDevices, int instance)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(instance);
+        var gpus = vulkanDevices.Select((d, i) => (d, i)).Where(x => x.d.IsGpu).Select(x => x.i).ToArray();
+        return gpus.Length > 1 ? gpus[instance % gpus.Length] : null;
+    }
+
     /// <summary>Opens Vulkan device <paramref name="index"/> (as numbered by <see cref="ListVulkan"/>).</summary>
     public static VulkanBackend OpenVulkan(int index)
     {

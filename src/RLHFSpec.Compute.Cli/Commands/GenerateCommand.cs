@@ -129,8 +129,8 @@ internal static class GenerateCommand
                     else
                         outcome = generator.RunCluster(requests, a.Instances, k =>
                         {
-                            // Each instance: its own device queue, KV caches and sessions over the shared weights.
-                            var instanceBackend = Devices.Open(a.Device);
+                            // Each instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
+                            var instanceBackend = Devices.OpenForInstance(a.Device, k);
                             extra.Add(instanceBackend);
                             var p = new TransformerModel(policyWeights, instanceBackend, runtime);
                             extra.Add(p);

@@ -20,7 +20,7 @@ public sealed class InstanceModels(string device, TransformerWeights policy, Tra
         ObjectDisposedException.ThrowIf(_disposed, this);
         while (_instances.Count <= k)
         {
-            var backend = Devices.Open(device);
+            var backend = Devices.OpenForInstance(device, _instances.Count);
             TransformerModel? p = null, d = null;
             try
             {

@@ -80,4 +80,20 @@ public class VulkanDeviceTests
         bool anyGpu = Devices.ListVulkan(out _).Any(d => d.IsGpu);
         Assert.That(backend.Info.Kind, Is.EqualTo(anyGpu ? DeviceKind.Vulkan : DeviceKind.Cpu));
     }
+
+    [Test]
+    public void ClusterInstancesGetOneGpuEachWhereThereAreSeveral()
+    {
+        var limits = Backends.Cpu.Info.Limits;
+        DeviceInfo Device(int i, string type) => new($"vulkan:{i}", $"device {i}", DeviceKind.Vulkan, type, "test", limits);
+        var mixed = new[] { Device(0, "cpu"), Device(1, "discrete-gpu"), Device(2, "integrated-gpu"), Device(3, "discrete-gpu") };
+        Assert.That(Enumerable.Range(0, 7).Select(k => Devices.GpuForInstance(mixed, k)), Is.EqualTo(new int?[] { 1, 2, 3, 1, 2, 3, 1 }), "round robin over the GPUs, skipping lavapipe");
+        Assert.That(Devices.GpuForInstance(new[] { Device(0, "cpu"), Device(1, "discrete-gpu") }, 3), Is.Null, "one GPU: what Open gives");
+        Assert.That(Devices.GpuForInstance(Array.Empty<DeviceInfo>(), 0), Is.Null);
+
+        using var a = Devices.OpenForInstance("cpu", 0);
+        using var b = Devices.OpenForInstance("cpu", 1);
+        Assert.That(a.Info.Kind, Is.EqualTo(DeviceKind.Cpu));
+        Assert.That(b, Is.Not.SameAs(a), "a backend of its own per instance");
+    }
 }
