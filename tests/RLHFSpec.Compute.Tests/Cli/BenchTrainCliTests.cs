@@ -17,12 +17,8 @@ public sealed class BenchTrainCliTests
     public void Bench_train_compares_both_sides_per_stage_and_refuses_bad_input()
     {
         using var folder = new FormatsTestFolder();
-        var tokenizer = ArithmeticTokenizer.Create();
-        string policy = folder.File("policy"), draft = folder.File("draft");
-        var policyConfig = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 32, layers: 1, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 128);
-        var draftConfig = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 16, layers: 1, heads: 2, kvHeads: 1, intermediate: 32, maxPositions: 128);
-        using (var w = TransformerWeights.Random(policyConfig, 1, std: 0.2)) Checkpoint.Save(policy, policyConfig, w.ToHostTensors(), tokenizer);
-        using (var w = TransformerWeights.Random(draftConfig, 2, std: 0.2)) Checkpoint.Save(draft, draftConfig, w.ToHostTensors(), tokenizer);
+        string policy = CliRunner.SaveRandomModel(folder.File("policy"), hidden: 32, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 128);
+        string draft = CliRunner.SaveRandomModel(folder.File("draft"), hidden: 16, heads: 2, kvHeads: 1, intermediate: 32, maxPositions: 128, seed: 2);
         string markdown = folder.File("bench.md"), plot = folder.File("bench.png");
         var (exit, stdout, stderr) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--device", "cpu", "--threads", "1",
             "--iterations", "2", "--prompts-per-iteration", "2", "--samples-per-prompt", "2", "--max-new-tokens", "6", "--markdown", markdown, "--plot", plot);

@@ -26,4 +26,17 @@ internal static class CliRunner
         if (!p.WaitForExit(TimeSpan.FromMinutes(3))) { p.Kill(entireProcessTree: true); Assert.Fail($"rlhfspec {string.Join(' ', args)} timed out"); }
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
+
+    /// <summary>
+    /// Saves a randomly initialised Llama-style model of the default task's tokenizer as an HF folder (the CLI tests'
+    /// stand-in for the pretrained models); returns the folder.
+    /// </summary>
+    public static string SaveRandomModel(string folder, int hidden, int heads, int kvHeads, int intermediate, int maxPositions, int seed = 1, double std = 0.2)
+    {
+        var tokenizer = ArithmeticTokenizer.Create();
+        var config = PretrainModelSpec.LlamaConfig(tokenizer, hidden, layers: 1, heads, kvHeads, intermediate, maxPositions);
+        using var weights = RLHFSpec.Compute.Model.Transformer.TransformerWeights.Random(config, seed, std);
+        RLHFSpec.Compute.Model.Formats.Checkpoint.Save(folder, config, weights.ToHostTensors(), tokenizer);
+        return folder;
+    }
 }

@@ -21,11 +21,7 @@ public sealed class GenerateCliTests
     public void SaveRandomModel()
     {
         _folder = new FormatsTestFolder();
-        _model = _folder.File("model");
-        var tokenizer = ArithmeticTokenizer.Create();
-        var config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 32, layers: 1, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 64);
-        using var weights = TransformerWeights.Random(config, 1, std: 0.2);
-        Checkpoint.Save(_model, config, weights.ToHostTensors(), tokenizer);
+        _model = CliRunner.SaveRandomModel(_folder.File("model"), hidden: 32, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 64);
     }
 
     [OneTimeTearDown]

@@ -46,10 +46,7 @@ public sealed class SimulateCliTests
     public void Validate_runs_real_instances_and_sets_the_prediction_beside_them()
     {
         using var folder = new FormatsTestFolder();
-        var model = folder.File("model");
-        var tokenizer = ArithmeticTokenizer.Create();
-        var config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 32, layers: 1, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 64);
-        using (var weights = TransformerWeights.Random(config, 1, std: 0.2)) Checkpoint.Save(model, config, weights.ToHostTensors(), tokenizer);
+        var model = CliRunner.SaveRandomModel(folder.File("model"), hidden: 32, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 64);
         var markdown = folder.File("validate.md");
         var profile = folder.File("cost.json");
         var (exit, stdout, stderr) = CliRunner.Run(folder.Path, "simulate", "--validate", "--model", model, "--device", "cpu", "--threads", "1", "--num-prompts", "3",

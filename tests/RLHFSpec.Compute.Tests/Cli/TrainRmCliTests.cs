@@ -23,11 +23,7 @@ public sealed class TrainRmCliTests
     public void SaveRandomModel()
     {
         _folder = new FormatsTestFolder();
-        _model = _folder.File("model");
-        var tokenizer = ArithmeticTokenizer.Create();
-        var config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 16, layers: 1, heads: 2, kvHeads: 1, intermediate: 32, maxPositions: 256);
-        using var weights = TransformerWeights.Random(config, 1, std: 0.1);
-        Checkpoint.Save(_model, config, weights.ToHostTensors(), tokenizer);
+        _model = CliRunner.SaveRandomModel(_folder.File("model"), hidden: 16, heads: 2, kvHeads: 1, intermediate: 32, maxPositions: 256, std: 0.1);
     }
 
     [OneTimeTearDown]
