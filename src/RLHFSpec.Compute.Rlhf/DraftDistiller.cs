@@ -81,7 +81,7 @@ public sealed class DraftDistiller : IDisposable
             var values = inputs.Values;
             values[TeacherLogits] = vTeacher;
             values[DecoderTrainingGraph.LossMask] = vMask;
-            var outputs = _gradients.Names.ToDictionary(n => DecoderTrainingGraph.GradientPrefix + n, n => _gradients.Value(n));
+            var outputs = _gradients.Values(DecoderTrainingGraph.GradientPrefix);
             outputs[DecoderTrainingGraph.Loss] = vLoss;
             for (int s = 0; s < steps; s++)
             {

@@ -76,7 +76,7 @@ public sealed class PolicyGraphs : IDisposable
             values[DecoderTrainingGraph.Advantages] = vAdv;
             values[DecoderTrainingGraph.LossMask] = vMask;
             if (settings.KlBeta > 0) values[DecoderTrainingGraph.RefLogProbs] = vRef ?? throw new ArgumentException("reference log-probs are needed when the KL coefficient is > 0", nameof(refLogProbs));
-            var outputs = gradients.Names.ToDictionary(n => DecoderTrainingGraph.GradientPrefix + n, n => gradients.Value(n));
+            var outputs = gradients.Values(DecoderTrainingGraph.GradientPrefix);
             outputs[DecoderTrainingGraph.Loss] = vLoss;
             outputs[DecoderTrainingGraph.LogProbs] = vLogp;
             _loss.Run(values, outputs);
@@ -94,7 +94,7 @@ public sealed class PolicyGraphs : IDisposable
             OrtTensors.Over(batch.Positions, batch.Batch, batch.Length),
             OrtTensors.Over(batch.AttentionMask, batch.Batch, batch.Length),
         };
-        var values = weights.Names.ToDictionary(n => n, n => weights.Value(n));
+        var values = weights.Values();
         values[DecoderTrainingGraph.InputIds] = owned[0];
         values[DecoderTrainingGraph.PositionIds] = owned[1];
         values[DecoderTrainingGraph.AttentionMask] = owned[2];

@@ -97,7 +97,7 @@ public sealed class ValueModel : IDisposable
         using var pos = OrtTensors.Over(positions, batch, length);
         using var mask = OrtTensors.Over(attentionMask, batch, length);
         using var output = OrtTensors.Over(result, batch, length);
-        var inputs = Weights.Names.ToDictionary(w => w, w => Weights.Value(w));
+        var inputs = Weights.Values();
         inputs[DecoderTrainingGraph.InputIds] = ids;
         inputs[DecoderTrainingGraph.PositionIds] = pos;
         inputs[DecoderTrainingGraph.AttentionMask] = mask;
@@ -151,7 +151,7 @@ public sealed class ValueModel : IDisposable
             feed[ValueModelGraph.OldValues] = vOld;
             feed[ValueModelGraph.Returns] = vReturns;
             feed[DecoderTrainingGraph.LossMask] = vMask;
-            var outputs = gradients.Names.ToDictionary(n => DecoderTrainingGraph.GradientPrefix + n, n => gradients.Value(n));
+            var outputs = gradients.Values(DecoderTrainingGraph.GradientPrefix);
             outputs[DecoderTrainingGraph.Loss] = vLoss;
             outputs[ValueModelGraph.Values] = vValues;
             _loss.Run(feed, outputs);
@@ -192,12 +192,12 @@ public sealed class ValueModel : IDisposable
         using var last = OrtTensors.Over(batch.LastToken, batch.Batch, batch.Length);
         using var vLoss = OrtTensors.Over(loss, Array.Empty<long>());
         using var vRewards = OrtTensors.Over(rewards, batch.Batch);
-        var inputs = Weights.Names.ToDictionary(w => w, w => Weights.Value(w));
+        var inputs = Weights.Values();
         inputs[DecoderTrainingGraph.InputIds] = ids;
         inputs[DecoderTrainingGraph.PositionIds] = pos;
         inputs[DecoderTrainingGraph.AttentionMask] = mask;
         inputs[ValueModelGraph.LastToken] = last;
-        var outputs = gradients.Names.ToDictionary(n => DecoderTrainingGraph.GradientPrefix + n, n => gradients.Value(n));
+        var outputs = gradients.Values(DecoderTrainingGraph.GradientPrefix);
         outputs[DecoderTrainingGraph.Loss] = vLoss;
         outputs[ValueModelGraph.Rewards] = vRewards;
         _preference.Run(inputs, outputs);

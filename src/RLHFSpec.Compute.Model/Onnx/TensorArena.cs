@@ -74,6 +74,18 @@ public sealed class TensorArena : IDisposable
     private (int Offset, long[] Shape) Entry(string name) =>
         _tensors.TryGetValue(name, out var e) ? e : throw new ArgumentException($"tensor arena: no tensor '{name}'", nameof(name));
 
+    /// <summary>
+    /// Every tensor as an ONNX Runtime value over the arena, keyed by <paramref name="prefix"/> + its name: the weights
+    /// of a graph's inputs (no prefix), or the gradient outputs of a training graph (prefix <c>grad_</c>). A fresh
+    /// dictionary the caller may add its other inputs or outputs to.
+    /// </summary>
+    public Dictionary<string, OrtValue> Values(string prefix = "")
+    {
+        var values = new Dictionary<string, OrtValue>(_order.Count + 8);
+        foreach (var n in _order) values[prefix + n] = Value(n);
+        return values;
+    }
+
     public void Dispose()
     {
         if (_disposed) return;

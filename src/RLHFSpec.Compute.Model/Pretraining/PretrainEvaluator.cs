@@ -116,13 +116,10 @@ internal sealed class PretrainEvaluator : IDisposable
         using var idsValue = OrtTensors.Over(ids, b, t);
         using var positionsValue = OrtTensors.Over(positions, b, t);
         using var maskValue = OrtTensors.Over(mask, b, t);
-        var inputs = new Dictionary<string, OrtValue>
-        {
-            [DecoderTrainingGraph.InputIds] = idsValue,
-            [DecoderTrainingGraph.PositionIds] = positionsValue,
-            [DecoderTrainingGraph.AttentionMask] = maskValue,
-        };
-        foreach (var n in _weights.Names) inputs[n] = _weights.Value(n);
+        var inputs = _weights.Values();
+        inputs[DecoderTrainingGraph.InputIds] = idsValue;
+        inputs[DecoderTrainingGraph.PositionIds] = positionsValue;
+        inputs[DecoderTrainingGraph.AttentionMask] = maskValue;
         using var outs = _session.Run(inputs, new[] { DecoderTrainingGraph.LogitsOutput });
         return outs.First().GetTensorDataAsSpan<float>().ToArray();
     }

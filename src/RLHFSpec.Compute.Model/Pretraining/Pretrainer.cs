@@ -134,11 +134,13 @@ public static class Pretrainer
             foreach (var n in weights.Names) optimizer.Add(n, weights.Memory(n), grads.Memory(n), DecoderGraphSpec.Decays(n));
             var loss = new float[1];
             using var lossValue = OrtTensors.Over(loss, Array.Empty<long>());
-            var outputs = new Dictionary<string, OrtValue> { [DecoderTrainingGraph.Loss] = lossValue };
-            foreach (var n in grads.Names) outputs[DecoderTrainingGraph.GradientPrefix + n] = grads.Value(n);
+            var outputs = grads.Values(DecoderTrainingGraph.GradientPrefix);
+            outputs[DecoderTrainingGraph.Loss] = lossValue;
             // Every model sees the same data stream (the drafts learn the policy's distribution).
             var batches = new TaskBatches(tokenizer, options.Seed, options.MaxTrainTokens, Math.Max(model.TokensPerBatch, options.MaxTrainTokens));
             progress?.Report(new PretrainProgress(model.Name, "train", 0, model.Steps, double.NaN));
+            // The weights' values once; each step replaces the sequence inputs.
+            var inputs = weights.Values();
             for (int step = 1; step <= model.Steps; step++)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -148,13 +150,11 @@ public static class Pretrainer
                 using var mask = OrtTensors.Over(batch.AttentionMask, batch.Batch, batch.Length);
                 using var targets = OrtTensors.Over(batch.Targets, batch.Batch, batch.Length);
                 using var lossMask = OrtTensors.Over(batch.LossMask, batch.Batch, batch.Length);
-                var inputs = new Dictionary<string, OrtValue>
-                {
-                    [DecoderTrainingGraph.InputIds] = ids, [DecoderTrainingGraph.PositionIds] = positions,
-                    [DecoderTrainingGraph.AttentionMask] = mask, [DecoderTrainingGraph.Targets] = targets,
-                    [DecoderTrainingGraph.LossMask] = lossMask,
-                };
-                foreach (var n in weights.Names) inputs[n] = weights.Value(n);
+                inputs[DecoderTrainingGraph.InputIds] = ids;
+                inputs[DecoderTrainingGraph.PositionIds] = positions;
+                inputs[DecoderTrainingGraph.AttentionMask] = mask;
+                inputs[DecoderTrainingGraph.Targets] = targets;
+                inputs[DecoderTrainingGraph.LossMask] = lossMask;
                 session.Run(inputs, outputs);
                 double norm = optimizer.Update();
                 if (!float.IsFinite(loss[0]) || !double.IsFinite(norm))

@@ -185,7 +185,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         using var vTargets = OrtTensors.Over(ids.Reverse().ToArray(), batch, length);
         using var vOld = OrtTensors.Over(zeros, batch, length);
         using var vAdv = OrtTensors.Over(ones.ToArray(), batch, length);
-        var inputs = weights.Arena.Names.ToDictionary(x => x, x => weights.Arena.Value(x));
+        var inputs = weights.Arena.Values();
         inputs[DecoderTrainingGraph.InputIds] = vIds;
         inputs[DecoderTrainingGraph.PositionIds] = vPos;
         inputs[DecoderTrainingGraph.AttentionMask] = vMask;
@@ -193,7 +193,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         inputs[DecoderTrainingGraph.OldLogProbs] = vOld;
         inputs[DecoderTrainingGraph.Advantages] = vAdv;
         inputs[DecoderTrainingGraph.LossMask] = vMask;
-        var outputs = weights.Arena.Names.ToDictionary(x => DecoderTrainingGraph.GradientPrefix + x, x => grads.Value(x));
+        var outputs = grads.Values(DecoderTrainingGraph.GradientPrefix);
         double s = Median(() =>
         {
             graph.Run(inputs, outputs);
