@@ -179,6 +179,7 @@ internal static class GenerateCommand
             {
                 ["prompt_index"] = r.Request.PromptIndex,
                 ["sample_index"] = r.Request.SampleIndex,
+                ["prompt"] = prompts[r.Request.PromptIndex],
                 ["prompt_tokens"] = r.Request.Prompt.Length,
                 ["tokens"] = new JsonArray(r.Tokens.Select(t => (JsonNode)t).ToArray()),
                 ["text"] = text,

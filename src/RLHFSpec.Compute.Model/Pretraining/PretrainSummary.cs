@@ -8,7 +8,10 @@ namespace RLHFSpec.Compute.Model.Pretraining;
 /// <param name="TokenizerFingerprint">The shared tokenizer's fingerprint.</param>
 /// <param name="TotalSeconds">Wall time of the whole run.</param>
 /// <param name="Models">The models in training order (policy first).</param>
-public sealed record PretrainSummary(int Seed, string TokenizerFingerprint, double TotalSeconds, IReadOnlyList<PretrainedModel> Models)
+/// <param name="Task">The task version the models learned (<see cref="Tasks.ArithmeticTask.Version"/>); null in
+/// summaries written before it was recorded.</param>
+public sealed record PretrainSummary(int Seed, string TokenizerFingerprint, double TotalSeconds, IReadOnlyList<PretrainedModel> Models,
+    string? Task = null)
 {
     public const string FileName = "pretrain.json";
 

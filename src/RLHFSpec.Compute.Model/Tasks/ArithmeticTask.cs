@@ -4,11 +4,17 @@ using System.Text;
 namespace RLHFSpec.Compute.Model.Tasks;
 
 /// <summary>
-/// The default task: add a list of numbers, showing the running sum. Prompt <c>"12+7+30="</c>, response
-/// <c>"12+7=19;19+30=49#49"</c>: one worked step per term, then <c>#</c> and the answer. The number of terms is
+/// The default task: add a list of single-digit numbers, showing the running sum. Prompt <c>"8+7+5="</c>, response
+/// <c>"8+7=15;15+5=20#20"</c>: one worked step per term, then <c>#</c> and the answer. The number of terms is
 /// long-tailed (most prompts have 2–4 terms, a few dozens), so response lengths are long-tailed as in real RLHF
 /// rollouts (the tail is 10–50× the median). The verifier is exact: the reward is 1 when the text after the last
 /// <c>#</c> is the right sum, else 0, whatever the steps say.
+/// <para>
+/// Terms are digits 0–9 (<see cref="MaxTerm"/>): with two-digit terms (the first version of this task) a policy of a
+/// few million weights learned the format and the copies but not the sums in a CPU pretraining budget (3 % exact
+/// after 11.5 minutes); with digit terms it reaches partial accuracy in under three minutes. <see cref="Make"/> and
+/// the verifier take any non-negative terms.
+/// </para>
 /// </summary>
 public sealed class ArithmeticTask
 {
@@ -17,6 +23,15 @@ public sealed class ArithmeticTask
 
     public const int MinTerms = 2;
     public const int MaxTerms = 64;
+
+    /// <summary>The largest term the generator draws (terms are 0–<see cref="MaxTerm"/>).</summary>
+    public const int MaxTerm = 9;
+
+    /// <summary>
+    /// Names this task's prompt distribution and format; pretrain.json records it, and default models pretrained for
+    /// another version count as missing (the tokenizer alone cannot tell them apart).
+    /// </summary>
+    public const string Version = "running-sum/digits-0-9/v2";
 
     private readonly Random _random;
 
@@ -35,7 +50,7 @@ public sealed class ArithmeticTask
     {
         int count = DrawTerms();
         var terms = new int[count];
-        for (int i = 0; i < count; i++) terms[i] = _random.Next(1, 100);
+        for (int i = 0; i < count; i++) terms[i] = _random.Next(0, MaxTerm + 1);
         return Make(terms);
     }
 

@@ -42,7 +42,7 @@ public sealed class GenerateCliTests
         {
             using var doc = JsonDocument.Parse(line);
             var r = doc.RootElement;
-            foreach (var field in new[] { "prompt_index", "sample_index", "tokens", "text", "finish_reason" })
+            foreach (var field in new[] { "prompt_index", "sample_index", "prompt", "tokens", "text", "finish_reason" })
                 Assert.That(r.TryGetProperty(field, out _), $"field {field} in {line}");
             Assert.That(r.GetProperty("tokens").GetArrayLength(), Is.InRange(1, 12));
         }

@@ -54,6 +54,16 @@ public class ArithmeticTaskTests
     }
 
     [Test]
+    public void GeneratedTermsAreDigitsZeroToNine()
+    {
+        var task = new ArithmeticTask(seed: 4);
+        var terms = Enumerable.Range(0, 2_000).SelectMany(_ => task.Next().Prompt.TrimEnd('=').Split('+')).ToArray();
+        Assert.That(terms.Select(t => t.Length), Is.All.EqualTo(1), "one digit each");
+        Assert.That(terms.Distinct().OrderBy(t => t), Is.EqualTo("0123456789".Select(c => c.ToString())), "every digit is drawn");
+        Assert.That(ArithmeticTask.Make([8, 7, 5]).ReferenceResponse, Is.EqualTo("8+7=15;15+5=20#20"));
+    }
+
+    [Test]
     public void ResponseLengthsAreLongTailed()
     {
         var task = new ArithmeticTask(seed: 1);

@@ -92,6 +92,16 @@ public class PretrainerTests
         Assert.That(DefaultModels.EnsureCreated(folder: a.Path), Is.EqualTo(a.Path));
         Assert.That(File.ReadAllText(Path.Combine(a.Path, PretrainSummary.FileName)), Is.EqualTo(summaryText), "a complete set is not retrained");
         Assert.That(!DefaultModels.Exists(b.Path), "policy only is not a complete set");
+        // Models pretrained for another version of the task (or before versions were recorded) are not the set.
+        var current = PretrainSummary.Load(a.Path);
+        Assert.That(current.Task, Is.EqualTo(ArithmeticTask.Version));
+        (current with { Task = "running-sum/terms-1-99/v1" }).Save(a.Path);
+        Assert.That(!DefaultModels.Exists(a.Path), "models of another task version count as missing");
+        File.WriteAllText(Path.Combine(a.Path, PretrainSummary.FileName), summaryText.Replace($"\"task\": \"{ArithmeticTask.Version}\"", "\"comment\": \"written before task versions\""));
+        Assert.That(PretrainSummary.Load(a.Path).Task, Is.Null);
+        Assert.That(!DefaultModels.Exists(a.Path), "a summary without a task version counts as missing");
+        current.Save(a.Path);
+        Assert.That(DefaultModels.Exists(a.Path), "the current version is the set again");
         File.WriteAllText(Path.Combine(a.Path, PretrainSummary.FileName), "{ not json");
         Assert.That(!DefaultModels.Exists(a.Path), "a damaged summary counts as missing");
     }

@@ -141,7 +141,7 @@ public sealed class RewardModelTests
         }
         var config = new RlhfConfig
         {
-            Reward = "model:" + rewardFolder, Iterations = 1, PromptsPerIteration = 3, SamplesPerPrompt = 3, MaxNewTokens = 12, MinibatchSize = 4,
+            Reward = "model:" + rewardFolder, Iterations = 1, PromptsPerIteration = 3, SamplesPerPrompt = 3, MaxNewTokens = 40, MinibatchSize = 4,
             Speculation = "off", DraftRefresh = false, CheckpointEvery = 1, Device = "cpu", Threads = 1, KvMemoryMiB = 16, Seed = 3,
         };
         using var run = new FormatsTestFolder();
