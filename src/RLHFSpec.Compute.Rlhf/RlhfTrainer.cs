@@ -92,6 +92,8 @@ public sealed class RlhfTrainer : IDisposable
         using (var checkpoint = Checkpoint.Load(policySource))
         {
             _tokenizer = checkpoint.Tokenizer;
+            if (_filePrompts is not null)
+                for (int i = 0; i < _filePrompts.Count; i++) _tokenizer.EncodeChecked(_filePrompts[i], $"prompts '{config.Prompts}': prompt {i}");
             _policyConfig = checkpoint.Config;
             _policy = TransformerWeights.FromCheckpoint(checkpoint);
             _stops.UnionWith(checkpoint.StopTokenIds());

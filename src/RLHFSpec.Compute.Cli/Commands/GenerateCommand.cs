@@ -86,7 +86,7 @@ internal static class GenerateCommand
         bool defaultTask = a.Prompts is null;
         var texts = defaultTask ? TaskPrompts(a.NumPrompts ?? 16, a.Seed) : PromptFile.Read(a.Prompts!);
         if (!defaultTask && a.NumPrompts is { } n) texts = texts.Take(n).ToArray();
-        var promptIds = texts.Select(t => tokenizer.Encode(t)).ToArray();
+        var promptIds = texts.Select((t, i) => tokenizer.EncodeChecked(t, defaultTask ? $"prompt {i}" : $"--prompts '{a.Prompts}': prompt {i}")).ToArray();
         for (int p = 0; p < promptIds.Length; p++)
             if (promptIds[p].Length == 0) throw new ArgumentException($"prompt {p}: encodes to no tokens");
 

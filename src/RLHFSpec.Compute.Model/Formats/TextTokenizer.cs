@@ -66,6 +66,25 @@ public sealed class TextTokenizer
         return Inner.EncodeToIds(text).ToArray();
     }
 
+    /// <summary>
+    /// <see cref="Encode"/> for text a user gave (prompts): a BPE or tiktoken vocabulary that lacks a character drops it
+    /// silently (a character-level vocabulary like the default models' has no byte fallback), so this checks that the
+    /// ids decode back to <paramref name="text"/> and otherwise throws a FormatException naming
+    /// <paramref name="what"/>, the character and its offset. SentencePiece normalizes text (spaces), so its ids are
+    /// not checked.
+    /// </summary>
+    public int[] EncodeChecked(string text, string what)
+    {
+        var ids = Encode(text);
+        if (Kind == "sentencepiece") return ids;
+        string back = Decode(ids);
+        if (back == text) return ids;
+        int at = 0;
+        while (at < back.Length && at < text.Length && back[at] == text[at]) at++;
+        if (at >= text.Length) throw new FormatException($"{what}: does not encode and decode back to itself with this tokenizer");
+        throw new FormatException($"{what}: character '{text[at]}' (U+{(int)text[at]:X4}) at offset {at} is not in the tokenizer's vocabulary (it would be dropped)");
+    }
+
     /// <summary>Ids → text; special tokens are written out unless <paramref name="skipSpecialTokens"/>.</summary>
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
     {

@@ -77,6 +77,7 @@ public sealed class GenerateCliTests
     [TestCase("not-utf8", "not valid UTF-8")]
     [TestCase("too-long", "context")]
     [TestCase("strategy", "--strategy")]
+    [TestCase("unknown-char", "prompt 1: character ' ' (U+0020) at offset 1 is not in the tokenizer's vocabulary")]
     public void Bad_input_gives_one_clear_error_and_no_output_file(string problem, string message)
     {
         string prompts = _folder.File($"{problem}.jsonl"), output = _folder.File($"{problem}.out.jsonl");
@@ -85,6 +86,7 @@ public sealed class GenerateCliTests
             case "empty": File.WriteAllText(prompts, "\n\n"); break;
             case "no-field": File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"text\": \"3+4=\"}\n"); break;
             case "not-utf8": File.WriteAllBytes(prompts, [.. "{\"prompt\": \"1+"u8, 0xff, 0xfe, .. "=\"}\n"u8]); break;
+            case "unknown-char": File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"prompt\": \"3 + 4 =\"}\n"); break;
             case "too-long": File.WriteAllText(prompts, JsonSerializer.Serialize(new { prompt = string.Join("+", Enumerable.Repeat("12", 40)) + "=" }) + "\n"); break;
             default: File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n"); break;
         }

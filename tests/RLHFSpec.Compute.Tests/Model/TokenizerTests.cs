@@ -26,6 +26,21 @@ public class TokenizerTests
         }
     }
 
+    [Test]
+    public void EncodeChecked_names_a_character_the_vocabulary_would_drop()
+    {
+        var arithmetic = RLHFSpec.Compute.Model.Pretraining.ArithmeticTokenizer.Create();
+        Assert.That(arithmetic.EncodeChecked("12+3=", "p"), Is.EqualTo(arithmetic.Encode("12+3=")));
+        Assert.That(arithmetic.Encode("3 + 4 ="), Has.Length.EqualTo(4), "plain Encode drops the spaces");
+        var e = Assert.Throws<FormatException>(() => arithmetic.EncodeChecked("3 + 4 =", "prompt 7"));
+        Assert.That(e!.Message, Is.EqualTo("prompt 7: character ' ' (U+0020) at offset 1 is not in the tokenizer's vocabulary (it would be dropped)"));
+        Assert.Throws<FormatException>(() => arithmetic.EncodeChecked("1+2=x", "p"));
+        // A byte-level vocabulary has every byte: any text round-trips.
+        var bytes = TrainSmall();
+        const string text = "héllo wörld, 12 + 7 = 19 ✓\n\ttabs";
+        Assert.That(bytes.Decode(bytes.EncodeChecked(text, "p")), Is.EqualTo(text));
+    }
+
     internal static TextTokenizer TrainSmall(int merges = 40)
     {
         var tok = TextTokenizer.FromBpe(ByteLevelBpeTrainer.Train(ArithmeticCorpus(), merges, new[] { "<|endoftext|>", "<|pad|>" }));

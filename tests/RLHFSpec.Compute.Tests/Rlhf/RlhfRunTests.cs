@@ -228,6 +228,16 @@ public sealed class RlhfRunTests
         Assert.That(error!.Message, Does.Contain("instances"));
     }
 
+    [Test]
+    public void A_prompt_the_tokenizer_cannot_encode_is_refused_before_training()
+    {
+        using var bad = new FormatsTestFolder();
+        string prompts = bad.File("spaced.jsonl");
+        File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"prompt\": \"1 + 2 =\"}\n");
+        var error = Assert.Throws<FormatException>(() => new RlhfTrainer(Small(1) with { Prompts = prompts, Reward = Grammar }, bad.Path, Policy, DraftFolder));
+        Assert.That(error!.Message, Does.Contain($"prompts '{prompts}': prompt 1: character ' '"));
+    }
+
     private static float[] TransformerWeightsOf(string folder)
     {
         using var w = Compute.Model.Transformer.TransformerWeights.Load(folder);
