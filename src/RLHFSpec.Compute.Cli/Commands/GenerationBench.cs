@@ -183,7 +183,7 @@ internal static class GenerationBench
         var random = new Random(unchecked((int)seed + 17));
         int maxSize = sizes[^1];
         var prompts = Enumerable.Range(0, (maxSize + samplesPerPrompt - 1) / samplesPerPrompt)
-            .Select(_ => checkpoint.Tokenizer.Encode(ArithmeticTask.Make(Enumerable.Range(0, terms).Select(_ => random.Next(10, 100)).ToArray()).Prompt)).ToArray();
+            .Select(_ => checkpoint.Tokenizer.Encode(ArithmeticTask.Make(Enumerable.Range(0, terms).Select(_ => random.Next(0, ArithmeticTask.MaxTerm + 1)).ToArray()).Prompt)).ToArray();
         AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {samplesPerPrompt} samples per prompt)");
         var rates = new double[strategies.Length, sizes.Length];
         var taken = new string[strategies.Length, sizes.Length];
