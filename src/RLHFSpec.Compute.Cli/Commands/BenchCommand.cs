@@ -62,6 +62,7 @@ internal static class BenchCommand
         AnsiConsole.Progress().AutoClear(true).Start(ctx =>
         {
             var task = ctx.AddTask("benchmarking", maxValue: cases.Count);
+            bench.WarmUp(quick ? 3 : 5);
             foreach (var c in cases) { rows.Add(c()); task.Increment(1); }
         });
         var table = new Table().Border(TableBorder.Rounded).AddColumns("case", "batch", "tokens/sample", "median", "tokens/s", "dense / matmul", "time split");

@@ -26,8 +26,9 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     /// <summary>Seconds of timed runs per case (at least 3 runs).</summary>
     public double MinSeconds { get; init; } = 0.3;
 
-    private double Median(Action run)
+    private double Median(Action run, ForwardTimings? timings = null, bool timed = true)
     {
+        if (!timed) { run(); return double.NaN; }
         // Warm-up until the JIT has tiered up the hot paths (first runs execute unoptimised code).
         var warm = Stopwatch.StartNew();
         for (int w = 0; w < 5 || warm.Elapsed.TotalSeconds < MinSeconds; w++)
@@ -35,6 +36,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
             run();
             if (w >= 200) break;
         }
+        timings?.Reset(); // the time split covers the timed runs only
         var times = new List<double>();
         var total = Stopwatch.StartNew();
         while (times.Count < 3 || total.Elapsed.TotalSeconds < MinSeconds)
@@ -48,13 +50,30 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         return times[times.Count / 2];
     }
 
+    /// <summary>
+    /// Runs small prefill, decode and tree-verify forwards for <paramref name="seconds"/> before any case is timed.
+    /// Without it the first cases measured tier-0 code: .NET's tiered JIT starts counting calls only after 100 ms
+    /// without new tier-0 compilations, which a process starting up rarely has, and the first case (prefill of one
+    /// 64-token prompt) measured its attention kernel at ~15 ms a layer instead of ~1–2 ms.
+    /// </summary>
+    public void WarmUp(double seconds = 3)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed.TotalSeconds < seconds)
+        {
+            Prefill(1, 64, timed: false);
+            Step(1, 1, 64, timed: false);
+            Step(4, 4, 64, timed: false);
+        }
+    }
+
     private TransformerModel NewModel(long budget) => new(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = budget, Session = session });
 
     private static long KvBytes(TransformerWeights w, long tokens) =>
         2L * w.Spec.NumLayers * w.Spec.NumKvHeads * w.Spec.HeadDim * sizeof(float) * (tokens + 64 * 16) + (1 << 20);
 
     /// <summary>Prefill of <paramref name="batch"/> prompts of <paramref name="promptTokens"/> tokens in one ragged forward (logits of the last token of each).</summary>
-    public ModelBenchmarkRow Prefill(int batch, int promptTokens)
+    public ModelBenchmarkRow Prefill(int batch, int promptTokens, bool timed = true)
     {
         using var model = NewModel(KvBytes(weights, (long)batch * (promptTokens + 16)));
         using var logits = backend.Allocate<float>((long)batch * model.VocabSize, "bench logits");
@@ -68,7 +87,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
             foreach (var id in ids) model.TryReserve(id, promptTokens);
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = tokens, Parents = parents, LogitRows = rows }, logits);
             foreach (var id in ids) model.Commit(id, ReadOnlySpan<int>.Empty);
-        });
+        }, model.Timings, timed);
         return new("prefill", batch, promptTokens, s, batch * promptTokens / s, double.NaN, Shares(model.Timings));
     }
 
@@ -77,7 +96,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     /// each feeds its pending token and <paramref name="nodes"/> − 1 draft nodes as a binary tree (nodes = 1 is plain
     /// decode), logits for every node.
     /// </summary>
-    public ModelBenchmarkRow Step(int batch, int nodes, int context)
+    public ModelBenchmarkRow Step(int batch, int nodes, int context, bool timed = true)
     {
         using var model = NewModel(KvBytes(weights, (long)batch * (context + nodes + 16)));
         using var logits = backend.Allocate<float>((long)batch * nodes * model.VocabSize, "bench logits");
@@ -102,14 +121,14 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
             foreach (var id in ids) model.TryReserve(id, nodes);
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = tokens, Parents = parents, LogitRows = rows }, logits);
             foreach (var id in ids) model.Commit(id, ReadOnlySpan<int>.Empty);
-        });
+        }, model.Timings, timed);
         return new(nodes == 1 ? "decode" : "tree-verify", batch, nodes, s, batch * nodes / s, double.NaN, Shares(model.Timings));
     }
 
     private static string Shares(ForwardTimings t)
     {
         double total = Math.Max(t.TotalSeconds, 1e-12);
-        return $"dense {(t.DensePreSeconds + t.DensePostSeconds) / total:P0}, attention {t.AttentionSeconds / total:P0}, head {t.HeadSeconds / total:P0}, plan {t.PlanSeconds / total:P0}";
+        return $"dense {(t.DensePreSeconds + t.DensePostSeconds) / total:P0}, kv write {t.KvWriteSeconds / total:P0}, attention {t.AttentionSeconds / total:P0}, head {t.HeadSeconds / total:P0}, plan {t.PlanSeconds / total:P0}";
     }
 
     /// <summary>

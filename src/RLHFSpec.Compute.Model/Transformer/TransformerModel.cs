@@ -249,6 +249,8 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             _vDevice!.Write(_v.AsSpan(0, tokens * kvw));
             _qDevice!.Write(_q.AsSpan(0, tokens * qw));
             Cache.Append(l, _kDevice, _vDevice, slots);
+            Timings.KvWriteSeconds += clock.Elapsed.TotalSeconds;
+            clock.Restart();
             Backend.Attention(attention, _qDevice, Cache.Keys(l), Cache.Values(l), Cache.Layout, _oDevice!);
             _oDevice!.Read(_attended.AsSpan(0, tokens * qw));
             Timings.AttentionSeconds += clock.Elapsed.TotalSeconds;

@@ -170,6 +170,22 @@ public sealed class TransformerModelTests
     }
 
     [Test]
+    public void Forward_timings_count_every_part_and_reset()
+    {
+        using var weights = Weights(Config("llama"), 5);
+        using var model = NewModel(weights, Backends.Cpu);
+        var tokens = RandomTokens(new Random(5), 12, model.VocabSize);
+        Prefill(model, 1, tokens);
+        var t = model.Timings;
+        Assert.That((t.Forwards, t.Tokens), Is.EqualTo((1L, 12L)));
+        Assert.That(new[] { t.PlanSeconds, t.DensePreSeconds, t.KvWriteSeconds, t.AttentionSeconds, t.DensePostSeconds, t.HeadSeconds }, Is.All.GreaterThan(0));
+        Assert.That(t.TotalSeconds, Is.EqualTo(t.PlanSeconds + t.DensePreSeconds + t.KvWriteSeconds + t.AttentionSeconds + t.DensePostSeconds + t.HeadSeconds).Within(1e-12));
+        Assert.That(t.ToString(), Does.Contain("kv-write"));
+        t.Reset();
+        Assert.That((t.Forwards, t.Tokens, t.TotalSeconds), Is.EqualTo((0L, 0L, 0.0)));
+    }
+
+    [Test]
     public void Weights_updated_in_place_are_seen_by_the_next_forward()
     {
         using var weights = Weights(Config("qwen2"), 71);
