@@ -99,9 +99,10 @@ internal static class DenseGraphs
     {
         var (cos, sin) = DecoderTrainingGraph.RopeTables(g, spec, g.Unsqueeze(positions, 1, 2), x.Type, cast: true); // [T, 1, Hd]
         var h = DecoderTrainingGraph.RmsNorm(g, x, v["input_layernorm.weight"], spec.RmsEps);
-        var q = DecoderTrainingGraph.Linear(g, h, v, "self_attn.q_proj", spec.QkvBias);
-        var k = DecoderTrainingGraph.Linear(g, h, v, "self_attn.k_proj", spec.QkvBias);
-        var val = DecoderTrainingGraph.Linear(g, h, v, "self_attn.v_proj", spec.QkvBias);
+        var hT = g.Transpose(h, 1, 0);
+        var q = Project(g, hT, v, "self_attn.q_proj", spec.QkvBias);
+        var k = Project(g, hT, v, "self_attn.k_proj", spec.QkvBias);
+        var val = Project(g, hT, v, "self_attn.v_proj", spec.QkvBias);
         q = g.Reshape(DecoderTrainingGraph.Rope(g, g.Reshape(q, 0, spec.NumHeads, spec.HeadDim), cos, sin, spec.HeadDim), 0, spec.NumHeads * spec.HeadDim);
         k = g.Reshape(DecoderTrainingGraph.Rope(g, g.Reshape(k, 0, spec.NumKvHeads, spec.HeadDim), cos, sin, spec.HeadDim), 0, spec.NumKvHeads * spec.HeadDim);
         return (q, k, val);
@@ -110,11 +111,31 @@ internal static class DenseGraphs
     /// <summary>Output projection and residual, RMSNorm, SwiGLU MLP and residual.</summary>
     private static Value PostBody(GraphBuilder g, DecoderGraphSpec spec, Dictionary<string, Value> v, Value x, Value attended)
     {
-        x = g.Add(x, DecoderTrainingGraph.Linear(g, attended, v, "self_attn.o_proj", spec.OutputBias));
-        var h = DecoderTrainingGraph.RmsNorm(g, x, v["post_attention_layernorm.weight"], spec.RmsEps);
-        var gate = g.Silu(DecoderTrainingGraph.Linear(g, h, v, "mlp.gate_proj", spec.MlpBias));
-        var up = DecoderTrainingGraph.Linear(g, h, v, "mlp.up_proj", spec.MlpBias);
-        return g.Add(x, DecoderTrainingGraph.Linear(g, g.Mul(gate, up), v, "mlp.down_proj", spec.MlpBias));
+        x = g.Add(x, Project(g, g.Transpose(attended, 1, 0), v, "self_attn.o_proj", spec.OutputBias));
+        var hT = g.Transpose(DecoderTrainingGraph.RmsNorm(g, x, v["post_attention_layernorm.weight"], spec.RmsEps), 1, 0);
+        var gateT = g.Silu(ProjectTransposed(g, hT, v, "mlp.gate_proj", spec.MlpBias));   // [I, T]
+        var upT = ProjectTransposed(g, hT, v, "mlp.up_proj", spec.MlpBias);
+        return g.Add(x, Project(g, g.Mul(gateT, upT), v, "mlp.down_proj", spec.MlpBias));
+    }
+
+    /// <summary>
+    /// xᵀ [in, T] → x·Wᵀ [T, out], computed as (W·xᵀ)ᵀ so that the weight ([out, in], the Hugging Face layout the
+    /// training graphs share) is MatMul's first operand and is never transposed or packed per run; only the small
+    /// activations are. Written as MatMul(x, Transpose(W)), ONNX Runtime's optimizer folded some transposes into
+    /// FusedMatMul but left o_proj's and down_proj's as Transpose nodes that copied both weights on every run (320 µs
+    /// of a one-token step in a profile, more than all its arithmetic).
+    /// </summary>
+    private static Value Project(GraphBuilder g, Value xT, Dictionary<string, Value> v, string name, bool bias)
+    {
+        var y = g.Transpose(g.MatMul(v[name + ".weight"], xT), 1, 0);
+        return bias ? g.Add(y, v[name + ".bias"]) : y;
+    }
+
+    /// <summary>xᵀ [in, T] → W·xᵀ [out, T] (plus the bias as a column): a projection kept transposed for the next op.</summary>
+    private static Value ProjectTransposed(GraphBuilder g, Value xT, Dictionary<string, Value> v, string name, bool bias)
+    {
+        var y = g.MatMul(v[name + ".weight"], xT);
+        return bias ? g.Add(y, g.Unsqueeze(v[name + ".bias"], 1)) : y;
     }
 
     /// <summary>x [R, H] (the rows that need logits) → logits [R, V]: final RMSNorm and LM head.</summary>
@@ -125,7 +146,7 @@ internal static class DenseGraphs
         var head = g.Input(headWeight, type, spec.VocabSize, spec.HiddenSize);
         var x = g.Input(X, type, "R", spec.HiddenSize);
         var h = DecoderTrainingGraph.RmsNorm(g, x, norm, spec.RmsEps);
-        g.Output(g.MatMul(h, g.Transpose(head, 1, 0)), Logits);
+        g.Output(g.Transpose(g.MatMul(head, g.Transpose(h, 1, 0)), 1, 0), Logits);   // (E·hᵀ)ᵀ: the [V, H] head is never transposed per run
         return g.ToBytes();
     }
 
