@@ -26,9 +26,8 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     /// <summary>Seconds of timed runs per case (at least 3 runs).</summary>
     public double MinSeconds { get; init; } = 0.3;
 
-    private double Median(Action run, ForwardTimings? timings = null, bool timed = true)
+    private double Median(Action run, ForwardTimings? timings = null)
     {
-        if (!timed) { run(); return double.NaN; }
         // Warm-up until the JIT has tiered up the hot paths (first runs execute unoptimised code).
         var warm = Stopwatch.StartNew();
         for (int w = 0; w < 5 || warm.Elapsed.TotalSeconds < MinSeconds; w++)
@@ -58,12 +57,28 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     /// </summary>
     public void WarmUp(double seconds = 3)
     {
+        using var prefill = PrefillCase(1, 64);
+        using var decode = StepCase(1, 1, 64);
+        using var tree = StepCase(4, 4, 64);
         var clock = Stopwatch.StartNew();
         while (clock.Elapsed.TotalSeconds < seconds)
         {
-            Prefill(1, 64, timed: false);
-            Step(1, 1, 64, timed: false);
-            Step(4, 4, 64, timed: false);
+            prefill.Run();
+            decode.Run();
+            tree.Run();
+        }
+    }
+
+    /// <summary>A model set up for one forward shape, and the action that runs that forward once.</summary>
+    private sealed class ForwardCase(TransformerModel model, IDisposable logits, Action run) : IDisposable
+    {
+        public TransformerModel Model => model;
+        public void Run() => run();
+
+        public void Dispose()
+        {
+            logits.Dispose();
+            model.Dispose();
         }
     }
 
@@ -73,22 +88,28 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         2L * w.Spec.NumLayers * w.Spec.NumKvHeads * w.Spec.HeadDim * sizeof(float) * (tokens + 64 * 16) + (1 << 20);
 
     /// <summary>Prefill of <paramref name="batch"/> prompts of <paramref name="promptTokens"/> tokens in one ragged forward (logits of the last token of each).</summary>
-    public ModelBenchmarkRow Prefill(int batch, int promptTokens, bool timed = true)
+    public ModelBenchmarkRow Prefill(int batch, int promptTokens)
     {
-        using var model = NewModel(KvBytes(weights, (long)batch * (promptTokens + 16)));
-        using var logits = backend.Allocate<float>((long)batch * model.VocabSize, "bench logits");
+        using var c = PrefillCase(batch, promptTokens);
+        double s = Median(c.Run, c.Model.Timings);
+        return new("prefill", batch, promptTokens, s, batch * promptTokens / s, double.NaN, Shares(c.Model.Timings));
+    }
+
+    private ForwardCase PrefillCase(int batch, int promptTokens)
+    {
+        var model = NewModel(KvBytes(weights, (long)batch * (promptTokens + 16)));
+        var logits = backend.Allocate<float>((long)batch * model.VocabSize, "bench logits");
         var ids = Enumerable.Range(0, batch).Select(i => (long)i).ToArray();
         var offsets = Enumerable.Range(0, batch + 1).Select(b => b * promptTokens).ToArray();
         var tokens = Enumerable.Range(0, batch * promptTokens).Select(t => (t * 7 + 3) % model.VocabSize).ToArray();
         var parents = Enumerable.Range(0, batch * promptTokens).Select(t => t % promptTokens - 1).ToArray();
         var rows = Enumerable.Range(1, batch).Select(b => b * promptTokens - 1).ToArray();
-        double s = Median(() =>
+        return new ForwardCase(model, logits, () =>
         {
             foreach (var id in ids) model.TryReserve(id, promptTokens);
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = tokens, Parents = parents, LogitRows = rows }, logits);
             foreach (var id in ids) model.Commit(id, ReadOnlySpan<int>.Empty);
-        }, model.Timings, timed);
-        return new("prefill", batch, promptTokens, s, batch * promptTokens / s, double.NaN, Shares(model.Timings));
+        });
     }
 
     /// <summary>
@@ -96,10 +117,17 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     /// each feeds its pending token and <paramref name="nodes"/> − 1 draft nodes as a binary tree (nodes = 1 is plain
     /// decode), logits for every node.
     /// </summary>
-    public ModelBenchmarkRow Step(int batch, int nodes, int context, bool timed = true)
+    public ModelBenchmarkRow Step(int batch, int nodes, int context)
     {
-        using var model = NewModel(KvBytes(weights, (long)batch * (context + nodes + 16)));
-        using var logits = backend.Allocate<float>((long)batch * nodes * model.VocabSize, "bench logits");
+        using var c = StepCase(batch, nodes, context);
+        double s = Median(c.Run, c.Model.Timings);
+        return new(nodes == 1 ? "decode" : "tree-verify", batch, nodes, s, batch * nodes / s, double.NaN, Shares(c.Model.Timings));
+    }
+
+    private ForwardCase StepCase(int batch, int nodes, int context)
+    {
+        var model = NewModel(KvBytes(weights, (long)batch * (context + nodes + 16)));
+        var logits = backend.Allocate<float>((long)batch * nodes * model.VocabSize, "bench logits");
         var ids = Enumerable.Range(0, batch).Select(i => (long)i).ToArray();
         // Committed context.
         var prefillOffsets = Enumerable.Range(0, batch + 1).Select(b => b * context).ToArray();
@@ -116,13 +144,12 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         var tokens = Enumerable.Range(0, batch * nodes).Select(t => (t * 3 + 2) % model.VocabSize).ToArray();
         var parents = Enumerable.Range(0, batch * nodes).Select(t => t % nodes == 0 ? -1 : (t % nodes - 1) / 2).ToArray(); // binary tree
         var rows = Enumerable.Range(0, batch * nodes).ToArray();
-        double s = Median(() =>
+        return new ForwardCase(model, logits, () =>
         {
             foreach (var id in ids) model.TryReserve(id, nodes);
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = tokens, Parents = parents, LogitRows = rows }, logits);
             foreach (var id in ids) model.Commit(id, ReadOnlySpan<int>.Empty);
-        }, model.Timings, timed);
-        return new(nodes == 1 ? "decode" : "tree-verify", batch, nodes, s, batch * nodes / s, double.NaN, Shares(model.Timings));
+        });
     }
 
     private static string Shares(ForwardTimings t)
