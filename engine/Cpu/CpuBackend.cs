@@ -25,6 +25,14 @@ public sealed partial class CpuBackend : ComputeBackend
 
     internal ParallelOptions Parallelism => _parallel;
 
+    private CpuWorkers? _workers;
+
+    /// <summary>
+    /// The backend's pool of <see cref="Threads"/> spinning workers for fine-grained parallel regions (the managed
+    /// dense layers of the models that run on this backend share it), created on first use.
+    /// </summary>
+    public CpuWorkers Workers => _workers ??= new CpuWorkers(Threads);
+
     public override DeviceInfo Info { get; }
 
     public override DeviceBuffer<T> Allocate<T>(long length, string name) => new CpuBuffer<T>(length, name);
@@ -35,5 +43,5 @@ public sealed partial class CpuBackend : ComputeBackend
     internal static CpuBuffer<T> Host<T>(DeviceBuffer<T> buffer, string argument) where T : unmanaged =>
         buffer as CpuBuffer<T> ?? throw new ArgumentException($"{argument}: buffer '{buffer.Name}' belongs to another backend", argument);
 
-    public override void Dispose() { }
+    public override void Dispose() => _workers?.Dispose();
 }

@@ -1,9 +1,11 @@
 using Microsoft.ML.OnnxRuntime;
 using RLHFSpec.Compute.Engine;
+using RLHFSpec.Compute.Engine.Cpu;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Model.Formats;
 using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Training;
+using RLHFSpec.Compute.Model.Transformer.Dense;
 
 namespace RLHFSpec.Compute.Model.Transformer;
 
@@ -33,18 +35,14 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     private readonly Dictionary<long, Sample> _samples = new();
     private readonly bool _ownsWeights;
-    private readonly OnnxSession _pre, _postPre, _post, _head;
-    // Run inputs with the weights bound once: layer 0's pre-attention graph, then per layer l its post-attention
-    // graph (fused with layer l + 1's pre-attention one below the last layer). Activations are set per forward.
-    private readonly Dictionary<string, OrtValue> _firstInputs;
-    private readonly Dictionary<string, OrtValue>[] _layerInputs;
-    private readonly Dictionary<string, OrtValue> _headWeights;
-    private readonly string _headWeight;
+    private readonly IDenseExecutor _dense;
+    private readonly DenseActivations _act;
     private int _nextCacheId;
 
-    // Host scratch (pinned: ONNX Runtime reads and writes it in place) and engine scratch, grown on demand.
-    private float[] _x = [], _y = [], _q = [], _k = [], _v = [], _attended = [], _rows = [], _logits = [];
-    private long[] _positions = [];
+    // Per-forward plan, in buffers reused from forward to forward.
+    private Sample[] _entries = [];
+    private int[] _cacheIds = [], _contextLens = [], _committedLens = [], _slots = [], _blockTables = [];
+    private uint[] _mask = [];
     private DeviceBuffer<float>? _qDevice, _kDevice, _vDevice, _oDevice;
 
     /// <summary>A model over <paramref name="weights"/> (not copied; the caller keeps ownership unless <paramref name="ownsWeights"/>).</summary>
@@ -60,34 +58,27 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         var spec = weights.Spec;
         MaxContext = Math.Min(Options.MaxContext ?? weights.Config.MaxPositionEmbeddings, weights.Config.MaxPositionEmbeddings);
         Cache = new KvCache(backend, new KvCacheConfig(spec.NumLayers, Options.KvBlockSize, spec.NumKvHeads, spec.HeadDim, Options.KvDType, Options.KvMemoryBudgetBytes));
-        // Short runs interleaved with engine kernels on the same cores: no busy-waiting ONNX Runtime workers.
-        var session = Options.Session with { AllowSpinning = false };
+        _act = new DenseActivations(spec);
         try
         {
-            _pre = new OnnxSession(DenseGraphs.Pre(spec, ElementType.Float), session);
-            _postPre = new OnnxSession(DenseGraphs.PostPre(spec, ElementType.Float), session);
-            _post = new OnnxSession(DenseGraphs.Post(spec, ElementType.Float), session);
-            _headWeight = spec.TiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-            _head = new OnnxSession(DenseGraphs.Head(spec, ElementType.Float, _headWeight), session);
+            _dense = Options.ResolvedDense == DenseExecutorKind.Managed
+                ? new ManagedDenseExecutor(weights, MaxContext, (backend as CpuBackend)?.Workers, ManagedThreads(Options))
+                // Short runs interleaved with engine kernels on the same cores: no busy-waiting ONNX Runtime workers.
+                : new OnnxDenseExecutor(weights, Options.Session with { AllowSpinning = false });
         }
         catch
         {
             Cache.Dispose();
             throw;
         }
-        var arena = weights.Arena;
-        Dictionary<string, OrtValue> Pre(int l) => DenseGraphs.PreWeights(spec).ToDictionary(n => DenseGraphs.PrePrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
-        Dictionary<string, OrtValue> Post(int l) => DenseGraphs.PostWeights(spec).ToDictionary(n => DenseGraphs.PostPrefix + n, n => arena.Value($"model.layers.{l}.{n}"));
-        _firstInputs = Pre(0);
-        _layerInputs = new Dictionary<string, OrtValue>[spec.NumLayers];
-        for (int l = 0; l < spec.NumLayers; l++)
-        {
-            _layerInputs[l] = Post(l);
-            if (l + 1 < spec.NumLayers)
-                foreach (var (name, value) in Pre(l + 1)) _layerInputs[l][name] = value;
-        }
-        _headWeights = new Dictionary<string, OrtValue> { [DenseGraphs.FinalNorm] = arena.Value(DenseGraphs.FinalNorm), [_headWeight] = arena.Value(_headWeight) };
     }
+
+    /// <summary>Workers of a managed executor without a CPU backend's pool: the session's intra-op threads, else every core.</summary>
+    private static int ManagedThreads(TransformerOptions options) =>
+        options.Session.IntraOpThreads > 0 ? options.Session.IntraOpThreads : Environment.ProcessorCount;
+
+    /// <summary>What runs the dense layers ("managed" or "onnx").</summary>
+    public string DenseExecutor => _dense.Name;
 
     /// <summary>Loads the HF checkpoint folder <paramref name="folder"/> (the model owns the weights it loaded).</summary>
     public static TransformerModel Load(string folder, ComputeBackend backend, TransformerOptions? options = null)
@@ -134,8 +125,21 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
     public void Forward(in ForwardBatch batch, DeviceBuffer<float> logits)
     {
         ArgumentNullException.ThrowIfNull(logits);
-        var spec = Weights.Spec;
-        int samples = batch.NumSamples, tokens = batch.NumTokens, rows = batch.LogitRows.Length, vocab = spec.VocabSize;
+        CheckShape(batch, logits);
+        if (batch.NumTokens == 0) return;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Timings.Forwards++;
+        Timings.Tokens += batch.NumTokens;
+        var attention = Plan(batch);
+        Timings.PlanSeconds += clock.Elapsed.TotalSeconds;
+        RunLayers(batch, attention);
+        CommitPlan(batch);
+        if (batch.LogitRows.Length > 0) RunHead(batch, logits);
+    }
+
+    private void CheckShape(in ForwardBatch batch, DeviceBuffer<float> logits)
+    {
+        int samples = batch.NumSamples, tokens = batch.NumTokens, rows = batch.LogitRows.Length, vocab = Weights.Spec.VocabSize;
         if (batch.TokenOffsets.Length != samples + 1 || (samples > 0 && batch.TokenOffsets[0] != 0))
             throw new ArgumentException($"batch: {batch.TokenOffsets.Length} token offsets for {samples} samples (need {samples + 1}, starting at 0)", nameof(batch));
         if (batch.Tokens.Length != tokens || batch.Parents.Length != tokens)
@@ -145,33 +149,39 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         for (int r = 0; r < rows; r++)
             if ((uint)batch.LogitRows[r] >= (uint)tokens)
                 throw new ArgumentOutOfRangeException(nameof(batch), $"LogitRows[{r}] = {batch.LogitRows[r]} is outside [0, {tokens})");
-        if (tokens == 0) return;
+    }
 
-        // ---- plan: positions, slots, attention metadata; checked in full before any state changes ----
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        Timings.Forwards++;
-        Timings.Tokens += tokens;
-        var entries = new Sample[samples];
-        var cacheIds = new int[samples];
-        var contextLens = new int[samples];
+    /// <summary>
+    /// The forward's plan, checked in full before any state changes: each token's position (into the activations)
+    /// and KV slot, the samples' contexts and block tables, and the tree mask where the new tokens are not one chain
+    /// per sample. Fills reused buffers; returns the attention metadata over them.
+    /// </summary>
+    private AttentionBatch Plan(in ForwardBatch batch)
+    {
+        var spec = Weights.Spec;
+        int samples = batch.NumSamples, tokens = batch.NumTokens, vocab = spec.VocabSize;
+        _act.Prepare(tokens, batch.LogitRows.Length);
+        Grow(ref _entries, samples);
+        Grow(ref _cacheIds, samples);
+        Grow(ref _contextLens, samples);
+        Grow(ref _committedLens, samples);
+        Grow(ref _slots, tokens);
         bool causal = true;
         int maxNew = 0;
-        EnsureHost(tokens, rows);
-        var slots = new int[tokens];
         for (int b = 0; b < samples; b++)
         {
             long id = batch.SampleIds[b];
             var s = _samples.TryGetValue(id, out var found) ? found : throw new InvalidOperationException($"sample {id} is fed without a reservation (call TryReserve first)");
             for (int c = 0; c < b; c++)
                 if (batch.SampleIds[c] == id) throw new ArgumentException($"batch: sample {id} appears twice", nameof(batch));
-            entries[b] = s;
-            cacheIds[b] = s.CacheId;
+            _entries[b] = s;
+            _cacheIds[b] = s.CacheId;
             int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = s.Parents.Count;
             if (n < 0) throw new ArgumentException($"batch: token offsets decrease at sample {b}", nameof(batch));
             int committed = Cache.ContextLength(s.CacheId);
             if (prior + n > Cache.PendingLength(s.CacheId))
                 throw new InvalidOperationException($"sample {id}: {prior + n} tentative tokens exceed its reservation of {Cache.PendingLength(s.CacheId)}");
-            contextLens[b] = committed + prior;
+            _contextLens[b] = committed + prior;
             maxNew = Math.Max(maxNew, n);
             for (int j = 0; j < n; j++)
             {
@@ -184,102 +194,80 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
                 int depth = parent < 0 ? 1 : parent < prior ? s.Depths[parent] + 1 : Depth(batch.Parents, first, prior, s, parent) + 1;
                 int position = committed + depth - 1;
                 if (position >= MaxContext) throw new ArgumentException($"sample {id}: position {position} is beyond the context limit {MaxContext}", nameof(batch));
-                _positions[t] = position;
-                slots[t] = Cache.Slot(s.CacheId, committed + prior + j);
+                _act.SetPosition(t, position);
+                _slots[t] = Cache.Slot(s.CacheId, committed + prior + j);
                 if (parent != prior + j - 1) causal = false;
             }
         }
 
-        uint[] mask = [];
         int maskWords = 0;
         if (!causal)
         {
             maskWords = Math.Max(1, (maxNew + 31) / 32);
-            mask = new uint[(long)tokens * maskWords];
+            Grow(ref _mask, (long)tokens * maskWords);
+            Array.Clear(_mask, 0, tokens * maskWords);
             for (int b = 0; b < samples; b++)
             {
-                int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = entries[b].Parents.Count;
+                int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = _entries[b].Parents.Count;
                 for (int j = 0; j < n; j++)
                     for (int a = j; a >= 0; a = batch.Parents[first + a] - prior)
-                        mask[(long)(first + j) * maskWords + a / 32] |= 1u << (a % 32);
+                        _mask[(long)(first + j) * maskWords + a / 32] |= 1u << (a % 32);
             }
         }
 
-        int maxBlocks = Cache.MaxBlocksPerSample(cacheIds);
-        var blockTables = new int[(long)samples * maxBlocks];
-        var committedLens = new int[samples];
-        Cache.FillBlockTables(cacheIds, maxBlocks, blockTables, committedLens);
-
-        Timings.PlanSeconds += clock.Elapsed.TotalSeconds;
-        // ---- run ----
-        int h = spec.HiddenSize, qw = spec.NumHeads * spec.HeadDim, kvw = spec.NumKvHeads * spec.HeadDim;
-        EnsureDevice(tokens, qw, kvw);
-        var embed = Weights.Arena.Span("model.embed_tokens.weight");
-        for (int t = 0; t < tokens; t++) embed.Slice(batch.Tokens[t] * h, h).CopyTo(_x.AsSpan(t * h, h));
-
-        var attention = new AttentionBatch
+        var ids = _cacheIds.AsSpan(0, samples);
+        int maxBlocks = Cache.MaxBlocksPerSample(ids);
+        Grow(ref _blockTables, (long)samples * maxBlocks);
+        Cache.FillBlockTables(ids, maxBlocks, _blockTables.AsSpan(0, samples * maxBlocks), _committedLens.AsSpan(0, samples));
+        return new AttentionBatch
         {
             QueryOffsets = batch.TokenOffsets,
-            ContextLens = contextLens,
-            BlockTables = blockTables,
+            ContextLens = _contextLens.AsSpan(0, samples),
+            BlockTables = _blockTables.AsSpan(0, samples * maxBlocks),
             MaxBlocksPerSample = maxBlocks,
-            TreeMask = mask,
+            TreeMask = causal ? [] : _mask.AsSpan(0, tokens * maskWords),
             MaskWords = maskWords,
             NumHeads = spec.NumHeads,
             Scale = 1f / MathF.Sqrt(spec.HeadDim),
         };
-        using var positions = OrtTensors.Over(_positions.AsMemory(0, tokens), tokens);
-        // Layer 0's dense part before attention; every later layer's comes fused with the previous layer's part after it.
-        using (var x = OrtTensors.Over(_x.AsMemory(0, tokens * h), tokens, h))
-        using (var q = OrtTensors.Over(_q.AsMemory(0, tokens * qw), tokens, qw))
-        using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
-        using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
-        {
-            var inputs = _firstInputs;
-            inputs[DenseGraphs.X] = x;
-            inputs[DenseGraphs.Positions] = positions;
-            clock.Restart();
-            _pre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
-            Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
-        }
+    }
+
+    /// <summary>Embeds the tokens, then per layer: dense part before attention, KV append, attention, dense part after it.</summary>
+    private void RunLayers(in ForwardBatch batch, in AttentionBatch attention)
+    {
+        var spec = Weights.Spec;
+        int tokens = batch.NumTokens, h = spec.HiddenSize, qw = spec.NumHeads * spec.HeadDim, kvw = spec.NumKvHeads * spec.HeadDim;
+        EnsureDevice(tokens, qw, kvw);
+        var embed = Weights.Arena.Span("model.embed_tokens.weight");
+        for (int t = 0; t < tokens; t++) embed.Slice(batch.Tokens[t] * h, h).CopyTo(_act.X.AsSpan(t * h, h));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        _dense.First(_act);
+        Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
+        var slots = _slots.AsSpan(0, tokens);
         for (int l = 0; l < spec.NumLayers; l++)
         {
             clock.Restart();
-            _kDevice!.Write(_k.AsSpan(0, tokens * kvw));
-            _vDevice!.Write(_v.AsSpan(0, tokens * kvw));
-            _qDevice!.Write(_q.AsSpan(0, tokens * qw));
+            _kDevice!.Write(_act.K.AsSpan(0, tokens * kvw));
+            _vDevice!.Write(_act.V.AsSpan(0, tokens * kvw));
+            _qDevice!.Write(_act.Q.AsSpan(0, tokens * qw));
             Cache.Append(l, _kDevice, _vDevice, slots);
             Timings.KvWriteSeconds += clock.Elapsed.TotalSeconds;
             clock.Restart();
             Backend.Attention(attention, _qDevice, Cache.Keys(l), Cache.Values(l), Cache.Layout, _oDevice!);
-            _oDevice!.Read(_attended.AsSpan(0, tokens * qw));
+            _oDevice!.Read(_act.Attended.AsSpan(0, tokens * qw));
             Timings.AttentionSeconds += clock.Elapsed.TotalSeconds;
-            using (var x = OrtTensors.Over(_x.AsMemory(0, tokens * h), tokens, h))
-            using (var a = OrtTensors.Over(_attended.AsMemory(0, tokens * qw), tokens, qw))
-            using (var y = OrtTensors.Over(_y.AsMemory(0, tokens * h), tokens, h))
-            using (var q = OrtTensors.Over(_q.AsMemory(0, tokens * qw), tokens, qw))
-            using (var k = OrtTensors.Over(_k.AsMemory(0, tokens * kvw), tokens, kvw))
-            using (var v = OrtTensors.Over(_v.AsMemory(0, tokens * kvw), tokens, kvw))
-            {
-                var inputs = _layerInputs[l];
-                inputs[DenseGraphs.X] = x;
-                inputs[DenseGraphs.Attended] = a;
-                clock.Restart();
-                if (l + 1 < spec.NumLayers)
-                {
-                    inputs[DenseGraphs.Positions] = positions;
-                    _postPre.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y, [DenseGraphs.Q] = q, [DenseGraphs.K] = k, [DenseGraphs.V] = v });
-                }
-                else _post.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Y] = y });
-                Timings.DensePostSeconds += clock.Elapsed.TotalSeconds;
-            }
-            (_x, _y) = (_y, _x);
+            clock.Restart();
+            _dense.Next(l, _act);
+            Timings.DensePostSeconds += clock.Elapsed.TotalSeconds;
         }
+    }
 
-        // Commit the plan to the samples' state only now that every kernel ran.
-        for (int b = 0; b < samples; b++)
+    /// <summary>Records the forward's tentative tokens in the samples' state, now that every kernel ran.</summary>
+    private void CommitPlan(in ForwardBatch batch)
+    {
+        for (int b = 0; b < batch.NumSamples; b++)
         {
-            var s = entries[b];
+            var s = _entries[b];
             int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = s.Parents.Count;
             for (int j = 0; j < n; j++)
             {
@@ -289,17 +277,17 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
                 if (parent != prior + j - 1) s.Chain = false;
             }
         }
+        Array.Clear(_entries, 0, batch.NumSamples);
+    }
 
-        if (rows == 0) return;
-        for (int r = 0; r < rows; r++) _x.AsSpan(batch.LogitRows[r] * h, h).CopyTo(_rows.AsSpan(r * h, h));
-        using (var x = OrtTensors.Over(_rows.AsMemory(0, rows * h), rows, h))
-        using (var output = OrtTensors.Over(_logits.AsMemory(0, rows * vocab), rows, vocab))
-        {
-            var inputs = new Dictionary<string, OrtValue>(_headWeights) { [DenseGraphs.X] = x };
-            clock.Restart();
-            _head.Run(inputs, new Dictionary<string, OrtValue> { [DenseGraphs.Logits] = output });
-        }
-        logits.Write(_logits.AsSpan(0, rows * vocab));
+    /// <summary>Final norm and LM head on the rows that need logits.</summary>
+    private void RunHead(in ForwardBatch batch, DeviceBuffer<float> logits)
+    {
+        int rows = batch.LogitRows.Length, h = Weights.Spec.HiddenSize, vocab = Weights.Spec.VocabSize;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int r = 0; r < rows; r++) _act.X.AsSpan(batch.LogitRows[r] * h, h).CopyTo(_act.HeadRows.AsSpan(r * h, h));
+        _dense.Head(_act);
+        logits.Write(_act.Logits.AsSpan(0, rows * vocab));
         Timings.HeadSeconds += clock.Elapsed.TotalSeconds;
     }
 
@@ -399,33 +387,16 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         }
     }
 
-    private void EnsureHost(int tokens, int rows)
-    {
-        var spec = Weights.Spec;
-        int h = spec.HiddenSize, qw = spec.NumHeads * spec.HeadDim, kvw = spec.NumKvHeads * spec.HeadDim;
-        Grow(ref _x, (long)tokens * h);
-        Grow(ref _y, (long)tokens * h);
-        Grow(ref _q, (long)tokens * qw);
-        Grow(ref _attended, (long)tokens * qw);
-        Grow(ref _k, (long)tokens * kvw);
-        Grow(ref _v, (long)tokens * kvw);
-        Grow(ref _rows, (long)rows * h);
-        Grow(ref _logits, (long)rows * spec.VocabSize);
-        if (_positions.Length < tokens) _positions = GC.AllocateArray<long>(Capacity(tokens), pinned: true);
-    }
-
-    private static int Capacity(long needed) => (int)Math.Min((ulong)Array.MaxLength, Math.Max(64UL, System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)needed)));
-
-    private static void Grow(ref float[] array, long needed)
+    private static void Grow<T>(ref T[] array, long needed)
     {
         if (needed > Array.MaxLength) throw new ArgumentException($"batch: {needed} elements exceed one host array");
-        if (array.Length < needed) array = GC.AllocateArray<float>(Capacity(needed), pinned: true);
+        if (array.Length < needed) array = new T[DenseActivations.Capacity(needed)];
     }
 
     private void EnsureDevice(int tokens, int qw, int kvw)
     {
         if (_qDevice is not null && _qDevice.Length >= (long)tokens * qw) return;
-        int capacity = Capacity(tokens);
+        int capacity = DenseActivations.Capacity(tokens);
         _qDevice?.Dispose(); _kDevice?.Dispose(); _vDevice?.Dispose(); _oDevice?.Dispose();
         _qDevice = Backend.Allocate<float>((long)capacity * qw, "transformer.q");
         _kDevice = Backend.Allocate<float>((long)capacity * kvw, "transformer.k");
@@ -435,10 +406,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     public void Dispose()
     {
-        _pre.Dispose();
-        _postPre.Dispose();
-        _post.Dispose();
-        _head.Dispose();
+        _dense.Dispose();
         _qDevice?.Dispose(); _kDevice?.Dispose(); _vDevice?.Dispose(); _oDevice?.Dispose();
         Cache.Dispose();
         if (_ownsWeights) Weights.Dispose();

@@ -1,0 +1,204 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace RLHFSpec.Compute.Engine.Cpu;
+
+/// <summary>
+/// The dense ops of a decoder layer in managed SIMD for the CPU: projections (x·Wᵀ with the [out, in] Hugging
+/// Face weight layout read in place), RMSNorm, rotary embedding and SwiGLU. Every op works on a range of rows or
+/// tokens so that a parallel region can split it without copies.
+/// </summary>
+/// <remarks>
+/// <b>Batch invariance.</b> Every output element of <see cref="Project"/> is one FMA chain over the input in
+/// 8-wide steps, a fixed horizontal sum, then the scalar tail: the same operations in the same order whichever
+/// register block (4×4, 4×1, 1×1) computes it and however many tokens the call holds. A token's result therefore
+/// does not depend on what else is in the batch, so a decode step, a prefill and a tree verification agree bit
+/// for bit on the same token — which is what makes greedy speculative output equal plain greedy output exactly.
+/// </remarks>
+public static unsafe class CpuDense
+{
+    private const int Lanes = 8;
+
+    /// <summary>
+    /// y[t, o] (+)= Σ_i x[t, i]·w[o, i] (+ bias[o]) for rows o ∈ [<paramref name="rowStart"/>, <paramref name="rowEnd"/>)
+    /// and tokens t ∈ [0, <paramref name="tokens"/>). With <paramref name="accumulate"/> the result is added to y (a
+    /// residual), else it replaces y.
+    /// </summary>
+    /// <param name="x">// [tokens, inDim], row stride inDim</param>
+    /// <param name="w">// [outDim, inDim]</param>
+    /// <param name="bias">// [outDim] or null</param>
+    /// <param name="y">// [tokens, yStride]; row o of the weight lands in column o</param>
+    public static void Project(float* x, int tokens, int inDim, float* w, float* bias, float* y, int yStride, int rowStart, int rowEnd, bool accumulate)
+    {
+        int o = rowStart;
+        for (; o + 4 <= rowEnd; o += 4)
+        {
+            float* w0 = w + (long)o * inDim;
+            int t = 0;
+            for (; t + 4 <= tokens; t += 4) Block4x4(x + (long)t * inDim, inDim, w0, bias, y + (long)t * yStride, yStride, o, accumulate);
+            for (; t < tokens; t++) Block4x1(x + (long)t * inDim, inDim, w0, bias, y + (long)t * yStride, o, accumulate);
+        }
+        for (; o < rowEnd; o++)
+            for (int t = 0; t < tokens; t++)
+            {
+                float* xr = x + (long)t * inDim, wr = w + (long)o * inDim;
+                var acc = Vector256<float>.Zero;
+                int i = 0;
+                for (; i + Lanes <= inDim; i += Lanes) acc = Vector256.FusedMultiplyAdd(Vector256.Load(wr + i), Vector256.Load(xr + i), acc);
+                Store(y + (long)t * yStride + o, Finish(acc, xr, wr, i, inDim), bias, o, accumulate);
+            }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Finish(Vector256<float> acc, float* x, float* w, int i, int inDim)
+    {
+        float s = Vector256.Sum(acc);
+        for (; i < inDim; i++) s = MathF.FusedMultiplyAdd(w[i], x[i], s);
+        return s;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* y, float value, float* bias, int o, bool accumulate)
+    {
+        if (bias != null) value += bias[o];
+        *y = accumulate ? *y + value : value;
+    }
+
+    /// <summary>Rows o..o+3 for tokens t..t+3: 16 accumulators, 8 loads per 16 FMAs.</summary>
+    private static void Block4x4(float* x, int inDim, float* w0, float* bias, float* y, int yStride, int o, bool accumulate)
+    {
+        float* w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
+        float* x0 = x, x1 = x + inDim, x2 = x1 + inDim, x3 = x2 + inDim;
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector256<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector256<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        int i = 0;
+        for (; i + Lanes <= inDim; i += Lanes)
+        {
+            var v0 = Vector256.Load(x0 + i); var v1 = Vector256.Load(x1 + i); var v2 = Vector256.Load(x2 + i); var v3 = Vector256.Load(x3 + i);
+            var r = Vector256.Load(w0 + i);
+            a00 = Vector256.FusedMultiplyAdd(r, v0, a00); a01 = Vector256.FusedMultiplyAdd(r, v1, a01); a02 = Vector256.FusedMultiplyAdd(r, v2, a02); a03 = Vector256.FusedMultiplyAdd(r, v3, a03);
+            r = Vector256.Load(w1 + i);
+            a10 = Vector256.FusedMultiplyAdd(r, v0, a10); a11 = Vector256.FusedMultiplyAdd(r, v1, a11); a12 = Vector256.FusedMultiplyAdd(r, v2, a12); a13 = Vector256.FusedMultiplyAdd(r, v3, a13);
+            r = Vector256.Load(w2 + i);
+            a20 = Vector256.FusedMultiplyAdd(r, v0, a20); a21 = Vector256.FusedMultiplyAdd(r, v1, a21); a22 = Vector256.FusedMultiplyAdd(r, v2, a22); a23 = Vector256.FusedMultiplyAdd(r, v3, a23);
+            r = Vector256.Load(w3 + i);
+            a30 = Vector256.FusedMultiplyAdd(r, v0, a30); a31 = Vector256.FusedMultiplyAdd(r, v1, a31); a32 = Vector256.FusedMultiplyAdd(r, v2, a32); a33 = Vector256.FusedMultiplyAdd(r, v3, a33);
+        }
+        float* y0 = y, y1 = y + yStride, y2 = y1 + yStride, y3 = y2 + yStride;
+        Store(y0 + o, Finish(a00, x0, w0, i, inDim), bias, o, accumulate); Store(y1 + o, Finish(a01, x1, w0, i, inDim), bias, o, accumulate);
+        Store(y2 + o, Finish(a02, x2, w0, i, inDim), bias, o, accumulate); Store(y3 + o, Finish(a03, x3, w0, i, inDim), bias, o, accumulate);
+        Store(y0 + o + 1, Finish(a10, x0, w1, i, inDim), bias, o + 1, accumulate); Store(y1 + o + 1, Finish(a11, x1, w1, i, inDim), bias, o + 1, accumulate);
+        Store(y2 + o + 1, Finish(a12, x2, w1, i, inDim), bias, o + 1, accumulate); Store(y3 + o + 1, Finish(a13, x3, w1, i, inDim), bias, o + 1, accumulate);
+        Store(y0 + o + 2, Finish(a20, x0, w2, i, inDim), bias, o + 2, accumulate); Store(y1 + o + 2, Finish(a21, x1, w2, i, inDim), bias, o + 2, accumulate);
+        Store(y2 + o + 2, Finish(a22, x2, w2, i, inDim), bias, o + 2, accumulate); Store(y3 + o + 2, Finish(a23, x3, w2, i, inDim), bias, o + 2, accumulate);
+        Store(y0 + o + 3, Finish(a30, x0, w3, i, inDim), bias, o + 3, accumulate); Store(y1 + o + 3, Finish(a31, x1, w3, i, inDim), bias, o + 3, accumulate);
+        Store(y2 + o + 3, Finish(a32, x2, w3, i, inDim), bias, o + 3, accumulate); Store(y3 + o + 3, Finish(a33, x3, w3, i, inDim), bias, o + 3, accumulate);
+    }
+
+    /// <summary>Rows o..o+3 for one token (the matrix-vector path of a decode step: bound by reading w).</summary>
+    private static void Block4x1(float* x, int inDim, float* w0, float* bias, float* y, int o, bool accumulate)
+    {
+        float* w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int i = 0;
+        for (; i + Lanes <= inDim; i += Lanes)
+        {
+            var v = Vector256.Load(x + i);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w0 + i), v, a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + i), v, a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.Load(w2 + i), v, a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.Load(w3 + i), v, a3);
+        }
+        Store(y + o, Finish(a0, x, w0, i, inDim), bias, o, accumulate);
+        Store(y + o + 1, Finish(a1, x, w1, i, inDim), bias, o + 1, accumulate);
+        Store(y + o + 2, Finish(a2, x, w2, i, inDim), bias, o + 2, accumulate);
+        Store(y + o + 3, Finish(a3, x, w3, i, inDim), bias, o + 3, accumulate);
+    }
+
+    /// <summary>y[t] = x[t] / √(mean(x[t]²) + ε) · w for tokens [<paramref name="tokenStart"/>, <paramref name="tokenEnd"/>).</summary>
+    /// <param name="x">// [tokens, dim]</param>
+    /// <param name="y">// [tokens, dim]; may be x</param>
+    public static void RmsNorm(float* x, float* w, float eps, float* y, int dim, int tokenStart, int tokenEnd)
+    {
+        for (int t = tokenStart; t < tokenEnd; t++)
+        {
+            float* xr = x + (long)t * dim, yr = y + (long)t * dim;
+            var acc = Vector256<float>.Zero;
+            int i = 0;
+            for (; i + Lanes <= dim; i += Lanes)
+            {
+                var v = Vector256.Load(xr + i);
+                acc = Vector256.FusedMultiplyAdd(v, v, acc);
+            }
+            float ss = Vector256.Sum(acc);
+            for (; i < dim; i++) ss = MathF.FusedMultiplyAdd(xr[i], xr[i], ss);
+            float scale = 1f / MathF.Sqrt(ss / dim + eps);
+            var s = Vector256.Create(scale);
+            for (i = 0; i + Lanes <= dim; i += Lanes) (Vector256.Load(xr + i) * s * Vector256.Load(w + i)).Store(yr + i);
+            for (; i < dim; i++) yr[i] = xr[i] * scale * w[i];
+        }
+    }
+
+    /// <summary>
+    /// Rotary embedding in place on heads [<paramref name="headStart"/>, <paramref name="headEnd"/>) of every token:
+    /// x' = x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁), with cos/sin rows looked up by the token's position.
+    /// </summary>
+    /// <param name="x">// [tokens, rowStride]; head h starts at column h·headDim</param>
+    /// <param name="positions">// [tokens]</param>
+    /// <param name="cos">// [positions, headDim] (<see cref="RopeTable"/>)</param>
+    public static void Rope(float* x, int tokens, int rowStride, int headDim, int headStart, int headEnd, int* positions, float* cos, float* sin)
+    {
+        int half = headDim / 2;
+        for (int t = 0; t < tokens; t++)
+        {
+            float* c = cos + (long)positions[t] * headDim, s = sin + (long)positions[t] * headDim;
+            for (int h = headStart; h < headEnd; h++)
+            {
+                float* r = x + (long)t * rowStride + h * headDim;
+                for (int i = 0; i < half; i++)
+                {
+                    float a = r[i], b = r[i + half];
+                    r[i] = a * c[i] - b * s[i];
+                    r[i + half] = b * c[i + half] + a * s[i + half];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// cos and sin of position·θ^(−2(i mod Hd/2)/Hd) for positions [<paramref name="from"/>, <paramref name="to"/>) into
+    /// rows of <paramref name="cos"/>/<paramref name="sin"/> ([positions, headDim]). The angle is rounded as the ONNX graphs
+    /// round it: the frequency in double cast to float, times the position as a float, in float.
+    /// </summary>
+    public static void RopeTable(int headDim, double theta, int from, int to, Span<float> cos, Span<float> sin)
+    {
+        int half = headDim / 2;
+        Span<float> inv = stackalloc float[headDim];
+        for (int i = 0; i < headDim; i++) inv[i] = (float)Math.Pow(theta, -2.0 * (i % half) / headDim);
+        for (int p = from; p < to; p++)
+            for (int i = 0; i < headDim; i++)
+            {
+                float angle = p * inv[i];
+                cos[p * headDim + i] = MathF.Cos(angle);
+                sin[p * headDim + i] = MathF.Sin(angle);
+            }
+    }
+
+    /// <summary>gate[t, c] = silu(gate[t, c]) · up[t, c] for columns [<paramref name="colStart"/>, <paramref name="colEnd"/>).</summary>
+    /// <param name="gate">// [tokens, width], overwritten with the product</param>
+    /// <param name="up">// [tokens, width]</param>
+    public static void SiluMul(float* gate, float* up, int tokens, int width, int colStart, int colEnd)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            float* g = gate + (long)t * width, u = up + (long)t * width;
+            for (int c = colStart; c < colEnd; c++)
+            {
+                float v = g[c];
+                g[c] = v / (1f + MathF.Exp(-v)) * u[c];
+            }
+        }
+    }
+}

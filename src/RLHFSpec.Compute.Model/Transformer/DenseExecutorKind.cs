@@ -1,0 +1,12 @@
+namespace RLHFSpec.Compute.Model.Transformer;
+
+/// <summary>What runs a <see cref="TransformerModel"/>'s dense layers.</summary>
+public enum DenseExecutorKind
+{
+    /// <summary>The managed SIMD kernels when the ONNX Runtime provider is the CPU, else ONNX Runtime.</summary>
+    Auto,
+    /// <summary>ONNX Runtime sessions on the configured execution provider.</summary>
+    Onnx,
+    /// <summary>The engine's managed SIMD kernels on CPU worker threads.</summary>
+    Managed,
+}
