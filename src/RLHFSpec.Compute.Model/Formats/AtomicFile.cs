@@ -1,29 +1,108 @@
 namespace RLHFSpec.Compute.Model.Formats;
 
-/// <summary>Writes a file through a temporary sibling that is renamed into place, so a failure (exception, full disk,
-/// killed process) never leaves a half-written file under the final name.</summary>
+/// <summary>
+/// Writes a file through a temporary sibling that is renamed into place, so a failure (exception, full disk, killed
+/// process) never leaves a half-written file under the final name. The rename replaces only what it may: a symlink
+/// is followed and its final target written (the link stays a link); a device or FIFO (<c>/dev/null</c>, a pipe) is
+/// written directly, since there is nothing to leave half-written and renaming would replace it with a regular file;
+/// a folder is refused.
+/// </summary>
 public static class AtomicFile
 {
     public static void Write(string path, Action<FileStream> write)
     {
-        string fullPath = Path.GetFullPath(path);
-        string folder = Path.GetDirectoryName(fullPath) ?? throw new ArgumentException($"{path}: no parent folder", nameof(path));
-        Directory.CreateDirectory(folder);
-        string temp = Path.Combine(folder, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
+        string target = Target(path);
+        switch (FileKinds.Of(target))
+        {
+            case FileKind.Directory:
+                throw new IOException($"'{path}' is a folder, not a file");
+            case FileKind.Special:
+                WriteDirectly(path, target, write);
+                return;
+        }
+        string folder = Path.GetDirectoryName(target) ?? throw new ArgumentException($"{path}: no parent folder", nameof(path));
+        string temp = Path.Combine(folder, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
         try
         {
+            Directory.CreateDirectory(folder);
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
                 write(stream);
                 stream.Flush(flushToDisk: true);
             }
-            File.Move(temp, fullPath, overwrite: true);
+            File.Move(temp, target, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Delete(temp);
+            // The system's message names the temporary file, which the user never asked for: name theirs.
+            throw new IOException($"'{path}': {e.Message.Replace(temp, target, StringComparison.Ordinal)}", e);
         }
         catch
         {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            Delete(temp);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Why <paramref name="path"/> could not be written as a file, or null when it can: a folder is refused, a device
+    /// or FIFO is accepted as it is, otherwise the nearest existing folder on its way must take a new file (probed by
+    /// creating and deleting one: this catches read-only mounts, immutable folders and missing permission).
+    /// </summary>
+    public static string? WhyNotWritable(string path)
+    {
+        string target;
+        try { target = Target(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException) { return e.Message; }
+        switch (FileKinds.Of(target))
+        {
+            case FileKind.Directory: return "is a folder, not a file";
+            case FileKind.Special: return null;
+        }
+        string? folder = Path.GetDirectoryName(target);
+        while (folder is not null && !Directory.Exists(folder))
+        {
+            if (File.Exists(folder)) return $"'{folder}' is a file, not a folder";
+            folder = Path.GetDirectoryName(folder);
+        }
+        if (folder is null) return "no existing parent folder";
+        string probe = Path.Combine(folder, $".rlhfspec-probe.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+            return null;
+        }
+        catch (UnauthorizedAccessException) { return $"no permission to create a file in '{folder}'"; }
+        catch (IOException e) { return $"cannot create a file in '{folder}': {e.Message.Replace(probe, folder, StringComparison.Ordinal)}"; }
+        finally { Delete(probe); }
+    }
+
+    /// <summary>The path with its symlinks followed to their final target (which may not exist yet).</summary>
+    public static string Target(string path)
+    {
+        string full = Path.GetFullPath(path);
+        var info = new FileInfo(full);
+        return info.LinkTarget is null ? full : Path.GetFullPath(info.ResolveLinkTarget(returnFinalTarget: true)!.FullName);
+    }
+
+    private static void WriteDirectly(string path, string target, Action<FileStream> write)
+    {
+        try
+        {
+            using var stream = new FileStream(target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1 << 16);
+            write(stream);
+            stream.Flush();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"'{path}': {e.Message}", e);
+        }
+    }
+
+    private static void Delete(string temp)
+    {
+        try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     public static void WriteText(string path, string text) =>
