@@ -74,8 +74,10 @@ internal static class GenerateCommand
         if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
         var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
-        CheckWritable(a.Out, "--out");
-        CheckWritable(a.Stats, "--stats");
+        ExecutionProviders.Check(a.Ep);
+        // Outputs are checked before any work; the cost profile only when it will be written (missing), else read.
+        OutputPaths.Check(("--out", a.Out), ("--stats", a.Stats), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
+        if (a.CostProfile is { } profile && Directory.Exists(profile)) throw new ArgumentException($"--cost-profile '{profile}': is a folder, not a file");
         // Instances share the cores: without --threads each gets its share.
         int threads = a.Threads > 0 || a.Instances == 1 ? a.Threads : Math.Max(1, Environment.ProcessorCount / a.Instances);
         var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads };
@@ -141,9 +143,9 @@ internal static class GenerateCommand
                     task.Value = requests.Length;
                 });
 
-            if (a.Out is not null) AtomicFile.WriteText(a.Out, Jsonl(outcome, texts, tokenizer, defaultTask));
-            var statsJson = StatsJson(outcome);
-            if (a.Stats is not null) AtomicFile.WriteText(a.Stats, statsJson.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            // Both outputs or neither: a failing --stats must not leave --out renamed into place.
+            OutputPaths.WriteAll(("--out", a.Out, a.Out is null ? "" : Jsonl(outcome, texts, tokenizer, defaultTask)),
+                ("--stats", a.Stats, StatsJson(outcome).ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
             Summary(outcome, texts, tokenizer, defaultTask);
             return 0;
         }
@@ -160,13 +162,6 @@ internal static class GenerateCommand
     {
         var task = new ArithmeticTask(unchecked((int)seed ^ (int)(seed >> 32)));
         return Enumerable.Range(0, count).Select(_ => task.Next().Prompt).ToArray();
-    }
-
-    private static void CheckWritable(string? path, string option)
-    {
-        if (path is null) return;
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{option} '{path}': folder '{dir}' does not exist");
     }
 
     private static string Jsonl(GenerateOutcome outcome, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)

@@ -63,6 +63,8 @@ internal static class TrainCommand
                 : configPath is not null ? RlhfConfig.Load(configPath) : new RlhfConfig();
             foreach (var (key, value) in overrides) config = config.With(key, value);
             config.Validate();
+            ExecutionProviders.Check(config.Ep);
+            OutputPaths.Check(("--cost-profile", config.CostProfile is { } cp && File.Exists(cp) ? null : config.CostProfile));
             // A new run's folder is taken once its config is valid, before any work, so a second run on it is refused at
             // once; a start that fails removes what it created.
             folder ??= outFolder is not null ? RunFolder.Open(outFolder, overwrite ? RunFolderMode.Overwrite : RunFolderMode.New, "--out")

@@ -9,39 +9,68 @@ namespace RLHFSpec.Compute.Model.Formats;
 /// </summary>
 public static class AtomicFile
 {
-    public static void Write(string path, Action<FileStream> write)
+    public static void Write(string path, Action<FileStream> write) => WriteAll([(path, write)]);
+
+    /// <summary>
+    /// Writes several files all or nothing: every file is written to its temporary sibling (and every device or FIFO
+    /// written directly) before the first rename, so a failure in any of them leaves none renamed into place.
+    /// </summary>
+    /// <param name="label">Prefix of error messages (e.g. the option that named the paths); messages name the path after it.</param>
+    public static void WriteAll(IReadOnlyList<(string Path, Action<FileStream> Write)> files, Func<string, string>? label = null)
     {
-        string target = Target(path);
-        switch (FileKinds.Of(target))
-        {
-            case FileKind.Directory:
-                throw new IOException($"'{path}' is a folder, not a file");
-            case FileKind.Special:
-                WriteDirectly(path, target, write);
-                return;
-        }
-        string folder = Path.GetDirectoryName(target) ?? throw new ArgumentException($"{path}: no parent folder", nameof(path));
-        string temp = Path.Combine(folder, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
+        string Named(string path) => label is null ? $"'{path}'" : $"{label(path)} '{path}'";
+        var staged = new List<(string Temp, string Target)>();
         try
         {
-            Directory.CreateDirectory(folder);
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            var direct = new List<(string Path, string Target, Action<FileStream> Write)>();
+            foreach (var (path, write) in files)
             {
-                write(stream);
-                stream.Flush(flushToDisk: true);
+                string target = Target(path);
+                switch (FileKinds.Of(target))
+                {
+                    case FileKind.Directory:
+                        throw new IOException($"{Named(path)} is a folder, not a file");
+                    case FileKind.Special:
+                        direct.Add((path, target, write));
+                        continue;
+                }
+                string folder = Path.GetDirectoryName(target) ?? throw new ArgumentException($"{Named(path)}: no parent folder", nameof(files));
+                string temp = Path.Combine(folder, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
+                try
+                {
+                    Directory.CreateDirectory(folder);
+                    staged.Add((temp, target));
+                    using var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+                    write(stream);
+                    stream.Flush(flushToDisk: true);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // The system's message names the temporary file, which the user never asked for: name theirs.
+                    throw new IOException($"{Named(path)}: {e.Message.Replace(temp, target, StringComparison.Ordinal)}", e);
+                }
             }
-            File.Move(temp, target, overwrite: true);
+            foreach (var (path, target, write) in direct)
+                try
+                {
+                    using var stream = new FileStream(target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1 << 16);
+                    write(stream);
+                    stream.Flush();
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new IOException($"{Named(path)}: {e.Message}", e);
+                }
+            for (int i = 0; i < staged.Count; i++)
+            {
+                File.Move(staged[i].Temp, staged[i].Target, overwrite: true);
+                staged[i] = (staged[i].Temp, "");
+            }
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        finally
         {
-            Delete(temp);
-            // The system's message names the temporary file, which the user never asked for: name theirs.
-            throw new IOException($"'{path}': {e.Message.Replace(temp, target, StringComparison.Ordinal)}", e);
-        }
-        catch
-        {
-            Delete(temp);
-            throw;
+            foreach (var (temp, target) in staged)
+                if (target.Length > 0) Delete(temp);
         }
     }
 
@@ -74,7 +103,7 @@ public static class AtomicFile
             return null;
         }
         catch (UnauthorizedAccessException) { return $"no permission to create a file in '{folder}'"; }
-        catch (IOException e) { return $"cannot create a file in '{folder}': {e.Message.Replace(probe, folder, StringComparison.Ordinal)}"; }
+        catch (IOException e) { return $"cannot create a file in '{folder}' ({e.Message.Replace($" '{probe}'", "", StringComparison.Ordinal).Replace(probe, folder, StringComparison.Ordinal).TrimEnd('.')})"; }
         finally { Delete(probe); }
     }
 
@@ -84,20 +113,6 @@ public static class AtomicFile
         string full = Path.GetFullPath(path);
         var info = new FileInfo(full);
         return info.LinkTarget is null ? full : Path.GetFullPath(info.ResolveLinkTarget(returnFinalTarget: true)!.FullName);
-    }
-
-    private static void WriteDirectly(string path, string target, Action<FileStream> write)
-    {
-        try
-        {
-            using var stream = new FileStream(target, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1 << 16);
-            write(stream);
-            stream.Flush();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"'{path}': {e.Message}", e);
-        }
     }
 
     private static void Delete(string temp)
