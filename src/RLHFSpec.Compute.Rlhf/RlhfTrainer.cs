@@ -116,6 +116,7 @@ public sealed class RlhfTrainer : IDisposable
                     for (int i = 0; i < _filePrompts.Count; i++) _tokenizer.EncodeChecked(_filePrompts[i], $"prompts '{config.Prompts}': prompt {i}");
                 _policyConfig = checkpoint.Config;
                 _policy = TransformerWeights.FromCheckpoint(checkpoint);
+                checkpoint.CheckFinite(_policy.Arena);
                 _stops.UnionWith(checkpoint.StopTokenIds());
                 if (draftSource is not null)
                 {
@@ -123,6 +124,7 @@ public sealed class RlhfTrainer : IDisposable
                     Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
                     _draftConfig = draftCheckpoint.Config;
                     _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
+                    draftCheckpoint.CheckFinite(_draft.Arena);
                 }
                 if (_reward.ModelFolder is { } rewardFolder)
                 {

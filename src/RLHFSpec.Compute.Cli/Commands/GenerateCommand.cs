@@ -94,6 +94,7 @@ internal static class GenerateCommand
 
         using var backend = Devices.Open(a.Device);
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
+        checkpoint.CheckFinite(policyWeights.Arena);
         using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session });
         TransformerModel? draftModel = null;
         TransformerWeights? draftWeights = null;
@@ -106,6 +107,7 @@ internal static class GenerateCommand
                 using var draftCheckpoint = Checkpoint.Load(draftFolder);
                 Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
                 draftWeights = TransformerWeights.FromCheckpoint(draftCheckpoint);
+                draftCheckpoint.CheckFinite(draftWeights.Arena);
                 draftModel = new TransformerModel(draftWeights, backend, runtime);
             }
             var stops = checkpoint.StopTokenIds();

@@ -93,7 +93,7 @@ internal static class SimulateCommand
 
     private static List<(int, int)> FileLengths(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"--lengths '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"--lengths '{path}' is a folder, not a file" : $"--lengths '{path}' does not exist", path);
         var list = new List<(int, int)>();
         int line = 0;
         foreach (var text in File.ReadLines(path))
