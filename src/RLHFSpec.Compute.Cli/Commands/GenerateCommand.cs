@@ -92,6 +92,19 @@ internal static class GenerateCommand
         for (int p = 0; p < promptIds.Length; p++)
             if (promptIds[p].Length == 0) throw new ArgumentException($"prompt {p}: encodes to no tokens");
 
+        // Memory, before anything is reserved: no more instances than samples (an idle instance only holds memory), then
+        // every model's KV budget, sessions and the weights against what the machine has.
+        int instances = a.Instances;
+        int sampleCount = promptIds.Length * a.SamplesPerPrompt;
+        if (instances > sampleCount)
+        {
+            AnsiConsole.MarkupLine($"--instances {a.Instances}: clamped to {sampleCount}, the number of samples (an instance without samples would only reserve memory)");
+            instances = sampleCount;
+        }
+        int modelsPerInstance = draftFolder is null ? 1 : 2;
+        MemoryBudget.Require("--instances × --kv-memory-mib", modelsPerInstance * (instances > 1 ? instances + 1 : 1), (long)a.KvMemoryMiB << 20,
+            MemoryBudget.WeightBytes(policyFolder) + (draftFolder is null ? 0 : MemoryBudget.WeightBytes(draftFolder)), "lower --kv-memory-mib or --instances");
+
         using var backend = Devices.Open(a.Device);
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
         checkpoint.CheckFinite(policyWeights.Arena);
@@ -123,7 +136,7 @@ internal static class GenerateCommand
                 {
                     var task = ctx.AddTask($"generating {requests.Length} samples", maxValue: requests.Length);
                     var clock = System.Diagnostics.Stopwatch.StartNew();
-                    if (a.Instances == 1)
+                    if (instances == 1)
                         outcome = generator.Run(requests, instance =>
                         {
                             task.Value = instance.Finished.Count;
@@ -131,7 +144,7 @@ internal static class GenerateCommand
                             task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
                         });
                     else
-                        outcome = generator.RunCluster(requests, a.Instances, k =>
+                        outcome = generator.RunCluster(requests, instances, k =>
                         {
                             // Each instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
                             var instanceBackend = Devices.OpenForInstance(a.Device, k);

@@ -81,6 +81,21 @@ internal static class TrainCommand
         }
         string run = folder.FullPath;
 
+        try
+        {
+            // Memory, before anything is reserved: each model's KV budget (the generator's, and each instance's), and the
+            // weights with what training adds (reference, gradients, two AdamW moments: about 5 copies of the policy).
+            int models = (config.Speculation == "off" || draft is null ? 1 : 2) * (config.Instances > 1 ? config.Instances + 1 : 1);
+            MemoryBudget.Require("instances × kv_memory_mib", models, (long)config.KvMemoryMiB << 20,
+                5 * MemoryBudget.WeightBytes(policy) + (draft is null ? 0 : 3 * MemoryBudget.WeightBytes(draft)),
+                "lower kv_memory_mib or instances");
+        }
+        catch
+        {
+            folder.Abandon();
+            throw;
+        }
+
         using var trainer = new RlhfTrainer(config, folder, policy, draft);
         AnsiConsole.MarkupLine($"RLHF ({config.Algorithm.ToUpperInvariant()}) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
             $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +

@@ -94,4 +94,24 @@ public sealed class MessagesCliTests
         Assert.That(Error("train", "--config", broken), Does.Contain($"config '{broken}'"));
         Assert.That(Error("generate", "--no-such-option", "--num-prompts", "x"), Does.Contain("--no-such-option").And.Contain("--num-prompts"));
     }
+
+    [Test]
+    public void Memory_is_checked_before_anything_is_reserved()
+    {
+        string huge = GenerateError("--num-prompts", "2", "--samples-per-prompt", "2", "--kv-memory-mib", "2000000000");
+        Assert.That(huge, Does.Contain("--instances × --kv-memory-mib: the run would reserve about").And.Contain("is available"));
+
+        // Each instance fits, all of them together do not: the numbers say so.
+        long third = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 3 >> 20;
+        string many = GenerateError("--num-prompts", "2", "--samples-per-prompt", "2", "--instances", "4", "--kv-memory-mib", third.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.That(many, Does.Contain("5 KV cache(s)"));
+
+        // More instances than samples: clamped, said, and the run goes on.
+        string output = _folder.File("clamped.jsonl");
+        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, "generate", "--model", _model, "--device", "cpu", "--max-new-tokens", "4", "--threads", "1",
+            "--strategy", "off", "--num-prompts", "2", "--samples-per-prompt", "2", "--instances", "1000", "--out", output);
+        Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        Assert.That(stdout, Does.Contain("--instances 1000: clamped to 4, the number of samples"));
+        Assert.That(File.ReadAllLines(output), Has.Length.EqualTo(4));
+    }
 }
