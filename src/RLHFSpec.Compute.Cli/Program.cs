@@ -16,8 +16,8 @@ return UserErrors.Run(() =>
     var parsed = root.Parse(args);
     if (parsed.Errors.Count > 0)
     {
-        foreach (var error in parsed.Errors) Console.Error.WriteLine($"rlhfspec: error: {error.Message}");
-        Console.Error.WriteLine("rlhfspec: see 'rlhfspec --help'");
+        // One line, as for every user error.
+        Console.Error.WriteLine($"rlhfspec: error: {string.Join("; ", parsed.Errors.Select(e => e.Message.TrimEnd('.')))} (see 'rlhfspec --help')");
         return UserErrors.ExitCode;
     }
     return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

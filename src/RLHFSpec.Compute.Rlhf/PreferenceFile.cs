@@ -16,7 +16,7 @@ public static class PreferenceFile
 
     public static IReadOnlyList<PreferencePair> Read(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"pairs file '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"pairs file '{path}' is a folder, not a file" : $"pairs file '{path}' does not exist", path);
         var pairs = IsParquet(path) ? ReadParquet(path) : ReadJsonl(path);
         if (pairs.Count == 0) throw new InvalidDataException($"pairs file '{path}': no pairs");
         return pairs;

@@ -68,6 +68,7 @@ public sealed record RlhfConfig
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
         WriteIndented = true,
         NumberHandling = JsonNumberHandling.Strict,
+        AllowDuplicateProperties = false,
     };
 
     /// <summary>The JSON key of every setting, in declaration order.</summary>
@@ -76,13 +77,14 @@ public sealed record RlhfConfig
 
     public static RlhfConfig Load(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"config '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"config '{path}' is a folder, not a file" : $"config '{path}' does not exist", path);
         try { return JsonSerializer.Deserialize<RlhfConfig>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"config '{path}': empty"); }
         catch (JsonException e)
         {
             string where = e.Path is { Length: > 2 } p ? $" at '{p[2..]}'" : "";
             string message = e.Message.Contains("could not be mapped", StringComparison.Ordinal)
                 ? $"unknown key{where} (known keys: {string.Join(", ", Keys)})"
+                : e.Message.Contains("uplicate", StringComparison.Ordinal) ? $"duplicate key{where}: each key may be given once"
                 : $"bad value{where}: {e.Message.Split(". Path:")[0]}";
             throw new InvalidDataException($"config '{path}': {message}");
         }

@@ -39,7 +39,9 @@ public sealed class RlhfTrainer : IDisposable
     public const string CheckpointsFolder = "checkpoints", ReferenceFolder = "reference", CriticFolder = "critic";
 
     private readonly RlhfConfig _config;
+    private readonly RunFolder _run;
     private readonly string _out;
+    private readonly string _configSha256; // of the run's config.json: its checkpoints carry it, so a resume can tell they belong together
     private readonly ComputeBackend _backend;
     private readonly TextTokenizer _tokenizer;
     private readonly ModelConfig _policyConfig;
@@ -64,116 +66,184 @@ public sealed class RlhfTrainer : IDisposable
     private readonly TensorArena? _criticGradients;
     private readonly AdamW? _criticOptimizer;
 
-    /// <summary>Starts a run in <paramref name="outFolder"/> (or resumes it when <paramref name="resume"/>).</summary>
+    /// <summary>Starts a run in <paramref name="outFolder"/> (or resumes it when <paramref name="resume"/>); a new run
+    /// needs a missing or empty folder unless <paramref name="overwrite"/> (see <see cref="RunFolder"/>).</summary>
     /// <param name="policyFolder">Resolved policy folder (ignored on resume: the checkpoint's is used).</param>
     /// <param name="draftFolder">Resolved draft folder, or null for none.</param>
-    public RlhfTrainer(RlhfConfig config, string outFolder, string policyFolder, string? draftFolder, bool resume = false)
+    public RlhfTrainer(RlhfConfig config, string outFolder, string policyFolder, string? draftFolder, bool resume = false, bool overwrite = false)
+        : this(config, RunFolder.Open(outFolder, resume ? RunFolderMode.Resume : overwrite ? RunFolderMode.Overwrite : RunFolderMode.New), policyFolder, draftFolder)
     {
-        config.Validate();
-        if (config.Reallocate == "on" && config.Instances < 2)
-            throw new ArgumentException($"reallocate: 'on' moves samples between generation instances; set instances >= 2 (it is {config.Instances})");
-        _config = config;
-        _reward = RewardRule.Parse(config.Reward);
-        _out = Path.GetFullPath(outFolder);
-        Directory.CreateDirectory(_out);
-        if (config.Prompts is not null) _filePrompts = PromptFile.Read(config.Prompts);
-        if (_filePrompts is not null && _reward.NeedsTaskPrompts)
-            foreach (var (p, i) in _filePrompts.Select((p, i) => (p, i)))
-                try { ArithmeticTask.Answer(p); }
-                catch (FormatException e) { throw new InvalidDataException($"prompts '{config.Prompts}': prompt {i}: the task reward needs default-task prompts ({e.Message}); set reward to regex:PATTERN or exact:TEXT for other prompts"); }
+    }
 
-        string? latest = resume ? LatestCheckpoint(_out) : null;
-        if (resume && latest is null) throw new DirectoryNotFoundException($"--resume '{outFolder}': no checkpoint in {Path.Combine(_out, CheckpointsFolder)}");
-        string policySource = latest is null ? policyFolder : Path.Combine(latest, "policy");
-        string? draftSource = latest is null ? draftFolder : (Directory.Exists(Path.Combine(latest, "draft")) ? Path.Combine(latest, "draft") : null);
-        string referenceSource = resume ? Path.Combine(_out, ReferenceFolder) : policyFolder;
-
-        var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(config.Ep), IntraOpThreads = config.Threads };
-        using (var checkpoint = Checkpoint.Load(policySource))
+    /// <summary>Starts (or, with <see cref="RunFolderMode.Resume"/>, resumes) a run in a held folder, which the trainer
+    /// now owns: it keeps the lock until disposed, and if the start fails it removes what the run created.</summary>
+    public RlhfTrainer(RlhfConfig config, RunFolder run, string policyFolder, string? draftFolder)
+    {
+        _run = run;
+        try
         {
-            _tokenizer = checkpoint.Tokenizer;
-            if (_filePrompts is not null)
-                for (int i = 0; i < _filePrompts.Count; i++) _tokenizer.EncodeChecked(_filePrompts[i], $"prompts '{config.Prompts}': prompt {i}");
-            _policyConfig = checkpoint.Config;
-            _policy = TransformerWeights.FromCheckpoint(checkpoint);
-            _stops.UnionWith(checkpoint.StopTokenIds());
-            if (draftSource is not null)
+            bool resume = run.Mode == RunFolderMode.Resume;
+            string outFolder = run.FullPath;
+            config.Validate();
+            if (config.Reallocate == "on" && config.Instances < 2)
+                throw new ArgumentException($"reallocate: 'on' moves samples between generation instances; set instances >= 2 (it is {config.Instances})");
+            _config = config;
+            _reward = RewardRule.Parse(config.Reward);
+            _out = run.FullPath;
+            if (config.Prompts is not null) _filePrompts = PromptFile.Read(config.Prompts);
+            if (_filePrompts is not null && _reward.NeedsTaskPrompts)
+                foreach (var (p, i) in _filePrompts.Select((p, i) => (p, i)))
+                    try { ArithmeticTask.Answer(p); }
+                    catch (FormatException e) { throw new InvalidDataException($"prompts '{config.Prompts}': prompt {i}: the task reward needs default-task prompts ({e.Message}); set reward to regex:PATTERN or exact:TEXT for other prompts"); }
+
+            string? latest = null;
+            CheckpointState? resumed = null;
+            if (resume)
             {
-                using var draftCheckpoint = Checkpoint.Load(draftSource);
-                Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
-                _draftConfig = draftCheckpoint.Config;
-                _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
+                run.RemoveStaleTemporaries();
+                (latest, resumed, _configSha256) = ResumePoint(run, config);
             }
-            if (_reward.ModelFolder is { } rewardFolder)
+            else _configSha256 = Sha256(config.ToJson());
+            string policySource = latest is null ? policyFolder : Path.Combine(latest, "policy");
+            string? draftSource = latest is null ? draftFolder : (Directory.Exists(Path.Combine(latest, "draft")) ? Path.Combine(latest, "draft") : null);
+            string referenceSource = resume ? Path.Combine(_out, ReferenceFolder) : policyFolder;
+
+            var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(config.Ep), IntraOpThreads = config.Threads };
+            using (var checkpoint = Checkpoint.Load(policySource))
             {
-                if (!Directory.Exists(rewardFolder))
-                    throw new DirectoryNotFoundException($"reward '{config.Reward}': '{rewardFolder}' is not a folder (a reward model from rlhfspec train-rm)");
-                using var rewardCheckpoint = Checkpoint.Load(rewardFolder);
-                Checkpoint.CheckSameVocabulary(checkpoint, rewardCheckpoint, "reward model");
-                _rewardModel = RewardModel.Load(rewardCheckpoint, session);
+                _tokenizer = checkpoint.Tokenizer;
+                if (_filePrompts is not null)
+                    for (int i = 0; i < _filePrompts.Count; i++) _tokenizer.EncodeChecked(_filePrompts[i], $"prompts '{config.Prompts}': prompt {i}");
+                _policyConfig = checkpoint.Config;
+                _policy = TransformerWeights.FromCheckpoint(checkpoint);
+                checkpoint.CheckFinite(_policy.Arena);
+                _stops.UnionWith(checkpoint.StopTokenIds());
+                if (draftSource is not null)
+                {
+                    using var draftCheckpoint = Checkpoint.Load(draftSource);
+                    Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
+                    _draftConfig = draftCheckpoint.Config;
+                    _draft = TransformerWeights.FromCheckpoint(draftCheckpoint);
+                    draftCheckpoint.CheckFinite(_draft.Arena);
+                }
+                if (_reward.ModelFolder is { } rewardFolder)
+                {
+                    if (!Directory.Exists(rewardFolder))
+                        throw new DirectoryNotFoundException($"reward '{config.Reward}': '{rewardFolder}' is not a folder (a reward model from rlhfspec train-rm)");
+                    using var rewardCheckpoint = Checkpoint.Load(rewardFolder);
+                    Checkpoint.CheckSameVocabulary(checkpoint, rewardCheckpoint, "reward model");
+                    _rewardModel = RewardModel.Load(rewardCheckpoint, session);
+                }
+            }
+            if (config.Algorithm == "ppo")
+            {
+                // The critic: the run's own on resume, else the configured one, else the policy's trunk with a zero head.
+                string criticSource = latest is not null ? Path.Combine(latest, CriticFolder) : config.Critic ?? policyFolder;
+                if (latest is null && config.Critic is not null && !Directory.Exists(config.Critic))
+                    throw new DirectoryNotFoundException($"critic: '{config.Critic}' is not a folder (a value-model or policy checkpoint in HF layout)");
+                if (latest is not null && !Directory.Exists(criticSource))
+                    throw new DirectoryNotFoundException($"--resume '{outFolder}': checkpoint {latest} has no critic; was the run started with algorithm ppo?");
+                using var criticCheckpoint = Checkpoint.Load(criticSource);
+                if (criticCheckpoint.Config.VocabSize != _policyConfig.VocabSize || criticCheckpoint.Tokenizer.Fingerprint != _tokenizer.Fingerprint)
+                    throw new InvalidDataException($"critic '{criticSource}': its vocabulary differs from the policy's (vocab_size {criticCheckpoint.Config.VocabSize} vs {_policyConfig.VocabSize}, or tokenizer contents)");
+                _critic = ValueModel.Load(criticCheckpoint, session);
+                _criticGradients = new TensorArena(_critic.Weights.Names.Select(n => (n, _critic.Weights.Shape(n))));
+                _criticOptimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.CriticLearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
+                foreach (var name in _critic.Weights.Names) _criticOptimizer.Add(name, _critic.Weights.Memory(name), _criticGradients.Memory(name), DecoderGraphSpec.Decays(name));
+            }
+            _reference = TransformerWeights.Load(referenceSource);
+
+            _backend = Devices.Open(config.Device);
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)config.KvMemoryMiB << 20, Session = session };
+            _policyModel = new TransformerModel(_policy, _backend, runtime);
+            if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
+            _generator = new Generator(_policyModel, config.Speculation == "off" ? null : _draftModel,
+                new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+            if (config.Instances > 1)
+            {
+                // Instances share the cores: without a thread count each gets its share.
+                var instanceSession = session with { IntraOpThreads = config.Threads > 0 ? config.Threads : Math.Max(1, Environment.ProcessorCount / config.Instances) };
+                _instances = new InstanceModels(config.Device, _policy, config.Speculation == "off" ? null : _draft, runtime with { Session = instanceSession });
+            }
+            _policyGraphs = new PolicyGraphs(_policy.Spec, session);
+            _gradients = new TensorArena(_policy.Spec.Tensors());
+            _optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.LearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
+            foreach (var name in _policy.Arena.Names) _optimizer.Add(name, _policy.Arena.Memory(name), _gradients.Memory(name), DecoderGraphSpec.Decays(name));
+            if (_draft is not null && config.DraftRefresh)
+            {
+                _draftGraphs = new PolicyGraphs(_draft.Spec, session);
+                _distiller = new DraftDistiller(_draft.Spec, _draft.Arena, session,
+                    new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.DraftLearningRate), WeightDecay = 0, MaxGradNorm = 1.0 });
+            }
+
+            if (latest is not null && resumed is { } state)
+            {
+                _optimizer.Load(Path.Combine(latest, "policy_optimizer.bin"));
+                _criticOptimizer?.Load(Path.Combine(latest, "critic_optimizer.bin"));
+                if (_distiller is not null && File.Exists(Path.Combine(latest, "draft_optimizer.bin"))) _distiller.Optimizer.Load(Path.Combine(latest, "draft_optimizer.bin"));
+                NextIteration = state.Iteration + 1;
+                if (File.Exists(Path.Combine(_out, MetricsFile)))
+                    _history.AddRange(File.ReadAllLines(Path.Combine(_out, MetricsFile)).Where(l => l.Length > 0)
+                        .Select(l => JsonSerializer.Deserialize<IterationMetrics>(l)!).Where(m => m.Iteration <= state.Iteration));
+            }
+            else
+            {
+                // The run's first writes, after everything loaded: a start that fails leaves an old run (--overwrite) whole.
+                NextIteration = 1;
+                run.PrepareForWriting();
+                SaveModel(Path.Combine(_out, ReferenceFolder), _reference, _policyConfig);
+                AtomicFile.WriteText(Path.Combine(_out, ConfigFile), config.ToJson());
+                AtomicFile.WriteText(Path.Combine(_out, MetricsFile), "");
             }
         }
-        if (config.Algorithm == "ppo")
+        catch
         {
-            // The critic: the run's own on resume, else the configured one, else the policy's trunk with a zero head.
-            string criticSource = latest is not null ? Path.Combine(latest, CriticFolder) : config.Critic ?? policyFolder;
-            if (latest is null && config.Critic is not null && !Directory.Exists(config.Critic))
-                throw new DirectoryNotFoundException($"critic: '{config.Critic}' is not a folder (a value-model or policy checkpoint in HF layout)");
-            if (latest is not null && !Directory.Exists(criticSource))
-                throw new DirectoryNotFoundException($"--resume '{outFolder}': checkpoint {latest} has no critic; was the run started with algorithm ppo?");
-            using var criticCheckpoint = Checkpoint.Load(criticSource);
-            if (criticCheckpoint.Config.VocabSize != _policyConfig.VocabSize || criticCheckpoint.Tokenizer.Fingerprint != _tokenizer.Fingerprint)
-                throw new InvalidDataException($"critic '{criticSource}': its vocabulary differs from the policy's (vocab_size {criticCheckpoint.Config.VocabSize} vs {_policyConfig.VocabSize}, or tokenizer contents)");
-            _critic = ValueModel.Load(criticCheckpoint, session);
-            _criticGradients = new TensorArena(_critic.Weights.Names.Select(n => (n, _critic.Weights.Shape(n))));
-            _criticOptimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.CriticLearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
-            foreach (var name in _critic.Weights.Names) _criticOptimizer.Add(name, _critic.Weights.Memory(name), _criticGradients.Memory(name), DecoderGraphSpec.Decays(name));
-        }
-        _reference = TransformerWeights.Load(referenceSource);
-        if (!resume) SaveModel(Path.Combine(_out, ReferenceFolder), _reference, _policyConfig);
-
-        _backend = Devices.Open(config.Device);
-        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)config.KvMemoryMiB << 20, Session = session };
-        _policyModel = new TransformerModel(_policy, _backend, runtime);
-        if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
-        _generator = new Generator(_policyModel, config.Speculation == "off" ? null : _draftModel,
-            new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
-        if (config.Instances > 1)
-        {
-            // Instances share the cores: without a thread count each gets its share.
-            var instanceSession = session with { IntraOpThreads = config.Threads > 0 ? config.Threads : Math.Max(1, Environment.ProcessorCount / config.Instances) };
-            _instances = new InstanceModels(config.Device, _policy, config.Speculation == "off" ? null : _draft, runtime with { Session = instanceSession });
-        }
-        _policyGraphs = new PolicyGraphs(_policy.Spec, session);
-        _gradients = new TensorArena(_policy.Spec.Tensors());
-        _optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.LearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
-        foreach (var name in _policy.Arena.Names) _optimizer.Add(name, _policy.Arena.Memory(name), _gradients.Memory(name), DecoderGraphSpec.Decays(name));
-        if (_draft is not null && config.DraftRefresh)
-        {
-            _draftGraphs = new PolicyGraphs(_draft.Spec, session);
-            _distiller = new DraftDistiller(_draft.Spec, _draft.Arena, session,
-                new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.DraftLearningRate), WeightDecay = 0, MaxGradNorm = 1.0 });
-        }
-
-        if (latest is not null)
-        {
-            _optimizer.Load(Path.Combine(latest, "policy_optimizer.bin"));
-            _criticOptimizer?.Load(Path.Combine(latest, "critic_optimizer.bin"));
-            if (_distiller is not null && File.Exists(Path.Combine(latest, "draft_optimizer.bin"))) _distiller.Optimizer.Load(Path.Combine(latest, "draft_optimizer.bin"));
-            var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllText(Path.Combine(latest, "state.json")))
-                ?? throw new InvalidDataException($"{latest}: state.json is empty");
-            NextIteration = state.Iteration + 1;
-            if (File.Exists(Path.Combine(_out, MetricsFile)))
-                _history.AddRange(File.ReadAllLines(Path.Combine(_out, MetricsFile)).Where(l => l.Length > 0)
-                    .Select(l => JsonSerializer.Deserialize<IterationMetrics>(l)!).Where(m => m.Iteration <= state.Iteration));
-        }
-        else
-        {
-            NextIteration = 1;
-            AtomicFile.WriteText(Path.Combine(_out, ConfigFile), config.ToJson());
-            AtomicFile.WriteText(Path.Combine(_out, MetricsFile), "");
+            DisposeParts();
+            run.Abandon();
+            throw;
         }
     }
+
+    /// <summary>
+    /// Where a resume starts: the latest checkpoint and its state, checked against the run's config.json (the
+    /// checkpoint carries that file's hash) and against the iterations still to run.
+    /// </summary>
+    private static (string Latest, CheckpointState State, string ConfigSha256) ResumePoint(RunFolder run, RlhfConfig config)
+    {
+        string named = $"{run.Label} '{run.FullPath}'";
+        string? latest = LatestCheckpoint(run.FullPath);
+        if (latest is null)
+        {
+            string checkpoints = Path.Combine(run.FullPath, CheckpointsFolder);
+            var present = Directory.Exists(checkpoints)
+                ? Directory.GetDirectories(checkpoints).Select(Path.GetFileName).OfType<string>().Where(n => n.StartsWith("iter-", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList()
+                : [];
+            if (present.Count > 0)
+                throw new InvalidDataException($"{named}: its '{LatestFile}' file is missing, though checkpoints exist ({string.Join(", ", present)}); " +
+                    $"name the one to resume from in it (e.g. echo {present[^1]} > {Path.Combine(run.FullPath, LatestFile)})");
+            throw new DirectoryNotFoundException($"{named}: no checkpoint in {checkpoints}");
+        }
+        string stateFile = Path.Combine(latest, "state.json");
+        CheckpointState state;
+        try
+        {
+            state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllText(stateFile)) ?? throw new InvalidDataException($"{stateFile}: empty");
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{stateFile}: not a checkpoint state ({e.Message})"); }
+        string configFile = Path.Combine(run.FullPath, ConfigFile);
+        if (!File.Exists(configFile)) throw new FileNotFoundException($"{named}: its {ConfigFile} is missing", configFile);
+        string sha = Sha256(File.ReadAllText(configFile));
+        if (state.ConfigSha256 is { } saved && saved != sha)
+            throw new InvalidDataException($"{named}: {ConfigFile} does not belong to checkpoint {Path.GetFileName(latest)} (it was written by another run's " +
+                "start); the folder mixes two runs and cannot be resumed");
+        if (state.Iteration >= config.Iterations)
+            throw new ArgumentException($"{named}: the run is already finished (its latest checkpoint is iteration {state.Iteration}, iterations is {config.Iterations}); " +
+                $"to train further, resume with --iterations N, N > {state.Iteration}");
+        return (latest, state, sha);
+    }
+
+    private static string Sha256(string text) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
     public int NextIteration { get; private set; }
     public IReadOnlyList<IterationMetrics> History => _history;
@@ -420,7 +490,8 @@ public sealed class RlhfTrainer : IDisposable
     private static double Percentile(double[] sorted, double q) =>
         sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
 
-    private sealed record CheckpointState(int Iteration);
+    /// <param name="ConfigSha256">The run's config.json hash (absent in checkpoints written before it was kept).</param>
+    private sealed record CheckpointState(int Iteration, string? ConfigSha256 = null);
 
     /// <summary>
     /// Writes checkpoints/iter-NNNNNN (policy, draft and PPO's critic in HF layout, optimizer states, iteration) into a temporary
@@ -438,7 +509,7 @@ public sealed class RlhfTrainer : IDisposable
             _critic?.Save(Path.Combine(temp, CriticFolder), _tokenizer);
             _criticOptimizer?.Save(Path.Combine(temp, "critic_optimizer.bin"));
             _distiller?.Optimizer.Save(Path.Combine(temp, "draft_optimizer.bin"));
-            AtomicFile.WriteText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(new CheckpointState(iteration)));
+            AtomicFile.WriteText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(new CheckpointState(iteration, _configSha256)));
         });
         AtomicFile.WriteText(Path.Combine(_out, LatestFile), name + "\n");
     }
@@ -457,19 +528,26 @@ public sealed class RlhfTrainer : IDisposable
 
     public void Dispose()
     {
+        DisposeParts();
+        _run.Dispose();
+    }
+
+    /// <summary>Disposes what was built; safe on a trainer whose constructor failed part way (fields still null).</summary>
+    private void DisposeParts()
+    {
         _distiller?.Dispose();
         _draftGraphs?.Dispose();
-        _policyGraphs.Dispose();
-        _gradients.Dispose();
+        _policyGraphs?.Dispose();
+        _gradients?.Dispose();
         _critic?.Dispose();
         _criticGradients?.Dispose();
         _instances?.Dispose();
         _rewardModel?.Dispose();
         _draftModel?.Dispose();
-        _policyModel.Dispose();
+        _policyModel?.Dispose();
         _draft?.Dispose();
-        _reference.Dispose();
-        _policy.Dispose();
-        _backend.Dispose();
+        _reference?.Dispose();
+        _policy?.Dispose();
+        _backend?.Dispose();
     }
 }

@@ -41,6 +41,8 @@ internal static class BenchCommand
     private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string? markdown)
     {
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
+        ExecutionProviders.Check(ep);
+        OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
         var (policy, _) = ModelFolders.Resolve(modelFolder, null);
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));

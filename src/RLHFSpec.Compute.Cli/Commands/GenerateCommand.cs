@@ -74,8 +74,10 @@ internal static class GenerateCommand
         if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
         var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
-        CheckWritable(a.Out, "--out");
-        CheckWritable(a.Stats, "--stats");
+        ExecutionProviders.Check(a.Ep);
+        // Outputs are checked before any work; the cost profile only when it will be written (missing), else read.
+        OutputPaths.Check(("--out", a.Out), ("--stats", a.Stats), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
+        if (a.CostProfile is { } profile && Directory.Exists(profile)) throw new ArgumentException($"--cost-profile '{profile}': is a folder, not a file");
         // Instances share the cores: without --threads each gets its share.
         int threads = a.Threads > 0 || a.Instances == 1 ? a.Threads : Math.Max(1, Environment.ProcessorCount / a.Instances);
         var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads };
@@ -90,8 +92,22 @@ internal static class GenerateCommand
         for (int p = 0; p < promptIds.Length; p++)
             if (promptIds[p].Length == 0) throw new ArgumentException($"prompt {p}: encodes to no tokens");
 
+        // Memory, before anything is reserved: no more instances than samples (an idle instance only holds memory), then
+        // every model's KV budget, sessions and the weights against what the machine has.
+        int instances = a.Instances;
+        int sampleCount = promptIds.Length * a.SamplesPerPrompt;
+        if (instances > sampleCount)
+        {
+            AnsiConsole.MarkupLine($"--instances {a.Instances}: clamped to {sampleCount}, the number of samples (an instance without samples would only reserve memory)");
+            instances = sampleCount;
+        }
+        int modelsPerInstance = draftFolder is null ? 1 : 2;
+        MemoryBudget.Require("--instances × --kv-memory-mib", modelsPerInstance * (instances > 1 ? instances + 1 : 1), (long)a.KvMemoryMiB << 20,
+            MemoryBudget.WeightBytes(policyFolder) + (draftFolder is null ? 0 : MemoryBudget.WeightBytes(draftFolder)), "lower --kv-memory-mib or --instances");
+
         using var backend = Devices.Open(a.Device);
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
+        checkpoint.CheckFinite(policyWeights.Arena);
         using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session });
         TransformerModel? draftModel = null;
         TransformerWeights? draftWeights = null;
@@ -104,6 +120,7 @@ internal static class GenerateCommand
                 using var draftCheckpoint = Checkpoint.Load(draftFolder);
                 Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
                 draftWeights = TransformerWeights.FromCheckpoint(draftCheckpoint);
+                draftCheckpoint.CheckFinite(draftWeights.Arena);
                 draftModel = new TransformerModel(draftWeights, backend, runtime);
             }
             var stops = checkpoint.StopTokenIds();
@@ -119,7 +136,7 @@ internal static class GenerateCommand
                 {
                     var task = ctx.AddTask($"generating {requests.Length} samples", maxValue: requests.Length);
                     var clock = System.Diagnostics.Stopwatch.StartNew();
-                    if (a.Instances == 1)
+                    if (instances == 1)
                         outcome = generator.Run(requests, instance =>
                         {
                             task.Value = instance.Finished.Count;
@@ -127,7 +144,7 @@ internal static class GenerateCommand
                             task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
                         });
                     else
-                        outcome = generator.RunCluster(requests, a.Instances, k =>
+                        outcome = generator.RunCluster(requests, instances, k =>
                         {
                             // Each instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
                             var instanceBackend = Devices.OpenForInstance(a.Device, k);
@@ -141,9 +158,9 @@ internal static class GenerateCommand
                     task.Value = requests.Length;
                 });
 
-            if (a.Out is not null) AtomicFile.WriteText(a.Out, Jsonl(outcome, texts, tokenizer, defaultTask));
-            var statsJson = StatsJson(outcome);
-            if (a.Stats is not null) AtomicFile.WriteText(a.Stats, statsJson.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            // Both outputs or neither: a failing --stats must not leave --out renamed into place.
+            OutputPaths.WriteAll(("--out", a.Out, a.Out is null ? "" : Jsonl(outcome, texts, tokenizer, defaultTask)),
+                ("--stats", a.Stats, StatsJson(outcome).ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
             Summary(outcome, texts, tokenizer, defaultTask);
             return 0;
         }
@@ -160,13 +177,6 @@ internal static class GenerateCommand
     {
         var task = new ArithmeticTask(unchecked((int)seed ^ (int)(seed >> 32)));
         return Enumerable.Range(0, count).Select(_ => task.Next().Prompt).ToArray();
-    }
-
-    private static void CheckWritable(string? path, string option)
-    {
-        if (path is null) return;
-        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{option} '{path}': folder '{dir}' does not exist");
     }
 
     private static string Jsonl(GenerateOutcome outcome, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)

@@ -60,6 +60,8 @@ internal static class GenerationBench
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var strategies = new[] { "off" }.Concat(strategyList.Where(s => s != "off")).ToArray();
         foreach (var s in strategies) new GenerateSettings { Strategy = s }.Validate();
+        ExecutionProviders.Check(ep);
+        OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
         var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder);
         using var checkpoint = Checkpoint.Load(policyFolder);

@@ -51,6 +51,7 @@ internal static class SimulateCommand
     {
         if (instanceCounts.Length == 0 || instanceCounts.Any(n => n < 1)) throw new ArgumentException("--instances: every count must be >= 1");
         if (samplesPerInstance < 1) throw new ArgumentException($"--samples-per-instance: {samplesPerInstance}, must be >= 1");
+        OutputPaths.Check(("--markdown", markdown));
         var cost = CostModel.Load(profilePath);
         var pool = lengthsPath is null ? TaskLengths(seed) : FileLengths(lengthsPath);
         var table = new Table().Border(TableBorder.Rounded).AddColumns("instances", "samples", "static s", "reallocated s", "speed-up", "migrations");
@@ -92,7 +93,7 @@ internal static class SimulateCommand
 
     private static List<(int, int)> FileLengths(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"--lengths '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"--lengths '{path}' is a folder, not a file" : $"--lengths '{path}' does not exist", path);
         var list = new List<(int, int)>();
         int line = 0;
         foreach (var text in File.ReadLines(path))

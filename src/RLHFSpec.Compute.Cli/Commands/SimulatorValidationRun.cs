@@ -61,8 +61,8 @@ internal static class SimulatorValidationRun
         if (a.Repeats < 1) throw new ArgumentException($"--repeats: {a.Repeats}, must be >= 1");
         var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = costProfile };
         settings.Validate();
-        if (costProfile is not null && !File.Exists(costProfile) && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(costProfile))))
-            throw new DirectoryNotFoundException($"--cost-profile '{costProfile}': its folder does not exist");
+        ExecutionProviders.Check(a.Ep);
+        OutputPaths.Check(("--markdown", markdown), ("--cost-profile", costProfile is not null && File.Exists(costProfile) ? null : costProfile));
         // Instances share the cores: without --threads each gets its share (the profile is measured with the same share).
         int threads = a.Threads > 0 ? a.Threads : Math.Max(1, Environment.ProcessorCount / instances);
         var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads } };

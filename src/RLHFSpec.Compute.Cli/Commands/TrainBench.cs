@@ -62,9 +62,8 @@ internal static class TrainBench
         if (!(a.Temperature >= 0) || !double.IsFinite(a.Temperature)) throw new ArgumentException($"--temperature: {a.Temperature}, must be a finite number >= 0");
         if (a.Instances < 2) throw new ArgumentException($"--instances: {a.Instances}, must be >= 2 (reallocation moves samples between instances)");
         if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
-        foreach (var (path, option) in new[] { (a.Markdown, "--markdown"), (a.Plot, "--plot"), (a.CostProfile, "--cost-profile") })
-            if (path is not null && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(path))))
-                throw new DirectoryNotFoundException($"{option} '{path}': its folder does not exist");
+        ExecutionProviders.Check(a.Ep);
+        OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft);
         if (draftFolder is null) throw new ArgumentException("--draft: the mission side needs a draft model folder");
 

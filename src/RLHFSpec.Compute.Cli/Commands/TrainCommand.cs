@@ -17,8 +17,9 @@ internal static class TrainCommand
         var config = new Option<string?>("--config") { Description = "JSON config (snake_case keys); flags override it" };
         var output = new Option<string?>("--out") { Description = "Run folder (metrics.jsonl, metrics.png, checkpoints); default: runs/<time>" };
         var resume = new Option<string?>("--resume") { Description = "Continue the run in this folder from its latest checkpoint" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the run already in the --out folder (without it such a folder is refused)" };
         var set = new Option<string[]>("--set") { Description = "KEY=VALUE overrides of any config key (repeatable)", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("train", "Run RLHF (GRPO) with speculative generation: the main job") { config, output, resume, set };
+        var command = new Command("train", "Run RLHF (GRPO) with speculative generation: the main job") { config, output, resume, overwrite, set };
         // Every config key is also a flag of its own (kebab-case), e.g. --iterations 20 --speculation off.
         var flags = new List<Option<string?>>();
         foreach (var key in RlhfConfig.Keys)
@@ -38,27 +39,64 @@ internal static class TrainCommand
                 if (eq <= 0) throw new ArgumentException($"--set '{kv}': expected KEY=VALUE");
                 overrides.Add((kv[..eq], kv[(eq + 1)..]));
             }
-            return Run(r.GetValue(config), r.GetValue(output), r.GetValue(resume), overrides);
+            return Run(r.GetValue(config), r.GetValue(output), r.GetValue(resume), r.GetValue(overwrite), overrides);
         });
         return command;
     }
 
-    private static int Run(string? configPath, string? outFolder, string? resume, List<(string Key, string Value)> overrides)
+    private static int Run(string? configPath, string? outFolder, string? resume, bool overwrite, List<(string Key, string Value)> overrides)
     {
         if (resume is not null && outFolder is not null && Path.GetFullPath(resume) != Path.GetFullPath(outFolder))
             throw new ArgumentException("--resume and --out name different folders; a resumed run continues in its own folder");
-        if (resume is not null && !Directory.Exists(resume)) throw new DirectoryNotFoundException($"--resume '{resume}': no such folder");
-        var config = resume is not null ? RlhfConfig.Load(Path.Combine(resume, RlhfTrainer.ConfigFile))
-            : configPath is not null ? RlhfConfig.Load(configPath) : new RlhfConfig();
-        foreach (var (key, value) in overrides) config = config.With(key, value);
-        config.Validate();
-        string run = resume ?? outFolder ?? Path.Combine("runs", DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-        // A resumed run continues from its own checkpoint and reference: the model folders are not needed (nor pretrained).
-        var (policy, draft) = resume is not null
-            ? (Path.Combine(resume, RlhfTrainer.ReferenceFolder), null)
-            : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
+        if (resume is not null && overwrite) throw new ArgumentException("--overwrite starts a new run; it does not go with --resume");
+        if (resume is not null && !Directory.Exists(resume))
+            throw new DirectoryNotFoundException(File.Exists(resume) ? $"--resume '{resume}': is a file, not a run folder" : $"--resume '{resume}': no such folder");
+        // A resumed run's folder is taken (locked) before its config is read, so a live run's folder is refused as in
+        // use, whatever state its files are in.
+        var folder = resume is not null ? RunFolder.Open(resume, RunFolderMode.Resume, "--resume") : null;
+        RlhfConfig config;
+        string policy;
+        string? draft;
+        try
+        {
+            config = resume is not null ? RlhfConfig.Load(Path.Combine(resume, RlhfTrainer.ConfigFile))
+                : configPath is not null ? RlhfConfig.Load(configPath) : new RlhfConfig();
+            foreach (var (key, value) in overrides) config = config.With(key, value);
+            config.Validate();
+            ExecutionProviders.Check(config.Ep);
+            OutputPaths.Check(("--cost-profile", config.CostProfile is { } cp && File.Exists(cp) ? null : config.CostProfile));
+            // A new run's folder is taken once its config is valid, before any work, so a second run on it is refused at
+            // once; a start that fails removes what it created.
+            folder ??= outFolder is not null ? RunFolder.Open(outFolder, overwrite ? RunFolderMode.Overwrite : RunFolderMode.New, "--out")
+                : RunFolder.CreateUnique("runs");
+            // A resumed run continues from its own checkpoint and reference: the model folders are not needed (nor pretrained).
+            (policy, draft) = resume is not null
+                ? (Path.Combine(resume, RlhfTrainer.ReferenceFolder), null)
+                : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
+        }
+        catch
+        {
+            folder?.Abandon();
+            throw;
+        }
+        string run = folder.FullPath;
 
-        using var trainer = new RlhfTrainer(config, run, policy, draft, resume: resume is not null);
+        try
+        {
+            // Memory, before anything is reserved: each model's KV budget (the generator's, and each instance's), and the
+            // weights with what training adds (reference, gradients, two AdamW moments: about 5 copies of the policy).
+            int models = (config.Speculation == "off" || draft is null ? 1 : 2) * (config.Instances > 1 ? config.Instances + 1 : 1);
+            MemoryBudget.Require("instances × kv_memory_mib", models, (long)config.KvMemoryMiB << 20,
+                5 * MemoryBudget.WeightBytes(policy) + (draft is null ? 0 : 3 * MemoryBudget.WeightBytes(draft)),
+                "lower kv_memory_mib or instances");
+        }
+        catch
+        {
+            folder.Abandon();
+            throw;
+        }
+
+        using var trainer = new RlhfTrainer(config, folder, policy, draft);
         AnsiConsole.MarkupLine($"RLHF ({config.Algorithm.ToUpperInvariant()}) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
             $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +
             (config.Instances > 1 ? $"{config.Instances} generation instances, reallocation {Markup.Escape(config.Reallocate)}, " : "") +

@@ -52,7 +52,7 @@ internal static class TrainRmCommand
     {
         // Everything the user gave is checked before anything is written (or the default models pretrained).
         options.Validate();
-        Model.Onnx.OnnxSessionOptions.ParseProvider(options.Ep);
+        ExecutionProviders.Check(options.Ep);
         if (pairsFile is null && taskPairs < 1) throw new ArgumentException($"--task-pairs: {taskPairs}, must be >= 1");
         if (pairsFile is null && taskMaxTerms < Model.Tasks.ArithmeticTask.MinTerms)
             throw new ArgumentException($"--task-max-terms: {taskMaxTerms}, must be >= {Model.Tasks.ArithmeticTask.MinTerms}");

@@ -13,7 +13,7 @@ public static class PromptFile
 {
     public static IReadOnlyList<string> Read(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"prompts file '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"prompts file '{path}' is a folder, not a file" : $"prompts file '{path}' does not exist", path);
         var prompts = IsParquet(path) ? ReadParquet(path) : ReadJsonl(path);
         if (prompts.Count == 0) throw new InvalidDataException($"prompts file '{path}': no prompts");
         return prompts;
@@ -31,15 +31,25 @@ public static class PromptFile
     {
         var strict = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
         var prompts = new List<string>();
-        using var reader = new StreamReader(path, strict, detectEncodingFromByteOrderMarks: true);
+        // Lines are split on the bytes, then decoded one by one, so a bad byte is reported on its own line (a decoding
+        // reader fails on the buffer that holds it, lines ahead of the line it has handed out).
+        ReadOnlySpan<byte> rest = File.ReadAllBytes(path);
+        if (rest.StartsWith("\uFEFF"u8)) rest = rest[3..];
         int lineNumber = 0;
-        while (true)
+        while (!rest.IsEmpty)
         {
-            string? line;
-            try { line = reader.ReadLine(); }
-            catch (DecoderFallbackException) { throw new InvalidDataException($"prompts file '{path}', line {lineNumber + 1}: not valid UTF-8"); }
-            if (line is null) break;
+            int end = rest.IndexOf((byte)'\n');
+            var bytes = end < 0 ? rest : rest[..end];
+            rest = end < 0 ? default : rest[(end + 1)..];
+            if (bytes.EndsWith("\r"u8)) bytes = bytes[..^1];
             lineNumber++;
+            string line;
+            try { line = strict.GetString(bytes); }
+            catch (DecoderFallbackException e)
+            {
+                string at = e.Index >= 0 ? $", byte {e.Index + 1}" : "";
+                throw new InvalidDataException($"prompts file '{path}', line {lineNumber}{at}: not valid UTF-8");
+            }
             if (string.IsNullOrWhiteSpace(line)) continue;
             JsonDocument doc;
             try { doc = JsonDocument.Parse(line); }

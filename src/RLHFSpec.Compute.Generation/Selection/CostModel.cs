@@ -206,7 +206,7 @@ public sealed class CostModel
     /// <summary>Loads a frozen profile; a missing or malformed file throws naming the file and the field.</summary>
     public static CostModel Load(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"cost profile '{path}' does not exist", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"cost profile '{path}' is a folder, not a file" : $"cost profile '{path}' does not exist", path);
         ProfileJson? p;
         try { p = JsonSerializer.Deserialize<ProfileJson>(File.ReadAllText(path)); }
         catch (JsonException e) { throw new InvalidDataException($"cost profile '{path}': not valid JSON ({e.Message})"); }

@@ -121,6 +121,30 @@ public sealed class Checkpoint : IDisposable
         throw new InvalidDataException($"{both}: vocabularies differ: {detail}");
     }
 
+    /// <summary>
+    /// Weights read from this checkpoint must be finite: a NaN or infinity would surface much later as a failed step
+    /// far from its cause. InvalidDataException naming the file, the tensor and the element.
+    /// </summary>
+    public void CheckFinite(Onnx.TensorArena loaded)
+    {
+        ArgumentNullException.ThrowIfNull(loaded);
+        foreach (var name in loaded.Names)
+        {
+            var span = loaded.Span(name);
+            int bad = FirstNonFinite(span);
+            if (bad < 0) continue;
+            string file = Weights.Contains(name) ? Weights.FileOf(name).FilePath : Folder;
+            throw new InvalidDataException($"{file}: tensor '{name}' holds {span[bad]} at element {bad}; weights must be finite");
+        }
+    }
+
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i])) return i;
+        return -1;
+    }
+
     public void Dispose() => Weights.Dispose();
 
     private static int? InTokenizer(int? id, TextTokenizer tokenizer) => id is { } v && v < tokenizer.VocabSize ? v : null;

@@ -198,6 +198,18 @@ public sealed record ModelConfig
             if (TorchDtype is { } expected && info.DType != expected)
                 throw new InvalidDataException($"{file}: tensor '{name}' has dtype {info.DType.ToHeaderName()} but {configPath} says torch_dtype {expected.ToTorchName()}");
         }
+        // Other tensors may ride along (e.g. a rotary cache some exporters save), but never a layer the config does
+        // not have: that would silently run a truncated model.
+        foreach (var name in weights.Names)
+        {
+            const string Prefix = "model.layers.";
+            if (!name.StartsWith(Prefix, StringComparison.Ordinal)) continue;
+            int dot = name.IndexOf('.', Prefix.Length);
+            if (dot < 0 || !int.TryParse(name.AsSpan(Prefix.Length, dot - Prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int layer)) continue;
+            if (layer >= NumHiddenLayers)
+                throw new InvalidDataException($"{weights.FileOf(name).FilePath}: tensor '{name}' is of layer {layer}, but {configPath} field 'num_hidden_layers' is {NumHiddenLayers} " +
+                    $"(layers 0..{NumHiddenLayers - 1}); the config and the weights disagree");
+        }
     }
 
     /// <summary>The first invalid field and why, or null.</summary>

@@ -19,11 +19,11 @@ internal static class ModelConfigJson
 
     public static ModelConfig Load(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: model config not found", path);
+        if (!File.Exists(path)) throw new FileNotFoundException(Directory.Exists(path) ? $"{path}: is a folder, not a model config file" : $"{path}: model config not found", path);
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true });
+            doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, AllowDuplicateProperties = false });
         }
         catch (JsonException e)
         {

@@ -82,7 +82,10 @@ public sealed class TextTokenizer
         int at = 0;
         while (at < back.Length && at < text.Length && back[at] == text[at]) at++;
         if (at >= text.Length) throw new FormatException($"{what}: does not encode and decode back to itself with this tokenizer");
-        throw new FormatException($"{what}: character '{text[at]}' (U+{(int)text[at]:X4}) at offset {at} is not in the tokenizer's vocabulary (it would be dropped)");
+        // A character outside the BMP is a surrogate pair: name the whole code point, not its first half.
+        if (char.IsLowSurrogate(text[at]) && at > 0 && char.IsHighSurrogate(text[at - 1])) at--;
+        var rune = System.Text.Rune.GetRuneAt(text, at);
+        throw new FormatException($"{what}: character '{rune}' (U+{rune.Value:X4}) at offset {at} is not in the tokenizer's vocabulary (it would be dropped)");
     }
 
     /// <summary>Ids → text; special tokens are written out unless <paramref name="skipSpecialTokens"/>.</summary>

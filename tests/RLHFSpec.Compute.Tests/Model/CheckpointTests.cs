@@ -208,6 +208,19 @@ public class CheckpointTests
     }
 
     [Test]
+    public void ConfigWithFewerLayersThanTheWeightsNamesTheLayerAndField()
+    {
+        string dir = SavedTiny("fewer");
+        string config = Path.Combine(dir, "config.json");
+        var node = JsonNode.Parse(File.ReadAllText(config))!.AsObject();
+        node["num_hidden_layers"] = 1;
+        File.WriteAllText(config, node.ToJsonString());
+        var e = Assert.Throws<InvalidDataException>(() => Checkpoint.Load(dir).Dispose());
+        Assert.That(e!.Message, Does.StartWith(Path.Combine(dir, "model.safetensors") + ": tensor 'model.layers.1.")
+            .And.Contain("field 'num_hidden_layers' is 1"));
+    }
+
+    [Test]
     public void QwenWithoutBiasIsAMissingTensor()
     {
         string dir = SavedTiny("q", "qwen2", tied: true);

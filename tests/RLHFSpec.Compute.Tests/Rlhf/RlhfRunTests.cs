@@ -234,8 +234,11 @@ public sealed class RlhfRunTests
         using var bad = new FormatsTestFolder();
         string prompts = bad.File("spaced.jsonl");
         File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"prompt\": \"1 + 2 =\"}\n");
-        var error = Assert.Throws<FormatException>(() => new RlhfTrainer(Small(1) with { Prompts = prompts, Reward = Grammar }, bad.Path, Policy, DraftFolder));
+        // The run folder is its own (a new run refuses a folder holding other files, such as the prompts).
+        string run = bad.File("run");
+        var error = Assert.Throws<FormatException>(() => new RlhfTrainer(Small(1) with { Prompts = prompts, Reward = Grammar }, run, Policy, DraftFolder));
         Assert.That(error!.Message, Does.Contain($"prompts '{prompts}': prompt 1: character ' '"));
+        Assert.That(Directory.Exists(run), Is.False, "a start that fails leaves no run folder");
     }
 
     private static float[] TransformerWeightsOf(string folder)
