@@ -11,6 +11,7 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(TrainRmCommand.Create());
 root.Subcommands.Add(SimulateCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
+root.Subcommands.Add(ExportCommand.Create());
 return UserErrors.Run(() =>
 {
     var parsed = root.Parse(args);

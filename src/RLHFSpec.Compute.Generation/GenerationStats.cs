@@ -61,6 +61,18 @@ public sealed class GenerationStats
     /// <summary>Per live batch size: seconds of the decode steps taken at that size (draft, verify forward, kernel, commit).</summary>
     public SortedDictionary<int, double> SecondsByBatchSize { get; } = new();
 
+    /// <summary>Tokens emitted by decode steps (every generated token but each sample's first, which prefill emits).</summary>
+    public long DecodeTokens => ByBatchSize.Values.Sum(v => v.Emitted);
+
+    /// <summary>Seconds spent in decode steps (summed over instances when several ran).</summary>
+    public double DecodeSeconds => SecondsByBatchSize.Values.Sum();
+
+    /// <summary>Prompt (and recomputed) tokens per second of prefill forwards; 0 when none ran.</summary>
+    public double PrefillTokensPerSecond => PrefillSeconds > 0 ? PrefillTokens / PrefillSeconds : 0;
+
+    /// <summary>Tokens per second of decode steps; 0 when none ran.</summary>
+    public double DecodeTokensPerSecond => DecodeSeconds > 0 ? DecodeTokens / DecodeSeconds : 0;
+
     internal void RecordStep(Strategy strategy, int batch, long emitted, double seconds)
     {
         SecondsByBatchSize[batch] = SecondsByBatchSize.GetValueOrDefault(batch) + seconds;

@@ -22,6 +22,7 @@ internal static class BenchCommand
         bench.Subcommands.Add(ModelBench());
         bench.Subcommands.Add(GenerationBench.Create());
         bench.Subcommands.Add(TrainBench.Create());
+        bench.Subcommands.Add(PeerBench.Create());
         return bench;
     }
 

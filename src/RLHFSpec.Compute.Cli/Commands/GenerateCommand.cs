@@ -219,6 +219,9 @@ internal static class GenerateCommand
             ["total_tokens"] = s.TokensGenerated,
             ["wall_seconds"] = o.WallSeconds,
             ["tokens_per_second"] = s.TokensGenerated / Math.Max(o.WallSeconds, 1e-9),
+            ["prefill_tokens_per_second"] = s.PrefillTokensPerSecond,
+            ["decode_tokens_per_second"] = s.DecodeTokensPerSecond,
+            ["decode_tokens"] = s.DecodeTokens,
             ["steps"] = s.Steps,
             ["mean_accepted_per_step"] = sampleSteps == 0 ? 0 : (double)s.DraftTokensAccepted / sampleSteps,
             ["mean_emitted_per_sample_step"] = s.MeanEmittedPerSampleStep,
@@ -229,7 +232,7 @@ internal static class GenerateCommand
             ["prefill_tokens"] = s.PrefillTokens,
             ["seconds"] = new JsonObject
             {
-                ["prefill"] = s.PrefillSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
+                ["prefill"] = s.PrefillSeconds, ["decode"] = s.DecodeSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
             },
             ["strategy_histogram"] = new JsonObject(s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
             ["by_batch_size"] = byBatch,
@@ -251,9 +254,10 @@ internal static class GenerateCommand
     private static void Summary(GenerateOutcome o, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
     {
         var s = o.Stats;
-        var table = new Table().Border(TableBorder.Rounded).AddColumns("samples", "tokens", "wall s", "tokens/s", "steps", "tokens per sample-step", "draft acceptance", "preemptions");
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("samples", "tokens", "wall s", "tokens/s", "prefill tokens/s", "decode tokens/s", "steps", "tokens per sample-step", "draft acceptance", "preemptions");
         table.AddRow(o.Results.Count.ToString(CultureInfo.InvariantCulture), s.TokensGenerated.ToString(CultureInfo.InvariantCulture), o.WallSeconds.ToString("F2", CultureInfo.InvariantCulture),
-            (s.TokensGenerated / Math.Max(o.WallSeconds, 1e-9)).ToString("F1", CultureInfo.InvariantCulture), s.Steps.ToString(CultureInfo.InvariantCulture),
+            (s.TokensGenerated / Math.Max(o.WallSeconds, 1e-9)).ToString("F1", CultureInfo.InvariantCulture),
+            s.PrefillTokensPerSecond.ToString("F1", CultureInfo.InvariantCulture), s.DecodeTokensPerSecond.ToString("F1", CultureInfo.InvariantCulture), s.Steps.ToString(CultureInfo.InvariantCulture),
             s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
             s.DraftTokensProposed == 0 ? "-" : ((double)s.DraftTokensAccepted / s.DraftTokensProposed).ToString("P0", CultureInfo.InvariantCulture),
             s.Preemptions.ToString(CultureInfo.InvariantCulture));

@@ -49,6 +49,19 @@ public sealed class GenerateCliTests
         using var s = JsonDocument.Parse(File.ReadAllText(stats));
         foreach (var field in new[] { "total_tokens", "wall_seconds", "tokens_per_second", "steps", "mean_accepted_per_step", "strategy_histogram", "by_batch_size" })
             Assert.That(s.RootElement.TryGetProperty(field, out _), $"stats field {field}");
+        // Prefill: prompt tokens over prefill seconds; decode: tokens of decode steps (all but each sample's first)
+        // over the decode steps' seconds.
+        var root = s.RootElement;
+        var seconds = root.GetProperty("seconds");
+        long promptTokens = lines.Sum(l => { using var d = JsonDocument.Parse(l); return (long)d.RootElement.GetProperty("prompt").GetString()!.Length; });
+        Assert.That(root.GetProperty("prefill_tokens").GetInt64(), Is.EqualTo(promptTokens), "one token per prompt character");
+        Assert.That(root.GetProperty("prefill_tokens_per_second").GetDouble(),
+            Is.EqualTo(promptTokens / seconds.GetProperty("prefill").GetDouble()).Within(1e-6).Percent);
+        long decodeTokens = root.GetProperty("total_tokens").GetInt64() - lines.Length;
+        Assert.That(root.GetProperty("decode_tokens").GetInt64(), Is.EqualTo(decodeTokens));
+        Assert.That(seconds.GetProperty("decode").GetDouble(), Is.GreaterThan(0).And.LessThan(root.GetProperty("wall_seconds").GetDouble()));
+        Assert.That(root.GetProperty("decode_tokens_per_second").GetDouble(),
+            Is.EqualTo(decodeTokens / seconds.GetProperty("decode").GetDouble()).Within(1e-6).Percent);
         var again = _folder.File("again.jsonl");
         Assert.That(CliRunner.Run(_folder.Path, Args(again, "--strategy", "suffix:3", "--temperature", "0.7", "--seed", "4")).Exit, Is.EqualTo(0));
         Assert.That(File.ReadAllLines(again), Is.EqualTo(lines), "same seed and strategy, same output");
