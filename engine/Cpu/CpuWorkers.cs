@@ -13,7 +13,8 @@ public interface IParallelWork
 /// waking the workers and the <see cref="Barrier"/> between ops cost about a microsecond each because
 /// participants spin for a while before they block, where <c>Parallel.For</c> pays 5–20 µs per call.
 /// Workers block on an event after <see cref="SpinIterations"/> idle spins, so an idle pool costs nothing and a
-/// loaded machine is not starved by spinning. One region runs at a time; not re-entrant.
+/// loaded machine is not starved by spinning. One region runs at a time: callers on other threads (the
+/// instances of a generation cluster sharing one backend) wait their turn; a region may not start another.
 /// </summary>
 public sealed class CpuWorkers : IDisposable
 {
@@ -26,11 +27,13 @@ public sealed class CpuWorkers : IDisposable
 
     private readonly Thread[] _threads;
     private readonly ManualResetEventSlim _wake = new(false);
+    private readonly object _turn = new();
     private IParallelWork? _work;
     private long _generation;          // bumped per region; workers run each generation once
     private int _pending;              // workers still inside the current region
     private volatile bool _disposed;
     private Exception? _failure;
+    [ThreadStatic] private static bool _inRegion;   // a worker thread inside Execute (of any pool)
 
     // Sense-reversing barrier over all participants.
     private int _barrierCount;
@@ -57,23 +60,30 @@ public sealed class CpuWorkers : IDisposable
     public void Run(IParallelWork work)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (Count == 1)
+        if (Monitor.IsEntered(_turn) || _inRegion)
+            throw new InvalidOperationException("a parallel region may not start another region of the same pool");
+        lock (_turn)
         {
-            work.Execute(0, 1);
-            return;
+            if (Count == 1)
+            {
+                _inRegion = true;
+                try { work.Execute(0, 1); }
+                finally { _inRegion = false; }
+                return;
+            }
+            _work = work;
+            _failure = null;
+            Volatile.Write(ref _pending, Count - 1);
+            Interlocked.Increment(ref _generation);
+            _wake.Set();
+            try { work.Execute(0, Count); }
+            catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(-1);
+            _wake.Reset();
+            _work = null;
+            if (_failure is { } failure) throw new AggregateException("a parallel region failed", failure);
         }
-        _work = work;
-        _failure = null;
-        Volatile.Write(ref _pending, Count - 1);
-        Interlocked.Increment(ref _generation);
-        _wake.Set();
-        try { work.Execute(0, Count); }
-        catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
-        var spin = new SpinWait();
-        while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(-1);
-        _wake.Reset();
-        _work = null;
-        if (_failure is { } failure) throw new AggregateException("a parallel region failed", failure);
     }
 
     /// <summary>
@@ -113,8 +123,10 @@ public sealed class CpuWorkers : IDisposable
             if (_disposed) return;
             seen = Volatile.Read(ref _generation);
             var work = _work!;
+            _inRegion = true;
             try { work.Execute(index, Count); }
             catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+            finally { _inRegion = false; }
             Interlocked.Decrement(ref _pending);
         }
     }

@@ -22,7 +22,7 @@ public sealed record TransformerOptions
     public OnnxSessionOptions Session { get; init; } = new();
 
     /// <summary>What runs the dense layers. ONNX Runtime by default: the managed executor is not yet validated (a test run with it hung; see README).</summary>
-    public DenseExecutorKind Dense { get; init; } = DenseExecutorKind.Onnx;
+    public DenseExecutorKind Dense { get; init; } = DenseExecutorKind.Auto;
 
     /// <summary>The executor <see cref="Dense"/> resolves to.</summary>
     public DenseExecutorKind ResolvedDense => Dense != DenseExecutorKind.Auto ? Dense

@@ -20,12 +20,14 @@ public sealed class TransformerModelTests
 
     [TestCase("cpu", "llama", 1)]
     [TestCase("cpu", "qwen2", 2)]
+    [TestCase("managed", "llama", 5)]
+    [TestCase("managed", "qwen2", 6)]
     [TestCase("vulkan", "llama", 3)]
     [TestCase("vulkan", "qwen2", 4)]
     public void Prefill_matches_the_reference_forward(string backend, string type, int seed)
     {
         using var weights = Weights(Config(type), seed);
-        using var model = NewModel(weights, Backends.Get(backend));
+        using var model = NewModel(weights, backend);
         var tokens = RandomTokens(new Random(seed), 21, model.VocabSize); // crosses several 4-slot blocks
         var logits = Prefill(model, 7, tokens);
         var expected = ReferenceOf(weights).Forward(tokens);
@@ -34,11 +36,12 @@ public sealed class TransformerModelTests
     }
 
     [TestCase("cpu", "llama")]
+    [TestCase("managed", "qwen2")]
     [TestCase("vulkan", "qwen2")]
     public void Incremental_decode_equals_the_full_forward(string backend, string type)
     {
         using var weights = Weights(Config(type), 11);
-        using var model = NewModel(weights, Backends.Get(backend));
+        using var model = NewModel(weights, backend);
         var tokens = RandomTokens(new Random(5), 18, model.VocabSize);
         var full = Prefill(model, 1, tokens);
         Prefill(model, 2, tokens[..6]);
@@ -52,11 +55,12 @@ public sealed class TransformerModelTests
     }
 
     [TestCase("cpu", 21)]
+    [TestCase("managed", 23)]
     [TestCase("vulkan", 22)]
     public void Tree_node_logits_equal_the_chain_forward_along_their_path(string backend, int seed)
     {
         using var weights = Weights(Config("qwen2"), seed);
-        using var model = NewModel(weights, Backends.Get(backend));
+        using var model = NewModel(weights, backend);
         var random = new Random(seed);
         var prefix = RandomTokens(random, 9, model.VocabSize);
         Prefill(model, 3, prefix);
@@ -75,11 +79,12 @@ public sealed class TransformerModelTests
     }
 
     [TestCase("cpu")]
+    [TestCase("managed")]
     [TestCase("vulkan")]
     public void Committing_a_tree_path_compacts_the_cache_so_decoding_continues_exactly(string backend)
     {
         using var weights = Weights(Config("llama"), 31);
-        using var model = NewModel(weights, Backends.Get(backend));
+        using var model = NewModel(weights, backend);
         var random = new Random(31);
         var prefix = RandomTokens(random, 7, model.VocabSize);
         Prefill(model, 4, prefix);
@@ -102,11 +107,12 @@ public sealed class TransformerModelTests
     }
 
     [TestCase("cpu")]
+    [TestCase("managed")]
     [TestCase("vulkan")]
     public void A_ragged_batch_equals_each_sample_alone(string backend)
     {
         using var weights = Weights(Config("qwen2"), 41);
-        using var model = NewModel(weights, Backends.Get(backend));
+        using var model = NewModel(weights, backend);
         var random = new Random(41);
         var reference = ReferenceOf(weights);
         // Sample 10: fresh prefill; 11: decode after a prefix; 12: tree after a prefix; 13: empty feed.
@@ -169,11 +175,12 @@ public sealed class TransformerModelTests
         Assert.That(model.TryReserve(3, 12), Is.True);
     }
 
-    [Test]
-    public void Forward_timings_count_every_part_and_reset()
+    [TestCase("cpu")]
+    [TestCase("managed")]
+    public void Forward_timings_count_every_part_and_reset(string setup)
     {
         using var weights = Weights(Config("llama"), 5);
-        using var model = NewModel(weights, Backends.Cpu);
+        using var model = NewModel(weights, setup);
         var tokens = RandomTokens(new Random(5), 12, model.VocabSize);
         Prefill(model, 1, tokens);
         var t = model.Timings;
@@ -185,11 +192,12 @@ public sealed class TransformerModelTests
         Assert.That((t.Forwards, t.Tokens, t.TotalSeconds), Is.EqualTo((0L, 0L, 0.0)));
     }
 
-    [Test]
-    public void Weights_updated_in_place_are_seen_by_the_next_forward()
+    [TestCase("cpu")]
+    [TestCase("managed")]
+    public void Weights_updated_in_place_are_seen_by_the_next_forward(string setup)
     {
         using var weights = Weights(Config("qwen2"), 71);
-        using var model = NewModel(weights, Backends.Cpu);
+        using var model = NewModel(weights, setup);
         var tokens = RandomTokens(new Random(71), 8, model.VocabSize);
         var before = Prefill(model, 1, tokens);
         var q = weights.Arena.Span("model.layers.1.self_attn.q_proj.weight");

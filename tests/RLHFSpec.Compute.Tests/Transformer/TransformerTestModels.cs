@@ -104,6 +104,14 @@ internal static class TransformerTestModels
         AssertClose(actual, expected.Select(v => (double)v).ToArray(), tolerance, what);
 
     public static TransformerModel NewModel(TransformerWeights weights, ComputeBackend backend, int blockSize = 4, long budget = 1 << 20,
-        Compute.Engine.Kernels.KvDType dtype = Compute.Engine.Kernels.KvDType.F32) =>
-        new(weights, backend, new TransformerOptions { KvBlockSize = blockSize, KvMemoryBudgetBytes = budget, KvDType = dtype });
+        Compute.Engine.Kernels.KvDType dtype = Compute.Engine.Kernels.KvDType.F32, DenseExecutorKind dense = DenseExecutorKind.Onnx) =>
+        new(weights, backend, new TransformerOptions { KvBlockSize = blockSize, KvMemoryBudgetBytes = budget, KvDType = dtype, Dense = dense });
+
+    /// <summary>
+    /// A model on the named set-up: "cpu" (CPU attention, ONNX Runtime dense layers), "managed" (CPU attention, the
+    /// managed SIMD dense layers on the backend's worker pool), "vulkan" (Vulkan attention, ONNX Runtime dense layers).
+    /// </summary>
+    public static TransformerModel NewModel(TransformerWeights weights, string setup) => setup == "managed"
+        ? NewModel(weights, Backends.Cpu, dense: DenseExecutorKind.Managed)
+        : NewModel(weights, Backends.Get(setup));
 }
