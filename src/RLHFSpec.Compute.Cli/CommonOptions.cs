@@ -15,5 +15,20 @@ internal static class CommonOptions
 
     public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads (0 = one per core)", DefaultValueFactory = _ => 0 };
 
+    public static Option<string> Dense() => new("--dense")
+    {
+        Description = "What runs the dense layers: auto (the managed SIMD kernels with --ep cpu, else ONNX Runtime) | onnx | managed",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    /// <summary>The executor named by <c>--dense</c>; a user error naming the option otherwise.</summary>
+    public static RLHFSpec.Compute.Model.Transformer.DenseExecutorKind ParseDense(string value, string option = "--dense") => value.Trim().ToLowerInvariant() switch
+    {
+        "auto" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Auto,
+        "onnx" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Onnx,
+        "managed" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Managed,
+        _ => throw new ArgumentException($"{option} '{value}': not one of auto, onnx, managed"),
+    };
+
     public static Option<string?> Markdown() => new("--markdown") { Description = "Also write the tables as Markdown to this file" };
 }

@@ -33,15 +33,17 @@ internal static class BenchCommand
         var ep = CommonOptions.Ep();
         var threads = CommonOptions.Threads();
         var quick = new Option<bool>("--quick") { Description = "Fewer sizes (batch 1, 16, 256; trees 4, 16, 64)" };
+        var dense = CommonOptions.Dense();
         var markdown = CommonOptions.Markdown();
-        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, device, ep, threads, quick, markdown };
-        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(markdown)));
+        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, device, ep, threads, quick, dense, markdown };
+        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown)));
         return command;
     }
 
-    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string? markdown)
+    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown)
     {
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
+        var dense = CommonOptions.ParseDense(denseName);
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
@@ -49,7 +51,7 @@ internal static class BenchCommand
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
-        var bench = new ModelBenchmark(weights, backend, session) { MinSeconds = quick ? 0.2 : 0.5 };
+        var bench = new ModelBenchmark(weights, backend, session) { MinSeconds = quick ? 0.2 : 0.5, Executor = dense };
         int[] batches = quick ? [1, 16, 256] : [1, 4, 16, 64, 256];
         int[] nodes = quick ? [4, 16, 64] : [2, 4, 8, 16, 32, 64];
         var cases = new List<Func<ModelBenchmarkRow>>();
@@ -61,7 +63,7 @@ internal static class BenchCommand
 
         var rows = new List<ModelBenchmarkRow>();
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-        AnsiConsole.MarkupLine($"model shape of [bold]{Markup.Escape(policy)}[/]: {weights.ParameterCount:N0} parameters, device {Markup.Escape(backend.Info.Id)}, ep {Markup.Escape(ep)}");
+        AnsiConsole.MarkupLine($"model shape of [bold]{Markup.Escape(policy)}[/]: {weights.ParameterCount:N0} parameters, device {Markup.Escape(backend.Info.Id)}, ep {Markup.Escape(ep)}, dense {new TransformerOptions { Session = session, Dense = dense }.ResolvedDense.ToString().ToLowerInvariant()}");
         AnsiConsole.Progress().AutoClear(true).Start(ctx =>
         {
             var task = ctx.AddTask("benchmarking", maxValue: cases.Count);

@@ -36,6 +36,7 @@ internal static class GenerateCommand
         var device = CommonOptions.Device();
         var ep = CommonOptions.Ep();
         var threads = CommonOptions.Threads();
+        var dense = CommonOptions.Dense();
         var kvMemory = new Option<int>("--kv-memory-mib") { Description = "KV cache memory budget of the policy, MiB", DefaultValueFactory = _ => 256 };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most samples decoded together", DefaultValueFactory = _ => 64 };
         var costProfile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON: loaded (frozen) if it exists, else measured and saved there" };
@@ -45,20 +46,20 @@ internal static class GenerateCommand
         var reallocate = new Option<string>("--reallocate") { Description = "on | off: move samples between instances when their loads diverge", DefaultValueFactory = _ => "off" };
         var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
         {
-            model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, kvMemory, maxBatch, costProfile, output, stats,
+            model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, dense, kvMemory, maxBatch, costProfile, output, stats,
             instances, reallocate,
         };
         command.SetAction(r => Run(new Args(
             r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
             r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats),
-            r.GetValue(instances), r.GetValue(reallocate)!)));
+            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!)));
         return command;
     }
 
     private sealed record Args(string? Model, string? Draft, string? Prompts, int? NumPrompts, int SamplesPerPrompt, int MaxNewTokens,
         float Temperature, float TopP, ulong Seed, string Strategy, string Device, string Ep, int Threads, int KvMemoryMiB, int MaxBatch,
-        string? CostProfile, string? Out, string? Stats, int Instances, string Reallocate);
+        string? CostProfile, string? Out, string? Stats, int Instances, string Reallocate, string Dense);
 
     private static int Run(Args a)
     {
@@ -72,6 +73,7 @@ internal static class GenerateCommand
         if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
         if (a.Instances < 1) throw new ArgumentException($"--instances: {a.Instances}, must be >= 1");
         if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
+        var dense = CommonOptions.ParseDense(a.Dense);
         var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
@@ -108,11 +110,11 @@ internal static class GenerateCommand
         using var backend = Devices.Open(a.Device);
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
         checkpoint.CheckFinite(policyWeights.Arena);
-        using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session });
+        using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session, Dense = dense });
         TransformerModel? draftModel = null;
         TransformerWeights? draftWeights = null;
         var extra = new List<IDisposable>();
-        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session };
+        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session, Dense = dense };
         try
         {
             if (draftFolder is not null)

@@ -32,20 +32,27 @@ internal static class PeerBench
         var threads = new Option<int>("--threads") { Description = "Threads on both sides (ONNX Runtime intra-op, llama.cpp)", DefaultValueFactory = _ => 2 };
         var repeats = new Option<int>("--repeats") { Description = "Timed repeats per case (interleaved; medians reported)", DefaultValueFactory = _ => 3 };
         var device = CommonOptions.Device();
+        var dense = new Option<string[]>("--dense")
+        {
+            Description = "Our dense-layer executors to time, each a row (auto | onnx | managed)", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => ["auto"],
+        };
         var markdown = CommonOptions.Markdown();
         var command = new Command("peer", "Plain decoding against llama.cpp on the same weights: prefill and decode tokens/s, and ratios")
         {
-            model, batchSizes, promptTerms, newTokens, threads, repeats, device, markdown,
+            model, batchSizes, promptTerms, newTokens, threads, repeats, device, dense, markdown,
         };
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(batchSizes) ?? [], r.GetValue(promptTerms), r.GetValue(newTokens), r.GetValue(threads),
-            r.GetValue(repeats), r.GetValue(device)!, r.GetValue(markdown)));
+            r.GetValue(repeats), r.GetValue(device)!, r.GetValue(dense) ?? [], r.GetValue(markdown)));
         return command;
     }
 
     private sealed record Side(string Name, List<double> Prefill, List<double> Decode, List<bool> Equal);
 
-    private static int Run(string? modelFolder, int[] batchSizes, int promptTerms, int newTokens, int threads, int repeats, string deviceName, string? markdown)
+    private static int Run(string? modelFolder, int[] batchSizes, int promptTerms, int newTokens, int threads, int repeats, string deviceName, string[] denseNames, string? markdown)
     {
+        var session = new OnnxSessionOptions { IntraOpThreads = threads };
+        if (denseNames.Length == 0) throw new ArgumentException("--dense: give at least one of auto, onnx, managed");
+        var executors = denseNames.Select(n => new TransformerOptions { Session = session, Dense = CommonOptions.ParseDense(n) }.ResolvedDense).Distinct().ToArray();
         if (batchSizes.Length == 0 || batchSizes.Any(b => b < 1)) throw new ArgumentException($"--batch-sizes: [{string.Join(' ', batchSizes)}], each must be >= 1");
         if (promptTerms is < ArithmeticTask.MinTerms or > ArithmeticTask.MaxTerms)
             throw new ArgumentException($"--prompt-terms: {promptTerms}, must be in {ArithmeticTask.MinTerms}..{ArithmeticTask.MaxTerms}");
@@ -63,7 +70,7 @@ internal static class PeerBench
             throw new ArgumentException($"--new-tokens: {prompt.Length} prompt + {newTokens} new tokens exceed the model's context ({checkpoint.Config.MaxPositionEmbeddings})");
 
         string gguf = Path.Combine(Path.GetTempPath(), $"rlhfspec-peer-{Guid.NewGuid():N}.gguf");
-        var rows = new List<(int Batch, Side Ours, List<Side> Peers)>();
+        var rows = new List<(int Batch, List<Side> Ours, List<Side> Peers)>();
         try
         {
             var summary = GgufExporter.Export(policyFolder, gguf);
@@ -72,34 +79,38 @@ internal static class PeerBench
                 $"peer bench: {policyFolder} exported to GGUF ({summary.Architecture}, {summary.Bytes / 1e6:F1} MB); prompt of {promptTerms} terms = {prompt.Length} tokens, {newTokens} new tokens, {threads} thread(s), {repeats} repeat(s)")));
             using var backend = Engine.Devices.Open(deviceName);
             using var weights = TransformerWeights.FromCheckpoint(checkpoint);
-            var session = new OnnxSessionOptions { IntraOpThreads = threads };
             foreach (int batch in batchSizes)
             {
                 long kvBytes = Math.Max(256L << 20, 2L * batch * (prompt.Length + newTokens + 64) * checkpoint.Config.NumHiddenLayers * checkpoint.Config.NumKeyValueHeads * checkpoint.Config.HeadDim * 4 * 2);
-                using var model = new TransformerModel(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = kvBytes, Session = session });
-                var generator = new Generator(model, null, new GenerateSettings { Strategy = "off", MaxBatch = batch, MaxPrefillTokens = Math.Max(4096, batch * prompt.Length) });
-                var requests = GenerationRequests.For(Enumerable.Repeat(prompt, batch).ToArray(), samplesPerPrompt: 1, newTokens, temperature: 0, topP: 1f, seed: 1);
+                var models = new List<TransformerModel>();
                 var peers = new List<LlamaCppPeer>();
                 try
                 {
+                    foreach (var executor in executors)
+                        models.Add(new TransformerModel(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = kvBytes, Session = session, Dense = executor }));
+                    var generators = models.Select(m => new Generator(m, null, new GenerateSettings { Strategy = "off", MaxBatch = batch, MaxPrefillTokens = Math.Max(4096, batch * prompt.Length) })).ToArray();
+                    var requests = GenerationRequests.For(Enumerable.Repeat(prompt, batch).ToArray(), samplesPerPrompt: 1, newTokens, temperature: 0, topP: 1f, seed: 1);
                     foreach (bool flash in new[] { false, true })
                         foreach (bool f16 in new[] { true, false })
                             peers.Add(new LlamaCppPeer(gguf, threads, batch, prompt.Length, newTokens, flash, f16));
-                    var ours = new Side("ours (strategy off)", new(), new(), new());
+                    var ours = models.Select(m => new Side($"ours (strategy off, dense {m.DenseExecutor})", new(), new(), new())).ToList();
                     var theirs = peers.Select(p => new Side("llama.cpp, " + p.Name, new(), new(), new())).ToList();
                     int[][]? reference = null;
                     for (int r = -1; r < repeats; r++) // r = -1: untimed warm-up
                     {
                         AnsiConsole.MarkupLine(Markup.Escape($"batch {batch}: {(r < 0 ? "warm-up" : $"repeat {r + 1}/{repeats}")}"));
-                        var outcome = generator.Run(requests);
-                        var tokens = outcome.Results.Select(x => x.Tokens).ToArray();
-                        if (tokens.Any(t => t.Length != newTokens)) throw new InvalidOperationException($"our run stopped early: {string.Join(' ', tokens.Select(t => t.Length))} tokens");
-                        reference ??= tokens;
-                        if (r >= 0)
+                        for (int g = 0; g < generators.Length; g++)
                         {
-                            ours.Prefill.Add(outcome.Stats.PrefillTokensPerSecond);
-                            ours.Decode.Add(outcome.Stats.DecodeTokensPerSecond);
-                            ours.Equal.Add(Same(tokens, reference));
+                            var outcome = generators[g].Run(requests);
+                            var tokens = outcome.Results.Select(x => x.Tokens).ToArray();
+                            if (tokens.Any(t => t.Length != newTokens)) throw new InvalidOperationException($"our run stopped early: {string.Join(' ', tokens.Select(t => t.Length))} tokens");
+                            reference ??= tokens;
+                            if (!Same(tokens, reference))
+                                throw new InvalidOperationException($"our dense executors decoded different tokens at batch {batch} ({ours[g].Name} against {ours[0].Name})");
+                            if (r < 0) continue;
+                            ours[g].Prefill.Add(outcome.Stats.PrefillTokensPerSecond);
+                            ours[g].Decode.Add(outcome.Stats.DecodeTokensPerSecond);
+                            ours[g].Equal.Add(true);
                         }
                         for (int k = 0; k < peers.Count; k++)
                         {
@@ -107,12 +118,16 @@ internal static class PeerBench
                             if (r < 0) continue;
                             theirs[k].Prefill.Add(batch * prompt.Length / prefill);
                             theirs[k].Decode.Add(batch * (newTokens - 1) / decode);
-                            theirs[k].Equal.Add(Same(peerTokens, reference));
+                            theirs[k].Equal.Add(Same(peerTokens, reference!));
                         }
                     }
                     rows.Add((batch, ours, theirs));
                 }
-                finally { foreach (var p in peers) p.Dispose(); }
+                finally
+                {
+                    foreach (var p in peers) p.Dispose();
+                    foreach (var m in models) m.Dispose();
+                }
             }
         }
         finally { File.Delete(gguf); }
@@ -137,29 +152,33 @@ internal static class PeerBench
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    private static void Report(List<(int Batch, Side Ours, List<Side> Peers)> rows, string? markdown, int promptTokens, int newTokens, int threads, int repeats)
+    private static void Report(List<(int Batch, List<Side> Ours, List<Side> Peers)> rows, string? markdown, int promptTokens, int newTokens, int threads, int repeats)
     {
         string F(double x) => x.ToString("N0", CultureInfo.InvariantCulture);
         string R(double x) => x.ToString("F2", CultureInfo.InvariantCulture) + "×";
-        string[] header = ["batch", "prefill ours", "prefill llama.cpp best", "prefill ours / best", "decode ours", "decode llama.cpp best", "decode ours / best", "tokens equal"];
+        string[] header = ["batch", "ours", "prefill ours", "prefill llama.cpp best", "prefill ours / best", "decode ours", "decode llama.cpp best", "decode ours / best", "tokens equal"];
         var table = new Table().Border(TableBorder.Rounded).AddColumns(header);
         var md = new StringBuilder().Append(string.Create(CultureInfo.InvariantCulture,
             $"tokens/s, medians of {repeats} interleaved repeat(s); prompt {promptTokens} tokens, {newTokens} new tokens per sequence, {threads} thread(s)\n\n"));
-        md.Append("| ").Append(string.Join(" | ", header)).Append(" |\n|---:|---:|---|---:|---:|---|---:|---|\n");
+        md.Append("| ").Append(string.Join(" | ", header)).Append(" |\n|---:|---|---:|---|---:|---:|---|---:|---|\n");
         var detail = new StringBuilder("\n| batch | runtime | prefill tokens/s | decode tokens/s | tokens equal ours |\n|---:|---|---:|---:|---|\n");
-        foreach (var (batch, ours, peers) in rows)
+        foreach (var (batch, oursAll, peers) in rows)
         {
             var bestPrefill = peers.MaxBy(p => Median(p.Prefill))!;
             var bestDecode = peers.MaxBy(p => Median(p.Decode))!;
-            double op = Median(ours.Prefill), od = Median(ours.Decode), lp = Median(bestPrefill.Prefill), ld = Median(bestDecode.Decode);
+            double lp = Median(bestPrefill.Prefill), ld = Median(bestDecode.Decode);
             var differ = peers.Where(p => !p.Equal.All(e => e)).Select(p => p.Name["llama.cpp, ".Length..]).ToArray();
             string equal = differ.Length == 0 ? $"yes, all {peers.Count} configurations" : $"not with {string.Join("; ", differ)}";
-            string[] cells = [batch.ToString(CultureInfo.InvariantCulture), F(op), $"{F(lp)} ({bestPrefill.Name["llama.cpp, ".Length..]})", R(op / lp),
-                F(od), $"{F(ld)} ({bestDecode.Name["llama.cpp, ".Length..]})", R(od / ld), equal];
-            table.AddRow(cells.Select(Markup.Escape).ToArray());
-            md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
-            foreach (var side in peers.Prepend(ours))
-                detail.Append(string.Create(CultureInfo.InvariantCulture, $"| {batch} | {side.Name} | {F(Median(side.Prefill))} | {F(Median(side.Decode))} | {(side == ours ? "-" : side.Equal.All(e => e) ? "yes" : "no")} |\n"));
+            foreach (var ours in oursAll)
+            {
+                double op = Median(ours.Prefill), od = Median(ours.Decode);
+                string[] cells = [batch.ToString(CultureInfo.InvariantCulture), ours.Name["ours (strategy off, ".Length..^1], F(op), $"{F(lp)} ({bestPrefill.Name["llama.cpp, ".Length..]})", R(op / lp),
+                    F(od), $"{F(ld)} ({bestDecode.Name["llama.cpp, ".Length..]})", R(od / ld), equal];
+                table.AddRow(cells.Select(Markup.Escape).ToArray());
+                md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
+            }
+            foreach (var side in oursAll.Concat(peers))
+                detail.Append(string.Create(CultureInfo.InvariantCulture, $"| {batch} | {side.Name} | {F(Median(side.Prefill))} | {F(Median(side.Decode))} | {(oursAll.Contains(side) ? "-" : side.Equal.All(e => e) ? "yes" : "no")} |\n"));
         }
         AnsiConsole.Write(table);
         Console.WriteLine(detail.ToString());

@@ -23,6 +23,9 @@ public sealed record ModelBenchmarkRow(string Case, int Batch, int TokensPerSamp
 /// </summary>
 public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBackend backend, OnnxSessionOptions session)
 {
+    /// <summary>What runs the dense layers of the timed forwards.</summary>
+    public DenseExecutorKind Executor { get; init; } = DenseExecutorKind.Auto;
+
     /// <summary>Seconds of timed runs per case (at least 3 runs).</summary>
     public double MinSeconds { get; init; } = 0.3;
 
@@ -82,7 +85,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         }
     }
 
-    private TransformerModel NewModel(long budget) => new(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = budget, Session = session });
+    private TransformerModel NewModel(long budget) => new(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = budget, Session = session, Dense = Executor });
 
     private static long KvBytes(TransformerWeights w, long tokens) =>
         2L * w.Spec.NumLayers * w.Spec.NumKvHeads * w.Spec.HeadDim * sizeof(float) * (tokens + 64 * 16) + (1 << 20);
