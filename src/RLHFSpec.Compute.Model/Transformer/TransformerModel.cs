@@ -62,7 +62,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         try
         {
             _dense = Options.ResolvedDense == DenseExecutorKind.Managed
-                ? new ManagedDenseExecutor(weights, MaxContext, (backend as CpuBackend)?.Workers, ManagedThreads(Options))
+                ? new ManagedDenseExecutor(weights, MaxContext, SharedWorkers(backend, Options), ManagedThreads(Options))
                 // Short runs interleaved with engine kernels on the same cores: no busy-waiting ONNX Runtime workers.
                 : new OnnxDenseExecutor(weights, Options.Session with { AllowSpinning = false });
         }
@@ -72,6 +72,13 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             throw;
         }
     }
+
+    /// <summary>
+    /// The CPU backend's pool when its size is what the options ask for (no intra-op threads given, or as many as the
+    /// backend has), so the attention kernels and the dense layers share one set of threads; else null (an own pool).
+    /// </summary>
+    private static CpuWorkers? SharedWorkers(ComputeBackend backend, TransformerOptions options) =>
+        backend is CpuBackend cpu && (options.Session.IntraOpThreads <= 0 || options.Session.IntraOpThreads == cpu.Threads) ? cpu.Workers : null;
 
     /// <summary>Workers of a managed executor without a CPU backend's pool: the session's intra-op threads, else every core.</summary>
     private static int ManagedThreads(TransformerOptions options) =>

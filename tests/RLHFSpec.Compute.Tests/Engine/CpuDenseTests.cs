@@ -15,7 +15,7 @@ public sealed unsafe class CpuDenseTests
     public static IEnumerable<TestCaseData> ProjectShapes()
     {
         int seed = 0;
-        foreach (var (tokens, inDim, outDim) in new[] { (1, 1, 1), (1, 8, 4), (3, 7, 5), (4, 16, 8), (5, 33, 13), (9, 64, 19), (16, 40, 36), (2, 129, 3) })
+        foreach (var (tokens, inDim, outDim) in new[] { (1, 1, 1), (1, 8, 4), (3, 7, 5), (4, 16, 8), (5, 33, 13), (9, 64, 19), (16, 40, 36), (2, 129, 3), (37, 24, 9), (70, 17, 6) })
             foreach (bool bias in new[] { false, true })
                 foreach (bool accumulate in new[] { false, true })
                     yield return new TestCaseData(tokens, inDim, outDim, bias, accumulate, ++seed);
@@ -62,7 +62,7 @@ public sealed unsafe class CpuDenseTests
     public void Project_is_batch_invariant_bit_for_bit(int seed, int inDim, int outDim)
     {
         var r = new Random(seed);
-        const int tokens = 11;   // 4x4 blocks, then a 4x1 tail
+        const int tokens = 43;   // 4x4 blocks and a 4x1 tail in two token tiles
         var x = RandomArray(r, tokens * inDim);
         var w = RandomArray(r, outDim * inDim);
         var b = RandomArray(r, outDim);
