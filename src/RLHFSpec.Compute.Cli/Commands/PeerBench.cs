@@ -101,6 +101,7 @@ internal static class PeerBench
                         AnsiConsole.MarkupLine(Markup.Escape($"batch {batch}: {(r < 0 ? "warm-up" : $"repeat {r + 1}/{repeats}")}"));
                         for (int g = 0; g < generators.Length; g++)
                         {
+                            Settle();
                             var outcome = generators[g].Run(requests);
                             var tokens = outcome.Results.Select(x => x.Tokens).ToArray();
                             if (tokens.Any(t => t.Length != newTokens)) throw new InvalidOperationException($"our run stopped early: {string.Join(' ', tokens.Select(t => t.Length))} tokens");
@@ -114,6 +115,7 @@ internal static class PeerBench
                         }
                         for (int k = 0; k < peers.Count; k++)
                         {
+                            Settle();
                             var (peerTokens, prefill, decode) = peers[k].Run(prompt, batch, newTokens);
                             if (r < 0) continue;
                             theirs[k].Prefill.Add(batch * prompt.Length / prefill);
@@ -143,6 +145,14 @@ internal static class PeerBench
         Console.WriteLine("tokens: llama.cpp with flash attention off and an f32 KV cache decoded exactly our tokens at every batch size");
         return 0;
     }
+
+    /// <summary>
+    /// A pause before each timed run, so the previous runtime's threads (llama.cpp's poll before they sleep; our pool
+    /// spins a while) have gone idle and do not compete with the next run's prefill: the same for both sides.
+    /// </summary>
+    private static void Settle() => Thread.Sleep(SettleMilliseconds);
+
+    private const int SettleMilliseconds = 200;
 
     private static bool Same(int[][] a, int[][] b) => a.Length == b.Length && a.Zip(b).All(p => p.First.AsSpan().SequenceEqual(p.Second));
 
