@@ -13,18 +13,20 @@ public sealed class PeerBenchCliTests
         string model = CliRunner.SaveRandomModel(Path.Combine(dir.Path, "m"), hidden: 32, heads: 4, kvHeads: 2, intermediate: 48, maxPositions: 128, std: 0.3);
         string md = Path.Combine(dir.Path, "peer.md");
         var (exit, stdout, stderr) = CliRunner.Run(dir.Path, "bench", "peer", "--model", model, "--batch-sizes", "1", "3", "--prompt-terms", "4",
-            "--new-tokens", "12", "--repeats", "2", "--threads", "1", "--markdown", md);
+            "--new-tokens", "12", "--repeats", "2", "--threads", "1", "--dense", "onnx", "managed", "--markdown", md);
         Assert.That(exit, Is.EqualTo(0), stderr + stdout);
         Assert.That(stdout, Does.Contain("decoded exactly our tokens at every batch size"));
         var table = File.ReadAllText(md);
-        Assert.That(table, Does.Contain("| batch | prefill ours |"));
-        foreach (var runtime in new[] { "ours (strategy off)", "flash attention off, KV f16", "flash attention off, KV f32", "flash attention on, KV f16", "flash attention on, KV f32" })
+        Assert.That(table, Does.Contain("| batch | ours | prefill ours |"));
+        Assert.That(table, Does.Contain("| 3 | dense managed |"));
+        foreach (var runtime in new[] { "ours (strategy off, dense onnx)", "ours (strategy off, dense managed)", "flash attention off, KV f16", "flash attention off, KV f32", "flash attention on, KV f16", "flash attention on, KV f32" })
             Assert.That(table, Does.Contain($"| 3 | {(runtime.StartsWith("ours", StringComparison.Ordinal) ? runtime : "llama.cpp, " + runtime)} |"), runtime);
         Assert.That(Directory.GetFiles(Path.GetTempPath(), "rlhfspec-peer-*.gguf"), Is.Empty, "the temporary GGUF is removed");
 
         foreach (var (args, name) in new (string[], string)[]
         {
             (["bench", "peer", "--model", model, "--batch-sizes", "0"], "--batch-sizes"),
+            (["bench", "peer", "--model", model, "--dense", "fast"], "--dense"),
             (["bench", "peer", "--model", model, "--new-tokens", "1"], "--new-tokens"),
             (["bench", "peer", "--model", model, "--new-tokens", "500"], "--new-tokens"),
             (["bench", "peer", "--model", Path.Combine(dir.Path, "none")], "--model"),
