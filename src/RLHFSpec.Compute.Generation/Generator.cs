@@ -170,11 +170,11 @@ public sealed class Generator
     private (GenerationOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost, AcceptanceEstimator? kept = null)
     {
         var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
-        if (!_settings.IsAdaptive) return (options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") }, null);
+        if (!_settings.IsAdaptive) return (options with { Planner = new FixedStrategyPlanner(Strategy.Parse(_settings.Strategy, "--strategy")) }, null);
         // Optimistic decisions (an upper confidence bound on acceptance) so candidates with few observations get tried.
         var acceptance = kept ?? new AcceptanceEstimator(optimism: 1);
         var candidates = _settings.Candidates ?? DefaultCandidates(hasDraft);
-        return (options with { FixedStrategy = null, Selector = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
+        return (options with { Planner = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
     }
 
     private CostModel LoadOrProfile()
