@@ -105,8 +105,7 @@ public sealed class GenerationInstance : IDisposable
             s = _waiting.Find(x => x.SampleId == sampleId) ?? throw new ArgumentException($"sample {sampleId} is neither live nor waiting here", nameof(sampleId));
             _waiting.Remove(s);
         }
-        foreach (var p in _proposers.Values) p.MigratedOut(s);
-        _acceptance?.Forget(s.SampleId);
+        Leave(s);
         s.InCache = false;
         return s;
     }
@@ -125,13 +124,9 @@ public sealed class GenerationInstance : IDisposable
         var s = _live.Find(x => x.SampleId == sampleId);
         if (s is null || !s.InCache || _model is not IMigratableModel migratable) return false;
         if (!migratable.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
-        if (target._model.CommittedLength(sampleId) != s.Tokens.Count - 1)
-            throw new InvalidOperationException($"sample {sampleId}: the copy holds {target._model.CommittedLength(sampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
+        target.CheckCopied(s);
         TakeOut(sampleId);
-        s.InCache = true;
-        s.AdmissionOrder = target._admissions++;
-        target._live.Add(s);
-        foreach (var p in target._proposers.Values) p.Admit(s);
+        target.Join(s);
         return true;
     }
 
@@ -151,8 +146,7 @@ public sealed class GenerationInstance : IDisposable
         var snapshot = migratable.Snapshot(sampleId, target._model);
         if (snapshot is null) return null;
         _live.Remove(s);
-        foreach (var p in _proposers.Values) p.MigratedOut(s);
-        _acceptance?.Forget(s.SampleId);
+        Leave(s);
         return new PendingMove(s, snapshot, this, target);
     }
 
@@ -169,16 +163,35 @@ public sealed class GenerationInstance : IDisposable
         var s = move.Sample;
         if (_live.Count < _options.MaxBatch && move.Snapshot.TryCopyTo(_model, s.SampleId))
         {
-            if (_model.CommittedLength(s.SampleId) != s.Tokens.Count - 1)
-                throw new InvalidOperationException($"sample {s.SampleId}: the copy holds {_model.CommittedLength(s.SampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
-            s.InCache = true;
-            s.AdmissionOrder = _admissions++;
-            _live.Add(s);
-            foreach (var p in _proposers.Values) p.Admit(s);
+            CheckCopied(s);
+            Join(s);
             return true;
         }
         Inject(s);
         return false;
+    }
+
+    /// <summary>A sample that leaves this instance (taken out or moved): its proposers' state and acceptance statistics here go.</summary>
+    private void Leave(SampleState s)
+    {
+        foreach (var p in _proposers.Values) p.MigratedOut(s);
+        _acceptance?.Forget(s.SampleId);
+    }
+
+    /// <summary>A sample whose committed KV is in this model (prefilled, or copied in) joins the live batch, youngest.</summary>
+    private void Join(SampleState s)
+    {
+        s.InCache = true;
+        s.AdmissionOrder = _admissions++;
+        _live.Add(s);
+        foreach (var p in _proposers.Values) p.Admit(s);
+    }
+
+    /// <summary>A KV copy into this model must hold every committed token but the pending one.</summary>
+    private void CheckCopied(SampleState s)
+    {
+        if (_model.CommittedLength(s.SampleId) != s.Tokens.Count - 1)
+            throw new InvalidOperationException($"sample {s.SampleId}: the copy holds {_model.CommittedLength(s.SampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
     }
 
     /// <summary>Frees the KV this model still holds for a sample moved out by <see cref="BeginMoveWithKv"/> (call between steps, after the copy).</summary>
@@ -224,6 +237,21 @@ public sealed class GenerationInstance : IDisposable
     private int Admit()
     {
         var batch = _admitting;
+        TakeAdmissions(batch);
+        if (batch.Count == 0) return 0;
+        var clock = Stopwatch.StartNew();
+        int tokens = Prefill(batch);
+        int admitted = batch.Count;
+        batch.Clear();
+        Stats.PrefillTokens += tokens;
+        Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
+        RetireFinished();
+        return admitted;
+    }
+
+    /// <summary>Moves waiting samples into <paramref name="batch"/>, oldest first, while the batch, the prefill budget and the KV cache allow.</summary>
+    private void TakeAdmissions(List<SampleState> batch)
+    {
         batch.Clear();
         int tokens = 0;
         while (_waiting.Count > 0 && _live.Count + batch.Count < _options.MaxBatch)
@@ -241,9 +269,14 @@ public sealed class GenerationInstance : IDisposable
             batch.Add(s);
             tokens += feed;
         }
-        if (batch.Count == 0) return 0;
+    }
 
-        var clock = Stopwatch.StartNew();
+    /// <summary>
+    /// One ragged prefill of the batch's committed tokens; new samples get their first token sampled from the logits
+    /// of their last prompt token. Every sample then joins the live batch. Returns the tokens fed.
+    /// </summary>
+    private int Prefill(List<SampleState> batch)
+    {
         var offsets = new int[batch.Count + 1];
         var ids = new long[batch.Count];
         var feedTokens = new List<int>();
@@ -269,22 +302,13 @@ public sealed class GenerationInstance : IDisposable
             var settings = fresh.Select(s => { var p = s.Request.Sampling; p.SampleId = (uint)s.SampleId; p.Position = s.NextPosition; p.Stream = RngStreams.Target; return p; }).ToArray();
             _model.Backend.Sample(settings, logits, _model.VocabSize, first, logProbs);
         }
+        var keep = new int[feedTokens.Count];
         for (int b = 0; b < batch.Count; b++)
-        {
-            var s = batch[b];
-            _model.Commit(s.SampleId, Enumerable.Range(0, offsets[b + 1] - offsets[b]).ToArray());
-            s.InCache = true;
-            s.AdmissionOrder = _admissions++;
-            _live.Add(s);
-            foreach (var p in _proposers.Values) p.Admit(s);
-        }
+            for (int t = offsets[b]; t < offsets[b + 1]; t++) keep[t] = t - offsets[b];
+        _model.Commit(ids, offsets, keep);
+        foreach (var s in batch) Join(s);
         for (int f = 0; f < fresh.Count; f++) Emit(fresh[f], [first[f]], [logProbs[f]]);
-        int admitted = batch.Count;
-        batch.Clear();
-        Stats.PrefillTokens += feedTokens.Count;
-        Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
-        RetireFinished();
-        return admitted;
+        return feedTokens.Count;
     }
 
     /// <summary>Tokens fed when (re-)admitting: the prompt, or everything committed but the pending token.</summary>
