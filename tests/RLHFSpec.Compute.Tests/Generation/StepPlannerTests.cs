@@ -52,3 +52,30 @@ public class StepPlannerTests
         }
     }
 }
+
+/// <summary><see cref="StrategyMode"/>: parsed once where text comes in, printed back as it was written.</summary>
+public class StrategyModeTests
+{
+    [TestCase("adaptive")]
+    [TestCase("off")]
+    [TestCase("chain:4")]
+    [TestCase("suffix-tree:6,2,12")]
+    public void ModesRoundTripThroughTheirStrings(string text) =>
+        Assert.That(StrategyMode.Parse(text).ToString(), Is.EqualTo(text));
+
+    [Test]
+    public void AdaptiveIsNotAFixedStrategy()
+    {
+        Assert.That(StrategyMode.Parse(" Adaptive ").IsAdaptive);
+        Assert.That(StrategyMode.Parse("off").IsAdaptive, Is.False);
+        Assert.That(StrategyMode.Parse("tree:3,2,6").Fixed, Is.EqualTo(Strategy.Parse("tree:3,2,6")));
+        Assert.That(StrategyMode.Of(Strategy.Off), Is.EqualTo(StrategyMode.Parse("off")));
+    }
+
+    [Test]
+    public void ABadModeNamesTheOptionAndTheValue()
+    {
+        var e = Assert.Throws<ArgumentException>(() => StrategyMode.Parse("adaptiv", "--strategy"))!;
+        Assert.That(e.Message, Does.Contain("--strategy").And.Contain("adaptiv"));
+    }
+}
