@@ -2,11 +2,11 @@ using RLHFSpec.Compute.Generation.Selection;
 
 namespace RLHFSpec.Compute.Generation;
 
-/// <summary>How <see cref="Generator"/> runs: the strategy (fixed, <c>off</c> or <c>adaptive</c>), batch limits, stop tokens, cost profile.</summary>
+/// <summary>How <see cref="Generator"/> runs: the strategy mode (a fixed strategy, <c>off</c> included, or adaptive), batch limits, stop tokens, cost profile.</summary>
 public sealed record GenerateSettings
 {
-    /// <summary><c>off</c>, <c>adaptive</c>, or a fixed strategy (<c>chain:K</c>, <c>tree:D,K,B</c>, <c>suffix:K</c>, <c>suffix-tree:D,K,B</c>).</summary>
-    public string Strategy { get; init; } = "adaptive";
+    /// <summary>Adaptive, or a fixed strategy (<c>off</c>, <c>chain:K</c>, <c>tree:D,K,B</c>, <c>suffix:K</c>, <c>suffix-tree:D,K,B</c>).</summary>
+    public StrategyMode Strategy { get; init; } = StrategyMode.Adaptive;
 
     public int MaxBatch { get; init; } = 64;
 
@@ -23,13 +23,12 @@ public sealed record GenerateSettings
     /// <summary>Candidates of <c>adaptive</c> (off is always one); null = <see cref="Generator.DefaultCandidates"/>.</summary>
     public IReadOnlyList<Strategy>? Candidates { get; init; }
 
-    public bool IsAdaptive => Strategy.Trim().Equals("adaptive", StringComparison.OrdinalIgnoreCase);
+    public bool IsAdaptive => Strategy.IsAdaptive;
 
     public void Validate()
     {
         if (MaxBatch < 1) throw new ArgumentException($"max batch: {MaxBatch}, must be >= 1", nameof(MaxBatch));
         if (MaxPrefillTokens < 1) throw new ArgumentException($"max prefill tokens: {MaxPrefillTokens}, must be >= 1", nameof(MaxPrefillTokens));
         if (ProfileMaxTokens < 1) throw new ArgumentException($"profile max tokens: {ProfileMaxTokens}, must be >= 1", nameof(ProfileMaxTokens));
-        if (!IsAdaptive) Selection.Strategy.Parse(Strategy, "--strategy");
     }
 }

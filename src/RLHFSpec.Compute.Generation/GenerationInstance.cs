@@ -39,9 +39,8 @@ public sealed class GenerationInstance : IDisposable
         _options = options;
         _acceptance = acceptance;
         _cost = cost;
-        if (options.FixedStrategy is null && options.Selector is null)
-            throw new ArgumentException("generation options: give a fixed strategy or a selector", nameof(options));
-        foreach (var s in options.FixedStrategy is { } f ? [f] : options.Selector!.Candidates)
+        if (options.Planner is null) throw new ArgumentException("generation options: give a planner", nameof(options));
+        foreach (var s in options.Planner.Strategies)
             if (!s.IsOff && !_proposers.ContainsKey(s.Proposer))
                 throw new ArgumentException($"strategy {s}: no {s.Proposer} proposer was given", nameof(options));
     }
@@ -106,8 +105,7 @@ public sealed class GenerationInstance : IDisposable
             s = _waiting.Find(x => x.SampleId == sampleId) ?? throw new ArgumentException($"sample {sampleId} is neither live nor waiting here", nameof(sampleId));
             _waiting.Remove(s);
         }
-        foreach (var p in _proposers.Values) p.MigratedOut(s);
-        _acceptance?.Forget(s.SampleId);
+        Leave(s);
         s.InCache = false;
         return s;
     }
@@ -126,13 +124,9 @@ public sealed class GenerationInstance : IDisposable
         var s = _live.Find(x => x.SampleId == sampleId);
         if (s is null || !s.InCache || _model is not IMigratableModel migratable) return false;
         if (!migratable.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
-        if (target._model.CommittedLength(sampleId) != s.Tokens.Count - 1)
-            throw new InvalidOperationException($"sample {sampleId}: the copy holds {target._model.CommittedLength(sampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
+        target.CheckCopied(s);
         TakeOut(sampleId);
-        s.InCache = true;
-        s.AdmissionOrder = target._admissions++;
-        target._live.Add(s);
-        foreach (var p in target._proposers.Values) p.Admit(s);
+        target.Join(s);
         return true;
     }
 
@@ -152,8 +146,7 @@ public sealed class GenerationInstance : IDisposable
         var snapshot = migratable.Snapshot(sampleId, target._model);
         if (snapshot is null) return null;
         _live.Remove(s);
-        foreach (var p in _proposers.Values) p.MigratedOut(s);
-        _acceptance?.Forget(s.SampleId);
+        Leave(s);
         return new PendingMove(s, snapshot, this, target);
     }
 
@@ -170,16 +163,35 @@ public sealed class GenerationInstance : IDisposable
         var s = move.Sample;
         if (_live.Count < _options.MaxBatch && move.Snapshot.TryCopyTo(_model, s.SampleId))
         {
-            if (_model.CommittedLength(s.SampleId) != s.Tokens.Count - 1)
-                throw new InvalidOperationException($"sample {s.SampleId}: the copy holds {_model.CommittedLength(s.SampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
-            s.InCache = true;
-            s.AdmissionOrder = _admissions++;
-            _live.Add(s);
-            foreach (var p in _proposers.Values) p.Admit(s);
+            CheckCopied(s);
+            Join(s);
             return true;
         }
         Inject(s);
         return false;
+    }
+
+    /// <summary>A sample that leaves this instance (taken out or moved): its proposers' state and acceptance statistics here go.</summary>
+    private void Leave(SampleState s)
+    {
+        foreach (var p in _proposers.Values) p.MigratedOut(s);
+        _acceptance?.Forget(s.SampleId);
+    }
+
+    /// <summary>A sample whose committed KV is in this model (prefilled, or copied in) joins the live batch, youngest.</summary>
+    private void Join(SampleState s)
+    {
+        s.InCache = true;
+        s.AdmissionOrder = _admissions++;
+        _live.Add(s);
+        foreach (var p in _proposers.Values) p.Admit(s);
+    }
+
+    /// <summary>A KV copy into this model must hold every committed token but the pending one.</summary>
+    private void CheckCopied(SampleState s)
+    {
+        if (_model.CommittedLength(s.SampleId) != s.Tokens.Count - 1)
+            throw new InvalidOperationException($"sample {s.SampleId}: the copy holds {_model.CommittedLength(s.SampleId)} committed tokens, the sample {s.Tokens.Count - 1}");
     }
 
     /// <summary>Frees the KV this model still holds for a sample moved out by <see cref="BeginMoveWithKv"/> (call between steps, after the copy).</summary>
@@ -225,6 +237,21 @@ public sealed class GenerationInstance : IDisposable
     private int Admit()
     {
         var batch = _admitting;
+        TakeAdmissions(batch);
+        if (batch.Count == 0) return 0;
+        var clock = Stopwatch.StartNew();
+        int tokens = Prefill(batch);
+        int admitted = batch.Count;
+        batch.Clear();
+        Stats.PrefillTokens += tokens;
+        Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
+        RetireFinished();
+        return admitted;
+    }
+
+    /// <summary>Moves waiting samples into <paramref name="batch"/>, oldest first, while the batch, the prefill budget and the KV cache allow.</summary>
+    private void TakeAdmissions(List<SampleState> batch)
+    {
         batch.Clear();
         int tokens = 0;
         while (_waiting.Count > 0 && _live.Count + batch.Count < _options.MaxBatch)
@@ -242,9 +269,14 @@ public sealed class GenerationInstance : IDisposable
             batch.Add(s);
             tokens += feed;
         }
-        if (batch.Count == 0) return 0;
+    }
 
-        var clock = Stopwatch.StartNew();
+    /// <summary>
+    /// One ragged prefill of the batch's committed tokens; new samples get their first token sampled from the logits
+    /// of their last prompt token. Every sample then joins the live batch. Returns the tokens fed.
+    /// </summary>
+    private int Prefill(List<SampleState> batch)
+    {
         var offsets = new int[batch.Count + 1];
         var ids = new long[batch.Count];
         var feedTokens = new List<int>();
@@ -270,59 +302,65 @@ public sealed class GenerationInstance : IDisposable
             var settings = fresh.Select(s => { var p = s.Request.Sampling; p.SampleId = (uint)s.SampleId; p.Position = s.NextPosition; p.Stream = RngStreams.Target; return p; }).ToArray();
             _model.Backend.Sample(settings, logits, _model.VocabSize, first, logProbs);
         }
+        var keep = new int[feedTokens.Count];
         for (int b = 0; b < batch.Count; b++)
-        {
-            var s = batch[b];
-            _model.Commit(s.SampleId, Enumerable.Range(0, offsets[b + 1] - offsets[b]).ToArray());
-            s.InCache = true;
-            s.AdmissionOrder = _admissions++;
-            _live.Add(s);
-            foreach (var p in _proposers.Values) p.Admit(s);
-        }
+            for (int t = offsets[b]; t < offsets[b + 1]; t++) keep[t] = t - offsets[b];
+        _model.Commit(ids, offsets, keep);
+        foreach (var s in batch) Join(s);
         for (int f = 0; f < fresh.Count; f++) Emit(fresh[f], [first[f]], [logProbs[f]]);
-        int admitted = batch.Count;
-        batch.Clear();
-        Stats.PrefillTokens += feedTokens.Count;
-        Stats.PrefillSeconds += clock.Elapsed.TotalSeconds;
-        RetireFinished();
-        return admitted;
+        return feedTokens.Count;
     }
 
     /// <summary>Tokens fed when (re-)admitting: the prompt, or everything committed but the pending token.</summary>
     private static int FeedOnAdmission(SampleState s) => s.Generated == 0 ? s.Tokens.Count : s.Tokens.Count - 1;
 
+    /// <summary>One decoding step: plan → draft → reserve → verify → commit (each below).</summary>
     private void Decode()
     {
         var stepClock = Stopwatch.StartNew();
-        // 1. Strategy and per-sample depths.
-        Strategy strategy;
-        int[] depths;
         var live = _live.ToList();
-        if (_options.FixedStrategy is { } fixedStrategy)
-        {
-            strategy = fixedStrategy;
-            depths = live.Select(s => strategy.IsOff ? 0 : Math.Min(strategy.Depth, s.RemainingTokens - 1)).ToArray();
-        }
-        else
-        {
-            var plan = _options.Selector!.Choose(live.Select(s => new LiveSample(s.SampleId, s.Tokens.Count, s.RemainingTokens)).ToArray());
-            LastPlan = plan;
-            strategy = plan.Strategy;
-            depths = plan.DraftDepths;
-        }
+        var plan = PlanStep(live);
+        var strategy = plan.Strategy;
+        var trees = Draft(live, strategy, plan.DraftDepths, out double draftSeconds);
+        var step = Reserve(live, trees);
+        if (step.Count == 0) return;
+        var verified = Verify(step, out double forwardSeconds);
+        long emitted = CommitStep(step, strategy, verified);
+        double stepSeconds = stepClock.Elapsed.TotalSeconds;
+        _cost?.ObserveStepOverhead(verified.Rows, stepSeconds - draftSeconds - forwardSeconds);
+        if (_options.Planner.Adaptive && step.Count == live.Count)
+            _cost?.ObserveStepTime(strategy, step.Count, plan.PredictedSeconds, stepSeconds);
+        Stats.RecordStep(strategy, step.Count, emitted, stepSeconds);
+        RetireFinished();
+    }
+
+    /// <summary>Plan: the strategy and each live sample's draft depth, capped so the draft fits the context limit.</summary>
+    private StepPlan PlanStep(List<SampleState> live)
+    {
+        var plan = _options.Planner.Plan(live.Select(s => new LiveSample(s.SampleId, s.Tokens.Count, s.RemainingTokens)).ToArray());
+        if (_options.Planner.Adaptive) LastPlan = plan;
+        var depths = plan.DraftDepths;
         for (int i = 0; i < live.Count; i++)
             depths[i] = Math.Max(0, Math.Min(depths[i], _model.MaxContext - live[i].Tokens.Count - 1));
+        return plan;
+    }
 
-        // 2. Drafts.
+    /// <summary>Draft: the strategy's proposer drafts a tree per sample (empty trees for <c>off</c> or all-zero depths).</summary>
+    private DraftTree[] Draft(List<SampleState> live, Strategy strategy, int[] depths, out double seconds)
+    {
         var clock = Stopwatch.StartNew();
         DraftTree[] trees = strategy.IsOff || depths.All(d => d == 0)
             ? live.Select(_ => new DraftTree(DraftKind.Deterministic)).ToArray()
             : _proposers[strategy.Proposer].Propose(live, strategy, depths);
-        double draftSeconds = clock.Elapsed.TotalSeconds;
-        Stats.DraftSeconds += draftSeconds;
-        if (strategy.Proposer == ProposerKind.Suffix) _cost?.ObserveSuffix(live.Count, draftSeconds);
+        seconds = clock.Elapsed.TotalSeconds;
+        Stats.DraftSeconds += seconds;
+        if (strategy.Proposer == ProposerKind.Suffix) _cost?.ObserveSuffix(live.Count, seconds);
+        return trees;
+    }
 
-        // 3. Room in the KV cache for every sample's pending token and draft; preempt the youngest when full.
+    /// <summary>Room in the KV cache for every sample's pending token and draft; preempts the youngest when full. Returns the samples that step.</summary>
+    private List<(SampleState Sample, DraftTree Tree)> Reserve(List<SampleState> live, DraftTree[] trees)
+    {
         var step = new List<(SampleState Sample, DraftTree Tree)>();
         for (int i = 0; i < live.Count; i++) step.Add((live[i], trees[i]));
         for (int i = 0; i < step.Count; i++)
@@ -332,15 +370,52 @@ public sealed class GenerationInstance : IDisposable
             {
                 var victim = _live.MaxBy(x => x.AdmissionOrder)!;
                 int at = step.FindIndex(x => x.Sample == victim);
-                Preempt(victim, at >= 0 ? step[at].Tree : null);
+                Preempt(victim);
                 if (at >= 0) { step.RemoveAt(at); if (at < i) i--; }
                 if (victim == s) { i--; break; }
             }
         }
-        if (step.Count == 0) return;
+        return step;
+    }
 
-        // 4. One forward over every sample's pending token and draft nodes (tree mask from the parents).
+    /// <summary>
+    /// Verify: one forward over every sample's pending token and draft nodes (tree mask from the parents), then the
+    /// verify kernel over its logits: the accepted nodes of each draft and the next token.
+    /// </summary>
+    private StepVerification Verify(List<(SampleState Sample, DraftTree Tree)> step, out double forwardSeconds)
+    {
+        var clock = Stopwatch.StartNew();
+        var (offsets, nodeOffsets, logits) = VerifyForward(step);
+        forwardSeconds = clock.Elapsed.TotalSeconds;
+        Stats.VerifyForwardSeconds += forwardSeconds;
         clock.Restart();
+        int samples = step.Count, rows = offsets[samples];
+        var settings = step.Select(x => { var p = x.Sample.Request.Sampling; p.SampleId = (uint)x.Sample.SampleId; p.Position = x.Sample.NextPosition; return p; }).ToArray();
+        DeviceBuffer<float>? draftLogits = null;
+        if (step.Any(x => x.Tree.Kind == DraftKind.Sampled && x.Tree.DraftLogits is not null && x.Tree.Count > 0))
+        {
+            draftLogits = DraftLogits((long)rows * _model.VocabSize);
+            for (int b = 0; b < samples; b++)
+                if (step[b].Tree.DraftLogits is { } q)
+                    draftLogits.Write(q.AsSpan(0, (1 + step[b].Tree.Count) * _model.VocabSize), (long)offsets[b] * _model.VocabSize);
+        }
+        var result = new StepVerification(offsets, nodeOffsets, new int[samples], new int[nodeOffsets[samples]], new int[samples], new float[rows]);
+        _model.Backend.Verify(
+            new VerifyBatch
+            {
+                NodeOffsets = nodeOffsets, DraftTokens = step.SelectMany(x => x.Tree.Tokens).ToArray(), Parents = step.SelectMany(x => x.Tree.Parents).ToArray(),
+                Params = settings, Kinds = step.Select(x => x.Tree.Kind).ToArray(), VocabSize = _model.VocabSize,
+            },
+            logits, draftLogits,
+            new VerifyOutputs { AcceptedCount = result.AcceptedCount, AcceptedNodes = result.AcceptedNodes, NextToken = result.NextToken, LogProbs = result.LogProbs });
+        Stats.VerifyKernelSeconds += clock.Elapsed.TotalSeconds;
+        return result;
+    }
+
+    /// <summary>The tree-verify forward: row offsets // [samples + 1], draft-node offsets // [samples + 1], logits // [rows, vocab].</summary>
+    private (int[] Offsets, int[] NodeOffsets, DeviceBuffer<float> Logits) VerifyForward(List<(SampleState Sample, DraftTree Tree)> step)
+    {
+        var clock = Stopwatch.StartNew();
         int samples = step.Count;
         var ids = new long[samples];
         var offsets = new int[samples + 1];
@@ -359,55 +434,46 @@ public sealed class GenerationInstance : IDisposable
             nodeOffsets[b + 1] = nodeOffsets[b] + tree.Count;
             pairs += (1.0 + tree.Count) * (s.Tokens.Count + (1 + tree.Count) / 2.0);
         }
-        int totalRows = feedTokens.Count;
-        var logits = Logits((long)totalRows * _model.VocabSize);
+        int rows = feedTokens.Count;
+        var logits = Logits((long)rows * _model.VocabSize);
         _model.Forward(new ForwardBatch
         {
             SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = feedParents.ToArray(),
-            LogitRows = Enumerable.Range(0, totalRows).ToArray(),
+            LogitRows = Enumerable.Range(0, rows).ToArray(),
         }, logits);
-        double forwardSeconds = clock.Elapsed.TotalSeconds;
-        Stats.VerifyForwardSeconds += forwardSeconds;
-        _cost?.ObserveVerify(totalRows, pairs, forwardSeconds);
+        _cost?.ObserveVerify(rows, pairs, clock.Elapsed.TotalSeconds);
+        return (offsets, nodeOffsets, logits);
+    }
 
-        // 5. Verification.
-        clock.Restart();
-        var draftTokens = step.SelectMany(x => x.Tree.Tokens).ToArray();
-        var draftParents = step.SelectMany(x => x.Tree.Parents).ToArray();
-        var settings = step.Select(x => { var p = x.Sample.Request.Sampling; p.SampleId = (uint)x.Sample.SampleId; p.Position = x.Sample.NextPosition; return p; }).ToArray();
-        var kinds = step.Select(x => x.Tree.Kind).ToArray();
-        DeviceBuffer<float>? draftLogits = null;
-        if (step.Any(x => x.Tree.Kind == DraftKind.Sampled && x.Tree.DraftLogits is not null && x.Tree.Count > 0))
+    /// <summary>
+    /// Commit: the model keeps each sample's pending token and accepted path (one batched call) and rolls back the
+    /// rejected draft nodes; the accepted tokens and the next token are emitted; proposers and the acceptance
+    /// statistics learn what was accepted. Returns the tokens emitted.
+    /// </summary>
+    private long CommitStep(List<(SampleState Sample, DraftTree Tree)> step, Strategy strategy, StepVerification v)
+    {
+        int samples = step.Count;
+        var ids = new long[samples];
+        var keepOffsets = new int[samples + 1];
+        var keep = new int[samples + v.AcceptedNodes.Length];
+        for (int b = 0; b < samples; b++)
         {
-            draftLogits = DraftLogits((long)totalRows * _model.VocabSize);
-            for (int b = 0; b < samples; b++)
-                if (step[b].Tree.DraftLogits is { } q)
-                    draftLogits.Write(q.AsSpan(0, (1 + step[b].Tree.Count) * _model.VocabSize), (long)offsets[b] * _model.VocabSize);
+            ids[b] = step[b].Sample.SampleId;
+            int at = keepOffsets[b];
+            keep[at] = 0; // the pending token
+            for (int j = 0; j < v.AcceptedCount[b]; j++) keep[at + 1 + j] = v.AcceptedNodes[v.NodeOffsets[b] + j] + 1;
+            keepOffsets[b + 1] = at + 1 + v.AcceptedCount[b];
         }
-        var acceptedCount = new int[samples];
-        var acceptedNodes = new int[nodeOffsets[samples]];
-        var next = new int[samples];
-        var logProbs = new float[totalRows];
-        _model.Backend.Verify(
-            new VerifyBatch { NodeOffsets = nodeOffsets, DraftTokens = draftTokens, Parents = draftParents, Params = settings, Kinds = kinds, VocabSize = _model.VocabSize },
-            logits, draftLogits,
-            new VerifyOutputs { AcceptedCount = acceptedCount, AcceptedNodes = acceptedNodes, NextToken = next, LogProbs = logProbs });
-        Stats.VerifyKernelSeconds += clock.Elapsed.TotalSeconds;
-
-        // 6. Commit.
+        _model.Commit(ids, keepOffsets, keep.AsSpan(0, keepOffsets[samples]));
         long emittedTotal = 0;
         for (int b = 0; b < samples; b++)
         {
             var (s, tree) = step[b];
-            var accepted = acceptedNodes.AsSpan(nodeOffsets[b], acceptedCount[b]);
-            var keep = new int[1 + accepted.Length];
-            for (int j = 0; j < accepted.Length; j++) keep[1 + j] = accepted[j] + 1;
-            _model.Commit(s.SampleId, keep);
+            var accepted = v.AcceptedNodes.AsSpan(v.NodeOffsets[b], v.AcceptedCount[b]);
             var emitted = new int[accepted.Length + 1];
             for (int j = 0; j < accepted.Length; j++) emitted[j] = tree.Tokens[accepted[j]];
-            emitted[^1] = next[b];
-            int appended = Emit(s, emitted, logProbs.AsSpan(offsets[b], emitted.Length));
-            emittedTotal += appended;
+            emitted[^1] = v.NextToken[b];
+            emittedTotal += Emit(s, emitted, v.LogProbs.AsSpan(v.Offsets[b], emitted.Length));
             if (!strategy.IsOff && tree.Count > 0)
             {
                 _proposers[strategy.Proposer].Accepted(s, tree, accepted);
@@ -417,12 +483,7 @@ public sealed class GenerationInstance : IDisposable
             }
         }
         _acceptance?.EndStep();
-        double stepSeconds = stepClock.Elapsed.TotalSeconds;
-        _cost?.ObserveStepOverhead(totalRows, stepSeconds - draftSeconds - forwardSeconds);
-        if (_options.FixedStrategy is null && LastPlan is { } chosen && samples == live.Count)
-            _cost?.ObserveStepTime(strategy, samples, chosen.PredictedSeconds, stepSeconds);
-        Stats.RecordStep(strategy, samples, emittedTotal, stepSeconds);
-        RetireFinished();
+        return emittedTotal;
     }
 
     /// <summary>Appends emitted tokens up to a stop token or a limit; tells the proposers; returns how many were kept.</summary>
@@ -442,7 +503,7 @@ public sealed class GenerationInstance : IDisposable
         return kept;
     }
 
-    private void Preempt(SampleState s, DraftTree? tree)
+    private void Preempt(SampleState s)
     {
         _model.Release(s.SampleId);
         foreach (var p in _proposers.Values) p.Release(s);

@@ -2,7 +2,7 @@ using RLHFSpec.Compute.Generation.Selection;
 
 namespace RLHFSpec.Compute.Generation;
 
-/// <summary>How an instance generates: batch limit, stop tokens, and either a fixed strategy or adaptive selection.</summary>
+/// <summary>How an instance generates: batch limit, stop tokens, and the planner (a fixed strategy or adaptive selection).</summary>
 public sealed record GenerationOptions
 {
     /// <summary>Most samples decoding at once.</summary>
@@ -13,8 +13,6 @@ public sealed record GenerationOptions
 
     public IReadOnlySet<int> StopTokens { get; init; } = new HashSet<int>();
 
-    /// <summary>The strategy of every step, or null for adaptive selection by <see cref="Selector"/>.</summary>
-    public Strategy? FixedStrategy { get; init; } = Strategy.Off;
-
-    public StrategySelector? Selector { get; init; }
+    /// <summary>Plans each step: <see cref="FixedStrategyPlanner"/>, or the adaptive <see cref="StrategySelector"/>.</summary>
+    public IStepPlanner Planner { get; init; } = new FixedStrategyPlanner(Strategy.Off);
 }

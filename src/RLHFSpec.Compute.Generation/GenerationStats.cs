@@ -19,8 +19,8 @@ public sealed class GenerationStats
     public double VerifyForwardSeconds { get; set; }
     public double VerifyKernelSeconds { get; set; }
 
-    /// <summary>Steps per chosen strategy (its string).</summary>
-    public Dictionary<string, long> StrategyHistogram { get; } = new();
+    /// <summary>Steps per chosen strategy, in order of first choice.</summary>
+    public Dictionary<Strategy, long> StrategyHistogram { get; } = new();
 
     /// <summary>Per live batch size: (steps, tokens emitted by sample-steps, sample-steps).</summary>
     public SortedDictionary<int, (long Steps, long Emitted, long SampleSteps)> ByBatchSize { get; } = new();
@@ -34,6 +34,22 @@ public sealed class GenerationStats
             return sampleSteps == 0 ? 0 : (double)emitted / sampleSteps;
         }
     }
+
+    /// <summary>Sample-steps of decoding (a step of B samples counts B).</summary>
+    public long SampleSteps => ByBatchSize.Values.Sum(v => v.SampleSteps);
+
+    /// <summary>Mean draft tokens a sample has accepted per step (0 before any step).</summary>
+    public double MeanAcceptedPerSampleStep
+    {
+        get
+        {
+            long sampleSteps = SampleSteps;
+            return sampleSteps == 0 ? 0 : (double)DraftTokensAccepted / sampleSteps;
+        }
+    }
+
+    /// <summary>Accepted over proposed draft tokens (0 when none were proposed).</summary>
+    public double AcceptanceRate => DraftTokensProposed == 0 ? 0 : (double)DraftTokensAccepted / DraftTokensProposed;
 
     /// <summary>Adds <paramref name="other"/>'s counts and times into this one (the totals of several instances).</summary>
     public void Add(GenerationStats other)
@@ -78,8 +94,7 @@ public sealed class GenerationStats
         SecondsByBatchSize[batch] = SecondsByBatchSize.GetValueOrDefault(batch) + seconds;
         Steps++;
         LastBatch = batch;
-        string key = strategy.ToString();
-        StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + 1;
+        StrategyHistogram[strategy] = StrategyHistogram.GetValueOrDefault(strategy) + 1;
         var (s, e, ss) = ByBatchSize.GetValueOrDefault(batch);
         ByBatchSize[batch] = (s + 1, e + emitted, ss + batch);
     }

@@ -7,7 +7,7 @@ namespace RLHFSpec.Compute.Generation;
 
 /// <summary>The outcome of <see cref="Generator.Run"/>: results in request order, the instance's stats, wall time and the step plans' record.</summary>
 public sealed record GenerateOutcome(IReadOnlyList<GenerationResult> Results, GenerationStats Stats, double WallSeconds, CostModel? Cost,
-    IReadOnlyDictionary<int, Dictionary<string, long>> ChoicesByBatchSize)
+    IReadOnlyDictionary<int, Dictionary<Strategy, long>> ChoicesByBatchSize)
 {
     /// <summary>Migrations, KV bytes moved, recomputes and per-instance times when several instances ran.</summary>
     public Cluster.ClusterStats? Cluster { get; init; }
@@ -36,7 +36,7 @@ public sealed class Generator
         settings.Validate();
         if (draft is not null && draft.VocabSize != policy.VocabSize)
             throw new ArgumentException($"draft model: vocabulary {draft.VocabSize} differs from the policy's {policy.VocabSize}", nameof(draft));
-        if (!settings.IsAdaptive && Strategy.Parse(settings.Strategy, "--strategy") is { Proposer: ProposerKind.DraftModel } s && draft is null)
+        if (!settings.IsAdaptive && settings.Strategy.Fixed is { Proposer: ProposerKind.DraftModel } s && draft is null)
             throw new ArgumentException($"--strategy {s}: needs a draft model (--draft DIR)", nameof(settings));
         _policy = policy;
         _draft = draft;
@@ -62,7 +62,7 @@ public sealed class Generator
 
     /// <summary>The strategies an instance's step chooses among: the adaptive candidates, or the one fixed strategy.</summary>
     public IReadOnlyList<Strategy> StepStrategies =>
-        _settings.IsAdaptive ? _settings.Candidates ?? DefaultCandidates(_draft is not null) : [Strategy.Parse(_settings.Strategy, "--strategy")];
+        _settings.IsAdaptive ? _settings.Candidates ?? DefaultCandidates(_draft is not null) : [_settings.Strategy.Fixed];
 
     /// <summary>Most samples an instance decodes together.</summary>
     public int MaxBatch => _settings.MaxBatch;
@@ -87,7 +87,7 @@ public sealed class Generator
         var (options, acceptance) = Options(_draft is not null, _cost, _acceptance);
         _acceptance ??= acceptance;
 
-        var choices = new Dictionary<int, Dictionary<string, long>>();
+        var choices = new Dictionary<int, Dictionary<Strategy, long>>();
         var clock = Stopwatch.StartNew();
         using var instance = new GenerationInstance(_policy, proposers, options, acceptance, _settings.IsAdaptive ? _cost : null);
         try
@@ -99,8 +99,7 @@ public sealed class Generator
                 {
                     int batch = plan.DraftDepths.Length;
                     if (!choices.TryGetValue(batch, out var h)) choices[batch] = h = new();
-                    string key = plan.Strategy.ToString();
-                    h[key] = h.GetValueOrDefault(key) + 1;
+                    h[plan.Strategy] = h.GetValueOrDefault(plan.Strategy) + 1;
                 }
                 afterStep?.Invoke(i);
             });
@@ -158,7 +157,7 @@ public sealed class Generator
                 foreach (var r in result.Results) suffix.Remember(r);
             var byId = result.Results.ToDictionary(r => r.Request.SampleId);
             return new GenerateOutcome(requests.Select(r => byId[r.SampleId]).ToArray(), result.Stats.Total, result.Stats.WallSeconds, _cost,
-                new Dictionary<int, Dictionary<string, long>>()) { Cluster = result.Stats };
+                new Dictionary<int, Dictionary<Strategy, long>>()) { Cluster = result.Stats };
         }
         finally
         {
@@ -170,11 +169,11 @@ public sealed class Generator
     private (GenerationOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost, AcceptanceEstimator? kept = null)
     {
         var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
-        if (!_settings.IsAdaptive) return (options with { FixedStrategy = Strategy.Parse(_settings.Strategy, "--strategy") }, null);
+        if (!_settings.IsAdaptive) return (options with { Planner = new FixedStrategyPlanner(_settings.Strategy.Fixed) }, null);
         // Optimistic decisions (an upper confidence bound on acceptance) so candidates with few observations get tried.
         var acceptance = kept ?? new AcceptanceEstimator(optimism: 1);
         var candidates = _settings.Candidates ?? DefaultCandidates(hasDraft);
-        return (options with { FixedStrategy = null, Selector = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
+        return (options with { Planner = new StrategySelector(cost!, acceptance, candidates) }, acceptance);
     }
 
     private CostModel LoadOrProfile()

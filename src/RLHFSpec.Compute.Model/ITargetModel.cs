@@ -29,6 +29,17 @@ public interface ITargetModel
     /// <summary>Keeps the tentative tokens listed (indices in feeding order, a root-to-leaf path in tree order) as committed, drops the rest.</summary>
     void Commit(long sampleId, ReadOnlySpan<int> keep);
 
+    /// <summary>
+    /// Commits a step for a batch: sample i keeps keep[keepOffsets[i] .. keepOffsets[i + 1]) as <see cref="Commit(long, ReadOnlySpan{int})"/>
+    /// would, and its other tentative tokens are rolled back. The same as one call per sample, in one call.
+    /// </summary>
+    void Commit(ReadOnlySpan<long> sampleIds, ReadOnlySpan<int> keepOffsets, ReadOnlySpan<int> keep)
+    {
+        if (keepOffsets.Length != sampleIds.Length + 1 || keepOffsets[^1] != keep.Length)
+            throw new ArgumentException($"keepOffsets: {keepOffsets.Length} offsets ending at {(keepOffsets.Length > 0 ? keepOffsets[^1] : 0)} for {sampleIds.Length} samples and {keep.Length} kept tokens", nameof(keepOffsets));
+        for (int i = 0; i < sampleIds.Length; i++) Commit(sampleIds[i], keep[keepOffsets[i]..keepOffsets[i + 1]]);
+    }
+
     /// <summary>Frees everything of the sample.</summary>
     void Release(long sampleId);
 }

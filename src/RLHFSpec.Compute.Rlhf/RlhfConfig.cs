@@ -153,6 +153,6 @@ public sealed record RlhfConfig
         if (Algorithm is not ("grpo" or "ppo")) throw new ArgumentException($"algorithm: '{Algorithm}' is not one of grpo, ppo");
         if (Reallocate is not ("on" or "off")) throw new ArgumentException($"reallocate: '{Reallocate}' is not one of on, off");
         RewardRule.Parse(Reward);
-        if (Speculation != "off" && Speculation != "adaptive") Generation.Selection.Strategy.Parse(Speculation, "speculation");
+        Generation.Selection.StrategyMode.Parse(Speculation, "speculation");
     }
 }

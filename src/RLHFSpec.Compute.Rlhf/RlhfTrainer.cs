@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -158,7 +159,7 @@ public sealed class RlhfTrainer : IDisposable
             _policyModel = new TransformerModel(_policy, _backend, runtime);
             if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
             _generator = new Generator(_policyModel, config.Speculation == "off" ? null : _draftModel,
-                new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+                new GenerateSettings { Strategy = StrategyMode.Parse(config.Speculation, "speculation"), StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
             if (config.Instances > 1)
             {
                 // Instances share the cores: without a thread count each gets its share.
@@ -392,7 +393,6 @@ public sealed class RlhfTrainer : IDisposable
         var lengths = results.Select(r => (double)r.Tokens.Length).OrderBy(x => x).ToArray();
         double mean = rewards.Average();
         var s = outcome.Stats;
-        long sampleSteps = s.ByBatchSize.Values.Sum(v => v.SampleSteps);
         return new IterationMetrics
         {
             Iteration = iteration,
@@ -408,9 +408,9 @@ public sealed class RlhfTrainer : IDisposable
             ResponseLengthP99 = Percentile(lengths, 0.99),
             Seconds = seconds,
             GenerationTokensPerSecond = s.TokensGenerated / Math.Max(outcome.WallSeconds, 1e-9),
-            MeanAcceptedPerStep = sampleSteps == 0 ? 0 : (double)s.DraftTokensAccepted / sampleSteps,
+            MeanAcceptedPerStep = s.MeanAcceptedPerSampleStep,
             MeanEmittedPerSampleStep = s.MeanEmittedPerSampleStep,
-            StrategyHistogram = new Dictionary<string, long>(s.StrategyHistogram),
+            StrategyHistogram = s.StrategyHistogram.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value),
             Migrations = outcome.Cluster is { } c ? c.Migrations + c.Recomputes : 0,
             DraftKlBefore = draftTokens == 0 ? null : klBefore / draftTokens,
             DraftKlAfter = draftTokens == 0 ? null : klAfter / draftTokens,

@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -74,7 +75,7 @@ internal static class GenerateCommand
         if (a.Instances < 1) throw new ArgumentException($"--instances: {a.Instances}, must be >= 1");
         if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
         var dense = CommonOptions.ParseDense(a.Dense);
-        var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
+        var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
         // Outputs are checked before any work; the cost profile only when it will be written (missing), else read.
@@ -206,13 +207,12 @@ internal static class GenerateCommand
     internal static JsonObject StatsJson(GenerateOutcome o)
     {
         var s = o.Stats;
-        long sampleSteps = s.ByBatchSize.Values.Sum(v => v.SampleSteps);
         var byBatch = new JsonObject();
         foreach (var (batch, (steps, emitted, ss)) in s.ByBatchSize)
         {
             var entry = new JsonObject { ["steps"] = steps, ["sample_steps"] = ss, ["mean_emitted_per_sample_step"] = ss == 0 ? 0 : (double)emitted / ss };
             if (o.ChoicesByBatchSize.TryGetValue(batch, out var choices))
-                entry["strategies"] = new JsonObject(choices.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+                entry["strategies"] = new JsonObject(choices.Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value)));
             byBatch[batch.ToString(CultureInfo.InvariantCulture)] = entry;
         }
         return new JsonObject
@@ -225,18 +225,18 @@ internal static class GenerateCommand
             ["decode_tokens_per_second"] = s.DecodeTokensPerSecond,
             ["decode_tokens"] = s.DecodeTokens,
             ["steps"] = s.Steps,
-            ["mean_accepted_per_step"] = sampleSteps == 0 ? 0 : (double)s.DraftTokensAccepted / sampleSteps,
+            ["mean_accepted_per_step"] = s.MeanAcceptedPerSampleStep,
             ["mean_emitted_per_sample_step"] = s.MeanEmittedPerSampleStep,
             ["draft_tokens_proposed"] = s.DraftTokensProposed,
             ["draft_tokens_accepted"] = s.DraftTokensAccepted,
-            ["acceptance_rate"] = s.DraftTokensProposed == 0 ? 0 : (double)s.DraftTokensAccepted / s.DraftTokensProposed,
+            ["acceptance_rate"] = s.AcceptanceRate,
             ["preemptions"] = s.Preemptions,
             ["prefill_tokens"] = s.PrefillTokens,
             ["seconds"] = new JsonObject
             {
                 ["prefill"] = s.PrefillSeconds, ["decode"] = s.DecodeSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
             },
-            ["strategy_histogram"] = new JsonObject(s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["strategy_histogram"] = new JsonObject(s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
             ["by_batch_size"] = byBatch,
             ["finish_reasons"] = new JsonObject(o.Results.GroupBy(r => r.FinishReason.ToString().ToLowerInvariant())
                 .Select(g => KeyValuePair.Create(g.Key, (JsonNode?)g.Count()))),
@@ -261,7 +261,7 @@ internal static class GenerateCommand
             (s.TokensGenerated / Math.Max(o.WallSeconds, 1e-9)).ToString("F1", CultureInfo.InvariantCulture),
             s.PrefillTokensPerSecond.ToString("F1", CultureInfo.InvariantCulture), s.DecodeTokensPerSecond.ToString("F1", CultureInfo.InvariantCulture), s.Steps.ToString(CultureInfo.InvariantCulture),
             s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
-            s.DraftTokensProposed == 0 ? "-" : ((double)s.DraftTokensAccepted / s.DraftTokensProposed).ToString("P0", CultureInfo.InvariantCulture),
+            s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", CultureInfo.InvariantCulture),
             s.Preemptions.ToString(CultureInfo.InvariantCulture));
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine("strategies: " + Markup.Escape(string.Join(", ", s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} ×{kv.Value}"))));

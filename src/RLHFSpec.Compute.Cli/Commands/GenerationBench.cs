@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -59,7 +60,7 @@ internal static class GenerationBench
         if (sweepTokens < 1) throw new ArgumentException($"--sweep-tokens: {sweepTokens}, must be >= 1");
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var strategies = new[] { "off" }.Concat(strategyList.Where(s => s != "off")).ToArray();
-        foreach (var s in strategies) new GenerateSettings { Strategy = s }.Validate();
+        foreach (var s in strategies) StrategyMode.Parse(s, "--strategies");
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
@@ -84,7 +85,7 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
             using var policy = new TransformerModel(policyWeights, backend, runtime);
             using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategy, "--strategies"), StopTokens = stops, MaxBatch = 256 });
             var warm = System.Diagnostics.Stopwatch.StartNew();
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
         }
@@ -95,7 +96,7 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
             using var policy = new TransformerModel(policyWeights, backend, runtime);
             using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategy, "--strategies"), StopTokens = stops, MaxBatch = 256 });
             GenerateOutcome outcome = null!;
             AnsiConsole.Progress().AutoClear(true).Start(ctx =>
             {
@@ -117,7 +118,7 @@ internal static class GenerationBench
             string[] cells = [strategy, s.TokensGenerated.ToString(CultureInfo.InvariantCulture), o.WallSeconds.ToString("F1", CultureInfo.InvariantCulture),
                 rate.ToString("F0", CultureInfo.InvariantCulture), (rate / offRate).ToString("F2", CultureInfo.InvariantCulture) + "×",
                 s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
-                s.DraftTokensProposed == 0 ? "-" : ((double)s.DraftTokensAccepted / s.DraftTokensProposed).ToString("P0", CultureInfo.InvariantCulture),
+                s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", CultureInfo.InvariantCulture),
                 string.Join(", ", s.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(4).Select(kv => $"{kv.Key} ×{kv.Value}"))];
             table.AddRow(cells.Select(Markup.Escape).ToArray());
             md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
@@ -194,7 +195,7 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
             using var policy = new TransformerModel(policyWeights, backend, runtime);
             using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategies[si], "--strategies"), StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
             for (int bi = 0; bi < sizes.Length; bi++)
             {
                 var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();

@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -59,7 +60,7 @@ internal static class SimulatorValidationRun
         if (a.MaxBatch < 1) throw new ArgumentException($"--max-batch: {a.MaxBatch}, must be >= 1");
         if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
         if (a.Repeats < 1) throw new ArgumentException($"--repeats: {a.Repeats}, must be >= 1");
-        var settings = new GenerateSettings { Strategy = a.Strategy, MaxBatch = a.MaxBatch, CostProfilePath = costProfile };
+        var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = costProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", markdown), ("--cost-profile", costProfile is not null && File.Exists(costProfile) ? null : costProfile));

@@ -12,7 +12,7 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// (<see cref="CostModel.TimeCorrection"/>): what the curves miss is learnt from the steps run, and a correction
 /// learnt on one draft length applies to the others.
 /// </summary>
-public sealed class StrategySelector
+public sealed class StrategySelector : IStepPlanner
 {
     private readonly CostModel _cost;
     private readonly AcceptanceEstimator _acceptance;
@@ -28,6 +28,12 @@ public sealed class StrategySelector
     }
 
     public IReadOnlyList<Strategy> Candidates => _candidates;
+
+    IReadOnlyList<Strategy> IStepPlanner.Strategies => _candidates;
+
+    bool IStepPlanner.Adaptive => true;
+
+    StepPlan IStepPlanner.Plan(IReadOnlyList<LiveSample> samples) => Choose(samples);
 
     public StepPlan Choose(IReadOnlyList<LiveSample> samples)
     {

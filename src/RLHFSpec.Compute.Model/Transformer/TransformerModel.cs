@@ -312,6 +312,29 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     public void Commit(long sampleId, ReadOnlySpan<int> keep)
     {
+        var s = CheckedKeep(sampleId, keep);
+        Cache.Commit(s.CacheId, keep);
+        Committed(s);
+    }
+
+    /// <summary>The batch's commit as one <see cref="KvCache.Commit(ReadOnlySpan{int}, ReadOnlySpan{int}, ReadOnlySpan{int})"/>; every path is checked first.</summary>
+    public void Commit(ReadOnlySpan<long> sampleIds, ReadOnlySpan<int> keepOffsets, ReadOnlySpan<int> keep)
+    {
+        if (keepOffsets.Length != sampleIds.Length + 1 || keepOffsets[^1] != keep.Length)
+            throw new ArgumentException($"keepOffsets: {keepOffsets.Length} offsets ending at {(keepOffsets.Length > 0 ? keepOffsets[^1] : 0)} for {sampleIds.Length} samples and {keep.Length} kept tokens", nameof(keepOffsets));
+        var samples = new Sample[sampleIds.Length];
+        var cacheIds = new int[sampleIds.Length];
+        for (int i = 0; i < samples.Length; i++)
+        {
+            samples[i] = CheckedKeep(sampleIds[i], keep[keepOffsets[i]..keepOffsets[i + 1]]);
+            cacheIds[i] = samples[i].CacheId;
+        }
+        Cache.Commit(cacheIds, keepOffsets, keep);
+        foreach (var s in samples) Committed(s);
+    }
+
+    private Sample CheckedKeep(long sampleId, ReadOnlySpan<int> keep)
+    {
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId} has nothing to commit");
         for (int i = 0; i < keep.Length; i++)
         {
@@ -322,7 +345,11 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             if (s.Parents[node] != expected)
                 throw new ArgumentException($"keep: token {node}'s parent is {s.Parents[node]}, not {expected}: kept tokens must be a root-to-leaf path", nameof(keep));
         }
-        Cache.Commit(s.CacheId, keep);
+        return s;
+    }
+
+    private static void Committed(Sample s)
+    {
         s.Parents.Clear();
         s.Depths.Clear();
         s.Chain = true;

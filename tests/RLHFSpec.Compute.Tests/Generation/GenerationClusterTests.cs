@@ -29,7 +29,7 @@ public class GenerationClusterTests
         models.Add(model);
         var draft = new SyntheticTargetModel(Backends.Cpu, Draft, maxContext: 200);
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
-        return new GenerationInstance(wrap?.Invoke(model) ?? model, proposers, new GenerationOptions { MaxBatch = maxBatch, FixedStrategy = Strategy.Parse(strategy) });
+        return new GenerationInstance(wrap?.Invoke(model) ?? model, proposers, new GenerationOptions { MaxBatch = maxBatch, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
     }
 
     /// <summary>

@@ -36,10 +36,10 @@ public class GenerationInstanceTests
             cost.Frozen = true;
             var acceptance = new AcceptanceEstimator();
             var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4", "tree:3,2,6" }.Select(s => Strategy.Parse(s));
-            options = options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) };
+            options = options with { Planner = new StrategySelector(cost, acceptance, candidates) };
             return (new GenerationInstance(model, proposers, options, acceptance, cost), model);
         }
-        options = options with { FixedStrategy = Strategy.Parse(strategy) };
+        options = options with { Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) };
         return (new GenerationInstance(model, proposers, options), model);
     }
 

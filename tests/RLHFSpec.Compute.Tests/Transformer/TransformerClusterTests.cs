@@ -49,7 +49,7 @@ public sealed class TransformerClusterTests
                 Models.Add(draft);
                 proposers.Add(new DraftModelProposer(draft));
             }
-            return new GenerationInstance(policy, proposers, new GenerationOptions { MaxBatch = 32, FixedStrategy = Strategy.Parse(strategy) });
+            return new GenerationInstance(policy, proposers, new GenerationOptions { MaxBatch = 32, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
         }
 
         public void Dispose()
@@ -236,7 +236,7 @@ public sealed class TransformerClusterTests
                 var policy = new TransformerModel(weights, new CpuBackend(threads: cores),
                     new TransformerOptions { KvBlockSize = 16, KvMemoryBudgetBytes = 64 << 20, Session = new Compute.Model.Onnx.OnnxSessionOptions { IntraOpThreads = cores } });
                 models.Add(policy);
-                return new GenerationInstance(policy, [new SuffixProposer()], new GenerationOptions { MaxBatch = 64, FixedStrategy = Strategy.Off });
+                return new GenerationInstance(policy, [new SuffixProposer()], new GenerationOptions { MaxBatch = 64, Planner = new FixedStrategyPlanner(Strategy.Off) });
             }
             var requests = ClusterBenchmark.LongTail(64, 512, shortTokens: 4, longTokens: 100, tailEvery: 4, SamplingParams.Greedy(0, 0));
             foreach (var mode in new[] { MigrationMode.Auto, MigrationMode.Recompute })

@@ -53,9 +53,9 @@ public sealed class TransformerGenerationTests
             cost.ObserveSuffix(1, 1e-6);
             var acceptance = new AcceptanceEstimator();
             var candidates = new[] { "suffix:4", "suffix-tree:4,2,8", "chain:2", "chain:4", "tree:3,2,6" }.Select(s => Strategy.Parse(s));
-            instance = new GenerationInstance(policy, proposers, options with { FixedStrategy = null, Selector = new StrategySelector(cost, acceptance, candidates) }, acceptance, cost);
+            instance = new GenerationInstance(policy, proposers, options with { Planner = new StrategySelector(cost, acceptance, candidates) }, acceptance, cost);
         }
-        else instance = new GenerationInstance(policy, proposers, options with { FixedStrategy = Strategy.Parse(strategy) });
+        else instance = new GenerationInstance(policy, proposers, options with { Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
         return new Setup { PolicyWeights = policyWeights, OtherWeights = otherWeights, Policy = policy, Draft = draft, Instance = instance };
     }
 

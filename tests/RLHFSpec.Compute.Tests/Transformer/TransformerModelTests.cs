@@ -108,6 +108,49 @@ public sealed class TransformerModelTests
 
     [TestCase("cpu")]
     [TestCase("managed")]
+    public void A_batched_commit_equals_one_commit_per_sample_and_frees_exactly_the_rejected_KV(string backend)
+    {
+        using var weights = Weights(Config("llama"), 51);
+        using var batched = NewModel(weights, backend);
+        using var single = NewModel(weights, backend);
+        using var fresh = NewModel(weights, backend); // holds only what is committed: the KV a rollback must leave
+        var random = new Random(51);
+        long[] ids = [1, 2, 3];
+        var prefixes = ids.Select(_ => RandomTokens(random, random.Next(3, 10), batched.VocabSize)).ToArray();
+        // Sample 1: a tree keeping a non-prefix path; 2: a chain keeping its first two; 3: everything rejected.
+        int[][] parents = [[-1, 0, 0, 2, 2, 4], [-1, 0, 1, 2], [-1, 0, 1]];
+        int[][] keeps = [[0, 2, 4], [0, 1], [0]];
+        var trees = parents.Select(p => RandomTokens(random, p.Length, batched.VocabSize)).ToArray();
+        foreach (var model in new[] { batched, single })
+        {
+            for (int b = 0; b < ids.Length; b++) Prefill(model, ids[b], prefixes[b]);
+            Forward(model, ids, trees, parents);
+        }
+        Assert.That(batched.Cache.FreeBlocks, Is.EqualTo(single.Cache.FreeBlocks));
+        var offsets = new int[ids.Length + 1];
+        for (int b = 0; b < ids.Length; b++) offsets[b + 1] = offsets[b] + keeps[b].Length;
+        batched.Commit(ids, offsets, keeps.SelectMany(k => k).ToArray());
+        for (int b = 0; b < ids.Length; b++) single.Commit(ids[b], keeps[b]);
+        var committed = ids.Select((_, b) => prefixes[b].Concat(keeps[b].Select(j => trees[b][j])).ToArray()).ToArray();
+        for (int b = 0; b < ids.Length; b++) Prefill(fresh, ids[b], committed[b]);
+        Assert.That(batched.Cache.FreeBlocks, Is.EqualTo(fresh.Cache.FreeBlocks), "the rejected nodes' blocks are free again");
+        Assert.That(single.Cache.FreeBlocks, Is.EqualTo(fresh.Cache.FreeBlocks));
+        var next = ids.Select(_ => new[] { random.Next(batched.VocabSize) }).ToArray();
+        int[][] one = [[-1], [-1], [-1]];
+        var a = Forward(batched, ids, next, one);
+        var c = Forward(single, ids, next, one);
+        var r = Forward(fresh, ids, next, one);
+        for (int b = 0; b < ids.Length; b++)
+        {
+            Assert.That(batched.CommittedLength(ids[b]), Is.EqualTo(committed[b].Length));
+            Assert.That(a[b], Is.EqualTo(c[b]), $"sample {ids[b]}: batched and per-sample commits decode alike");
+            AssertClose(a[b], r[b], Tol, $"sample {ids[b]}: as if only the kept tokens had been fed");
+        }
+        Assert.Throws<ArgumentException>(() => batched.Commit(ids, [0, 1], [0]));
+    }
+
+    [TestCase("cpu")]
+    [TestCase("managed")]
     [TestCase("vulkan")]
     public void A_ragged_batch_equals_each_sample_alone(string backend)
     {

@@ -1,0 +1,33 @@
+namespace RLHFSpec.Compute.Generation.Selection;
+
+/// <summary>
+/// How steps pick their strategy: adaptively (<see cref="StrategySelector"/>), or one fixed <see cref="Strategy"/>
+/// (<c>off</c> included). Parsed once where text comes in (the CLI's <c>--strategy</c>, the RLHF config's
+/// <c>speculation</c>); the library only sees this value.
+/// </summary>
+public readonly record struct StrategyMode
+{
+    private StrategyMode(bool adaptive, Strategy strategy)
+    {
+        IsAdaptive = adaptive;
+        Fixed = strategy;
+    }
+
+    public static StrategyMode Adaptive { get; } = new(true, Strategy.Off);
+
+    public static StrategyMode Of(Strategy strategy) => new(false, strategy);
+
+    public bool IsAdaptive { get; }
+
+    /// <summary>The strategy of every step when not adaptive (<see cref="Strategy.Off"/> when adaptive).</summary>
+    public Strategy Fixed { get; }
+
+    /// <summary><c>adaptive</c>, or a strategy as <see cref="Strategy.Parse"/> reads it; errors name <paramref name="argument"/>.</summary>
+    public static StrategyMode Parse(string text, string argument = "strategy")
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return text.Trim().Equals("adaptive", StringComparison.OrdinalIgnoreCase) ? Adaptive : Of(Strategy.Parse(text, argument));
+    }
+
+    public override string ToString() => IsAdaptive ? "adaptive" : Fixed.ToString();
+}
