@@ -84,3 +84,64 @@ public class ModelGrowthTests
         Assert.That(() => ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(1, 1, 2), 1, splitNoise: 1), Throws.ArgumentException.With.Message.Contains("split noise"));
     }
 }
+
+/// <summary>
+/// Pretraining that starts from a grown model (the medium set's recipe, on tiny shapes): the first step's loss equals
+/// the source's on the same batch (growth preserves the function), the summary records the source, and a grown shape
+/// that does not match the spec's config fails naming both.
+/// </summary>
+public class GrownPretrainingTests
+{
+    private static PretrainModelSpec Spec(string source, int width, int layers, int steps) => new()
+    {
+        Name = Pretrainer.PolicyName, Steps = steps, PeakLearningRate = 1e-3, MinLearningRate = 1e-4, WarmupSteps = 1, TokensPerBatch = 128,
+        Config = PretrainModelSpec.LlamaConfig(ArithmeticTokenizer.Create(), hidden: 16 * width, layers: layers, heads: 2 * width, kvHeads: width,
+            intermediate: 24 * width, maxPositions: 256),
+        GrowFrom = new PretrainModelSpec.GrowthStart(source, new ModelGrowth.GrowthFactors(width, width, layers)),
+    };
+
+    [Test]
+    public void Fine_tuning_a_grown_model_starts_at_the_source_loss()
+    {
+        using var folder = new Tests.Model.FormatsTestFolder();
+        var tokenizer = ArithmeticTokenizer.Create();
+        var options = new PretrainOptions { Seed = 3, Threads = 1, MaxTrainTokens = 40, EvalPrompts = 0 };
+        string source = Path.Combine(folder.Path, "source");
+        Pretrainer.Run(source, options with
+        {
+            Models = new[]
+            {
+                new PretrainModelSpec
+                {
+                    Name = Pretrainer.PolicyName, Steps = 20, PeakLearningRate = 3e-2, MinLearningRate = 3e-3, WarmupSteps = 2, TokensPerBatch = 128,
+                    Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 16, layers: 1, heads: 2, kvHeads: 1, intermediate: 24, maxPositions: 256),
+                },
+            },
+        });
+        string sourcePolicy = Path.Combine(source, Pretrainer.PolicyName);
+        // Identity growth (a copy) and real growth see the same first batch: the same loss before any update.
+        var same = Pretrainer.Run(Path.Combine(folder.Path, "copy"), options with { Models = new[] { Spec(sourcePolicy, 1, 1, 1) } }).Models.Single();
+        var grown = Pretrainer.Run(Path.Combine(folder.Path, "grown"), options with { Models = new[] { Spec(sourcePolicy, 2, 3, 1) } }).Models.Single();
+        Assert.That(grown.InitialLoss, Is.EqualTo(same.InitialLoss).Within(1e-4));
+        Assert.That(grown.Source, Does.Contain("grown from").And.Contain("width x2").And.Contain("layers 3"));
+        Assert.That(grown.Parameters, Is.GreaterThan(same.Parameters * 5));
+        using var saved = Checkpoint.Load(Path.Combine(folder.Path, "grown", Pretrainer.PolicyName));
+        Assert.That((saved.Config.HiddenSize, saved.Config.NumHiddenLayers), Is.EqualTo((32, 3)));
+        Assert.That(PretrainSummary.Load(Path.Combine(folder.Path, "grown")).Models.Single().Source, Is.EqualTo(grown.Source));
+
+        var wrong = Spec(sourcePolicy, 2, 3, 1) with { Config = Spec(sourcePolicy, 3, 3, 1).Config };
+        Assert.That(() => Pretrainer.Run(Path.Combine(folder.Path, "wrong"), options with { Models = new[] { wrong } }),
+            Throws.ArgumentException.With.Message.Contains("gives hidden 32").And.Message.Contains("not the config's hidden 48"));
+        Assert.That(() => Pretrainer.Run(Path.Combine(folder.Path, "missing"), options with { Models = new[] { Spec(Path.Combine(folder.Path, "nowhere"), 2, 3, 1) } }),
+            Throws.ArgumentException.With.Message.Contains("growth source"));
+    }
+
+    [Test]
+    public void Set_folders_and_unknown_sets()
+    {
+        Assert.That(DefaultModels.SetFolder("/m", null), Is.EqualTo("/m"));
+        Assert.That(DefaultModels.SetFolder("/m", "default"), Is.EqualTo("/m"));
+        Assert.That(DefaultModels.SetFolder("/m", "medium"), Is.EqualTo(Path.Combine("/m", "medium")));
+        Assert.That(() => DefaultModels.SetFolder("/m", "large"), Throws.ArgumentException.With.Message.EqualTo("--set large: no such model set (sets: default, medium)"));
+    }
+}
