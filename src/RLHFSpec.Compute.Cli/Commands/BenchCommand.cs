@@ -39,8 +39,9 @@ internal static class BenchCommand
         {
             Description = $"Only the batch-1 regime check: decode of 1 token vs verify of {RegimeVerifyTokens} tokens (a tree), and their ratio (bandwidth-bound when <= {BandwidthBoundRatio}x)",
         };
-        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, device, ep, threads, quick, dense, markdown, regime };
-        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime)));
+        var set = CommonOptions.Set();
+        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, set, device, ep, threads, quick, dense, markdown, regime };
+        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime), r.GetValue(set)));
         return command;
     }
 
@@ -53,14 +54,14 @@ internal static class BenchCommand
     /// </summary>
     internal const double BandwidthBoundRatio = 1.5;
 
-    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false)
+    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false, string? set = null)
     {
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var dense = CommonOptions.ParseDense(denseName);
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
-        var (policy, _) = ModelFolders.Resolve(modelFolder, null);
+        var (policy, _) = ModelFolders.Resolve(modelFolder, null, draftOptional: true, set: set);
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
