@@ -7,6 +7,11 @@ internal static class CommonOptions
 {
     public static Option<string?> Model() => new("--model") { Description = "Policy model folder (HF layout); default: the embedded policy" };
 
+    public static Option<string?> Set() => new("--set")
+    {
+        Description = $"Model set in place of --model: default | {RLHFSpec.Compute.Model.Pretraining.Pretrainer.MediumSetName} (the bandwidth-bound set, made by pretrain --set {RLHFSpec.Compute.Model.Pretraining.Pretrainer.MediumSetName})",
+    };
+
     public static Option<string?> Draft() => new("--draft") { Description = "Draft model folder (HF layout, same tokenizer); default: the embedded small draft when the policy is the default one" };
 
     public static Option<string> Device() => new("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };

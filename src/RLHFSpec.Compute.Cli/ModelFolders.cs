@@ -11,9 +11,20 @@ namespace RLHFSpec.Compute.Cli;
 internal static class ModelFolders
 {
     /// <param name="draftOptional">True when the caller asked for no draft model (a null draft then stays null).</param>
-    public static (string Policy, string? Draft) Resolve(string? model, string? draft, bool draftOptional = false)
+    /// <param name="set">A named model set (<c>--set</c>) in place of <paramref name="model"/>: null or "default" is the
+    /// default set (pretrained on first use); "medium" must have been made by <c>rlhfspec pretrain --set medium</c>
+    /// (about 10 minutes; not made implicitly). <paramref name="draft"/> still overrides the set's draft.</param>
+    public static (string Policy, string? Draft) Resolve(string? model, string? draft, bool draftOptional = false, string? set = null)
     {
         if (draft is not null && !Directory.Exists(draft)) throw new DirectoryNotFoundException($"--draft '{draft}': no such folder");
+        if (set is not null && set != "default")
+        {
+            if (model is not null) throw new ArgumentException($"--set {set} and --model: give one of them");
+            string setFolder = DefaultModels.SetFolder(DefaultModels.Folder, set);
+            if (!DefaultModels.Exists(setFolder))
+                throw new ArgumentException($"--set {set}: no complete set in {setFolder}; make it with ./rlhfspec pretrain --set {set}");
+            return (DefaultModels.PolicyFolder(setFolder), draft ?? (draftOptional ? null : DefaultModels.DraftFolder(setFolder, Pretrainer.DraftSmallName)));
+        }
         if (model is not null)
         {
             if (!Directory.Exists(model)) throw new DirectoryNotFoundException($"--model '{model}': no such folder");

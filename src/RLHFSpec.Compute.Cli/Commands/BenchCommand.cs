@@ -35,19 +35,33 @@ internal static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Fewer sizes (batch 1, 16, 256; trees 4, 16, 64)" };
         var dense = CommonOptions.Dense();
         var markdown = CommonOptions.Markdown();
-        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, device, ep, threads, quick, dense, markdown };
-        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown)));
+        var regime = new Option<bool>("--regime")
+        {
+            Description = $"Only the batch-1 regime check: decode of 1 token vs verify of {RegimeVerifyTokens} tokens (a tree), and their ratio (bandwidth-bound when <= {BandwidthBoundRatio}x)",
+        };
+        var set = CommonOptions.Set();
+        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, set, device, ep, threads, quick, dense, markdown, regime };
+        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime), r.GetValue(set)));
         return command;
     }
 
-    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown)
+    /// <summary>Tokens per sample of the regime check's verify step (the issue's definition: 16).</summary>
+    internal const int RegimeVerifyTokens = 16;
+
+    /// <summary>
+    /// A model is in the bandwidth-bound regime at batch 1 when verifying <see cref="RegimeVerifyTokens"/> tokens costs
+    /// at most this many decode steps (reading the weights dominates, so drafted tokens are nearly free to verify).
+    /// </summary>
+    internal const double BandwidthBoundRatio = 1.5;
+
+    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false, string? set = null)
     {
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var dense = CommonOptions.ParseDense(denseName);
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
-        var (policy, _) = ModelFolders.Resolve(modelFolder, null);
+        var (policy, _) = ModelFolders.Resolve(modelFolder, null, draftOptional: true, set: set);
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
@@ -55,11 +69,19 @@ internal static class BenchCommand
         int[] batches = quick ? [1, 16, 256] : [1, 4, 16, 64, 256];
         int[] nodes = quick ? [4, 16, 64] : [2, 4, 8, 16, 32, 64];
         var cases = new List<Func<ModelBenchmarkRow>>();
-        foreach (int b in batches) cases.Add(() => bench.Prefill(b, 64));
-        foreach (int b in batches) cases.Add(() => bench.Step(b, 1, 128));
-        foreach (int n in nodes) cases.Add(() => bench.Step(16, n, 128));
-        foreach (int t in quick ? new[] { 1, 64, 1024 } : new[] { 1, 16, 64, 256, 1024 }) cases.Add(() => bench.Dense(t));
-        foreach (int b in quick ? new[] { 8 } : new[] { 4, 16 }) cases.Add(() => bench.Train(b, 64));
+        if (regime)
+        {
+            cases.Add(() => bench.Step(1, 1, 128));
+            cases.Add(() => bench.Step(1, RegimeVerifyTokens, 128));
+        }
+        else
+        {
+            foreach (int b in batches) cases.Add(() => bench.Prefill(b, 64));
+            foreach (int b in batches) cases.Add(() => bench.Step(b, 1, 128));
+            foreach (int n in nodes) cases.Add(() => bench.Step(16, n, 128));
+            foreach (int t in quick ? new[] { 1, 64, 1024 } : new[] { 1, 16, 64, 256, 1024 }) cases.Add(() => bench.Dense(t));
+            foreach (int b in quick ? new[] { 8 } : new[] { 4, 16 }) cases.Add(() => bench.Train(b, 64));
+        }
 
         var rows = new List<ModelBenchmarkRow>();
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
@@ -80,6 +102,13 @@ internal static class BenchCommand
             md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
         AnsiConsole.Write(table);
+        if (regime)
+        {
+            double ratio = rows[1].Seconds / rows[0].Seconds;
+            string line = $"verify-{RegimeVerifyTokens} / decode-1 at batch 1: {ratio.ToString("F2", CultureInfo.InvariantCulture)}x ({(ratio <= BandwidthBoundRatio ? "bandwidth-bound" : "not bandwidth-bound")}: the bound is {BandwidthBoundRatio.ToString(CultureInfo.InvariantCulture)}x)";
+            AnsiConsole.WriteLine(line);
+            md.Append('\n').Append(line).Append('\n');
+        }
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
     }

@@ -26,6 +26,7 @@ internal static class GenerateCommand
     {
         var model = CommonOptions.Model();
         var draft = CommonOptions.Draft();
+        var set = CommonOptions.Set();
         var prompts = new Option<string?>("--prompts") { Description = "Prompts file: JSONL with a 'prompt' field, or Parquet; default: prompts of the default task" };
         var numPrompts = new Option<int?>("--num-prompts") { Description = "Number of prompts (default: all of the file, or 16 task prompts)" };
         var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 4 };
@@ -48,19 +49,23 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
         {
             model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, dense, kvMemory, maxBatch, costProfile, output, stats,
-            instances, reallocate,
+            instances, reallocate, set,
         };
         command.SetAction(r => Run(new Args(
             r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
             r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats),
-            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!)));
+            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set) }));
         return command;
     }
 
     private sealed record Args(string? Model, string? Draft, string? Prompts, int? NumPrompts, int SamplesPerPrompt, int MaxNewTokens,
         float Temperature, float TopP, ulong Seed, string Strategy, string Device, string Ep, int Threads, int KvMemoryMiB, int MaxBatch,
-        string? CostProfile, string? Out, string? Stats, int Instances, string Reallocate, string Dense);
+        string? CostProfile, string? Out, string? Stats, int Instances, string Reallocate, string Dense)
+    {
+        /// <summary>--set: a named model set in place of --model.</summary>
+        public string? Set { get; init; }
+    }
 
     private static int Run(Args a)
     {
@@ -85,7 +90,7 @@ internal static class GenerateCommand
         int threads = a.Threads > 0 || a.Instances == 1 ? a.Threads : Math.Max(1, Environment.ProcessorCount / a.Instances);
         var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads };
 
-        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft);
+        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
         using var checkpoint = Checkpoint.Load(policyFolder);
         var tokenizer = checkpoint.Tokenizer;
         bool defaultTask = a.Prompts is null;

@@ -38,18 +38,19 @@ internal static class PeerBench
             Description = "Our dense-layer executors to time, each a row (auto | onnx | managed)", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => ["auto"],
         };
         var markdown = CommonOptions.Markdown();
+        var set = CommonOptions.Set();
         var command = new Command("peer", "Plain decoding against llama.cpp on the same weights: prefill and decode tokens/s, and ratios")
         {
-            model, batchSizes, promptTerms, newTokens, threads, repeats, device, dense, markdown,
+            model, set, batchSizes, promptTerms, newTokens, threads, repeats, device, dense, markdown,
         };
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(batchSizes) ?? [], r.GetValue(promptTerms), r.GetValue(newTokens), r.GetValue(threads),
-            r.GetValue(repeats), r.GetValue(device)!, r.GetValue(dense) ?? [], r.GetValue(markdown)));
+            r.GetValue(repeats), r.GetValue(device)!, r.GetValue(dense) ?? [], r.GetValue(markdown), r.GetValue(set)));
         return command;
     }
 
     private sealed record Side(string Name, List<double> Prefill, List<double> Decode, List<bool> Equal);
 
-    private static int Run(string? modelFolder, int[] batchSizes, int promptTerms, int newTokens, int threads, int repeats, string deviceName, string[] denseNames, string? markdown)
+    private static int Run(string? modelFolder, int[] batchSizes, int promptTerms, int newTokens, int threads, int repeats, string deviceName, string[] denseNames, string? markdown, string? set = null)
     {
         var session = new OnnxSessionOptions { IntraOpThreads = threads };
         if (denseNames.Length == 0) throw new ArgumentException("--dense: give at least one of auto, onnx, managed");
@@ -62,7 +63,7 @@ internal static class PeerBench
         if (repeats < 1) throw new ArgumentException($"--repeats: {repeats}, must be >= 1");
         if (markdown is not null) ExportCommand.CheckOutput(markdown);
 
-        var (policyFolder, _) = ModelFolders.Resolve(modelFolder, null, draftOptional: true);
+        var (policyFolder, _) = ModelFolders.Resolve(modelFolder, null, draftOptional: true, set: set);
         using var checkpoint = Checkpoint.Load(policyFolder);
         var random = new Random(20260518);
         string promptText = ArithmeticTask.Make(Enumerable.Range(0, promptTerms).Select(_ => random.Next(0, ArithmeticTask.MaxTerm + 1)).ToArray()).Prompt;

@@ -18,12 +18,17 @@ internal static class PretrainCommand
         var policyOnly = new Option<bool>("--policy-only") { Description = "Train only the policy" };
         var only = new Option<string[]>("--model") { Description = "Train only these models (policy, draft-small, draft-tiny); repeatable", AllowMultipleArgumentsPerToken = true };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads (0 = all cores)" };
+        var set = new Option<string>("--set")
+        {
+            Description = $"Which model set: default (into the output folder) or {Pretrainer.MediumSetName} (the bandwidth-bound set, grown from the default policy, into <models>/{Pretrainer.MediumSetName} unless --out)",
+            DefaultValueFactory = _ => "default",
+        };
         var eval = new Option<int>("--eval-prompts") { Description = "Evaluation prompts per model (0 = skip evaluation)", DefaultValueFactory = _ => new PretrainOptions().EvalPrompts };
         var command = new Command("pretrain", "Train the default policy and draft models on the arithmetic task and save them")
         {
-            output, seed, steps, policyOnly, only, threads, eval,
+            output, seed, steps, policyOnly, only, threads, eval, set,
         };
-        command.SetAction(r => Run(r.GetValue(output), new PretrainOptions
+        command.SetAction(r => Run(r.GetValue(output), r.GetValue(set)!, new PretrainOptions
         {
             Seed = r.GetValue(seed),
             Steps = r.GetValue(steps),
@@ -35,19 +40,31 @@ internal static class PretrainCommand
         return command;
     }
 
-    private static int Run(string? output, PretrainOptions options)
+    private static int Run(string? output, string set, PretrainOptions options)
     {
         options.Validate();
         // One line per row also when piped to a log (Spectre would wrap at 80 columns).
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
-        string folder = string.IsNullOrWhiteSpace(output) ? DefaultModels.Folder : Path.GetFullPath(output);
+        string defaults = DefaultModels.Folder;
+        string folder = string.IsNullOrWhiteSpace(output) ? DefaultModels.SetFolder(defaults, set) : Path.GetFullPath(output);
+        if (set == Pretrainer.MediumSetName)
+        {
+            // The medium policy grows from the default policy: make the default set first when it is missing.
+            if (!DefaultModels.Exists(defaults))
+            {
+                AnsiConsole.MarkupLine($"the medium set grows from the default policy, which is missing: pretraining the default set into [bold]{Markup.Escape(defaults)}[/] first");
+                TrainWithProgress(defaults, new PretrainOptions { Seed = options.Seed, Threads = options.Threads });
+            }
+            options = options with { Models = Pretrainer.MediumModelSpecs(ArithmeticTokenizer.Create(), defaults) };
+        }
+        else _ = DefaultModels.SetFolder(defaults, set);
         Pretrainer.CheckWritable(folder);
         AnsiConsole.MarkupLine($"pretrain: writing to [bold]{Markup.Escape(folder)}[/] (seed {options.Seed})");
         var summary = TrainWithProgress(folder, options);
         var table = new Table().Border(TableBorder.Rounded)
-            .AddColumns("model", "params", "steps", "loss first→last", "token acc", "exact acc", "train s (cpu s)", "eval s");
+            .AddColumns("model", "params", "start", "steps", "loss first→last", "token acc", "exact acc", "train s (cpu s)", "eval s");
         foreach (var m in summary.Models)
-            table.AddRow(Markup.Escape(m.Name), m.Parameters.ToString("N0"), m.Steps.ToString(),
+            table.AddRow(Markup.Escape(m.Name), m.Parameters.ToString("N0"), m.Source is null ? "scratch" : $"grown ({m.GrowSeconds:0.0} s)", m.Steps.ToString(),
                 $"{m.InitialLoss:0.000} → {m.FinalLoss:0.000}",
                 m.EvalPrompts > 0 ? $"{m.TokenAccuracy:P1}" : "-",
                 m.EvalPrompts > 0 ? $"{m.ExactAccuracy:P1} of {m.EvalPrompts}" : "-",

@@ -24,6 +24,7 @@ internal static class TrainBench
     {
         var model = CommonOptions.Model();
         var draft = CommonOptions.Draft();
+        var set = CommonOptions.Set();
         var iterations = new Option<int>("--iterations") { Description = "Iterations per side", DefaultValueFactory = _ => 3 };
         var prompts = new Option<int>("--prompts-per-iteration") { Description = "Default-task prompts per iteration", DefaultValueFactory = _ => 8 };
         var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 8 };
@@ -40,16 +41,20 @@ internal static class TrainBench
         var plot = new Option<string?>("--plot") { Description = "PNG bar plot of seconds per iteration per stage, both sides" };
         var command = new Command("train", "End-to-end RLHF: speculation adaptive + reallocation on N instances vs both off on one, side by side")
         {
-            model, draft, iterations, prompts, samples, maxNew, temperature, instances, seed, device, ep, threads, costProfile, output, markdown, plot,
+            model, draft, set, iterations, prompts, samples, maxNew, temperature, instances, seed, device, ep, threads, costProfile, output, markdown, plot,
         };
         command.SetAction(r => Run(new Args(r.GetValue(model), r.GetValue(draft), r.GetValue(iterations), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(instances), r.GetValue(seed), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(costProfile),
-            r.GetValue(output), r.GetValue(markdown), r.GetValue(plot))));
+            r.GetValue(output), r.GetValue(markdown), r.GetValue(plot)) { Set = r.GetValue(set) }));
         return command;
     }
 
     private sealed record Args(string? Model, string? Draft, int Iterations, int Prompts, int Samples, int MaxNew, double Temperature, int Instances, int Seed,
-        string Device, string Ep, int Threads, string? CostProfile, string? Out, string? Markdown, string? Plot);
+        string Device, string Ep, int Threads, string? CostProfile, string? Out, string? Markdown, string? Plot)
+    {
+        /// <summary>--set: a named model set in place of --model.</summary>
+        public string? Set { get; init; }
+    }
 
     private sealed record Side(string Name, string Flags, RlhfConfig Config, string? DraftFolder);
 
@@ -64,7 +69,7 @@ internal static class TrainBench
         if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
-        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft);
+        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
         if (draftFolder is null) throw new ArgumentException("--draft: the mission side needs a draft model folder");
 
         var common = new RlhfConfig

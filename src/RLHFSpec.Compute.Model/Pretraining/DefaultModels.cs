@@ -41,6 +41,12 @@ public static class DefaultModels
         return null;
     }
 
+    /// <summary>The folder of a named model set: the default set's folder itself for null or "default", else a sub-folder of it.</summary>
+    public static string SetFolder(string defaultFolder, string? set) =>
+        set is null or "default" ? defaultFolder
+        : set == Pretrainer.MediumSetName ? Path.Combine(defaultFolder, Pretrainer.MediumSetName)
+        : throw new ArgumentException($"--set {set}: no such model set (sets: default, {Pretrainer.MediumSetName})");
+
     public static string PolicyFolder(string folder) => Path.Combine(folder, Pretrainer.PolicyName);
     public static string DraftFolder(string folder, string name) => Path.Combine(folder, name);
 

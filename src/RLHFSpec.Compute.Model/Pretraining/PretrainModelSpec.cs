@@ -17,6 +17,19 @@ public sealed record PretrainModelSpec
     public int WarmupSteps { get; init; } = 30;
     public int TokensPerBatch { get; init; } = 2048;
 
+    /// <summary>
+    /// When set, training starts from a function-preserving growth of a trained model (<see cref="ModelGrowth"/>)
+    /// instead of random weights: fine-tuning. The grown shape must equal <see cref="Config"/>'s.
+    /// </summary>
+    public GrowthStart? GrowFrom { get; init; }
+
+    /// <summary>The trained model folder to grow and how (factors; spread of the symmetry-breaking split).</summary>
+    public sealed record GrowthStart(string SourceFolder, ModelGrowth.GrowthFactors Factors, double SplitNoise = 0.5)
+    {
+        public string Describe() =>
+            $"grown from {SourceFolder} (width x{Factors.Width}, intermediate x{Factors.Intermediate}, layers {Factors.Layers}, split noise {SplitNoise:0.###}), then fine-tuned on the task";
+    }
+
     /// <summary>The graph spec of <see cref="Config"/> (the one place a ModelConfig becomes a DecoderGraphSpec here).</summary>
     public DecoderGraphSpec GraphSpec => new()
     {

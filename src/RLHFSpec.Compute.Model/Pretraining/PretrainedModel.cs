@@ -16,5 +16,11 @@ namespace RLHFSpec.Compute.Model.Pretraining;
 /// <param name="TrainCpuSeconds">Processor time of training, all threads (wall time × cores on an idle machine; on a
 /// shared one it says what the run would take alone).</param>
 /// <param name="EvalSeconds">Wall time of evaluation.</param>
+/// <param name="Source">How the starting weights were made: null = random initialisation (trained from scratch), else
+/// a description of the growth the training fine-tuned (<see cref="PretrainModelSpec.GrowthStart.Describe"/>).</param>
+/// <param name="GrowSeconds">Wall time of loading and growing the source (0 from scratch).</param>
+/// <param name="PeakLearningRate">The learning-rate schedule's peak.</param>
+/// <param name="TokensPerBatch">Tokens per training batch (about).</param>
 public sealed record PretrainedModel(string Name, long Parameters, int Steps, long TrainTokens, double InitialLoss,
-    double FinalLoss, double TokenAccuracy, double ExactAccuracy, int EvalPrompts, double TrainSeconds, double TrainCpuSeconds, double EvalSeconds);
+    double FinalLoss, double TokenAccuracy, double ExactAccuracy, int EvalPrompts, double TrainSeconds, double TrainCpuSeconds, double EvalSeconds,
+    string? Source = null, double GrowSeconds = 0, double PeakLearningRate = 0, int TokensPerBatch = 0);

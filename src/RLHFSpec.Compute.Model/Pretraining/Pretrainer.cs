@@ -47,6 +47,33 @@ public static class Pretrainer
         },
     };
 
+    /// <summary>The name of the bandwidth-bound model set (<c>--set medium</c>), also its folder under the default models folder.</summary>
+    public const string MediumSetName = "medium";
+
+    /// <summary>
+    /// The bandwidth-bound set (<c>--set medium</c>): the policy is the default policy of
+    /// <paramref name="defaultModelsFolder"/> grown function-preservingly to hidden 512, 16 query / 8 KV heads,
+    /// intermediate 1376 and 8 layers (≈23.2 M weights; <see cref="ModelGrowth"/>), then fine-tuned on the task at a
+    /// lower learning rate than from scratch (it starts from a trained model); the drafts are the default drafts'
+    /// shapes trained on the same data stream (they learn the task's distribution, which the policy also learns).
+    /// Budgets and measurements: README ("The medium model set").
+    /// </summary>
+    public static IReadOnlyList<PretrainModelSpec> MediumModelSpecs(TextTokenizer tokenizer, string defaultModelsFolder)
+    {
+        var defaults = DefaultModelSpecs(tokenizer);
+        return new[]
+        {
+            new PretrainModelSpec
+            {
+                Name = PolicyName, Steps = 150, TokensPerBatch = 512, PeakLearningRate = 3e-4, MinLearningRate = 3e-5, WarmupSteps = 10,
+                Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 512, layers: 8, heads: 16, kvHeads: 8, intermediate: 1376),
+                GrowFrom = new PretrainModelSpec.GrowthStart(Path.Combine(defaultModelsFolder, PolicyName), new ModelGrowth.GrowthFactors(2, 2, 8)),
+            },
+            defaults[1],
+            defaults[2],
+        };
+    }
+
     /// <summary>
     /// Trains, evaluates and saves every model into <paramref name="outFolder"/>, then writes the summary. Checks the
     /// options and that the folder is writable before training anything (ArgumentException naming the problem).
@@ -115,7 +142,10 @@ public static class Pretrainer
         var spec = model.GraphSpec;
         using var weights = new TensorArena(spec.Tensors());
         using var grads = new TensorArena(spec.Tensors());
-        Initialize(weights, spec, new Random(unchecked(options.Seed * 7919 + index + 1)));
+        var growClock = Stopwatch.StartNew();
+        if (model.GrowFrom is { } grow) StartFromGrowth(weights, model, grow, unchecked(options.Seed * 7919 + index + 1));
+        else Initialize(weights, spec, new Random(unchecked(options.Seed * 7919 + index + 1)));
+        double growSeconds = model.GrowFrom is null ? 0 : growClock.Elapsed.TotalSeconds;
         var sessionOptions = new OnnxSessionOptions { IntraOpThreads = options.Threads };
         var trainClock = Stopwatch.StartNew();
         var trainCpuStart = Process.GetCurrentProcess().TotalProcessorTime;
@@ -181,7 +211,7 @@ public static class Pretrainer
         Checkpoint.Save(Path.Combine(outFolder, model.Name), model.Config, tensors, tokenizer);
         var result = new PretrainedModel(model.Name, model.ParameterCount, model.Steps, trainTokens,
             losses.Take(LossWindow(model.Steps)).Average(), losses.TakeLast(LossWindow(model.Steps)).Average(), tokenAccuracy, exactAccuracy, evalSet.Count,
-            trainSeconds, trainCpuSeconds, evalSeconds);
+            trainSeconds, trainCpuSeconds, evalSeconds, model.GrowFrom?.Describe(), growSeconds, model.PeakLearningRate, model.TokensPerBatch);
         progress?.Report(new PretrainProgress(model.Name, "saved", model.Steps, model.Steps, result.FinalLoss));
         return result;
     }
@@ -202,6 +232,26 @@ public static class Pretrainer
             double s = name.Contains("o_proj", StringComparison.Ordinal) || name.Contains("down_proj", StringComparison.Ordinal) ? residualStd : std;
             for (int i = 0; i < w.Length; i++) w[i] = (float)(s * Gaussian(rng));
         }
+    }
+
+    /// <summary>
+    /// The grown weights of <paramref name="grow"/>'s source copied into <paramref name="weights"/>; ArgumentException
+    /// when the source is missing or grows into another shape than the spec's config.
+    /// </summary>
+    private static void StartFromGrowth(TensorArena weights, PretrainModelSpec model, PretrainModelSpec.GrowthStart grow, int seed)
+    {
+        if (!File.Exists(Path.Combine(grow.SourceFolder, ModelConfig.FileName)))
+            throw new ArgumentException($"pretrain model {model.Name}: growth source {grow.SourceFolder}: no {ModelConfig.FileName} there");
+        using var source = Transformer.TransformerWeights.Load(grow.SourceFolder);
+        using var grown = ModelGrowth.Grow(source, grow.Factors, seed, grow.SplitNoise);
+        var g = grown.Config;
+        var c = model.Config;
+        if ((g.VocabSize, g.HiddenSize, g.IntermediateSize, g.NumHiddenLayers, g.NumAttentionHeads, g.NumKeyValueHeads, g.HeadDim, g.TieWordEmbeddings)
+            != (c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, c.TieWordEmbeddings))
+            throw new ArgumentException($"pretrain model {model.Name}: {grow.SourceFolder} grown by width x{grow.Factors.Width}, intermediate x{grow.Factors.Intermediate}, " +
+                $"layers {grow.Factors.Layers} gives hidden {g.HiddenSize}, intermediate {g.IntermediateSize}, {g.NumHiddenLayers} layers, {g.NumAttentionHeads}/{g.NumKeyValueHeads} heads, " +
+                $"not the config's hidden {c.HiddenSize}, intermediate {c.IntermediateSize}, {c.NumHiddenLayers} layers, {c.NumAttentionHeads}/{c.NumKeyValueHeads} heads");
+        foreach (var name in weights.Names) grown.Arena.Span(name).CopyTo(weights.Span(name));
     }
 
     private static double Gaussian(Random rng)
