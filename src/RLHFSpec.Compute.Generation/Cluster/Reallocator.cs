@@ -26,10 +26,23 @@ public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
     {
         ArgumentNullException.ThrowIfNull(donor);
         ArgumentNullException.ThrowIfNull(receivers);
+        return PlanDrained(donor, receivers.Where(r => r.Instance != donor.Instance && r.Samples.Count <= DrainThreshold)
+            .OrderBy(r => r.PredictedWork).ThenBy(r => r.Instance));
+    }
+
+    /// <summary>
+    /// <see cref="Plan"/> for a caller that keeps its drained instances ordered itself (the simulator, at 10⁵
+    /// instances): <paramref name="drained"/> must hold exactly the receivers <see cref="Plan"/> would keep — other
+    /// than the donor, at most <see cref="DrainThreshold"/> samples — ordered by predicted work, then index. It is
+    /// enumerated lazily and only as far as the plan needs.
+    /// </summary>
+    public IReadOnlyList<MovePlan> PlanDrained(InstanceLoad donor, IEnumerable<InstanceLoad> drained)
+    {
+        ArgumentNullException.ThrowIfNull(donor);
+        ArgumentNullException.ThrowIfNull(drained);
         var plans = new List<MovePlan>();
         var remaining = donor.Samples.OrderByDescending(s => s.PredictedRemaining).ThenBy(s => s.SampleId).ToList();
-        var drained = receivers.Where(r => r.Instance != donor.Instance && r.Samples.Count <= DrainThreshold)
-            .OrderBy(r => r.PredictedWork).ThenBy(r => r.Instance);
+        if (remaining.Count < 2) return plans;
         foreach (var receiver in drained)
         {
             if (remaining.Count < 2) break;
