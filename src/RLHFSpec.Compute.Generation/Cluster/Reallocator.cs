@@ -48,7 +48,7 @@ public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
             if (remaining.Count < 2) break;
             double donorWork = remaining.Sum(s => s.PredictedRemaining), receiverWork = receiver.PredictedWork;
             double half = (donorWork - receiverWork) / 2;
-            if (half <= 0) continue;
+            if (half <= 0) break; // receivers come least loaded first: no later one is below the donor either
             var chosen = new List<SampleLoad>();
             double moved = 0;
             foreach (var s in remaining)
