@@ -35,6 +35,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         public long Steps, SampleSteps;
         public int Version;               // of its entry in the event queue; older entries are stale
         public (double Work, int Index)? DrainedKey; // its key in the drained set while it is in it
+        public InstanceLoad? ReceiverLoad;           // its load as a receiver, until it changes
         public readonly StepTimeFit StepTime = new();
         public readonly List<Live> Live = new();
         public readonly List<Live> Waiting = new(); // admitted in order
@@ -77,6 +78,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         void Touch(Instance i)
         {
             if (!options.Reallocate) return;
+            i.ReceiverLoad = null;
             if (i.DrainedKey is { } old) drained.Remove(old);
             i.DrainedKey = null;
             if (i.Count > options.DrainThreshold) return;
@@ -147,7 +149,11 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         IEnumerable<InstanceLoad> DrainedLoads(Instance donor)
         {
             foreach (var (_, index) in drained)
-                if (index != donor.Index) yield return Load(instances[index], donor: false, options);
+                if (index != donor.Index)
+                {
+                    var i = instances[index];
+                    yield return i.ReceiverLoad ??= Load(i, donor: false, options);
+                }
         }
     }
 
