@@ -64,14 +64,27 @@ internal static class SimulateCommand
                 var (prompt, response) = pool[random.Next(pool.Count)];
                 return new SimulatedSample(i, prompt, response, response);
             }).ToArray();
-            SimulationResult Simulate(bool reallocate)
+            SimulationResult Simulate(bool reallocate, Action<long, long>? progress)
             {
                 var acceptance = new AcceptanceEstimator();
                 var selector = new StrategySelector(cost, acceptance, Generation.Generator.DefaultCandidates(hasDraft: cost.Draft.Predict(1) > 0));
-                return new ClusterSimulator(cost, selector).Run(workload, new SimulationOptions { Instances = n, Reallocate = reallocate });
+                return new ClusterSimulator(cost, selector) { OnProgress = progress }.Run(workload, new SimulationOptions { Instances = n, Reallocate = reallocate });
             }
-            var still = Simulate(false);
-            var moved = Simulate(true);
+            SimulationResult still = null!, moved = null!;
+            if (Console.IsOutputRedirected)
+            {
+                still = Simulate(false, null);
+                moved = Simulate(true, null);
+            }
+            else
+                AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+                    .Start(ctx =>
+                    {
+                        var task = ctx.AddTask($"{n} instances", maxValue: 2.0 * workload.Length);
+                        // The simulator reports every finished sample; the bar is redrawn a few times a second anyway.
+                        still = Simulate(false, (done, _) => task.Value = done);
+                        moved = Simulate(true, (done, all) => task.Value = all + done);
+                    });
             string[] cells = [n.ToString(CultureInfo.InvariantCulture), workload.Length.ToString(CultureInfo.InvariantCulture),
                 still.CompletionSeconds.ToString("F2", CultureInfo.InvariantCulture), moved.CompletionSeconds.ToString("F2", CultureInfo.InvariantCulture),
                 (still.CompletionSeconds / moved.CompletionSeconds).ToString("F2", CultureInfo.InvariantCulture) + "×", moved.Migrations.ToString(CultureInfo.InvariantCulture)];

@@ -430,27 +430,21 @@ public sealed class GenerationCluster : IDisposable
     private double MoveSeconds(Slot donor, SampleState s)
     {
         if (!s.InCache) return 0;
-        double recompute = RecomputeSeconds(donor, s), copy = CopySeconds(donor, s);
-        return Options.Migration switch
-        {
-            MigrationMode.Copy => double.IsFinite(copy) ? copy : recompute,
-            MigrationMode.Recompute => recompute,
-            _ => Math.Min(copy, recompute),
-        };
+        return MoveCost.Seconds(Options.Migration, CopySeconds(donor, s), RecomputeSeconds(donor, s));
     }
 
     private double CopySeconds(Slot donor, SampleState s)
     {
         if (donor.Instance.Model is not IMigratableModel migratable) return double.PositiveInfinity;
         double rate = _copySecondsMeasured > 0 ? _copyBytesMeasured / _copySecondsMeasured : Options.AssumedCopyBytesPerSecond;
-        return migratable.KvBytes(s.SampleId) / rate;
+        return MoveCost.CopySeconds(migratable.KvBytes(s.SampleId), rate);
     }
 
     private double RecomputeSeconds(Slot donor, SampleState s)
     {
         var stats = donor.Instance.Stats;
         double rate = stats.PrefillSeconds > 0 && stats.PrefillTokens > 0 ? stats.PrefillTokens / stats.PrefillSeconds : Options.AssumedPrefillTokensPerSecond;
-        return (s.Tokens.Count - 1) / rate;
+        return MoveCost.RecomputeSeconds(s.Tokens.Count, rate);
     }
 
     private void Move(Slot donor, Slot receiver, long sampleId)
@@ -482,12 +476,7 @@ public sealed class GenerationCluster : IDisposable
         receiver.Instance.Inject(taken);
     }
 
-    private bool WantCopy(Slot donor, SampleState s) => Options.Migration switch
-    {
-        MigrationMode.Copy => donor.Instance.Model is IMigratableModel,
-        MigrationMode.Recompute => false,
-        _ => CopySeconds(donor, s) < RecomputeSeconds(donor, s),
-    };
+    private bool WantCopy(Slot donor, SampleState s) => MoveCost.PrefersCopy(Options.Migration, CopySeconds(donor, s), RecomputeSeconds(donor, s));
 
     /// <summary>Disposes the instances (not their models: the factory's caller owns those).</summary>
     public void Dispose()

@@ -26,28 +26,50 @@ public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
     {
         ArgumentNullException.ThrowIfNull(donor);
         ArgumentNullException.ThrowIfNull(receivers);
+        return PlanDrained(donor, receivers.Where(r => r.Instance != donor.Instance && r.Samples.Count <= DrainThreshold)
+            .OrderBy(r => r.PredictedWork).ThenBy(r => r.Instance));
+    }
+
+    /// <summary>
+    /// <see cref="Plan"/> for a caller that keeps its drained instances ordered itself (the simulator, at 10⁵
+    /// instances): <paramref name="drained"/> must hold exactly the receivers <see cref="Plan"/> would keep — other
+    /// than the donor, at most <see cref="DrainThreshold"/> samples — ordered by predicted work, then index. It is
+    /// enumerated lazily and only as far as the plan needs.
+    /// </summary>
+    public IReadOnlyList<MovePlan> PlanDrained(InstanceLoad donor, IEnumerable<InstanceLoad> drained)
+    {
+        ArgumentNullException.ThrowIfNull(donor);
+        ArgumentNullException.ThrowIfNull(drained);
         var plans = new List<MovePlan>();
         var remaining = donor.Samples.OrderByDescending(s => s.PredictedRemaining).ThenBy(s => s.SampleId).ToList();
-        var drained = receivers.Where(r => r.Instance != donor.Instance && r.Samples.Count <= DrainThreshold)
-            .OrderBy(r => r.PredictedWork).ThenBy(r => r.Instance);
+        if (remaining.Count < 2) return plans;
+        // While no plan is taken, the donor's side depends only on the receiver's work: kept for the next receiver
+        // with the same work (at scale, thousands of drained instances with none).
+        double donorWork = remaining.Sum(s => s.PredictedRemaining), lastReceiverWork = double.NaN;
+        List<SampleLoad> chosen = [];
+        double[] donorAfter = [];
         foreach (var receiver in drained)
         {
             if (remaining.Count < 2) break;
-            double donorWork = remaining.Sum(s => s.PredictedRemaining), receiverWork = receiver.PredictedWork;
+            double receiverWork = receiver.PredictedWork;
             double half = (donorWork - receiverWork) / 2;
-            if (half <= 0) continue;
-            var chosen = new List<SampleLoad>();
-            double moved = 0;
-            foreach (var s in remaining)
+            if (half <= 0) break; // receivers come least loaded first: no later one is below the donor either
+            if (receiverWork != lastReceiverWork)
             {
-                if (chosen.Count >= remaining.Count - 1 || moved >= half) break;
-                if (Math.Abs(half - (moved + s.PredictedRemaining)) >= Math.Abs(half - moved)) continue;
-                chosen.Add(s);
-                moved += s.PredictedRemaining;
+                lastReceiverWork = receiverWork;
+                chosen = [];
+                double moved = 0;
+                foreach (var s in remaining)
+                {
+                    if (chosen.Count >= remaining.Count - 1 || moved >= half) break;
+                    if (Math.Abs(half - (moved + s.PredictedRemaining)) >= Math.Abs(half - moved)) continue;
+                    chosen.Add(s);
+                    moved += s.PredictedRemaining;
+                }
+                donorAfter = remaining.Where(s => !chosen.Contains(s)).Select(s => s.PredictedRemaining).ToArray();
             }
             if (chosen.Count == 0) continue;
             var receiverTime = receiver.StepTime.IsKnown ? receiver.StepTime : donor.StepTime;
-            var donorAfter = remaining.Where(s => !chosen.Contains(s)).Select(s => s.PredictedRemaining).ToArray();
             var receiverAfter = receiver.Samples.Concat(chosen).Select(s => s.PredictedRemaining).ToArray();
             double gain = !donor.StepTime.IsKnown ? double.NaN
                 : Math.Max(donor.StepTime.Seconds(remaining.Select(s => s.PredictedRemaining)), receiverTime.Seconds(receiver.Samples.Select(s => s.PredictedRemaining)))
@@ -55,6 +77,8 @@ public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
             if (RequireGain && !(gain > 0)) continue;
             plans.Add(new MovePlan(donor.Instance, receiver.Instance, chosen.Select(s => s.SampleId).ToArray(), gain));
             remaining.RemoveAll(s => chosen.Contains(s));
+            donorWork = remaining.Sum(s => s.PredictedRemaining);
+            lastReceiverWork = double.NaN;
         }
         return plans;
     }

@@ -1,3 +1,5 @@
+using RLHFSpec.Compute.Generation.Cluster;
+
 namespace RLHFSpec.Compute.Generation.Simulation;
 
 /// <summary>How the simulated cluster assigns and moves samples, and what a move costs.</summary>
@@ -32,6 +34,12 @@ public sealed record SimulationOptions
     /// <summary>Measured prefill seconds per prompt token of a fresh sample on admission; 0 = not modelled.</summary>
     public double PrefillSecondsPerToken { get; init; }
 
-    /// <summary>An instance with at most this many live samples asks for work.</summary>
+    /// <summary>An instance with at most this many samples (live + waiting) counts as drained and takes work (<see cref="ClusterOptions.DrainThreshold"/>).</summary>
     public int DrainThreshold { get; init; } = 0;
+
+    /// <summary>Move only when the reallocator predicts a gain (<see cref="ClusterOptions.RequireGain"/>).</summary>
+    public bool RequireGain { get; init; } = true;
+
+    /// <summary>How moved live samples travel: KV copy, re-prefill, or the cheaper (<see cref="ClusterOptions.Migration"/>).</summary>
+    public MigrationMode Migration { get; init; } = MigrationMode.Auto;
 }

@@ -10,4 +10,8 @@ public sealed record SimulationResult(
     double KvBytesMoved,
     long Tokens,
     long Steps = 0,
-    long SampleSteps = 0);
+    long SampleSteps = 0)
+{
+    /// <summary>Samples moved before their prefill (nothing to copy or recompute; not counted in <see cref="Migrations"/> or <see cref="Recomputes"/>).</summary>
+    public int Reassigned { get; init; }
+}

@@ -69,6 +69,8 @@ public static class SimulatorValidation
                 MaxBatch = generator.MaxBatch,
                 AssignByPredictedLength = options.Assignment == AssignmentPolicy.PredictedLength,
                 DrainThreshold = options.DrainThreshold,
+                RequireGain = options.RequireGain,
+                Migration = options.Migration,
                 MigrationBytesPerSecond = stats.CopySeconds > 0 && stats.KvBytesMoved > 0 ? stats.KvBytesMoved / stats.CopySeconds : simulation.MigrationBytesPerSecond,
             };
             var selector = new StrategySelector(cost, new AcceptanceEstimator(), generator.StepStrategies);
