@@ -85,6 +85,23 @@ public sealed class GenerateCliTests
         Assert.That(err3, Does.Contain("--reallocate"));
     }
 
+    [Test]
+    public void Both_dense_executors_give_the_same_greedy_output_and_a_bad_one_is_refused()
+    {
+        string managed = _folder.File("managed.jsonl"), onnx = _folder.File("onnx.jsonl");
+        var (exit1, _, err1) = CliRunner.Run(_folder.Path, Args(managed, "--strategy", "suffix:3", "--temperature", "0", "--dense", "managed"));
+        Assert.That(exit1, Is.EqualTo(0), err1);
+        var (exit2, _, err2) = CliRunner.Run(_folder.Path, Args(onnx, "--strategy", "suffix:3", "--temperature", "0", "--dense", "onnx"));
+        Assert.That(exit2, Is.EqualTo(0), err2);
+        Assert.That(File.ReadAllLines(onnx), Is.EqualTo(File.ReadAllLines(managed)));
+        string bad = _folder.File("bad-dense.jsonl");
+        var (exit3, out3, err3) = CliRunner.Run(_folder.Path, Args(bad, "--dense", "fast"));
+        Assert.That(exit3, Is.EqualTo(2), out3);
+        Assert.That(err3, Does.Contain("--dense 'fast': not one of auto, onnx, managed"));
+        Assert.That(err3, Does.Not.Contain("   at "), "no stack trace");
+        Assert.That(File.Exists(bad), Is.False);
+    }
+
     [TestCase("empty", "no prompts")]
     [TestCase("no-field", "line 2: no \"prompt\" field")]
     [TestCase("not-utf8", "not valid UTF-8")]
