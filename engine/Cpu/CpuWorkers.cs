@@ -33,7 +33,7 @@ public sealed class CpuWorkers : IDisposable
     private int _pending;              // workers still inside the current region
     private volatile bool _disposed;
     private Exception? _failure;
-    [ThreadStatic] private static bool _inRegion;   // a worker thread inside Execute (of any pool)
+    [ThreadStatic] private static bool _inRegion;   // a worker thread inside Execute (the caller is known by the lock it holds)
 
     // Sense-reversing barrier over all participants.
     private int _barrierCount;
@@ -66,9 +66,7 @@ public sealed class CpuWorkers : IDisposable
         {
             if (Count == 1)
             {
-                _inRegion = true;
-                try { work.Execute(0, 1); }
-                finally { _inRegion = false; }
+                work.Execute(0, 1);
                 return;
             }
             _work = work;

@@ -48,7 +48,7 @@ internal static class PeerBench
         return command;
     }
 
-    private sealed record Side(string Name, List<double> Prefill, List<double> Decode, List<bool> Equal);
+    private sealed record Side(string Name, List<double> Prefill, List<double> Decode, List<bool> Equal, string Executor = "");
 
     private static int Run(string? modelFolder, int[] batchSizes, int promptTerms, int newTokens, int threads, int repeats, string deviceName, string[] denseNames, string? markdown, string? set = null)
     {
@@ -95,7 +95,7 @@ internal static class PeerBench
                     foreach (bool flash in new[] { false, true })
                         foreach (bool f16 in new[] { true, false })
                             peers.Add(new LlamaCppPeer(gguf, threads, batch, prompt.Length, newTokens, flash, f16));
-                    var ours = models.Select(m => new Side($"ours (strategy off, dense {m.DenseExecutor})", new(), new(), new())).ToList();
+                    var ours = models.Select(m => new Side($"ours (strategy off, dense {m.DenseExecutor})", new(), new(), new(), $"dense {m.DenseExecutor}")).ToList();
                     var theirs = peers.Select(p => new Side("llama.cpp, " + p.Name, new(), new(), new())).ToList();
                     int[][]? reference = null;
                     for (int r = -1; r < repeats; r++) // r = -1: untimed warm-up
@@ -184,7 +184,7 @@ internal static class PeerBench
             foreach (var ours in oursAll)
             {
                 double op = Median(ours.Prefill), od = Median(ours.Decode);
-                string[] cells = [batch.ToString(CultureInfo.InvariantCulture), ours.Name["ours (strategy off, ".Length..^1], F(op), $"{F(lp)} ({bestPrefill.Name["llama.cpp, ".Length..]})", R(op / lp),
+                string[] cells = [batch.ToString(CultureInfo.InvariantCulture), ours.Executor, F(op), $"{F(lp)} ({bestPrefill.Name["llama.cpp, ".Length..]})", R(op / lp),
                     F(od), $"{F(ld)} ({bestDecode.Name["llama.cpp, ".Length..]})", R(od / ld), equal];
                 table.AddRow(cells.Select(Markup.Escape).ToArray());
                 md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
