@@ -1,38 +1,44 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using RLHFSpec.Compute.Engine.Kernels;
 
 namespace RLHFSpec.Compute.Engine.Cpu;
 
 public sealed partial class CpuBackend
 {
-    /// <summary>Per-worker buffers of the attention kernel, rented once per worker and call.</summary>
-    private sealed class AttentionScratch
-    {
-        public float[] Scores = [];   // [groupSize, visibleSlots]
-        public int[] Slots = [];      // [visibleSlots] physical slot of each visible logical slot
-        public float[] Row = [];      // [HeadDim] one K or V row converted from fp16
-    }
+    /// <summary>
+    /// Query rows (tokens × query heads) per work item: the item reads each K and V row of the keys its tokens share
+    /// once for all of its rows. A 16-token draft tree of a 16-head model is one item.
+    /// </summary>
+    private const int AttentionTileRows = 256;
 
-    /// <summary>Below this many visible slots per split a long context is not worth splitting.</summary>
-    private const int AttentionMinKeysPerSplit = 512;
+    /// <summary>Score floats per work item (rows × visible keys) above which an item takes fewer tokens.</summary>
+    private const int AttentionTileScores = 1 << 20;
+
+    /// <summary>Multiply-adds (query rows × visible keys × head dim) up to which attention runs on the calling thread.</summary>
+    private const long AttentionSerialWork = 1 << 16;
 
     /// <summary>
-    /// Multiply-adds (items × visible keys × head dim × group) up to which attention runs on the calling thread.
-    /// Measured on 2 cores: a 64-token causal prefill (2^20) takes 1.8 ms serial vs 3 ms with Parallel.For; at 256
-    /// tokens (2^24) the parallel path wins (8 vs 9.4 ms).
+    /// Work items are (tile of a sample's query tokens, run of KV heads), handed out to the backend's workers one by
+    /// one: all KV heads when there are enough tiles to keep the workers busy, so an item streams whole cache rows
+    /// (every head of a slot is contiguous). An item scores the keys all of its tokens see (the committed context,
+    /// and under a causal mask the new tokens up to its first one) against every query row of the tile, each K row
+    /// loaded once; each token's other visible new tokens (its tree ancestors, or the causal diagonal) are scored per
+    /// token. Softmax runs per row in fp32 (max-subtracted) over the row's visible keys in logical order; the output
+    /// accumulates the V rows in the same order.
     /// </summary>
-    private const long AttentionSerialWork = 1 << 22;
-
-    /// <summary>
-    /// One work item per (query token, KV head): the visible slots are gathered once, then every query head of the
-    /// GQA group scores each K row while it is hot, softmax runs per head in fp32 (max-subtracted), and each V row
-    /// is accumulated into all heads of the group. fp16 rows go through a per-worker fp32 row buffer.
-    /// When there are fewer items than threads and contexts are long (decode of a few samples), each item's slots
-    /// are split over several workers (flash-decoding) and the partial softmax states are merged afterwards.
-    /// </summary>
+    /// <remarks>
+    /// <b>Batch invariance.</b> Every score is the same chain of 8-wide FMAs over the head dimension followed by a
+    /// fixed reduction tree (<see cref="Reduce8"/>), then the scalar tail and the scale; every output element is one
+    /// FMA chain over the row's visible keys in logical order. Neither depends on how the keys were chunked, how many
+    /// rows or tokens an item holds or what else is in the batch, so a token attends bit for bit alike in a decode
+    /// step, a prefill and a tree verification — as greedy speculative decoding needs. (For that reason a long
+    /// context is not split over workers, flash-decoding style: merging partial softmax states rounds differently.)
+    /// </remarks>
     protected override void AttentionCore(in AttentionBatch batch, DeviceBuffer<float> query, DeviceBuffer<uint> keyCache, DeviceBuffer<uint> valueCache, KvLayout layout, DeviceBuffer<float> output)
     {
         var q = Host(query, nameof(query));
@@ -40,211 +46,423 @@ public sealed partial class CpuBackend
         var v = Host(valueCache, nameof(valueCache));
         var o = Host(output, nameof(output));
 
-        int samples = batch.NumSamples, numTokens = batch.NumTokens;
-        // Spans cannot enter the parallel body: copy the metadata into pooled arrays.
-        int[] tokenSample = ArrayPool<int>.Shared.Rent(numTokens);
+        int samples = batch.NumSamples, numHeads = batch.NumHeads, kvHeads = layout.NumKvHeads;
+        int maxVisible = 0;
+        long work = 0;
+        for (int s = 0; s < samples; s++)
+        {
+            int n = batch.QueryOffsets[s + 1] - batch.QueryOffsets[s];
+            maxVisible = Math.Max(maxVisible, batch.ContextLens[s] + n);
+            work += (long)n * (batch.ContextLens[s] + n);
+        }
+        work *= (long)numHeads * layout.HeadDim;
+        int tileTokens = (int)Math.Clamp(Math.Min(AttentionTileRows / numHeads, AttentionTileScores / ((long)numHeads * Math.Max(1, maxVisible))), 1, 256);
+        int tiles = 0;
+        for (int s = 0; s < samples; s++) tiles += (batch.QueryOffsets[s + 1] - batch.QueryOffsets[s] + tileTokens - 1) / tileTokens;
+        if (tiles == 0) return;
+        bool serial = work <= AttentionSerialWork || Threads == 1;
+        // Too few tiles for the workers: split the KV heads into runs.
+        int runs = serial ? 1 : Math.Clamp((2 * Threads + tiles - 1) / tiles, 1, kvHeads);
+        int headsPerRun = (kvHeads + runs - 1) / runs;
+        runs = (kvHeads + headsPerRun - 1) / headsPerRun;
+
+        // Spans cannot enter the workers: copy the metadata into pooled arrays.
+        int[] tileSample = ArrayPool<int>.Shared.Rent(tiles);
+        int[] tileStart = ArrayPool<int>.Shared.Rent(tiles);
         int[] offsets = ArrayPool<int>.Shared.Rent(samples + 1);
         int[] contexts = ArrayPool<int>.Shared.Rent(samples);
         int[] tables = ArrayPool<int>.Shared.Rent(Math.Max(batch.BlockTables.Length, 1));
         uint[] mask = ArrayPool<uint>.Shared.Rent(Math.Max(batch.TreeMask.Length, 1));
-        float[]? partials = null;
         try
         {
             batch.QueryOffsets.CopyTo(offsets);
             batch.ContextLens.CopyTo(contexts);
             batch.BlockTables.CopyTo(tables);
             batch.TreeMask.CopyTo(mask);
-            int maxVisible = 0;
+            int t = 0;
             for (int s = 0; s < samples; s++)
-            {
-                for (int t = offsets[s]; t < offsets[s + 1]; t++) tokenSample[t] = s;
-                maxVisible = Math.Max(maxVisible, contexts[s] + offsets[s + 1] - offsets[s]);
-            }
+                for (int i = 0; i < offsets[s + 1] - offsets[s]; i += tileTokens)
+                {
+                    tileSample[t] = s;
+                    tileStart[t++] = i;
+                }
 
-            var job = new AttentionJob(q, k, v, o, layout, tokenSample, offsets, contexts, tables, mask,
-                batch.TreeMask.IsEmpty, batch.MaskWords, batch.MaxBlocksPerSample, batch.NumHeads, batch.Scale, maxVisible);
-            long items = (long)numTokens * layout.NumKvHeads;
-            int splits = (int)Math.Min(maxVisible / AttentionMinKeysPerSplit, (Threads + items - 1) / items);
-            if (splits <= 1 && items * (long)maxVisible * layout.HeadDim * (batch.NumHeads / layout.NumKvHeads) <= AttentionSerialWork)
-            {
-                // Small steps (decode, short prefills): waking the thread pool costs more than the work.
-                var scratch = job.RentScratch();
-                try { for (long item = 0; item < items; item++) job.Run(item, scratch); }
-                finally { AttentionJob.ReturnScratch(scratch); }
-                return;
-            }
-            if (splits <= 1)
-            {
-                Parallel.For(0, items, Parallelism, job.RentScratch,
-                    (item, _, scratch) => { job.Run(item, scratch); return scratch; },
-                    AttentionJob.ReturnScratch);
-                return;
-            }
-            partials = ArrayPool<float>.Shared.Rent(checked((int)(items * splits * job.PartialLength)));
-            var parts = partials;
-            Parallel.For(0, items * splits, Parallelism, job.RentScratch,
-                (part, _, scratch) => { job.RunPartial(part / splits, (int)(part % splits), splits, parts, scratch); return scratch; },
-                AttentionJob.ReturnScratch);
-            Parallel.For(0, items, Parallelism, item => job.Combine(item, splits, parts));
+            var job = new AttentionJob(q, k, v, o, layout, tileSample, tileStart, tiles, tileTokens, runs, headsPerRun, offsets, contexts,
+                tables, mask, batch.TreeMask.IsEmpty, batch.MaskWords, batch.MaxBlocksPerSample, numHeads, batch.Scale, maxVisible);
+            // Small steps (decode of a few samples): waking the workers costs more than the work.
+            if (serial) job.Execute(0, 1);
+            else Workers.Run(job);
         }
         finally
         {
-            ArrayPool<int>.Shared.Return(tokenSample);
+            ArrayPool<int>.Shared.Return(tileSample);
+            ArrayPool<int>.Shared.Return(tileStart);
             ArrayPool<int>.Shared.Return(offsets);
             ArrayPool<int>.Shared.Return(contexts);
             ArrayPool<int>.Shared.Return(tables);
             ArrayPool<uint>.Shared.Return(mask);
-            if (partials != null) ArrayPool<float>.Shared.Return(partials);
         }
     }
 
     private sealed unsafe class AttentionJob(
         CpuBuffer<float> query, CpuBuffer<uint> keyCache, CpuBuffer<uint> valueCache, CpuBuffer<float> output, KvLayout layout,
-        int[] tokenSample, int[] offsets, int[] contexts, int[] tables, uint[] mask,
-        bool causal, int maskWords, int maxBlocks, int numHeads, float scale, int maxVisible)
+        int[] tileSample, int[] tileStart, int tiles, int tileTokens, int runs, int headsPerRun, int[] offsets, int[] contexts,
+        int[] tables, uint[] mask, bool causal, int maskWords, int maxBlocks, int numHeads, float scale, int maxVisible) : IParallelWork
     {
-        private readonly int _groupSize = numHeads / layout.NumKvHeads;
+        private const int Chunk = 8;   // keys scored, or accumulated, together
 
-        /// <summary>Floats of one split's partial state: [groupSize, HeadDim] Σ p·v, then [groupSize] max, then [groupSize] Σ p.</summary>
-        public int PartialLength => _groupSize * (layout.HeadDim + 2);
+        private readonly int _group = numHeads / layout.NumKvHeads;
+        private readonly int _stride = (maxVisible + Chunk - 1) / Chunk * Chunk;   // floats per score row
+        private readonly int _rowWords = layout.RowWords;
+        private readonly bool _f32 = layout.DType == KvDType.F32;
+        private readonly float* _query = query.Pointer, _output = output.Pointer;
+        private readonly uint* _keys = keyCache.Pointer, _values = valueCache.Pointer;
+        private long _next = -1;
 
-        public AttentionScratch RentScratch() => new()
+        /// <summary>One participant's buffers, rented for the region.</summary>
+        private sealed class Scratch
         {
-            Scores = ArrayPool<float>.Shared.Rent(Math.Max(1, _groupSize * maxVisible)),
-            Slots = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
-            Row = ArrayPool<float>.Shared.Rent(layout.HeadDim),
-        };
-
-        public static void ReturnScratch(AttentionScratch scratch)
-        {
-            ArrayPool<float>.Shared.Return(scratch.Scores);
-            ArrayPool<int>.Shared.Return(scratch.Slots);
-            ArrayPool<float>.Shared.Return(scratch.Row);
+            public required float[] Scores;   // [rows, stride] scores, then probabilities; row = (token, head of the run)
+            public required float[] Sums;     // [rows] softmax denominators
+            public required float[] Rows;     // [Chunk + 1, HeadDim] fp16 rows converted to fp32, then a zero row
+            public required int[] Extra;      // logical slots one token sees beyond the shared keys
+            public required int[] Slots;      // [context + n] physical slot of each logical slot of the item's sample
         }
 
-        /// <summary>The output rows of the GQA group of <paramref name="item"/> = (token, KV head).</summary>
-        private Span<float> OutputHeads(long item) =>
-            new(output.Pointer + (item / layout.NumKvHeads * numHeads + item % layout.NumKvHeads * _groupSize) * layout.HeadDim, _groupSize * layout.HeadDim);
-
-        public void Run(long item, AttentionScratch scratch)
+        public void Execute(int index, int count)
         {
-            int g = _groupSize;
-            var outHeads = OutputHeads(item);
-            int visible = GatherSlots(item, scratch.Slots);
-            if (visible == 0) { outHeads.Clear(); return; }   // sees nothing: zero output
-            Span<float> max = stackalloc float[g], sum = stackalloc float[g];
-            Attend(item, scratch.Slots.AsSpan(0, visible), scratch, outHeads, max, sum);
-            for (int h = 0; h < g; h++)
+            int d = layout.HeadDim, rows = tileTokens * headsPerRun * _group;
+            var scratch = new Scratch
             {
-                var acc = outHeads.Slice(h * layout.HeadDim, layout.HeadDim);
-                TensorPrimitives.Multiply(acc, 1f / sum[h], acc);
+                Scores = ArrayPool<float>.Shared.Rent(rows * _stride),
+                Sums = ArrayPool<float>.Shared.Rent(rows),
+                Rows = ArrayPool<float>.Shared.Rent((Chunk + 1) * d),
+                Extra = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
+                Slots = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
+            };
+            try
+            {
+                scratch.Rows.AsSpan(Chunk * d, d).Clear();
+                long items = (long)tiles * runs, item;
+                while ((item = Interlocked.Increment(ref _next)) < items) Run((int)(item / runs), (int)(item % runs), scratch);
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(scratch.Scores);
+                ArrayPool<float>.Shared.Return(scratch.Sums);
+                ArrayPool<float>.Shared.Return(scratch.Rows);
+                ArrayPool<int>.Shared.Return(scratch.Extra);
+                ArrayPool<int>.Shared.Return(scratch.Slots);
             }
         }
 
-        /// <summary>Split <paramref name="split"/> of <paramref name="splits"/> of the item's visible slots, as an unnormalised partial.</summary>
-        public void RunPartial(long item, int split, int splits, float[] partials, AttentionScratch scratch)
+        private void Run(int tile, int run, Scratch scratch)
         {
-            int g = _groupSize, d = layout.HeadDim;
-            var part = partials.AsSpan((int)((item * splits + split) * PartialLength), PartialLength);
-            int visible = GatherSlots(item, scratch.Slots);
-            int from = (int)((long)visible * split / splits), to = (int)((long)visible * (split + 1) / splits);
-            var max = part.Slice(g * d, g);
-            var sum = part.Slice(g * d + g, g);
-            if (from == to) { max.Fill(float.NegativeInfinity); sum.Clear(); return; }
-            Attend(item, scratch.Slots.AsSpan(from, to - from), scratch, part[..(g * d)], max, sum);
-        }
-
-        /// <summary>Merges the splits' partials of <paramref name="item"/>: rescale each by exp(m − M), divide by the rescaled sums.</summary>
-        public void Combine(long item, int splits, float[] partials)
-        {
-            int g = _groupSize, d = layout.HeadDim;
-            var outHeads = OutputHeads(item);
-            outHeads.Clear();
-            for (int h = 0; h < g; h++)
+            int s = tileSample[tile], i0 = tileStart[tile], first = offsets[s], n = offsets[s + 1] - first;
+            int i1 = Math.Min(n, i0 + tileTokens), context = contexts[s], g = _group, d = layout.HeadDim;
+            int kv0 = run * headsPerRun, kvn = Math.Min(layout.NumKvHeads, kv0 + headsPerRun) - kv0;
+            int perToken = kvn * g, rows = (i1 - i0) * perToken;
+            // Keys every token of the tile sees: the context, and under a causal mask the new tokens up to i0.
+            int shared = causal ? context + i0 + 1 : context;
+            int[] slots = scratch.Slots;
+            // Physical slots of the sample's logical slots, block by block (no division per key).
+            for (int logical = 0, b = s * maxBlocks; logical < context + n; b++)
             {
-                float big = float.NegativeInfinity;
-                for (int z = 0; z < splits; z++) big = Math.Max(big, partials[(item * splits + z) * PartialLength + g * d + h]);
-                var acc = outHeads.Slice(h * d, d);
-                if (float.IsNegativeInfinity(big)) continue;   // sees nothing
-                float total = 0;
-                for (int z = 0; z < splits; z++)
+                int physical = tables[b] * layout.BlockSize;
+                for (int j = 0; j < layout.BlockSize && logical < context + n; j++) slots[logical++] = physical + j;
+            }
+
+            fixed (float* scores = scratch.Scores, sums = scratch.Sums, converted = scratch.Rows)
+            {
+                float** keys = stackalloc float*[Chunk];
+                float* zero = converted + Chunk * d;
+                long tokenStride = (long)numHeads * d;
+                // Query and output row r = (token ti, KV head kv0 + h / g, query head h % g of its group) at token ti, head kv0·g + h.
+                float* q = _query + (first + i0) * tokenStride + kv0 * g * d;
+                float* o = _output + (first + i0) * tokenStride + kv0 * g * d;
+
+                // Shared keys against every row.
+                for (int k0 = 0; k0 < shared; k0 += Chunk)
                 {
-                    long at = (item * splits + z) * PartialLength;
-                    float m = partials[at + g * d + h];
-                    if (float.IsNegativeInfinity(m)) continue;
-                    float w = MathF.Exp(m - big);
-                    total += w * partials[at + g * d + g + h];
-                    TensorPrimitives.MultiplyAdd(partials.AsSpan((int)(at + h * d), d), w, acc, acc);
+                    int count = Math.Min(Chunk, shared - k0);
+                    for (int kv = 0; kv < kvn; kv++)
+                    {
+                        for (int j = 0; j < Chunk; j++)
+                            keys[j] = j < count ? Row(_keys, slots[k0 + j], kv0 + kv, converted + j * d) : zero;
+                        for (int ti = 0; ti < i1 - i0; ti++)
+                            ScoreGroup(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride + k0, count);
+                    }
                 }
-                TensorPrimitives.Multiply(acc, 1f / total, acc);
-            }
-        }
 
-        /// <summary>Physical slots the item's token sees, in logical order; returns their count.</summary>
-        private int GatherSlots(long item, int[] slots)
-        {
-            int t = (int)(item / layout.NumKvHeads);
-            int s = tokenSample[t], i = t - offsets[s], n = offsets[s + 1] - offsets[s], context = contexts[s];
-            int blockSize = layout.BlockSize, visible = 0;
-            int last = causal ? context + i + 1 : context + n;
-            for (int logical = 0; logical < last; logical++)
-            {
-                int j = logical - context;
-                if (j >= 0 && !causal && (mask[t * maskWords + j / 32] >> (j % 32) & 1) == 0) continue;
-                slots[visible++] = tables[s * maxBlocks + logical / blockSize] * blockSize + logical % blockSize;
+                // Each token's own further keys, then softmax over each row's visible keys.
+                for (int ti = 0; ti < i1 - i0; ti++)
+                {
+                    int extra = ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
+                    for (int e0 = 0; e0 < extra; e0 += Chunk)
+                    {
+                        int count = Math.Min(Chunk, extra - e0);
+                        for (int kv = 0; kv < kvn; kv++)
+                        {
+                            for (int j = 0; j < Chunk; j++)
+                                keys[j] = j < count ? Row(_keys, slots[scratch.Extra[e0 + j]], kv0 + kv, converted + j * d) : zero;
+                            ScoreGroup(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride + shared + e0, count);
+                        }
+                    }
+                    for (int h = 0; h < perToken; h++)
+                    {
+                        var row = new Span<float>(scores + (long)(ti * perToken + h) * _stride, shared + extra);
+                        float max = TensorPrimitives.Max(row);
+                        TensorPrimitives.Subtract(row, max, row);
+                        TensorPrimitives.Exp(row, row);
+                        sums[ti * perToken + h] = TensorPrimitives.Sum(row);
+                    }
+                }
+
+                // Σ p·v over the same keys in the same order.
+                for (int ti = 0; ti < i1 - i0; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
+                float** values = keys;
+                for (int k0 = 0; k0 < shared; k0 += Chunk)
+                {
+                    int count = Math.Min(Chunk, shared - k0);
+                    for (int kv = 0; kv < kvn; kv++)
+                    {
+                        for (int j = 0; j < count; j++) values[j] = Row(_values, slots[k0 + j], kv0 + kv, converted + j * d);
+                        for (int ti = 0; ti < i1 - i0; ti++)
+                            AccumulateGroup(o + ti * tokenStride, kv * g, scores + (long)(ti * perToken) * _stride + k0, values, count);
+                    }
+                }
+                for (int ti = 0; ti < i1 - i0; ti++)
+                {
+                    int extra = ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
+                    for (int e0 = 0; e0 < extra; e0 += Chunk)
+                    {
+                        int count = Math.Min(Chunk, extra - e0);
+                        for (int kv = 0; kv < kvn; kv++)
+                        {
+                            for (int j = 0; j < count; j++) values[j] = Row(_values, slots[scratch.Extra[e0 + j]], kv0 + kv, converted + j * d);
+                            AccumulateGroup(o + ti * tokenStride, kv * g, scores + (long)(ti * perToken) * _stride + shared + e0, values, count);
+                        }
+                    }
+                    for (int h = 0; h < perToken; h++)
+                    {
+                        var acc = new Span<float>(o + ti * tokenStride + h * d, d);
+                        TensorPrimitives.Multiply(acc, 1f / sums[ti * perToken + h], acc);
+                    }
+                }
             }
-            return visible;
         }
 
         /// <summary>
-        /// Softmax attention of the item's GQA group over <paramref name="slots"/> (not empty): per head the score max
-        /// (<paramref name="max"/>), Σ exp(score − max) (<paramref name="sum"/>) and the unnormalised Σ p·v (<paramref name="acc"/>, [group, HeadDim]).
+        /// Scores of the group's query heads [<paramref name="h0"/>, h0 + group) of one token (<paramref name="q"/>: the token's
+        /// first head of the item) against eight keys, into score rows h (<paramref name="scores"/>: row 0's first column):
+        /// two heads at a time, sharing the key loads.
         /// </summary>
-        private void Attend(long item, ReadOnlySpan<int> slots, AttentionScratch scratch, Span<float> acc, Span<float> max, Span<float> sum)
+        private void ScoreGroup(float* q, int h0, float** keys, float* scores, int count)
         {
-            int t = (int)(item / layout.NumKvHeads), kvHead = (int)(item % layout.NumKvHeads);
-            int d = layout.HeadDim, g = _groupSize, count = slots.Length;
-            var qHeads = new ReadOnlySpan<float>(query.Pointer + ((long)t * numHeads + kvHead * g) * d, g * d);
-            var scores = scratch.Scores.AsSpan(0, g * count);
-            for (int k = 0; k < count; k++)
+            int d = layout.HeadDim, h = h0, end = h0 + _group;
+            for (; h + 2 <= end; h += 2)
+                Score2(q + h * d, q + (h + 1) * d, keys, d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, count);
+            if (h < end) Score(q + h * d, keys, d, scores + (long)h * _stride, count);
+        }
+
+        /// <summary><see cref="Accumulate"/> for the group's heads [<paramref name="h0"/>, h0 + group) of one token, two at a time.</summary>
+        private void AccumulateGroup(float* o, int h0, float* scores, float** values, int count)
+        {
+            int d = layout.HeadDim, h = h0, end = h0 + _group;
+            for (; h + 2 <= end; h += 2)
+                Accumulate2(o + h * d, o + (h + 1) * d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, values, count, d);
+            if (h < end) Accumulate(o + h * d, scores + (long)h * _stride, values, count, d);
+        }
+
+        /// <summary>Logical slots, in order, that token <paramref name="i"/> sees beyond the <paramref name="shared"/> ones; returns their count.</summary>
+        private int ExtraKeys(int i, int first, int n, int context, int shared, int[] extra)
+        {
+            int count = 0;
+            if (causal)
             {
-                var key = Row(keyCache, slots[k], kvHead, scratch.Row);
-                for (int h = 0; h < g; h++)
-                    scores[h * count + k] = scale * TensorPrimitives.Dot(qHeads.Slice(h * d, d), key);
+                for (int logical = shared; logical <= context + i; logical++) extra[count++] = logical;
+                return count;
             }
-            for (int h = 0; h < g; h++)
+            int t = first + i;
+            for (int j = 0; j < n; j++)
+                if ((mask[t * maskWords + j / 32] >> (j % 32) & 1) != 0) extra[count++] = context + j;
+            return count;
+        }
+
+        /// <summary>The fp32 row of <paramref name="kvHead"/> in <paramref name="slot"/>: in the cache itself for fp32, converted into <paramref name="buffer"/> for fp16.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private float* Row(uint* cache, int slot, int kvHead, float* buffer)
+        {
+            int d = layout.HeadDim;
+            if (_f32) return (float*)cache + (long)slot * _rowWords + (long)kvHead * d;
+            // Little-endian: the low half of a word is the even element, as the layout says.
+            var halves = new ReadOnlySpan<Half>((Half*)(cache + (long)slot * _rowWords) + (long)kvHead * d, d);
+            HalfToSingle(halves, new Span<float>(buffer, d));
+            return buffer;
+        }
+
+        /// <summary>
+        /// scale · q·k for the first <paramref name="count"/> of eight key rows into <paramref name="destination"/>: per key
+        /// an 8-wide FMA chain over the head dimension, <see cref="Reduce8"/>, the scalar tail, then the scale.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Score(float* q, float** k, int d, float* destination, int count)
+        {
+            int d8 = d & ~7;
+            Vector256<float> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
+            float* k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7];
+            for (int c = 0; c < d8; c += 8)
             {
-                var row = scores.Slice(h * count, count);
-                max[h] = TensorPrimitives.Max(row);
-                TensorPrimitives.Subtract(row, max[h], row);
-                TensorPrimitives.Exp(row, row);
-                sum[h] = TensorPrimitives.Sum(row);
+                var x = Vector256.Load(q + c);
+                p0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k0 + c), p0);
+                p1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k1 + c), p1);
+                p2 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k2 + c), p2);
+                p3 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k3 + c), p3);
+                p4 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k4 + c), p4);
+                p5 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k5 + c), p5);
+                p6 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k6 + c), p6);
+                p7 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k7 + c), p7);
             }
-            // Cleared only after scoring: the output is never read before it is written.
-            acc.Clear();
-            for (int k = 0; k < count; k++)
+            var sum = Reduce8(p0, p1, p2, p3, p4, p5, p6, p7);
+            if (d8 == d && count == Chunk)
             {
-                var value = Row(valueCache, slots[k], kvHead, scratch.Row);
-                for (int h = 0; h < g; h++)
+                (sum * Vector256.Create(scale)).Store(destination);
+                return;
+            }
+            Finish(sum, q, k, d8, d, destination, count);
+        }
+
+        /// <summary>acc += Σ_j p[j]·v[j] over <paramref name="count"/> value rows (from column <paramref name="offset"/>), key by key (one FMA chain per element).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void Accumulate(float* acc, float* p, float** v, int count, int d, int offset = 0)
+        {
+            int c = 0;
+            for (; c + 32 <= d; c += 32)
+            {
+                var a0 = Vector256.Load(acc + c); var a1 = Vector256.Load(acc + c + 8);
+                var a2 = Vector256.Load(acc + c + 16); var a3 = Vector256.Load(acc + c + 24);
+                for (int j = 0; j < count; j++)
                 {
-                    var accHead = acc.Slice(h * d, d);
-                    TensorPrimitives.MultiplyAdd(value, scores[h * count + k], accHead, accHead);
+                    var w = Vector256.Create(p[j]);
+                    float* row = v[j] + offset + c;
+                    a0 = Vector256.FusedMultiplyAdd(Vector256.Load(row), w, a0);
+                    a1 = Vector256.FusedMultiplyAdd(Vector256.Load(row + 8), w, a1);
+                    a2 = Vector256.FusedMultiplyAdd(Vector256.Load(row + 16), w, a2);
+                    a3 = Vector256.FusedMultiplyAdd(Vector256.Load(row + 24), w, a3);
                 }
+                a0.Store(acc + c); a1.Store(acc + c + 8); a2.Store(acc + c + 16); a3.Store(acc + c + 24);
+            }
+            for (; c + 8 <= d; c += 8)
+            {
+                var a = Vector256.Load(acc + c);
+                for (int j = 0; j < count; j++) a = Vector256.FusedMultiplyAdd(Vector256.Load(v[j] + offset + c), Vector256.Create(p[j]), a);
+                a.Store(acc + c);
+            }
+            for (; c < d; c++)
+            {
+                float a = acc[c];
+                for (int j = 0; j < count; j++) a = MathF.FusedMultiplyAdd(v[j][offset + c], p[j], a);
+                acc[c] = a;
             }
         }
 
-        /// <summary>The fp32 row of <paramref name="kvHead"/> in <paramref name="slot"/>: the cache itself for fp32, converted into <paramref name="buffer"/> for fp16.</summary>
-        private ReadOnlySpan<float> Row(CpuBuffer<uint> cache, int slot, int kvHead, float[] buffer)
+        /// <summary><see cref="Score"/> for two query rows at once, every lane's arithmetic as in <see cref="Score"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Score2(float* qa, float* qb, float** k, int d, float* da, float* db, int count)
         {
-            int d = layout.HeadDim;
-            if (layout.DType == KvDType.F32)
-                return new ReadOnlySpan<float>((float*)cache.Pointer + (long)slot * layout.RowWords + (long)kvHead * d, d);
-            // Little-endian: the low half of a word is the even element, as the layout says.
-            var halves = new ReadOnlySpan<Half>((Half*)(cache.Pointer + (long)slot * layout.RowWords) + (long)kvHead * d, d);
-            var row = buffer.AsSpan(0, d);
-            HalfToSingle(halves, row);
-            return row;
+            int d8 = d & ~7;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+            float* k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7];
+            for (int c = 0; c < d8; c += 8)
+            {
+                var x = Vector256.Load(qa + c);
+                var y = Vector256.Load(qb + c);
+                var r = Vector256.Load(k0 + c); a0 = Vector256.FusedMultiplyAdd(x, r, a0); b0 = Vector256.FusedMultiplyAdd(y, r, b0);
+                r = Vector256.Load(k1 + c); a1 = Vector256.FusedMultiplyAdd(x, r, a1); b1 = Vector256.FusedMultiplyAdd(y, r, b1);
+                r = Vector256.Load(k2 + c); a2 = Vector256.FusedMultiplyAdd(x, r, a2); b2 = Vector256.FusedMultiplyAdd(y, r, b2);
+                r = Vector256.Load(k3 + c); a3 = Vector256.FusedMultiplyAdd(x, r, a3); b3 = Vector256.FusedMultiplyAdd(y, r, b3);
+                r = Vector256.Load(k4 + c); a4 = Vector256.FusedMultiplyAdd(x, r, a4); b4 = Vector256.FusedMultiplyAdd(y, r, b4);
+                r = Vector256.Load(k5 + c); a5 = Vector256.FusedMultiplyAdd(x, r, a5); b5 = Vector256.FusedMultiplyAdd(y, r, b5);
+                r = Vector256.Load(k6 + c); a6 = Vector256.FusedMultiplyAdd(x, r, a6); b6 = Vector256.FusedMultiplyAdd(y, r, b6);
+                r = Vector256.Load(k7 + c); a7 = Vector256.FusedMultiplyAdd(x, r, a7); b7 = Vector256.FusedMultiplyAdd(y, r, b7);
+            }
+            var sa = Reduce8(a0, a1, a2, a3, a4, a5, a6, a7);
+            var sb = Reduce8(b0, b1, b2, b3, b4, b5, b6, b7);
+            if (d8 == d && count == Chunk)
+            {
+                var sc = Vector256.Create(scale);
+                (sa * sc).Store(da);
+                (sb * sc).Store(db);
+                return;
+            }
+            Finish(sa, qa, k, d8, d, da, count);
+            Finish(sb, qb, k, d8, d, db, count);
         }
+
+        /// <summary>The scalar tail of the head dimension, the scale and the store of <paramref name="count"/> scores.</summary>
+        private void Finish(Vector256<float> sum, float* q, float** k, int d8, int d, float* destination, int count)
+        {
+            float* lanes = stackalloc float[Chunk];
+            sum.Store(lanes);
+            for (int j = 0; j < count; j++)
+            {
+                float value = lanes[j];
+                for (int c = d8; c < d; c++) value = MathF.FusedMultiplyAdd(q[c], k[j][c], value);
+                destination[j] = scale * value;
+            }
+        }
+
+        /// <summary><see cref="Accumulate"/> for two rows at once, sharing the value loads; every element's chain as there.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void Accumulate2(float* accA, float* accB, float* pa, float* pb, float** v, int count, int d)
+        {
+            int c = 0;
+            for (; c + 32 <= d; c += 32)
+            {
+                var a0 = Vector256.Load(accA + c); var a1 = Vector256.Load(accA + c + 8);
+                var a2 = Vector256.Load(accA + c + 16); var a3 = Vector256.Load(accA + c + 24);
+                var b0 = Vector256.Load(accB + c); var b1 = Vector256.Load(accB + c + 8);
+                var b2 = Vector256.Load(accB + c + 16); var b3 = Vector256.Load(accB + c + 24);
+                for (int j = 0; j < count; j++)
+                {
+                    var wa = Vector256.Create(pa[j]);
+                    var wb = Vector256.Create(pb[j]);
+                    float* row = v[j] + c;
+                    var r = Vector256.Load(row); a0 = Vector256.FusedMultiplyAdd(r, wa, a0); b0 = Vector256.FusedMultiplyAdd(r, wb, b0);
+                    r = Vector256.Load(row + 8); a1 = Vector256.FusedMultiplyAdd(r, wa, a1); b1 = Vector256.FusedMultiplyAdd(r, wb, b1);
+                    r = Vector256.Load(row + 16); a2 = Vector256.FusedMultiplyAdd(r, wa, a2); b2 = Vector256.FusedMultiplyAdd(r, wb, b2);
+                    r = Vector256.Load(row + 24); a3 = Vector256.FusedMultiplyAdd(r, wa, a3); b3 = Vector256.FusedMultiplyAdd(r, wb, b3);
+                }
+                a0.Store(accA + c); a1.Store(accA + c + 8); a2.Store(accA + c + 16); a3.Store(accA + c + 24);
+                b0.Store(accB + c); b1.Store(accB + c + 8); b2.Store(accB + c + 16); b3.Store(accB + c + 24);
+            }
+            if (c < d)
+            {
+                // The remainder (head dims not a multiple of 32) row by row, with Accumulate's own 8-wide and scalar steps.
+                Accumulate(accA + c, pa, v, count, d - c, c);
+                Accumulate(accB + c, pb, v, count, d - c, c);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Lane j of the result is the sum of the eight lanes of p_j as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)),
+    /// whatever the other vectors hold: three rounds of horizontal adds where AVX has them, the same sums otherwise.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Reduce8(Vector256<float> p0, Vector256<float> p1, Vector256<float> p2, Vector256<float> p3,
+        Vector256<float> p4, Vector256<float> p5, Vector256<float> p6, Vector256<float> p7)
+    {
+        if (Avx.IsSupported)
+        {
+            var a = Avx.HorizontalAdd(Avx.HorizontalAdd(p0, p1), Avx.HorizontalAdd(p2, p3));
+            var b = Avx.HorizontalAdd(Avx.HorizontalAdd(p4, p5), Avx.HorizontalAdd(p6, p7));
+            return Avx.Permute2x128(a, b, 0x20) + Avx.Permute2x128(a, b, 0x31);
+        }
+        return Vector256.Create(Sum(p0), Sum(p1), Sum(p2), Sum(p3), Sum(p4), Sum(p5), Sum(p6), Sum(p7));
+
+        static float Sum(Vector256<float> p) => ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
     }
 
     /// <summary>

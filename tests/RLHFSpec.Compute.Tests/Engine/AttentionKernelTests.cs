@@ -234,8 +234,8 @@ public class AttentionKernelTests
     public void LongContextMatchesReference(string backend, KvDType dtype) =>
         Check(backend, Make(8192, [8192], [3], 128, 1, 4, 32, dtype, Mask.Causal));
 
-    // Few (token, KV head) items and long contexts: the CPU backend splits each item's slots over its threads
-    // (flash-decoding) and merges the partial softmax states; 3 threads give uneven splits.
+    // Few (token, KV head) items and long contexts on pools of several sizes (the CPU backend does not split a context
+    // over workers: see CpuTokenAttendsAlikeAloneAndInABatch).
     [TestCase(8, 1, 3000), TestCase(3, 2, 1500), TestCase(16, 1, 1100)]
     public void CpuSplitLongContextMatchesReference(int threads, int newTokens, int context)
     {
@@ -244,8 +244,8 @@ public class AttentionKernelTests
         Check(cpu, $"cpu({threads} threads)", Make(threads + 1, [context], [newTokens], 64, 1, 2, 16, KvDType.F32, Mask.Chain));
     }
 
-    // The CPU backend's three work paths: on the calling thread (small steps), Parallel.For over (token, KV head)
-    // items (a long prefill), and split contexts (above). Both sides of the serial threshold against the reference.
+    // The CPU backend's two work paths: on the calling thread (small steps) and on its workers (a long prefill), both
+    // sides of the serial threshold against the reference.
     [TestCase(16), TestCase(256)]
     public void CpuSerialAndParallelPathsMatchReference(int prefillTokens)
     {
@@ -280,6 +280,43 @@ public class AttentionKernelTests
     [TestCase("cpu"), TestCase("vulkan")]
     public void EmptySamplesAreSkipped(string backend) =>
         Check(backend, Make(3, [5, 0, 9, 0], [0, 1, 0, 2], 64, 1, 2, 16, KvDType.F32, Mask.Causal));
+
+    // Batch invariance on the CPU: every token of a tree verification or a prefill (many tokens, several work items
+    // and tiles, samples beside it) attends bit for bit as the same token decoded alone over the same keys — what
+    // greedy speculative output equal to plain greedy output rests on. Block size 1 lets the single-token problem
+    // list exactly the token's visible slots (context, then its ancestors in order, then itself) as its context.
+    [Test, Combinatorial]
+    public void CpuTokenAttendsAlikeAloneAndInABatch([Values(Mask.Causal, Mask.Deep, Mask.Random)] Mask shape,
+        [Values(KvDType.F32, KvDType.F16)] KvDType dtype, [Values(32, 36)] int headDim, [Values(2, 3)] int group, [Values(1, 3)] int threads)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(threads);
+        var p = Make(7 + (int)shape, [0, 45, 130], [20, 40, 3], headDim, 2, group, 1, dtype, shape);
+        var batched = Run(cpu, p);
+        int d = p.Layout.HeadDim, rowFloats = p.NumHeads * d;
+        for (int s = 0; s < p.ContextLens.Length; s++)
+            for (int i = 0; i < p.QueryOffsets[s + 1] - p.QueryOffsets[s]; i++)
+            {
+                int t = p.QueryOffsets[s] + i, context = p.ContextLens[s];
+                var slots = new List<int>();
+                for (int logical = 0; logical < context; logical++) slots.Add(p.BlockTables[s * p.MaxBlocks + logical]);
+                for (int j = 0; j < i; j++)
+                {
+                    bool sees = shape == Mask.Causal || (p.TreeMask[t * p.MaskWords + j / 32] >> (j % 32) & 1) != 0;
+                    if (sees) slots.Add(p.BlockTables[s * p.MaxBlocks + context + j]);
+                }
+                slots.Add(p.BlockTables[s * p.MaxBlocks + context + i]);
+                var alone = new Problem
+                {
+                    QueryOffsets = [0, 1], ContextLens = [slots.Count - 1], BlockTables = slots.ToArray(), TreeMask = [], MaskWords = 0,
+                    MaxBlocks = slots.Count, NumHeads = p.NumHeads, Layout = p.Layout, Scale = p.Scale,
+                    Query = p.Query.AsSpan(t * rowFloats, rowFloats).ToArray(), Keys = p.Keys, Values = p.Values,
+                };
+                var single = Run(cpu, alone);
+                for (int e = 0; e < rowFloats; e++)
+                    if (BitConverter.SingleToUInt32Bits(single[e]) != BitConverter.SingleToUInt32Bits(batched[t * rowFloats + e]))
+                        Assert.Fail($"sample {s} token {i} head {e / d} dim {e % d}: {batched[t * rowFloats + e]:R} in the batch, {single[e]:R} alone");
+            }
+    }
 
     // The CPU backend's own fp16 → fp32 conversion, over every half bit pattern (subnormals, ±0, ±Inf, NaN).
     [Test]
