@@ -210,11 +210,7 @@ public sealed partial class CpuBackend
                     }
                     for (int h = 0; h < perToken; h++)
                     {
-                        var row = new Span<float>(scores + (long)(ti * perToken + h) * _stride, shared + extra);
-                        float max = TensorPrimitives.Max(row);
-                        TensorPrimitives.Subtract(row, max, row);
-                        TensorPrimitives.Exp(row, row);
-                        sums[ti * perToken + h] = TensorPrimitives.Sum(row);
+                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, shared + extra);
                     }
                 }
 
@@ -250,6 +246,41 @@ public sealed partial class CpuBackend
                     }
                 }
             }
+        }
+
+        /// <summary>
+        /// exp(x − max x) in place over <paramref name="length"/> scores; returns their sum. Every element goes through the
+        /// same 8-wide exp (the last partial vector padded with −∞, whose exp is 0), and the sum is 8 lane chains then
+        /// <see cref="Reduce8"/>'s tree: the result depends on the row alone.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static float Softmax(float* x, int length)
+        {
+            int full = length & ~7, i;
+            var max = Vector256.Create(float.NegativeInfinity);
+            for (i = 0; i < full; i += 8) max = Vector256.Max(max, Vector256.Load(x + i));
+            float m = float.NegativeInfinity;
+            for (int j = 0; j < 8; j++) m = Math.Max(m, max[j]);
+            for (; i < length; i++) m = Math.Max(m, x[i]);
+            var shift = Vector256.Create(m);
+            var sum = Vector256<float>.Zero;
+            for (i = 0; i < full; i += 8)
+            {
+                var e = Vector256.Exp(Vector256.Load(x + i) - shift);
+                e.Store(x + i);
+                sum += e;
+            }
+            if (i < length)
+            {
+                float* tail = stackalloc float[8];
+                for (int j = 0; j < 8; j++) tail[j] = i + j < length ? x[i + j] : float.NegativeInfinity;
+                var e = Vector256.Exp(Vector256.Load(tail) - shift);
+                e.Store(tail);
+                for (int j = 0; i + j < length; j++) x[i + j] = tail[j];
+                sum += e;
+            }
+            var zero = Vector256<float>.Zero;
+            return Reduce8(sum, zero, zero, zero, zero, zero, zero, zero)[0];
         }
 
         /// <summary>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace RLHFSpec.Compute.Engine.Cpu;
 
@@ -40,6 +41,13 @@ public static unsafe class CpuDense
         }
     }
 
+    /// <summary>
+    /// Blocks of 4 weight rows ahead that <see cref="Project"/> prefetches. Measured on the 2-core AMD EPYC (Zen 4), one
+    /// thread streaming 92 MB of 512-wide rows: 16 tokens took 15.6 ms without prefetch, 11.2 ms 1 block ahead, 9.0 ms
+    /// 2 or 4 ahead (the in-cache ceiling is about 8 ms); 1 token 7.0, 7.9, 4.7 and 6.1 ms.
+    /// </summary>
+    private const int PrefetchBlocks = 2;
+
     /// <summary>Tokens per tile of <see cref="Project"/>: 32 tokens of a 1,024-wide input are 128 KiB.</summary>
     private const int TokenTile = 32;
 
@@ -50,9 +58,16 @@ public static unsafe class CpuDense
         for (; o + 4 <= rowEnd; o += 4)
         {
             float* w0 = w + (long)o * inDim;
+            // The rows of a block ahead come from memory while this block computes: each pass over the tokens
+            // prefetches its share of them, so the weight stream never waits for the arithmetic or the reverse.
+            long ahead = (long)PrefetchBlocks * 4;
+            float* next = o + ahead + 4 <= rowEnd ? w0 + ahead * inDim : null;
+            int passes = tokens / 4 + tokens % 4, pass = 0, share = 4 * inDim / passes;
             int t = 0;
-            for (; t + 4 <= tokens; t += 4) Block4x4(x + (long)t * inDim, inDim, w0, bias, y + (long)t * yStride, yStride, o, accumulate);
-            for (; t < tokens; t++) Block4x1(x + (long)t * inDim, inDim, w0, bias, y + (long)t * yStride, o, accumulate);
+            for (; t + 4 <= tokens; t += 4, pass++)
+                Block4x4(x + (long)t * inDim, inDim, w0, bias, y + (long)t * yStride, yStride, o, accumulate, next == null ? null : next + pass * share, share);
+            for (; t < tokens; t++, pass++)
+                Block4x1(x + (long)t * inDim, inDim, w0, bias, y + (long)t * yStride, o, accumulate, next == null ? null : next + pass * share, share);
         }
         for (; o < rowEnd; o++)
             for (int t = 0; t < tokens; t++)
@@ -63,6 +78,15 @@ public static unsafe class CpuDense
                 for (; i + Lanes <= inDim; i += Lanes) acc = Vector256.FusedMultiplyAdd(Vector256.Load(wr + i), Vector256.Load(xr + i), acc);
                 Store(y + (long)t * yStride + o, Finish(acc, xr, wr, i, inDim), bias, o, accumulate);
             }
+    }
+
+    /// <summary>Prefetches the cache line at <paramref name="at"/>, and the one after it when <paramref name="two"/> (more than a line per step).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(float* at, bool two)
+    {
+        if (!Sse.IsSupported) return;
+        Sse.Prefetch0(at);
+        if (two) Sse.Prefetch0(at + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -82,8 +106,9 @@ public static unsafe class CpuDense
 
     /// <summary>Rows o..o+3 for tokens t..t+3: 16 accumulators, 8 loads per 16 FMAs.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block4x4(float* x, int inDim, float* w0, float* bias, float* y, int yStride, int o, bool accumulate)
+    private static void Block4x4(float* x, int inDim, float* w0, float* bias, float* y, int yStride, int o, bool accumulate, float* next, int share)
     {
+        long perStep = Math.Max(1, (long)share * Lanes / inDim);   // floats of the share to prefetch per step of 8
         float* w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
         float* x0 = x, x1 = x + inDim, x2 = x1 + inDim, x3 = x2 + inDim;
         Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
@@ -93,6 +118,7 @@ public static unsafe class CpuDense
         int i = 0;
         for (; i + Lanes <= inDim; i += Lanes)
         {
+            if (next != null) Prefetch(next + (i >> 3) * perStep, perStep > 16);
             var v0 = Vector256.Load(x0 + i); var v1 = Vector256.Load(x1 + i); var v2 = Vector256.Load(x2 + i); var v3 = Vector256.Load(x3 + i);
             var r = Vector256.Load(w0 + i);
             a00 = Vector256.FusedMultiplyAdd(r, v0, a00); a01 = Vector256.FusedMultiplyAdd(r, v1, a01); a02 = Vector256.FusedMultiplyAdd(r, v2, a02); a03 = Vector256.FusedMultiplyAdd(r, v3, a03);
@@ -116,13 +142,15 @@ public static unsafe class CpuDense
 
     /// <summary>Rows o..o+3 for one token (the matrix-vector path of a decode step: bound by reading w).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block4x1(float* x, int inDim, float* w0, float* bias, float* y, int o, bool accumulate)
+    private static void Block4x1(float* x, int inDim, float* w0, float* bias, float* y, int o, bool accumulate, float* next, int share)
     {
+        long perStep = Math.Max(1, (long)share * Lanes / inDim);
         float* w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         int i = 0;
         for (; i + Lanes <= inDim; i += Lanes)
         {
+            if (next != null) Prefetch(next + (i >> 3) * perStep, perStep > 16);
             var v = Vector256.Load(x + i);
             a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w0 + i), v, a0);
             a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + i), v, a1);
