@@ -166,6 +166,32 @@ public sealed unsafe class CpuDenseTests
             }
     }
 
+    // An element's result does not depend on the column range it was computed in (a vector lane or the padded tail),
+    // so a split over more or fewer workers gives the same bits; large magnitudes saturate the exp without NaN.
+    [TestCase(3, 37), TestCase(4, 64)]
+    public void SiluMul_gives_the_same_bits_over_any_column_range(int seed, int width)
+    {
+        var r = new Random(seed);
+        var gate = RandomArray(r, width, 120);
+        var up = RandomArray(r, width);
+        var whole = (float[])gate.Clone();
+        fixed (float* pg = whole, pu = up) CpuDense.SiluMul(pg, pu, 1, width, 0, width);
+        for (int split = 1; split < width; split += 3)
+        {
+            var parts = (float[])gate.Clone();
+            fixed (float* pg = parts, pu = up)
+            {
+                CpuDense.SiluMul(pg, pu, 1, width, 0, split);
+                CpuDense.SiluMul(pg, pu, 1, width, split, width);
+            }
+            for (int c = 0; c < width; c++)
+            {
+                Assert.That(float.IsNaN(parts[c]), Is.False, $"column {c}: NaN from {gate[c]}");
+                Assert.That(BitConverter.SingleToUInt32Bits(parts[c]), Is.EqualTo(BitConverter.SingleToUInt32Bits(whole[c])), $"column {c}, split at {split}");
+            }
+        }
+    }
+
     /// <summary>Each participant adds its index to a slot, then after a barrier reads every slot: any lost barrier shows.</summary>
     private sealed class Rounds(CpuWorkers pool, int rounds) : IParallelWork
     {
