@@ -124,7 +124,7 @@ public sealed partial class CpuBackend
         {
             public required float[] Scores;   // [rows, stride] scores, then probabilities; row = (token, head of the run)
             public required float[] Sums;     // [rows] softmax denominators
-            public required float[] Rows;     // [Chunk + 1, HeadDim] fp16 rows converted to fp32, then a zero row
+            public required float[] Rows;     // [Chunk + 1, RowElements] fp16 rows (a run's heads) converted to fp32, then a zero row
             public required int[] Extra;      // logical slots one token sees beyond the shared keys
             public required int[] Slots;      // [context + n] physical slot of each logical slot of the item's sample
         }
@@ -136,13 +136,13 @@ public sealed partial class CpuBackend
             {
                 Scores = ArrayPool<float>.Shared.Rent(rows * _stride),
                 Sums = ArrayPool<float>.Shared.Rent(rows),
-                Rows = ArrayPool<float>.Shared.Rent((Chunk + 1) * d),
+                Rows = ArrayPool<float>.Shared.Rent((Chunk + 1) * layout.RowElements),
                 Extra = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
                 Slots = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
             };
             try
             {
-                scratch.Rows.AsSpan(Chunk * d, d).Clear();
+                scratch.Rows.AsSpan(Chunk * layout.RowElements, layout.RowElements).Clear();
                 long items = (long)tiles * runs, item;
                 while ((item = Interlocked.Increment(ref _next)) < items) Run((int)(item / runs), (int)(item % runs), scratch);
             }
@@ -161,7 +161,7 @@ public sealed partial class CpuBackend
             int s = tileSample[tile], i0 = tileStart[tile], first = offsets[s], n = offsets[s + 1] - first;
             int i1 = Math.Min(n, i0 + tileTokens), context = contexts[s], g = _group, d = layout.HeadDim;
             int kv0 = run * headsPerRun, kvn = Math.Min(layout.NumKvHeads, kv0 + headsPerRun) - kv0;
-            int perToken = kvn * g, rows = (i1 - i0) * perToken;
+            int perToken = kvn * g;
             // Keys every token of the tile sees: the context, and under a causal mask the new tokens up to i0.
             int shared = causal ? context + i0 + 1 : context;
             int[] slots = scratch.Slots;
@@ -174,9 +174,11 @@ public sealed partial class CpuBackend
 
             fixed (float* scores = scratch.Scores, sums = scratch.Sums, converted = scratch.Rows)
             {
-                float** keys = stackalloc float*[Chunk];
-                float* zero = converted + Chunk * d;
+                float** rows = stackalloc float*[Chunk];
+                int* chunk = stackalloc int[Chunk];
+                float* zero = converted + Chunk * layout.RowElements;
                 long tokenStride = (long)numHeads * d;
+                int tokens = i1 - i0;
                 // Query and output row r = (token ti, KV head kv0 + h / g, query head h % g of its group) at token ti, head kv0·g + h.
                 float* q = _query + (first + i0) * tokenStride + kv0 * g * d;
                 float* o = _output + (first + i0) * tokenStride + kv0 * g * d;
@@ -185,59 +187,44 @@ public sealed partial class CpuBackend
                 for (int k0 = 0; k0 < shared; k0 += Chunk)
                 {
                     int count = Math.Min(Chunk, shared - k0);
-                    for (int kv = 0; kv < kvn; kv++)
-                    {
-                        for (int j = 0; j < Chunk; j++)
-                            keys[j] = j < count ? Row(_keys, slots[k0 + j], kv0 + kv, converted + j * d) : zero;
-                        for (int ti = 0; ti < i1 - i0; ti++)
-                            ScoreGroup(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride + k0, count);
-                    }
+                    for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
+                    Gather(_keys, chunk, count, kv0, kvn, converted, zero, rows);
+                    ScoreChunk(q, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
                 }
 
                 // Each token's own further keys, then softmax over each row's visible keys.
-                for (int ti = 0; ti < i1 - i0; ti++)
+                for (int ti = 0; ti < tokens; ti++)
                 {
                     int extra = ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
                     for (int e0 = 0; e0 < extra; e0 += Chunk)
                     {
                         int count = Math.Min(Chunk, extra - e0);
-                        for (int kv = 0; kv < kvn; kv++)
-                        {
-                            for (int j = 0; j < Chunk; j++)
-                                keys[j] = j < count ? Row(_keys, slots[scratch.Extra[e0 + j]], kv0 + kv, converted + j * d) : zero;
-                            ScoreGroup(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride + shared + e0, count);
-                        }
+                        for (int j = 0; j < count; j++) chunk[j] = slots[scratch.Extra[e0 + j]];
+                        Gather(_keys, chunk, count, kv0, kvn, converted, zero, rows);
+                        ScoreChunk(q + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                     }
                     for (int h = 0; h < perToken; h++)
-                    {
                         sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, shared + extra);
-                    }
                 }
 
                 // Σ p·v over the same keys in the same order.
-                for (int ti = 0; ti < i1 - i0; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
-                float** values = keys;
+                for (int ti = 0; ti < tokens; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
                 for (int k0 = 0; k0 < shared; k0 += Chunk)
                 {
                     int count = Math.Min(Chunk, shared - k0);
-                    for (int kv = 0; kv < kvn; kv++)
-                    {
-                        for (int j = 0; j < count; j++) values[j] = Row(_values, slots[k0 + j], kv0 + kv, converted + j * d);
-                        for (int ti = 0; ti < i1 - i0; ti++)
-                            AccumulateGroup(o + ti * tokenStride, kv * g, scores + (long)(ti * perToken) * _stride + k0, values, count);
-                    }
+                    for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
+                    Gather(_values, chunk, count, kv0, kvn, converted, zero, rows);
+                    AccumulateChunk(o, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
                 }
-                for (int ti = 0; ti < i1 - i0; ti++)
+                for (int ti = 0; ti < tokens; ti++)
                 {
                     int extra = ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
                     for (int e0 = 0; e0 < extra; e0 += Chunk)
                     {
                         int count = Math.Min(Chunk, extra - e0);
-                        for (int kv = 0; kv < kvn; kv++)
-                        {
-                            for (int j = 0; j < count; j++) values[j] = Row(_values, slots[scratch.Extra[e0 + j]], kv0 + kv, converted + j * d);
-                            AccumulateGroup(o + ti * tokenStride, kv * g, scores + (long)(ti * perToken) * _stride + shared + e0, values, count);
-                        }
+                        for (int j = 0; j < count; j++) chunk[j] = slots[scratch.Extra[e0 + j]];
+                        Gather(_values, chunk, count, kv0, kvn, converted, zero, rows);
+                        AccumulateChunk(o + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                     }
                     for (int h = 0; h < perToken; h++)
                     {
@@ -245,6 +232,55 @@ public sealed partial class CpuBackend
                         TensorPrimitives.Multiply(acc, 1f / sums[ti * perToken + h], acc);
                     }
                 }
+            }
+        }
+
+        /// <summary>
+        /// The run's part (KV heads kv0 … kv0 + kvn − 1, contiguous in a slot) of <paramref name="count"/> cache rows: in
+        /// place for fp32, converted into <paramref name="converted"/> for fp16; the rest of the eight point at zeros.
+        /// </summary>
+        private void Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, float* converted, float* zero, float** rows)
+        {
+            int d = layout.HeadDim, width = kvn * d;
+            for (int j = 0; j < Chunk; j++)
+            {
+                if (j >= count) rows[j] = zero;
+                else if (_f32) rows[j] = (float*)cache + (long)chunkSlots[j] * _rowWords + (long)kv0 * d;
+                else
+                {
+                    // Little-endian: the low half of a word is the even element, as the layout says.
+                    var halves = new ReadOnlySpan<Half>((Half*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, width);
+                    HalfToSingle(halves, new Span<float>(converted + j * width, width));
+                    rows[j] = converted + j * width;
+                }
+            }
+        }
+
+        /// <summary>Scores of <paramref name="tokens"/> tokens' rows against eight gathered keys, written from column <paramref name="scores"/> of row 0.</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private void ScoreChunk(float* q, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        {
+            int d = layout.HeadDim, g = _group;
+            float** keys = stackalloc float*[Chunk];
+            for (int kv = 0; kv < kvn; kv++)
+            {
+                for (int j = 0; j < Chunk; j++) keys[j] = rows[j] + kv * d;
+                for (int ti = 0; ti < tokens; ti++)
+                    ScoreGroup(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride, count);
+            }
+        }
+
+        /// <summary>Σ p·v of eight gathered value rows into <paramref name="tokens"/> tokens' output rows (probabilities from column <paramref name="probabilities"/> of row 0).</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private void AccumulateChunk(float* o, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* probabilities)
+        {
+            int d = layout.HeadDim, g = _group;
+            float** values = stackalloc float*[Chunk];
+            for (int kv = 0; kv < kvn; kv++)
+            {
+                for (int j = 0; j < Chunk; j++) values[j] = rows[j] + kv * d;
+                for (int ti = 0; ti < tokens; ti++)
+                    AccumulateGroup(o + ti * tokenStride, kv * g, probabilities + (long)(ti * perToken) * _stride, values, count);
             }
         }
 
@@ -318,18 +354,6 @@ public sealed partial class CpuBackend
             for (int j = 0; j < n; j++)
                 if ((mask[t * maskWords + j / 32] >> (j % 32) & 1) != 0) extra[count++] = context + j;
             return count;
-        }
-
-        /// <summary>The fp32 row of <paramref name="kvHead"/> in <paramref name="slot"/>: in the cache itself for fp32, converted into <paramref name="buffer"/> for fp16.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private float* Row(uint* cache, int slot, int kvHead, float* buffer)
-        {
-            int d = layout.HeadDim;
-            if (_f32) return (float*)cache + (long)slot * _rowWords + (long)kvHead * d;
-            // Little-endian: the low half of a word is the even element, as the layout says.
-            var halves = new ReadOnlySpan<Half>((Half*)(cache + (long)slot * _rowWords) + (long)kvHead * d, d);
-            HalfToSingle(halves, new Span<float>(buffer, d));
-            return buffer;
         }
 
         /// <summary>
