@@ -77,5 +77,9 @@ public class StrategyModeTests
     {
         var e = Assert.Throws<ArgumentException>(() => StrategyMode.Parse("adaptiv", "--strategy"))!;
         Assert.That(e.Message, Does.Contain("--strategy").And.Contain("adaptiv"));
+        // Where adaptive is accepted, the error lists it among what is expected; a range error keeps its own message.
+        Assert.That(e.Message, Does.Contain("expected adaptive, off,"));
+        var range = Assert.Throws<ArgumentException>(() => StrategyMode.Parse("chain:0", "--strategy"))!;
+        Assert.That(range.Message, Does.Contain("depth"));
     }
 }
