@@ -61,7 +61,7 @@ internal static class BenchCommand
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
-        var (policy, _) = ModelFolders.Resolve(modelFolder, null, draftOptional: true, set: set);
+        var (policy, draftFolder) = ModelFolders.Resolve(modelFolder, null, draftOptional: true, set: set);
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
@@ -78,10 +78,24 @@ internal static class BenchCommand
         {
             foreach (int b in batches) cases.Add(() => bench.Prefill(b, 64));
             foreach (int b in batches) cases.Add(() => bench.Step(b, 1, 128));
+            // The issue's long-context case: attention's time against reading its K/V once at copy bandwidth.
+            if (!quick) cases.Add(() => bench.Step(256, 1, 512));
             foreach (int n in nodes) cases.Add(() => bench.Step(16, n, 128));
             foreach (int t in quick ? new[] { 1, 64, 1024 } : new[] { 1, 16, 64, 256, 1024 }) cases.Add(() => bench.Dense(t));
             foreach (int b in quick ? new[] { 8 } : new[] { 4, 16 }) cases.Add(() => bench.Train(b, 64));
         }
+
+        // Draft models of the set: their decode step against the target's at batch 1 and 16.
+        TransformerWeights? draftWeights = null;
+        ModelBenchmark? draftBench = null;
+        var draftRows = new List<(int Batch, ModelBenchmarkRow Row)>();
+        if (draftFolder is not null && !quick)
+        {
+            draftWeights = TransformerWeights.Random(ModelConfig.Load(Path.Combine(draftFolder, ModelConfig.FileName)), seed: 2);
+            draftBench = new ModelBenchmark(draftWeights, backend, session) { MinSeconds = bench.MinSeconds, Executor = dense };
+            foreach (int b in new[] { 1, 16 }) cases.Add(() => { var r = draftBench.Step(b, 1, 128); draftRows.Add((b, r)); return r with { Case = "draft decode" }; });
+        }
+        double copy = regime ? double.NaN : ModelBenchmark.CopyBandwidth(backend is Engine.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount);
 
         var rows = new List<ModelBenchmarkRow>();
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
@@ -92,12 +106,14 @@ internal static class BenchCommand
             bench.WarmUp(quick ? 3 : 5);
             foreach (var c in cases) { rows.Add(c()); task.Increment(1); }
         });
-        var table = new Table().Border(TableBorder.Rounded).AddColumns("case", "batch", "tokens/sample", "median", "tokens/s", "dense / matmul", "time split");
-        var md = new StringBuilder("| case | batch | tokens/sample | median | tokens/s | dense / matmul | time split |\n|---|---:|---:|---:|---:|---:|---|\n");
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("case", "batch", "tokens/sample", "median", "tokens/s", "dense / matmul", "time split", "attention / KV read");
+        var md = new StringBuilder("| case | batch | tokens/sample | median | tokens/s | dense / matmul | time split | attention / KV read |\n|---|---:|---:|---:|---:|---:|---|---:|\n");
         foreach (var r in rows)
         {
+            double overRead = r.AttentionOverKvRead(copy);
             string[] cells = [r.Case, r.Batch.ToString(CultureInfo.InvariantCulture), r.TokensPerSample.ToString(CultureInfo.InvariantCulture),
-                Seconds(r.Seconds), r.TokensPerSecond.ToString("N0", CultureInfo.InvariantCulture), double.IsNaN(r.Ratio) ? "" : r.Ratio.ToString("F2", CultureInfo.InvariantCulture) + "×", r.Breakdown];
+                Seconds(r.Seconds), r.TokensPerSecond.ToString("N0", CultureInfo.InvariantCulture), double.IsNaN(r.Ratio) ? "" : r.Ratio.ToString("F2", CultureInfo.InvariantCulture) + "×", r.Breakdown,
+                double.IsNaN(overRead) ? "" : $"{overRead.ToString("F1", CultureInfo.InvariantCulture)}× ({(r.KvBytes / 1e6).ToString("F0", CultureInfo.InvariantCulture)} MB)"];
             table.AddRow(cells.Select(Markup.Escape).ToArray());
             md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
@@ -109,6 +125,21 @@ internal static class BenchCommand
             AnsiConsole.WriteLine(line);
             md.Append('\n').Append(line).Append('\n');
         }
+        if (!double.IsNaN(copy))
+        {
+            string line = $"copy bandwidth {(copy / 1e9).ToString("F1", CultureInfo.InvariantCulture)} GB/s (bytes read, {backend.Info.Id}); attention / KV read = the attention time of a step over reading its K and V once at that rate";
+            AnsiConsole.WriteLine(line);
+            md.Append('\n').Append(line).Append('\n');
+        }
+        foreach (var (b, d) in draftRows)
+        {
+            var target = rows.FirstOrDefault(r => r.Case == "decode" && r.Batch == b && r.TokensPerSample == 1);
+            if (target is null) continue;
+            string line = $"draft decode step / target decode step at batch {b}: {(d.Seconds / target.Seconds).ToString("F3", CultureInfo.InvariantCulture)} (1/{(target.Seconds / d.Seconds).ToString("F0", CultureInfo.InvariantCulture)}; draft {Markup.Escape(draftFolder!)})";
+            AnsiConsole.WriteLine(line);
+            md.Append(line).Append('\n');
+        }
+        draftWeights?.Dispose();
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
     }

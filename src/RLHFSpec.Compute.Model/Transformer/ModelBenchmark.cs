@@ -13,7 +13,14 @@ namespace RLHFSpec.Compute.Model.Transformer;
 /// <param name="TokensPerSecond">Tokens processed per second.</param>
 /// <param name="Ratio">Dense rows: dense-part time / bare-MatMul time of the same shapes (target ≤ 1.5); else NaN.</param>
 /// <param name="Breakdown">Forward rows: the share of time per part (dense, attention, head, planning).</param>
-public sealed record ModelBenchmarkRow(string Case, int Batch, int TokensPerSample, double Seconds, double TokensPerSecond, double Ratio, string Breakdown = "");
+/// <param name="AttentionSeconds">Step rows: the attention kernel's median-run share of one step, seconds; else NaN.</param>
+/// <param name="KvBytes">Step rows: bytes of K and V the step's attention reads (every layer, every visible slot once); else 0.</param>
+public sealed record ModelBenchmarkRow(string Case, int Batch, int TokensPerSample, double Seconds, double TokensPerSecond, double Ratio, string Breakdown = "",
+    double AttentionSeconds = double.NaN, long KvBytes = 0)
+{
+    /// <summary>The attention time of the step over the time of reading its K/V once at <paramref name="copyBytesPerSecond"/>.</summary>
+    public double AttentionOverKvRead(double copyBytesPerSecond) => KvBytes > 0 ? AttentionSeconds / (KvBytes / copyBytesPerSecond) : double.NaN;
+}
 
 /// <summary>
 /// Times the transformer runtime on the running device and execution provider: ragged prefill, decode and tree
@@ -124,7 +131,39 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     {
         using var c = StepCase(batch, nodes, context);
         double s = Median(c.Run, c.Model.Timings);
-        return new(nodes == 1 ? "decode" : "tree-verify", batch, nodes, s, batch * nodes / s, double.NaN, Shares(c.Model.Timings));
+        var t = c.Model.Timings;
+        // The attention share of the median run: the timed runs' attention fraction times the median.
+        double attention = t.TotalSeconds > 0 ? s * t.AttentionSeconds / t.TotalSeconds : double.NaN;
+        var layout = c.Model.Cache.Layout;
+        long kvBytes = 2L * weights.Spec.NumLayers * batch * (context + nodes) * layout.RowWords * sizeof(uint);
+        return new(nodes == 1 ? "decode" : "tree-verify", batch, nodes, s, batch * nodes / s, double.NaN, Shares(t), attention, kvBytes);
+    }
+
+    /// <summary>
+    /// Host memory copy bandwidth, bytes per second: the median of copying a <paramref name="megabytes"/> MB buffer
+    /// (larger than the caches) on as many threads as the backend has, counted as bytes read.
+    /// </summary>
+    public static double CopyBandwidth(int threads, int megabytes = 256)
+    {
+        int parts = Math.Max(1, threads);
+        long length = (long)megabytes << 20;
+        var source = GC.AllocateUninitializedArray<byte>((int)length);
+        var target = GC.AllocateUninitializedArray<byte>((int)length);
+        new Random(1).NextBytes(source);
+        target.AsSpan().Clear();
+        var times = new List<double>();
+        for (int r = 0; r < 6; r++)
+        {
+            var clock = Stopwatch.StartNew();
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+            {
+                long from = length * p / parts, to = length * (p + 1) / parts;
+                source.AsSpan((int)from, (int)(to - from)).CopyTo(target.AsSpan((int)from, (int)(to - from)));
+            });
+            if (r > 0) times.Add(clock.Elapsed.TotalSeconds);   // the first run faults the pages in
+        }
+        times.Sort();
+        return length / times[times.Count / 2];
     }
 
     private ForwardCase StepCase(int batch, int nodes, int context)
