@@ -61,7 +61,8 @@ internal static class BenchCommand
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
-        var (policy, draftFolder) = ModelFolders.Resolve(modelFolder, null, draftOptional: true, set: set);
+        // A set (or the default one) brings its small draft, whose decode step is compared with the target's.
+        var (policy, draftFolder) = ModelFolders.Resolve(modelFolder, null, draftOptional: modelFolder is not null, set: set);
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
