@@ -58,6 +58,7 @@ public sealed class ModelSetCliTests
         new object[] { "bench generation", $"bench generation {{SET}} {Small} --strategies chain:2 --batch-sizes 0" },
         new object[] { "bench train", "bench train {SET} --device cpu --threads 1 --iterations 1 --prompts-per-iteration 2 --samples-per-prompt 2 --max-new-tokens 4" },
         new object[] { "bench model", "bench model {SET} --regime --device cpu --threads 1" },
+        new object[] { "bench agreement", $"bench agreement {{SET}} {Small}" },
         new object[] { "simulate --validate", $"simulate --validate {{SET}} {Small} --repeats 1" },
         new object[] { "train", "train {SET} --device cpu --threads 1 --iterations 1 --prompts-per-iteration 2 --samples-per-prompt 2 --max-new-tokens 4 --out {OUT}" },
     ];
