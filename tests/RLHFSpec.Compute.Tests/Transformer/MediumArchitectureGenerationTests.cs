@@ -14,7 +14,8 @@ namespace RLHFSpec.Compute.Tests.Transformer;
 /// medium set is made, so CI needs no pretrained medium set: the default policy's shape with its heads cut to a
 /// quarter is pretrained a few steps, grown by the medium set's own growth factors (so the same layer count, layer
 /// plan with zero-output new layers, head_dim and query/KV grouping as the medium policy, with 2 KV heads instead of
-/// 8) and fine-tuned a few steps; the drafts are the medium set's draft specs, trained a few steps. Every fixed
+/// 8) and fine-tuned a few steps; the drafts are the medium set's draft specs (the default drafts, trained a few
+/// steps, then distilled from the shrunken medium policy a few steps). Every fixed
 /// strategy with each draft, the suffix proposer's, and adaptive write exactly the tokens of <c>off</c>, on the CPU
 /// backend and on Vulkan (lavapipe here).
 /// </summary>
@@ -40,7 +41,8 @@ public sealed class MediumArchitectureGenerationTests
         var grow = medium[0].GrowFrom ?? throw new InvalidOperationException("the medium policy is grown");
         var target = medium[0].Config;
         int shrink = target.NumKeyValueHeads / KvHeads;
-        var source = Pretrainer.DefaultModelSpecs(tokenizer)[0];
+        var defaultSpecs = Pretrainer.DefaultModelSpecs(tokenizer);
+        var source = defaultSpecs[0];
         Assert.That((source.Config.NumKeyValueHeads % shrink, source.Config.NumAttentionHeads % shrink, source.Config.IntermediateSize % shrink), Is.EqualTo((0, 0, 0)),
             "the default policy's heads and MLP divide by the shrink factor");
         var smallSource = source.Config with
@@ -51,7 +53,8 @@ public sealed class MediumArchitectureGenerationTests
             HeadDim = source.Config.HeadDim,
             IntermediateSize = source.Config.IntermediateSize / shrink,
         };
-        Pretrainer.Run(defaults, options with { Models = [source with { Config = smallSource }] });
+        // The default set with the shrunken policy: the medium drafts start from its drafts.
+        Pretrainer.Run(defaults, options with { Models = [source with { Config = smallSource }, .. defaultSpecs.Skip(1)] });
         var shrunk = ModelGrowth.GrownConfig(smallSource, grow.Factors);
         Assert.That((shrunk.NumHiddenLayers, shrunk.HeadDim, shrunk.NumAttentionHeads / shrunk.NumKeyValueHeads, shrunk.NumKeyValueHeads),
             Is.EqualTo((target.NumHiddenLayers, target.HeadDim, target.NumAttentionHeads / target.NumKeyValueHeads, KvHeads)),
