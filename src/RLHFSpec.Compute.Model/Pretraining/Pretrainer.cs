@@ -54,8 +54,8 @@ public static class Pretrainer
     /// The bandwidth-bound set (<c>--set medium</c>): the policy is the default policy of
     /// <paramref name="defaultModelsFolder"/> grown function-preservingly to hidden 512, 16 query / 8 KV heads,
     /// intermediate 1376 and 8 layers (≈23.2 M weights; <see cref="ModelGrowth"/>), then fine-tuned on the task at a
-    /// lower learning rate than from scratch (it starts from a trained model); the drafts are the default drafts'
-    /// shapes trained on the same data stream (they learn the task's distribution, which the policy also learns).
+    /// lower learning rate than from scratch (it starts from a trained model); the drafts are the default set's drafts
+    /// distilled from the medium policy (<see cref="DistilledDraft"/>), so they learn what it says.
     /// Budgets and measurements: README ("The medium model set").
     /// </summary>
     public static IReadOnlyList<PretrainModelSpec> MediumModelSpecs(TextTokenizer tokenizer, string defaultModelsFolder)
