@@ -7,10 +7,16 @@ internal static class CommonOptions
 {
     public static Option<string?> Model() => new("--model") { Description = "Policy model folder (HF layout); default: the embedded policy" };
 
-    public static Option<string?> Set() => new("--set")
+    /// <summary>
+    /// <c>--set NAME</c>, also spelled <c>--model-set NAME</c>: the named model set in place of <c>--model</c>. <c>train</c>
+    /// takes only <c>--model-set</c> (its config key <c>model_set</c>), since its <c>--set</c> is KEY=VALUE.
+    /// </summary>
+    public static Option<string?> Set() => new(SetOption, ModelSetOption)
     {
-        Description = $"Model set in place of --model: default | {RLHFSpec.Compute.Model.Pretraining.Pretrainer.MediumSetName} (the bandwidth-bound set, made by pretrain --set {RLHFSpec.Compute.Model.Pretraining.Pretrainer.MediumSetName})",
+        Description = $"Model set in place of --model: {string.Join(" | ", RLHFSpec.Compute.Model.Pretraining.DefaultModels.SetNames)} (medium: the bandwidth-bound set, made by pretrain --set {RLHFSpec.Compute.Model.Pretraining.Pretrainer.MediumSetName}); --draft still picks another draft",
     };
+
+    public const string SetOption = "--set", ModelSetOption = "--model-set";
 
     public static Option<string?> Draft() => new("--draft") { Description = "Draft model folder (HF layout, same tokenizer); default: the embedded small draft when the policy is the default one" };
 

@@ -11,18 +11,27 @@ namespace RLHFSpec.Compute.Cli;
 internal static class ModelFolders
 {
     /// <param name="draftOptional">True when the caller asked for no draft model (a null draft then stays null).</param>
-    /// <param name="set">A named model set (<c>--set</c>) in place of <paramref name="model"/>: null or "default" is the
-    /// default set (pretrained on first use); "medium" must have been made by <c>rlhfspec pretrain --set medium</c>
-    /// (about 10 minutes; not made implicitly). <paramref name="draft"/> still overrides the set's draft.</param>
-    public static (string Policy, string? Draft) Resolve(string? model, string? draft, bool draftOptional = false, string? set = null)
+    /// <param name="set">A named model set in place of <paramref name="model"/>: null is the default set (pretrained on
+    /// first use); "default" the same, named; "medium" must have been made by <c>rlhfspec pretrain --set medium</c>
+    /// (about 10 minutes; not made implicitly). A set named together with a model is refused (both name the policy);
+    /// <paramref name="draft"/> still overrides the set's draft (e.g. the set's draft-tiny instead of its draft-small).</param>
+    /// <param name="setOption">The option that named the set, for messages (<c>--set</c>; <c>--model-set</c> on <c>train</c>).</param>
+    /// <param name="modelOption">The option that named the model, for messages (<c>--model</c>; <c>--policy</c> on <c>train</c>).</param>
+    public static (string Policy, string? Draft) Resolve(string? model, string? draft, bool draftOptional = false, string? set = null,
+        string setOption = "--set", string modelOption = "--model")
     {
-        if (draft is not null && !Directory.Exists(draft)) throw new DirectoryNotFoundException($"--draft '{draft}': no such folder");
-        if (set is not null && set != "default")
+        if (set is not null)
         {
-            if (model is not null) throw new ArgumentException($"--set {set} and --model: give one of them");
+            if (!DefaultModels.SetNames.Contains(set))
+                throw new ArgumentException($"{setOption} {set}: no such model set (sets: {string.Join(", ", DefaultModels.SetNames)})");
+            if (model is not null) throw new ArgumentException($"{setOption} {set} and {modelOption}: both name the policy; give one of them");
+        }
+        if (draft is not null && !Directory.Exists(draft)) throw new DirectoryNotFoundException($"--draft '{draft}': no such folder");
+        if (set is not null && set != DefaultModels.DefaultSetName)
+        {
             string setFolder = DefaultModels.SetFolder(DefaultModels.Folder, set);
             if (!DefaultModels.Exists(setFolder))
-                throw new ArgumentException($"--set {set}: no complete set in {setFolder}; make it with ./rlhfspec pretrain --set {set}");
+                throw new ArgumentException($"{setOption} {set}: no complete set in {setFolder}; make it with ./rlhfspec pretrain --set {set}");
             return (DefaultModels.PolicyFolder(setFolder), draft ?? (draftOptional ? null : DefaultModels.DraftFolder(setFolder, Pretrainer.DraftSmallName)));
         }
         if (model is not null)

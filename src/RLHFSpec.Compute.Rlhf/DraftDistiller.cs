@@ -18,7 +18,7 @@ public sealed record DraftRefreshStats(double KlBefore, double KlAfter, double A
 /// </summary>
 public sealed class DraftDistiller : IDisposable
 {
-    public const string TeacherLogits = "teacher_logits";
+    public const string TeacherLogits = DecoderTrainingGraph.TeacherLogits;
     private readonly DecoderGraphSpec _spec;
     private readonly TensorArena _weights, _gradients;
     private readonly OnnxSession _loss;
@@ -36,31 +36,8 @@ public sealed class DraftDistiller : IDisposable
 
     public AdamW Optimizer => _optimizer;
 
-    /// <summary>
-    /// The distillation graph: inputs = the draft's weights, the sequence inputs, <c>teacher_logits</c> [B, T, V]
-    /// and <c>loss_mask</c> [B, T]; output <c>loss</c> = masked mean over tokens of −Σ_v softmax(teacher)_v ·
-    /// log_softmax(draft)_v, and grad_NAME per draft weight.
-    /// </summary>
-    public static GraphBuilder LossGraph(DecoderGraphSpec spec, ElementType type)
-    {
-        var g = new GraphBuilder("draft_distill");
-        var v = DecoderTrainingGraph.DeclareInputs(g, spec, type);
-        v[TeacherLogits] = g.Input(TeacherLogits, type, "B", "T", spec.VocabSize);
-        v[DecoderTrainingGraph.LossMask] = g.Input(DecoderTrainingGraph.LossMask, type, "B", "T");
-        var loss = Loss(g, spec, v);
-        g.Output(loss, DecoderTrainingGraph.Loss);
-        Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), DecoderTrainingGraph.GradientPrefix);
-        return g;
-    }
-
-    /// <summary>The distillation loss from declared inputs (weights, sequence inputs, teacher_logits, loss_mask).</summary>
-    public static Value Loss(GraphBuilder g, DecoderGraphSpec spec, IReadOnlyDictionary<string, Value> v)
-    {
-        var logq = g.LogSoftmax(DecoderTrainingGraph.Logits(g, spec, v));
-        var p = g.Softmax(v[TeacherLogits]);
-        var crossEntropy = g.Neg(g.ReduceSum(g.Mul(p, logq), new[] { -1 }, keepDims: false));    // [B, T]
-        return LossOps.MaskedMean(g, crossEntropy, v[DecoderTrainingGraph.LossMask]);
-    }
+    /// <summary>The distillation graph (<see cref="DecoderTrainingGraph.DistillationLossGraph"/>): forward KL(policy ‖ draft) per response token.</summary>
+    public static GraphBuilder LossGraph(DecoderGraphSpec spec, ElementType type) => DecoderTrainingGraph.DistillationLossGraph(spec, type);
 
     /// <summary>
     /// <paramref name="steps"/> AdamW steps on <paramref name="batch"/> with the policy's logits

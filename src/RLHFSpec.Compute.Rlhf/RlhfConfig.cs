@@ -11,7 +11,13 @@ namespace RLHFSpec.Compute.Rlhf;
 /// </summary>
 public sealed record RlhfConfig
 {
+    /// <summary>Policy model folder; null = the policy of <see cref="ModelSet"/>.</summary>
     [JsonPropertyName("policy")] public string? Policy { get; init; }
+    /// <summary>
+    /// A named model set in place of <see cref="Policy"/> (flag <c>--model-set</c>): null or "default" = the default
+    /// models (pretrained on first use), "medium" = the bandwidth-bound set made by <c>pretrain --set medium</c>.
+    /// </summary>
+    [JsonPropertyName("model_set")] public string? ModelSet { get; init; }
     /// <summary>Draft model folder; null = the embedded small draft when the policy is the embedded one; "none" = no draft model.</summary>
     [JsonPropertyName("draft")] public string? Draft { get; init; }
     /// <summary>Prompts file (JSONL/Parquet); null = the default task's generator.</summary>
@@ -150,6 +156,9 @@ public sealed record RlhfConfig
         if (!(ValueClip > 0) || !double.IsFinite(ValueClip)) throw new ArgumentException($"value_clip: {ValueClip}, must be > 0");
         if (!(ValueCoef > 0) || !double.IsFinite(ValueCoef)) throw new ArgumentException($"value_coef: {ValueCoef}, must be > 0");
         if (!(EntropyCoef >= 0) || !double.IsFinite(EntropyCoef)) throw new ArgumentException($"entropy_coef: {EntropyCoef}, must be >= 0");
+        if (ModelSet is not null && !Model.Pretraining.DefaultModels.SetNames.Contains(ModelSet))
+            throw new ArgumentException($"model_set: '{ModelSet}' is not one of {string.Join(", ", Model.Pretraining.DefaultModels.SetNames)}");
+        if (ModelSet is not null && Policy is not null) throw new ArgumentException($"model_set {ModelSet} and policy: both name the policy; give one of them");
         if (Algorithm is not ("grpo" or "ppo")) throw new ArgumentException($"algorithm: '{Algorithm}' is not one of grpo, ppo");
         if (Reallocate is not ("on" or "off")) throw new ArgumentException($"reallocate: '{Reallocate}' is not one of on, off");
         RewardRule.Parse(Reward);

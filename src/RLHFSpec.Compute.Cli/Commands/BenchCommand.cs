@@ -23,6 +23,7 @@ internal static class BenchCommand
         bench.Subcommands.Add(GenerationBench.Create());
         bench.Subcommands.Add(TrainBench.Create());
         bench.Subcommands.Add(PeerBench.Create());
+        bench.Subcommands.Add(AgreementBench.Create());
         return bench;
     }
 

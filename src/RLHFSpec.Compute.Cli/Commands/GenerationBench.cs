@@ -24,6 +24,7 @@ internal static class GenerationBench
     {
         var model = CommonOptions.Model();
         var draft = CommonOptions.Draft();
+        var set = CommonOptions.Set();
         var prompts = new Option<int>("--num-prompts") { Description = "Prompts of the default task", DefaultValueFactory = _ => 64 };
         var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 8 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens per sample", DefaultValueFactory = _ => 768 };
@@ -42,18 +43,18 @@ internal static class GenerationBench
         var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
-            model, draft, prompts, samples, maxNew, temperature, strategies, device, ep, threads, seed, markdown, plot, sweep, sweepTokens, sweepPlot,
+            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, seed, markdown, plot, sweep, sweepTokens, sweepPlot,
         };
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew), r.GetValue(temperature),
             r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot),
-            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot)));
+            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot), r.GetValue(set)));
         return command;
     }
 
     private sealed record Row(string Strategy, GenerateOutcome Outcome);
 
     private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
-        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath)
+        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set)
     {
         if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
         if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
@@ -64,7 +65,7 @@ internal static class GenerationBench
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
-        var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder);
+        var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder, set: set);
         using var checkpoint = Checkpoint.Load(policyFolder);
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
         using var draftWeights = draftPath is null ? null : TransformerWeights.Load(draftPath);

@@ -18,7 +18,7 @@ internal static class PretrainCommand
         var policyOnly = new Option<bool>("--policy-only") { Description = "Train only the policy" };
         var only = new Option<string[]>("--model") { Description = "Train only these models (policy, draft-small, draft-tiny); repeatable", AllowMultipleArgumentsPerToken = true };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads (0 = all cores)" };
-        var set = new Option<string>("--set")
+        var set = new Option<string>(CommonOptions.SetOption, CommonOptions.ModelSetOption)
         {
             Description = $"Which model set: default (into the output folder) or {Pretrainer.MediumSetName} (the bandwidth-bound set, grown from the default policy, into <models>/{Pretrainer.MediumSetName} unless --out)",
             DefaultValueFactory = _ => "default",

@@ -41,6 +41,7 @@ internal static class SimulateCommand
                 if (r.GetValue(lengths) is not null) throw new ArgumentException("--lengths: --validate takes its lengths from the real runs");
                 return SimulatorValidationRun.Run(v.Read(r), counts[0], r.GetValue(profile), r.GetValue(seed), r.GetValue(markdown));
             }
+            if (v.Read(r).Set is { } set) throw new ArgumentException($"--set {set}: only with --validate (the simulator's costs come from --cost-profile)");
             return Run(r.GetValue(profile) ?? throw new ArgumentException("--cost-profile: required (measure one with generate --cost-profile FILE, or use --validate)"),
                 r.GetValue(instances) is { Length: > 0 } list ? list : [4, 16, 64], r.GetValue(lengths), r.GetValue(samples), r.GetValue(seed), r.GetValue(markdown));
         });

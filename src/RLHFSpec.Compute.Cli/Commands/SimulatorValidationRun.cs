@@ -20,13 +20,14 @@ namespace RLHFSpec.Compute.Cli.Commands;
 /// </summary>
 internal static class SimulatorValidationRun
 {
-    public sealed record Settings(string? Model, string? Draft, int NumPrompts, int SamplesPerPrompt, int MaxNewTokens, float Temperature, string Strategy,
+    public sealed record Settings(string? Model, string? Set, string? Draft, int NumPrompts, int SamplesPerPrompt, int MaxNewTokens, float Temperature, string Strategy,
         string Device, string Ep, int Threads, int KvMemoryMiB, int MaxBatch, int Repeats);
 
     /// <summary>The generation options of <c>simulate --validate</c> (the names and defaults of <c>generate</c>'s).</summary>
     public sealed class Options
     {
         private readonly Option<string?> _model = CommonOptions.Model();
+        private readonly Option<string?> _set = CommonOptions.Set();
         private readonly Option<string?> _draft = CommonOptions.Draft();
         private readonly Option<int> _prompts = new("--num-prompts") { Description = "With --validate: default-task prompts", DefaultValueFactory = _ => 16 };
         private readonly Option<int> _samples = new("--samples-per-prompt") { Description = "With --validate: samples per prompt", DefaultValueFactory = _ => 4 };
@@ -44,9 +45,9 @@ internal static class SimulatorValidationRun
 
         public static Options Create() => new();
 
-        public IEnumerable<Option> All => [_model, _draft, _prompts, _samples, _maxNew, _temperature, _strategy, _device, _ep, _threads, _kvMemory, _maxBatch, _repeats];
+        public IEnumerable<Option> All => [_model, _set, _draft, _prompts, _samples, _maxNew, _temperature, _strategy, _device, _ep, _threads, _kvMemory, _maxBatch, _repeats];
 
-        public Settings Read(ParseResult r) => new(r.GetValue(_model), r.GetValue(_draft), r.GetValue(_prompts), r.GetValue(_samples), r.GetValue(_maxNew),
+        public Settings Read(ParseResult r) => new(r.GetValue(_model), r.GetValue(_set), r.GetValue(_draft), r.GetValue(_prompts), r.GetValue(_samples), r.GetValue(_maxNew),
             r.GetValue(_temperature), r.GetValue(_strategy)!, r.GetValue(_device)!, r.GetValue(_ep)!, r.GetValue(_threads), r.GetValue(_kvMemory), r.GetValue(_maxBatch), r.GetValue(_repeats));
     }
 
@@ -68,7 +69,7 @@ internal static class SimulatorValidationRun
         int threads = a.Threads > 0 ? a.Threads : Math.Max(1, Environment.ProcessorCount / instances);
         var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads } };
 
-        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft);
+        var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
         using var checkpoint = Checkpoint.Load(policyFolder);
         using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
         TransformerWeights? draftWeights = null;

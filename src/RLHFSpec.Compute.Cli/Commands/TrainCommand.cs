@@ -72,7 +72,8 @@ internal static class TrainCommand
             // A resumed run continues from its own checkpoint and reference: the model folders are not needed (nor pretrained).
             (policy, draft) = resume is not null
                 ? (Path.Combine(resume, RlhfTrainer.ReferenceFolder), null)
-                : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none");
+                : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none",
+                    set: config.ModelSet, setOption: "--model-set", modelOption: "--policy");
         }
         catch
         {

@@ -41,9 +41,15 @@ public static class DefaultModels
         return null;
     }
 
+    /// <summary>The name of the default model set (the folder <see cref="Folder"/> itself).</summary>
+    public const string DefaultSetName = "default";
+
+    /// <summary>The model sets a command may name (<c>--set</c>, <c>--model-set</c>), the default first.</summary>
+    public static IReadOnlyList<string> SetNames { get; } = [DefaultSetName, Pretrainer.MediumSetName];
+
     /// <summary>The folder of a named model set: the default set's folder itself for null or "default", else a sub-folder of it.</summary>
     public static string SetFolder(string defaultFolder, string? set) =>
-        set is null or "default" ? defaultFolder
+        set is null or DefaultSetName ? defaultFolder
         : set == Pretrainer.MediumSetName ? Path.Combine(defaultFolder, Pretrainer.MediumSetName)
         : throw new ArgumentException($"--set {set}: no such model set (sets: default, {Pretrainer.MediumSetName})");
 

@@ -23,12 +23,29 @@ public sealed record PretrainModelSpec
     /// </summary>
     public GrowthStart? GrowFrom { get; init; }
 
+    /// <summary>
+    /// When set, the name of a model of the same set, trained before this one (its folder is a sibling in the output
+    /// folder): this model learns the teacher's next-token distributions on the task's data stream (forward KL,
+    /// <see cref="DecoderTrainingGraph.DistillationLossGraph"/>) instead of the reference tokens. Drafts distilled from
+    /// the policy learn what the policy would say, mistakes included, which is what speculative sampling accepts.
+    /// </summary>
+    public string? DistillFrom { get; init; }
+
     /// <summary>The trained model folder to grow and how (factors; spread of the symmetry-breaking split).</summary>
     public sealed record GrowthStart(string SourceFolder, ModelGrowth.GrowthFactors Factors, double SplitNoise = 0.5)
     {
         public string Describe() =>
-            $"grown from {SourceFolder} (width x{Factors.Width}, intermediate x{Factors.Intermediate}, layers {Factors.Layers}, split noise {SplitNoise:0.###}), then fine-tuned on the task";
+            $"grown from {SourceFolder} (width x{Factors.Width}, intermediate x{Factors.Intermediate}, layers {Factors.Layers}, split noise {SplitNoise:0.###})";
     }
+
+    /// <summary>How the model starts and what it learns, for <c>pretrain.json</c>; null for reference tokens from random weights.</summary>
+    public string? DescribeSource() => (GrowFrom, DistillFrom) switch
+    {
+        (null, null) => null,
+        (null, { } teacher) => $"random weights, distilled from {teacher} on the task",
+        ({ } grow, null) => grow.Describe() + ", then fine-tuned on the task",
+        ({ } grow, { } teacher) => grow.Describe() + $", then distilled from {teacher} on the task",
+    };
 
     /// <summary>The graph spec of <see cref="Config"/> (the one place a ModelConfig becomes a DecoderGraphSpec here).</summary>
     public DecoderGraphSpec GraphSpec => new()
@@ -57,6 +74,8 @@ public sealed record PretrainModelSpec
             throw new ArgumentException($"pretrain model name '{Name}' is not a folder name");
         if (Steps < 1) throw new ArgumentException($"pretrain model {Name}: steps must be >= 1, got {Steps}");
         if (TokensPerBatch < 16) throw new ArgumentException($"pretrain model {Name}: tokens per batch must be >= 16, got {TokensPerBatch}");
+        if (DistillFrom is not null && (string.IsNullOrWhiteSpace(DistillFrom) || DistillFrom == Name))
+            throw new ArgumentException($"pretrain model {Name}: distils from '{DistillFrom}', not another model of the set");
         if (WarmupSteps < 0) throw new ArgumentException($"pretrain model {Name}: warmup steps must be >= 0, got {WarmupSteps}");
         Config.Validate();
         GraphSpec.Validate();

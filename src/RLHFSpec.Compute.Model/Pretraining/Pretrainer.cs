@@ -54,8 +54,8 @@ public static class Pretrainer
     /// The bandwidth-bound set (<c>--set medium</c>): the policy is the default policy of
     /// <paramref name="defaultModelsFolder"/> grown function-preservingly to hidden 512, 16 query / 8 KV heads,
     /// intermediate 1376 and 8 layers (≈23.2 M weights; <see cref="ModelGrowth"/>), then fine-tuned on the task at a
-    /// lower learning rate than from scratch (it starts from a trained model); the drafts are the default drafts'
-    /// shapes trained on the same data stream (they learn the task's distribution, which the policy also learns).
+    /// lower learning rate than from scratch (it starts from a trained model); the drafts are the default set's drafts
+    /// distilled from the medium policy (<see cref="DistilledDraft"/>), so they learn what it says.
     /// Budgets and measurements: README ("The medium model set").
     /// </summary>
     public static IReadOnlyList<PretrainModelSpec> MediumModelSpecs(TextTokenizer tokenizer, string defaultModelsFolder)
@@ -69,10 +69,26 @@ public static class Pretrainer
                 Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden: 512, layers: 8, heads: 16, kvHeads: 8, intermediate: 1376),
                 GrowFrom = new PretrainModelSpec.GrowthStart(Path.Combine(defaultModelsFolder, PolicyName), new ModelGrowth.GrowthFactors(2, 2, 8)),
             },
-            defaults[1],
-            defaults[2],
+            DistilledDraft(defaults[1], defaultModelsFolder),
+            DistilledDraft(defaults[2], defaultModelsFolder),
         };
     }
+
+    /// <summary>Steps of a medium draft's distillation from the medium policy.</summary>
+    public const int DraftDistillSteps = 300;
+
+    /// <summary>
+    /// A medium-set draft: the default set's draft of that name (trained from scratch on the reference tokens; the
+    /// same seed and data stream would train it again identically) copied as it is (growth by 1), then distilled from
+    /// the medium policy for <see cref="DraftDistillSteps"/> steps on the task's data stream, so it learns the policy's
+    /// distributions rather than the references'.
+    /// </summary>
+    private static PretrainModelSpec DistilledDraft(PretrainModelSpec draft, string defaultModelsFolder) => draft with
+    {
+        Steps = DraftDistillSteps, PeakLearningRate = 1e-3, MinLearningRate = 1e-4, WarmupSteps = 10,
+        GrowFrom = new PretrainModelSpec.GrowthStart(Path.Combine(defaultModelsFolder, draft.Name), new ModelGrowth.GrowthFactors(1, 1, draft.Config.NumHiddenLayers)),
+        DistillFrom = PolicyName,
+    };
 
     /// <summary>
     /// Trains, evaluates and saves every model into <paramref name="outFolder"/>, then writes the summary. Checks the
@@ -147,11 +163,14 @@ public static class Pretrainer
         else Initialize(weights, spec, new Random(unchecked(options.Seed * 7919 + index + 1)));
         double growSeconds = model.GrowFrom is null ? 0 : growClock.Elapsed.TotalSeconds;
         var sessionOptions = new OnnxSessionOptions { IntraOpThreads = options.Threads };
+        using var teacher = model.DistillFrom is { } teacherName ? LoadTeacher(outFolder, model, teacherName) : null;
+        using var teacherSession = teacher is null ? null : new OnnxSession(DecoderTrainingGraph.LogitsGraph(teacher.Spec, ElementType.Float).ToBytes(), sessionOptions);
         var trainClock = Stopwatch.StartNew();
         var trainCpuStart = Process.GetCurrentProcess().TotalProcessorTime;
         var losses = new List<double>(model.Steps);
         long trainTokens = 0;
-        using (var session = new OnnxSession(DecoderTrainingGraph.LanguageModelLossGraph(spec, ElementType.Float).ToBytes(), sessionOptions))
+        var graph = teacher is null ? DecoderTrainingGraph.LanguageModelLossGraph(spec, ElementType.Float) : DecoderTrainingGraph.DistillationLossGraph(spec, ElementType.Float);
+        using (var session = new OnnxSession(graph.ToBytes(), sessionOptions))
         {
             var optimizer = new AdamW(new AdamWOptions
             {
@@ -170,6 +189,7 @@ public static class Pretrainer
             progress?.Report(new PretrainProgress(model.Name, "train", 0, model.Steps, double.NaN));
             // The weights' values once; each step replaces the sequence inputs.
             var inputs = weights.Values();
+            var teacherInputs = teacher?.Arena.Values();
             for (int step = 1; step <= model.Steps; step++)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -182,8 +202,21 @@ public static class Pretrainer
                 inputs[DecoderTrainingGraph.InputIds] = ids;
                 inputs[DecoderTrainingGraph.PositionIds] = positions;
                 inputs[DecoderTrainingGraph.AttentionMask] = mask;
-                inputs[DecoderTrainingGraph.Targets] = targets;
                 inputs[DecoderTrainingGraph.LossMask] = lossMask;
+                OrtValue? teacherValue = null;
+                if (teacher is null) inputs[DecoderTrainingGraph.Targets] = targets;
+                else
+                {
+                    // The teacher's logits of every position: // [B, T, V]
+                    teacherInputs![DecoderTrainingGraph.InputIds] = ids;
+                    teacherInputs[DecoderTrainingGraph.PositionIds] = positions;
+                    teacherInputs[DecoderTrainingGraph.AttentionMask] = mask;
+                    using var teacherOutputs = teacherSession!.Run(teacherInputs, new[] { DecoderTrainingGraph.LogitsOutput });
+                    var teacherLogits = teacherOutputs.First().GetTensorDataAsSpan<float>().ToArray();
+                    teacherValue = OrtTensors.Over(teacherLogits, batch.Batch, batch.Length, teacher.Spec.VocabSize);
+                    inputs[DecoderTrainingGraph.TeacherLogits] = teacherValue;
+                }
+                using var teacherValueScope = teacherValue;
                 session.Run(inputs, outputs);
                 double norm = optimizer.Update();
                 if (!float.IsFinite(loss[0]) || !double.IsFinite(norm))
@@ -211,7 +244,7 @@ public static class Pretrainer
         Checkpoint.Save(Path.Combine(outFolder, model.Name), model.Config, tensors, tokenizer);
         var result = new PretrainedModel(model.Name, model.ParameterCount, model.Steps, trainTokens,
             losses.Take(LossWindow(model.Steps)).Average(), losses.TakeLast(LossWindow(model.Steps)).Average(), tokenAccuracy, exactAccuracy, evalSet.Count,
-            trainSeconds, trainCpuSeconds, evalSeconds, model.GrowFrom?.Describe(), growSeconds, model.PeakLearningRate, model.TokensPerBatch);
+            trainSeconds, trainCpuSeconds, evalSeconds, model.DescribeSource(), growSeconds, model.PeakLearningRate, model.TokensPerBatch);
         progress?.Report(new PretrainProgress(model.Name, "saved", model.Steps, model.Steps, result.FinalLoss));
         return result;
     }
@@ -252,6 +285,24 @@ public static class Pretrainer
                 $"layers {grow.Factors.Layers} gives hidden {g.HiddenSize}, intermediate {g.IntermediateSize}, {g.NumHiddenLayers} layers, {g.NumAttentionHeads}/{g.NumKeyValueHeads} heads, " +
                 $"not the config's hidden {c.HiddenSize}, intermediate {c.IntermediateSize}, {c.NumHiddenLayers} layers, {c.NumAttentionHeads}/{c.NumKeyValueHeads} heads");
         foreach (var name in weights.Names) grown.Arena.Span(name).CopyTo(weights.Span(name));
+    }
+
+    /// <summary>
+    /// The weights of <paramref name="teacherName"/>, a model trained before <paramref name="model"/> into the same
+    /// output folder; ArgumentException when it is missing or its vocabulary differs.
+    /// </summary>
+    private static Transformer.TransformerWeights LoadTeacher(string outFolder, PretrainModelSpec model, string teacherName)
+    {
+        string folder = Path.Combine(outFolder, teacherName);
+        if (!File.Exists(Path.Combine(folder, ModelConfig.FileName)))
+            throw new ArgumentException($"pretrain model {model.Name}: distils from {teacherName}, but {folder} holds no {ModelConfig.FileName} (train {teacherName} first)");
+        var teacher = Transformer.TransformerWeights.Load(folder);
+        if (teacher.Spec.VocabSize != model.Config.VocabSize)
+        {
+            teacher.Dispose();
+            throw new ArgumentException($"pretrain model {model.Name}: teacher {teacherName} has vocab_size {teacher.Spec.VocabSize}, not {model.Config.VocabSize}");
+        }
+        return teacher;
     }
 
     private static double Gaussian(Random rng)

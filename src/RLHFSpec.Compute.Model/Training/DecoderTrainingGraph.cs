@@ -18,7 +18,7 @@ public static class DecoderTrainingGraph
 {
     public const string InputIds = "input_ids", PositionIds = "position_ids", AttentionMask = "attention_mask";
     public const string Targets = "targets", OldLogProbs = "old_logprobs", RefLogProbs = "ref_logprobs";
-    public const string Advantages = "advantages", LossMask = "loss_mask";
+    public const string Advantages = "advantages", LossMask = "loss_mask", TeacherLogits = "teacher_logits";
     public const string Loss = "loss", LogProbs = "logprobs", GradientPrefix = "grad_", LogitsOutput = "logits";
 
     /// <summary>Large negative score for masked keys (finite so that a fully masked padding row stays finite).</summary>
@@ -130,6 +130,33 @@ public static class DecoderTrainingGraph
         g.Output(loss, Loss);
         Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), GradientPrefix);
         return g;
+    }
+
+    /// <summary>
+    /// A distillation graph (forward KL(teacher ‖ model) up to the teacher's entropy): extra inputs
+    /// <c>teacher_logits</c> [B, T, V] and <c>loss_mask</c> [B, T]; output <see cref="Loss"/> = masked mean over tokens
+    /// of −Σ_v softmax(teacher)_v · log_softmax(model)_v, and grad_NAME per weight. The draft refresh of the RLHF loop
+    /// and the pretrainer's distilled drafts both train with it.
+    /// </summary>
+    public static GraphBuilder DistillationLossGraph(DecoderGraphSpec spec, ElementType type)
+    {
+        var g = new GraphBuilder("draft_distill");
+        var v = DeclareInputs(g, spec, type);
+        v[TeacherLogits] = g.Input(TeacherLogits, type, "B", "T", spec.VocabSize);
+        v[LossMask] = g.Input(LossMask, type, "B", "T");
+        var loss = DistillationLoss(g, spec, v);
+        g.Output(loss, Loss);
+        Autodiff.Gradients(g, loss, spec.Tensors().Select(t => v[t.Name]).ToArray(), GradientPrefix);
+        return g;
+    }
+
+    /// <summary>The distillation loss from declared inputs (weights, sequence inputs, teacher_logits, loss_mask).</summary>
+    public static Value DistillationLoss(GraphBuilder g, DecoderGraphSpec spec, IReadOnlyDictionary<string, Value> v)
+    {
+        var logq = g.LogSoftmax(Logits(g, spec, v));
+        var p = g.Softmax(v[TeacherLogits]);
+        var crossEntropy = g.Neg(g.ReduceSum(g.Mul(p, logq), new[] { -1 }, keepDims: false));    // [B, T]
+        return LossOps.MaskedMean(g, crossEntropy, v[LossMask]);
     }
 
     /// <summary>A forward-only graph: logits [B, T, V] of every position (output <see cref="LogitsOutput"/>).</summary>

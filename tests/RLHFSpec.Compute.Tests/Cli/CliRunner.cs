@@ -14,12 +14,17 @@ internal static class CliRunner
         return File.Exists(dll) ? dll : throw new FileNotFoundException($"build the CLI first: {dll} is missing", dll);
     });
 
-    public static (int Exit, string Out, string Err) Run(string workingDirectory, params string[] args)
+    public static (int Exit, string Out, string Err) Run(string workingDirectory, params string[] args) =>
+        RunWithEnvironment(workingDirectory, new Dictionary<string, string>(), args);
+
+    /// <summary>As <see cref="Run"/>, with these environment variables set for the process (e.g. <c>RLHFSPEC_MODELS</c>).</summary>
+    public static (int Exit, string Out, string Err) RunWithEnvironment(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory };
         info.ArgumentList.Add(Dll.Value);
         foreach (var a in args) info.ArgumentList.Add(a);
         info.Environment["NO_COLOR"] = "1";
+        foreach (var (name, value) in environment) info.Environment[name] = value;
         using var p = Process.Start(info)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

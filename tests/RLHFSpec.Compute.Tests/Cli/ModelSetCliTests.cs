@@ -1,0 +1,156 @@
+using RLHFSpec.Compute.Model.Pretraining;
+using RLHFSpec.Compute.Tests.Model;
+
+namespace RLHFSpec.Compute.Tests.Cli;
+
+/// <summary>
+/// The model-set choice (<c>--set NAME</c>, also spelled <c>--model-set NAME</c>; on <c>train</c> only
+/// <c>--model-set</c>, config key <c>model_set</c>) on every command that takes a policy, as processes. The models
+/// folder (<c>RLHFSPEC_MODELS</c>) is a temporary one holding two tiny pretrained sets: a default set at its root and a
+/// medium set in <c>medium/</c>, so a command that ignored the choice would run on the default set and name the wrong
+/// policy. Bad choices (a set that is missing, unknown, or named together with a policy folder) are one line on
+/// stderr, exit 2, no stack trace, and leave no run folder behind.
+/// </summary>
+[TestFixture]
+public sealed class ModelSetCliTests
+{
+    private FormatsTestFolder _models = null!, _empty = null!, _work = null!;
+    private string _mediumPolicy = "";
+
+    [OneTimeSetUp]
+    public void PretrainTinySets()
+    {
+        _models = new FormatsTestFolder();
+        _empty = new FormatsTestFolder();
+        _work = new FormatsTestFolder();
+        var tokenizer = ArithmeticTokenizer.Create();
+        PretrainModelSpec Spec(string name, int hidden, int layers) => new()
+        {
+            Name = name, Steps = 2, TokensPerBatch = 256,
+            Config = PretrainModelSpec.LlamaConfig(tokenizer, hidden, layers, heads: 4, kvHeads: 2, intermediate: 2 * hidden, maxPositions: 256),
+        };
+        PretrainModelSpec[] Set(int hidden) => [Spec(Pretrainer.PolicyName, hidden, 2), Spec(Pretrainer.DraftSmallName, 16, 1), Spec(Pretrainer.DraftTinyName, 8, 1)];
+        var options = new PretrainOptions { EvalPrompts = 0, Threads = 1 };
+        Pretrainer.Run(_models.Path, options with { Models = Set(32) });
+        string medium = DefaultModels.SetFolder(_models.Path, Pretrainer.MediumSetName);
+        Pretrainer.Run(medium, options with { Models = Set(48) });
+        Assert.That(DefaultModels.Exists(_models.Path) && DefaultModels.Exists(medium), "both sets are complete");
+        _mediumPolicy = DefaultModels.PolicyFolder(medium);
+    }
+
+    [OneTimeTearDown]
+    public void Cleanup()
+    {
+        _models.Dispose();
+        _empty.Dispose();
+        _work.Dispose();
+    }
+
+    private (int Exit, string Out, string Err) Run(string modelsFolder, string[] args) =>
+        CliRunner.RunWithEnvironment(_work.Path, new Dictionary<string, string> { [DefaultModels.EnvironmentVariable] = modelsFolder }, args);
+
+    private const string Small = "--device cpu --threads 1 --num-prompts 2 --samples-per-prompt 2 --max-new-tokens 4";
+
+    /// <summary>Each command with a small workload; "{SET}" is replaced by the set option and name under test.</summary>
+    private static readonly object[] Commands =
+    [
+        new object[] { "generate", $"generate {{SET}} {Small} --strategy chain:2 --temperature 0" },
+        new object[] { "bench generation", $"bench generation {{SET}} {Small} --strategies chain:2 --batch-sizes 0" },
+        new object[] { "bench train", "bench train {SET} --device cpu --threads 1 --iterations 1 --prompts-per-iteration 2 --samples-per-prompt 2 --max-new-tokens 4" },
+        new object[] { "bench model", "bench model {SET} --regime --device cpu --threads 1" },
+        new object[] { "bench agreement", $"bench agreement {{SET}} {Small}" },
+        new object[] { "simulate --validate", $"simulate --validate {{SET}} {Small} --repeats 1" },
+        new object[] { "train", "train {SET} --device cpu --threads 1 --iterations 1 --prompts-per-iteration 2 --samples-per-prompt 2 --max-new-tokens 4 --out {OUT}" },
+    ];
+
+    private string[] Args(string template, string set, string? extra = null, string? outFolder = null)
+    {
+        string setArgs = template.StartsWith("train", StringComparison.Ordinal) ? $"--model-set {set}" : $"--set {set}";
+        return (template.Replace("{SET}", setArgs).Replace("{OUT}", outFolder ?? Path.Combine(_work.Path, "run-" + Guid.NewGuid().ToString("N")))
+            + (extra is null ? "" : " " + extra)).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+    }
+
+    [TestCaseSource(nameof(Commands))]
+    public void The_medium_set_replaces_the_default_policy(string command, string template)
+    {
+        var (exit, stdout, stderr) = Run(_models.Path, Args(template, Pretrainer.MediumSetName));
+        Assert.That(exit, Is.EqualTo(0), $"{command}: {stderr}{stdout}");
+        Assert.That(Flat(stdout), Does.Contain(_mediumPolicy), $"{command} names the medium set's policy");
+    }
+
+    [Test]
+    public void Model_set_is_the_same_option_as_set_and_a_config_key_of_train()
+    {
+        var (exit, stdout, stderr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy off", Pretrainer.MediumSetName).Select(a => a == "--set" ? "--model-set" : a).ToArray());
+        Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        Assert.That(Flat(stdout), Does.Contain(_mediumPolicy), "generate --model-set");
+
+        string run = Path.Combine(_work.Path, "run-key");
+        var (trained, trainOut, trainErr) = Run(_models.Path, ["train", "--set", "model_set=medium", "--device", "cpu", "--threads", "1", "--iterations", "1",
+            "--prompts-per-iteration", "2", "--samples-per-prompt", "2", "--max-new-tokens", "4", "--out", run]);
+        Assert.That(trained, Is.EqualTo(0), trainErr + trainOut);
+        Assert.That(Flat(trainOut), Does.Contain(_mediumPolicy), "train --set model_set=medium");
+        Assert.That(File.ReadAllText(Path.Combine(run, "config.json")), Does.Contain("\"model_set\": \"medium\""), "the run's config records the set");
+    }
+
+    [TestCaseSource(nameof(Commands))]
+    public void A_missing_set_is_one_line_saying_how_to_make_it(string command, string template)
+    {
+        string run = Path.Combine(_work.Path, "run-missing");
+        var (exit, stdout, stderr) = Run(_empty.Path, Args(template, Pretrainer.MediumSetName, outFolder: run));
+        string option = command == "train" ? "--model-set" : "--set";
+        AssertOneLineError(command, exit, stderr, $"rlhfspec: error: {option} medium: no complete set in {Path.Combine(_empty.Path, "medium")}; make it with ./rlhfspec pretrain --set medium");
+        Assert.That(Directory.Exists(run), Is.False, $"{command}: no run folder is left");
+        Assert.That(Directory.EnumerateFileSystemEntries(_empty.Path), Is.Empty, $"{command}: nothing is pretrained implicitly");
+    }
+
+    [TestCaseSource(nameof(Commands))]
+    public void An_unknown_set_is_one_line_naming_the_sets(string command, string template)
+    {
+        var (exit, _, stderr) = Run(_models.Path, Args(template, "large"));
+        AssertOneLineError(command, exit, stderr, command == "train"
+            ? "rlhfspec: error: model_set: 'large' is not one of default, medium"
+            : "rlhfspec: error: --set large: no such model set (sets: default, medium)");
+    }
+
+    [TestCaseSource(nameof(Commands))]
+    public void A_set_and_a_policy_folder_together_are_refused(string command, string template)
+    {
+        foreach (var set in new[] { Pretrainer.MediumSetName, DefaultModels.DefaultSetName })
+        {
+            string run = Path.Combine(_work.Path, "run-conflict");
+            var (exit, _, stderr) = Run(_models.Path, Args(template, set, command == "train" ? $"--policy {_mediumPolicy}" : $"--model {_mediumPolicy}", run));
+            AssertOneLineError(command, exit, stderr, command == "train"
+                ? $"rlhfspec: error: model_set {set} and policy: both name the policy; give one of them"
+                : $"rlhfspec: error: --set {set} and --model: both name the policy; give one of them");
+            Assert.That(Directory.Exists(run), Is.False, $"{command}: no run folder is left");
+        }
+    }
+
+    [Test]
+    public void Bench_peer_takes_the_set_and_refuses_bad_choices()
+    {
+        var (missing, _, missingErr) = Run(_empty.Path, ["bench", "peer", "--set", "medium"]);
+        AssertOneLineError("bench peer", missing, missingErr, $"rlhfspec: error: --set medium: no complete set in {Path.Combine(_empty.Path, "medium")}; make it with ./rlhfspec pretrain --set medium");
+        var (conflict, _, conflictErr) = Run(_models.Path, ["bench", "peer", "--set", "medium", "--model", _mediumPolicy]);
+        AssertOneLineError("bench peer", conflict, conflictErr, "rlhfspec: error: --set medium and --model: both name the policy; give one of them");
+    }
+
+    [Test]
+    public void Simulate_takes_a_set_only_with_validate()
+    {
+        var (exit, _, stderr) = Run(_models.Path, ["simulate", "--set", "medium", "--cost-profile", Path.Combine(_work.Path, "none.json")]);
+        AssertOneLineError("simulate", exit, stderr, "rlhfspec: error: --set medium: only with --validate (the simulator's costs come from --cost-profile)");
+    }
+
+    private static void AssertOneLineError(string command, int exit, string stderr, string expected)
+    {
+        Assert.That(exit, Is.EqualTo(2), $"{command}: {stderr}");
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.That(lines, Has.Length.EqualTo(1), $"{command}: one line, no stack trace:\n{stderr}");
+        Assert.That(lines[0], Is.EqualTo(expected), command);
+    }
+
+    /// <summary>Console output with line breaks removed (a long path may be wrapped at the console's width).</summary>
+    private static string Flat(string text) => text.Replace("\r", "").Replace("\n", "");
+}
