@@ -84,7 +84,8 @@ public sealed class HeldOutEvaluation
     public void Save(string path)
     {
         var text = new StringBuilder();
-        foreach (var p in Prompts) text.Append(JsonSerializer.Serialize(new Dictionary<string, string> { ["prompt"] = p })).Append('\n');
+        var json = new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        foreach (var p in Prompts) text.Append(JsonSerializer.Serialize(new Dictionary<string, string> { ["prompt"] = p }, json)).Append('\n');
         AtomicFile.WriteText(path, text.ToString());
     }
 

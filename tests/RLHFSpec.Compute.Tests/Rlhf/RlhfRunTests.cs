@@ -15,7 +15,7 @@ namespace RLHFSpec.Compute.Tests.Rlhf;
 public sealed class RlhfRunTests
 {
     private FormatsTestFolder _folder = null!;
-    private string _models = null!, _prompts = null!;
+    private string _models = null!, _prompts = null!, _evalPrompts = null!;
 
     [OneTimeSetUp]
     public void PretrainSmallModels()
@@ -48,6 +48,9 @@ public sealed class RlhfRunTests
         var random = new Random(8);
         _prompts = _folder.File("prompts.jsonl");
         File.WriteAllLines(_prompts, Enumerable.Range(0, 64).Select(_ => JsonSerializer.Serialize(new { prompt = $"{random.Next(1, 20)}+{random.Next(1, 10)}=" })));
+        var held = new Random(9);
+        _evalPrompts = _folder.File("eval_prompts.jsonl");
+        File.WriteAllLines(_evalPrompts, Enumerable.Range(0, 16).Select(_ => JsonSerializer.Serialize(new { prompt = $"{held.Next(1, 20)}+{held.Next(1, 10)}=" })));
     }
 
     [OneTimeTearDown]
@@ -239,6 +242,112 @@ public sealed class RlhfRunTests
         var error = Assert.Throws<FormatException>(() => new RlhfTrainer(Small(1) with { Prompts = prompts, Reward = Grammar }, run, Policy, DraftFolder));
         Assert.That(error!.Message, Does.Contain($"prompts '{prompts}': prompt 1: character ' '"));
         Assert.That(Directory.Exists(run), Is.False, "a start that fails leaves no run folder");
+    }
+
+    [Test]
+    public void Evaluation_on_and_off_give_identical_training()
+    {
+        // Suffix drafts at temperature 1: a sampled token depends on the draft it was verified against, so an evaluation
+        // that fed the rollouts' suffix index (or consumed their random numbers) would change the rollouts.
+        var config = Small(3) with { Speculation = "suffix:4", Reward = Grammar, EvalPrompts = _evalPrompts };
+        using var onFolder = new FormatsTestFolder();
+        using var offFolder = new FormatsTestFolder();
+        using var on = new RlhfTrainer(config with { EvalEvery = 1 }, onFolder.Path, Policy, DraftFolder);
+        using var off = new RlhfTrainer(config with { EvalEvery = 0, EvalBeforeTrain = false }, offFolder.Path, Policy, DraftFolder);
+        var withEval = on.Run();
+        var withoutEval = off.Run();
+        Assert.That(off.Evaluation, Is.Null, "eval_every 0 and no eval_before_train: no evaluation");
+        Assert.That(on.Evaluations.Select(e => e.Iteration), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+        Assert.That(on.LastEvaluation, Has.Count.EqualTo(16), "one greedy response per held-out prompt");
+        foreach (var (a, b) in withEval.Zip(withoutEval))
+        {
+            Assert.That(a.RewardMean, Is.EqualTo(b.RewardMean), $"iteration {a.Iteration}: reward");
+            Assert.That(a.Kl, Is.EqualTo(b.Kl), $"iteration {a.Iteration}: KL");
+            Assert.That(a.Loss, Is.EqualTo(b.Loss), $"iteration {a.Iteration}: loss");
+            Assert.That(a.GradNorm, Is.EqualTo(b.GradNorm), $"iteration {a.Iteration}: gradient norm");
+            Assert.That(a.Entropy, Is.EqualTo(b.Entropy), $"iteration {a.Iteration}: entropy");
+            Assert.That(a.DraftKlAfter, Is.EqualTo(b.DraftKlAfter), $"iteration {a.Iteration}: draft refresh");
+            Assert.That(a.MeanAcceptedPerStep, Is.EqualTo(b.MeanAcceptedPerStep), $"iteration {a.Iteration}: suffix drafts accepted");
+        }
+        Assert.That(on.Policy.Arena.All.ToArray(), Is.EqualTo(off.Policy.Arena.All.ToArray()), "the trained policies, bit for bit");
+
+        // metrics.jsonl: line 0 is the evaluation before training (eval keys only), every iteration's line has them too.
+        var lines = File.ReadAllLines(Path.Combine(onFolder.Path, RlhfTrainer.MetricsFile)).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.That(lines.Select(l => l.GetProperty("iteration").GetInt32()), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+        Assert.That(lines[0].TryGetProperty("reward_mean", out _), Is.False, "the evaluation before training has no rollout metrics");
+        foreach (var line in lines)
+            Assert.That(line.GetProperty("eval_accuracy").GetDouble(), Is.InRange(0.0, 1.0));
+        Assert.That(File.ReadAllLines(Path.Combine(offFolder.Path, RlhfTrainer.MetricsFile)).Any(l => l.Contains("eval_")), Is.False);
+        Assert.That(Compute.Generation.IO.PromptFile.Read(Path.Combine(onFolder.Path, HeldOutEvaluation.PromptsFile)), Is.EqualTo(Compute.Generation.IO.PromptFile.Read(_evalPrompts)),
+            "the set is kept in the run folder");
+
+        // summary.json: evaluation and reward first → last as in the metrics, the stages' seconds, a checkpoint that exists.
+        var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(onFolder.Path, RlhfTrainer.SummaryFile))).RootElement;
+        var evals = on.Evaluations;
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("first").GetDouble(), Is.EqualTo(evals[0].Accuracy));
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("last").GetDouble(), Is.EqualTo(evals[^1].Accuracy));
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("first_iteration").GetInt32(), Is.EqualTo(0));
+        Assert.That(summary.GetProperty("reward_mean").GetProperty("last").GetDouble(), Is.EqualTo(withEval[^1].RewardMean));
+        Assert.That(summary.GetProperty("seconds_per_stage").EnumerateObject().Select(p => p.Name),
+            Is.SupersetOf(new[] { "generation", "inference", "training", "draft_refresh", "evaluation" }));
+        Assert.That(summary.GetProperty("migrations").GetInt64(), Is.EqualTo(0));
+        Assert.That(summary.GetProperty("mean_accepted_per_step").GetDouble(), Is.EqualTo(withEval.Average(m => m.MeanAcceptedPerStep)).Within(1e-12));
+        string checkpoint = summary.GetProperty("checkpoint").GetString()!;
+        Assert.That(File.Exists(Path.Combine(checkpoint, "config.json")), checkpoint);
+        var best = evals.Where(e => e.Iteration > 0).MaxBy(e => (e.Accuracy, e.RewardMean, e.Iteration))!;
+        Assert.That(checkpoint, Is.EqualTo(best.Accuracy >= evals[0].Accuracy
+            ? Path.Combine(onFolder.Path, RlhfTrainer.CheckpointsFolder, $"iter-{best.Iteration:D6}", "policy")
+            : Path.Combine(onFolder.Path, RlhfTrainer.ReferenceFolder)), "the saved policy with the best held-out accuracy");
+    }
+
+    [Test]
+    public void A_resumed_run_continues_the_same_evaluation()
+    {
+        using var files = new FormatsTestFolder();
+        string evalFile = files.File("held.jsonl");
+        File.Copy(_evalPrompts, evalFile);
+        var config = Small(3) with { Reward = Grammar, EvalPrompts = evalFile, EvalEvery = 1 };
+        using var whole = new FormatsTestFolder();
+        using var parts = new FormatsTestFolder();
+        IReadOnlyList<EvaluationMetrics> evalWhole, evalParts;
+        using (var trainer = new RlhfTrainer(config, whole.Path, Policy, DraftFolder))
+        {
+            trainer.Run();
+            evalWhole = trainer.Evaluations;
+        }
+        string baselineLine;
+        using (var trainer = new RlhfTrainer(config, parts.Path, Policy, DraftFolder))
+        {
+            trainer.Run(stopAfter: 2);
+            baselineLine = File.ReadAllLines(Path.Combine(parts.Path, RlhfTrainer.MetricsFile))[0];
+        }
+        // The file the set came from changes; the resumed run scores the set it started with.
+        File.WriteAllText(evalFile, "{\"prompt\": \"9+9=\"}\n");
+        using (var trainer = new RlhfTrainer(config, parts.Path, "/nonexistent/policy", DraftFolder, resume: true))
+        {
+            Assert.That(trainer.Evaluation!.Prompts, Has.Count.EqualTo(16));
+            Assert.That(trainer.Baseline, Is.Not.Null, "the evaluation before training is read back, not run again");
+            trainer.Run();
+            evalParts = trainer.Evaluations;
+        }
+        Assert.That(File.ReadAllLines(Path.Combine(parts.Path, RlhfTrainer.MetricsFile))[0], Is.EqualTo(baselineLine));
+        Assert.That(evalParts.Select(e => (e.Iteration, e.Accuracy, e.RewardMean, e.ResponseLengthMean)),
+            Is.EqualTo(evalWhole.Select(e => (e.Iteration, e.Accuracy, e.RewardMean, e.ResponseLengthMean))));
+        Assert.That(evalWhole.Select(e => e.Iteration), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+    }
+
+    [Test]
+    public void An_evaluation_set_the_reward_cannot_score_is_refused_before_training()
+    {
+        using var bad = new FormatsTestFolder();
+        string prompts = bad.File("words.jsonl");
+        File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"prompt\": \"12\"}\n");
+        string run = bad.File("run");
+        var error = Assert.Throws<InvalidDataException>(() => new RlhfTrainer(Small(1) with { EvalPrompts = prompts }, run, Policy, DraftFolder));
+        Assert.That(error!.Message, Does.Contain($"eval_prompts '{prompts}'").And.Contain("task reward"));
+        Assert.That(Directory.Exists(run), Is.False, "a start that fails leaves no run folder");
+        Assert.That(() => (Small(1) with { EvalEvery = -1 }).Validate(), Throws.ArgumentException.With.Message.StartWith("eval_every: -1"));
+        Assert.That(() => (Small(1) with { EvalNumPrompts = 0 }).Validate(), Throws.ArgumentException.With.Message.StartWith("eval_num_prompts: 0"));
     }
 
     private static float[] TransformerWeightsOf(string folder)
