@@ -425,13 +425,21 @@ public sealed class RlhfTrainer : IDisposable
             mb.Old = _policyGraphs.LogProbs(_policy.Arena, mb.Batch);
             // Reference log-probs always: the KL metric needs them even when the loss has no KL term.
             mb.Reference = _policyGraphs.LogProbs(_reference.Arena, mb.Batch);
-            if (ppo) mb.Values = _critic!.Values(mb.Batch);
+            if (ppo)
+            {
+                mb.Values = _critic!.Values(mb.Batch);
+                // A response cut at max_new_tokens (or the context) bootstraps from the critic's value after its last token.
+                var cut = Enumerable.Range(0, mb.Rows.Length).Where(k => results[mb.Rows[k]].FinishReason != FinishReason.Stop).ToArray();
+                mb.ValueAtCut = new double[mb.Rows.Length];
+                var atCut = _critic.ValuesAfter(cut.Select(k => (results[mb.Rows[k]].Request.Prompt, results[mb.Rows[k]].Tokens)).ToArray(), _tokenizer.PadId ?? 0);
+                for (int j = 0; j < cut.Length; j++) mb.ValueAtCut[cut[j]] = atCut[j];
+            }
             else mb.Advantages = mb.Batch.Scatter(mb.Rows.Select(i => Enumerable.Repeat((float)advantages![i], results[i].Tokens.Length).ToArray()).ToArray());
             for (int t = 0; t < mb.Old.Length; t++)
                 if (mb.Batch.LossMask[t] != 0) { klSum += mb.Old[t] - mb.Reference![t]; tokens++; }
             observer?.StageAdvanced(done += mb.Rows.Length);
         }
-        var critic = ppo ? PpoTargets(minibatches, rewards) : default;
+        var critic = ppo ? PpoTargets(minibatches, rewards, results) : default;
         seconds["inference"] = clock.Elapsed.TotalSeconds;
 
         // ---- 3. training: GRPO, or PPO (policy and critic) ----
@@ -525,22 +533,27 @@ public sealed class RlhfTrainer : IDisposable
         public int[] Rows { get; } = rows;
         public SequenceBatch Batch { get; } = batch;
         public float[]? Old, Reference, Advantages, Values, Returns;
+
+        /// <summary>PPO: per row, the critic's value after the last token of a response that was cut (0 for one that ended).</summary>
+        public double[]? ValueAtCut;
     }
 
     /// <summary>
     /// PPO's targets from the inference stage's log-probs and critic values: per-token rewards r_t = −β(log π_old −
-    /// log π_ref) with the outcome reward added on the last response token, GAE (γ, λ) per response, advantages
-    /// whitened over all response tokens of the iteration; fills each minibatch's advantages and returns [B, T].
-    /// Returns the mean value and the explained variance of the returns by the values.
+    /// log π_ref) with the outcome reward added on the last token of a response that ended, GAE (γ, λ) per response
+    /// (bootstrapped from the critic's value at the cut for a response cut at max_new_tokens; see
+    /// <see cref="Advantages.PpoResponseTargets"/>), advantages whitened over all response tokens of the iteration;
+    /// fills each minibatch's advantages and returns [B, T]. Returns the mean value and the explained variance of the
+    /// returns by the values.
     /// </summary>
-    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards)
+    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards, IReadOnlyList<GenerationResult> results)
     {
         // [minibatch][row]: GAE over the row's response tokens.
         var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
         {
-            var tokenRewards = Advantages.KlPenalizedRewards(mb.Batch.Gather(mb.Old!, row), mb.Batch.Gather(mb.Reference!, row), _config.KlBeta, rewards[mb.Rows[row]]);
             var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
-            var (advantages, returns) = Advantages.Gae(tokenRewards, values, _config.Gamma, _config.GaeLambda);
+            var (advantages, returns) = Advantages.PpoResponseTargets(mb.Batch.Gather(mb.Old!, row), mb.Batch.Gather(mb.Reference!, row), values,
+                rewards[mb.Rows[row]], results[mb.Rows[row]].FinishReason, mb.ValueAtCut![row], _config.KlBeta, _config.Gamma, _config.GaeLambda);
             return (Advantages: advantages, Returns: returns, Values: values);
         }).ToArray()).ToArray();
         var rows = targets.SelectMany(m => m).ToArray();
