@@ -22,7 +22,7 @@ public sealed record RlhfConfig
     /// </summary>
     [JsonPropertyName("eval_prompts")] public string? EvalPrompts { get; init; }
     /// <summary>Size of the default evaluation set (task prompts drawn once with <see cref="EvalSeed"/>).</summary>
-    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 64;
+    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 128;
     /// <summary>Seed of the default evaluation set and of sampled evaluation; fixed, so runs of any seed score the same set.</summary>
     [JsonPropertyName("eval_seed")] public int EvalSeed { get; init; } = 20251206;
     /// <summary>Evaluate after every N-th iteration and after the last (verl's test_freq); 0 = never after an iteration.</summary>
