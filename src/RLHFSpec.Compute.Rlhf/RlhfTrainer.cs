@@ -196,7 +196,8 @@ public sealed class RlhfTrainer : IDisposable
                     foreach (var line in File.ReadAllLines(Path.Combine(_out, MetricsFile)).Where(l => l.Length > 0))
                     {
                         // Line 0 is the evaluation before training; the others are iterations.
-                        int at = JsonDocument.Parse(line).RootElement.GetProperty("iteration").GetInt32();
+                        int at;
+                        using (var doc = JsonDocument.Parse(line)) at = doc.RootElement.GetProperty("iteration").GetInt32();
                         if (at == 0) _baseline = JsonSerializer.Deserialize<EvaluationMetrics>(line);
                         else if (at <= state.Iteration) _history.Add(JsonSerializer.Deserialize<IterationMetrics>(line)!);
                     }
