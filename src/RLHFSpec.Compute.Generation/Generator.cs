@@ -79,17 +79,51 @@ public sealed class Generator
     public GenerateOutcome Run(IReadOnlyList<GenerationRequest> requests, Action<GenerationInstance>? afterStep = null)
     {
         ArgumentNullException.ThrowIfNull(requests);
-        var proposers = new List<IProposer> { _suffix };
         if (_settings.IsAdaptive) _cost ??= LoadOrProfile();
-        // The draft proposer times its forwards into the cost model (online refinement; a frozen profile ignores them).
-        DraftModelProposer? draftProposer = _draft is null ? null : new DraftModelProposer(_draft, _settings.IsAdaptive ? _cost : null);
-        if (draftProposer is not null) proposers.Add(draftProposer);
         var (options, acceptance) = Options(_draft is not null, _cost, _acceptance);
         _acceptance ??= acceptance;
+        return RunOn(requests, _suffix, _settings.IsAdaptive ? _cost : null, options, acceptance, afterStep);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="requests"/> without changing what later <see cref="Run"/> calls see: drafts come from the
+    /// caller's <paramref name="state"/> (its own suffix proposer and acceptance statistics, e.g. an evaluation's, kept
+    /// across its runs; created when null) and the draft model, and the cost model is a frozen copy of this
+    /// generator's, so its steps refine nothing. Greedy requests give the tokens <see cref="Run"/> would; random numbers
+    /// are keyed by the requests' own seeds and ids.
+    /// </summary>
+    public (GenerateOutcome Outcome, DetachedRunState State) RunDetached(IReadOnlyList<GenerationRequest> requests, DetachedRunState? state = null)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        state ??= new DetachedRunState();
+        CostModel? frozen = null;
+        if (_settings.IsAdaptive)
+        {
+            _cost ??= LoadOrProfile();
+            string profile = Path.Combine(Path.GetTempPath(), $"rlhfspec-cost-{Guid.NewGuid():N}.json");
+            try
+            {
+                _cost.Save(profile);
+                frozen = CostModel.Load(profile);
+            }
+            finally { File.Delete(profile); }
+        }
+        var (options, acceptance) = Options(_draft is not null, frozen, state.Acceptance);
+        state.Acceptance ??= acceptance;
+        return (RunOn(requests, state.Suffix, frozen, options, acceptance, null), state);
+    }
+
+    private GenerateOutcome RunOn(IReadOnlyList<GenerationRequest> requests, SuffixProposer suffix, CostModel? cost, GenerationOptions options,
+        AcceptanceEstimator? acceptance, Action<GenerationInstance>? afterStep)
+    {
+        var proposers = new List<IProposer> { suffix };
+        // The draft proposer times its forwards into the cost model (online refinement; a frozen profile ignores them).
+        DraftModelProposer? draftProposer = _draft is null ? null : new DraftModelProposer(_draft, cost);
+        if (draftProposer is not null) proposers.Add(draftProposer);
 
         var choices = new Dictionary<int, Dictionary<Strategy, long>>();
         var clock = Stopwatch.StartNew();
-        using var instance = new GenerationInstance(_policy, proposers, options, acceptance, _settings.IsAdaptive ? _cost : null);
+        using var instance = new GenerationInstance(_policy, proposers, options, acceptance, cost);
         try
         {
             foreach (var r in requests) instance.Enqueue(r);
@@ -108,7 +142,7 @@ public sealed class Generator
         double wall = clock.Elapsed.TotalSeconds;
         var byId = instance.Finished.ToDictionary(r => r.Request.SampleId);
         var ordered = requests.Select(r => byId[r.SampleId]).ToArray();
-        return new GenerateOutcome(ordered, instance.Stats, wall, _cost, choices);
+        return new GenerateOutcome(ordered, instance.Stats, wall, cost ?? _cost, choices);
     }
 
     /// <summary>

@@ -1,3 +1,5 @@
+using RLHFSpec.Compute.Generation;
+
 namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
@@ -35,12 +37,14 @@ public static class Advantages
     }
 
     /// <summary>
-    /// PPO: generalised advantage estimation for one response of T tokens. δ_t = r_t + γ V_{t+1} − V_t (V_T = 0:
-    /// the episode ends), A_t = δ_t + γλ A_{t+1}; returns (advantages, returns = A + V).
+    /// PPO: generalised advantage estimation for one response of T tokens. δ_t = r_t + γ V_{t+1} − V_t, with V_T =
+    /// <paramref name="bootstrapValue"/> (0 when the episode ended; the critic's value after the last token when it was
+    /// cut), A_t = δ_t + γλ A_{t+1}; returns (advantages, returns = A + V).
     /// </summary>
     /// <param name="rewards">[T] per-token reward (e.g. the KL penalty, plus the outcome reward on the last token).</param>
     /// <param name="values">[T] critic values.</param>
-    public static (double[] Advantages, double[] Returns) Gae(ReadOnlySpan<double> rewards, ReadOnlySpan<double> values, double gamma, double lambda)
+    public static (double[] Advantages, double[] Returns) Gae(ReadOnlySpan<double> rewards, ReadOnlySpan<double> values, double gamma, double lambda,
+        double bootstrapValue = 0)
     {
         if (rewards.Length != values.Length) throw new ArgumentException($"rewards ({rewards.Length}) and values ({values.Length}) differ in length", nameof(values));
         if (!(gamma >= 0 && gamma <= 1)) throw new ArgumentOutOfRangeException(nameof(gamma), $"gamma {gamma}: must be in [0, 1]");
@@ -48,7 +52,8 @@ public static class Advantages
         int n = rewards.Length;
         var advantages = new double[n];
         var returns = new double[n];
-        double next = 0, nextValue = 0;
+        if (!double.IsFinite(bootstrapValue)) throw new ArgumentException($"bootstrap value {bootstrapValue} is not finite", nameof(bootstrapValue));
+        double next = 0, nextValue = bootstrapValue;
         for (int t = n - 1; t >= 0; t--)
         {
             double delta = rewards[t] + gamma * nextValue - values[t];
@@ -73,6 +78,24 @@ public static class Advantages
         for (int t = 0; t < rewards.Length; t++) rewards[t] = -klBeta * ((double)logProbs[t] - refLogProbs[t]);
         if (rewards.Length > 0) rewards[^1] += outcome;
         return rewards;
+    }
+
+    /// <summary>
+    /// PPO's targets for one response. One that ended (<see cref="FinishReason.Stop"/>) is terminal: its outcome reward
+    /// is on its last token and nothing follows. One cut at max_new_tokens or at the context (<see cref="FinishReason.Length"/>,
+    /// <see cref="FinishReason.Context"/>) has not ended: its outcome is not known yet (the score of the unfinished text is
+    /// not given), and GAE bootstraps from <paramref name="valueAtCut"/>, the critic's value of the state after its last
+    /// token, as PPO does at a time limit.
+    /// </summary>
+    /// <param name="logProbs">[T] rollout-policy log-probs of the response tokens.</param>
+    /// <param name="refLogProbs">[T] the reference's.</param>
+    /// <param name="values">[T] critic values before each token.</param>
+    public static (double[] Advantages, double[] Returns) PpoResponseTargets(ReadOnlySpan<float> logProbs, ReadOnlySpan<float> refLogProbs,
+        ReadOnlySpan<double> values, double outcome, FinishReason finish, double valueAtCut, double klBeta, double gamma, double lambda)
+    {
+        bool ended = finish == FinishReason.Stop;
+        var rewards = KlPenalizedRewards(logProbs, refLogProbs, klBeta, ended ? outcome : 0);
+        return Gae(rewards, values, gamma, lambda, ended ? 0 : valueAtCut);
     }
 
     /// <summary>Whitens advantages over a batch (mean 0, standard deviation 1), as PPO does per minibatch or batch.</summary>

@@ -8,7 +8,6 @@ public sealed record IterationMetrics
     [JsonPropertyName("iteration")] public int Iteration { get; init; }
     [JsonPropertyName("reward_mean")] public double RewardMean { get; init; }
     [JsonPropertyName("reward_std")] public double RewardStd { get; init; }
-    /// <summary>Fraction of responses with full reward (the exact right answer under the task reward).</summary>
     /// <summary>Share of responses with reward ≥ 1; with a reward model on default-task prompts, the share the task's exact verifier accepts.</summary>
     [JsonPropertyName("accuracy")] public double Accuracy { get; init; }
     /// <summary>Mean over response tokens of log π(x) − log π_ref(x) (before the update).</summary>
@@ -38,4 +37,26 @@ public sealed record IterationMetrics
     [JsonPropertyName("value_mean"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ValueMean { get; init; }
     /// <summary>PPO: 1 − Var(returns − values) / Var(returns) over response tokens: how much of the returns the critic explains.</summary>
     [JsonPropertyName("explained_variance"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ExplainedVariance { get; init; }
+    /// <summary>Held-out evaluation after this iteration (see <see cref="EvaluationMetrics"/>); absent when none was due.</summary>
+    [JsonPropertyName("eval_reward_mean"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? EvalRewardMean { get; init; }
+    [JsonPropertyName("eval_accuracy"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? EvalAccuracy { get; init; }
+    [JsonPropertyName("eval_response_length_mean"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? EvalResponseLengthMean { get; init; }
+    [JsonPropertyName("eval_truncated"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? EvalTruncated { get; init; }
+
+    /// <summary>The evaluation after this iteration, or null.</summary>
+    [JsonIgnore]
+    public EvaluationMetrics? Evaluation => EvalRewardMean is { } reward
+        ? new EvaluationMetrics
+        {
+            Iteration = Iteration, RewardMean = reward, Accuracy = EvalAccuracy ?? 0, ResponseLengthMean = EvalResponseLengthMean ?? 0,
+            Truncated = EvalTruncated ?? 0, Seconds = new() { ["evaluation"] = Seconds.GetValueOrDefault("evaluation") },
+        }
+        : null;
+
+    /// <summary>This iteration's line with <paramref name="e"/> merged in (its time as the stage "evaluation").</summary>
+    public IterationMetrics WithEvaluation(EvaluationMetrics e) => this with
+    {
+        EvalRewardMean = e.RewardMean, EvalAccuracy = e.Accuracy, EvalResponseLengthMean = e.ResponseLengthMean, EvalTruncated = e.Truncated,
+        Seconds = new Dictionary<string, double>(Seconds) { ["evaluation"] = e.Seconds.GetValueOrDefault("evaluation") },
+    };
 }

@@ -22,6 +22,21 @@ public sealed record RlhfConfig
     [JsonPropertyName("draft")] public string? Draft { get; init; }
     /// <summary>Prompts file (JSONL/Parquet); null = the default task's generator.</summary>
     [JsonPropertyName("prompts")] public string? Prompts { get; init; }
+    /// <summary>
+    /// Held-out evaluation set (JSONL/Parquet prompts); null = <see cref="EvalNumPrompts"/> default-task prompts drawn
+    /// with <see cref="EvalSeed"/> when the training prompts are the task's, else no evaluation.
+    /// </summary>
+    [JsonPropertyName("eval_prompts")] public string? EvalPrompts { get; init; }
+    /// <summary>Size of the default evaluation set (task prompts drawn once with <see cref="EvalSeed"/>).</summary>
+    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 128;
+    /// <summary>Seed of the default evaluation set and of sampled evaluation; fixed, so runs of any seed score the same set.</summary>
+    [JsonPropertyName("eval_seed")] public int EvalSeed { get; init; } = 20251206;
+    /// <summary>Evaluate after every N-th iteration and after the last (verl's test_freq); 0 = never after an iteration.</summary>
+    [JsonPropertyName("eval_every")] public int EvalEvery { get; init; } = 2;
+    /// <summary>Evaluate the initial policy before iteration 1 (verl's val_before_train), logged as iteration 0.</summary>
+    [JsonPropertyName("eval_before_train")] public bool EvalBeforeTrain { get; init; } = true;
+    /// <summary>Temperature of evaluation: 0 = greedy (the default); above 0, one sample per prompt with fixed random numbers.</summary>
+    [JsonPropertyName("eval_temperature")] public double EvalTemperature { get; init; }
     /// <summary>task (the default task's exact verifier), regex:PATTERN, exact:TEXT or model:DIR (a reward model; see <see cref="RewardRule"/>).</summary>
     [JsonPropertyName("reward")] public string Reward { get; init; } = "task";
     [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
@@ -141,6 +156,9 @@ public sealed record RlhfConfig
         Positive(Instances, "instances");
         Positive(KvMemoryMiB, "kv_memory_mib");
         Positive(MaxBatch, "max_batch");
+        Positive(EvalNumPrompts, "eval_num_prompts");
+        if (EvalEvery < 0) throw new ArgumentException($"eval_every: {EvalEvery}, must be >= 0 (0 = no evaluation after iterations)");
+        if (!(EvalTemperature >= 0) || !double.IsFinite(EvalTemperature)) throw new ArgumentException($"eval_temperature: {EvalTemperature}, must be a finite number >= 0");
         if (DraftRefreshSteps < 0) throw new ArgumentException($"draft_refresh_steps: {DraftRefreshSteps}, must be >= 0");
         if (Threads < 0) throw new ArgumentException($"threads: {Threads}, must be >= 0");
         if (!(Temperature >= 0) || !double.IsFinite(Temperature)) throw new ArgumentException($"temperature: {Temperature}, must be a finite number >= 0");

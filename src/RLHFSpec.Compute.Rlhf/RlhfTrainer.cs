@@ -20,6 +20,9 @@ public interface IRlhfObserver
     void StageStarted(int iteration, string stage, int total);
     void StageAdvanced(int value);
     void IterationFinished(IterationMetrics metrics);
+
+    /// <summary>The held-out evaluation before training (iteration 0); later ones come with their iteration's metrics.</summary>
+    void EvaluationFinished(EvaluationMetrics metrics) { }
 }
 
 /// <summary>
@@ -36,7 +39,7 @@ public interface IRlhfObserver
 /// </summary>
 public sealed class RlhfTrainer : IDisposable
 {
-    public const string MetricsFile = "metrics.jsonl", PlotFile = "metrics.png", ConfigFile = "config.json", LatestFile = "latest";
+    public const string MetricsFile = "metrics.jsonl", PlotFile = "metrics.png", ConfigFile = "config.json", LatestFile = "latest", SummaryFile = "summary.json";
     public const string CheckpointsFolder = "checkpoints", ReferenceFolder = "reference", CriticFolder = "critic";
 
     private readonly RlhfConfig _config;
@@ -66,6 +69,8 @@ public sealed class RlhfTrainer : IDisposable
     private readonly ValueModel? _critic;
     private readonly TensorArena? _criticGradients;
     private readonly AdamW? _criticOptimizer;
+    private readonly HeldOutEvaluation? _evaluation;
+    private EvaluationMetrics? _baseline; // the evaluation before training (iteration 0)
 
     /// <summary>Starts a run in <paramref name="outFolder"/> (or resumes it when <paramref name="resume"/>); a new run
     /// needs a missing or empty folder unless <paramref name="overwrite"/> (see <see cref="RunFolder"/>).</summary>
@@ -177,6 +182,10 @@ public sealed class RlhfTrainer : IDisposable
                     new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.DraftLearningRate), WeightDecay = 0, MaxGradNorm = 1.0 });
             }
 
+            _evaluation = HeldOutEvaluation.Resolve(config, _out, resume, _filePrompts is null, _tokenizer, _policyModel.MaxContext);
+            if (_evaluation is not null && _reward.NeedsTaskPrompts && !_evaluation.AreTaskPrompts)
+                throw new InvalidDataException($"{_evaluation.Source}: the task reward needs default-task prompts; set reward to regex:PATTERN or exact:TEXT for other prompts");
+
             if (latest is not null && resumed is { } state)
             {
                 _optimizer.Load(Path.Combine(latest, "policy_optimizer.bin"));
@@ -184,8 +193,17 @@ public sealed class RlhfTrainer : IDisposable
                 if (_distiller is not null && File.Exists(Path.Combine(latest, "draft_optimizer.bin"))) _distiller.Optimizer.Load(Path.Combine(latest, "draft_optimizer.bin"));
                 NextIteration = state.Iteration + 1;
                 if (File.Exists(Path.Combine(_out, MetricsFile)))
-                    _history.AddRange(File.ReadAllLines(Path.Combine(_out, MetricsFile)).Where(l => l.Length > 0)
-                        .Select(l => JsonSerializer.Deserialize<IterationMetrics>(l)!).Where(m => m.Iteration <= state.Iteration));
+                    foreach (var line in File.ReadAllLines(Path.Combine(_out, MetricsFile)).Where(l => l.Length > 0))
+                    {
+                        // Line 0 is the evaluation before training; the others are iterations.
+                        int at;
+                        using (var doc = JsonDocument.Parse(line)) at = doc.RootElement.GetProperty("iteration").GetInt32();
+                        if (at == 0) _baseline = JsonSerializer.Deserialize<EvaluationMetrics>(line);
+                        else if (at <= state.Iteration) _history.Add(JsonSerializer.Deserialize<IterationMetrics>(line)!);
+                    }
+                // A run started before its evaluation set was saved: keep the set it scores from now on.
+                if (_evaluation is not null && !File.Exists(Path.Combine(_out, HeldOutEvaluation.PromptsFile)))
+                    _evaluation.Save(Path.Combine(_out, HeldOutEvaluation.PromptsFile));
             }
             else
             {
@@ -195,6 +213,7 @@ public sealed class RlhfTrainer : IDisposable
                 SaveModel(Path.Combine(_out, ReferenceFolder), _reference, _policyConfig);
                 AtomicFile.WriteText(Path.Combine(_out, ConfigFile), config.ToJson());
                 AtomicFile.WriteText(Path.Combine(_out, MetricsFile), "");
+                _evaluation?.Save(Path.Combine(_out, HeldOutEvaluation.PromptsFile));
             }
         }
         catch
@@ -248,6 +267,19 @@ public sealed class RlhfTrainer : IDisposable
 
     public int NextIteration { get; private set; }
     public IReadOnlyList<IterationMetrics> History => _history;
+
+    /// <summary>The held-out evaluation set, or null when the run has none.</summary>
+    public HeldOutEvaluation? Evaluation => _evaluation;
+
+    /// <summary>The evaluation before training (iteration 0), or null.</summary>
+    public EvaluationMetrics? Baseline => _baseline;
+
+    /// <summary>Every evaluation so far in iteration order: the one before training, then those after iterations.</summary>
+    public IReadOnlyList<EvaluationMetrics> Evaluations =>
+        (_baseline is null ? [] : new[] { _baseline }).Concat(_history.Select(m => m.Evaluation).OfType<EvaluationMetrics>()).ToList();
+
+    /// <summary>The last evaluation's responses, in prompt order.</summary>
+    public IReadOnlyList<GenerationResult> LastEvaluation { get; private set; } = [];
     public TransformerWeights Policy => _policy;
 
     /// <summary>PPO's critic (null for GRPO).</summary>
@@ -261,18 +293,91 @@ public sealed class RlhfTrainer : IDisposable
     public IReadOnlyList<IterationMetrics> Run(IRlhfObserver? observer = null, int? stopAfter = null)
     {
         var ran = new List<IterationMetrics>();
+        if (_evaluation is not null && _config.EvalBeforeTrain && NextIteration == 1 && _baseline is null)
+        {
+            _baseline = Evaluate(0, observer);
+            WriteMetrics();
+            observer?.EvaluationFinished(_baseline);
+        }
         for (; NextIteration <= _config.Iterations; NextIteration++)
         {
             if (stopAfter is { } k && ran.Count >= k) break;
             var m = Iteration(NextIteration, observer);
+            // verl's test_freq: after every eval_every-th iteration and after the last one.
+            if (_evaluation is not null && _config.EvalEvery > 0 && (NextIteration % _config.EvalEvery == 0 || NextIteration == _config.Iterations))
+                m = m.WithEvaluation(Evaluate(NextIteration, observer));
             _history.Add(m);
             ran.Add(m);
-            AtomicFile.WriteText(Path.Combine(_out, MetricsFile), string.Concat(_history.Select(h => JsonSerializer.Serialize(h) + "\n")));
-            MetricsPlot.Write(Path.Combine(_out, PlotFile), _history);
+            WriteMetrics();
             if (NextIteration % _config.CheckpointEvery == 0 || NextIteration == _config.Iterations) SaveCheckpoint(NextIteration);
             observer?.IterationFinished(m);
         }
+        Summary = BuildSummary();
+        AtomicFile.WriteText(Path.Combine(_out, SummaryFile), Summary.ToJson());
         return ran;
+    }
+
+    /// <summary>The summary written at the end of the last <see cref="Run"/> (null before one ends).</summary>
+    public RunSummary? Summary { get; private set; }
+
+    private RunSummary BuildSummary()
+    {
+        var policies = new Dictionary<int, string> { [0] = Path.Combine(_out, ReferenceFolder) };
+        string checkpoints = Path.Combine(_out, CheckpointsFolder);
+        if (Directory.Exists(checkpoints))
+            foreach (var folder in Directory.GetDirectories(checkpoints))
+                if (Path.GetFileName(folder) is { } name && name.StartsWith("iter-", StringComparison.Ordinal) && int.TryParse(name.AsSpan(5), out int at)
+                    && Directory.Exists(Path.Combine(folder, "policy")))
+                    policies[at] = Path.Combine(folder, "policy");
+        return RunSummary.From(_out, _config, _history, Evaluations, _evaluation?.Prompts.Count ?? 0, policies, LatestCheckpoint(_out));
+    }
+
+    /// <summary>metrics.jsonl (the evaluation before training as line 0, then one line per iteration) and the plot, each written atomically.</summary>
+    private void WriteMetrics()
+    {
+        var lines = new StringBuilder();
+        if (_baseline is not null) lines.Append(JsonSerializer.Serialize(_baseline)).Append('\n');
+        foreach (var h in _history) lines.Append(JsonSerializer.Serialize(h)).Append('\n');
+        AtomicFile.WriteText(Path.Combine(_out, MetricsFile), lines.ToString());
+        MetricsPlot.Write(Path.Combine(_out, PlotFile), _history, Evaluations);
+    }
+
+    /// <summary>Scores the held-out set with the current policy; nothing of the training state or the rollouts' random streams is touched.</summary>
+    private EvaluationMetrics Evaluate(int iteration, IRlhfObserver? observer)
+    {
+        var evaluation = _evaluation!;
+        observer?.StageStarted(iteration, "evaluation", evaluation.Prompts.Count);
+        var clock = Stopwatch.StartNew();
+        var (results, _, _) = evaluation.Generate(_generator, _config);
+        var (rewards, accuracy) = Score(evaluation.Prompts, results, evaluation.AreTaskPrompts);
+        observer?.StageAdvanced(results.Count);
+        LastEvaluation = results;
+        return new EvaluationMetrics
+        {
+            Iteration = iteration,
+            RewardMean = rewards.Average(),
+            Accuracy = accuracy,
+            ResponseLengthMean = results.Average(r => (double)r.Tokens.Length),
+            Truncated = results.Count(r => r.FinishReason != FinishReason.Stop) / (double)results.Count,
+            Seconds = new() { ["evaluation"] = clock.Elapsed.TotalSeconds },
+        };
+    }
+
+    /// <summary>
+    /// Rewards of responses to <paramref name="prompts"/> (indexed by each request's prompt index) and the share
+    /// answered with full reward; with a reward model on default-task prompts, that share is the task's exact verifier's
+    /// (a reward model's scores are not 0/1).
+    /// </summary>
+    private (double[] Rewards, double Accuracy) Score(IReadOnlyList<string> prompts, IReadOnlyList<GenerationResult> results, bool taskPrompts)
+    {
+        var texts = results.Select(r => _tokenizer.Decode(r.Tokens, skipSpecialTokens: true)).ToArray();
+        var rewards = _rewardModel is { } rm
+            ? rm.Score(results.Select((r, i) => rm.Sequence(r.Request.Prompt, texts[i])).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
+            : results.Select((r, i) => _reward.Score(prompts[r.Request.PromptIndex], texts[i])).ToArray();
+        double accuracy = _rewardModel is not null && taskPrompts
+            ? results.Select((r, i) => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], texts[i])).Count(x => x >= 1) / (double)results.Count
+            : rewards.Count(r => r >= 1) / (double)rewards.Length;
+        return (rewards, accuracy);
     }
 
     /// <summary>Prompts of an iteration: the default task seeded by (seed, iteration), or the file's, cycled.</summary>
@@ -307,9 +412,7 @@ public sealed class RlhfTrainer : IDisposable
         LastRollouts = results;
         observer?.StageStarted(iteration, "inference", results.Count);
         // A reward model scores the rollouts in minibatches bucketed by length; a rule scores each decoded response.
-        var rewards = _rewardModel is { } rm
-            ? rm.Score(results.Select(r => rm.Sequence(r.Request.Prompt, _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
-            : results.Select(r => _reward.Score(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
+        var (rewards, accuracy) = Score(prompts, results, taskPrompts: _filePrompts is null);
         bool ppo = _critic is not null;
         var advantages = ppo ? null : Advantages.GroupNormalized(rewards, results.Select(r => r.Request.PromptIndex).ToArray());
         var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
@@ -323,13 +426,21 @@ public sealed class RlhfTrainer : IDisposable
             mb.Old = _policyGraphs.LogProbs(_policy.Arena, mb.Batch);
             // Reference log-probs always: the KL metric needs them even when the loss has no KL term.
             mb.Reference = _policyGraphs.LogProbs(_reference.Arena, mb.Batch);
-            if (ppo) mb.Values = _critic!.Values(mb.Batch);
+            if (ppo)
+            {
+                mb.Values = _critic!.Values(mb.Batch);
+                // A response cut at max_new_tokens (or the context) bootstraps from the critic's value after its last token.
+                var cut = Enumerable.Range(0, mb.Rows.Length).Where(k => results[mb.Rows[k]].FinishReason != FinishReason.Stop).ToArray();
+                mb.ValueAtCut = new double[mb.Rows.Length];
+                var atCut = _critic.ValuesAfter(cut.Select(k => (results[mb.Rows[k]].Request.Prompt, results[mb.Rows[k]].Tokens)).ToArray(), _tokenizer.PadId ?? 0);
+                for (int j = 0; j < cut.Length; j++) mb.ValueAtCut[cut[j]] = atCut[j];
+            }
             else mb.Advantages = mb.Batch.Scatter(mb.Rows.Select(i => Enumerable.Repeat((float)advantages![i], results[i].Tokens.Length).ToArray()).ToArray());
             for (int t = 0; t < mb.Old.Length; t++)
                 if (mb.Batch.LossMask[t] != 0) { klSum += mb.Old[t] - mb.Reference![t]; tokens++; }
             observer?.StageAdvanced(done += mb.Rows.Length);
         }
-        var critic = ppo ? PpoTargets(minibatches, rewards) : default;
+        var critic = ppo ? PpoTargets(minibatches, rewards, results) : default;
         seconds["inference"] = clock.Elapsed.TotalSeconds;
 
         // ---- 3. training: GRPO, or PPO (policy and critic) ----
@@ -386,10 +497,6 @@ public sealed class RlhfTrainer : IDisposable
         }
         seconds["draft_refresh"] = clock.Elapsed.TotalSeconds;
 
-        // A reward model's scores are not 0/1: on the default task, accuracy is the exact verifier's.
-        double accuracy = _rewardModel is not null && _filePrompts is null
-            ? results.Count(r => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], _tokenizer.Decode(r.Tokens, skipSpecialTokens: true)) >= 1) / (double)results.Count
-            : rewards.Count(r => r >= 1) / (double)rewards.Length;
         var lengths = results.Select(r => (double)r.Tokens.Length).OrderBy(x => x).ToArray();
         double mean = rewards.Average();
         var s = outcome.Stats;
@@ -427,22 +534,27 @@ public sealed class RlhfTrainer : IDisposable
         public int[] Rows { get; } = rows;
         public SequenceBatch Batch { get; } = batch;
         public float[]? Old, Reference, Advantages, Values, Returns;
+
+        /// <summary>PPO: per row, the critic's value after the last token of a response that was cut (0 for one that ended).</summary>
+        public double[]? ValueAtCut;
     }
 
     /// <summary>
     /// PPO's targets from the inference stage's log-probs and critic values: per-token rewards r_t = −β(log π_old −
-    /// log π_ref) with the outcome reward added on the last response token, GAE (γ, λ) per response, advantages
-    /// whitened over all response tokens of the iteration; fills each minibatch's advantages and returns [B, T].
-    /// Returns the mean value and the explained variance of the returns by the values.
+    /// log π_ref) with the outcome reward added on the last token of a response that ended, GAE (γ, λ) per response
+    /// (bootstrapped from the critic's value at the cut for a response cut at max_new_tokens; see
+    /// <see cref="Advantages.PpoResponseTargets"/>), advantages whitened over all response tokens of the iteration;
+    /// fills each minibatch's advantages and returns [B, T]. Returns the mean value and the explained variance of the
+    /// returns by the values.
     /// </summary>
-    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards)
+    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards, IReadOnlyList<GenerationResult> results)
     {
         // [minibatch][row]: GAE over the row's response tokens.
         var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
         {
-            var tokenRewards = Advantages.KlPenalizedRewards(mb.Batch.Gather(mb.Old!, row), mb.Batch.Gather(mb.Reference!, row), _config.KlBeta, rewards[mb.Rows[row]]);
             var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
-            var (advantages, returns) = Advantages.Gae(tokenRewards, values, _config.Gamma, _config.GaeLambda);
+            var (advantages, returns) = Advantages.PpoResponseTargets(mb.Batch.Gather(mb.Old!, row), mb.Batch.Gather(mb.Reference!, row), values,
+                rewards[mb.Rows[row]], results[mb.Rows[row]].FinishReason, mb.ValueAtCut![row], _config.KlBeta, _config.Gamma, _config.GaeLambda);
             return (Advantages: advantages, Returns: returns, Values: values);
         }).ToArray()).ToArray();
         var rows = targets.SelectMany(m => m).ToArray();

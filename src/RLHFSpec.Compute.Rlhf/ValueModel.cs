@@ -106,6 +106,20 @@ public sealed class ValueModel : IDisposable
     }
 
     /// <summary>
+    /// The value of the state after each row's last response token (where a response cut at max_new_tokens stands):
+    /// the row with one more token appended puts that state at an input position. [rows].
+    /// </summary>
+    public float[] ValuesAfter(IReadOnlyList<(int[] Prompt, int[] Response)> rows, int pad = 0)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        if (rows.Count == 0) return [];
+        var extended = SequenceBatch.From(rows.Select(r => (r.Prompt, (int[])[.. r.Response, pad])).ToArray(), pad);
+        var values = Values(extended);
+        // Row i's response value k sits at input position start + k; k = T is the state after the last token.
+        return Enumerable.Range(0, rows.Count).Select(i => extended.Gather(values, i)[^1]).ToArray();
+    }
+
+    /// <summary>
     /// Each row's value at its last real position (the largest t with attention mask 1): a reward model's score of the
     /// whole input. [B, T] → [B]; a row without real tokens gets NaN.
     /// </summary>

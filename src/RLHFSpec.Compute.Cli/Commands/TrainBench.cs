@@ -76,6 +76,8 @@ internal static class TrainBench
         {
             Iterations = a.Iterations, PromptsPerIteration = a.Prompts, SamplesPerPrompt = a.Samples, MaxNewTokens = a.MaxNew, Temperature = a.Temperature,
             Seed = a.Seed, Device = a.Device, Ep = a.Ep, Threads = a.Threads, CostProfile = a.CostProfile, CheckpointEvery = a.Iterations,
+            // The benchmark times the four stages of an iteration; a held-out evaluation is not one of them.
+            EvalEvery = 0, EvalBeforeTrain = false,
         };
         var sides = new[]
         {

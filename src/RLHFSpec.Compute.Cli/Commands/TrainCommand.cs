@@ -102,10 +102,41 @@ internal static class TrainCommand
             $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +
             (config.Instances > 1 ? $"{config.Instances} generation instances, reallocation {Markup.Escape(config.Reallocate)}, " : "") +
             (resume is not null ? $"resumed from {Markup.Escape(RlhfTrainer.LatestCheckpoint(run) ?? "?")}" : $"policy {Markup.Escape(policy)}"));
+        AnsiConsole.MarkupLine(trainer.Evaluation is { } evaluation
+            ? $"held-out evaluation: {Markup.Escape(evaluation.Source)}, {(config.EvalTemperature == 0 ? "greedy" : $"temperature {config.EvalTemperature.ToString(CultureInfo.InvariantCulture)}")}, " +
+              (config.EvalBeforeTrain ? "before training and " : "") + (config.EvalEvery > 0 ? $"every {config.EvalEvery} iterations and after the last" : "never after an iteration")
+            : "held-out evaluation: none (training prompts from a file: name a set with --eval-prompts FILE)");
         var observer = new ConsoleObserver();
         trainer.Run(observer);
-        AnsiConsole.MarkupLine($"metrics: {Markup.Escape(Path.Combine(run, RlhfTrainer.MetricsFile))}, plot: {Markup.Escape(Path.Combine(run, RlhfTrainer.PlotFile))}");
+        if (trainer.Summary is { } summary) AnsiConsole.Write(SummaryTable(summary));
+        AnsiConsole.MarkupLine($"metrics: {Markup.Escape(Path.Combine(run, RlhfTrainer.MetricsFile))}, plot: {Markup.Escape(Path.Combine(run, RlhfTrainer.PlotFile))}, " +
+            $"summary: {Markup.Escape(Path.Combine(run, RlhfTrainer.SummaryFile))}");
         return 0;
+    }
+
+    /// <summary>The end-of-run table: what summary.json holds.</summary>
+    private static Table SummaryTable(RunSummary s)
+    {
+        static string Pct(double x) => x.ToString("P1", CultureInfo.InvariantCulture);
+        static string Num(double x) => x.ToString("F3", CultureInfo.InvariantCulture);
+        static string Span(FirstLast? v, Func<double, string> f) => v is null ? "—" : $"{f(v.First)} → {f(v.Last)}  (iteration {v.FirstIteration} → {v.LastIteration})";
+        var table = new Table { Title = new TableTitle($"run summary: {s.Iterations} of {s.IterationsPlanned} iterations ({s.Algorithm.ToUpperInvariant()})") };
+        table.AddColumn("");
+        table.AddColumn("");
+        table.HideHeaders();
+        void Row(string name, string value) => table.AddRow(Markup.Escape(name), Markup.Escape(value));
+        Row($"held-out accuracy ({s.EvalPrompts} prompts)", Span(s.EvalAccuracy, Pct));
+        Row("held-out mean reward", Span(s.EvalRewardMean, Num));
+        Row("rollout mean reward", Span(s.RewardMean, Num));
+        Row("rollout accuracy", Span(s.Accuracy, Pct));
+        if (s.KlLast is { } kl) Row("KL to reference (last)", Num(kl));
+        double total = Math.Max(s.Seconds, 1e-9);
+        Row("seconds per stage", string.Join(", ", s.SecondsPerStage.Select(kv =>
+            string.Create(CultureInfo.InvariantCulture, $"{kv.Key} {kv.Value:F1} s ({kv.Value / total:P0})"))) + string.Create(CultureInfo.InvariantCulture, $"; total {s.Seconds:F1} s"));
+        Row("generation", string.Create(CultureInfo.InvariantCulture, $"{s.GenerationTokensPerSecond:F0} tokens/s, {s.MeanAcceptedPerStep:F2} accepted tokens per step"));
+        Row("migrations", s.Migrations.ToString(CultureInfo.InvariantCulture));
+        Row("checkpoint to use", s.Checkpoint is null ? "none saved" : $"{s.Checkpoint} ({s.CheckpointReason})");
+        return table;
     }
 
     /// <summary>A progress line per stage and one summary line per iteration.</summary>
@@ -127,14 +158,22 @@ internal static class TrainCommand
             if (!Console.IsOutputRedirected) Console.Write($"\r  iteration {_iteration} {_stage}: {value}/{_total} ({percent} %)          ");
         }
 
+        public void EvaluationFinished(EvaluationMetrics e)
+        {
+            if (!Console.IsOutputRedirected) Console.Write("\r" + new string(' ', 70) + "\r");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"iter {e.Iteration}: held-out accuracy {e.Accuracy:P1}, mean reward {e.RewardMean:F3}, len {e.ResponseLengthMean:F0}; evaluation {e.Seconds.GetValueOrDefault("evaluation"):F1}s"));
+        }
+
         public void IterationFinished(IterationMetrics m)
         {
             if (!Console.IsOutputRedirected) Console.Write("\r" + new string(' ', 70) + "\r");
             string secs = string.Join(", ", m.Seconds.Select(kv => $"{kv.Key} {kv.Value:F1}s"));
             string draft = m.DraftAcceptanceBefore is { } b ? $", draft acceptance {b:P0}→{m.DraftAcceptanceAfter:P0}" : "";
+            string held = m.Evaluation is { } e ? string.Create(CultureInfo.InvariantCulture, $", held-out acc {e.Accuracy:P1} (reward {e.RewardMean:F3})") : "";
             string critic = m.ValueLoss is { } vl ? string.Create(CultureInfo.InvariantCulture, $", value loss {vl:F4}, explained variance {m.ExplainedVariance:F2}") : "";
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"iter {m.Iteration}: reward {m.RewardMean:F3} (acc {m.Accuracy:P0}), KL {m.Kl:F4}, entropy {m.Entropy:F3}, len {m.ResponseLengthMean:F0} (p99 {m.ResponseLengthP99:F0}), gen {m.GenerationTokensPerSecond:F0} tok/s, accepted/step {m.MeanAcceptedPerStep:F2}{draft}{critic}; {secs}"));
+                $"iter {m.Iteration}: reward {m.RewardMean:F3} (acc {m.Accuracy:P0}){held}, KL {m.Kl:F4}, entropy {m.Entropy:F3}, len {m.ResponseLengthMean:F0} (p99 {m.ResponseLengthP99:F0}), gen {m.GenerationTokensPerSecond:F0} tok/s, accepted/step {m.MeanAcceptedPerStep:F2}{draft}{critic}; {secs}"));
         }
     }
 }

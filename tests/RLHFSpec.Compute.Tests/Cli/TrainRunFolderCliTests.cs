@@ -59,7 +59,7 @@ public sealed class TrainRunFolderCliTests
         var (overwritten, overOut, overErr) = CliRunner.Run(_folder.Path, Train("--out", run, "--seed", "2", "--overwrite"));
         Assert.That(overwritten, Is.EqualTo(0), overErr + overOut);
         Assert.That(File.ReadAllText(Path.Combine(run, RlhfTrainer.ConfigFile)), Does.Match("\"seed\": *2"), "the new run's config");
-        Assert.That(File.ReadAllLines(Path.Combine(run, RlhfTrainer.MetricsFile)), Has.Length.EqualTo(1));
+        Assert.That(File.ReadAllLines(Path.Combine(run, RlhfTrainer.MetricsFile)), Has.Length.EqualTo(2), "the evaluation before training and iteration 1");
 
         // A folder that holds anything but a run is refused even with --overwrite.
         string other = _folder.File("other");
@@ -95,7 +95,7 @@ public sealed class TrainRunFolderCliTests
         File.WriteAllText(configFile, config);
         var (resumed, resumedOut, resumedErr) = CliRunner.Run(_folder.Path, "train", "--resume", run, "--iterations", "2");
         Assert.That(resumed, Is.EqualTo(0), resumedErr + resumedOut);
-        Assert.That(File.ReadAllLines(Path.Combine(run, RlhfTrainer.MetricsFile)), Has.Length.EqualTo(2));
+        Assert.That(File.ReadAllLines(Path.Combine(run, RlhfTrainer.MetricsFile)), Has.Length.EqualTo(3), "the evaluation before training and iterations 1–2");
         Assert.That(Directory.Exists(staleFolder), Is.False, "the stale temporary checkpoint folder is removed");
         Assert.That(File.Exists(staleFile), Is.False, "the stale temporary file is removed");
 
@@ -156,6 +156,30 @@ public sealed class TrainRunFolderCliTests
         Directory.CreateDirectory(run);
         Assert.That(CliRunner.Run(_folder.Path, Train("--out", run, "--reallocate", "on")).Exit, Is.EqualTo(2));
         Assert.That(Directory.GetFileSystemEntries(run), Is.Empty);
+    }
+
+    [Test]
+    public void The_end_of_a_run_prints_its_summary_and_writes_summary_json()
+    {
+        string run = _folder.File("summarised");
+        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, Train("--out", run, "--set", "iterations=2", "--eval-every", "1", "--eval-num-prompts", "8"));
+        Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        Assert.That(stdout, Does.Contain("held-out evaluation: 8 task prompts").And.Contain("iter 0: held-out accuracy"));
+        Assert.That(stdout, Does.Contain("run summary: 2 of 2 iterations").And.Contain("held-out accuracy (8 prompts)").And.Contain("checkpoint to use"));
+        var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, RlhfTrainer.SummaryFile))).RootElement;
+        Assert.That(summary.GetProperty("iterations").GetInt32(), Is.EqualTo(2));
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("last_iteration").GetInt32(), Is.EqualTo(2));
+        Assert.That(Directory.Exists(summary.GetProperty("checkpoint").GetString()), summary.GetProperty("checkpoint").GetString());
+        Assert.That(File.ReadAllLines(Path.Combine(run, HeldOutEvaluation.PromptsFile)), Has.Length.EqualTo(8));
+        Assert.That(Directory.GetFileSystemEntries(run).Select(Path.GetFileName).Where(n => n!.EndsWith(".tmp")), Is.Empty, "no temporary file left");
+
+        // A missing evaluation file: one line naming it, no run folder left.
+        string missing = _folder.File("no-such-eval.jsonl");
+        string other = _folder.File("no-eval-run");
+        var (bad, _, badErr) = CliRunner.Run(_folder.Path, Train("--out", other, "--eval-prompts", missing));
+        Assert.That(bad, Is.EqualTo(2));
+        Assert.That(OneErrorLine(badErr), Does.Contain(missing));
+        Assert.That(Directory.Exists(other), Is.False);
     }
 
     [Test]

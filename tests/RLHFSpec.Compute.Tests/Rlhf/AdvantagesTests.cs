@@ -35,6 +35,32 @@ public class AdvantagesTests
     }
 
     [Test]
+    public void A_response_cut_at_max_new_tokens_bootstraps_from_the_value_at_the_cut()
+    {
+        // The example above (β = 0.1, γ = 1, λ = 0.5, values 0.2, 0.4, 0.6), now cut at max_new_tokens with the critic's
+        // value after the last token 0.7: no outcome reward (the answer is unfinished; a rule might still give 1), and
+        // V_T = 0.7 instead of 0. rewards (−0.05, 0, −0.05); δ2 = −0.05 + 0.7 − 0.6 = 0.05; δ1 = 0.6 − 0.4 = 0.2;
+        // δ0 = −0.05 + 0.4 − 0.2 = 0.15. A2 = 0.05; A1 = 0.2 + 0.5·0.05 = 0.225; A0 = 0.15 + 0.5·0.225 = 0.2625.
+        float[] logProbs = [-1f, -2f, -0.5f], refLogProbs = [-1.5f, -2f, -1f];
+        double[] values = [0.2, 0.4, 0.6];
+        foreach (var cut in new[] { Compute.Generation.FinishReason.Length, Compute.Generation.FinishReason.Context })
+        {
+            var (a, r) = Advantages.PpoResponseTargets(logProbs, refLogProbs, values, outcome: 1, cut, valueAtCut: 0.7, klBeta: 0.1, gamma: 1, lambda: 0.5);
+            Assert.That(a, Is.EqualTo(new[] { 0.2625, 0.225, 0.05 }).Within(1e-12), $"{cut}: advantages");
+            Assert.That(r, Is.EqualTo(new[] { 0.4625, 0.625, 0.65 }).Within(1e-12), $"{cut}: returns");
+        }
+        // A response that ended is terminal: the outcome on its last token, nothing after it (the value at the cut is ignored).
+        var (ended, endedReturns) = Advantages.PpoResponseTargets(logProbs, refLogProbs, values, outcome: 1, Compute.Generation.FinishReason.Stop,
+            valueAtCut: 0.7, klBeta: 0.1, gamma: 1, lambda: 0.5);
+        Assert.That(ended, Is.EqualTo(new[] { 0.3375, 0.375, 0.35 }).Within(1e-12));
+        Assert.That(endedReturns, Is.EqualTo(new[] { 0.5375, 0.775, 0.95 }).Within(1e-12));
+        // The bootstrap is discounted like any next value: γ = 0.9, λ = 0 → A2 = −0.05 + 0.9·0.7 − 0.6.
+        var (discounted, _) = Advantages.PpoResponseTargets(logProbs, refLogProbs, values, 1, Compute.Generation.FinishReason.Length, 0.7, 0.1, gamma: 0.9, lambda: 0);
+        Assert.That(discounted[2], Is.EqualTo(-0.05 + 0.9 * 0.7 - 0.6).Within(1e-12));
+        Assert.That(Assert.Throws<ArgumentException>(() => Advantages.Gae([1], [1], 1, 1, double.NaN))!.ParamName, Is.EqualTo("bootstrapValue"));
+    }
+
+    [Test]
     public void GaeMatchesAHandWorkedExample()
     {
         // γ = 0.9, λ = 0.5; rewards (0, 0, 1), values (0.5, 0.4, 0.8).

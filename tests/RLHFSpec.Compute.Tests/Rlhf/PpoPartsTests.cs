@@ -231,6 +231,36 @@ public sealed class PpoPartsTests
     }
 
     [Test]
+    public void The_value_at_the_cut_is_the_critics_value_after_the_last_token()
+    {
+        var tokenizer = TokenizerTests.TrainSmall();
+        var config = Transformer.TransformerTestModels.Config("llama", vocab: tokenizer.VocabSize + 3, layers: 1);
+        using var policy = Transformer.TransformerTestModels.Weights(config, 8);
+        using var folder = new FormatsTestFolder();
+        Checkpoint.Save(folder.File("policy"), config, policy.ToHostTensors(), tokenizer);
+        using var checkpoint = Checkpoint.Load(folder.File("policy"));
+        using var critic = ValueModel.Load(checkpoint, new OnnxSessionOptions { IntraOpThreads = 1 });
+        var rng = new Random(3);
+        foreach (ref float w in critic.Weights.Span(ValueModelGraph.ScoreWeight)) w = (float)(rng.NextDouble() - 0.5);
+        var rows = Enumerable.Range(0, 5).Select(i => (Enumerable.Range(0, 2 + i % 3).Select(_ => rng.Next(20)).ToArray(),
+            Enumerable.Range(0, 1 + i).Select(_ => rng.Next(20)).ToArray())).ToArray();
+        var atCut = critic.ValuesAfter(rows);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var (prompt, response) = rows[i];
+            // The same state as the value before the next token of any longer response: read it from the row's
+            // continuation by two more tokens, alone in its batch (no padding).
+            var longer = SequenceBatch.From([(prompt, [.. response, 7, 9])]);
+            float expected = longer.Gather(critic.Values(longer), 0)[response.Length];
+            Assert.That(atCut[i], Is.EqualTo(expected).Within(1e-5), $"row {i}");
+            // ...and not the value before the last token (what the rollout batch holds at its last position).
+            float before = longer.Gather(critic.Values(longer), 0)[response.Length - 1];
+            Assert.That(Math.Abs(atCut[i] - before), Is.GreaterThan(1e-6), $"row {i}: a different state");
+        }
+        Assert.That(critic.ValuesAfter([]), Is.Empty);
+    }
+
+    [Test]
     public void Ppo_config_keys_are_validated_with_the_key_and_value()
     {
         var c = new RlhfConfig { Algorithm = "ppo" };

@@ -15,7 +15,7 @@ namespace RLHFSpec.Compute.Tests.Rlhf;
 public sealed class RlhfRunTests
 {
     private FormatsTestFolder _folder = null!;
-    private string _models = null!, _prompts = null!;
+    private string _models = null!, _prompts = null!, _evalPrompts = null!;
 
     [OneTimeSetUp]
     public void PretrainSmallModels()
@@ -48,6 +48,9 @@ public sealed class RlhfRunTests
         var random = new Random(8);
         _prompts = _folder.File("prompts.jsonl");
         File.WriteAllLines(_prompts, Enumerable.Range(0, 64).Select(_ => JsonSerializer.Serialize(new { prompt = $"{random.Next(1, 20)}+{random.Next(1, 10)}=" })));
+        var held = new Random(9);
+        _evalPrompts = _folder.File("eval_prompts.jsonl");
+        File.WriteAllLines(_evalPrompts, Enumerable.Range(0, 16).Select(_ => JsonSerializer.Serialize(new { prompt = $"{held.Next(1, 20)}+{held.Next(1, 10)}=" })));
     }
 
     [OneTimeTearDown]
@@ -140,6 +143,78 @@ public sealed class RlhfRunTests
         Assert.That(line, Does.Contain("\"value_loss\"").And.Contain("\"explained_variance\""));
         string critic = Path.Combine(RlhfTrainer.LatestCheckpoint(run.Path)!, RlhfTrainer.CriticFolder);
         Assert.That(File.ReadAllText(Path.Combine(critic, "config.json")), Does.Contain("LlamaForSequenceClassification"));
+    }
+
+    /// <summary>
+    /// Why the critic's explained variance stays ≈ 0 in <see cref="Ppo_raises_the_mean_reward"/>: a measurement. Two
+    /// iterations of rollouts (A, then B from fresh prompts); the run's critic is then fitted on A alone, full batch, for
+    /// 200 steps at the run's critic learning rate, towards A's Monte-Carlo returns (the outcome reward on every token;
+    /// the KL penalty, ≤ 1e-2 per token here, left out). If the trainer's values and returns were misaligned, no fit
+    /// would explain A; the critic does explain A (it can tell responses apart), but not the fresh rollouts B: what it
+    /// learns does not carry to unseen samples, and at the first response token no critic can explain more than the
+    /// share of the outcome's variance that the prompt explains.
+    /// </summary>
+    [Test]
+    public void The_critic_fits_a_fixed_batch_of_rollout_returns_but_not_fresh_rollouts()
+    {
+        using var run = new FormatsTestFolder();
+        using var trainer = new RlhfTrainer(Ppo(2), run.Path, Policy, DraftFolder);
+        var rule = RewardRule.Parse(Grammar);
+        using var checkpoint = Compute.Model.Formats.Checkpoint.Load(Policy);
+        var tokenizer = checkpoint.Tokenizer;
+        (SequenceBatch Batch, float[] Returns, double PromptShare, double[] Outcomes) Rollouts(int iteration)
+        {
+            trainer.Run(stopAfter: 1);
+            var prompts = trainer.PromptsOf(iteration);
+            var rollouts = trainer.LastRollouts;
+            var outcomes = rollouts.Select(r => rule.Score(prompts[r.Request.PromptIndex], tokenizer.Decode(r.Tokens, skipSpecialTokens: true))).ToArray();
+            var batch = SequenceBatch.From(rollouts.Select(r => (r.Request.Prompt, r.Tokens)).ToArray(), tokenizer.PadId ?? 0);
+            var returns = batch.Scatter(rollouts.Select((r, i) => Enumerable.Repeat((float)outcomes[i], r.Tokens.Length).ToArray()).ToArray());
+            // Share of the outcome's variance between prompts (what a critic that knows only the prompt can explain).
+            double mean = outcomes.Average(), total = outcomes.Sum(x => (x - mean) * (x - mean));
+            double between = rollouts.Select((r, i) => (r.Request.PromptIndex, outcomes[i])).GroupBy(x => x.PromptIndex)
+                .Sum(g => g.Count() * Math.Pow(g.Average(x => x.Item2) - mean, 2));
+            return (batch, returns, total > 0 ? between / total : 0, outcomes);
+        }
+        static double Explained(SequenceBatch batch, float[] values, float[] returns, Func<int, int, bool> take)
+        {
+            var at = new List<int>();
+            for (int row = 0; row < batch.Batch; row++)
+                for (int k = 0; k < batch.ResponseLength[row]; k++)
+                    if (take(k, batch.ResponseLength[row])) at.Add(row * batch.Length + batch.ResponseStart[row] + k);
+            double mean = at.Average(i => returns[i]);
+            double residualMean = at.Average(i => returns[i] - values[i]);
+            double total = at.Sum(i => Math.Pow(returns[i] - mean, 2)), residual = at.Sum(i => Math.Pow(returns[i] - values[i] - residualMean, 2));
+            return total > 0 ? 1 - residual / total : 0;
+        }
+        var a = Rollouts(1);
+        var b = Rollouts(2);
+        var critic = trainer.Critic!;
+        using var gradients = new Compute.Model.Onnx.TensorArena(critic.Weights.Names.Select(n => (n, critic.Weights.Shape(n))));
+        var optimizer = new Compute.Model.Training.AdamW(new Compute.Model.Training.AdamWOptions
+            { Schedule = Compute.Model.Training.LearningRateSchedule.Constant(Small(1).CriticLearningRate), WeightDecay = 0, MaxGradNorm = 1.0 });
+        foreach (var name in critic.Weights.Names) optimizer.Add(name, critic.Weights.Memory(name), gradients.Memory(name));
+        string Report(int step)
+        {
+            var va = critic.Values(a.Batch);
+            var vb = critic.Values(b.Batch);
+            return $"step {step}: explained variance A {Explained(a.Batch, va, a.Returns, (_, _) => true):F3} (first token {Explained(a.Batch, va, a.Returns, (k, _) => k == 0):F3}, " +
+                $"last {Explained(a.Batch, va, a.Returns, (k, n) => k == n - 1):F3}); fresh B {Explained(b.Batch, vb, b.Returns, (_, _) => true):F3} " +
+                $"(first token {Explained(b.Batch, vb, b.Returns, (k, _) => k == 0):F3}, last {Explained(b.Batch, vb, b.Returns, (k, n) => k == n - 1):F3})";
+        }
+        TestContext.Out.WriteLine($"outcome mean A {a.Outcomes.Average():F3}, B {b.Outcomes.Average():F3}; share of the outcome variance between prompts: A {a.PromptShare:F3}, B {b.PromptShare:F3}");
+        TestContext.Out.WriteLine(Report(0));
+        for (int step = 1; step <= 200; step++)
+        {
+            critic.ValueLossGradients(gradients, a.Batch, critic.Values(a.Batch), a.Returns, clip: 10);
+            optimizer.Update();
+            if (step % 50 == 0) TestContext.Out.WriteLine(Report(step));
+        }
+        var fitted = critic.Values(a.Batch);
+        double inSample = Explained(a.Batch, fitted, a.Returns, (_, _) => true);
+        double fresh = Explained(b.Batch, critic.Values(b.Batch), b.Returns, (_, _) => true);
+        Assert.That(inSample, Is.GreaterThan(0.5), "the critic fits the returns of a fixed batch: values and returns are aligned");
+        Assert.That(fresh, Is.LessThan(inSample - 0.3), "on fresh rollouts the fit does not carry over");
     }
 
     [Test]
@@ -239,6 +314,112 @@ public sealed class RlhfRunTests
         var error = Assert.Throws<FormatException>(() => new RlhfTrainer(Small(1) with { Prompts = prompts, Reward = Grammar }, run, Policy, DraftFolder));
         Assert.That(error!.Message, Does.Contain($"prompts '{prompts}': prompt 1: character ' '"));
         Assert.That(Directory.Exists(run), Is.False, "a start that fails leaves no run folder");
+    }
+
+    [Test]
+    public void Evaluation_on_and_off_give_identical_training()
+    {
+        // Suffix drafts at temperature 1: a sampled token depends on the draft it was verified against, so an evaluation
+        // that fed the rollouts' suffix index (or consumed their random numbers) would change the rollouts.
+        var config = Small(3) with { Speculation = "suffix:4", Reward = Grammar, EvalPrompts = _evalPrompts };
+        using var onFolder = new FormatsTestFolder();
+        using var offFolder = new FormatsTestFolder();
+        using var on = new RlhfTrainer(config with { EvalEvery = 1 }, onFolder.Path, Policy, DraftFolder);
+        using var off = new RlhfTrainer(config with { EvalEvery = 0, EvalBeforeTrain = false }, offFolder.Path, Policy, DraftFolder);
+        var withEval = on.Run();
+        var withoutEval = off.Run();
+        Assert.That(off.Evaluation, Is.Null, "eval_every 0 and no eval_before_train: no evaluation");
+        Assert.That(on.Evaluations.Select(e => e.Iteration), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+        Assert.That(on.LastEvaluation, Has.Count.EqualTo(16), "one greedy response per held-out prompt");
+        foreach (var (a, b) in withEval.Zip(withoutEval))
+        {
+            Assert.That(a.RewardMean, Is.EqualTo(b.RewardMean), $"iteration {a.Iteration}: reward");
+            Assert.That(a.Kl, Is.EqualTo(b.Kl), $"iteration {a.Iteration}: KL");
+            Assert.That(a.Loss, Is.EqualTo(b.Loss), $"iteration {a.Iteration}: loss");
+            Assert.That(a.GradNorm, Is.EqualTo(b.GradNorm), $"iteration {a.Iteration}: gradient norm");
+            Assert.That(a.Entropy, Is.EqualTo(b.Entropy), $"iteration {a.Iteration}: entropy");
+            Assert.That(a.DraftKlAfter, Is.EqualTo(b.DraftKlAfter), $"iteration {a.Iteration}: draft refresh");
+            Assert.That(a.MeanAcceptedPerStep, Is.EqualTo(b.MeanAcceptedPerStep), $"iteration {a.Iteration}: suffix drafts accepted");
+        }
+        Assert.That(on.Policy.Arena.All.ToArray(), Is.EqualTo(off.Policy.Arena.All.ToArray()), "the trained policies, bit for bit");
+
+        // metrics.jsonl: line 0 is the evaluation before training (eval keys only), every iteration's line has them too.
+        var lines = File.ReadAllLines(Path.Combine(onFolder.Path, RlhfTrainer.MetricsFile)).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.That(lines.Select(l => l.GetProperty("iteration").GetInt32()), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+        Assert.That(lines[0].TryGetProperty("reward_mean", out _), Is.False, "the evaluation before training has no rollout metrics");
+        foreach (var line in lines)
+            Assert.That(line.GetProperty("eval_accuracy").GetDouble(), Is.InRange(0.0, 1.0));
+        Assert.That(File.ReadAllLines(Path.Combine(offFolder.Path, RlhfTrainer.MetricsFile)).Any(l => l.Contains("eval_")), Is.False);
+        Assert.That(Compute.Generation.IO.PromptFile.Read(Path.Combine(onFolder.Path, HeldOutEvaluation.PromptsFile)), Is.EqualTo(Compute.Generation.IO.PromptFile.Read(_evalPrompts)),
+            "the set is kept in the run folder");
+
+        // summary.json: evaluation and reward first → last as in the metrics, the stages' seconds, a checkpoint that exists.
+        var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(onFolder.Path, RlhfTrainer.SummaryFile))).RootElement;
+        var evals = on.Evaluations;
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("first").GetDouble(), Is.EqualTo(evals[0].Accuracy));
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("last").GetDouble(), Is.EqualTo(evals[^1].Accuracy));
+        Assert.That(summary.GetProperty("eval_accuracy").GetProperty("first_iteration").GetInt32(), Is.EqualTo(0));
+        Assert.That(summary.GetProperty("reward_mean").GetProperty("last").GetDouble(), Is.EqualTo(withEval[^1].RewardMean));
+        Assert.That(summary.GetProperty("seconds_per_stage").EnumerateObject().Select(p => p.Name),
+            Is.SupersetOf(new[] { "generation", "inference", "training", "draft_refresh", "evaluation" }));
+        Assert.That(summary.GetProperty("migrations").GetInt64(), Is.EqualTo(0));
+        Assert.That(summary.GetProperty("mean_accepted_per_step").GetDouble(), Is.EqualTo(withEval.Average(m => m.MeanAcceptedPerStep)).Within(1e-12));
+        string checkpoint = summary.GetProperty("checkpoint").GetString()!;
+        Assert.That(File.Exists(Path.Combine(checkpoint, "config.json")), checkpoint);
+        var best = evals.Where(e => e.Iteration > 0).MaxBy(e => (e.Accuracy, e.RewardMean, e.Iteration))!;
+        Assert.That(checkpoint, Is.EqualTo(best.Accuracy >= evals[0].Accuracy
+            ? Path.Combine(onFolder.Path, RlhfTrainer.CheckpointsFolder, $"iter-{best.Iteration:D6}", "policy")
+            : Path.Combine(onFolder.Path, RlhfTrainer.ReferenceFolder)), "the saved policy with the best held-out accuracy");
+    }
+
+    [Test]
+    public void A_resumed_run_continues_the_same_evaluation()
+    {
+        using var files = new FormatsTestFolder();
+        string evalFile = files.File("held.jsonl");
+        File.Copy(_evalPrompts, evalFile);
+        var config = Small(3) with { Reward = Grammar, EvalPrompts = evalFile, EvalEvery = 1 };
+        using var whole = new FormatsTestFolder();
+        using var parts = new FormatsTestFolder();
+        IReadOnlyList<EvaluationMetrics> evalWhole, evalParts;
+        using (var trainer = new RlhfTrainer(config, whole.Path, Policy, DraftFolder))
+        {
+            trainer.Run();
+            evalWhole = trainer.Evaluations;
+        }
+        string baselineLine;
+        using (var trainer = new RlhfTrainer(config, parts.Path, Policy, DraftFolder))
+        {
+            trainer.Run(stopAfter: 2);
+            baselineLine = File.ReadAllLines(Path.Combine(parts.Path, RlhfTrainer.MetricsFile))[0];
+        }
+        // The file the set came from changes; the resumed run scores the set it started with.
+        File.WriteAllText(evalFile, "{\"prompt\": \"9+9=\"}\n");
+        using (var trainer = new RlhfTrainer(config, parts.Path, "/nonexistent/policy", DraftFolder, resume: true))
+        {
+            Assert.That(trainer.Evaluation!.Prompts, Has.Count.EqualTo(16));
+            Assert.That(trainer.Baseline, Is.Not.Null, "the evaluation before training is read back, not run again");
+            trainer.Run();
+            evalParts = trainer.Evaluations;
+        }
+        Assert.That(File.ReadAllLines(Path.Combine(parts.Path, RlhfTrainer.MetricsFile))[0], Is.EqualTo(baselineLine));
+        Assert.That(evalParts.Select(e => (e.Iteration, e.Accuracy, e.RewardMean, e.ResponseLengthMean)),
+            Is.EqualTo(evalWhole.Select(e => (e.Iteration, e.Accuracy, e.RewardMean, e.ResponseLengthMean))));
+        Assert.That(evalWhole.Select(e => e.Iteration), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+    }
+
+    [Test]
+    public void An_evaluation_set_the_reward_cannot_score_is_refused_before_training()
+    {
+        using var bad = new FormatsTestFolder();
+        string prompts = bad.File("words.jsonl");
+        File.WriteAllText(prompts, "{\"prompt\": \"1+2=\"}\n{\"prompt\": \"12\"}\n");
+        string run = bad.File("run");
+        var error = Assert.Throws<InvalidDataException>(() => new RlhfTrainer(Small(1) with { EvalPrompts = prompts }, run, Policy, DraftFolder));
+        Assert.That(error!.Message, Does.Contain($"eval_prompts '{prompts}'").And.Contain("task reward"));
+        Assert.That(Directory.Exists(run), Is.False, "a start that fails leaves no run folder");
+        Assert.That(() => (Small(1) with { EvalEvery = -1 }).Validate(), Throws.ArgumentException.With.Message.StartWith("eval_every: -1"));
+        Assert.That(() => (Small(1) with { EvalNumPrompts = 0 }).Validate(), Throws.ArgumentException.With.Message.StartWith("eval_num_prompts: 0"));
     }
 
     private static float[] TransformerWeightsOf(string folder)
