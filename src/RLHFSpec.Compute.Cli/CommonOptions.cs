@@ -18,7 +18,7 @@ internal static class CommonOptions
 
     public const string SetOption = "--set", ModelSetOption = "--model-set";
 
-    public static Option<string?> Draft() => new("--draft") { Description = "Draft model folder (HF layout, same tokenizer); default: the embedded small draft when the policy is the default one" };
+    public static Option<string?> Draft() => new("--draft") { Description = "Draft model folder (HF layout, same tokenizer), or none for no draft model; default: the embedded small draft when the policy is the default one" };
 
     public static Option<string> Device() => new("--device") { Description = "auto | cpu | vulkan | vulkan:N", DefaultValueFactory = _ => "auto" };
 

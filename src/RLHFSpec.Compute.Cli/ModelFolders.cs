@@ -20,6 +20,8 @@ internal static class ModelFolders
     public static (string Policy, string? Draft) Resolve(string? model, string? draft, bool draftOptional = false, string? set = null,
         string setOption = "--set", string modelOption = "--model")
     {
+        // --draft none: no draft model (as train's draft = "none"): off and the suffix proposer only.
+        if (draft == "none") (draft, draftOptional) = (null, true);
         if (set is not null)
         {
             if (!DefaultModels.SetNames.Contains(set))

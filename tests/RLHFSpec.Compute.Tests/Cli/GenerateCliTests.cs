@@ -85,6 +85,19 @@ public sealed class GenerateCliTests
         Assert.That(err3, Does.Contain("--reallocate"));
     }
 
+    // --draft none means no draft model, as train's draft = "none" does: the suffix proposer still runs, and the
+    // greedy output is plain greedy decoding's (speculation never changes it).
+    [Test]
+    public void Draft_none_runs_without_a_draft_model()
+    {
+        string none = _folder.File("draft-none.jsonl"), plain = _folder.File("draft-plain.jsonl");
+        var (exit1, _, err1) = CliRunner.Run(_folder.Path, Args(none, "--strategy", "suffix:3", "--temperature", "0", "--draft", "none"));
+        Assert.That(exit1, Is.EqualTo(0), err1);
+        var (exit2, _, err2) = CliRunner.Run(_folder.Path, Args(plain, "--strategy", "off", "--temperature", "0"));
+        Assert.That(exit2, Is.EqualTo(0), err2);
+        Assert.That(File.ReadAllLines(none), Is.EqualTo(File.ReadAllLines(plain)));
+    }
+
     [Test]
     public void Both_dense_executors_give_the_same_greedy_output_and_a_bad_one_is_refused()
     {
