@@ -183,56 +183,60 @@ public sealed partial class CpuBackend
                 float* q = _query + (first + i0) * tokenStride + kv0 * g * d;
                 float* o = _output + (first + i0) * tokenStride + kv0 * g * d;
 
-                // Shared keys against every row.
-                for (int k0 = 0; k0 < shared; k0 += Chunk)
-                {
-                    int count = Math.Min(Chunk, shared - k0);
-                    for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
-                    Gather(_keys, chunk, count, kv0, kvn, converted, zero, rows);
-                    ScoreChunk(q, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
-                }
-
-                // Each token's own further keys, then softmax over each row's visible keys.
+                // Scores: every key a row sees, the shared ones first, then softmax over each row's visible keys.
+                Sweep(values: false, q, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
                 {
-                    int extra = ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
-                    for (int e0 = 0; e0 < extra; e0 += Chunk)
-                    {
-                        int count = Math.Min(Chunk, extra - e0);
-                        for (int j = 0; j < count; j++) chunk[j] = slots[scratch.Extra[e0 + j]];
-                        Gather(_keys, chunk, count, kv0, kvn, converted, zero, rows);
-                        ScoreChunk(q + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
-                    }
+                    int visible = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
                     for (int h = 0; h < perToken; h++)
-                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, shared + extra);
+                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, visible);
                 }
 
-                // Σ p·v over the same keys in the same order.
+                // Σ p·v over the same keys in the same order, then the softmax denominators.
                 for (int ti = 0; ti < tokens; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
-                for (int k0 = 0; k0 < shared; k0 += Chunk)
-                {
-                    int count = Math.Min(Chunk, shared - k0);
-                    for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
-                    Gather(_values, chunk, count, kv0, kvn, converted, zero, rows);
-                    AccumulateChunk(o, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
-                }
+                Sweep(values: true, o, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
-                {
-                    int extra = ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
-                    for (int e0 = 0; e0 < extra; e0 += Chunk)
-                    {
-                        int count = Math.Min(Chunk, extra - e0);
-                        for (int j = 0; j < count; j++) chunk[j] = slots[scratch.Extra[e0 + j]];
-                        Gather(_values, chunk, count, kv0, kvn, converted, zero, rows);
-                        AccumulateChunk(o + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
-                    }
                     for (int h = 0; h < perToken; h++)
                     {
                         var acc = new Span<float>(o + ti * tokenStride + h * d, d);
                         TensorPrimitives.Multiply(acc, 1f / sums[ti * perToken + h], acc);
                     }
+            }
+        }
+
+        /// <summary>
+        /// One pass over an item's keys in logical order, 8 at a time: the <paramref name="shared"/> ones for every token of the
+        /// tile, then each token's own further keys. For keys (<paramref name="values"/> false) it scores the query rows at
+        /// <paramref name="rowBase"/> into the score rows; for values it accumulates p·v into the output rows at <paramref name="rowBase"/>.
+        /// </summary>
+        private void Sweep(bool values, float* rowBase, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
+            int kv0, int kvn, int[] slots, int[] extra, int* chunk, float** rows, float* converted, float* zero, float* scores)
+        {
+            uint* cache = values ? _values : _keys;
+            for (int k0 = 0; k0 < shared; k0 += Chunk)
+            {
+                int count = Math.Min(Chunk, shared - k0);
+                for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
+                Gather(cache, chunk, count, kv0, kvn, converted, zero, rows);
+                Apply(values, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
+            }
+            for (int ti = 0; ti < tokens; ti++)
+            {
+                int own = ExtraKeys(ti + i0, first, n, context, shared, extra);
+                for (int e0 = 0; e0 < own; e0 += Chunk)
+                {
+                    int count = Math.Min(Chunk, own - e0);
+                    for (int j = 0; j < count; j++) chunk[j] = slots[extra[e0 + j]];
+                    Gather(cache, chunk, count, kv0, kvn, converted, zero, rows);
+                    Apply(values, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
             }
+        }
+
+        private void Apply(bool values, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        {
+            if (values) AccumulateChunk(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+            else ScoreChunk(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
         }
 
         /// <summary>
