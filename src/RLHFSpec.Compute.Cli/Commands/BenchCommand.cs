@@ -46,6 +46,8 @@ internal static class BenchCommand
         return command;
     }
 
+    private const string DraftDecode = "draft decode";
+
     /// <summary>Tokens per sample of the regime check's verify step (the issue's definition: 16).</summary>
     internal const int RegimeVerifyTokens = 16;
 
@@ -88,14 +90,11 @@ internal static class BenchCommand
         }
 
         // Draft models of the set: their decode step against the target's at batch 1 and 16.
-        TransformerWeights? draftWeights = null;
-        ModelBenchmark? draftBench = null;
-        var draftRows = new List<(int Batch, ModelBenchmarkRow Row)>();
-        if (draftFolder is not null && !quick)
+        using var draftWeights = draftFolder is not null && !quick ? TransformerWeights.Random(ModelConfig.Load(Path.Combine(draftFolder, ModelConfig.FileName)), seed: 2) : null;
+        if (draftWeights is not null)
         {
-            draftWeights = TransformerWeights.Random(ModelConfig.Load(Path.Combine(draftFolder, ModelConfig.FileName)), seed: 2);
-            draftBench = new ModelBenchmark(draftWeights, backend, session) { MinSeconds = bench.MinSeconds, Executor = dense };
-            foreach (int b in new[] { 1, 16 }) cases.Add(() => { var r = draftBench.Step(b, 1, 128); draftRows.Add((b, r)); return r with { Case = "draft decode" }; });
+            var draftBench = new ModelBenchmark(draftWeights, backend, session) { MinSeconds = bench.MinSeconds, Executor = dense };
+            foreach (int b in new[] { 1, 16 }) cases.Add(() => draftBench.Step(b, 1, 128) with { Case = DraftDecode });
         }
         double copy = regime ? double.NaN : ModelBenchmark.CopyBandwidth(backend is Engine.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount);
 
@@ -133,15 +132,14 @@ internal static class BenchCommand
             AnsiConsole.WriteLine(line);
             md.Append('\n').Append(line).Append('\n');
         }
-        foreach (var (b, d) in draftRows)
+        foreach (var d in rows.Where(r => r.Case == DraftDecode))
         {
-            var target = rows.FirstOrDefault(r => r.Case == "decode" && r.Batch == b && r.TokensPerSample == 1);
+            var target = rows.FirstOrDefault(r => r.Case == "decode" && r.Batch == d.Batch);
             if (target is null) continue;
-            string line = $"draft decode step / target decode step at batch {b}: {(d.Seconds / target.Seconds).ToString("F3", CultureInfo.InvariantCulture)} (1/{(target.Seconds / d.Seconds).ToString("F0", CultureInfo.InvariantCulture)}; draft {Markup.Escape(draftFolder!)})";
+            string line = $"draft decode step / target decode step at batch {d.Batch}: {(d.Seconds / target.Seconds).ToString("F3", CultureInfo.InvariantCulture)} (1/{(target.Seconds / d.Seconds).ToString("F0", CultureInfo.InvariantCulture)}; draft {Markup.Escape(draftFolder!)})";
             AnsiConsole.WriteLine(line);
             md.Append(line).Append('\n');
         }
-        draftWeights?.Dispose();
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
     }

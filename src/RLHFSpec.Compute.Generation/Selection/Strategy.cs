@@ -33,7 +33,10 @@ public readonly record struct Strategy(ProposerKind Proposer, DraftShape Shape, 
     };
 
     /// <summary>Parses a strategy string; an unknown or out-of-range one throws naming <paramref name="argument"/>.</summary>
-    public static Strategy Parse(string text, string argument = "strategy")
+    public static Strategy Parse(string text, string argument = "strategy") => Parse(text, argument, acceptsAdaptive: false);
+
+    /// <summary>As <see cref="Parse(string, string)"/>; <paramref name="acceptsAdaptive"/>: the caller also accepts <c>adaptive</c>, so an error lists it.</summary>
+    internal static Strategy Parse(string text, string argument, bool acceptsAdaptive)
     {
         string s = text.Trim().ToLowerInvariant();
         if (s == "off") return Off;
@@ -42,21 +45,21 @@ public readonly record struct Strategy(ProposerKind Proposer, DraftShape Shape, 
         var numbers = colon < 0 ? Array.Empty<string>() : s[(colon + 1)..].Split(',');
         int[] values;
         try { values = numbers.Select(n => int.Parse(n, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray(); }
-        catch (FormatException) { throw Bad(text, argument); }
-        catch (OverflowException) { throw Bad(text, argument); }
+        catch (FormatException) { throw Bad(text, argument, acceptsAdaptive); }
+        catch (OverflowException) { throw Bad(text, argument, acceptsAdaptive); }
         Strategy result = (name, values.Length) switch
         {
             ("chain", 1) => Chain(ProposerKind.DraftModel, values[0]),
             ("suffix", 1) => Chain(ProposerKind.Suffix, values[0]),
             ("tree", 3) => Tree(ProposerKind.DraftModel, values[0], values[1], values[2]),
             ("suffix-tree", 3) => Tree(ProposerKind.Suffix, values[0], values[1], values[2]),
-            _ => throw Bad(text, argument),
+            _ => throw Bad(text, argument, acceptsAdaptive),
         };
         if (result.Depth < 1 || result.TopK < 1 || result.Budget < result.Depth || result.Budget > MaxDraftTokens)
             throw new ArgumentException($"{argument} '{text}': need 1 <= depth <= budget <= {MaxDraftTokens} and top-k >= 1", argument);
         return result;
     }
 
-    private static ArgumentException Bad(string text, string argument) =>
-        new($"{argument} '{text}': expected off, chain:K, tree:DEPTH,TOPK,BUDGET, suffix:K or suffix-tree:DEPTH,TOPK,BUDGET", argument);
+    private static ArgumentException Bad(string text, string argument, bool acceptsAdaptive) =>
+        new($"{argument} '{text}': expected {(acceptsAdaptive ? "adaptive, " : "")}off, chain:K, tree:DEPTH,TOPK,BUDGET, suffix:K or suffix-tree:DEPTH,TOPK,BUDGET", argument);
 }

@@ -27,12 +27,7 @@ public readonly record struct StrategyMode
     {
         ArgumentNullException.ThrowIfNull(text);
         if (text.Trim().Equals("adaptive", StringComparison.OrdinalIgnoreCase)) return Adaptive;
-        try { return Of(Strategy.Parse(text, argument)); }
-        catch (ArgumentException e) when (e.Message.Contains(": expected off,", StringComparison.Ordinal))
-        {
-            // Where adaptive is accepted, the list of what is expected names it too.
-            throw new ArgumentException($"{argument} '{text}': expected adaptive, off, chain:K, tree:DEPTH,TOPK,BUDGET, suffix:K or suffix-tree:DEPTH,TOPK,BUDGET", argument);
-        }
+        return Of(Strategy.Parse(text, argument, acceptsAdaptive: true));
     }
 
     public override string ToString() => IsAdaptive ? "adaptive" : Fixed.ToString();
