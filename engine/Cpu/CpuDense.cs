@@ -55,7 +55,11 @@ public static unsafe class CpuDense
     private static void ProjectTile(float* x, int tokens, int inDim, float* w, float* bias, float* y, int yStride, int rowStart, int rowEnd, bool accumulate)
     {
         int o = rowStart;
-        for (; o + 4 <= rowEnd; o += 4)
+        // Under 4 tokens (a decode step of a few samples: bound by reading w), the rows are read one after another,
+        // as one sequential stream the hardware prefetcher follows: 4 rows read interleaved (4 streams 1 row apart)
+        // took 6.0–8.5 ms for 92 MB of 512-wide rows on one thread of the 2-core EPYC, row after row 3.9–4.0 ms.
+        // Each element is the same single FMA chain either way, so the results are the same bits.
+        for (; tokens >= 4 && o + 4 <= rowEnd; o += 4)
         {
             float* w0 = w + (long)o * inDim;
             // The rows of a block ahead come from memory while this block computes: each pass over the tokens
