@@ -25,6 +25,13 @@ public sealed partial class CpuBackend : ComputeBackend
 
     internal ParallelOptions Parallelism => _parallel;
 
+    /// <summary>
+    /// Logit elements (rows × vocabulary) up to which sampling and verification run on the calling thread: a decode step
+    /// of the default models (vocabulary 16) has a few hundred, where <c>Parallel.For</c>'s set-up costs microseconds
+    /// and allocates; a real vocabulary (~150k) goes parallel from its first row.
+    /// </summary>
+    internal const long SerialRowElements = 1 << 16;
+
     private CpuWorkers? _workers;
 
     /// <summary>

@@ -13,6 +13,16 @@ internal static partial class KernelValidation
         if (!condition) throw new ArgumentException($"{argument}: {message}", argument);
     }
 
+    /// <summary>
+    /// <see cref="Require(bool, string, string)"/> with an interpolated message that is formatted only when the check
+    /// fails: the checks run on every kernel call (each layer of each step), and formatting their messages eagerly
+    /// allocated about 8 KB of strings per decode step.
+    /// </summary>
+    internal static void Require(bool condition, string argument, [InterpolatedStringHandlerArgument("condition")] ref FailureMessage message)
+    {
+        if (!condition) throw new ArgumentException($"{argument}: {message.ToStringAndClear()}", argument);
+    }
+
     internal static void RequireLength<T>(ReadOnlySpan<T> span, long expected, string argument) =>
         Require(span.Length == expected, argument, $"length {span.Length}, expected {expected}");
 
@@ -35,4 +45,25 @@ internal static partial class KernelValidation
             if (values[i] < lowInclusive || values[i] >= highExclusive)
                 throw new ArgumentOutOfRangeException(argument, $"{argument}[{i}] = {values[i]} is outside [{lowInclusive}, {highExclusive})");
     }
+}
+
+/// <summary>An interpolated failure message, formatted only when its condition is false (as Debug.Assert's handler does).</summary>
+[InterpolatedStringHandler]
+internal ref struct FailureMessage
+{
+    private DefaultInterpolatedStringHandler _inner;
+
+    public FailureMessage(int literalLength, int formattedCount, bool condition, out bool shouldAppend)
+    {
+        shouldAppend = !condition;
+        _inner = shouldAppend ? new DefaultInterpolatedStringHandler(literalLength, formattedCount) : default;
+    }
+
+    public void AppendLiteral(string value) => _inner.AppendLiteral(value);
+
+    public void AppendFormatted<T>(T value) => _inner.AppendFormatted(value);
+
+    public void AppendFormatted<T>(T value, string? format) => _inner.AppendFormatted(value, format);
+
+    public string ToStringAndClear() => _inner.ToStringAndClear();
 }
