@@ -4,15 +4,18 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// Online acceptance statistics: for each proposer family (proposer, shape, top-k) and depth d, the probability
 /// that verification accepts a token at depth d given that it accepted depth d − 1. Pooled over samples (with a
 /// slow exponential forgetting, as the policy drifts during RLHF) and per sample, shrunk towards the pool when a
-/// sample has few observations. The expected accepted length of a draft of depth D is
-/// Σ_{d ≤ D} Π_{i ≤ d} rate(i).
-/// With <c>optimism</c> z &gt; 0, decisions (<c>optimistic: true</c>) use an upper confidence bound,
-/// rate + z·√(rate(1 − rate)/(n + 1)) with n the pooled attempts at that depth: a family never tried, or tried
+/// sample has few observations. Depth 1's pooled rate starts at a uniform prior; each deeper depth's is shrunk towards
+/// the rate of the depth before it. The expected accepted length of a draft of depth D is Σ_{d ≤ D} Π_{i ≤ d} rate(i).
+/// With <c>optimism</c> z &gt; 0, decisions (<c>optimistic: true</c>) use an upper confidence bound on depth 1,
+/// rate + z·√(rate(1 − rate)/(n + 1)) with n the pooled attempts at depth 1: a family never tried, or tried
 /// little, looks promising enough to be tried, so the selector cannot lock itself into <c>off</c> on its prior
 /// alone; the bonus fades as observations come in (a step of B samples brings B of them).
 /// </summary>
 public sealed class AcceptanceEstimator(double forgetting = 0.995, double sampleWeight = 4, double optimism = 0)
 {
+    /// <summary>Pseudo-attempts with which a depth's rate is pulled towards the rate of the depth before it.</summary>
+    private const double DepthPriorWeight = 2;
+
     /// <summary>Upper bound of an optimistic rate (a draft is never certain to be accepted).</summary>
     private const double MaxOptimisticRate = 0.95;
 
@@ -69,11 +72,23 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
         if (depth < 1 || depth > Strategy.MaxDraftTokens) throw new ArgumentOutOfRangeException(nameof(depth), $"depth {depth}: must be in [1, {Strategy.MaxDraftTokens}]");
         var family = FamilyOf(strategy);
         double pool = 0.5, attempts = 0;
-        if (_pooled.TryGetValue(family, out var p)) { pool = (p.Accepts[depth] + 1) / (p.Attempts[depth] + 2); attempts = p.Attempts[depth]; }
+        if (_pooled.TryGetValue(family, out var p))
+        {
+            // Depth 1 starts at a uniform prior; each deeper depth is shrunk towards the rate of the depth before it
+            // (a prior of DepthPriorWeight attempts), not towards 1/2: a deep depth is reached only when the shallower
+            // ones were accepted, so it stays little observed, and a proposer whose drafts are mostly rejected (the
+            // suffix drafts here: 12 % per token) looked like a coin flip from depth 2 on.
+            pool = (p.Accepts[1] + 1) / (p.Attempts[1] + 2);
+            for (int d = 2; d <= depth; d++) pool = (p.Accepts[d] + DepthPriorWeight * pool) / (p.Attempts[d] + DepthPriorWeight);
+            attempts = p.Attempts[1];
+        }
         double rate = pool;
         if (sampleId is not null && _perSample.TryGetValue((sampleId.Value, family), out var s))
             rate = (s.Accepts[depth] + sampleWeight * pool) / (s.Attempts[depth] + sampleWeight);
-        if (!optimistic || optimism <= 0) return rate;
+        // Optimism at depth 1 only: deeper depths follow it through the product of rates, with their plain estimates.
+        // An untried family then looks worth a shallow try, not like a deep tree accepted at 95 % per level (which the
+        // selector tried at a live batch of 256, a step costing many times a decode step).
+        if (!optimistic || optimism <= 0 || depth > 1) return rate;
         return Math.Max(rate, Math.Min(MaxOptimisticRate, rate + optimism * Math.Sqrt(rate * (1 - rate) / (attempts + 1))));
     }
 

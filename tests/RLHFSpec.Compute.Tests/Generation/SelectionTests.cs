@@ -107,6 +107,37 @@ public class SelectionTests
     }
 
     [Test]
+    public void AnUnreachedDepthTakesTheRateOfTheDepthBeforeItNotTheUniformPrior()
+    {
+        // A proposer whose drafts are mostly rejected at depth 1 rarely reaches depth 2: its deeper rates must not sit
+        // at 1/2 (the selector then chose 8-token suffix drafts accepted 12 % per token at a live batch of 16).
+        var suffix = Strategy.Parse("suffix:4");
+        var estimator = new AcceptanceEstimator(forgetting: 1, optimism: 1);
+        var random = new Random(3);
+        for (int i = 0; i < 400; i++) estimator.Observe(i, suffix, draftDepth: 1, random.NextDouble() < 0.1 ? 1 : 0);
+        double first = estimator.Rate(suffix, 1);
+        Assert.That(first, Is.EqualTo(0.1).Within(0.04));
+        for (int d = 2; d <= 4; d++)
+            Assert.That(estimator.Rate(suffix, d), Is.EqualTo(first).Within(1e-12), $"depth {d}, never attempted");
+        Assert.That(estimator.ExpectedAccepted(suffix), Is.LessThan(0.15));
+        // Observations at depth 2 move its rate away from depth 1's, weighted against a prior of two attempts.
+        for (int i = 0; i < 50; i++) estimator.Observe(1000 + i, suffix, draftDepth: 2, accepted: i < 40 ? 2 : 1);
+        Assert.That(estimator.Rate(suffix, 2), Is.GreaterThan(0.7));
+    }
+
+    [Test]
+    public void OptimismLiftsDepthOneOnlySoAnUntriedFamilyLooksWorthAShallowTry()
+    {
+        var tree = Strategy.Parse("suffix-tree:6,2,12");
+        var estimator = new AcceptanceEstimator(forgetting: 1, optimism: 1);
+        Assert.That(estimator.Rate(tree, 1, optimistic: true), Is.EqualTo(0.95));
+        for (int d = 2; d <= 6; d++)
+            Assert.That(estimator.Rate(tree, d, optimistic: true), Is.EqualTo(0.5), $"depth {d}: the plain prior");
+        // 0.95 + 0.95·0.5 + … : about 1.9 tokens from 6 levels, where 0.95 per level promised 4.4.
+        Assert.That(estimator.ExpectedAccepted(tree, optimistic: true), Is.EqualTo(0.95 * (1 + 0.5 + 0.25 + 0.125 + 0.0625 + 0.03125)).Within(1e-9));
+    }
+
+    [Test]
     public void OptimisticRatesBoundThePlainRateFromAboveAndFadeWithObservations()
     {
         var chain = Strategy.Parse("chain:2");
