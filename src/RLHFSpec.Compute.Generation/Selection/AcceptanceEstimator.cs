@@ -70,47 +70,68 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
     public double Rate(Strategy strategy, int depth, long? sampleId = null, bool optimistic = false)
     {
         if (depth < 1 || depth > Strategy.MaxDraftTokens) throw new ArgumentOutOfRangeException(nameof(depth), $"depth {depth}: must be in [1, {Strategy.MaxDraftTokens}]");
+        Span<double> rates = stackalloc double[depth + 1];
+        FillRates(strategy, sampleId, optimistic, rates);
+        return rates[depth];
+    }
+
+    /// <summary>
+    /// reach[d] = probability of accepting at least d draft tokens, for d = 0 … reach.Length − 1 (reach[0] = 1): the
+    /// products of <see cref="Rate"/>, computed in one pass over the depths (the selector asks for every live sample).
+    /// </summary>
+    public void FillReach(Strategy strategy, long? sampleId, bool optimistic, Span<double> reach)
+    {
+        if (reach.Length - 1 > Strategy.MaxDraftTokens) throw new ArgumentOutOfRangeException(nameof(reach), $"depth {reach.Length - 1}: must be at most {Strategy.MaxDraftTokens}");
+        FillRates(strategy, sampleId, optimistic, reach);
+        reach[0] = 1;
+        for (int d = 1; d < reach.Length; d++) reach[d] *= reach[d - 1];
+    }
+
+    /// <summary>rates[d] = <see cref="Rate"/>(strategy, d) for d = 1 … rates.Length − 1 (rates[0] is left alone).</summary>
+    private void FillRates(Strategy strategy, long? sampleId, bool optimistic, Span<double> rates)
+    {
         var family = FamilyOf(strategy);
-        double pool = 0.5, attempts = 0;
-        if (_pooled.TryGetValue(family, out var p))
+        Counts? mine = null;
+        if (sampleId is not null) _perSample.TryGetValue((sampleId.Value, family), out mine);
+        _pooled.TryGetValue(family, out var p);
+        double pool = 0.5, attempts = p?.Attempts[1] ?? 0;
+        for (int d = 1; d < rates.Length; d++)
         {
             // Depth 1 starts at a uniform prior; each deeper depth is shrunk towards the rate of the depth before it
             // (a prior of DepthPriorWeight attempts), not towards 1/2: a deep depth is reached only when the shallower
             // ones were accepted, so it stays little observed, and a proposer whose drafts are mostly rejected (the
             // suffix drafts here: 12 % per token) looked like a coin flip from depth 2 on.
-            pool = (p.Accepts[1] + 1) / (p.Attempts[1] + 2);
-            for (int d = 2; d <= depth; d++) pool = (p.Accepts[d] + DepthPriorWeight * pool) / (p.Attempts[d] + DepthPriorWeight);
-            attempts = p.Attempts[1];
+            if (p is not null)
+                pool = d == 1 ? (p.Accepts[1] + 1) / (p.Attempts[1] + 2) : (p.Accepts[d] + DepthPriorWeight * pool) / (p.Attempts[d] + DepthPriorWeight);
+            double rate = mine is null ? pool : (mine.Accepts[d] + sampleWeight * pool) / (mine.Attempts[d] + sampleWeight);
+            // Optimism at depth 1 only: deeper depths follow it through the product of rates, with their plain estimates.
+            // An untried family then looks worth a shallow try, not like a deep tree accepted at 95 % per level (which
+            // the selector tried at a live batch of 256, a step costing many times a decode step).
+            if (d == 1 && optimistic && optimism > 0)
+                rate = Math.Max(rate, Math.Min(MaxOptimisticRate, rate + optimism * Math.Sqrt(rate * (1 - rate) / (attempts + 1))));
+            rates[d] = rate;
         }
-        double rate = pool;
-        if (sampleId is not null && _perSample.TryGetValue((sampleId.Value, family), out var s))
-            rate = (s.Accepts[depth] + sampleWeight * pool) / (s.Attempts[depth] + sampleWeight);
-        // Optimism at depth 1 only: deeper depths follow it through the product of rates, with their plain estimates.
-        // An untried family then looks worth a shallow try, not like a deep tree accepted at 95 % per level (which the
-        // selector tried at a live batch of 256, a step costing many times a decode step).
-        if (!optimistic || optimism <= 0 || depth > 1) return rate;
-        return Math.Max(rate, Math.Min(MaxOptimisticRate, rate + optimism * Math.Sqrt(rate * (1 - rate) / (attempts + 1))));
     }
 
     /// <summary>Probability of accepting at least <paramref name="depth"/> tokens.</summary>
     public double ReachProbability(Strategy strategy, int depth, long? sampleId = null, bool optimistic = false)
     {
-        double p = 1;
-        for (int d = 1; d <= depth; d++) p *= Rate(strategy, d, sampleId, optimistic);
-        return p;
+        if (depth <= 0) return 1;
+        Span<double> reach = stackalloc double[depth + 1];
+        FillReach(strategy, sampleId, optimistic, reach);
+        return reach[depth];
     }
 
     /// <summary>Expected accepted draft tokens for a draft of <paramref name="depth"/> (default: the strategy's depth).</summary>
     public double ExpectedAccepted(Strategy strategy, long? sampleId = null, int? depth = null, bool optimistic = false)
     {
         if (strategy.IsOff) return 0;
-        double expected = 0, reach = 1;
         int maxDepth = depth ?? strategy.Depth;
-        for (int d = 1; d <= maxDepth; d++)
-        {
-            reach *= Rate(strategy, d, sampleId, optimistic);
-            expected += reach;
-        }
+        if (maxDepth <= 0) return 0;
+        Span<double> reach = stackalloc double[maxDepth + 1];
+        FillReach(strategy, sampleId, optimistic, reach);
+        double expected = 0;
+        for (int d = 1; d <= maxDepth; d++) expected += reach[d];
         return expected;
     }
 

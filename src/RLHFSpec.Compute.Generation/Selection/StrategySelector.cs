@@ -76,9 +76,8 @@ public sealed class StrategySelector : IStepPlanner
         var reach = new double[samples.Count][];
         for (int i = 0; i < reach.Length; i++)
         {
-            var r = reach[i] = new double[depth + 1];
-            r[0] = 1;
-            for (int d = 1; d <= depth; d++) r[d] = r[d - 1] * _acceptance.Rate(s, d, samples[i].SampleId, optimistic: true);
+            reach[i] = new double[depth + 1];
+            _acceptance.FillReach(s, samples[i].SampleId, optimistic: true, reach[i]);
         }
         return reach;
     }
