@@ -78,7 +78,7 @@ internal static class GenerateCommand
         if (a.MaxBatch < 1) throw new ArgumentException($"--max-batch: {a.MaxBatch}, must be >= 1");
         if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
         if (a.Instances < 1) throw new ArgumentException($"--instances: {a.Instances}, must be >= 1");
-        if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
+        bool reallocate = Rlhf.SettingText.OnOff(a.Reallocate, "--reallocate");
         var dense = CommonOptions.ParseDense(a.Dense);
         var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
@@ -162,7 +162,7 @@ internal static class GenerateCommand
                             TransformerModel? d = draftWeights is null ? null : new TransformerModel(draftWeights, instanceBackend, runtime);
                             if (d is not null) extra.Add(d);
                             return (p, d);
-                        }, new Generation.Cluster.ClusterOptions { Reallocate = a.Reallocate == "on" });
+                        }, new Generation.Cluster.ClusterOptions { Reallocate = reallocate });
                     task.Value = requests.Length;
                 });
 

@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -81,9 +82,9 @@ internal static class TrainBench
         };
         var sides = new[]
         {
-            new Side("off", "--speculation off --reallocate off --instances 1", common with { Speculation = "off", Reallocate = "off", Instances = 1 }, null),
+            new Side("off", "--speculation off --reallocate off --instances 1", common with { Speculation = StrategyMode.Off, Reallocate = false, Instances = 1 }, null),
             new Side("mission", $"--speculation adaptive --reallocate on --instances {a.Instances}",
-                common with { Speculation = "adaptive", Reallocate = "on", Instances = a.Instances }, draftFolder),
+                common with { Speculation = StrategyMode.Adaptive, Reallocate = true, Instances = a.Instances }, draftFolder),
         };
         foreach (var s in sides) s.Config.Validate();
 
