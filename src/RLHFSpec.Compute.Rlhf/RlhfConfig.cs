@@ -3,6 +3,7 @@ using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Rlhf;
 

@@ -11,6 +11,7 @@ using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Training;
 using RLHFSpec.Compute.Model.Transformer;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Rlhf;
 

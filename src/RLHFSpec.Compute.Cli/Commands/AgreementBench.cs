@@ -10,6 +10,7 @@ using RLHFSpec.Compute.Model.Pretraining;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Transformer;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 

@@ -5,6 +5,7 @@ using System.Text;
 using RLHFSpec.Compute.Model.Formats;
 using RLHFSpec.Compute.Rlhf;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 

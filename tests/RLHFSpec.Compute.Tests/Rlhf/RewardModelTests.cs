@@ -9,6 +9,7 @@ using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Rlhf;
 using RLHFSpec.Compute.Tests.Model;
 using static RLHFSpec.Compute.Tests.Model.OnnxTestHelpers;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Rlhf;
 

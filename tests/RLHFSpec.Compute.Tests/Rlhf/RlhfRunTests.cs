@@ -3,6 +3,7 @@ using System.Text.Json;
 using RLHFSpec.Compute.Model.Pretraining;
 using RLHFSpec.Compute.Rlhf;
 using RLHFSpec.Compute.Tests.Model;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Rlhf;
 

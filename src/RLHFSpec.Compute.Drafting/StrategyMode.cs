@@ -1,4 +1,4 @@
-namespace RLHFSpec.Compute.Generation.Selection;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>
 /// How steps pick their strategy: adaptively (<see cref="StrategySelector"/>), or one fixed <see cref="Strategy"/>
