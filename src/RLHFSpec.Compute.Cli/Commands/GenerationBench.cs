@@ -59,16 +59,15 @@ internal static class GenerationBench
     {
         if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
         if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
-        if (sweepTokens < 1) throw new ArgumentException($"--sweep-tokens: {sweepTokens}, must be >= 1");
-        if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
+        OptionChecks.Positive(("--sweep-tokens", sweepTokens));
+        OptionChecks.Threads(threads);
         var strategies = new[] { StrategyMode.Off }.Concat(strategyList.Select(s => StrategyMode.Parse(s, "--strategies")).Where(m => !m.IsOff)).ToArray();
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
         var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder, set: set);
-        using var checkpoint = Checkpoint.Load(policyFolder);
-        using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
-        using var draftWeights = draftPath is null ? null : TransformerWeights.Load(draftPath);
+        using var models = GenerationModels.Load(policyFolder, draftPath);
+        var checkpoint = models.Checkpoint;
         using var backend = Devices.Open(deviceName);
         var promptIds = GenerateCommand.TaskPrompts(numPrompts, seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
         var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
@@ -84,8 +83,8 @@ internal static class GenerationBench
         foreach (var strategy in strategies)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
-            using var policy = new TransformerModel(policyWeights, backend, runtime);
-            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
+            using var pair = models.Open(backend, runtime);
+            var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
             var warm = System.Diagnostics.Stopwatch.StartNew();
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
@@ -95,8 +94,8 @@ internal static class GenerationBench
         foreach (var strategy in strategies)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
-            using var policy = new TransformerModel(policyWeights, backend, runtime);
-            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
+            using var pair = models.Open(backend, runtime);
+            var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
             GenerateOutcome outcome = null!;
             AnsiConsole.Progress().AutoClear(true).Start(ctx =>
@@ -172,7 +171,7 @@ internal static class GenerationBench
             Rlhf.MetricsPlot.Save(plot, plotPath);
         }
         if (sweepSizes.Length > 0)
-            Sweep(strategies, policyWeights, draftWeights, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
+            Sweep(strategies, models, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
     }
@@ -182,7 +181,7 @@ internal static class GenerationBench
     /// that no sample finishes before <paramref name="tokens"/> tokens, so the live batch stays B), each strategy on the
     /// same requests; one generator per strategy across sizes (adaptive keeps its start-up profile).
     /// </summary>
-    private static void Sweep(StrategyMode[] strategies, TransformerWeights policyWeights, TransformerWeights? draftWeights, ComputeBackend backend,
+    private static void Sweep(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend,
         OnnxSessionOptions session, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
         ulong seed, StringBuilder md, string? plotPath)
     {
@@ -198,8 +197,8 @@ internal static class GenerationBench
         for (int si = 0; si < strategies.Length; si++)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
-            using var policy = new TransformerModel(policyWeights, backend, runtime);
-            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
+            using var pair = models.Open(backend, runtime);
+            var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
             for (int bi = 0; bi < sizes.Length; bi++)
             {

@@ -62,13 +62,10 @@ internal static class TrainBench
 
     private static int Run(Args a)
     {
-        if (a.Iterations < 1) throw new ArgumentException($"--iterations: {a.Iterations}, must be >= 1");
-        if (a.Prompts < 1) throw new ArgumentException($"--prompts-per-iteration: {a.Prompts}, must be >= 1");
-        if (a.Samples < 1) throw new ArgumentException($"--samples-per-prompt: {a.Samples}, must be >= 1");
-        if (a.MaxNew < 1) throw new ArgumentException($"--max-new-tokens: {a.MaxNew}, must be >= 1");
-        if (!(a.Temperature >= 0) || !double.IsFinite(a.Temperature)) throw new ArgumentException($"--temperature: {a.Temperature}, must be a finite number >= 0");
-        if (a.Instances < 2) throw new ArgumentException($"--instances: {a.Instances}, must be >= 2 (reallocation moves samples between instances)");
-        if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
+        OptionChecks.Positive(("--iterations", a.Iterations), ("--prompts-per-iteration", a.Prompts), ("--samples-per-prompt", a.Samples), ("--max-new-tokens", a.MaxNew));
+        OptionChecks.Temperature(a.Temperature);
+        OptionChecks.AtLeast("--instances", a.Instances, 2, "reallocation moves samples between instances");
+        OptionChecks.Threads(a.Threads);
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
