@@ -10,6 +10,9 @@ namespace RLHFSpec.Compute.Cli;
 /// </summary>
 internal static class ModelFolders
 {
+    /// <summary>The draft "folder" that means no draft model (<c>--draft none</c>, train's <c>draft</c> key).</summary>
+    public const string NoDraft = "none";
+
     /// <param name="draftOptional">True when the caller asked for no draft model (a null draft then stays null).</param>
     /// <param name="set">A named model set in place of <paramref name="model"/>: null is the default set (pretrained on
     /// first use); "default" the same, named; "medium" must have been made by <c>rlhfspec pretrain --set medium</c>
@@ -21,7 +24,7 @@ internal static class ModelFolders
         string setOption = "--set", string modelOption = "--model")
     {
         // --draft none: no draft model (as train's draft = "none"): off and the suffix proposer only.
-        if (draft == "none") (draft, draftOptional) = (null, true);
+        if (draft == NoDraft) (draft, draftOptional) = (null, true);
         if (set is not null)
         {
             if (!DefaultModels.SetNames.Contains(set))

@@ -1,5 +1,5 @@
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation;
 

@@ -1,4 +1,5 @@
 using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation;
 

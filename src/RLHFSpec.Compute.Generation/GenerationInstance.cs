@@ -4,7 +4,6 @@ using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Engine.Random;
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 
 namespace RLHFSpec.Compute.Generation;

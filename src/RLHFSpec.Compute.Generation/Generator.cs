@@ -1,7 +1,7 @@
 using System.Diagnostics;
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Model;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation;
 
@@ -188,7 +188,7 @@ public sealed class Generator
             }, options);
             var result = cluster.Run(requests);
             foreach (var suffix in _clusterSuffixes.Take(instances))
-                foreach (var r in result.Results) suffix.Remember(r);
+                foreach (var r in result.Results) suffix.Remember(r.Request.SampleId, r.Request.Prompt, r.Tokens);
             var byId = result.Results.ToDictionary(r => r.Request.SampleId);
             return new GenerateOutcome(requests.Select(r => byId[r.SampleId]).ToArray(), result.Stats.Total, result.Stats.WallSeconds, _cost,
                 new Dictionary<int, Dictionary<Strategy, long>>()) { Cluster = result.Stats };

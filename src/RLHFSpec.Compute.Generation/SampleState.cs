@@ -1,10 +1,14 @@
+using System.Runtime.InteropServices;
+using RLHFSpec.Compute.Drafting;
+using RLHFSpec.Compute.Engine.Kernels;
+
 namespace RLHFSpec.Compute.Generation;
 
 /// <summary>
 /// A sample inside an instance: its full token sequence (prompt, then response), the log-prob of each response
 /// token, and whether its cache holds everything but the last token (the pending one, decided but not yet fed).
 /// </summary>
-public sealed class SampleState(GenerationRequest request, long admissionOrder)
+public sealed class SampleState(GenerationRequest request, long admissionOrder) : ISampleView
 {
     public GenerationRequest Request { get; } = request;
     public long SampleId => Request.SampleId;
@@ -28,6 +32,11 @@ public sealed class SampleState(GenerationRequest request, long admissionOrder)
     public int Pending => Tokens[^1];
 
     public int RemainingTokens => Request.MaxNewTokens - Generated;
+
+    ReadOnlySpan<int> ISampleView.Prompt => Request.Prompt;
+    ReadOnlySpan<int> ISampleView.Tokens => CollectionsMarshal.AsSpan(Tokens);
+    SamplingParams ISampleView.Sampling => Request.Sampling;
+    bool ISampleView.IsFinished => Finished is not null;
 
     /// <summary>The result of a finished sample.</summary>
     public GenerationResult ToResult() =>

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using RLHFSpec.Compute.Generation.Selection;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Rlhf;
 
@@ -47,7 +49,7 @@ public sealed record RlhfConfig
     [JsonPropertyName("top_p")] public double TopP { get; init; } = 1.0;
     [JsonPropertyName("seed")] public int Seed { get; init; } = 1;
     /// <summary>grpo (group-normalised advantages, no critic) or ppo.</summary>
-    [JsonPropertyName("algorithm")] public string Algorithm { get; init; } = "grpo";
+    [JsonPropertyName("algorithm")] public RlhfAlgorithm Algorithm { get; init; } = RlhfAlgorithm.Grpo;
     [JsonPropertyName("learning_rate")] public double LearningRate { get; init; } = 3e-4;
     [JsonPropertyName("kl_beta")] public double KlBeta { get; init; } = 0.02;
     [JsonPropertyName("clip")] public double Clip { get; init; } = 0.2;
@@ -69,9 +71,9 @@ public sealed record RlhfConfig
     /// <summary>PPO: coefficient of the entropy bonus in the policy loss.</summary>
     [JsonPropertyName("entropy_coef")] public double EntropyCoef { get; init; }
     /// <summary>off, adaptive, or a fixed strategy (chain:K, tree:D,K,B, suffix:K, suffix-tree:D,K,B).</summary>
-    [JsonPropertyName("speculation")] public string Speculation { get; init; } = "adaptive";
-    /// <summary>on/off: sample reallocation across generation instances.</summary>
-    [JsonPropertyName("reallocate")] public string Reallocate { get; init; } = "off";
+    [JsonPropertyName("speculation")] public StrategyMode Speculation { get; init; } = StrategyMode.Adaptive;
+    /// <summary>Sample reallocation across generation instances; <c>on</c>/<c>off</c> in JSON and on the command line.</summary>
+    [JsonPropertyName("reallocate"), JsonConverter(typeof(ReallocateConverter))] public bool Reallocate { get; init; }
     [JsonPropertyName("instances")] public int Instances { get; init; } = 1;
     [JsonPropertyName("draft_refresh")] public bool DraftRefresh { get; init; } = true;
     [JsonPropertyName("draft_refresh_steps")] public int DraftRefreshSteps { get; init; } = 4;
@@ -90,6 +92,19 @@ public sealed record RlhfConfig
         WriteIndented = true,
         NumberHandling = JsonNumberHandling.Strict,
         AllowDuplicateProperties = false,
+        Converters =
+        {
+            new TextSettingConverter<RlhfAlgorithm>(v => SettingText.Algorithm(v), SettingText.Name),
+            new TextSettingConverter<StrategyMode>(v => StrategyMode.Parse(v, "speculation"), m => m.ToString()),
+        },
+    };
+
+    /// <summary>Settings whose text is parsed into a type of their own (by JSON key); the others are strings, numbers or bools.</summary>
+    private static readonly Dictionary<string, Func<string, object>> TypedParsers = new()
+    {
+        ["algorithm"] = v => SettingText.Algorithm(v),
+        ["speculation"] = v => StrategyMode.Parse(v, "speculation"),
+        ["reallocate"] = v => SettingText.OnOff(v, "reallocate"),
     };
 
     /// <summary>The JSON key of every setting, in declaration order.</summary>
@@ -123,7 +138,8 @@ public sealed record RlhfConfig
         try
         {
             var type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
-            parsed = type == typeof(string) ? value
+            parsed = TypedParsers.TryGetValue(name, out var parse) ? parse(value)
+                : type == typeof(string) ? value
                 : type == typeof(int) ? int.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture)
                 : type == typeof(double) ? double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture)
                 : type == typeof(bool) ? ParseBool(value)
@@ -177,9 +193,6 @@ public sealed record RlhfConfig
         if (ModelSet is not null && !Model.Pretraining.DefaultModels.SetNames.Contains(ModelSet))
             throw new ArgumentException($"model_set: '{ModelSet}' is not one of {string.Join(", ", Model.Pretraining.DefaultModels.SetNames)}");
         if (ModelSet is not null && Policy is not null) throw new ArgumentException($"model_set {ModelSet} and policy: both name the policy; give one of them");
-        if (Algorithm is not ("grpo" or "ppo")) throw new ArgumentException($"algorithm: '{Algorithm}' is not one of grpo, ppo");
-        if (Reallocate is not ("on" or "off")) throw new ArgumentException($"reallocate: '{Reallocate}' is not one of on, off");
         RewardRule.Parse(Reward);
-        Generation.Selection.StrategyMode.Parse(Speculation, "speculation");
     }
 }

@@ -11,6 +11,7 @@ using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Training;
 using RLHFSpec.Compute.Model.Transformer;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Rlhf;
 
@@ -91,7 +92,7 @@ public sealed class RlhfTrainer : IDisposable
             bool resume = run.Mode == RunFolderMode.Resume;
             string outFolder = run.FullPath;
             config.Validate();
-            if (config.Reallocate == "on" && config.Instances < 2)
+            if (config.Reallocate && config.Instances < 2)
                 throw new ArgumentException($"reallocate: 'on' moves samples between generation instances; set instances >= 2 (it is {config.Instances})");
             _config = config;
             _reward = RewardRule.Parse(config.Reward);
@@ -141,7 +142,7 @@ public sealed class RlhfTrainer : IDisposable
                     _rewardModel = RewardModel.Load(rewardCheckpoint, session);
                 }
             }
-            if (config.Algorithm == "ppo")
+            if (config.Algorithm == RlhfAlgorithm.Ppo)
             {
                 // The critic: the run's own on resume, else the configured one, else the policy's trunk with a zero head.
                 string criticSource = latest is not null ? Path.Combine(latest, CriticFolder) : config.Critic ?? policyFolder;
@@ -163,13 +164,13 @@ public sealed class RlhfTrainer : IDisposable
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)config.KvMemoryMiB << 20, Session = session };
             _policyModel = new TransformerModel(_policy, _backend, runtime);
             if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
-            _generator = new Generator(_policyModel, config.Speculation == "off" ? null : _draftModel,
-                new GenerateSettings { Strategy = StrategyMode.Parse(config.Speculation, "speculation"), StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+            _generator = new Generator(_policyModel, config.Speculation.IsOff ? null : _draftModel,
+                new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
             if (config.Instances > 1)
             {
                 // Instances share the cores: without a thread count each gets its share.
                 var instanceSession = session with { IntraOpThreads = config.Threads > 0 ? config.Threads : Math.Max(1, Environment.ProcessorCount / config.Instances) };
-                _instances = new InstanceModels(config.Device, _policy, config.Speculation == "off" ? null : _draft, runtime with { Session = instanceSession });
+                _instances = new InstanceModels(config.Device, _policy, config.Speculation.IsOff ? null : _draft, runtime with { Session = instanceSession });
             }
             _policyGraphs = new PolicyGraphs(_policy.Spec, session);
             _gradients = new TensorArena(_policy.Spec.Tensors());
@@ -402,7 +403,7 @@ public sealed class RlhfTrainer : IDisposable
         observer?.StageStarted(iteration, "generation", requests.Length);
         var outcome = _instances is null
             ? _generator.Run(requests, i => observer?.StageAdvanced(i.Finished.Count))
-            : _generator.RunCluster(requests, _config.Instances, _instances.Get, new ClusterOptions { Reallocate = _config.Reallocate == "on" });
+            : _generator.RunCluster(requests, _config.Instances, _instances.Get, new ClusterOptions { Reallocate = _config.Reallocate });
         observer?.StageAdvanced(outcome.Results.Count);
         seconds["generation"] = clock.Elapsed.TotalSeconds;
 

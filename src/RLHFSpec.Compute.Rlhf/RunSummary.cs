@@ -66,7 +66,7 @@ public sealed record RunSummary
         return new RunSummary
         {
             Run = run,
-            Algorithm = config.Algorithm,
+            Algorithm = SettingText.Name(config.Algorithm),
             Iterations = history.Count == 0 ? 0 : history[^1].Iteration,
             IterationsPlanned = config.Iterations,
             EvalPrompts = evalPrompts,

@@ -10,6 +10,7 @@ using RLHFSpec.Compute.Model.Pretraining;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Transformer;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 
@@ -51,11 +52,9 @@ internal static class AgreementBench
     private static int Run(string? modelFolder, string? set, string[] draftFolders, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, ulong seed,
         string deviceName, string ep, int threads, string? markdown)
     {
-        if (numPrompts < 1) throw new ArgumentException($"--num-prompts: {numPrompts}, must be >= 1");
-        if (samplesPerPrompt < 1) throw new ArgumentException($"--samples-per-prompt: {samplesPerPrompt}, must be >= 1");
-        if (maxNew < 1) throw new ArgumentException($"--max-new-tokens: {maxNew}, must be >= 1");
-        if (!(temperature >= 0) || !float.IsFinite(temperature)) throw new ArgumentException($"--temperature: {temperature}, must be a finite number >= 0");
-        if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
+        OptionChecks.Positive(("--num-prompts", numPrompts), ("--samples-per-prompt", samplesPerPrompt), ("--max-new-tokens", maxNew));
+        OptionChecks.Temperature(temperature);
+        OptionChecks.Threads(threads);
         foreach (var d in draftFolders)
             if (!Directory.Exists(d)) throw new DirectoryNotFoundException($"--drafts '{d}': no such folder");
         ExecutionProviders.Check(ep);

@@ -12,6 +12,7 @@ using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Transformer;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 
@@ -69,16 +70,14 @@ internal static class GenerateCommand
 
     private static int Run(Args a)
     {
-        if (a.NumPrompts is < 1) throw new ArgumentException($"--num-prompts: {a.NumPrompts}, must be >= 1");
-        if (a.SamplesPerPrompt < 1) throw new ArgumentException($"--samples-per-prompt: {a.SamplesPerPrompt}, must be >= 1");
-        if (a.MaxNewTokens < 1) throw new ArgumentException($"--max-new-tokens: {a.MaxNewTokens}, must be >= 1");
-        if (!(a.Temperature >= 0) || !float.IsFinite(a.Temperature)) throw new ArgumentException($"--temperature: {a.Temperature}, must be a finite number >= 0");
+        if (a.NumPrompts is { } numPrompts) OptionChecks.Positive(("--num-prompts", numPrompts));
+        OptionChecks.Positive(("--samples-per-prompt", a.SamplesPerPrompt), ("--max-new-tokens", a.MaxNewTokens));
+        OptionChecks.Temperature(a.Temperature);
         if (!(a.TopP > 0 && a.TopP <= 1)) throw new ArgumentException($"--top-p: {a.TopP}, must be in (0, 1]");
-        if (a.KvMemoryMiB < 1) throw new ArgumentException($"--kv-memory-mib: {a.KvMemoryMiB}, must be >= 1");
-        if (a.MaxBatch < 1) throw new ArgumentException($"--max-batch: {a.MaxBatch}, must be >= 1");
-        if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
-        if (a.Instances < 1) throw new ArgumentException($"--instances: {a.Instances}, must be >= 1");
-        if (a.Reallocate is not ("on" or "off")) throw new ArgumentException($"--reallocate: '{a.Reallocate}' is not one of on, off");
+        OptionChecks.Positive(("--kv-memory-mib", a.KvMemoryMiB), ("--max-batch", a.MaxBatch));
+        OptionChecks.Threads(a.Threads);
+        OptionChecks.Positive(("--instances", a.Instances));
+        bool reallocate = Rlhf.SettingText.OnOff(a.Reallocate, "--reallocate");
         var dense = CommonOptions.ParseDense(a.Dense);
         var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
@@ -91,8 +90,8 @@ internal static class GenerateCommand
         var session = new Model.Onnx.OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads };
 
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
-        using var checkpoint = Checkpoint.Load(policyFolder);
-        var tokenizer = checkpoint.Tokenizer;
+        using var models = GenerationModels.Load(policyFolder, draftFolder);
+        var tokenizer = models.Checkpoint.Tokenizer;
         bool defaultTask = a.Prompts is null;
         var texts = defaultTask ? TaskPrompts(a.NumPrompts ?? 16, a.Seed) : PromptFile.Read(a.Prompts!);
         if (!defaultTask && a.NumPrompts is { } n) texts = texts.Take(n).ToArray();
@@ -100,8 +99,8 @@ internal static class GenerateCommand
         for (int p = 0; p < promptIds.Length; p++)
             if (promptIds[p].Length == 0) throw new ArgumentException($"prompt {p}: encodes to no tokens");
 
-        // Memory, before anything is reserved: no more instances than samples (an idle instance only holds memory), then
-        // every model's KV budget, sessions and the weights against what the machine has.
+        // Memory, before the caches are reserved: no more instances than samples (an idle instance only holds memory),
+        // then every model's KV budget, sessions and the weights against what the machine has.
         int instances = a.Instances;
         int sampleCount = promptIds.Length * a.SamplesPerPrompt;
         if (instances > sampleCount)
@@ -114,70 +113,39 @@ internal static class GenerateCommand
             MemoryBudget.WeightBytes(policyFolder) + (draftFolder is null ? 0 : MemoryBudget.WeightBytes(draftFolder)), "lower --kv-memory-mib or --instances");
 
         using var backend = Devices.Open(a.Device);
-        using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
-        checkpoint.CheckFinite(policyWeights.Arena);
-        using var policy = new TransformerModel(policyWeights, backend, new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session, Dense = dense });
-        TransformerModel? draftModel = null;
-        TransformerWeights? draftWeights = null;
-        var extra = new List<IDisposable>();
         var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session, Dense = dense };
-        try
-        {
-            if (draftFolder is not null)
+        using var pair = models.Open(backend, runtime);
+        // Each cluster instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
+        using var fleet = models.Instances(a.Device, runtime);
+        var generator = new Generator(pair.Policy, pair.Draft, settings with { StopTokens = models.Checkpoint.StopTokenIds() });
+        var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, a.TopP, a.Seed);
+
+        AnsiConsole.MarkupLine($"policy [bold]{Markup.Escape(policyFolder)}[/] ({models.Policy.ParameterCount:N0} parameters)" +
+            (pair.Draft is null ? "" : $", draft [bold]{Markup.Escape(draftFolder!)}[/] ({pair.Draft.Weights.ParameterCount:N0})") +
+            $" on {Markup.Escape(backend.Info.Id)}, strategy {Markup.Escape(a.Strategy)}");
+        GenerateOutcome outcome = null!;
+        AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
             {
-                using var draftCheckpoint = Checkpoint.Load(draftFolder);
-                Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
-                draftWeights = TransformerWeights.FromCheckpoint(draftCheckpoint);
-                draftCheckpoint.CheckFinite(draftWeights.Arena);
-                draftModel = new TransformerModel(draftWeights, backend, runtime);
-            }
-            var stops = checkpoint.StopTokenIds();
-            var generator = new Generator(policy, draftModel, settings with { StopTokens = stops });
-            var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, a.TopP, a.Seed);
+                var task = ctx.AddTask($"generating {requests.Length} samples", maxValue: requests.Length);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                if (instances == 1)
+                    outcome = generator.Run(requests, instance =>
+                    {
+                        task.Value = instance.Finished.Count;
+                        double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                        task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
+                    });
+                else
+                    outcome = generator.RunCluster(requests, instances, fleet.Get, new Generation.Cluster.ClusterOptions { Reallocate = reallocate });
+                task.Value = requests.Length;
+            });
 
-            AnsiConsole.MarkupLine($"policy [bold]{Markup.Escape(policyFolder)}[/] ({policyWeights.ParameterCount:N0} parameters)" +
-                (draftModel is null ? "" : $", draft [bold]{Markup.Escape(draftFolder!)}[/] ({draftModel.Weights.ParameterCount:N0})") +
-                $" on {Markup.Escape(backend.Info.Id)}, strategy {Markup.Escape(a.Strategy)}");
-            GenerateOutcome outcome = null!;
-            AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask($"generating {requests.Length} samples", maxValue: requests.Length);
-                    var clock = System.Diagnostics.Stopwatch.StartNew();
-                    if (instances == 1)
-                        outcome = generator.Run(requests, instance =>
-                        {
-                            task.Value = instance.Finished.Count;
-                            double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                            task.Description = $"generating: {instance.Finished.Count}/{requests.Length} done, {instance.LiveCount} live, {instance.Stats.TokensGenerated / secs:F0} tok/s";
-                        });
-                    else
-                        outcome = generator.RunCluster(requests, instances, k =>
-                        {
-                            // Each instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
-                            var instanceBackend = Devices.OpenForInstance(a.Device, k);
-                            extra.Add(instanceBackend);
-                            var p = new TransformerModel(policyWeights, instanceBackend, runtime);
-                            extra.Add(p);
-                            TransformerModel? d = draftWeights is null ? null : new TransformerModel(draftWeights, instanceBackend, runtime);
-                            if (d is not null) extra.Add(d);
-                            return (p, d);
-                        }, new Generation.Cluster.ClusterOptions { Reallocate = a.Reallocate == "on" });
-                    task.Value = requests.Length;
-                });
-
-            // Both outputs or neither: a failing --stats must not leave --out renamed into place.
-            OutputPaths.WriteAll(("--out", a.Out, a.Out is null ? "" : Jsonl(outcome, texts, tokenizer, defaultTask)),
-                ("--stats", a.Stats, StatsJson(outcome).ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
-            Summary(outcome, texts, tokenizer, defaultTask);
-            return 0;
-        }
-        finally
-        {
-            for (int i = extra.Count - 1; i >= 0; i--) extra[i].Dispose();
-            draftModel?.Dispose();
-            draftWeights?.Dispose();
-        }
+        // Both outputs or neither: a failing --stats must not leave --out renamed into place.
+        OutputPaths.WriteAll(("--out", a.Out, a.Out is null ? "" : Jsonl(outcome, texts, tokenizer, defaultTask)),
+            ("--stats", a.Stats, StatsJson(outcome).ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
+        Summary(outcome, texts, tokenizer, defaultTask);
+        return 0;
     }
 
     /// <summary>Prompts of the default task, seeded.</summary>

@@ -9,6 +9,7 @@ using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Transformer;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 
@@ -58,17 +59,15 @@ internal static class GenerationBench
     {
         if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
         if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
-        if (sweepTokens < 1) throw new ArgumentException($"--sweep-tokens: {sweepTokens}, must be >= 1");
-        if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
-        var strategies = new[] { "off" }.Concat(strategyList.Where(s => s != "off")).ToArray();
-        foreach (var s in strategies) StrategyMode.Parse(s, "--strategies");
+        OptionChecks.Positive(("--sweep-tokens", sweepTokens));
+        OptionChecks.Threads(threads);
+        var strategies = new[] { StrategyMode.Off }.Concat(strategyList.Select(s => StrategyMode.Parse(s, "--strategies")).Where(m => !m.IsOff)).ToArray();
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
         var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder, set: set);
-        using var checkpoint = Checkpoint.Load(policyFolder);
-        using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
-        using var draftWeights = draftPath is null ? null : TransformerWeights.Load(draftPath);
+        using var models = GenerationModels.Load(policyFolder, draftPath);
+        var checkpoint = models.Checkpoint;
         using var backend = Devices.Open(deviceName);
         var promptIds = GenerateCommand.TaskPrompts(numPrompts, seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
         var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
@@ -84,9 +83,9 @@ internal static class GenerationBench
         foreach (var strategy in strategies)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
-            using var policy = new TransformerModel(policyWeights, backend, runtime);
-            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategy, "--strategies"), StopTokens = stops, MaxBatch = 256 });
+            using var pair = models.Open(backend, runtime);
+            var (policy, draft) = (pair.Policy, pair.Draft);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
             var warm = System.Diagnostics.Stopwatch.StartNew();
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
         }
@@ -95,17 +94,17 @@ internal static class GenerationBench
         foreach (var strategy in strategies)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
-            using var policy = new TransformerModel(policyWeights, backend, runtime);
-            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategy, "--strategies"), StopTokens = stops, MaxBatch = 256 });
+            using var pair = models.Open(backend, runtime);
+            var (policy, draft) = (pair.Policy, pair.Draft);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
             GenerateOutcome outcome = null!;
             AnsiConsole.Progress().AutoClear(true).Start(ctx =>
             {
-                var bar = ctx.AddTask(Markup.Escape(strategy), maxValue: requests.Length);
+                var bar = ctx.AddTask(Markup.Escape(strategy.ToString()), maxValue: requests.Length);
                 outcome = generator.Run(requests, i => bar.Value = i.Finished.Count);
             });
-            rows.Add(new Row(strategy, outcome));
-            AnsiConsole.MarkupLine($"  {Markup.Escape(strategy)}: {outcome.Stats.TokensGenerated / outcome.WallSeconds:F0} tokens/s");
+            rows.Add(new Row(strategy.ToString(), outcome));
+            AnsiConsole.MarkupLine($"  {Markup.Escape(strategy.ToString())}: {outcome.Stats.TokensGenerated / outcome.WallSeconds:F0} tokens/s");
         }
 
         var off = rows[0].Outcome;
@@ -172,7 +171,7 @@ internal static class GenerationBench
             Rlhf.MetricsPlot.Save(plot, plotPath);
         }
         if (sweepSizes.Length > 0)
-            Sweep(strategies, policyWeights, draftWeights, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
+            Sweep(strategies, models, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
     }
@@ -182,7 +181,7 @@ internal static class GenerationBench
     /// that no sample finishes before <paramref name="tokens"/> tokens, so the live batch stays B), each strategy on the
     /// same requests; one generator per strategy across sizes (adaptive keeps its start-up profile).
     /// </summary>
-    private static void Sweep(string[] strategies, TransformerWeights policyWeights, TransformerWeights? draftWeights, ComputeBackend backend,
+    private static void Sweep(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend,
         OnnxSessionOptions session, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
         ulong seed, StringBuilder md, string? plotPath)
     {
@@ -198,9 +197,9 @@ internal static class GenerationBench
         for (int si = 0; si < strategies.Length; si++)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
-            using var policy = new TransformerModel(policyWeights, backend, runtime);
-            using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategies[si], "--strategies"), StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
+            using var pair = models.Open(backend, runtime);
+            var (policy, draft) = (pair.Policy, pair.Draft);
+            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
             for (int bi = 0; bi < sizes.Length; bi++)
             {
                 var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();
@@ -219,10 +218,10 @@ internal static class GenerationBench
                 taken[si, bi] = string.Join(" ", outcome.Stats.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key}×{kv.Value}"));
             }
             AnsiConsole.MarkupLine(Markup.Escape($"  {strategies[si]}: " + string.Join(", ", sizes.Select((b, bi) =>
-                $"{b} → {rates[si, bi]:F0} tok/s" + (strategies[si] == "adaptive" ? $" ({taken[si, bi]})" : "")))));
+                $"{b} → {rates[si, bi]:F0} tok/s" + (strategies[si].IsAdaptive ? $" ({taken[si, bi]})" : "")))));
         }
         var table = new Table().Border(TableBorder.Rounded).AddColumn("batch");
-        foreach (var s in strategies) table.AddColumn(Markup.Escape(s) + " tok/s (× off)");
+        foreach (var s in strategies) table.AddColumn(Markup.Escape(s.ToString()) + " tok/s (× off)");
         md.Append("\n| forced batch | ").Append(string.Join(" | ", strategies.Select(s => s + " tok/s (× off)"))).Append(" |\n|---:|").Append(string.Concat(strategies.Select(_ => "---:|"))).Append('\n');
         for (int bi = 0; bi < sizes.Length; bi++)
         {
@@ -238,7 +237,7 @@ internal static class GenerationBench
         for (int si = 0; si < strategies.Length; si++)
         {
             var line = plot.Add.Scatter(sizes.Select(b => Math.Log2(b)).ToArray(), Enumerable.Range(0, sizes.Length).Select(bi => rates[si, bi]).ToArray());
-            line.LegendText = strategies[si];
+            line.LegendText = strategies[si].ToString();
         }
         plot.XLabel("log2(forced batch size)");
         plot.YLabel("tokens/s");

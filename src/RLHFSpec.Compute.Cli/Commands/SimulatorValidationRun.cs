@@ -9,6 +9,7 @@ using RLHFSpec.Compute.Model.Formats;
 using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Transformer;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 
@@ -53,14 +54,11 @@ internal static class SimulatorValidationRun
 
     public static int Run(Settings a, int instances, string? costProfile, int seed, string? markdown)
     {
-        if (a.NumPrompts < 1) throw new ArgumentException($"--num-prompts: {a.NumPrompts}, must be >= 1");
-        if (a.SamplesPerPrompt < 1) throw new ArgumentException($"--samples-per-prompt: {a.SamplesPerPrompt}, must be >= 1");
-        if (a.MaxNewTokens < 1) throw new ArgumentException($"--max-new-tokens: {a.MaxNewTokens}, must be >= 1");
-        if (!(a.Temperature >= 0) || !float.IsFinite(a.Temperature)) throw new ArgumentException($"--temperature: {a.Temperature}, must be a finite number >= 0");
-        if (a.KvMemoryMiB < 1) throw new ArgumentException($"--kv-memory-mib: {a.KvMemoryMiB}, must be >= 1");
-        if (a.MaxBatch < 1) throw new ArgumentException($"--max-batch: {a.MaxBatch}, must be >= 1");
-        if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
-        if (a.Repeats < 1) throw new ArgumentException($"--repeats: {a.Repeats}, must be >= 1");
+        OptionChecks.Positive(("--num-prompts", a.NumPrompts), ("--samples-per-prompt", a.SamplesPerPrompt), ("--max-new-tokens", a.MaxNewTokens));
+        OptionChecks.Temperature(a.Temperature);
+        OptionChecks.Positive(("--kv-memory-mib", a.KvMemoryMiB), ("--max-batch", a.MaxBatch));
+        OptionChecks.Threads(a.Threads);
+        OptionChecks.Positive(("--repeats", a.Repeats));
         var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = costProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
@@ -70,52 +68,41 @@ internal static class SimulatorValidationRun
         var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(a.Ep), IntraOpThreads = threads } };
 
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
-        using var checkpoint = Checkpoint.Load(policyFolder);
-        using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
-        TransformerWeights? draftWeights = null;
-        if (draftFolder is not null)
+        using var models = GenerationModels.Load(policyFolder, draftFolder);
+        var checkpoint = models.Checkpoint;
+        using var fleet = models.Instances(a.Device, runtime);
+        var (policy, draft) = fleet.Get(0); // instance 0's models also profile the cost model
+        var generator = new Generator(policy, draft, settings with { StopTokens = checkpoint.StopTokenIds() });
+        var promptIds = GenerateCommand.TaskPrompts(a.NumPrompts, (ulong)seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
+        var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, 1f, (ulong)seed);
+        // Warm-up: every prompt once, short, so sessions and the step loop's code are warm before anything is timed.
+        var warmUp = GenerationRequests.For(promptIds, 1, Math.Min(32, a.MaxNewTokens), a.Temperature, 1f, (ulong)seed + 1, firstId: 1L << 40);
+        var simulation = new SimulationOptions { KvBytesPerToken = InstanceModels.KvBytesPerToken((TransformerModel)policy) };
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+        AnsiConsole.MarkupLine($"validating the simulator: {requests.Length} samples ({a.NumPrompts} default-task prompts × {a.SamplesPerPrompt}, max {a.MaxNewTokens} tokens, " +
+            $"T = {a.Temperature.ToString(CultureInfo.InvariantCulture)}) on {instances} real instances ({threads} thread(s) each), {a.Repeats} run(s) per side, strategy {Markup.Escape(a.Strategy)}; policy {Markup.Escape(policyFolder)}");
+        IReadOnlyList<SimulatorCheck> checks = [];
+        AnsiConsole.MarkupLine($"load average before the runs: {Markup.Escape(LoadAverage())} on {Environment.ProcessorCount} cores");
+        AnsiConsole.Status().Start("profiling (unless loaded), warming up, then generating static and reallocated", _ =>
+            checks = SimulatorValidation.Run(generator, requests, instances, fleet.Get, new ClusterOptions(), simulation, warmUp, a.Repeats));
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("side", "measured s", "predicted s", "relative error", "moves measured", "moves predicted");
+        var md = new StringBuilder("| side | measured s | predicted s | relative error | moves measured | moves predicted |\n|---|---:|---:|---:|---:|---:|\n");
+        foreach (var c in checks)
         {
-            using var draftCheckpoint = Checkpoint.Load(draftFolder);
-            Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
-            draftWeights = TransformerWeights.FromCheckpoint(draftCheckpoint);
+            string[] cells = [c.Side, c.MeasuredSeconds.ToString("F3", CultureInfo.InvariantCulture), c.PredictedSeconds.ToString("F3", CultureInfo.InvariantCulture),
+                c.RelativeError.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture), c.MeasuredMoves.ToString(CultureInfo.InvariantCulture), c.PredictedMoves.ToString(CultureInfo.InvariantCulture)];
+            table.AddRow(cells.Select(Markup.Escape).ToArray());
+            md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
-        try
-        {
-            using var fleet = new InstanceModels(a.Device, policyWeights, draftWeights, runtime);
-            var (policy, draft) = fleet.Get(0); // instance 0's models also profile the cost model
-            var generator = new Generator(policy, draft, settings with { StopTokens = checkpoint.StopTokenIds() });
-            var promptIds = GenerateCommand.TaskPrompts(a.NumPrompts, (ulong)seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
-            var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, 1f, (ulong)seed);
-            // Warm-up: every prompt once, short, so sessions and the step loop's code are warm before anything is timed.
-            var warmUp = GenerationRequests.For(promptIds, 1, Math.Min(32, a.MaxNewTokens), a.Temperature, 1f, (ulong)seed + 1, firstId: 1L << 40);
-            var simulation = new SimulationOptions { KvBytesPerToken = InstanceModels.KvBytesPerToken((TransformerModel)policy) };
-            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-            AnsiConsole.MarkupLine($"validating the simulator: {requests.Length} samples ({a.NumPrompts} default-task prompts × {a.SamplesPerPrompt}, max {a.MaxNewTokens} tokens, " +
-                $"T = {a.Temperature.ToString(CultureInfo.InvariantCulture)}) on {instances} real instances ({threads} thread(s) each), {a.Repeats} run(s) per side, strategy {Markup.Escape(a.Strategy)}; policy {Markup.Escape(policyFolder)}");
-            IReadOnlyList<SimulatorCheck> checks = [];
-            AnsiConsole.MarkupLine($"load average before the runs: {Markup.Escape(LoadAverage())} on {Environment.ProcessorCount} cores");
-            AnsiConsole.Status().Start("profiling (unless loaded), warming up, then generating static and reallocated", _ =>
-                checks = SimulatorValidation.Run(generator, requests, instances, fleet.Get, new ClusterOptions(), simulation, warmUp, a.Repeats));
-            var table = new Table().Border(TableBorder.Rounded).AddColumns("side", "measured s", "predicted s", "relative error", "moves measured", "moves predicted");
-            var md = new StringBuilder("| side | measured s | predicted s | relative error | moves measured | moves predicted |\n|---|---:|---:|---:|---:|---:|\n");
-            foreach (var c in checks)
-            {
-                string[] cells = [c.Side, c.MeasuredSeconds.ToString("F3", CultureInfo.InvariantCulture), c.PredictedSeconds.ToString("F3", CultureInfo.InvariantCulture),
-                    c.RelativeError.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture), c.MeasuredMoves.ToString(CultureInfo.InvariantCulture), c.PredictedMoves.ToString(CultureInfo.InvariantCulture)];
-                table.AddRow(cells.Select(Markup.Escape).ToArray());
-                md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
-            }
-            AnsiConsole.Write(table);
-            foreach (var c in checks)
-                AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-                    $"  {c.Side}: busy s (all instances) measured {c.MeasuredBusySeconds:F2} (draft + verify forward {c.MeasuredForwardSeconds:F2}, prefill {c.MeasuredPrefillSeconds:F2}) / predicted {c.PredictedBusySeconds:F2}; steps {c.MeasuredSteps} / {c.PredictedSteps}; tokens per sample-step {c.MeasuredTokensPerSampleStep:F2} / {c.PredictedTokensPerSampleStep:F2}")));
-            double measuredRatio = checks[0].MeasuredSeconds / checks[1].MeasuredSeconds, predictedRatio = checks[0].PredictedSeconds / checks[1].PredictedSeconds;
-            string ratios = string.Create(CultureInfo.InvariantCulture, $"static / reallocated: measured {measuredRatio:F2}×, predicted {predictedRatio:F2}×");
-            AnsiConsole.MarkupLine(Markup.Escape(ratios));
-            if (markdown is not null) AtomicFile.WriteText(markdown, md.Append('\n').Append(ratios).Append('\n').ToString());
-            return 0;
-        }
-        finally { draftWeights?.Dispose(); }
+        AnsiConsole.Write(table);
+        foreach (var c in checks)
+            AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+                $"  {c.Side}: busy s (all instances) measured {c.MeasuredBusySeconds:F2} (draft + verify forward {c.MeasuredForwardSeconds:F2}, prefill {c.MeasuredPrefillSeconds:F2}) / predicted {c.PredictedBusySeconds:F2}; steps {c.MeasuredSteps} / {c.PredictedSteps}; tokens per sample-step {c.MeasuredTokensPerSampleStep:F2} / {c.PredictedTokensPerSampleStep:F2}")));
+        double measuredRatio = checks[0].MeasuredSeconds / checks[1].MeasuredSeconds, predictedRatio = checks[0].PredictedSeconds / checks[1].PredictedSeconds;
+        string ratios = string.Create(CultureInfo.InvariantCulture, $"static / reallocated: measured {measuredRatio:F2}×, predicted {predictedRatio:F2}×");
+        AnsiConsole.MarkupLine(Markup.Escape(ratios));
+        if (markdown is not null) AtomicFile.WriteText(markdown, md.Append('\n').Append(ratios).Append('\n').ToString());
+        return 0;
     }
 
     private static string LoadAverage() =>

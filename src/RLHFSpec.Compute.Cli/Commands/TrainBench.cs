@@ -1,9 +1,11 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using RLHFSpec.Compute.Model.Formats;
 using RLHFSpec.Compute.Rlhf;
 using Spectre.Console;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Cli.Commands;
 
@@ -60,13 +62,10 @@ internal static class TrainBench
 
     private static int Run(Args a)
     {
-        if (a.Iterations < 1) throw new ArgumentException($"--iterations: {a.Iterations}, must be >= 1");
-        if (a.Prompts < 1) throw new ArgumentException($"--prompts-per-iteration: {a.Prompts}, must be >= 1");
-        if (a.Samples < 1) throw new ArgumentException($"--samples-per-prompt: {a.Samples}, must be >= 1");
-        if (a.MaxNew < 1) throw new ArgumentException($"--max-new-tokens: {a.MaxNew}, must be >= 1");
-        if (!(a.Temperature >= 0) || !double.IsFinite(a.Temperature)) throw new ArgumentException($"--temperature: {a.Temperature}, must be a finite number >= 0");
-        if (a.Instances < 2) throw new ArgumentException($"--instances: {a.Instances}, must be >= 2 (reallocation moves samples between instances)");
-        if (a.Threads < 0) throw new ArgumentException($"--threads: {a.Threads}, must be >= 0");
+        OptionChecks.Positive(("--iterations", a.Iterations), ("--prompts-per-iteration", a.Prompts), ("--samples-per-prompt", a.Samples), ("--max-new-tokens", a.MaxNew));
+        OptionChecks.Temperature(a.Temperature);
+        OptionChecks.AtLeast("--instances", a.Instances, 2, "reallocation moves samples between instances");
+        OptionChecks.Threads(a.Threads);
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
@@ -81,9 +80,9 @@ internal static class TrainBench
         };
         var sides = new[]
         {
-            new Side("off", "--speculation off --reallocate off --instances 1", common with { Speculation = "off", Reallocate = "off", Instances = 1 }, null),
+            new Side("off", "--speculation off --reallocate off --instances 1", common with { Speculation = StrategyMode.Off, Reallocate = false, Instances = 1 }, null),
             new Side("mission", $"--speculation adaptive --reallocate on --instances {a.Instances}",
-                common with { Speculation = "adaptive", Reallocate = "on", Instances = a.Instances }, draftFolder),
+                common with { Speculation = StrategyMode.Adaptive, Reallocate = true, Instances = a.Instances }, draftFolder),
         };
         foreach (var s in sides) s.Config.Validate();
 

@@ -72,7 +72,7 @@ internal static class TrainCommand
             // A resumed run continues from its own checkpoint and reference: the model folders are not needed (nor pretrained).
             (policy, draft) = resume is not null
                 ? (Path.Combine(resume, RlhfTrainer.ReferenceFolder), null)
-                : ModelFolders.Resolve(config.Policy, config.Draft == "none" ? null : config.Draft, draftOptional: config.Draft == "none",
+                : ModelFolders.Resolve(config.Policy, config.Draft,
                     set: config.ModelSet, setOption: "--model-set", modelOption: "--policy");
         }
         catch
@@ -86,7 +86,7 @@ internal static class TrainCommand
         {
             // Memory, before anything is reserved: each model's KV budget (the generator's, and each instance's), and the
             // weights with what training adds (reference, gradients, two AdamW moments: about 5 copies of the policy).
-            int models = (config.Speculation == "off" || draft is null ? 1 : 2) * (config.Instances > 1 ? config.Instances + 1 : 1);
+            int models = (config.Speculation.IsOff || draft is null ? 1 : 2) * (config.Instances > 1 ? config.Instances + 1 : 1);
             MemoryBudget.Require("instances × kv_memory_mib", models, (long)config.KvMemoryMiB << 20,
                 5 * MemoryBudget.WeightBytes(policy) + (draft is null ? 0 : 3 * MemoryBudget.WeightBytes(draft)),
                 "lower kv_memory_mib or instances");
@@ -98,9 +98,9 @@ internal static class TrainCommand
         }
 
         using var trainer = new RlhfTrainer(config, folder, policy, draft);
-        AnsiConsole.MarkupLine($"RLHF ({config.Algorithm.ToUpperInvariant()}) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
-            $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation)}, " +
-            (config.Instances > 1 ? $"{config.Instances} generation instances, reallocation {Markup.Escape(config.Reallocate)}, " : "") +
+        AnsiConsole.MarkupLine($"RLHF ({SettingText.Name(config.Algorithm).ToUpperInvariant()}) run [bold]{Markup.Escape(Path.GetFullPath(run))}[/]: iterations {trainer.NextIteration}..{config.Iterations}, " +
+            $"{config.PromptsPerIteration} prompts × {config.SamplesPerPrompt} samples, speculation {Markup.Escape(config.Speculation.ToString())}, " +
+            (config.Instances > 1 ? $"{config.Instances} generation instances, reallocation {SettingText.OnOff(config.Reallocate)}, " : "") +
             (resume is not null ? $"resumed from {Markup.Escape(RlhfTrainer.LatestCheckpoint(run) ?? "?")}" : $"policy {Markup.Escape(policy)}"));
         AnsiConsole.MarkupLine(trainer.Evaluation is { } evaluation
             ? $"held-out evaluation: {Markup.Escape(evaluation.Source)}, {(config.EvalTemperature == 0 ? "greedy" : $"temperature {config.EvalTemperature.ToString(CultureInfo.InvariantCulture)}")}, " +

@@ -211,54 +211,19 @@ public sealed class GenerationCluster : IDisposable
         return assignment;
     }
 
+    /// <summary>
+    /// One instance's thread: wait for work, copy in the moves handed to it, step, then account the step (results,
+    /// timing, releases, rebalancing) under the cluster's lock. Ends when the run is done or the instance failed.
+    /// </summary>
     private void Worker(Slot slot)
     {
-        List<Incoming> incoming = [];
         var copied = new List<(Incoming Move, bool Copied, double Seconds)>();
         try
         {
-            while (true)
+            while (WaitForWork(slot) is { } incoming)
             {
-                lock (_gate)
-                {
-                    while (true)
-                    {
-                        if (_done) return;
-                        if (slot.StopRequested)
-                        {
-                            Fail(slot, "stopped");
-                            Finish();
-                            return;
-                        }
-                        ReleaseMoved(slot); // before TakeInbox: a sample may come back while its old KV is still held here
-                        TakeInbox(slot);
-                        if (slot.Instance.LiveCount + slot.Instance.WaitingCount + slot.Incoming.Count > 0) break;
-                        if (!slot.Idle)
-                        {
-                            slot.Idle = true;
-                            Options.OnIdle?.Invoke(slot.Index);
-                        }
-                        Monitor.Wait(_gate);
-                    }
-                    slot.State = SlotState.Stepping;
-                    slot.Idle = false;
-                    incoming = slot.Incoming.ToList();
-                    slot.Incoming.Clear();
-                }
-                Exception? fault = null;
-                // Overlapped moves first: copy in what donors handed over; they go on stepping meanwhile.
                 copied.Clear();
-                try
-                {
-                    foreach (var m in incoming)
-                    {
-                        Options.BeforeMigrationCopy?.Invoke(slot.Index, m.Move.Sample.SampleId);
-                        var copy = Stopwatch.StartNew();
-                        bool ok = slot.Instance.CompleteMoveWithKv(m.Move);
-                        copied.Add((m, ok, copy.Elapsed.TotalSeconds));
-                    }
-                }
-                catch (Exception e) { fault = e; }
+                var fault = CopyIn(slot, incoming, copied);
                 var clock = Stopwatch.StartNew();
                 if (fault is null)
                     try
@@ -267,32 +232,7 @@ public sealed class GenerationCluster : IDisposable
                         slot.Instance.Step();
                     }
                     catch (Exception e) { fault = e; }
-                double seconds = clock.Elapsed.TotalSeconds;
-                lock (_gate)
-                {
-                    slot.State = SlotState.Ready;
-                    slot.Steps++;
-                    slot.RunSteps++;
-                    slot.Busy += seconds + copied.Sum(c => c.Seconds);
-                    foreach (var (m, ok, copySeconds) in copied) EndMove(m, ok, copySeconds);
-                    if (fault is not null)
-                    {
-                        // Moves not copied in yet go back to the list: Fail re-admits their samples elsewhere.
-                        slot.Incoming.InsertRange(0, incoming.Where(m => !copied.Any(c => c.Move == m)));
-                        Fail(slot, $"{fault.GetType().Name}: {fault.Message}");
-                    }
-                    else
-                    {
-                        Collect(slot);
-                        Measure(slot, seconds);
-                        ReleaseMoved(slot);
-                        TakeInbox(slot); // the donor moves only samples its instance holds
-                        if (Options.Reallocate) Rebalance(slot);
-                        slot.CachedWork = PredictedWork(slot);
-                    }
-                    Finish();
-                    if (fault is not null) return;
-                }
+                if (!EndStep(slot, clock.Elapsed.TotalSeconds, incoming, copied, fault)) return;
             }
         }
         catch (Exception e)
@@ -303,6 +243,88 @@ public sealed class GenerationCluster : IDisposable
                 _done = true;
                 Monitor.PulseAll(_gate);
             }
+        }
+    }
+
+    /// <summary>
+    /// Blocks until the slot has samples (or moves to copy in) and marks it stepping; returns the moves it takes over,
+    /// or null when the run is done or the slot was asked to stop.
+    /// </summary>
+    private List<Incoming>? WaitForWork(Slot slot)
+    {
+        lock (_gate)
+        {
+            while (true)
+            {
+                if (_done) return null;
+                if (slot.StopRequested)
+                {
+                    Fail(slot, "stopped");
+                    Finish();
+                    return null;
+                }
+                ReleaseMoved(slot); // before TakeInbox: a sample may come back while its old KV is still held here
+                TakeInbox(slot);
+                if (slot.Instance.LiveCount + slot.Instance.WaitingCount + slot.Incoming.Count > 0) break;
+                if (!slot.Idle)
+                {
+                    slot.Idle = true;
+                    Options.OnIdle?.Invoke(slot.Index);
+                }
+                Monitor.Wait(_gate);
+            }
+            slot.State = SlotState.Stepping;
+            slot.Idle = false;
+            var incoming = slot.Incoming.ToList();
+            slot.Incoming.Clear();
+            return incoming;
+        }
+    }
+
+    /// <summary>Overlapped moves first: copies in what donors handed over (they go on stepping meanwhile); returns the fault that stopped it, if any.</summary>
+    private Exception? CopyIn(Slot slot, List<Incoming> incoming, List<(Incoming Move, bool Copied, double Seconds)> copied)
+    {
+        try
+        {
+            foreach (var m in incoming)
+            {
+                Options.BeforeMigrationCopy?.Invoke(slot.Index, m.Move.Sample.SampleId);
+                var copy = Stopwatch.StartNew();
+                bool ok = slot.Instance.CompleteMoveWithKv(m.Move);
+                copied.Add((m, ok, copy.Elapsed.TotalSeconds));
+            }
+            return null;
+        }
+        catch (Exception e) { return e; }
+    }
+
+    /// <summary>Accounts a step (or its fault) under the lock; false when the slot failed and its thread ends.</summary>
+    private bool EndStep(Slot slot, double seconds, List<Incoming> incoming, List<(Incoming Move, bool Copied, double Seconds)> copied, Exception? fault)
+    {
+        lock (_gate)
+        {
+            slot.State = SlotState.Ready;
+            slot.Steps++;
+            slot.RunSteps++;
+            slot.Busy += seconds + copied.Sum(c => c.Seconds);
+            foreach (var (m, ok, copySeconds) in copied) EndMove(m, ok, copySeconds);
+            if (fault is not null)
+            {
+                // Moves not copied in yet go back to the list: Fail re-admits their samples elsewhere.
+                slot.Incoming.InsertRange(0, incoming.Where(m => !copied.Any(c => c.Move == m)));
+                Fail(slot, $"{fault.GetType().Name}: {fault.Message}");
+            }
+            else
+            {
+                Collect(slot);
+                Measure(slot, seconds);
+                ReleaseMoved(slot);
+                TakeInbox(slot); // the donor moves only samples its instance holds
+                if (Options.Reallocate) Rebalance(slot);
+                slot.CachedWork = PredictedWork(slot);
+            }
+            Finish();
+            return fault is null;
         }
     }
 
@@ -318,15 +340,21 @@ public sealed class GenerationCluster : IDisposable
     {
         if (copied)
         {
-            _migrations++;
-            _bytesMoved += m.Move.Snapshot.Bytes;
-            _copySeconds += seconds;
-            _copyBytesMeasured += m.Move.Snapshot.Bytes;
-            _copySecondsMeasured += seconds;
+            CountCopy(m.Move.Snapshot.Bytes, seconds);
             if (m.From.Steps > m.FromSteps || m.From.State == SlotState.Stepping) _overlapped++;
         }
         else _recomputes++;
         QueueRelease(m.From, m.Move.Sample.SampleId);
+    }
+
+    /// <summary>Counts a migration by KV copy; its bytes and seconds also refine the measured copy rate.</summary>
+    private void CountCopy(long bytes, double seconds)
+    {
+        _migrations++;
+        _bytesMoved += bytes;
+        _copySeconds += seconds;
+        _copyBytesMeasured += bytes;
+        _copySecondsMeasured += seconds;
     }
 
     /// <summary>Frees a moved-out sample's KV on its donor: now if the donor is not stepping, else at its next boundary.</summary>
@@ -461,12 +489,7 @@ public sealed class GenerationCluster : IDisposable
             var clock = Stopwatch.StartNew();
             if (donor.Instance.TryMoveWithKv(sampleId, receiver.Instance))
             {
-                double seconds = clock.Elapsed.TotalSeconds;
-                _migrations++;
-                _bytesMoved += bytes;
-                _copySeconds += seconds;
-                _copyBytesMeasured += bytes;
-                _copySecondsMeasured += seconds;
+                CountCopy(bytes, clock.Elapsed.TotalSeconds);
                 return;
             }
         }

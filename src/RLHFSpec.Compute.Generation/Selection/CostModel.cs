@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation.Selection;
 
@@ -11,7 +12,7 @@ namespace RLHFSpec.Compute.Generation.Selection;
 /// reproduced (<c>--cost-profile FILE</c>). Everything else a step costs (choosing, the verify kernel, committing
 /// KV and tokens) is the measured step overhead, a curve over the step's verified tokens learnt from the steps run.
 /// </summary>
-public sealed class CostModel
+public sealed class CostModel : IDraftCostObserver
 {
     private double _pairSxx, _pairSxy; // least squares of (seconds − curve) on attended pairs, with forgetting
     private readonly Dictionary<(string Class, int Bucket), (double Actual, double Predicted, double Weight)> _timeRatio = new();
@@ -70,7 +71,7 @@ public sealed class CostModel
     /// Seconds to draft <paramref name="strategy"/> for <paramref name="samples"/> samples: a draft-model chain of k is
     /// k sequential forwards over the batch; a draft-model tree of depth D, top-k K and budget B is one forward over the
     /// batch (the root's children), then for each depth d = 2..D one forward over the expanded part of every sample's
-    /// tree so far — at most K nodes per depth and B in all, fed again each depth (see <see cref="Proposers.DraftModelProposer"/>);
+    /// tree so far — at most K nodes per depth and B in all, fed again each depth (see <see cref="DraftModelProposer"/>);
     /// the suffix proposer costs its measured time per sample.
     /// </summary>
     public double DraftSeconds(Strategy strategy, int samples)

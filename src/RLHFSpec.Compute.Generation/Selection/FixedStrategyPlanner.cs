@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Drafting;
 namespace RLHFSpec.Compute.Generation.Selection;
 
 /// <summary>The same strategy every step; each sample drafts its depth, or fewer when fewer tokens are left to generate.</summary>

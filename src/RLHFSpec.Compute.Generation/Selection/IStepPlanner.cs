@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Drafting;
 namespace RLHFSpec.Compute.Generation.Selection;
 
 /// <summary>

@@ -1,6 +1,7 @@
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Tests.Statistics;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Engine;
 

@@ -2,6 +2,7 @@ using RLHFSpec.Compute.Generation.Cluster;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Generation.Simulation;
 using RLHFSpec.Compute.Model.Tasks;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Generation;
 

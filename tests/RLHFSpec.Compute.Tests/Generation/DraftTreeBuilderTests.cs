@@ -1,7 +1,6 @@
 using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Generation;
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Tests.Statistics;
 

@@ -2,10 +2,10 @@ using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Generation;
 using RLHFSpec.Compute.Generation.Cluster;
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Tests.Statistics;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Generation;
 

@@ -327,4 +327,25 @@ public class CheckpointTests
             Assert.That(e!.Message, Does.Contain(policy.Folder).And.Contain(draft.Folder).And.Contain("vocabularies differ"));
         }
     }
+    [Test]
+    public void Generation_models_load_a_compatible_draft_and_refuse_an_incompatible_one()
+    {
+        string policyDir = SavedTiny("gm-policy");
+        int vocab;
+        using (var p = Checkpoint.Load(policyDir)) vocab = p.Config.VocabSize;
+        var (_, _, tok) = Tiny();
+        var draftConfig = TinyConfig("llama", vocab, tied: true) with { NumHiddenLayers = 1 };
+        Checkpoint.Save(_folder.File("gm-draft"), draftConfig, RandomWeights(draftConfig, 3), tok);
+        using (var models = RLHFSpec.Compute.Model.Transformer.GenerationModels.Load(policyDir, _folder.File("gm-draft")))
+        {
+            Assert.That(models.Draft, Is.Not.Null);
+            using var backend = RLHFSpec.Compute.Engine.Devices.Open("cpu");
+            using var pair = models.Open(backend, new RLHFSpec.Compute.Model.Transformer.TransformerOptions { KvMemoryBudgetBytes = 4L << 20 });
+            Assert.That((pair.Policy.Weights, pair.Draft?.Weights), Is.EqualTo((models.Policy, models.Draft)));
+        }
+        var bigger = TinyConfig("llama", vocab + 1, tied: true);
+        Checkpoint.Save(_folder.File("gm-bad"), bigger, RandomWeights(bigger, 4), tok);
+        var e = Assert.Throws<InvalidDataException>(() => RLHFSpec.Compute.Model.Transformer.GenerationModels.Load(policyDir, _folder.File("gm-bad")));
+        Assert.That(e!.Message, Does.Contain("'vocab_size'"));
+    }
 }

@@ -7,6 +7,7 @@ using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Tests.Cli;
 using RLHFSpec.Compute.Tests.Transformer;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Model;
 

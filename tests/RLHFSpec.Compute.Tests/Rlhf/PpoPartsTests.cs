@@ -263,7 +263,7 @@ public sealed class PpoPartsTests
     [Test]
     public void Ppo_config_keys_are_validated_with_the_key_and_value()
     {
-        var c = new RlhfConfig { Algorithm = "ppo" };
+        var c = new RlhfConfig { Algorithm = RlhfAlgorithm.Ppo };
         c.Validate();
         Assert.That((c.Gamma, c.GaeLambda, c.ValueClip, c.ValueCoef, c.EntropyCoef, c.Critic), Is.EqualTo((1.0, 0.95, 0.2, 0.5, 0.0, (string?)null)));
         Assert.That(c.With("--gae-lambda", "0.9").With("--critic-learning-rate", "2e-4").With("--critic", "some/folder"),

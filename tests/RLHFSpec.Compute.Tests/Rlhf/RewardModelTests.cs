@@ -1,3 +1,4 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.Text.Json;
 using RLHFSpec.Compute.Model.Formats;
 using RLHFSpec.Compute.Model.Onnx;
@@ -8,6 +9,7 @@ using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Rlhf;
 using RLHFSpec.Compute.Tests.Model;
 using static RLHFSpec.Compute.Tests.Model.OnnxTestHelpers;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Rlhf;
 
@@ -142,7 +144,7 @@ public sealed class RewardModelTests
         var config = new RlhfConfig
         {
             Reward = "model:" + rewardFolder, Iterations = 1, PromptsPerIteration = 3, SamplesPerPrompt = 3, MaxNewTokens = 40, MinibatchSize = 4,
-            Speculation = "off", DraftRefresh = false, CheckpointEvery = 1, Device = "cpu", Threads = 1, KvMemoryMiB = 16, Seed = 3,
+            Speculation = StrategyMode.Off, DraftRefresh = false, CheckpointEvery = 1, Device = "cpu", Threads = 1, KvMemoryMiB = 16, Seed = 3,
         };
         using var run = new FormatsTestFolder();
         double mean, accuracy;

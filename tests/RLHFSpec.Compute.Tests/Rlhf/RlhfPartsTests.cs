@@ -1,9 +1,11 @@
+using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Model.Onnx;
 using RLHFSpec.Compute.Model.Training;
 using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Rlhf;
 using RLHFSpec.Compute.Tests.Model;
 using static RLHFSpec.Compute.Tests.Model.OnnxTestHelpers;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Rlhf;
 
@@ -99,13 +101,19 @@ public sealed class RlhfPartsTests
         Assert.That(Assert.Throws<InvalidDataException>(() => RlhfConfig.Load(path))!.Message, Does.Contain("iterations"));
         File.WriteAllText(path, """{"iterations": 3, "speculation": "off", "learning_rate": 1e-4}""");
         var c = RlhfConfig.Load(path);
-        Assert.That((c.Iterations, c.Speculation, c.LearningRate), Is.EqualTo((3, "off", 1e-4)));
+        Assert.That((c.Iterations, c.Speculation, c.LearningRate), Is.EqualTo((3, StrategyMode.Off, 1e-4)));
         Assert.That(c.With("--samples-per-prompt", "6").SamplesPerPrompt, Is.EqualTo(6));
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--samples-per-prompt", "six"))!.Message, Does.Contain("samples-per-prompt"));
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--bogus", "1"))!.Message, Does.Contain("unknown setting"));
         Assert.That(Assert.Throws<ArgumentException>(() => (c with { MinibatchSize = -2 }).Validate())!.Message, Does.Contain("minibatch_size: -2"));
-        Assert.That(Assert.Throws<ArgumentException>(() => (c with { Speculation = "chian:3" }).Validate())!.Message, Does.Contain("speculation"));
-        Assert.That(Assert.Throws<ArgumentException>(() => (c with { Algorithm = "dpo" }).Validate())!.Message, Does.Contain("algorithm"));
+        Assert.That(Assert.Throws<ArgumentException>(() => c.With("--speculation", "chian:3"))!.Message, Does.Contain("speculation"));
+        Assert.That(Assert.Throws<ArgumentException>(() => c.With("--algorithm", "dpo"))!.Message, Does.Contain("algorithm: 'dpo' is not one of grpo, ppo"));
+        Assert.That(Assert.Throws<ArgumentException>(() => c.With("--reallocate", "yes"))!.Message, Does.Contain("reallocate: 'yes' is not one of on, off"));
+        Assert.That(c.With("--algorithm", "ppo").With("--reallocate", "on").With("--speculation", "chain:4"),
+            Is.EqualTo(c with { Algorithm = RlhfAlgorithm.Ppo, Reallocate = true, Speculation = StrategyMode.Parse("chain:4") }));
+        File.WriteAllText(path, """{"algorithm": "dpo"}""");
+        Assert.That(Assert.Throws<ArgumentException>(() => RlhfConfig.Load(path))!.Message, Does.Contain("algorithm: 'dpo' is not one of grpo, ppo"));
+        Assert.That(c.ToJson(), Does.Contain("\"speculation\": \"off\"").And.Contain("\"algorithm\": \"grpo\"").And.Contain("\"reallocate\": \"off\""));
         var round = folder.File("r.json");
         File.WriteAllText(round, c.ToJson());
         Assert.That(RlhfConfig.Load(round), Is.EqualTo(c));

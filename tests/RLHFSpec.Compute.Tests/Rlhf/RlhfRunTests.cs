@@ -1,7 +1,9 @@
+using RLHFSpec.Compute.Generation.Selection;
 using System.Text.Json;
 using RLHFSpec.Compute.Model.Pretraining;
 using RLHFSpec.Compute.Rlhf;
 using RLHFSpec.Compute.Tests.Model;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Rlhf;
 
@@ -59,7 +61,7 @@ public sealed class RlhfRunTests
     private RlhfConfig Small(int iterations) => new()
     {
         Prompts = _prompts, Iterations = iterations, PromptsPerIteration = 8, SamplesPerPrompt = 8, MaxNewTokens = 24,
-        MinibatchSize = 32, LearningRate = 1e-3, KlBeta = 0.05, Speculation = "off", CheckpointEvery = 1, Device = "cpu", Threads = 1,
+        MinibatchSize = 32, LearningRate = 1e-3, KlBeta = 0.05, Speculation = StrategyMode.Off, CheckpointEvery = 1, Device = "cpu", Threads = 1,
         KvMemoryMiB = 16, DraftRefreshSteps = 2, Seed = 5,
     };
 
@@ -74,7 +76,7 @@ public sealed class RlhfRunTests
         using var run = new FormatsTestFolder();
         // The small policy cannot add yet (exact accuracy ≈ 0, so the task reward has no signal); the rule reward
         // "a well-formed worked answer" is partly met by it, so GRPO has room to improve it.
-        using var trainer = new RlhfTrainer(Small(12) with { Speculation = "adaptive", Reward = Grammar }, run.Path, Policy, DraftFolder);
+        using var trainer = new RlhfTrainer(Small(12) with { Speculation = StrategyMode.Adaptive, Reward = Grammar }, run.Path, Policy, DraftFolder);
         var metrics = trainer.Run();
         double first = metrics.Take(3).Average(m => m.RewardMean), last = metrics.TakeLast(3).Average(m => m.RewardMean);
         TestContext.Out.WriteLine(string.Join("\n", metrics.Select(m => $"iter {m.Iteration}: reward {m.RewardMean:F3} kl {m.Kl:F4} accepted/step {m.MeanAcceptedPerStep:F2} draft acc {m.DraftAcceptanceBefore:F3}->{m.DraftAcceptanceAfter:F3}")));
@@ -118,7 +120,7 @@ public sealed class RlhfRunTests
 
     private RlhfConfig Ppo(int iterations, int seed = 5) => Small(iterations) with
     {
-        Algorithm = "ppo", Reward = Grammar, Seed = seed, EntropyCoef = 0.001,
+        Algorithm = RlhfAlgorithm.Ppo, Reward = Grammar, Seed = seed, EntropyCoef = 0.001,
     };
 
     [Test]
@@ -267,7 +269,7 @@ public sealed class RlhfRunTests
         (int[][] Tokens, IterationMetrics Metrics) RunWith(string speculation)
         {
             using var run = new FormatsTestFolder();
-            using var trainer = new RlhfTrainer(Small(1) with { Temperature = 0, Speculation = speculation }, run.Path, Policy, DraftFolder);
+            using var trainer = new RlhfTrainer(Small(1) with { Temperature = 0, Speculation = StrategyMode.Parse(speculation) }, run.Path, Policy, DraftFolder);
             var m = trainer.Run()[0];
             return (trainer.LastRollouts.Select(r => r.Tokens).ToArray(), m);
         }
@@ -283,23 +285,23 @@ public sealed class RlhfRunTests
     [Test]
     public void Two_instances_with_reallocation_give_the_rollouts_of_one_at_temperature_zero()
     {
-        (int[][] Tokens, IterationMetrics Metrics) RunWith(int instances, string reallocate)
+        (int[][] Tokens, IterationMetrics Metrics) RunWith(int instances, bool reallocate)
         {
             using var run = new FormatsTestFolder();
-            using var trainer = new RlhfTrainer(Small(1) with { Temperature = 0, Speculation = "adaptive", Instances = instances, Reallocate = reallocate },
+            using var trainer = new RlhfTrainer(Small(1) with { Temperature = 0, Speculation = StrategyMode.Adaptive, Instances = instances, Reallocate = reallocate },
                 run.Path, Policy, DraftFolder);
             var m = trainer.Run()[0];
             return (trainer.LastRollouts.Select(r => r.Tokens).ToArray(), m);
         }
-        var one = RunWith(1, "off");
-        var two = RunWith(2, "on");
+        var one = RunWith(1, false);
+        var two = RunWith(2, true);
         Assert.That(two.Tokens, Is.EqualTo(one.Tokens), "the first iteration's rollouts, in request order");
         Assert.That(two.Metrics.RewardMean, Is.EqualTo(one.Metrics.RewardMean));
         Assert.That(one.Metrics.Migrations, Is.EqualTo(0));
         TestContext.Out.WriteLine($"2 instances: {two.Metrics.Migrations} samples moved; generation {two.Metrics.Seconds["generation"]:F2} s vs {one.Metrics.Seconds["generation"]:F2} s");
 
         using var bad = new FormatsTestFolder();
-        var error = Assert.Throws<ArgumentException>(() => new RlhfTrainer(Small(1) with { Reallocate = "on" }, bad.Path, Policy, DraftFolder));
+        var error = Assert.Throws<ArgumentException>(() => new RlhfTrainer(Small(1) with { Reallocate = true }, bad.Path, Policy, DraftFolder));
         Assert.That(error!.Message, Does.Contain("instances"));
     }
 
@@ -321,7 +323,7 @@ public sealed class RlhfRunTests
     {
         // Suffix drafts at temperature 1: a sampled token depends on the draft it was verified against, so an evaluation
         // that fed the rollouts' suffix index (or consumed their random numbers) would change the rollouts.
-        var config = Small(3) with { Speculation = "suffix:4", Reward = Grammar, EvalPrompts = _evalPrompts };
+        var config = Small(3) with { Speculation = StrategyMode.Parse("suffix:4"), Reward = Grammar, EvalPrompts = _evalPrompts };
         using var onFolder = new FormatsTestFolder();
         using var offFolder = new FormatsTestFolder();
         using var on = new RlhfTrainer(config with { EvalEvery = 1 }, onFolder.Path, Policy, DraftFolder);

@@ -5,6 +5,7 @@ using RLHFSpec.Compute.Model.Pretraining;
 using RLHFSpec.Compute.Model.Tasks;
 using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Tests.Model;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Transformer;
 

@@ -4,6 +4,7 @@ using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Tests.Model;
 using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Transformer;
 

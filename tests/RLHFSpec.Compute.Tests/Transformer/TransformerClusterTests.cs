@@ -3,11 +3,11 @@ using RLHFSpec.Compute.Engine.Cpu;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Generation;
 using RLHFSpec.Compute.Generation.Cluster;
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Model.Transformer;
 using RLHFSpec.Compute.Tests.Generation;
 using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Transformer;
 

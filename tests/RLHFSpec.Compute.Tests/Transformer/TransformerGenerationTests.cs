@@ -1,10 +1,10 @@
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Generation;
-using RLHFSpec.Compute.Generation.Proposers;
 using RLHFSpec.Compute.Generation.Selection;
 using RLHFSpec.Compute.Model.Transformer;
 using static RLHFSpec.Compute.Tests.Transformer.TransformerTestModels;
+using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Tests.Transformer;
 

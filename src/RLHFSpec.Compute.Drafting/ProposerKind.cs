@@ -1,4 +1,4 @@
-namespace RLHFSpec.Compute.Generation.Selection;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>Who drafts: nobody, the small draft model, or the model-free suffix tree.</summary>
 public enum ProposerKind { None, DraftModel, Suffix }

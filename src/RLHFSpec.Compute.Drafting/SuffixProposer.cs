@@ -1,7 +1,5 @@
-using RLHFSpec.Compute.Drafting;
-using RLHFSpec.Compute.Generation.Selection;
 
-namespace RLHFSpec.Compute.Generation.Proposers;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>
 /// The model-free proposer: one <see cref="SuffixIndex"/> per distinct prompt, holding the prompt, every sample's
@@ -20,10 +18,10 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
     /// <summary>Distinct prompts indexed so far.</summary>
     public int Prompts => _indexes.Count;
 
-    public void Admit(SampleState sample)
+    public void Admit(ISampleView sample)
     {
         if (_samples.ContainsKey(sample.SampleId)) return; // re-admitted after preemption: its sequence is intact
-        var key = new PromptKey(sample.Request.Prompt);
+        var key = new PromptKey(sample.Prompt.ToArray());
         if (!_indexes.TryGetValue(key, out var index)) _indexes[key] = index = new SuffixIndex(maxDepth);
         int sequence = index.BeginSequence(sample.Tokens.ToArray());
         _samples[sample.SampleId] = (index, sequence);
@@ -34,21 +32,21 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
     /// Indexes a response generated elsewhere (another instance of a cluster) so later drafts for the same prompt can
     /// use it; a sample this proposer admitted itself is skipped (it is indexed already, up to where it moved away).
     /// </summary>
-    public void Remember(GenerationResult result)
+    public void Remember(long sampleId, int[] prompt, ReadOnlySpan<int> response)
     {
-        ArgumentNullException.ThrowIfNull(result);
-        if (_admitted.Remove(result.Request.SampleId)) return;
-        var key = new PromptKey(result.Request.Prompt);
+        ArgumentNullException.ThrowIfNull(prompt);
+        if (_admitted.Remove(sampleId)) return;
+        var key = new PromptKey(prompt);
         if (!_indexes.TryGetValue(key, out var index)) _indexes[key] = index = new SuffixIndex(maxDepth);
-        index.BeginSequence([.. result.Request.Prompt, .. result.Tokens]);
+        index.BeginSequence([.. prompt, .. response]);
     }
 
-    public void Append(SampleState sample, ReadOnlySpan<int> tokens)
+    public void Append(ISampleView sample, ReadOnlySpan<int> tokens)
     {
         if (_samples.TryGetValue(sample.SampleId, out var s)) s.Index.Append(s.Sequence, tokens);
     }
 
-    public DraftTree[] Propose(IReadOnlyList<SampleState> samples, Strategy strategy, IReadOnlyList<int> depths)
+    public DraftTree[] Propose(IReadOnlyList<ISampleView> samples, Strategy strategy, IReadOnlyList<int> depths)
     {
         var trees = new DraftTree[samples.Count];
         for (int i = 0; i < samples.Count; i++)
@@ -58,7 +56,7 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
                 trees[i] = new DraftTree(Engine.Kernels.DraftKind.Deterministic);
                 continue;
             }
-            var context = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(samples[i].Tokens);
+            var context = samples[i].Tokens;
             trees[i] = strategy.Shape == DraftShape.Tree
                 ? SuffixDrafts.Tree(s.Index, context, depths[i], strategy.TopK, strategy.Budget)
                 : SuffixDrafts.Chain(s.Index, context, depths[i]);
@@ -66,14 +64,14 @@ public sealed class SuffixProposer(int maxDepth = 24) : IProposer
         return trees;
     }
 
-    public void Accepted(SampleState sample, DraftTree draft, ReadOnlySpan<int> acceptedNodes) { }
+    public void Accepted(ISampleView sample, DraftTree draft, ReadOnlySpan<int> acceptedNodes) { }
 
     /// <summary>A finished sample's response stays indexed for its siblings and later iterations.</summary>
-    public void Release(SampleState sample)
+    public void Release(ISampleView sample)
     {
-        if (sample.Finished is not null) _samples.Remove(sample.SampleId);
+        if (sample.IsFinished) _samples.Remove(sample.SampleId);
     }
 
     /// <summary>A sample that moved away: its response so far stays indexed for its siblings here, but it no longer grows.</summary>
-    public void MigratedOut(SampleState sample) => _samples.Remove(sample.SampleId);
+    public void MigratedOut(ISampleView sample) => _samples.Remove(sample.SampleId);
 }

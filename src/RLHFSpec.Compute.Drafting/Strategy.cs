@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace RLHFSpec.Compute.Generation.Selection;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>
 /// What one step drafts for a sample, as a value. Strings (the CLI's <c>--strategy</c>): <c>off</c>;

@@ -1,7 +1,7 @@
-namespace RLHFSpec.Compute.Generation;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>A prompt's tokens as a dictionary key (by content): what the suffix index and the length predictor key on.</summary>
-internal sealed class PromptKey(int[] prompt) : IEquatable<PromptKey>
+public sealed class PromptKey(int[] prompt) : IEquatable<PromptKey>
 {
     private readonly int[] _prompt = prompt;
     private readonly int _hash = ComputeHash(prompt);

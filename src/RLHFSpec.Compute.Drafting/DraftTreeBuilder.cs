@@ -1,7 +1,6 @@
-using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine.Kernels;
 
-namespace RLHFSpec.Compute.Generation.Proposers;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>
 /// One sample's dynamic draft tree (EAGLE-2), grown level by level from the draft model's logits. Every candidate

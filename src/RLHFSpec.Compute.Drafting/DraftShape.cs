@@ -1,4 +1,4 @@
-namespace RLHFSpec.Compute.Generation.Selection;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>What a strategy drafts: nothing, a chain, or a tree.</summary>
 public enum DraftShape { Off, Chain, Tree }

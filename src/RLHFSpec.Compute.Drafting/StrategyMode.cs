@@ -1,4 +1,4 @@
-namespace RLHFSpec.Compute.Generation.Selection;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>
 /// How steps pick their strategy: adaptively (<see cref="StrategySelector"/>), or one fixed <see cref="Strategy"/>
@@ -17,7 +17,13 @@ public readonly record struct StrategyMode
 
     public static StrategyMode Of(Strategy strategy) => new(false, strategy);
 
+    /// <summary>No speculation: every step is <see cref="Strategy.Off"/>.</summary>
+    public static StrategyMode Off { get; } = new(false, Strategy.Off);
+
     public bool IsAdaptive { get; }
+
+    /// <summary>True for the fixed strategy <c>off</c>: no step drafts, so no draft model is needed.</summary>
+    public bool IsOff => !IsAdaptive && Fixed.IsOff;
 
     /// <summary>The strategy of every step when not adaptive (<see cref="Strategy.Off"/> when adaptive).</summary>
     public Strategy Fixed { get; }

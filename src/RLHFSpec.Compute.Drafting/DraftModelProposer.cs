@@ -1,12 +1,10 @@
 using System.Diagnostics;
 using RLHFSpec.Compute.Model;
-using RLHFSpec.Compute.Drafting;
 using RLHFSpec.Compute.Engine;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Engine.Random;
-using RLHFSpec.Compute.Generation.Selection;
 
-namespace RLHFSpec.Compute.Generation.Proposers;
+namespace RLHFSpec.Compute.Drafting;
 
 /// <summary>
 /// The draft-model proposer: its own model and KV cache, kept in step with the sample incrementally — each step it
@@ -22,9 +20,9 @@ namespace RLHFSpec.Compute.Generation.Proposers;
 /// tentative tokens and feeds the expanded part of the tree again in one forward (at most BUDGET tokens of a
 /// small model); what stays tentative after drafting is the last depth's feed.</item>
 /// </list>
-/// With a <see cref="CostModel"/>, every draft forward's measured time refines its draft curve.
+/// With a cost observer (the selector's cost model), every draft forward's measured time refines its draft curve.
 /// </summary>
-public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = null) : IProposer, IDisposable
+public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? cost = null) : IProposer, IDisposable
 {
     private DeviceBuffer<float>? _logits;
 
@@ -35,11 +33,11 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
 
     public ITargetModel Model => draft;
 
-    public void Admit(SampleState sample) { }
+    public void Admit(ISampleView sample) { }
 
-    public void Append(SampleState sample, ReadOnlySpan<int> tokens) { }
+    public void Append(ISampleView sample, ReadOnlySpan<int> tokens) { }
 
-    public DraftTree[] Propose(IReadOnlyList<SampleState> samples, Strategy strategy, IReadOnlyList<int> depths)
+    public DraftTree[] Propose(IReadOnlyList<ISampleView> samples, Strategy strategy, IReadOnlyList<int> depths)
     {
         int vocab = draft.VocabSize, n = samples.Count;
         bool tree = strategy.Shape == DraftShape.Tree;
@@ -57,7 +55,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
         {
             if (depth[i] == 0) continue;
             int seen = draft.CommittedLength(samples[i].SampleId);
-            int catchUp = samples[i].Tokens.Count - seen;
+            int catchUp = samples[i].Tokens.Length - seen;
             // Room for the catch-up now; the drafted tokens reserve after it is committed (a commit frees reservations).
             if (catchUp < 1 || !draft.TryReserve(samples[i].SampleId, catchUp)) { depth[i] = 0; continue; }
             active.Add(i);
@@ -71,7 +69,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
         {
             var s = samples[i];
             int seen = draft.CommittedLength(s.SampleId);
-            for (int t = seen; t < s.Tokens.Count; t++)
+            for (int t = seen; t < s.Tokens.Length; t++)
             {
                 tokens.Add(s.Tokens[t]);
                 parents.Add(t == seen ? -1 : t - seen - 1);
@@ -83,7 +81,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
         foreach (int i in active)
         {
             var s = samples[i];
-            int caughtUp = s.Tokens.Count - draft.CommittedLength(s.SampleId);
+            int caughtUp = s.Tokens.Length - draft.CommittedLength(s.SampleId);
             draft.Commit(s.SampleId, Enumerable.Range(0, caughtUp).ToArray());
         }
         if (tree) DraftTrees(samples, strategy, depth, active, root, trees);
@@ -92,7 +90,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
     }
 
     /// <summary>Chains: sample x_j from q at depth j, feed it while more follow; row k of the root logits belongs to active[k].</summary>
-    private void DraftChains(IReadOnlyList<SampleState> samples, int[] depth, List<int> active, DraftTree[] trees)
+    private void DraftChains(IReadOnlyList<ISampleView> samples, int[] depth, List<int> active, DraftTree[] trees)
     {
         int vocab = draft.VocabSize;
         foreach (int i in active)
@@ -112,10 +110,10 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
             {
                 // Keyed by the sample as the verifier is: samples sharing a request's settings must not share draws,
                 // or each would see the same draft and the batch's outputs would be correlated.
-                var p = samples[i].Request.Sampling;
+                var p = samples[i].Sampling;
                 p.SampleId = (uint)samples[i].SampleId;
                 p.Stream = RngStreams.Draft;
-                p.Position = samples[i].NextPosition + j - 1;
+                p.Position = samples[i].Tokens.Length + j - 1;
                 return p;
             }).ToArray();
             // The sample kernel reads rows in order; gather this depth's rows from the last forward's logits.
@@ -157,7 +155,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
     /// rows give the next children. Afterwards the draft cache holds the last feed as tentative tokens, and
     /// <see cref="_treeFeeds"/> maps the tree's nodes to them for <see cref="Accepted"/>.
     /// </summary>
-    private void DraftTrees(IReadOnlyList<SampleState> samples, Strategy strategy, int[] depth, List<int> active, DeviceBuffer<float> root, DraftTree[] trees)
+    private void DraftTrees(IReadOnlyList<ISampleView> samples, Strategy strategy, int[] depth, List<int> active, DeviceBuffer<float> root, DraftTree[] trees)
     {
         int vocab = draft.VocabSize;
         var row = new float[vocab];
@@ -166,7 +164,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
         for (int k = 0; k < active.Count; k++)
         {
             int i = active[k];
-            var b = builders[i] = new DraftTreeBuilder(strategy.TopK, strategy.Budget, Math.Min(depth[i], strategy.Depth), samples[i].Request.Sampling);
+            var b = builders[i] = new DraftTreeBuilder(strategy.TopK, strategy.Budget, Math.Min(depth[i], strategy.Depth), samples[i].Sampling);
             root.Read(row, (long)k * vocab);
             b.Expand(-1, row);
         }
@@ -259,7 +257,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
         return _logits;
     }
 
-    public void Accepted(SampleState sample, DraftTree tree, ReadOnlySpan<int> acceptedNodes)
+    public void Accepted(ISampleView sample, DraftTree tree, ReadOnlySpan<int> acceptedNodes)
     {
         if (_treeFeeds.Remove(sample.SampleId, out var tentative))
         {
@@ -279,7 +277,7 @@ public sealed class DraftModelProposer(ITargetModel draft, CostModel? cost = nul
         draft.Commit(sample.SampleId, Enumerable.Range(0, kept).ToArray());
     }
 
-    public void Release(SampleState sample)
+    public void Release(ISampleView sample)
     {
         _treeFeeds.Remove(sample.SampleId);
         draft.Release(sample.SampleId);
