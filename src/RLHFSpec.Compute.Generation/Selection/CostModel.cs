@@ -162,28 +162,22 @@ public sealed class CostModel : IDraftCostObserver
     {
         lock (_timeRatioLock)
         {
-            // A class never run yet takes the ratio measured for off: most of what the curves miss is the target's
-            // forward, which every step runs. Left at 1 while off's steps measured slower than predicted, an untried
-            // class looked cheaper than off by that margin and was explored at a live batch of 256.
-            return Correction(TimeClass(strategy), BatchBucket(batch)) ?? Correction("off", BatchBucket(batch)) ?? 1;
-        }
-    }
-
-    /// <summary>The class's ratio at this bucket, else at the nearest measured bucket; null if the class has none.</summary>
-    private double? Correction(string cls, int bucket)
-    {
-        // Sizes next to each other share most of their unmodelled costs, so a new batch size does not start from the raw curves.
-        if (!_timeRatio.TryGetValue((cls, bucket), out var m) || m.Predicted <= 0)
-        {
-            double nearest = double.PositiveInfinity;
-            foreach (var ((c, b), v) in _timeRatio)
+            // This bucket's ratio; where it has none yet, the nearest measured bucket's (sizes next to each other
+            // share most of their unmodelled costs), so a new batch size does not start from the raw curves.
+            string cls = TimeClass(strategy);
+            int bucket = BatchBucket(batch);
+            if (!_timeRatio.TryGetValue((cls, bucket), out var m) || m.Predicted <= 0)
             {
-                double distance = Math.Abs(Math.Log2(b) - Math.Log2(bucket));
-                if (c == cls && v.Predicted > 0 && (distance < nearest || (distance == nearest && b < bucket))) { nearest = distance; m = v; }
+                double nearest = double.PositiveInfinity;
+                foreach (var ((c, b), v) in _timeRatio)
+                {
+                    double distance = Math.Abs(Math.Log2(b) - Math.Log2(bucket));
+                    if (c == cls && v.Predicted > 0 && (distance < nearest || (distance == nearest && b < bucket))) { nearest = distance; m = v; }
+                }
+                if (double.IsPositiveInfinity(nearest)) return 1;
             }
-            if (double.IsPositiveInfinity(nearest)) return null;
+            return (m.Weight * (m.Actual / m.Predicted) + RatioPrior) / (m.Weight + RatioPrior);
         }
-        return (m.Weight * (m.Actual / m.Predicted) + RatioPrior) / (m.Weight + RatioPrior);
     }
 
     private sealed record CurveJson(

@@ -235,23 +235,6 @@ public class SelectionTests
         finally { dir.Delete(recursive: true); }
     }
 
-    [Test]
-    public void AClassNeverRunTakesTheCorrectionMeasuredForOff()
-    {
-        var cost = new CostModel("synthetic");
-        var suffix = Strategy.Parse("suffix:4");
-        Assert.That(cost.TimeCorrection(suffix, 256), Is.EqualTo(1), "nothing measured at all");
-        // Off's steps at a live batch of 256 take 3x what the curves say; an untried class must not look 3x cheaper.
-        for (int k = 0; k < 30; k++) cost.ObserveStepTime(Strategy.Off, 256, 0.1, 0.3);
-        double off = cost.TimeCorrection(Strategy.Off, 256);
-        Assert.That(off, Is.InRange(2.5, 3.0));
-        Assert.That(cost.TimeCorrection(suffix, 256), Is.EqualTo(off));
-        Assert.That(cost.TimeCorrection(Strategy.Parse("chain:3"), 200), Is.EqualTo(off), "any untried class, in that bucket");
-        // Once the class has run, its own measurements rule.
-        for (int k = 0; k < 30; k++) cost.ObserveStepTime(suffix, 256, 0.1, 0.1);
-        Assert.That(cost.TimeCorrection(suffix, 256), Is.EqualTo(1).Within(0.01));
-    }
-
     private static (CostModel, AcceptanceEstimator) Workload(double acceptance)
     {
         var cost = new CostModel("synthetic");
