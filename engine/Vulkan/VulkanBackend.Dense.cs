@@ -27,6 +27,9 @@ public sealed partial class VulkanBackend
     /// </summary>
     public const int MatVecMaxTokens = 32;
 
+    /// <summary>Weight rows per matvec workgroup (its shared array holds at most 4).</summary>
+    private const int MatVecRows = 4;
+
     [StructLayout(LayoutKind.Sequential)]
     private struct ProjectPush { public uint Tokens, InDim, Rows, RowBase, XStride, YStride, YCol, WShift, Flags, Pad0, Pad1, Pad2; }
 
@@ -93,7 +96,7 @@ public sealed partial class VulkanBackend
         if (path == MatMulPath.CooperativeMatrix)
             throw new ComputeException("the cooperative-matrix projection has no shader yet; use MatMulPath.Tiled");
         var shader = path == MatMulPath.MatVec ? MatVecShader : MatMulShader;
-        Span<int> constants = [path == MatMulPath.MatVec ? MatVecWorkgroupSize(inDim) : 256, half ? 1 : 0];
+        Span<int> constants = [path == MatMulPath.MatVec ? MatVecWorkgroupSize(inDim) : 256, half ? 1 : 0, MatVecRows];
 
         long elementBytes = Unsafe.SizeOf<TW>();
         long rowBytes = inDim * elementBytes;
@@ -115,7 +118,7 @@ public sealed partial class VulkanBackend
             Span<Binding> bindings = [xBinding, wBinding, biasBinding, yBinding];
             if (path == MatMulPath.MatVec)
             {
-                var (gx, gy) = Grid(rows);
+                var (gx, gy) = Grid(Groups(rows, MatVecRows));
                 Dispatch(shader, bindings, push, gx, gy, constants: constants);
             }
             else Dispatch(shader, bindings, push, Groups(rows, 64), Groups(tokens, 64), constants: constants);
