@@ -9,6 +9,9 @@ namespace RLHFSpec.Compute.Engine;
 /// <param name="Limits">Limits read from the device.</param>
 public sealed record DeviceInfo(string Id, string Name, DeviceKind Kind, string Type, string Driver, DeviceLimits Limits)
 {
+    /// <summary>The device offers VK_KHR_cooperative_matrix (matrix units: tensor cores, XMX, WMMA), read from its extension list.</summary>
+    public bool CooperativeMatrix { get; init; }
+
     /// <summary>True for a hardware GPU (not lavapipe, not the host backend).</summary>
     public bool IsGpu => Kind == DeviceKind.Vulkan && Type is "discrete-gpu" or "integrated-gpu" or "virtual-gpu";
 }

@@ -144,7 +144,23 @@ internal sealed unsafe class VulkanDevice : IDisposable
             MaxWorkgroupInvocations: (int)l.MaxComputeWorkGroupInvocations,
             MaxWorkgroupCountX: (int)Math.Min(int.MaxValue, l.MaxComputeWorkGroupCount[0]),
             DeviceMemoryBytes: largestHeap);
-        return new DeviceInfo($"vulkan:{index}", name, DeviceKind.Vulkan, type, driver, limits);
+        return new DeviceInfo($"vulkan:{index}", name, DeviceKind.Vulkan, type, driver, limits) { CooperativeMatrix = HasExtension(vk, physical, "VK_KHR_cooperative_matrix") };
+    }
+
+    /// <summary>Whether the device lists extension <paramref name="extension"/> (features are read from the device, never inferred from its vendor).</summary>
+    private static bool HasExtension(Vk vk, PhysicalDevice physical, string extension)
+    {
+        uint count = 0;
+        vk.EnumerateDeviceExtensionProperties(physical, (byte*)null, &count, null);
+        if (count == 0) return false;
+        var properties = new ExtensionProperties[count];
+        fixed (ExtensionProperties* p = properties) vk.EnumerateDeviceExtensionProperties(physical, (byte*)null, &count, p);
+        for (int i = 0; i < properties.Length; i++)
+        {
+            var property = properties[i];
+            if (SilkMarshal.PtrToString((nint)property.ExtensionName) == extension) return true;
+        }
+        return false;
     }
 
     // ---- memory ----

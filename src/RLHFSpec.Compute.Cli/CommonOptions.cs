@@ -28,7 +28,7 @@ internal static class CommonOptions
 
     public static Option<string> Dense() => new("--dense")
     {
-        Description = "What runs the dense layers: auto (the managed SIMD kernels with --ep cpu, else ONNX Runtime) | onnx | managed",
+        Description = "What runs the dense layers: auto (the managed SIMD kernels with --ep cpu, else ONNX Runtime) | onnx | managed | vulkan (compute shaders on --device vulkan: the whole forward on the device)",
         DefaultValueFactory = _ => "auto",
     };
 
@@ -38,7 +38,8 @@ internal static class CommonOptions
         "auto" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Auto,
         "onnx" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Onnx,
         "managed" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Managed,
-        _ => throw new ArgumentException($"{option} '{value}': not one of auto, onnx, managed"),
+        "vulkan" => RLHFSpec.Compute.Model.Transformer.DenseExecutorKind.Vulkan,
+        _ => throw new ArgumentException($"{option} '{value}': not one of auto, onnx, managed, vulkan"),
     };
 
     public static Option<string?> Markdown() => new("--markdown") { Description = "Also write the tables as Markdown to this file" };

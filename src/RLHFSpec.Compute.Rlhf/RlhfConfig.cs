@@ -81,6 +81,8 @@ public sealed record RlhfConfig
     [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 5;
     [JsonPropertyName("device")] public string Device { get; init; } = "auto";
     [JsonPropertyName("ep")] public string Ep { get; init; } = "cpu";
+    /// <summary>What runs generation's dense layers: auto, onnx, managed, or vulkan (on the Vulkan device; its copy of the weights is refreshed each iteration).</summary>
+    [JsonPropertyName("dense")] public string Dense { get; init; } = "auto";
     [JsonPropertyName("threads")] public int Threads { get; init; }
     [JsonPropertyName("kv_memory_mib")] public int KvMemoryMiB { get; init; } = 256;
     [JsonPropertyName("max_batch")] public int MaxBatch { get; init; } = 128;
@@ -159,6 +161,16 @@ public sealed record RlhfConfig
         _ => throw new FormatException(),
     };
 
+    /// <summary>The executor <see cref="Dense"/> names.</summary>
+    public Model.Transformer.DenseExecutorKind DenseKind => Dense switch
+    {
+        "auto" => Model.Transformer.DenseExecutorKind.Auto,
+        "onnx" => Model.Transformer.DenseExecutorKind.Onnx,
+        "managed" => Model.Transformer.DenseExecutorKind.Managed,
+        "vulkan" => Model.Transformer.DenseExecutorKind.Vulkan,
+        _ => throw new ArgumentException($"dense: '{Dense}' is not one of auto, onnx, managed, vulkan"),
+    };
+
     public void Validate()
     {
         void Positive(int v, string key) { if (v < 1) throw new ArgumentException($"{key}: {v}, must be >= 1"); }
@@ -193,6 +205,7 @@ public sealed record RlhfConfig
         if (ModelSet is not null && !Model.Pretraining.DefaultModels.SetNames.Contains(ModelSet))
             throw new ArgumentException($"model_set: '{ModelSet}' is not one of {string.Join(", ", Model.Pretraining.DefaultModels.SetNames)}");
         if (ModelSet is not null && Policy is not null) throw new ArgumentException($"model_set {ModelSet} and policy: both name the policy; give one of them");
+        _ = DenseKind;
         RewardRule.Parse(Reward);
     }
 }

@@ -161,7 +161,7 @@ public sealed class RlhfTrainer : IDisposable
             _reference = TransformerWeights.Load(referenceSource);
 
             _backend = Devices.Open(config.Device);
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)config.KvMemoryMiB << 20, Session = session };
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)config.KvMemoryMiB << 20, Session = session, Dense = config.DenseKind };
             _policyModel = new TransformerModel(_policy, _backend, runtime);
             if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
             _generator = new Generator(_policyModel, config.Speculation.IsOff ? null : _draftModel,
@@ -497,6 +497,13 @@ public sealed class RlhfTrainer : IDisposable
             observer?.StageAdvanced(++done);
         }
         seconds["draft_refresh"] = clock.Elapsed.TotalSeconds;
+
+        // ---- 5. generation's copy of the weights (the Vulkan dense executor's device buffers; free for the others) ----
+        clock.Restart();
+        _policyModel.RefreshWeights();
+        _draftModel?.RefreshWeights();
+        _instances?.RefreshWeights();
+        seconds["weight_refresh"] = clock.Elapsed.TotalSeconds;
 
         var lengths = results.Select(r => (double)r.Tokens.Length).OrderBy(x => x).ToArray();
         double mean = rewards.Average();

@@ -24,6 +24,7 @@ internal static class BenchCommand
         bench.Subcommands.Add(TrainBench.Create());
         bench.Subcommands.Add(PeerBench.Create());
         bench.Subcommands.Add(AgreementBench.Create());
+        bench.Subcommands.Add(DenseBench.Create());
         return bench;
     }
 

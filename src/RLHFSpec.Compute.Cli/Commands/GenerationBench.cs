@@ -35,6 +35,7 @@ internal static class GenerationBench
         var device = CommonOptions.Device();
         var ep = CommonOptions.Ep();
         var threads = CommonOptions.Threads();
+        var dense = CommonOptions.Dense();
         var seed = new Option<ulong>("--seed") { Description = "Seed of prompts and sampling", DefaultValueFactory = _ => 0UL };
         var markdown = CommonOptions.Markdown();
         var plot = new Option<string?>("--plot") { Description = "PNG plot of tokens/s against the live batch size" };
@@ -44,19 +45,20 @@ internal static class GenerationBench
         var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
-            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, seed, markdown, plot, sweep, sweepTokens, sweepPlot,
+            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, dense, seed, markdown, plot, sweep, sweepTokens, sweepPlot,
         };
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew), r.GetValue(temperature),
             r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot),
-            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot), r.GetValue(set)));
+            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot), r.GetValue(set), r.GetValue(dense)!));
         return command;
     }
 
     private sealed record Row(string Strategy, GenerateOutcome Outcome);
 
     private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
-        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set)
+        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set, string denseName = "auto")
     {
+        var dense = CommonOptions.ParseDense(denseName);
         if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
         if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
         OptionChecks.Positive(("--sweep-tokens", sweepTokens));
@@ -82,7 +84,7 @@ internal static class GenerationBench
         var warmRequests = GenerationRequests.For(promptIds.Take(4).ToArray(), Math.Min(samplesPerPrompt, 4), Math.Min(maxNew, 32), temperature, 1f, seed + 1);
         foreach (var strategy in strategies)
         {
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
@@ -93,7 +95,7 @@ internal static class GenerationBench
         var rows = new List<Row>();
         foreach (var strategy in strategies)
         {
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
@@ -171,7 +173,7 @@ internal static class GenerationBench
             Rlhf.MetricsPlot.Save(plot, plotPath);
         }
         if (sweepSizes.Length > 0)
-            Sweep(strategies, models, backend, session, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
+            Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
     }
@@ -182,7 +184,7 @@ internal static class GenerationBench
     /// same requests; one generator per strategy across sizes (adaptive keeps its start-up profile).
     /// </summary>
     private static void Sweep(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend,
-        OnnxSessionOptions session, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
+        OnnxSessionOptions session, DenseExecutorKind dense, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
         ulong seed, StringBuilder md, string? plotPath)
     {
         // Each worked step is ≥ 6 characters ("a+b=c;"), so terms ≥ tokens / 6 + 2 keep every sample writing past the limit.
@@ -196,7 +198,7 @@ internal static class GenerationBench
         var taken = new string[strategies.Length, sizes.Length];
         for (int si = 0; si < strategies.Length; si++)
         {
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
+            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });

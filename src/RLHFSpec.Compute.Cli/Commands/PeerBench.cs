@@ -36,7 +36,7 @@ internal static class PeerBench
         var device = CommonOptions.Device();
         var dense = new Option<string[]>("--dense")
         {
-            Description = "Our dense-layer executors to time, each a row (auto | onnx | managed)", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => ["auto"],
+            Description = "Our dense-layer executors to time, each a row (auto | onnx | managed | vulkan)", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => ["auto"],
         };
         var markdown = CommonOptions.Markdown();
         var set = CommonOptions.Set();
@@ -54,7 +54,7 @@ internal static class PeerBench
     private static int Run(string? modelFolder, int[] batchSizes, int promptTerms, int newTokens, int threads, int repeats, string deviceName, string[] denseNames, string? markdown, string? set = null)
     {
         var session = new OnnxSessionOptions { IntraOpThreads = threads };
-        if (denseNames.Length == 0) throw new ArgumentException("--dense: give at least one of auto, onnx, managed");
+        if (denseNames.Length == 0) throw new ArgumentException("--dense: give at least one of auto, onnx, managed, vulkan");
         var executors = denseNames.Select(n => new TransformerOptions { Session = session, Dense = CommonOptions.ParseDense(n) }.ResolvedDense).Distinct().ToArray();
         if (batchSizes.Length == 0 || batchSizes.Any(b => b < 1)) throw new ArgumentException($"--batch-sizes: [{string.Join(' ', batchSizes)}], each must be >= 1");
         if (promptTerms is < ArithmeticTask.MinTerms or > ArithmeticTask.MaxTerms)

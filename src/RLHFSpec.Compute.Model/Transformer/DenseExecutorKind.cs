@@ -9,4 +9,6 @@ public enum DenseExecutorKind
     Onnx,
     /// <summary>The engine's managed SIMD kernels on CPU worker threads.</summary>
     Managed,
+    /// <summary>Vulkan compute shaders on the model's Vulkan device (weights uploaded once, refreshed after optimizer steps).</summary>
+    Vulkan,
 }

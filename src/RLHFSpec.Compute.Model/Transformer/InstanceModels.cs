@@ -39,6 +39,16 @@ public sealed class InstanceModels(string device, TransformerWeights policy, Tra
         return (pk, dk);
     }
 
+    /// <summary>Makes every instance's next forward see the weights as they are now (after an optimizer step).</summary>
+    public void RefreshWeights()
+    {
+        foreach (var (_, p, d) in _instances)
+        {
+            p.RefreshWeights();
+            d?.RefreshWeights();
+        }
+    }
+
     /// <summary>KV bytes one committed token occupies in a policy cache (what migrating it copies per token).</summary>
     public static double KvBytesPerToken(TransformerModel model) => model.Cache.Config.BytesPerBlock / (double)model.Cache.Config.BlockSize;
 

@@ -61,10 +61,15 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         _act = new DenseActivations(spec);
         try
         {
-            _dense = Options.ResolvedDense == DenseExecutorKind.Managed
-                ? new ManagedDenseExecutor(weights, MaxContext, SharedWorkers(backend, Options), ManagedThreads(Options))
+            _dense = Options.ResolvedDense switch
+            {
+                DenseExecutorKind.Managed => new ManagedDenseExecutor(weights, MaxContext, SharedWorkers(backend, Options), ManagedThreads(Options)),
+                DenseExecutorKind.Vulkan => backend is Engine.Vulkan.VulkanBackend vulkan
+                    ? new VulkanDenseExecutor(weights, vulkan, MaxContext, Options.DenseHalfWeights)
+                    : throw new ArgumentException($"--dense vulkan: the dense layers on Vulkan need a Vulkan device (--device vulkan), not {backend.Info.Id}", nameof(options)),
                 // Short runs interleaved with engine kernels on the same cores: no busy-waiting ONNX Runtime workers.
-                : new OnnxDenseExecutor(weights, Options.Session with { AllowSpinning = false });
+                _ => new OnnxDenseExecutor(weights, Options.Session with { AllowSpinning = false }),
+            };
         }
         catch
         {
@@ -84,8 +89,17 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
     private static int ManagedThreads(TransformerOptions options) =>
         options.Session.IntraOpThreads > 0 ? options.Session.IntraOpThreads : Environment.ProcessorCount;
 
-    /// <summary>What runs the dense layers ("managed" or "onnx").</summary>
+    /// <summary>What runs the dense layers ("managed", "onnx", "vulkan" or "vulkan-f16").</summary>
     public string DenseExecutor => _dense.Name;
+
+    /// <summary>
+    /// Makes the next forward see the weights as they are now in <see cref="Weights"/> (call after an optimizer step):
+    /// a no-op for the executors that read the arena in place, a copy to the device for the Vulkan one. Returns seconds.
+    /// </summary>
+    public double RefreshWeights() => _dense.Refresh();
+
+    /// <summary>The Vulkan dense executor when it runs on this model's own backend: the whole forward then stays on the device.</summary>
+    private VulkanDenseExecutor? Resident => _dense is VulkanDenseExecutor v && ReferenceEquals(v.Backend, Backend) ? v : null;
 
     /// <summary>Loads the HF checkpoint folder <paramref name="folder"/> (the model owns the weights it loaded).</summary>
     public static TransformerModel Load(string folder, ComputeBackend backend, TransformerOptions? options = null)
@@ -139,6 +153,12 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         Timings.Tokens += batch.NumTokens;
         var attention = Plan(batch);
         Timings.PlanSeconds += clock.Elapsed.TotalSeconds;
+        if (Resident is { } resident)
+        {
+            RunOnDevice(batch, attention, resident.OnDevice, logits);
+            CommitPlan(batch);
+            return;
+        }
         RunLayers(batch, attention);
         CommitPlan(batch);
         if (batch.LogitRows.Length > 0) RunHead(batch, logits);
@@ -267,6 +287,35 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             _dense.Next(l, _act);
             Timings.DensePostSeconds += clock.Elapsed.TotalSeconds;
         }
+    }
+
+    /// <summary>
+    /// The forward recorded on the device with no host copy: embedding, per layer the dense part before attention, KV
+    /// append, attention and the dense part after it, then the final norm and LM head on the requested rows straight
+    /// into <paramref name="logits"/>. Nothing waits here; the caller's read of the logits submits it all at once.
+    /// </summary>
+    private void RunOnDevice(in ForwardBatch batch, in AttentionBatch attention, VulkanDenseExecutor.DeviceForward device, DeviceBuffer<float> logits)
+    {
+        int tokens = batch.NumTokens;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        device.First(batch.Tokens, _act.Positions32.AsSpan(0, tokens));
+        Timings.DensePreSeconds += clock.Elapsed.TotalSeconds;
+        var slots = _slots.AsSpan(0, tokens);
+        for (int l = 0; l < Weights.Spec.NumLayers; l++)
+        {
+            clock.Restart();
+            Cache.Append(l, device.K, device.V, slots);
+            Timings.KvWriteSeconds += clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            Backend.Attention(attention, device.Q, Cache.Keys(l), Cache.Values(l), Cache.Layout, device.Attended);
+            Timings.AttentionSeconds += clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            device.Next(l);
+            Timings.DensePostSeconds += clock.Elapsed.TotalSeconds;
+        }
+        clock.Restart();
+        device.Head(batch.LogitRows, logits);
+        Timings.HeadSeconds += clock.Elapsed.TotalSeconds;
     }
 
     /// <summary>Records the forward's tentative tokens in the samples' state, now that every kernel ran.</summary>

@@ -24,6 +24,9 @@ public sealed record TransformerOptions
     /// <summary>What runs the dense layers. ONNX Runtime by default: the managed executor is not yet validated (a test run with it hung; see README).</summary>
     public DenseExecutorKind Dense { get; init; } = DenseExecutorKind.Auto;
 
+    /// <summary>The Vulkan dense executor keeps the weight matrices in fp16 (fp32 accumulation); ignored by the others.</summary>
+    public bool DenseHalfWeights { get; init; }
+
     /// <summary>The executor <see cref="Dense"/> resolves to.</summary>
     public DenseExecutorKind ResolvedDense => Dense != DenseExecutorKind.Auto ? Dense
         : Session.Provider == ExecutionProvider.Cpu ? DenseExecutorKind.Managed : DenseExecutorKind.Onnx;
@@ -33,7 +36,7 @@ public sealed record TransformerOptions
         if (KvMemoryBudgetBytes <= 0) throw new ArgumentException($"KV memory budget: {KvMemoryBudgetBytes} bytes, must be positive", nameof(KvMemoryBudgetBytes));
         if (KvBlockSize <= 0) throw new ArgumentException($"KV block size: {KvBlockSize}, must be positive", nameof(KvBlockSize));
         if (MaxContext is <= 0) throw new ArgumentException($"max context: {MaxContext}, must be positive", nameof(MaxContext));
-        if (!Enum.IsDefined(Dense)) throw new ArgumentException($"dense executor: {Dense} is not one of auto, onnx, managed", nameof(Dense));
+        if (!Enum.IsDefined(Dense)) throw new ArgumentException($"dense executor: {Dense} is not one of auto, onnx, managed, vulkan", nameof(Dense));
         if (!Enum.IsDefined(KvDType)) throw new ArgumentException($"KV dtype: {KvDType} is not one of f32, f16", nameof(KvDType));
     }
 }

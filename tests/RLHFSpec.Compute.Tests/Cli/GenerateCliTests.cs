@@ -115,6 +115,34 @@ public sealed class GenerateCliTests
         Assert.That(File.Exists(bad), Is.False);
     }
 
+    /// <summary>
+    /// <c>--dense vulkan --device vulkan</c> (the whole step on the device) decodes the CPU run's greedy tokens, plain
+    /// and speculative; without a Vulkan device it is one clear error, exit 2.
+    /// </summary>
+    [Test]
+    public void Vulkan_dense_gives_the_cpu_greedy_output_and_needs_a_vulkan_device()
+    {
+        _ = Backends.Vulkan;   // ignored (or failed when required) without a Vulkan driver
+        string cpu = _folder.File("cpu-greedy.jsonl");
+        var (exit, _, err) = CliRunner.Run(_folder.Path, Args(cpu, "--strategy", "off", "--temperature", "0"));
+        Assert.That(exit, Is.EqualTo(0), err);
+        foreach (var strategy in new[] { "off", "suffix:3" })
+        {
+            string vk = _folder.File($"vulkan-{strategy.Replace(':', '-')}.jsonl");
+            var args = Args(vk, "--strategy", strategy, "--temperature", "0", "--dense", "vulkan");
+            args[Array.IndexOf(args, "--device") + 1] = "vulkan";
+            var (exitVk, outVk, errVk) = CliRunner.Run(_folder.Path, args);
+            Assert.That(exitVk, Is.EqualTo(0), errVk + outVk);
+            Assert.That(File.ReadAllLines(vk), Is.EqualTo(File.ReadAllLines(cpu)), $"strategy {strategy}");
+        }
+        string bad = _folder.File("vulkan-on-cpu.jsonl");
+        var (exitBad, outBad, errBad) = CliRunner.Run(_folder.Path, Args(bad, "--dense", "vulkan"));
+        Assert.That(exitBad, Is.EqualTo(2), outBad);
+        Assert.That(errBad, Does.Contain("--dense vulkan").And.Contain("--device vulkan"));
+        Assert.That(errBad, Does.Not.Contain("   at "), "no stack trace");
+        Assert.That(File.Exists(bad), Is.False);
+    }
+
     [TestCase("empty", "no prompts")]
     [TestCase("no-field", "line 2: no \"prompt\" field")]
     [TestCase("not-utf8", "not valid UTF-8")]

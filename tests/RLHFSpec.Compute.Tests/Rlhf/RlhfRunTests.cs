@@ -282,6 +282,32 @@ public sealed class RlhfRunTests
         }
     }
 
+    /// <summary>
+    /// Generation on the Vulkan device (dense = vulkan) samples the CPU run's rollouts (same seed) in the second iteration too,
+    /// which it can only do if its device copy of the weights was refreshed after the first iteration's optimizer steps.
+    /// </summary>
+    [Test]
+    public void A_vulkan_dense_run_refreshes_its_weights_and_samples_the_cpu_rollouts()
+    {
+        _ = Backends.Vulkan;   // ignored (or failed when required) without a Vulkan driver
+        (int[][] Tokens, IterationMetrics[] Metrics) RunWith(string device, string dense)
+        {
+            using var run = new FormatsTestFolder();
+            using var trainer = new RlhfTrainer(Small(2) with { Temperature = 0.7, Speculation = StrategyMode.Parse("suffix:4"), Device = device, Dense = dense, PromptsPerIteration = 4, LearningRate = 0.03, Reward = Grammar },
+                run.Path, Policy, DraftFolder);
+            var m = trainer.Run();
+            return (trainer.LastRollouts.Select(r => r.Tokens).ToArray(), m.ToArray());
+        }
+        var cpu = RunWith("cpu", "auto");
+        var vulkan = RunWith("vulkan", "vulkan");
+        Assert.That(vulkan.Tokens, Is.EqualTo(cpu.Tokens), "the second iteration's rollouts: generated with the updated weights");
+        Assert.That(vulkan.Metrics.Select(m => m.RewardMean), Is.EqualTo(cpu.Metrics.Select(m => m.RewardMean)));
+        Assert.That(vulkan.Metrics.Select(m => m.Loss), Is.EqualTo(cpu.Metrics.Select(m => m.Loss)).Within(1e-9), "the same rollouts, the same training");
+        Assert.That(vulkan.Metrics.All(m => m.Seconds.ContainsKey("weight_refresh")), "train reports the refresh per iteration");
+        TestContext.Out.WriteLine($"weight refresh per iteration: {string.Join(", ", vulkan.Metrics.Select(m => $"{m.Seconds["weight_refresh"] * 1e3:F1} ms"))}");
+        Assert.Throws<ArgumentException>(() => (Small(1) with { Dense = "gpu" }).Validate());
+    }
+
     [Test]
     public void Two_instances_with_reallocation_give_the_rollouts_of_one_at_temperature_zero()
     {

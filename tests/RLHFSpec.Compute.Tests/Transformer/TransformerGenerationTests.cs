@@ -36,13 +36,13 @@ public sealed class TransformerGenerationTests
         }
     }
 
-    private static Setup Build(ComputeBackend backend, string strategy, bool draftSharesPolicy, long budget = 4 << 20)
+    private static Setup Build(ComputeBackend backend, string strategy, bool draftSharesPolicy, long budget = 4 << 20, DenseExecutorKind dense = DenseExecutorKind.Onnx)
     {
         var policyWeights = Weights(Config("qwen2", vocab: 29), 101);
         var otherWeights = Weights(Config("qwen2", vocab: 29, layers: 1), 102);
-        var policy = NewModel(policyWeights, backend, blockSize: 8, budget: budget);
+        var policy = NewModel(policyWeights, backend, blockSize: 8, budget: budget, dense: dense);
         // A draft with the policy's own weights (shared arena, its own KV cache) accepts everything at temperature 0.
-        var draft = NewModel(draftSharesPolicy ? policyWeights : otherWeights, backend, blockSize: 8);
+        var draft = NewModel(draftSharesPolicy ? policyWeights : otherWeights, backend, blockSize: 8, dense: dense);
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
         var options = new GenerationOptions { MaxBatch = 16, StopTokens = new HashSet<int> { Stop } };
         GenerationInstance instance;
@@ -106,6 +106,20 @@ public sealed class TransformerGenerationTests
         Assert.That(setup.Draft.ActiveSamples, Is.EqualTo(0), "finished samples release their draft KV");
         Assert.That(setup.Draft.Cache.FreeBlocks, Is.EqualTo(setup.Draft.Cache.NumBlocks));
         Assert.That(setup.Policy.Cache.FreeBlocks, Is.EqualTo(setup.Policy.Cache.NumBlocks));
+    }
+
+    /// <summary>The whole step on the Vulkan device (dense executor, attention, KV cache) decodes the CPU run's greedy tokens.</summary>
+    [Test]
+    public void Greedy_output_with_the_vulkan_dense_executor_equals_the_cpu_run([Values("off", "chain:3", "suffix-tree:4,2,8")] string strategy)
+    {
+        var requests = Requests(prompts: 3, samplesPerPrompt: 2, maxNewTokens: 20, seed: 9);
+        var expected = Off(Backends.Cpu, requests);
+        using var setup = Build(Backends.Vulkan, strategy, draftSharesPolicy: true, dense: DenseExecutorKind.Vulkan);
+        Assert.That(setup.Policy.DenseExecutor, Is.EqualTo("vulkan"));
+        var outputs = Run(setup.Instance, requests);
+        foreach (var r in requests)
+            Assert.That(outputs[r.SampleId], Is.EqualTo(expected[r.SampleId]), $"{strategy}: sample {r.SampleId}");
+        if (strategy == "chain:3") Assert.That(setup.Instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "drafts were verified and accepted");
     }
 
     [Test]

@@ -24,6 +24,8 @@ public sealed class TransformerModelTests
     [TestCase("managed", "qwen2", 6)]
     [TestCase("vulkan", "llama", 3)]
     [TestCase("vulkan", "qwen2", 4)]
+    [TestCase("vkdense", "llama", 8)]
+    [TestCase("vkdense", "qwen2", 9)]
     public void Prefill_matches_the_reference_forward(string backend, string type, int seed)
     {
         using var weights = Weights(Config(type), seed);
@@ -38,6 +40,8 @@ public sealed class TransformerModelTests
     [TestCase("cpu", "llama")]
     [TestCase("managed", "qwen2")]
     [TestCase("vulkan", "qwen2")]
+    [TestCase("vkdense", "llama")]
+    [TestCase("vkdense", "qwen2")]
     public void Incremental_decode_equals_the_full_forward(string backend, string type)
     {
         using var weights = Weights(Config(type), 11);
@@ -57,6 +61,7 @@ public sealed class TransformerModelTests
     [TestCase("cpu", 21)]
     [TestCase("managed", 23)]
     [TestCase("vulkan", 22)]
+    [TestCase("vkdense", 24)]
     public void Tree_node_logits_equal_the_chain_forward_along_their_path(string backend, int seed)
     {
         using var weights = Weights(Config("qwen2"), seed);
@@ -81,6 +86,7 @@ public sealed class TransformerModelTests
     [TestCase("cpu")]
     [TestCase("managed")]
     [TestCase("vulkan")]
+    [TestCase("vkdense")]
     public void Committing_a_tree_path_compacts_the_cache_so_decoding_continues_exactly(string backend)
     {
         using var weights = Weights(Config("llama"), 31);
@@ -152,6 +158,7 @@ public sealed class TransformerModelTests
     [TestCase("cpu")]
     [TestCase("managed")]
     [TestCase("vulkan")]
+    [TestCase("vkdense")]
     public void A_ragged_batch_equals_each_sample_alone(string backend)
     {
         using var weights = Weights(Config("qwen2"), 41);
@@ -220,6 +227,7 @@ public sealed class TransformerModelTests
 
     [TestCase("cpu")]
     [TestCase("managed")]
+    [TestCase("vkdense")]
     public void Forward_timings_count_every_part_and_reset(string setup)
     {
         using var weights = Weights(Config("llama"), 5);

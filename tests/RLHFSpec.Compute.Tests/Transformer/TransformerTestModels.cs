@@ -104,14 +104,18 @@ internal static class TransformerTestModels
         AssertClose(actual, expected.Select(v => (double)v).ToArray(), tolerance, what);
 
     public static TransformerModel NewModel(TransformerWeights weights, ComputeBackend backend, int blockSize = 4, long budget = 1 << 20,
-        Compute.Engine.Kernels.KvDType dtype = Compute.Engine.Kernels.KvDType.F32, DenseExecutorKind dense = DenseExecutorKind.Onnx) =>
-        new(weights, backend, new TransformerOptions { KvBlockSize = blockSize, KvMemoryBudgetBytes = budget, KvDType = dtype, Dense = dense });
+        Compute.Engine.Kernels.KvDType dtype = Compute.Engine.Kernels.KvDType.F32, DenseExecutorKind dense = DenseExecutorKind.Onnx, bool halfWeights = false) =>
+        new(weights, backend, new TransformerOptions { KvBlockSize = blockSize, KvMemoryBudgetBytes = budget, KvDType = dtype, Dense = dense, DenseHalfWeights = halfWeights });
 
     /// <summary>
     /// A model on the named set-up: "cpu" (CPU attention, ONNX Runtime dense layers), "managed" (CPU attention, the
-    /// managed SIMD dense layers on the backend's worker pool), "vulkan" (Vulkan attention, ONNX Runtime dense layers).
+    /// managed SIMD dense layers on the backend's worker pool), "vulkan" (Vulkan attention, ONNX Runtime dense layers),
+    /// "vkdense" (the whole forward on the Vulkan device: its dense executor, attention and KV cache).
     /// </summary>
-    public static TransformerModel NewModel(TransformerWeights weights, string setup) => setup == "managed"
-        ? NewModel(weights, Backends.Cpu, dense: DenseExecutorKind.Managed)
-        : NewModel(weights, Backends.Get(setup));
+    public static TransformerModel NewModel(TransformerWeights weights, string setup) => setup switch
+    {
+        "managed" => NewModel(weights, Backends.Cpu, dense: DenseExecutorKind.Managed),
+        "vkdense" => NewModel(weights, Backends.Vulkan, dense: DenseExecutorKind.Vulkan),
+        _ => NewModel(weights, Backends.Get(setup)),
+    };
 }

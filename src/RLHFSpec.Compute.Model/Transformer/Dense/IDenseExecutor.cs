@@ -8,7 +8,7 @@ namespace RLHFSpec.Compute.Model.Transformer.Dense;
 /// </summary>
 internal interface IDenseExecutor : IDisposable
 {
-    /// <summary>What runs the dense layers, for timings and benchmarks ("onnx", "managed").</summary>
+    /// <summary>What runs the dense layers, for timings and benchmarks ("onnx", "managed", "vulkan").</summary>
     string Name { get; }
 
     /// <summary>Layer 0's dense part before attention: X and positions → Q, K (RoPE applied), V.</summary>
@@ -22,4 +22,10 @@ internal interface IDenseExecutor : IDisposable
 
     /// <summary>Final RMSNorm and LM head: HeadRows → Logits.</summary>
     void Head(DenseActivations a);
+
+    /// <summary>
+    /// Makes the next forward see the arena's current weights (after an optimizer step); returns the seconds it took.
+    /// Executors that read the arena in place have nothing to do.
+    /// </summary>
+    double Refresh() => 0;
 }
