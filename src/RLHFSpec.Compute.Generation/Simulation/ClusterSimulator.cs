@@ -14,8 +14,9 @@ namespace RLHFSpec.Compute.Generation.Simulation;
 /// <see cref="MoveCost"/> under <see cref="SimulationOptions.Migration"/>); moved samples reach the receiver after
 /// their copies or re-prefills. Only time is simulated.
 /// <para>Scale: the next instance to step comes from a priority queue of step-completion times, and the drained
-/// instances are kept ordered by (predicted work, index) for <see cref="Reallocator.PlanDrained"/>, so an event costs
-/// O(log N) plus the donor's samples, not a scan of all N instances.</para>
+/// instances are kept as <see cref="DrainedInstances"/> for <see cref="Reallocator.PlanDrained(InstanceLoad, IDrainedReceivers)"/>
+/// (the empty ones in a tree that rules out, a subtree at a time, those too slow to gain from a plan), so an event
+/// costs O(log N) plus the donor's samples, not a scan of all N instances.</para>
 /// </summary>
 public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
 {
@@ -34,7 +35,6 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         public double Clock, Busy, Emitted;
         public long Steps, SampleSteps;
         public int Version;               // of its entry in the event queue; older entries are stale
-        public (double Work, int Index)? DrainedKey; // its key in the drained set while it is in it
         public InstanceLoad? ReceiverLoad;           // its load as a receiver, until it changes
         public readonly StepTimeFit StepTime = new();
         public readonly List<Live> Live = new();
@@ -69,7 +69,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         var reallocator = new Reallocator(options.DrainThreshold, options.RequireGain);
         var events = new PriorityQueue<Instance, (double Clock, int Index, int Version)>(Comparer<(double Clock, int Index, int Version)>.Create((a, b) =>
             a.Clock != b.Clock ? a.Clock.CompareTo(b.Clock) : a.Index.CompareTo(b.Index)));
-        var drained = new SortedSet<(double Work, int Index)>();
+        var drained = new DrainedInstances(instances.Length, k => instances[k].ReceiverLoad ??= Load(instances[k], donor: false, options));
         void Schedule(Instance i)
         {
             i.Version++;
@@ -79,12 +79,9 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         {
             if (!options.Reallocate) return;
             i.ReceiverLoad = null;
-            if (i.DrainedKey is { } old) drained.Remove(old);
-            i.DrainedKey = null;
-            if (i.Count > options.DrainThreshold) return;
-            var key = (i.PredictedWork(), i.Index);
-            drained.Add(key);
-            i.DrainedKey = key;
+            if (i.Count > options.DrainThreshold) drained.Remove(i.Index);
+            else if (i.Count == 0) drained.SetEmpty(i.Index, StepTimeOf(i));
+            else drained.SetLoaded(i.Index, i.PredictedWork());
         }
         foreach (var i in instances)
         {
@@ -110,7 +107,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
             if (options.Reallocate && next.Count >= 2)
             {
                 var donorLoad = Load(next, donor: true, options);
-                var plans = reallocator.PlanDrained(donorLoad, DrainedLoads(next));
+                var plans = reallocator.PlanDrained(donorLoad, drained);
                 OnPlan?.Invoke(donorLoad, instances.Select(i => Load(i, donor: i == next, options)).ToArray(), plans);
                 foreach (var plan in plans)
                 {
@@ -145,16 +142,6 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         return new SimulationResult(finish.Max(), finish, instances.Select(i => i.Busy).ToArray(), migrations, recomputes, bytesMoved,
             workload.Sum(s => (long)s.ResponseTokens), instances.Sum(i => i.Steps), instances.Sum(i => i.SampleSteps))
         { Reassigned = reassigned };
-
-        IEnumerable<InstanceLoad> DrainedLoads(Instance donor)
-        {
-            foreach (var (_, index) in drained)
-                if (index != donor.Index)
-                {
-                    var i = instances[index];
-                    yield return i.ReceiverLoad ??= Load(i, donor: false, options);
-                }
-        }
     }
 
     /// <summary>An instance's load as <see cref="GenerationCluster"/> builds it for the reallocator.</summary>
@@ -164,8 +151,10 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         int k = 0;
         foreach (var x in i.Live.Concat(i.Waiting))
             samples[k++] = new SampleLoad(x.Sample.Id, x.PredictedRemaining, donor ? MoveSeconds(x, options) : 0);
-        return new InstanceLoad(i.Index, samples, i.StepTime.Current(i.SampleSteps > 0 ? i.Emitted / i.SampleSteps : 0));
+        return new InstanceLoad(i.Index, samples, StepTimeOf(i));
     }
+
+    private static StepTime StepTimeOf(Instance i) => i.StepTime.Current(i.SampleSteps > 0 ? i.Emitted / i.SampleSteps : 0);
 
     private static Live TakeOut(Instance i, long id)
     {
