@@ -67,6 +67,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         var instances = Enumerable.Range(0, options.Instances).Select(k => new Instance(k)).ToArray();
         Assign(workload, instances, options);
         var reallocator = new Reallocator(options.DrainThreshold, options.RequireGain);
+        var memo = new StepMemo();
         var events = new PriorityQueue<Instance, (double Clock, int Index, int Version)>(Comparer<(double Clock, int Index, int Version)>.Create((a, b) =>
             a.Clock != b.Clock ? a.Clock.CompareTo(b.Clock) : a.Index.CompareTo(b.Index)));
         var drained = new DrainedInstances(instances.Length, k => instances[k].ReceiverLoad ??= Load(instances[k], donor: false, options));
@@ -97,7 +98,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         {
             if (entry.Version != next.Version) continue;
             int before = next.Count;
-            Step(next, options);
+            Step(next, options, memo);
             if (next.Count < before)
             {
                 finished += before - next.Count;
@@ -203,7 +204,17 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         for (int k = 0; k < workload.Count; k++) instances[k % instances.Length].Waiting.Add(new Live(workload[k]));
     }
 
-    private void Step(Instance instance, SimulationOptions options)
+    /// <summary>The selector's choice for a batch: its predicted seconds and each sample's expected tokens.</summary>
+    private StepMemo.Outcome Choose(LiveSample[] views)
+    {
+        var plan = selector.Choose(views);
+        var (_, seconds) = selector.Predict(plan.Strategy, views, plan.DraftDepths);
+        var tokens = new double[views.Length];
+        for (int k = 0; k < views.Length; k++) tokens[k] = selector.ExpectedTokens(plan.Strategy, views[k], plan.DraftDepths[k]);
+        return new StepMemo.Outcome(seconds, tokens);
+    }
+
+    private void Step(Instance instance, SimulationOptions options, StepMemo memo)
     {
         int prefillTokens = 0; // of fresh samples: a moved one's copy or re-prefill was paid when it moved
         int admit = 0;
@@ -220,13 +231,12 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
             var x = instance.Live[k];
             views[k] = new LiveSample(x.Sample.Id, x.Context, (int)Math.Ceiling(x.Remaining));
         }
-        var plan = selector.Choose(views);
-        var (_, seconds) = selector.Predict(plan.Strategy, views, plan.DraftDepths);
-        seconds += options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens;
+        var outcome = memo.Get(views, selector.DependsOnSampleIds, Choose);
+        double seconds = outcome.Seconds + (options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens);
         double emitted = 0;
         for (int k = 0; k < views.Length; k++)
         {
-            double tokens = selector.ExpectedTokens(plan.Strategy, views[k], plan.DraftDepths[k]);
+            double tokens = outcome.Tokens[k];
             instance.Live[k].Generated += tokens;
             emitted += tokens;
         }
