@@ -45,7 +45,7 @@ public sealed class TimeCurve
     public IReadOnlyList<double> Weights => _weight;
 
     /// <summary>True once any measurement has been taken.</summary>
-    public bool IsMeasured => Array.Exists(_weight, w => w > 0);
+    public bool IsMeasured => (_measured ??= MeasuredKnots())[0] >= 0;
 
     /// <summary>Folds a measurement in: <paramref name="rate"/> is the EMA rate once a knot is established.</summary>
     public void Observe(double tokens, double seconds, double rate = 0.2)
