@@ -14,6 +14,9 @@ internal static class CliRunner
         return File.Exists(dll) ? dll : throw new FileNotFoundException($"build the CLI first: {dll} is missing", dll);
     });
 
+    /// <summary>The built CLI's <c>rlhfspec.dll</c> (for tests that manage the process themselves).</summary>
+    public static string DllPath => Dll.Value;
+
     public static (int Exit, string Out, string Err) Run(string workingDirectory, params string[] args) =>
         RunWithEnvironment(workingDirectory, new Dictionary<string, string>(), args);
 
