@@ -167,12 +167,16 @@ public sealed class StrategySelector : IStepPlanner
             for (int j = 1; j <= d; j++) counts[j]++;
             if (d > 0) { drafting++; queue.Enqueue(i, reach[i][d]); }
         }
+        // The draft model's forward time per batch size 0..B, looked up per depth at every drop (the same numbers as
+        // calling the curve there, without walking its knots depth × drops times).
+        var draftForward = draftModel && drafting > 0 ? new double[depths.Length + 1] : [];
+        for (int n = 1; n < draftForward.Length; n++) draftForward[n] = _cost.Draft.Predict(n);
         double DraftTime()
         {
             if (drafting == 0) return 0;
             if (!draftModel) return _cost.DraftSeconds(s, drafting);
             double t = 0;
-            for (int j = 1; j < counts.Length && counts[j] > 0; j++) t += _cost.Draft.Predict(counts[j]);
+            for (int j = 1; j < counts.Length && counts[j] > 0; j++) t += draftForward[counts[j]];
             return t;
         }
         double seconds = DraftTime() + StepSeconds((int)verify, pairs);
