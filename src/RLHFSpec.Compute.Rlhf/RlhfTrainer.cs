@@ -179,7 +179,7 @@ public sealed class RlhfTrainer : IDisposable
             if (_draft is not null && config.DraftRefresh)
             {
                 _draftGraphs = new PolicyGraphs(_draft.Spec, session);
-                _distiller = new DraftDistiller(_draft.Spec, _draft.Arena, session,
+                _distiller = new DraftDistiller(_draft.Spec, _draft.Arena, DistillationSession(session, config.Threads),
                     new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.DraftLearningRate), WeightDecay = 0, MaxGradNorm = 1.0 });
             }
 
@@ -638,6 +638,32 @@ public sealed class RlhfTrainer : IDisposable
         Checkpoint.Save(folder, config, weights.ToHostTensors(), _tokenizer, TensorDType.F32);
 
     /// <summary>The latest complete checkpoint folder of a run, or null.</summary>
+    /// <summary>
+    /// The draft refresh's session: on one intra-op thread unless <c>threads</c> is given. Split over several threads,
+    /// ONNX Runtime's distillation gradients differ in their last bits from run to run (measured on the default draft
+    /// with 4 minibatches of 16 responses up to 256 tokens: every tensor differed between identical runs; the policy's
+    /// loss and logits graphs repeated exactly), which made seeded runs irreproducible (issue 17 item 9).
+    /// </summary>
+    internal static OnnxSessionOptions DistillationSession(OnnxSessionOptions session, int threads) =>
+        session with { IntraOpThreads = threads > 0 ? threads : 1 };
+
+    /// <summary>
+    /// Whether a seeded run of <paramref name="config"/> repeats bit for bit, as measured (printed by <c>train</c> at
+    /// start): with speculation off, one generation instance and the default threads or <c>--threads 1</c>, it does.
+    /// Adaptive speculation picks strategies by measured step times (the same distribution, other draws), several
+    /// instances share samples by timing, and several threads split the draft refresh.
+    /// </summary>
+    public static string Reproducibility(RlhfConfig config)
+    {
+        var reasons = new List<string>();
+        if (!config.Speculation.IsOff) reasons.Add($"speculation {config.Speculation} drafts by measured step times");
+        if (config.Instances > 1) reasons.Add($"{config.Instances} instances move samples by timing");
+        if (config.Threads > 1) reasons.Add($"--threads {config.Threads} splits the draft refresh, whose sums then differ in their last bits");
+        return reasons.Count == 0
+            ? $"reproducible: a run with seed {config.Seed} and these settings repeats bit for bit"
+            : $"not bit-identical from run to run ({string.Join("; ", reasons)}): bit-identical runs need speculation off, one instance and the default threads or --threads 1";
+    }
+
     public static string? LatestCheckpoint(string runFolder)
     {
         string latest = Path.Combine(runFolder, LatestFile);

@@ -106,6 +106,7 @@ internal static class TrainCommand
             ? $"held-out evaluation: {Markup.Escape(evaluation.Source)}, {(config.EvalTemperature == 0 ? "greedy" : $"temperature {config.EvalTemperature.ToString(CultureInfo.InvariantCulture)}")}, " +
               (config.EvalBeforeTrain ? "before training and " : "") + (config.EvalEvery > 0 ? $"every {config.EvalEvery} iterations and after the last" : "never after an iteration")
             : "held-out evaluation: none (training prompts from a file: name a set with --eval-prompts FILE)");
+        AnsiConsole.MarkupLine(Markup.Escape(RlhfTrainer.Reproducibility(config)));
         var observer = new ConsoleObserver();
         trainer.Run(observer);
         if (trainer.Summary is { } summary) AnsiConsole.Write(SummaryTable(summary));

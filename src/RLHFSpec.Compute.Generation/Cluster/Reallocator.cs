@@ -40,46 +40,136 @@ public sealed class Reallocator(int drainThreshold = 0, bool requireGain = true)
     {
         ArgumentNullException.ThrowIfNull(donor);
         ArgumentNullException.ThrowIfNull(drained);
-        var plans = new List<MovePlan>();
-        var remaining = donor.Samples.OrderByDescending(s => s.PredictedRemaining).ThenBy(s => s.SampleId).ToList();
-        if (remaining.Count < 2) return plans;
+        var planner = new DonorPlanner(this, donor);
+        foreach (var receiver in drained)
+            if (!planner.Offer(receiver)) break;
+        return planner.Plans;
+    }
+
+    /// <summary>
+    /// <see cref="Plan"/> over drained instances kept as <see cref="IDrainedReceivers"/>: the empty ones come first
+    /// (least loaded, by index), and where the donor's side of a plan already rules out a gain, or no empty
+    /// instance's step time could finish the chosen samples before the donor, they are skipped together. Same
+    /// plans as <see cref="Plan"/> (the skips only drop receivers whose predicted gain cannot be positive).
+    /// </summary>
+    public IReadOnlyList<MovePlan> PlanDrained(InstanceLoad donor, IDrainedReceivers drained)
+    {
+        ArgumentNullException.ThrowIfNull(donor);
+        ArgumentNullException.ThrowIfNull(drained);
+        var planner = new DonorPlanner(this, donor);
+        int after = -1;
+        while (true)
+        {
+            if (planner.Exhausted || !planner.Prepare(0)) return planner.Plans; // no receiver at all is below the donor
+            if (planner.NothingToMove) break;
+            InstanceLoad? receiver;
+            if (!RequireGain) receiver = drained.NextEmpty(after, donor.Instance, 0, 0, double.PositiveInfinity, donor.StepTime);
+            else if (planner.DonorSideCanGain(out double longest, out double total, out double before))
+                receiver = drained.NextEmpty(after, donor.Instance, longest, total, before, donor.StepTime);
+            else break;
+            if (receiver is null) break;
+            after = receiver.Instance;
+            planner.Offer(receiver);
+        }
+        foreach (var receiver in drained.Loaded)
+            if (receiver.Instance != donor.Instance && !planner.Offer(receiver)) break;
+        return planner.Plans;
+    }
+
+    /// <summary>The donor's side of <see cref="PlanDrained(InstanceLoad, IEnumerable{InstanceLoad})"/>, offered receivers least loaded first.</summary>
+    private sealed class DonorPlanner
+    {
+        private readonly Reallocator _owner;
+        private readonly InstanceLoad _donor;
+        private readonly List<SampleLoad> _remaining;
         // While no plan is taken, the donor's side depends only on the receiver's work: kept for the next receiver
         // with the same work (at scale, thousands of drained instances with none).
-        double donorWork = remaining.Sum(s => s.PredictedRemaining), lastReceiverWork = double.NaN;
-        List<SampleLoad> chosen = [];
-        double[] donorAfter = [];
-        foreach (var receiver in drained)
+        private double _donorWork, _lastReceiverWork = double.NaN;
+        private List<SampleLoad> _chosen = [];
+        private double[] _donorAfter = [];
+
+        public DonorPlanner(Reallocator owner, InstanceLoad donor)
         {
-            if (remaining.Count < 2) break;
-            double receiverWork = receiver.PredictedWork;
-            double half = (donorWork - receiverWork) / 2;
-            if (half <= 0) break; // receivers come least loaded first: no later one is below the donor either
-            if (receiverWork != lastReceiverWork)
+            _owner = owner;
+            _donor = donor;
+            _remaining = donor.Samples.OrderByDescending(s => s.PredictedRemaining).ThenBy(s => s.SampleId).ToList();
+            _donorWork = _remaining.Sum(s => s.PredictedRemaining);
+        }
+
+        public List<MovePlan> Plans { get; } = [];
+
+        /// <summary>The donor keeps at least one sample.</summary>
+        public bool Exhausted => _remaining.Count < 2;
+
+        /// <summary>Nothing the prepared receiver work could take.</summary>
+        public bool NothingToMove => _chosen.Count == 0;
+
+        /// <summary>Chooses the samples for a receiver of <paramref name="receiverWork"/>; false when it (and every more loaded one) is not below the donor.</summary>
+        public bool Prepare(double receiverWork)
+        {
+            double half = (_donorWork - receiverWork) / 2;
+            if (half <= 0) return false;
+            if (receiverWork != _lastReceiverWork)
             {
-                lastReceiverWork = receiverWork;
-                chosen = [];
+                _lastReceiverWork = receiverWork;
+                _chosen = [];
                 double moved = 0;
-                foreach (var s in remaining)
+                foreach (var s in _remaining)
                 {
-                    if (chosen.Count >= remaining.Count - 1 || moved >= half) break;
+                    if (_chosen.Count >= _remaining.Count - 1 || moved >= half) break;
                     if (Math.Abs(half - (moved + s.PredictedRemaining)) >= Math.Abs(half - moved)) continue;
-                    chosen.Add(s);
+                    _chosen.Add(s);
                     moved += s.PredictedRemaining;
                 }
-                donorAfter = remaining.Where(s => !chosen.Contains(s)).Select(s => s.PredictedRemaining).ToArray();
+                _donorAfter = _remaining.Where(s => !_chosen.Contains(s)).Select(s => s.PredictedRemaining).ToArray();
             }
-            if (chosen.Count == 0) continue;
-            var receiverTime = receiver.StepTime.IsKnown ? receiver.StepTime : donor.StepTime;
-            var receiverAfter = receiver.Samples.Concat(chosen).Select(s => s.PredictedRemaining).ToArray();
-            double gain = !donor.StepTime.IsKnown ? double.NaN
-                : Math.Max(donor.StepTime.Seconds(remaining.Select(s => s.PredictedRemaining)), receiverTime.Seconds(receiver.Samples.Select(s => s.PredictedRemaining)))
-                  - Math.Max(donor.StepTime.Seconds(donorAfter), receiverTime.Seconds(receiverAfter)) - chosen.Sum(s => s.MoveSeconds);
-            if (RequireGain && !(gain > 0)) continue;
-            plans.Add(new MovePlan(donor.Instance, receiver.Instance, chosen.Select(s => s.SampleId).ToArray(), gain));
-            remaining.RemoveAll(s => chosen.Contains(s));
-            donorWork = remaining.Sum(s => s.PredictedRemaining);
-            lastReceiverWork = double.NaN;
+            return true;
         }
-        return plans;
+
+        /// <summary>
+        /// What any receiver needs for a positive gain with the prepared samples, from the donor's side alone: false
+        /// when none can gain (the donor's time after the move plus the moves is not below its time before, or its
+        /// step time is unknown); else the chosen samples' longest and total predicted tokens and the donor's time
+        /// before, which the receiver's time for them must be below. The gain is max(Db, Rb) − max(Da, Ra) − M with
+        /// Ra ≥ Rb (rounding is monotone and every term is ≥ 0: step times with non-negative parts, as
+        /// <see cref="StepTimeFit"/> gives, and non-negative predicted tokens), so a positive gain needs
+        /// Db − Da − M &gt; 0 and Ra &lt; Db.
+        /// </summary>
+        public bool DonorSideCanGain(out double longest, out double total, out double before)
+        {
+            longest = total = 0;
+            before = double.PositiveInfinity;
+            if (!_donor.StepTime.IsKnown) return false; // the gain is NaN for every receiver
+            if (_donor.StepTime.FixedSeconds < 0 || _donor.StepTime.SecondsPerSample < 0) return true; // no bound holds: skip nothing
+            before = _donor.StepTime.Seconds(_remaining.Select(s => s.PredictedRemaining));
+            double after = _donor.StepTime.Seconds(_donorAfter);
+            if (!(before - after - _chosen.Sum(s => s.MoveSeconds) > 0)) return false;
+            foreach (var s in _chosen)
+            {
+                longest = Math.Max(longest, s.PredictedRemaining);
+                total += s.PredictedRemaining;
+            }
+            return true;
+        }
+
+        /// <summary>Offers one receiver (least loaded first); false when no later receiver can take anything either.</summary>
+        public bool Offer(InstanceLoad receiver)
+        {
+            if (Exhausted) return false;
+            if (!Prepare(receiver.PredictedWork)) return false; // receivers come least loaded first: no later one is below the donor either
+            if (_chosen.Count == 0) return true;
+            var receiverTime = receiver.StepTime.IsKnown ? receiver.StepTime : _donor.StepTime;
+            var receiverAfter = receiver.Samples.Concat(_chosen).Select(s => s.PredictedRemaining).ToArray();
+            double gain = !_donor.StepTime.IsKnown ? double.NaN
+                : Math.Max(_donor.StepTime.Seconds(_remaining.Select(s => s.PredictedRemaining)), receiverTime.Seconds(receiver.Samples.Select(s => s.PredictedRemaining)))
+                  - Math.Max(_donor.StepTime.Seconds(_donorAfter), receiverTime.Seconds(receiverAfter)) - _chosen.Sum(s => s.MoveSeconds);
+            if (_owner.RequireGain && !(gain > 0)) return true;
+            Plans.Add(new MovePlan(_donor.Instance, receiver.Instance, _chosen.Select(s => s.SampleId).ToArray(), gain));
+            var chosen = _chosen;
+            _remaining.RemoveAll(s => chosen.Contains(s));
+            _donorWork = _remaining.Sum(s => s.PredictedRemaining);
+            _lastReceiverWork = double.NaN;
+            return true;
+        }
     }
 }

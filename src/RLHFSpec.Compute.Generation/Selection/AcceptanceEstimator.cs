@@ -54,6 +54,9 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
         }
     }
 
+    /// <summary>Whether any sample has statistics of its own (else a rate depends on the family and depth only, not the sample).</summary>
+    public bool HasSampleStatistics => _perSample.Count > 0;
+
     /// <summary>Ages the pooled statistics by one step.</summary>
     public void EndStep()
     {

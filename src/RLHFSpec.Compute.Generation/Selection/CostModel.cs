@@ -133,7 +133,12 @@ public sealed class CostModel : IDraftCostObserver
     public static int BatchBucket(int batch) => (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(1, batch));
 
     /// <summary>The class whose step times share a correction: off, the draft model, or the suffix proposer.</summary>
-    private static string TimeClass(Strategy s) => s.IsOff ? "off" : s.Proposer.ToString();
+    private static string TimeClass(Strategy s) => s.IsOff ? "off" : s.Proposer switch
+    {
+        ProposerKind.DraftModel => nameof(ProposerKind.DraftModel),
+        ProposerKind.Suffix => nameof(ProposerKind.Suffix),
+        _ => s.Proposer.ToString(),
+    };
 
     /// <summary>
     /// Records one step's wall time (everything: drafting, sampling drafts, verification, bookkeeping) against this

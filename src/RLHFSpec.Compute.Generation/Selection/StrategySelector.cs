@@ -19,6 +19,8 @@ public sealed class StrategySelector : IStepPlanner
     private readonly AcceptanceEstimator _acceptance;
     private readonly Strategy[] _candidates;
     private readonly bool _perSampleLengths;
+    private readonly int[] _family;        // per candidate: its proposer family's index (−1 for off)
+    private readonly int[] _familyDeepest; // per family: the deepest candidate of the family (its reach is computed that deep)
 
     public StrategySelector(CostModel cost, AcceptanceEstimator acceptance, IEnumerable<Strategy> candidates, bool perSampleLengths = true)
     {
@@ -26,9 +28,21 @@ public sealed class StrategySelector : IStepPlanner
         _acceptance = acceptance;
         _candidates = candidates.Prepend(Strategy.Off).Distinct().ToArray();
         _perSampleLengths = perSampleLengths;
+        var families = _candidates.Where(c => !c.IsOff).Select(FamilyOf).Distinct().ToList();
+        _family = _candidates.Select(c => c.IsOff ? -1 : families.IndexOf(FamilyOf(c))).ToArray();
+        _familyDeepest = families.Select(f => _candidates.Where(c => !c.IsOff && FamilyOf(c) == f).Max(c => c.Depth)).ToArray();
     }
 
+    /// <summary>Candidates of one family share their per-depth acceptance (proposer, shape, top-k of trees).</summary>
+    private static (ProposerKind, DraftShape, int) FamilyOf(Strategy s) => (s.Proposer, s.Shape, s.Shape == DraftShape.Tree ? s.TopK : 1);
+
     public IReadOnlyList<Strategy> Candidates => _candidates;
+
+    /// <summary>
+    /// Whether a choice can depend on the samples' ids (their own acceptance statistics); else it depends only on
+    /// each sample's context and remaining tokens, in order, and on the cost model and the pooled statistics.
+    /// </summary>
+    public bool DependsOnSampleIds => _acceptance.HasSampleStatistics;
 
     IReadOnlyList<Strategy> IStepPlanner.Strategies => _candidates;
 
@@ -41,32 +55,26 @@ public sealed class StrategySelector : IStepPlanner
         if (samples.Count == 0) return new StepPlan(Strategy.Off, [], 0, 0, []) { PredictedSeconds = 0 };
         var predictions = new List<(Strategy, double)>(_candidates.Length);
         Strategy best = Strategy.Off;
+        int bestIndex = 0;
         int[] bestDepths = new int[samples.Count];
         double bestGoodput = double.NegativeInfinity, offGoodput = 0;
         // Per-sample cumulative (optimistic) acceptance, once per proposer family up to its deepest candidate.
-        var reachByFamily = new Dictionary<(ProposerKind, DraftShape, int), double[][]>();
-        foreach (var s in _candidates)
+        var reachByFamily = new double[_familyDeepest.Length][][];
+        for (int c = 0; c < _candidates.Length; c++)
         {
+            var s = _candidates[c];
             var depths = new int[samples.Count];
             for (int i = 0; i < depths.Length; i++) depths[i] = s.IsOff ? 0 : Math.Min(s.Depth, Math.Max(0, samples[i].RemainingTokens - 1));
             double[][]? reach = null;
-            if (!s.IsOff)
-            {
-                var family = (s.Proposer, s.Shape, s.Shape == DraftShape.Tree ? s.TopK : 1);
-                if (!reachByFamily.TryGetValue(family, out reach))
-                {
-                    int deepest = _candidates.Where(c => !c.IsOff && (c.Proposer, c.Shape, c.Shape == DraftShape.Tree ? c.TopK : 1) == family).Max(c => c.Depth);
-                    reachByFamily[family] = reach = CumulativeReach(s, samples, deepest);
-                }
-            }
+            if (!s.IsOff) reach = reachByFamily[_family[c]] ??= CumulativeReach(s, samples, _familyDeepest[_family[c]]);
             double g = _perSampleLengths && s.Shape == DraftShape.Chain ? TrimChains(s, samples, depths, reach!) : Goodput(s, samples, depths, reach);
             g /= _cost.TimeCorrection(s, samples.Count);
             predictions.Add((s, g));
             if (s.IsOff) offGoodput = g;
-            if (g > bestGoodput) { best = s; bestGoodput = g; bestDepths = depths; }
+            if (g > bestGoodput) { best = s; bestIndex = c; bestGoodput = g; bestDepths = depths; }
         }
         // The chosen plan's predicted time before correction: what the step's measured time is compared with.
-        double[][]? bestReach = best.IsOff ? null : reachByFamily[(best.Proposer, best.Shape, best.Shape == DraftShape.Tree ? best.TopK : 1)];
+        double[][]? bestReach = best.IsOff ? null : reachByFamily[_family[bestIndex]];
         var (_, bestSeconds) = Predict(best, samples, bestDepths, optimistic: true, bestReach);
         return new StepPlan(best, bestDepths, bestGoodput, offGoodput, predictions) { PredictedSeconds = bestSeconds };
     }
@@ -77,6 +85,11 @@ public sealed class StrategySelector : IStepPlanner
         var reach = new double[samples.Count][];
         for (int i = 0; i < reach.Length; i++)
         {
+            if (i > 0 && !_acceptance.HasSampleStatistics)
+            {
+                reach[i] = (double[])reach[0].Clone(); // no sample has rates of its own: every row is the pool's
+                continue;
+            }
             reach[i] = new double[depth + 1];
             _acceptance.FillReach(s, samples[i].SampleId, optimistic: true, reach[i]);
         }
@@ -154,12 +167,16 @@ public sealed class StrategySelector : IStepPlanner
             for (int j = 1; j <= d; j++) counts[j]++;
             if (d > 0) { drafting++; queue.Enqueue(i, reach[i][d]); }
         }
+        // The draft model's forward time per batch size 0..B, looked up per depth at every drop (the same numbers as
+        // calling the curve there, without walking its knots depth × drops times).
+        var draftForward = draftModel && drafting > 0 ? new double[depths.Length + 1] : [];
+        for (int n = 1; n < draftForward.Length; n++) draftForward[n] = _cost.Draft.Predict(n);
         double DraftTime()
         {
             if (drafting == 0) return 0;
             if (!draftModel) return _cost.DraftSeconds(s, drafting);
             double t = 0;
-            for (int j = 1; j < counts.Length && counts[j] > 0; j++) t += _cost.Draft.Predict(counts[j]);
+            for (int j = 1; j < counts.Length && counts[j] > 0; j++) t += draftForward[counts[j]];
             return t;
         }
         double seconds = DraftTime() + StepSeconds((int)verify, pairs);

@@ -12,6 +12,7 @@ public sealed class TimeCurve
     private readonly double[] _tokens;
     private readonly double[] _seconds;
     private readonly double[] _weight; // how much measurement backs each knot
+    private int[]? _measured; // [first, last, last-but-one] measured knot (−1: none); null when stale; replaced whole, so a reader on another thread sees one consistent set
 
     public TimeCurve(int maxTokens = 1024)
     {
@@ -44,7 +45,7 @@ public sealed class TimeCurve
     public IReadOnlyList<double> Weights => _weight;
 
     /// <summary>True once any measurement has been taken.</summary>
-    public bool IsMeasured => Array.Exists(_weight, w => w > 0);
+    public bool IsMeasured => (_measured ??= MeasuredKnots())[0] >= 0;
 
     /// <summary>Folds a measurement in: <paramref name="rate"/> is the EMA rate once a knot is established.</summary>
     public void Observe(double tokens, double seconds, double rate = 0.2)
@@ -62,6 +63,7 @@ public sealed class TimeCurve
         double alpha = _weight[knot] == 0 ? 1 : Math.Min(1, rate * share);
         _seconds[knot] += alpha * (seconds - _seconds[knot]);
         _weight[knot] += share;
+        _measured = null;
     }
 
     /// <summary>Predicted seconds for a pass over <paramref name="tokens"/> tokens.</summary>
@@ -70,14 +72,8 @@ public sealed class TimeCurve
         // Flat below the smallest measured size (a pass never gets cheaper than that); linear between measured
         // knots; beyond the largest, along the last measured segment (or proportional with a single knot).
         // Allocation-free: the selector calls this many times a step.
-        int first = -1, last = -1, prev = -1;
-        for (int i = 0; i < _tokens.Length; i++)
-        {
-            if (_weight[i] <= 0) continue;
-            if (first < 0) first = i;
-            prev = last;
-            last = i;
-        }
+        var measured = _measured ??= MeasuredKnots();
+        int first = measured[0], last = measured[1], prev = measured[2];
         if (first < 0) throw new InvalidOperationException("time curve has no measurements: profile the device first");
         if (tokens <= _tokens[first]) return _seconds[first];
         if (tokens >= _tokens[last])
@@ -98,6 +94,19 @@ public sealed class TimeCurve
             a = i;
         }
         return _seconds[last];
+    }
+
+    private int[] MeasuredKnots()
+    {
+        int first = -1, last = -1, prev = -1;
+        for (int i = 0; i < _tokens.Length; i++)
+        {
+            if (_weight[i] <= 0) continue;
+            if (first < 0) first = i;
+            prev = last;
+            last = i;
+        }
+        return [first, last, prev];
     }
 
     private (int Lo, int Hi, double Fraction) Locate(double tokens)

@@ -14,8 +14,9 @@ namespace RLHFSpec.Compute.Generation.Simulation;
 /// <see cref="MoveCost"/> under <see cref="SimulationOptions.Migration"/>); moved samples reach the receiver after
 /// their copies or re-prefills. Only time is simulated.
 /// <para>Scale: the next instance to step comes from a priority queue of step-completion times, and the drained
-/// instances are kept ordered by (predicted work, index) for <see cref="Reallocator.PlanDrained"/>, so an event costs
-/// O(log N) plus the donor's samples, not a scan of all N instances.</para>
+/// instances are kept as <see cref="DrainedInstances"/> for <see cref="Reallocator.PlanDrained(InstanceLoad, IDrainedReceivers)"/>
+/// (the empty ones in a tree that rules out, a subtree at a time, those too slow to gain from a plan), so an event
+/// costs O(log N) plus the donor's samples, not a scan of all N instances.</para>
 /// </summary>
 public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
 {
@@ -34,7 +35,6 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         public double Clock, Busy, Emitted;
         public long Steps, SampleSteps;
         public int Version;               // of its entry in the event queue; older entries are stale
-        public (double Work, int Index)? DrainedKey; // its key in the drained set while it is in it
         public InstanceLoad? ReceiverLoad;           // its load as a receiver, until it changes
         public readonly StepTimeFit StepTime = new();
         public readonly List<Live> Live = new();
@@ -67,9 +67,10 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         var instances = Enumerable.Range(0, options.Instances).Select(k => new Instance(k)).ToArray();
         Assign(workload, instances, options);
         var reallocator = new Reallocator(options.DrainThreshold, options.RequireGain);
+        var memo = new StepMemo();
         var events = new PriorityQueue<Instance, (double Clock, int Index, int Version)>(Comparer<(double Clock, int Index, int Version)>.Create((a, b) =>
             a.Clock != b.Clock ? a.Clock.CompareTo(b.Clock) : a.Index.CompareTo(b.Index)));
-        var drained = new SortedSet<(double Work, int Index)>();
+        var drained = new DrainedInstances(instances.Length, k => instances[k].ReceiverLoad ??= Load(instances[k], donor: false, options));
         void Schedule(Instance i)
         {
             i.Version++;
@@ -79,12 +80,9 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         {
             if (!options.Reallocate) return;
             i.ReceiverLoad = null;
-            if (i.DrainedKey is { } old) drained.Remove(old);
-            i.DrainedKey = null;
-            if (i.Count > options.DrainThreshold) return;
-            var key = (i.PredictedWork(), i.Index);
-            drained.Add(key);
-            i.DrainedKey = key;
+            if (i.Count > options.DrainThreshold) drained.Remove(i.Index);
+            else if (i.Count == 0) drained.SetEmpty(i.Index, StepTimeOf(i));
+            else drained.SetLoaded(i.Index, i.PredictedWork());
         }
         foreach (var i in instances)
         {
@@ -100,7 +98,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         {
             if (entry.Version != next.Version) continue;
             int before = next.Count;
-            Step(next, options);
+            Step(next, options, memo);
             if (next.Count < before)
             {
                 finished += before - next.Count;
@@ -110,7 +108,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
             if (options.Reallocate && next.Count >= 2)
             {
                 var donorLoad = Load(next, donor: true, options);
-                var plans = reallocator.PlanDrained(donorLoad, DrainedLoads(next));
+                var plans = reallocator.PlanDrained(donorLoad, drained);
                 OnPlan?.Invoke(donorLoad, instances.Select(i => Load(i, donor: i == next, options)).ToArray(), plans);
                 foreach (var plan in plans)
                 {
@@ -145,16 +143,6 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         return new SimulationResult(finish.Max(), finish, instances.Select(i => i.Busy).ToArray(), migrations, recomputes, bytesMoved,
             workload.Sum(s => (long)s.ResponseTokens), instances.Sum(i => i.Steps), instances.Sum(i => i.SampleSteps))
         { Reassigned = reassigned };
-
-        IEnumerable<InstanceLoad> DrainedLoads(Instance donor)
-        {
-            foreach (var (_, index) in drained)
-                if (index != donor.Index)
-                {
-                    var i = instances[index];
-                    yield return i.ReceiverLoad ??= Load(i, donor: false, options);
-                }
-        }
     }
 
     /// <summary>An instance's load as <see cref="GenerationCluster"/> builds it for the reallocator.</summary>
@@ -164,8 +152,10 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         int k = 0;
         foreach (var x in i.Live.Concat(i.Waiting))
             samples[k++] = new SampleLoad(x.Sample.Id, x.PredictedRemaining, donor ? MoveSeconds(x, options) : 0);
-        return new InstanceLoad(i.Index, samples, i.StepTime.Current(i.SampleSteps > 0 ? i.Emitted / i.SampleSteps : 0));
+        return new InstanceLoad(i.Index, samples, StepTimeOf(i));
     }
+
+    private static StepTime StepTimeOf(Instance i) => i.StepTime.Current(i.SampleSteps > 0 ? i.Emitted / i.SampleSteps : 0);
 
     private static Live TakeOut(Instance i, long id)
     {
@@ -214,7 +204,17 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
         for (int k = 0; k < workload.Count; k++) instances[k % instances.Length].Waiting.Add(new Live(workload[k]));
     }
 
-    private void Step(Instance instance, SimulationOptions options)
+    /// <summary>The selector's choice for a batch: its predicted seconds and each sample's expected tokens.</summary>
+    private StepMemo.Outcome Choose(LiveSample[] views)
+    {
+        var plan = selector.Choose(views);
+        var (_, seconds) = selector.Predict(plan.Strategy, views, plan.DraftDepths);
+        var tokens = new double[views.Length];
+        for (int k = 0; k < views.Length; k++) tokens[k] = selector.ExpectedTokens(plan.Strategy, views[k], plan.DraftDepths[k]);
+        return new StepMemo.Outcome(seconds, tokens);
+    }
+
+    private void Step(Instance instance, SimulationOptions options, StepMemo memo)
     {
         int prefillTokens = 0; // of fresh samples: a moved one's copy or re-prefill was paid when it moved
         int admit = 0;
@@ -231,13 +231,12 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
             var x = instance.Live[k];
             views[k] = new LiveSample(x.Sample.Id, x.Context, (int)Math.Ceiling(x.Remaining));
         }
-        var plan = selector.Choose(views);
-        var (_, seconds) = selector.Predict(plan.Strategy, views, plan.DraftDepths);
-        seconds += options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens;
+        var outcome = memo.Get(views, selector.DependsOnSampleIds, Choose);
+        double seconds = outcome.Seconds + (options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens);
         double emitted = 0;
         for (int k = 0; k < views.Length; k++)
         {
-            double tokens = selector.ExpectedTokens(plan.Strategy, views[k], plan.DraftDepths[k]);
+            double tokens = outcome.Tokens[k];
             instance.Live[k].Generated += tokens;
             emitted += tokens;
         }

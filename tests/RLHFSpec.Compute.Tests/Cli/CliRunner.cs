@@ -14,11 +14,18 @@ internal static class CliRunner
         return File.Exists(dll) ? dll : throw new FileNotFoundException($"build the CLI first: {dll} is missing", dll);
     });
 
+    /// <summary>The built CLI's <c>rlhfspec.dll</c> (for tests that manage the process themselves).</summary>
+    public static string DllPath => Dll.Value;
+
     public static (int Exit, string Out, string Err) Run(string workingDirectory, params string[] args) =>
         RunWithEnvironment(workingDirectory, new Dictionary<string, string>(), args);
 
     /// <summary>As <see cref="Run"/>, with these environment variables set for the process (e.g. <c>RLHFSPEC_MODELS</c>).</summary>
-    public static (int Exit, string Out, string Err) RunWithEnvironment(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args)
+    public static (int Exit, string Out, string Err) RunWithEnvironment(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        RunWithTimeout(workingDirectory, environment, TimeSpan.FromMinutes(3), args);
+
+    /// <summary>As <see cref="RunWithEnvironment"/>, failing the test after <paramref name="timeout"/> instead of 3 minutes (runs that train for real).</summary>
+    public static (int Exit, string Out, string Err) RunWithTimeout(string workingDirectory, IReadOnlyDictionary<string, string> environment, TimeSpan timeout, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory };
         info.ArgumentList.Add(Dll.Value);
@@ -28,7 +35,7 @@ internal static class CliRunner
         using var p = Process.Start(info)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3))) { p.Kill(entireProcessTree: true); Assert.Fail($"rlhfspec {string.Join(' ', args)} timed out"); }
+        if (!p.WaitForExit(timeout)) { p.Kill(entireProcessTree: true); Assert.Fail($"rlhfspec {string.Join(' ', args)} timed out after {timeout.TotalMinutes:F0} minutes"); }
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
 
