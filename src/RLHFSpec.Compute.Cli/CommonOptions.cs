@@ -42,5 +42,19 @@ internal static class CommonOptions
         _ => throw new ArgumentException($"{option} '{value}': not one of auto, onnx, managed, vulkan"),
     };
 
+    public static Option<string> KvDType() => new("--kv-dtype")
+    {
+        Description = "Element type of the KV cache: f32 (exact) | f16 (half the bytes attention reads; K/V rounded to half precision)",
+        DefaultValueFactory = _ => "f32",
+    };
+
+    /// <summary>The KV cache element type named by <c>--kv-dtype</c>; a user error naming the option otherwise.</summary>
+    public static RLHFSpec.Compute.Engine.Kernels.KvDType ParseKvDType(string value, string option = "--kv-dtype") => value.Trim().ToLowerInvariant() switch
+    {
+        "f32" => RLHFSpec.Compute.Engine.Kernels.KvDType.F32,
+        "f16" => RLHFSpec.Compute.Engine.Kernels.KvDType.F16,
+        _ => throw new ArgumentException($"{option} '{value}': not one of f32, f16"),
+    };
+
     public static Option<string?> Markdown() => new("--markdown") { Description = "Also write the tables as Markdown to this file" };
 }

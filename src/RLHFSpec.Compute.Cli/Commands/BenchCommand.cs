@@ -36,14 +36,15 @@ internal static class BenchCommand
         var threads = CommonOptions.Threads();
         var quick = new Option<bool>("--quick") { Description = "Fewer sizes (batch 1, 16, 256; trees 4, 16, 64)" };
         var dense = CommonOptions.Dense();
+        var kvDType = CommonOptions.KvDType();
         var markdown = CommonOptions.Markdown();
         var regime = new Option<bool>("--regime")
         {
             Description = $"Only the batch-1 regime check: decode of 1 token vs verify of {RegimeVerifyTokens} tokens (a tree), and their ratio (bandwidth-bound when <= {BandwidthBoundRatio}x)",
         };
         var set = CommonOptions.Set();
-        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, set, device, ep, threads, quick, dense, markdown, regime };
-        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime), r.GetValue(set)));
+        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, set, device, ep, threads, quick, dense, kvDType, markdown, regime };
+        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime), r.GetValue(set), r.GetValue(kvDType)!));
         return command;
     }
 
@@ -58,10 +59,11 @@ internal static class BenchCommand
     /// </summary>
     internal const double BandwidthBoundRatio = 1.5;
 
-    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false, string? set = null)
+    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false, string? set = null, string kvDTypeName = "f32")
     {
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var dense = CommonOptions.ParseDense(denseName);
+        var kvDType = CommonOptions.ParseKvDType(kvDTypeName);
         ExecutionProviders.Check(ep);
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
@@ -70,7 +72,7 @@ internal static class BenchCommand
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
-        var bench = new ModelBenchmark(weights, backend, session) { MinSeconds = quick ? 0.2 : 0.5, Executor = dense };
+        var bench = new ModelBenchmark(weights, backend, session) { MinSeconds = quick ? 0.2 : 0.5, Executor = dense, KvDType = kvDType };
         int[] batches = quick ? [1, 16, 256] : [1, 4, 16, 64, 256];
         int[] nodes = quick ? [4, 16, 64] : [2, 4, 8, 16, 32, 64];
         var cases = new List<Func<ModelBenchmarkRow>>();
@@ -94,7 +96,7 @@ internal static class BenchCommand
         using var draftWeights = draftFolder is not null && !quick ? TransformerWeights.Random(ModelConfig.Load(Path.Combine(draftFolder, ModelConfig.FileName)), seed: 2) : null;
         if (draftWeights is not null)
         {
-            var draftBench = new ModelBenchmark(draftWeights, backend, session) { MinSeconds = bench.MinSeconds, Executor = dense };
+            var draftBench = new ModelBenchmark(draftWeights, backend, session) { MinSeconds = bench.MinSeconds, Executor = dense, KvDType = kvDType };
             foreach (int b in new[] { 1, 16 }) cases.Add(() => draftBench.Step(b, 1, 128) with { Case = DraftDecode });
         }
         double copy = regime ? double.NaN : ModelBenchmark.CopyBandwidth(backend is Engine.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount);

@@ -40,6 +40,7 @@ internal static class GenerateCommand
         var ep = CommonOptions.Ep();
         var threads = CommonOptions.Threads();
         var dense = CommonOptions.Dense();
+        var kvDType = CommonOptions.KvDType();
         var kvMemory = new Option<int>("--kv-memory-mib") { Description = "KV cache memory budget of the policy, MiB", DefaultValueFactory = _ => 256 };
         var maxBatch = new Option<int>("--max-batch") { Description = "Most samples decoded together", DefaultValueFactory = _ => 64 };
         var costProfile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON: loaded (frozen) if it exists, else measured and saved there" };
@@ -49,14 +50,14 @@ internal static class GenerateCommand
         var reallocate = new Option<string>("--reallocate") { Description = "on | off: move samples between instances when their loads diverge", DefaultValueFactory = _ => "off" };
         var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
         {
-            model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, dense, kvMemory, maxBatch, costProfile, output, stats,
+            model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, dense, kvDType, kvMemory, maxBatch, costProfile, output, stats,
             instances, reallocate, set,
         };
         command.SetAction(r => Run(new Args(
             r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
             r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats),
-            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set) }));
+            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set), KvDType = r.GetValue(kvDType)! }));
         return command;
     }
 
@@ -66,6 +67,8 @@ internal static class GenerateCommand
     {
         /// <summary>--set: a named model set in place of --model.</summary>
         public string? Set { get; init; }
+
+        public string KvDType { get; init; } = "f32";
     }
 
     private static int Run(Args a)
@@ -79,6 +82,7 @@ internal static class GenerateCommand
         OptionChecks.Positive(("--instances", a.Instances));
         bool reallocate = Rlhf.SettingText.OnOff(a.Reallocate, "--reallocate");
         var dense = CommonOptions.ParseDense(a.Dense);
+        var kvDType = CommonOptions.ParseKvDType(a.KvDType);
         var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
@@ -113,7 +117,7 @@ internal static class GenerateCommand
             MemoryBudget.WeightBytes(policyFolder) + (draftFolder is null ? 0 : MemoryBudget.WeightBytes(draftFolder)), "lower --kv-memory-mib or --instances");
 
         using var backend = Devices.Open(a.Device);
-        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session, Dense = dense };
+        var runtime = new TransformerOptions { KvMemoryBudgetBytes = (long)a.KvMemoryMiB << 20, Session = session, Dense = dense, KvDType = kvDType };
         using var pair = models.Open(backend, runtime);
         // Each cluster instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
         using var fleet = models.Instances(a.Device, runtime);

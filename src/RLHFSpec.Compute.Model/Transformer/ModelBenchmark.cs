@@ -33,6 +33,9 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
     /// <summary>What runs the dense layers of the timed forwards.</summary>
     public DenseExecutorKind Executor { get; init; } = DenseExecutorKind.Auto;
 
+    /// <summary>Element type of the timed models' KV caches.</summary>
+    public Engine.Kernels.KvDType KvDType { get; init; } = Engine.Kernels.KvDType.F32;
+
     /// <summary>Seconds of timed runs per case (at least 3 runs).</summary>
     public double MinSeconds { get; init; } = 0.3;
 
@@ -92,7 +95,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
         }
     }
 
-    private TransformerModel NewModel(long budget) => new(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = budget, Session = session, Dense = Executor });
+    private TransformerModel NewModel(long budget) => new(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = budget, Session = session, Dense = Executor, KvDType = KvDType });
 
     private static long KvBytes(TransformerWeights w, long tokens) =>
         2L * w.Spec.NumLayers * w.Spec.NumKvHeads * w.Spec.HeadDim * sizeof(float) * (tokens + 64 * 16) + (1 << 20);

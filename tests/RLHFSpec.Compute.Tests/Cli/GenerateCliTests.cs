@@ -85,6 +85,24 @@ public sealed class GenerateCliTests
         Assert.That(err3, Does.Contain("--reallocate"));
     }
 
+    // --kv-dtype f16 keeps the K/V in half precision: greedy speculative output still equals greedy off under it
+    // (every strategy reads the same rounded cache), and a value other than f32/f16 is one line, exit 2, no output.
+    [Test]
+    public void A_half_precision_kv_cache_keeps_greedy_strategies_equal_and_a_bad_type_is_one_line()
+    {
+        string off = _folder.File("kv16-off.jsonl"), chain = _folder.File("kv16-suffix.jsonl"), bad = _folder.File("kv-bad.jsonl");
+        var (exit1, out1, err1) = CliRunner.Run(_folder.Path, Args(off, "--kv-dtype", "f16", "--strategy", "off", "--temperature", "0"));
+        Assert.That(exit1, Is.EqualTo(0), err1 + out1);
+        var (exit2, out2, err2) = CliRunner.Run(_folder.Path, Args(chain, "--kv-dtype", "f16", "--strategy", "suffix:3", "--temperature", "0"));
+        Assert.That(exit2, Is.EqualTo(0), err2 + out2);
+        Assert.That(File.ReadAllLines(chain), Is.EqualTo(File.ReadAllLines(off)));
+        var (exit3, out3, err3) = CliRunner.Run(_folder.Path, Args(bad, "--kv-dtype", "f8"));
+        Assert.That(exit3, Is.EqualTo(2), out3);
+        Assert.That(err3.Trim().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(err3, Does.Contain("--kv-dtype 'f8': not one of f32, f16"));
+        Assert.That(File.Exists(bad), Is.False);
+    }
+
     // --draft none means no draft model, as train's draft = "none" does: the suffix proposer still runs, and the
     // greedy output is plain greedy decoding's (speculation never changes it).
     [Test]
