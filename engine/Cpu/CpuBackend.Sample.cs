@@ -21,26 +21,11 @@ public sealed partial class CpuBackend
                 int* tokenOut = tokensFixed;
                 float* logProbOut = logProbsFixed;
                 float* data = source.Pointer;
-                if ((long)count * vocabSize <= SerialRowElements)
+                ForEachRow(count, vocabSize, vocabSize, (r, weights) =>
                 {
-                    float[] weights = ArrayPool<float>.Shared.Rent(vocabSize);
-                    try
-                    {
-                        for (int r = 0; r < count; r++)
-                            status[r] = SampleRow(new ReadOnlySpan<float>(data + (long)r * vocabSize, vocabSize), settings[r], weights, out tokenOut[r], out logProbOut[r]);
-                    }
-                    finally { ArrayPool<float>.Shared.Return(weights); }
-                }
-                else
-                    Parallel.For(0, count, Parallelism,
-                        () => ArrayPool<float>.Shared.Rent(vocabSize),
-                        (r, _, weights) =>
-                        {
-                            var row = new ReadOnlySpan<float>(data + (long)r * vocabSize, vocabSize);
-                            status[r] = SampleRow(row, settings[r], weights, out tokenOut[r], out logProbOut[r]);
-                            return weights;
-                        },
-                        weights => ArrayPool<float>.Shared.Return(weights));
+                    var row = new ReadOnlySpan<float>(data + (long)r * vocabSize, vocabSize);
+                    status[r] = SampleRow(row, settings[r], weights, out tokenOut[r], out logProbOut[r]);
+                });
             }
             for (int r = 0; r < count; r++)
                 if (status[r] != KernelValidation.RowOk) KernelValidation.ThrowBadRow(status[r], nameof(logits), r);

@@ -32,22 +32,7 @@ public sealed partial class CpuBackend
                     Target = target, Draft = draft, Vocab = vocab,
                     AcceptedCount = countFixed, AcceptedNodes = nodesFixed, NextToken = nextFixed, LogProbs = logProbsFixed,
                 };
-                if ((long)samples * vocab <= SerialRowElements)
-                {
-                    // A few rows of a small vocabulary: cheaper on this thread than Parallel.For's set-up.
-                    float[] scratch = ArrayPool<float>.Shared.Rent(3 * vocab);
-                    try { for (int s = 0; s < samples; s++) status[s] = VerifySample(job, s, scratch); }
-                    finally { ArrayPool<float>.Shared.Return(scratch); }
-                }
-                else
-                    Parallel.For(0, samples, Parallelism,
-                        () => ArrayPool<float>.Shared.Rent(3 * vocab),
-                        (s, _, scratch) =>
-                        {
-                            status[s] = VerifySample(job, s, scratch);
-                            return scratch;
-                        },
-                        scratch => ArrayPool<float>.Shared.Return(scratch));
+                ForEachRow(samples, vocab, 3 * vocab, (s, scratch) => status[s] = VerifySample(job, s, scratch));
             }
             for (int s = 0; s < samples; s++)
             {

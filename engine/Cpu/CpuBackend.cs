@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace RLHFSpec.Compute.Engine.Cpu;
 
 /// <summary>
@@ -31,6 +33,30 @@ public sealed partial class CpuBackend : ComputeBackend
     /// and allocates; a real vocabulary (~150k) goes parallel from its first row.
     /// </summary>
     internal const long SerialRowElements = 1 << 16;
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(row, scratch) for rows [0, <paramref name="count"/>) with a scratch array of
+    /// <paramref name="scratchLength"/> floats: on the calling thread up to <see cref="SerialRowElements"/> logits
+    /// (<paramref name="count"/> × <paramref name="rowElements"/>), else over the workers, a rented scratch per worker.
+    /// </summary>
+    internal void ForEachRow(int count, int rowElements, int scratchLength, Action<int, float[]> body)
+    {
+        if ((long)count * rowElements <= SerialRowElements)
+        {
+            float[] scratch = ArrayPool<float>.Shared.Rent(scratchLength);
+            try { for (int r = 0; r < count; r++) body(r, scratch); }
+            finally { ArrayPool<float>.Shared.Return(scratch); }
+            return;
+        }
+        Parallel.For(0, count, _parallel,
+            () => ArrayPool<float>.Shared.Rent(scratchLength),
+            (r, _, scratch) =>
+            {
+                body(r, scratch);
+                return scratch;
+            },
+            scratch => ArrayPool<float>.Shared.Return(scratch));
+    }
 
     private CpuWorkers? _workers;
 

@@ -44,7 +44,7 @@ public static unsafe class CpuDense
     /// <summary>
     /// Blocks of 4 weight rows ahead that <see cref="Project"/> prefetches. Measured on the 2-core AMD EPYC (Zen 4), one
     /// thread streaming 92 MB of 512-wide rows: 16 tokens took 15.6 ms without prefetch, 11.2 ms 1 block ahead, 9.0 ms
-    /// 2 or 4 ahead (the in-cache ceiling is about 8 ms); 1 token 7.0, 7.9, 4.7 and 6.1 ms.
+    /// 2 or 4 ahead (the in-cache ceiling is about 8 ms). Under 4 tokens the rows are read one after another without it.
     /// </summary>
     private const int PrefetchBlocks = 2;
 
@@ -57,7 +57,7 @@ public static unsafe class CpuDense
         int o = rowStart;
         // Under 4 tokens (a decode step of a few samples: bound by reading w), the rows are read one after another,
         // as one sequential stream the hardware prefetcher follows: 4 rows read interleaved (4 streams 1 row apart)
-        // took 6.0–8.5 ms for 92 MB of 512-wide rows on one thread of the 2-core EPYC, row after row 3.9–4.0 ms.
+        // took 6.0–8.5 ms for 92 MB of 512-wide rows on one thread of the 2-core EPYC, row after row 3.9–4.7 ms.
         // Each element is the same single FMA chain either way, so the results are the same bits.
         for (; tokens >= 4 && o + 4 <= rowEnd; o += 4)
         {

@@ -20,7 +20,8 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
     /// <summary>Upper bound of an optimistic rate (a draft is never certain to be accepted).</summary>
     private const double MaxOptimisticRate = 0.95;
 
-    private readonly record struct Family(ProposerKind Proposer, DraftShape Shape, int TopK);
+    /// <summary>Strategies that share their per-depth acceptance: the proposer, the draft shape and a tree's top-k.</summary>
+    internal readonly record struct Family(ProposerKind Proposer, DraftShape Shape, int TopK);
 
     private sealed class Counts
     {
@@ -31,7 +32,7 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
     private readonly Dictionary<Family, Counts> _pooled = new();
     private readonly Dictionary<(long Sample, Family Family), Counts> _perSample = new();
 
-    private static Family FamilyOf(Strategy s) => new(s.Proposer, s.Shape, s.Shape == DraftShape.Tree ? s.TopK : 1);
+    internal static Family FamilyOf(Strategy s) => new(s.Proposer, s.Shape, s.Shape == DraftShape.Tree ? s.TopK : 1);
 
     /// <summary>
     /// Records one verification: the sample's draft reached <paramref name="draftDepth"/> and

@@ -34,7 +34,7 @@ public sealed class StrategySelector : IStepPlanner
     }
 
     /// <summary>Candidates of one family share their per-depth acceptance (proposer, shape, top-k of trees).</summary>
-    private static (ProposerKind, DraftShape, int) FamilyOf(Strategy s) => (s.Proposer, s.Shape, s.Shape == DraftShape.Tree ? s.TopK : 1);
+    private static AcceptanceEstimator.Family FamilyOf(Strategy s) => AcceptanceEstimator.FamilyOf(s);
 
     public IReadOnlyList<Strategy> Candidates => _candidates;
 
