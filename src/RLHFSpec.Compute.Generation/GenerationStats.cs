@@ -84,6 +84,12 @@ public sealed class GenerationStats
     /// <summary>Seconds spent in decode steps (summed over instances when several ran).</summary>
     public double DecodeSeconds => SecondsByBatchSize.Values.Sum();
 
+    /// <summary>
+    /// Seconds of decode steps outside the draft (proposers, draft forwards included), the verify forward and the verify
+    /// kernel: planning (strategy selection), reservation, commit, emitting, retiring, the step loop's bookkeeping.
+    /// </summary>
+    public double OutsideForwardsSeconds => Math.Max(0, DecodeSeconds - DraftSeconds - VerifyForwardSeconds - VerifyKernelSeconds);
+
     /// <summary>Prompt (and recomputed) tokens per second of prefill forwards; 0 when none ran.</summary>
     public double PrefillTokensPerSecond => PrefillSeconds > 0 ? PrefillTokens / PrefillSeconds : 0;
 

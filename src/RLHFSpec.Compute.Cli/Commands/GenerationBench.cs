@@ -196,6 +196,7 @@ internal static class GenerationBench
         AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {samplesPerPrompt} samples per prompt)");
         var rates = new double[strategies.Length, sizes.Length];
         var taken = new string[strategies.Length, sizes.Length];
+        var splits = new GenerationStats[strategies.Length, sizes.Length];
         for (int si = 0; si < strategies.Length; si++)
         {
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
@@ -209,9 +210,11 @@ internal static class GenerationBench
                 long tokensDone = 0;
                 double seconds = 0;
                 GenerateOutcome outcome;
+                var split = splits[si, bi] = new GenerationStats();
                 do
                 {
                     outcome = generator.Run(requests);
+                    split.Add(outcome.Stats);
                     tokensDone += outcome.Stats.TokensGenerated;
                     seconds += outcome.WallSeconds;
                 }
@@ -234,6 +237,7 @@ internal static class GenerationBench
             md.Append("| ").Append(sizes[bi]).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
         AnsiConsole.Write(table);
+        WriteSplit(strategies, sizes, splits, md);
         if (plotPath is null) return;
         var plot = new ScottPlot.Plot();
         for (int si = 0; si < strategies.Length; si++)
@@ -246,5 +250,29 @@ internal static class GenerationBench
         plot.Title($"generation throughput, {tokens} tokens per sample");
         plot.ShowLegend();
         Rlhf.MetricsPlot.Save(plot, plotPath);
+    }
+
+    /// <summary>
+    /// Where each forced batch's decode time went, per strategy: the draft (proposers and draft forwards), the verify
+    /// forward, the verify kernel, and the rest of the step outside them (selection, reservation, commit, bookkeeping),
+    /// as shares of the decode steps' time.
+    /// </summary>
+    private static void WriteSplit(StrategyMode[] strategies, int[] sizes, GenerationStats[,] splits, StringBuilder md)
+    {
+        static string Pct(double part, double whole) => whole > 0 ? (100 * part / whole).ToString("F1", CultureInfo.InvariantCulture) + " %" : "-";
+        static string Cell(GenerationStats s) =>
+            $"{Pct(s.DraftSeconds, s.DecodeSeconds)} / {Pct(s.VerifyForwardSeconds, s.DecodeSeconds)} / {Pct(s.VerifyKernelSeconds, s.DecodeSeconds)} / {Pct(s.OutsideForwardsSeconds, s.DecodeSeconds)}";
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("batch");
+        foreach (var s in strategies) table.AddColumn(Markup.Escape(s.ToString()) + " draft / verify fwd / kernel / outside");
+        md.Append("\n| forced batch | ").Append(string.Join(" | ", strategies.Select(s => s + ": draft / verify forward / verify kernel / outside"))).Append(" |\n|---:|")
+            .Append(string.Concat(strategies.Select(_ => "---:|"))).Append('\n');
+        for (int bi = 0; bi < sizes.Length; bi++)
+        {
+            var cells = Enumerable.Range(0, strategies.Length).Select(si => Cell(splits[si, bi])).ToArray();
+            table.AddRow([sizes[bi].ToString(CultureInfo.InvariantCulture), .. cells.Select(Markup.Escape)]);
+            md.Append("| ").Append(sizes[bi]).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
+        }
+        AnsiConsole.MarkupLine("time split of the decode steps (share of their time; outside = selection, reservation, commit and bookkeeping):");
+        AnsiConsole.Write(table);
     }
 }
