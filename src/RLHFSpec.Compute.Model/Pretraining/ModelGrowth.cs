@@ -20,6 +20,10 @@ namespace RLHFSpec.Compute.Model.Pretraining;
 /// <item>Deepening to <see cref="GrowthFactors.Layers"/>: new layers are inserted evenly between the old ones, each a copy
 /// of the layer before it with its output projections (o_proj, down_proj and their biases) zero, so it adds nothing
 /// to the residual stream until fine-tuning moves it.</item>
+/// <item>Fewer layers than the source (width and intermediate factors 1 only): a layer-dropped copy, the source's
+/// layers at evenly spread indices, first and last kept, with the source's embedding, final norm and head (as
+/// self-speculative and early-exit drafts are made). This one is not function-preserving: it is a start for a draft
+/// that is then distilled from its teacher.</item>
 /// </list>
 /// </summary>
 public static class ModelGrowth
@@ -31,8 +35,9 @@ public static class ModelGrowth
         {
             if (Width < 1) throw new ArgumentException($"growth: width factor must be >= 1, got {Width}");
             if (Intermediate < 1) throw new ArgumentException($"growth: intermediate factor must be >= 1, got {Intermediate}");
-            if (Layers < source.NumHiddenLayers)
-                throw new ArgumentException($"growth: layers {Layers} < the source's {source.NumHiddenLayers}");
+            if (Layers < 1) throw new ArgumentException($"growth: layers must be >= 1, got {Layers}");
+            if (Layers < source.NumHiddenLayers && (Width != 1 || Intermediate != 1))
+                throw new ArgumentException($"growth: layers {Layers} < the source's {source.NumHiddenLayers} (a layer-dropped copy) needs width and intermediate factors 1, got {Width} and {Intermediate}");
         }
     }
 
@@ -54,11 +59,18 @@ public static class ModelGrowth
 
     /// <summary>
     /// Which source layer each grown layer copies, and whether it is new (output projections zero): the source
-    /// layers in order, with the new ones spread evenly after them.
+    /// layers in order, with the new ones spread evenly after them. With fewer layers than the source, the kept
+    /// source layers at evenly spread indices, the first and (from 2 layers) the last among them.
     /// </summary>
     public static IReadOnlyList<(int Source, bool IsNew)> LayerPlan(int sourceLayers, int layers)
     {
         var plan = new List<(int, bool)>(layers);
+        if (layers < sourceLayers)
+        {
+            for (int l = 0; l < layers; l++)
+                plan.Add((layers == 1 ? 0 : (int)Math.Round((double)l * (sourceLayers - 1) / (layers - 1)), false));
+            return plan;
+        }
         int extra = layers - sourceLayers;
         for (int l = 0; l < sourceLayers; l++)
         {

@@ -16,7 +16,7 @@ namespace RLHFSpec.Compute.Model.Pretraining;
 /// </summary>
 public static class Pretrainer
 {
-    public const string PolicyName = "policy", DraftSmallName = "draft-small", DraftTinyName = "draft-tiny";
+    public const string PolicyName = "policy", DraftSmallName = "draft-small", DraftTinyName = "draft-tiny", DraftSkipName = "draft-skip";
 
     /// <summary>Steps over which the reported initial and final losses are averaged: 20, or a quarter of a short run.</summary>
     private static int LossWindow(int steps) => Math.Clamp(steps / 4, 1, 20);
@@ -71,8 +71,27 @@ public static class Pretrainer
             },
             DistilledDraft(defaults[1], defaultModelsFolder),
             DistilledDraft(defaults[2], defaultModelsFolder),
+            LayerSkipDraft(defaults[0], defaultModelsFolder, layers: SkipDraftLayers),
         };
     }
+
+    /// <summary>Layers of the medium set's layer-skip draft (of the default policy's 4).</summary>
+    public const int SkipDraftLayers = 2;
+
+    /// <summary>
+    /// A medium-set draft cut from the default policy (the medium policy's own source before growth): its embedding,
+    /// head and <paramref name="layers"/> of its layers at evenly spread indices, first and last kept (a layer-dropped
+    /// copy, <see cref="ModelGrowth"/>), then distilled from the medium policy like the other drafts. It starts from
+    /// a model that already says what the policy's source says, at a fraction of the medium policy's weights.
+    /// </summary>
+    private static PretrainModelSpec LayerSkipDraft(PretrainModelSpec policy, string defaultModelsFolder, int layers) => policy with
+    {
+        Name = DraftSkipName,
+        Steps = DraftDistillSteps, PeakLearningRate = 1e-3, MinLearningRate = 1e-4, WarmupSteps = 10,
+        Config = policy.Config with { NumHiddenLayers = layers },
+        GrowFrom = new PretrainModelSpec.GrowthStart(Path.Combine(defaultModelsFolder, PolicyName), new ModelGrowth.GrowthFactors(1, 1, layers)),
+        DistillFrom = PolicyName,
+    };
 
     /// <summary>Steps of a medium draft's distillation from the medium policy.</summary>
     public const int DraftDistillSteps = 300;

@@ -74,13 +74,39 @@ public class ModelGrowthTests
         Assert.That(grown.Arena.Span("model.layers.1.mlp.up_proj.weight").ToArray().Any(v => v != 0));
     }
 
+    [TestCase("llama", 4, 2, new[] { 0, 3 })]
+    [TestCase("llama", 4, 1, new[] { 0 })]
+    [TestCase("qwen2", 5, 3, new[] { 0, 2, 4 })]
+    [TestCase("qwen2", 6, 4, new[] { 0, 2, 3, 5 })]
+    public void Fewer_layers_keep_spread_source_layers_bit_for_bit(string type, int sourceLayers, int layers, int[] kept)
+    {
+        Assert.That(ModelGrowth.LayerPlan(sourceLayers, layers), Is.EqualTo(kept.Select(k => (k, false)).ToArray()));
+        var config = TransformerTestModels.Config(type, vocab: 23, layers: sourceLayers);
+        using var source = TransformerTestModels.Weights(config, 11);
+        using var dropped = ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(1, 1, layers), 3);
+        Assert.That(dropped.Config.NumHiddenLayers, Is.EqualTo(layers));
+        Assert.That(dropped.Config.HiddenSize, Is.EqualTo(config.HiddenSize));
+        foreach (var name in dropped.Arena.Names)
+        {
+            string from = name;
+            if (name.StartsWith("model.layers.", StringComparison.Ordinal))
+            {
+                int dot = name.IndexOf('.', "model.layers.".Length);
+                int l = int.Parse(name["model.layers.".Length..dot]);
+                from = $"model.layers.{kept[l]}" + name[dot..];
+            }
+            Assert.That(dropped.Arena.Span(name).ToArray(), Is.EqualTo(source.Arena.Span(from).ToArray()), name);
+        }
+    }
+
     [Test]
     public void Bad_factors_fail_naming_them()
     {
         var config = TransformerTestModels.Config("llama", vocab: 23, layers: 2);
         using var source = TransformerTestModels.Weights(config, 1);
         Assert.That(() => ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(0, 1, 2), 1), Throws.ArgumentException.With.Message.Contains("width"));
-        Assert.That(() => ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(1, 1, 1), 1), Throws.ArgumentException.With.Message.Contains("layers 1"));
+        Assert.That(() => ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(2, 1, 1), 1), Throws.ArgumentException.With.Message.Contains("layers 1 < the source's 2"));
+        Assert.That(() => ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(1, 1, 0), 1), Throws.ArgumentException.With.Message.Contains("layers must be >= 1"));
         Assert.That(() => ModelGrowth.Grow(source, new ModelGrowth.GrowthFactors(1, 1, 2), 1, splitNoise: 1), Throws.ArgumentException.With.Message.Contains("split noise"));
     }
 }
