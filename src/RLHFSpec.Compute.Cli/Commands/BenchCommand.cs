@@ -43,8 +43,9 @@ internal static class BenchCommand
             Description = $"Only the batch-1 regime check: decode of 1 token vs verify of {RegimeVerifyTokens} tokens (a tree), and their ratio (bandwidth-bound when <= {BandwidthBoundRatio}x)",
         };
         var set = CommonOptions.Set();
-        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, set, device, ep, threads, quick, dense, kvDType, markdown, regime };
-        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime), r.GetValue(set), r.GetValue(kvDType)!));
+        var draft = new Option<string?>("--draft") { Description = "Draft model folder whose decode step is compared with the target's (default: the set's draft-small; with --model, none)" };
+        var command = new Command("model", "Prefill, decode and tree-verify tokens/s; dense part vs bare MatMul; training tokens/s") { model, set, draft, device, ep, threads, quick, dense, kvDType, markdown, regime };
+        command.SetAction(r => RunModel(r.GetValue(model), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(quick), r.GetValue(dense)!, r.GetValue(markdown), r.GetValue(regime), r.GetValue(set), r.GetValue(kvDType)!, r.GetValue(draft)));
         return command;
     }
 
@@ -59,7 +60,7 @@ internal static class BenchCommand
     /// </summary>
     internal const double BandwidthBoundRatio = 1.5;
 
-    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false, string? set = null, string kvDTypeName = "f32")
+    private static int RunModel(string? modelFolder, string deviceName, string ep, int threads, bool quick, string denseName, string? markdown, bool regime = false, string? set = null, string kvDTypeName = "f32", string? draft = null)
     {
         if (threads < 0) throw new ArgumentException($"--threads: {threads}, must be >= 0");
         var dense = CommonOptions.ParseDense(denseName);
@@ -68,7 +69,7 @@ internal static class BenchCommand
         OutputPaths.Check(("--markdown", markdown));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
         // A set (or the default one) brings its small draft, whose decode step is compared with the target's.
-        var (policy, draftFolder) = ModelFolders.Resolve(modelFolder, null, draftOptional: modelFolder is not null, set: set);
+        var (policy, draftFolder) = ModelFolders.Resolve(modelFolder, draft, draftOptional: modelFolder is not null, set: set);
         var config = ModelConfig.Load(Path.Combine(policy, ModelConfig.FileName));
         using var weights = TransformerWeights.Random(config, seed: 1);
         using var backend = Devices.Open(deviceName);
@@ -92,7 +93,8 @@ internal static class BenchCommand
             foreach (int b in quick ? new[] { 8 } : new[] { 4, 16 }) cases.Add(() => bench.Train(b, 64));
         }
 
-        // Draft models of the set: their decode step against the target's at batch 1 and 16.
+        // The draft (the set's, or --draft): its decode step against the target's at batch 1 and 16 (also with --regime:
+        // the issue bounds a drafted token's cost at batch 1 against a target step).
         using var draftWeights = draftFolder is not null && !quick ? TransformerWeights.Random(ModelConfig.Load(Path.Combine(draftFolder, ModelConfig.FileName)), seed: 2) : null;
         if (draftWeights is not null)
         {

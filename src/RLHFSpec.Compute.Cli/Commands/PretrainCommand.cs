@@ -16,7 +16,7 @@ internal static class PretrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed of data, initial weights and evaluation set", DefaultValueFactory = _ => new PretrainOptions().Seed };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps per model (default: each model's own budget)" };
         var policyOnly = new Option<bool>("--policy-only") { Description = "Train only the policy" };
-        var only = new Option<string[]>("--model") { Description = "Train only these models (policy, draft-small, draft-tiny); repeatable", AllowMultipleArgumentsPerToken = true };
+        var only = new Option<string[]>("--model") { Description = "Train only these models (policy, draft-small, draft-tiny; the medium set also draft-skip); repeatable", AllowMultipleArgumentsPerToken = true };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime threads (0 = all cores)" };
         var set = new Option<string>(CommonOptions.SetOption, CommonOptions.ModelSetOption)
         {

@@ -61,7 +61,9 @@ public sealed class MediumArchitectureGenerationTests
             Is.EqualTo((target.NumHiddenLayers, target.HeadDim, target.NumAttentionHeads / target.NumKeyValueHeads, KvHeads)),
             "the shrunken policy has the medium policy's layers, head_dim and grouping");
         _medium = Path.Combine(_folder.Path, Pretrainer.MediumSetName);
-        Pretrainer.Run(_medium, options with { Models = [medium[0] with { Config = shrunk }, .. medium.Skip(1)] });
+        // The layer-skip draft is cut from the (here shrunken) default policy: its config follows that policy's.
+        var drafts = medium.Skip(1).Select(d => d.Name == Pretrainer.DraftSkipName ? d with { Config = smallSource with { NumHiddenLayers = d.Config.NumHiddenLayers } } : d);
+        Pretrainer.Run(_medium, options with { Models = [medium[0] with { Config = shrunk }, .. drafts] });
         TestContext.Out.WriteLine($"shrunken medium policy: hidden {shrunk.HiddenSize}, {shrunk.NumHiddenLayers} layers, {shrunk.NumAttentionHeads}/{shrunk.NumKeyValueHeads} heads of {shrunk.HeadDim}, intermediate {shrunk.IntermediateSize}");
     }
 
@@ -97,7 +99,7 @@ public sealed class MediumArchitectureGenerationTests
         var off = RunWith("off", null, out _);
         Assert.That(off.Sum(t => t.Length), Is.GreaterThan(requests.Length), "the policy writes something");
         foreach (var t in off.Take(3)) TestContext.Out.WriteLine($"off: {checkpoint.Tokenizer.Decode(t)}");
-        foreach (var draftName in new[] { Pretrainer.DraftSmallName, Pretrainer.DraftTinyName })
+        foreach (var draftName in new[] { Pretrainer.DraftSmallName, Pretrainer.DraftTinyName, Pretrainer.DraftSkipName })
         {
             using var draftCheckpoint = Checkpoint.Load(DefaultModels.DraftFolder(_medium, draftName));
             Checkpoint.CheckCompatibleDraft(checkpoint, draftCheckpoint);
