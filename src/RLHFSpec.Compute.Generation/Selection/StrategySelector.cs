@@ -21,6 +21,7 @@ public sealed class StrategySelector : IStepPlanner
     private readonly bool _perSampleLengths;
     private readonly int[] _family;        // per candidate: its proposer family's index (−1 for off)
     private readonly int[] _familyDeepest; // per family: the deepest candidate of the family (its reach is computed that deep)
+    private readonly int _remainingThatMatters; // the deepest candidate's depth + 1: more remaining tokens count the same
 
     public StrategySelector(CostModel cost, AcceptanceEstimator acceptance, IEnumerable<Strategy> candidates, bool perSampleLengths = true)
     {
@@ -31,6 +32,7 @@ public sealed class StrategySelector : IStepPlanner
         var families = _candidates.Where(c => !c.IsOff).Select(FamilyOf).Distinct().ToList();
         _family = _candidates.Select(c => c.IsOff ? -1 : families.IndexOf(FamilyOf(c))).ToArray();
         _familyDeepest = families.Select(f => _candidates.Where(c => !c.IsOff && FamilyOf(c) == f).Max(c => c.Depth)).ToArray();
+        _remainingThatMatters = _candidates.Max(c => c.Depth) + 1;
     }
 
     /// <summary>Candidates of one family share their per-depth acceptance (proposer, shape, top-k of trees).</summary>
@@ -43,6 +45,35 @@ public sealed class StrategySelector : IStepPlanner
     /// each sample's context and remaining tokens, in order, and on the cost model and the pooled statistics.
     /// </summary>
     public bool DependsOnSampleIds => _acceptance.HasSampleStatistics;
+
+    /// <summary>
+    /// Whether a choice can depend on the samples' contexts: they enter only the attended pairs of the verify pass,
+    /// whose time is <see cref="CostModel.SecondsPerAttendedPair"/> × pairs, exactly 0 when that rate is 0.
+    /// </summary>
+    public bool DependsOnContexts => _cost.SecondsPerAttendedPair != 0;
+
+    /// <summary>Length of <see cref="BatchKeyOf"/>'s key for a batch of <paramref name="batch"/> samples.</summary>
+    internal int BatchKeyLength(int batch) => DependsOnSampleIds ? 2 * batch : batch;
+
+    /// <summary>
+    /// Writes what a choice reads of <paramref name="samples"/>, in order: per sample its context (where
+    /// <see cref="DependsOnContexts"/>) and remaining tokens clamped to [1, deepest candidate + 1] in one value, then its
+    /// id where <see cref="DependsOnSampleIds"/>. Remaining tokens enter as min(depth, max(0, remaining − 1)) and as
+    /// the cap min(accepted + 1, max(1, remaining)) with accepted ≤ depth (a sum of at most depth probabilities), so
+    /// values outside that range act as its ends. Two batches with equal keys get the same plan, the same predicted
+    /// seconds and the same expected tokens from this selector in its current state, to the bit.
+    /// </summary>
+    internal void BatchKeyOf(ReadOnlySpan<LiveSample> samples, Span<long> key)
+    {
+        bool contexts = DependsOnContexts, ids = DependsOnSampleIds;
+        int k = 0;
+        foreach (var x in samples)
+        {
+            long remaining = Math.Clamp(x.RemainingTokens, 1, _remainingThatMatters);
+            key[k++] = contexts ? (long)(uint)x.ContextLength << 32 | remaining : remaining;
+            if (ids) key[k++] = x.SampleId;
+        }
+    }
 
     IReadOnlyList<Strategy> IStepPlanner.Strategies => _candidates;
 

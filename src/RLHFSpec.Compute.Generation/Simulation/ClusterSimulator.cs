@@ -231,7 +231,7 @@ public sealed class ClusterSimulator(CostModel cost, StrategySelector selector)
             var x = instance.Live[k];
             views[k] = new LiveSample(x.Sample.Id, x.Context, (int)Math.Ceiling(x.Remaining));
         }
-        var outcome = memo.Get(views, selector.DependsOnSampleIds, Choose);
+        var outcome = memo.Get(views, selector, Choose);
         double seconds = outcome.Seconds + (options.StepOverheadSeconds + options.PrefillSecondsPerToken * prefillTokens);
         double emitted = 0;
         for (int k = 0; k < views.Length; k++)
