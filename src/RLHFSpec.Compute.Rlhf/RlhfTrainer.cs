@@ -330,7 +330,13 @@ public sealed class RlhfTrainer : IDisposable
                 if (Path.GetFileName(folder) is { } name && name.StartsWith("iter-", StringComparison.Ordinal) && int.TryParse(name.AsSpan(5), out int at)
                     && Directory.Exists(Path.Combine(folder, "policy")))
                     policies[at] = Path.Combine(folder, "policy");
-        return RunSummary.From(_out, _config, _history, Evaluations, _evaluation?.Prompts.Count ?? 0, policies, LatestCheckpoint(_out));
+        var evaluations = Evaluations;
+        PairedChange? paired = null;
+        if (evaluations.Count >= 2
+            && EvaluationAnswers.Read(_out, evaluations[0].Iteration) is { } first && EvaluationAnswers.Read(_out, evaluations[^1].Iteration) is { } last
+            && first.Count == last.Count && first.Count > 0)
+            paired = PairedChange.Of(first.Select(a => a.Correct).ToList(), last.Select(a => a.Correct).ToList(), evaluations[0].Iteration, evaluations[^1].Iteration);
+        return RunSummary.From(_out, _config, _history, evaluations, _evaluation?.Prompts.Count ?? 0, policies, LatestCheckpoint(_out)) with { EvalPaired = paired };
     }
 
     /// <summary>metrics.jsonl (the evaluation before training as line 0, then one line per iteration) and the plot, each written atomically.</summary>
@@ -343,21 +349,26 @@ public sealed class RlhfTrainer : IDisposable
         MetricsPlot.Write(Path.Combine(_out, PlotFile), _history, Evaluations);
     }
 
-    /// <summary>Scores the held-out set with the current policy; nothing of the training state or the rollouts' random streams is touched.</summary>
+    /// <summary>
+    /// Scores the held-out set with the current policy and writes its answers (<see cref="EvaluationAnswers"/>); nothing
+    /// of the training state or the rollouts' random streams is touched.
+    /// </summary>
     private EvaluationMetrics Evaluate(int iteration, IRlhfObserver? observer)
     {
         var evaluation = _evaluation!;
         observer?.StageStarted(iteration, "evaluation", evaluation.Prompts.Count);
         var clock = Stopwatch.StartNew();
         var (results, _, _) = evaluation.Generate(_generator, _config);
-        var (rewards, accuracy) = Score(evaluation.Prompts, results, evaluation.AreTaskPrompts);
+        var (texts, rewards, correct) = ScoreEach(evaluation.Prompts, results, evaluation.AreTaskPrompts);
+        EvaluationAnswers.Write(_out, iteration, results.Select((r, i) =>
+            new EvaluationAnswer(evaluation.Prompts[r.Request.PromptIndex], texts[i], rewards[i], correct[i], r.FinishReason.ToString().ToLowerInvariant())).ToList());
         observer?.StageAdvanced(results.Count);
         LastEvaluation = results;
         return new EvaluationMetrics
         {
             Iteration = iteration,
             RewardMean = rewards.Average(),
-            Accuracy = accuracy,
+            Accuracy = correct.Count(c => c) / (double)correct.Length,
             ResponseLengthMean = results.Average(r => (double)r.Tokens.Length),
             Truncated = results.Count(r => r.FinishReason != FinishReason.Stop) / (double)results.Count,
             Seconds = new() { ["evaluation"] = clock.Elapsed.TotalSeconds },
@@ -371,14 +382,21 @@ public sealed class RlhfTrainer : IDisposable
     /// </summary>
     private (double[] Rewards, double Accuracy) Score(IReadOnlyList<string> prompts, IReadOnlyList<GenerationResult> results, bool taskPrompts)
     {
+        var (_, rewards, correct) = ScoreEach(prompts, results, taskPrompts);
+        return (rewards, correct.Count(c => c) / (double)correct.Length);
+    }
+
+    /// <summary>Each response's text, reward, and whether it is correct (full reward; the task's verifier under a reward model on task prompts).</summary>
+    private (string[] Texts, double[] Rewards, bool[] Correct) ScoreEach(IReadOnlyList<string> prompts, IReadOnlyList<GenerationResult> results, bool taskPrompts)
+    {
         var texts = results.Select(r => _tokenizer.Decode(r.Tokens, skipSpecialTokens: true)).ToArray();
         var rewards = _rewardModel is { } rm
             ? rm.Score(results.Select((r, i) => rm.Sequence(r.Request.Prompt, texts[i])).ToArray(), _config.MinibatchSize).Select(x => (double)x).ToArray()
             : results.Select((r, i) => _reward.Score(prompts[r.Request.PromptIndex], texts[i])).ToArray();
-        double accuracy = _rewardModel is not null && taskPrompts
-            ? results.Select((r, i) => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], texts[i])).Count(x => x >= 1) / (double)results.Count
-            : rewards.Count(r => r >= 1) / (double)rewards.Length;
-        return (rewards, accuracy);
+        var correct = _rewardModel is not null && taskPrompts
+            ? results.Select((r, i) => ArithmeticTask.Reward(prompts[r.Request.PromptIndex], texts[i]) >= 1).ToArray()
+            : rewards.Select(x => x >= 1).ToArray();
+        return (texts, rewards, correct);
     }
 
     /// <summary>Prompts of an iteration: the default task seeded by (seed, iteration), or the file's, cycled.</summary>
@@ -386,7 +404,7 @@ public sealed class RlhfTrainer : IDisposable
     {
         int n = _config.PromptsPerIteration;
         if (_filePrompts is { } file) return Enumerable.Range(0, n).Select(k => file[(int)(((long)(iteration - 1) * n + k) % file.Count)]).ToArray();
-        var task = new ArithmeticTask(unchecked(_config.Seed * 1_000_003 + iteration));
+        var task = new ArithmeticTask(unchecked(_config.Seed * 1_000_003 + iteration), _config.TaskMaxTerms);
         return Enumerable.Range(0, n).Select(_ => task.Next().Prompt).ToArray();
     }
 

@@ -162,8 +162,11 @@ public sealed class TrainRunFolderCliTests
     public void The_end_of_a_run_prints_its_summary_and_writes_summary_json()
     {
         string run = _folder.File("summarised");
-        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, Train("--out", run, "--set", "iterations=2", "--eval-every", "1", "--eval-num-prompts", "8"));
+        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, Train("--out", run, "--set", "iterations=2", "--eval-every", "1", "--eval-num-prompts", "8", "--task-max-terms", "3"));
         Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        Assert.That(stdout, Does.Contain("held-out change, answer by answer"));
+        Assert.That(File.ReadAllText(Path.Combine(run, RlhfTrainer.ConfigFile)), Does.Contain("\"task_max_terms\": 3"));
+        Assert.That(Directory.GetFiles(Path.Combine(run, EvaluationAnswers.Folder)).Select(Path.GetFileName).Order(), Is.EqualTo(new[] { "iter-0.jsonl", "iter-1.jsonl", "iter-2.jsonl" }));
         Assert.That(stdout, Does.Contain("held-out evaluation: 8 task prompts").And.Contain("iter 0: held-out accuracy"));
         Assert.That(stdout, Does.Contain("run summary: 2 of 2 iterations").And.Contain("held-out accuracy (8 prompts)").And.Contain("checkpoint to use"));
         var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, RlhfTrainer.SummaryFile))).RootElement;
