@@ -30,7 +30,7 @@ public sealed class RunFolder : IDisposable
     private static readonly string[] RunEntries =
     [
         RlhfTrainer.ConfigFile, RlhfTrainer.MetricsFile, RlhfTrainer.PlotFile, RlhfTrainer.LatestFile,
-        RlhfTrainer.CheckpointsFolder, RlhfTrainer.ReferenceFolder, RlhfTrainer.SummaryFile, HeldOutEvaluation.PromptsFile, LockFile, OwnerFile,
+        RlhfTrainer.CheckpointsFolder, RlhfTrainer.ReferenceFolder, RlhfTrainer.SummaryFile, HeldOutEvaluation.PromptsFile, EvaluationAnswers.Folder, LockFile, OwnerFile,
     ];
 
     private FileStream? _lock;
