@@ -156,7 +156,7 @@ public sealed class RunFolder : IDisposable
     public IReadOnlyList<string> RemoveStaleTemporaries()
     {
         var removed = new List<string>();
-        foreach (var folder in new[] { FullPath, Path.Combine(FullPath, RlhfTrainer.CheckpointsFolder) })
+        foreach (var folder in new[] { FullPath, Path.Combine(FullPath, RlhfTrainer.CheckpointsFolder), Path.Combine(FullPath, EvaluationAnswers.Folder) })
         {
             if (!Directory.Exists(folder)) continue;
             foreach (var entry in Directory.EnumerateFileSystemEntries(folder).ToList())

@@ -85,6 +85,8 @@ public sealed class TrainRunFolderCliTests
         File.WriteAllText(Path.Combine(staleFolder, "model.safetensors"), "half");
         string staleFile = Path.Combine(run, ".metrics.jsonl.0123456789abcdef.tmp");
         File.WriteAllText(staleFile, "half");
+        string staleAnswers = Path.Combine(run, EvaluationAnswers.Folder, ".iter-2.jsonl.0123456789abcdef.tmp");
+        File.WriteAllText(staleAnswers, "half");
 
         File.WriteAllText(configFile, System.Text.RegularExpressions.Regex.Replace(config, "\"seed\": *[0-9]+", "\"seed\": 77"));
         Assert.That(File.ReadAllText(configFile), Is.Not.EqualTo(config));
@@ -98,6 +100,7 @@ public sealed class TrainRunFolderCliTests
         Assert.That(File.ReadAllLines(Path.Combine(run, RlhfTrainer.MetricsFile)), Has.Length.EqualTo(3), "the evaluation before training and iterations 1–2");
         Assert.That(Directory.Exists(staleFolder), Is.False, "the stale temporary checkpoint folder is removed");
         Assert.That(File.Exists(staleFile), Is.False, "the stale temporary file is removed");
+        Assert.That(File.Exists(staleAnswers), Is.False, "the stale temporary answers file is removed");
 
         // A missing 'latest' is not "no checkpoint": the message names the checkpoints that exist.
         File.Delete(Path.Combine(run, RlhfTrainer.LatestFile));
