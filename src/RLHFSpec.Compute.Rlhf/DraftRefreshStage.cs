@@ -2,7 +2,7 @@ namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
 /// The draft refresh stage: the updated policy's logits on the iteration's rollouts give its entropy and, when the
-/// draft is refreshed, the teacher of a forward-KL distillation of the draft toward the policy (acceptance before and after).
+/// draft is refreshed, the teacher of a forward-KL distillation (per micro-batch: <c>draft_refresh_steps</c> steps each) of the draft toward the policy (acceptance before and after).
 /// </summary>
 internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, RunModels models)
 {
@@ -12,9 +12,11 @@ internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, R
         long entropyTokens = 0;
         double klBefore = 0, klAfter = 0, accBefore = 0, accAfter = 0;
         long draftTokens = 0;
-        observer?.StageStarted(batch.Iteration, "draft refresh", batch.Minibatches.Count);
+        // Micro-batch by micro-batch: the teacher's logits [B, T, vocab] and the distillation graphs stay bounded by micro_batch_size.
+        var micro = batch.Minibatches.SelectMany(m => m.Micro).ToList();
+        observer?.StageStarted(batch.Iteration, "draft refresh", micro.Count);
         int done = 0;
-        foreach (var mb in batch.Minibatches)
+        foreach (var mb in micro)
         {
             var teacher = models.PolicyGraphs.FullLogits(weights.Policy.Arena, mb.Batch);
             (double h, long n) = Entropy(mb.Batch, teacher, weights.Policy.Spec.VocabSize);

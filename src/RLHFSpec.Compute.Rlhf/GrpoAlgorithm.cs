@@ -20,17 +20,17 @@ internal sealed class GrpoAlgorithm(RlhfConfig config) : IRlhfAlgorithm
     };
 
     /// <summary>Broadcasts each row's response advantage to its response tokens.</summary>
-    public RolloutMinibatch Evaluate(RolloutMinibatch minibatch, ScoredRollouts rollouts)
+    public RolloutMicroBatch Evaluate(RolloutMicroBatch micro, ScoredRollouts rollouts)
     {
         var advantages = rollouts.ResponseAdvantages!;
-        return minibatch with
+        return micro with
         {
-            Advantages = minibatch.Batch.Scatter(minibatch.Rows.Select(i => Enumerable.Repeat((float)advantages[i], rollouts.Results[i].Tokens.Length).ToArray()).ToArray()),
+            Advantages = micro.Batch.Scatter(micro.Rows.Select(i => Enumerable.Repeat((float)advantages[i], rollouts.Results[i].Tokens.Length).ToArray()).ToArray()),
         };
     }
 
-    public (IReadOnlyList<RolloutMinibatch> Minibatches, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMinibatch> minibatches, ScoredRollouts rollouts) =>
-        (minibatches, null);
+    public (IReadOnlyList<RolloutMicroBatch> Micro, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMicroBatch> micro, ScoredRollouts rollouts) =>
+        (micro, null);
 
     public double? TrainCritic(RolloutMinibatch minibatch, int iteration) => null;
 

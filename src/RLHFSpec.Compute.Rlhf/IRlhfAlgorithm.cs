@@ -6,7 +6,7 @@ namespace RLHFSpec.Compute.Rlhf;
 /// <summary>
 /// What distinguishes GRPO from PPO in the RLHF loop: how advantages (and returns) come from the rewards, which loss
 /// the policy takes, and whether a critic exists, is trained and is checkpointed. The stages call it at fixed points:
-/// inference after scoring (<see cref="Prepare"/>), after each minibatch's log-probs (<see cref="Evaluate"/>) and after
+/// inference after scoring (<see cref="Prepare"/>), after each micro-batch's log-probs (<see cref="Evaluate"/>) and after
 /// all of them (<see cref="Targets"/>); training after each policy step (<see cref="TrainCritic"/>).
 /// </summary>
 internal interface IRlhfAlgorithm : IDisposable
@@ -22,13 +22,19 @@ internal interface IRlhfAlgorithm : IDisposable
     /// <summary>Before the forward passes: what follows from the rewards alone (GRPO's group-normalised advantages).</summary>
     ScoredRollouts Prepare(ScoredRollouts rollouts);
 
-    /// <summary>After a minibatch's log-probs: its per-token quantities from further forward passes or from <paramref name="rollouts"/>.</summary>
-    RolloutMinibatch Evaluate(RolloutMinibatch minibatch, ScoredRollouts rollouts);
+    /// <summary>After a micro-batch's log-probs: its per-token quantities from further forward passes or from <paramref name="rollouts"/>.</summary>
+    RolloutMicroBatch Evaluate(RolloutMicroBatch micro, ScoredRollouts rollouts);
 
-    /// <summary>After every minibatch: their advantages and returns, and the critic's statistics (null without a critic).</summary>
-    (IReadOnlyList<RolloutMinibatch> Minibatches, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMinibatch> minibatches, ScoredRollouts rollouts);
+    /// <summary>
+    /// After every micro-batch (all of the iteration's, in order): their advantages and returns, and the critic's
+    /// statistics (null without a critic).
+    /// </summary>
+    (IReadOnlyList<RolloutMicroBatch> Micro, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMicroBatch> micro, ScoredRollouts rollouts);
 
-    /// <summary>After the policy's step on <paramref name="minibatch"/>: the critic's step; its value loss, or null without a critic.</summary>
+    /// <summary>
+    /// After the policy's step on <paramref name="minibatch"/>: the critic's step (its gradient accumulated over the
+    /// micro-batches); its value loss, or null without a critic.
+    /// </summary>
     double? TrainCritic(RolloutMinibatch minibatch, int iteration);
 
     /// <summary>Writes the algorithm's own state (the critic and its optimizer) into a checkpoint folder being written.</summary>

@@ -85,6 +85,19 @@ public sealed class PolicyGraphs : IDisposable
         return (loss[0], logp);
     }
 
+    /// <summary>
+    /// One optimizer step's policy loss and gradients over a minibatch: each micro-batch's forward and backward, the
+    /// gradients summed into <paramref name="accumulator"/>'s arena weighted by the loss's aggregation (rows_k / rows for
+    /// a mean over sequences, tokens_k / tokens for a mean over tokens: the KL term and the entropy bonus aggregate as
+    /// the surrogate), so the sum is the unsplit minibatch's gradient; returns the loss so combined.
+    /// </summary>
+    internal double PolicyLossGradients(TensorArena weights, GradientAccumulator accumulator, RolloutMinibatch minibatch, PolicyLossSettings settings) =>
+        accumulator.Accumulate(minibatch.Weights(settings.Aggregation), (k, gradients) =>
+        {
+            var mb = minibatch.Micro[k];
+            return PolicyLossGradients(weights, gradients, mb.Batch, mb.Old, mb.Advantages!, mb.Reference, settings).Loss;
+        });
+
     /// <summary>The sequence inputs as OrtValues over the batch's arrays plus the weights by name; dispose after the run.</summary>
     internal static BatchInputs Inputs(TensorArena weights, SequenceBatch batch, bool withTargets)
     {

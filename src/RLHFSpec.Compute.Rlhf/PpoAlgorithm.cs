@@ -18,6 +18,7 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     private readonly RlhfConfig _config;
     private readonly ValueModel _critic;
     private readonly TensorArena _gradients;
+    private readonly GradientAccumulator _accumulator;
     private readonly AdamW _optimizer;
     private readonly int _pad;
 
@@ -25,6 +26,7 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     {
         (_config, _critic, _pad) = (config, critic, pad);
         _gradients = new TensorArena(critic.Weights.Names.Select(n => (n, critic.Weights.Shape(n))));
+        _accumulator = new GradientAccumulator(_gradients);
         _optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.CriticLearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
         foreach (var name in critic.Weights.Names) _optimizer.Add(name, critic.Weights.Memory(name), _gradients.Memory(name), DecoderGraphSpec.Decays(name));
     }
@@ -58,7 +60,7 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     public ScoredRollouts Prepare(ScoredRollouts rollouts) => rollouts;
 
     /// <summary>The critic's values; a response cut at max_new_tokens (or the context) bootstraps from the critic's value after its last token.</summary>
-    public RolloutMinibatch Evaluate(RolloutMinibatch minibatch, ScoredRollouts rollouts)
+    public RolloutMicroBatch Evaluate(RolloutMicroBatch minibatch, ScoredRollouts rollouts)
     {
         var results = rollouts.Results;
         var values = _critic.Values(minibatch.Batch);
@@ -74,12 +76,12 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     /// log π_ref) with the outcome reward added on the last token of a response that ended, GAE (γ, λ) per response
     /// (bootstrapped from the critic's value at the cut for a response cut at max_new_tokens; see
     /// <see cref="Advantages.PpoResponseTargets"/>), advantages whitened over all response tokens of the iteration;
-    /// each minibatch gets its advantages and returns [B, T]. Also the mean value and the explained variance of the
+    /// each micro-batch gets its advantages and returns [B, T]. Also the mean value and the explained variance of the
     /// returns by the values.
     /// </summary>
-    public (IReadOnlyList<RolloutMinibatch> Minibatches, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMinibatch> minibatches, ScoredRollouts rollouts)
+    public (IReadOnlyList<RolloutMicroBatch> Micro, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMicroBatch> minibatches, ScoredRollouts rollouts)
     {
-        // [minibatch][row]: GAE over the row's response tokens.
+        // [micro-batch][row]: GAE over the row's response tokens.
         var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
         {
             var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
@@ -92,7 +94,7 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
         var whitened = rows.SelectMany(r => r.Advantages).ToArray();
         Advantages.Whiten(whitened);
         int at = 0;
-        var filled = new RolloutMinibatch[minibatches.Count];
+        var filled = new RolloutMicroBatch[minibatches.Count];
         for (int m = 0; m < minibatches.Count; m++)
             filled[m] = minibatches[m] with
             {
@@ -113,9 +115,14 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
         return x.Average(v => (v - mean) * (v - mean));
     }
 
+    /// <summary>The value loss is a mean over tokens: micro-batch k's gradient weighs tokens_k / tokens.</summary>
     public double? TrainCritic(RolloutMinibatch minibatch, int iteration)
     {
-        var (valueLoss, _) = _critic.ValueLossGradients(_gradients, minibatch.Batch, minibatch.Values!, minibatch.Returns!, _config.ValueClip, _config.ValueCoef);
+        double valueLoss = _accumulator.Accumulate(minibatch.Weights(LossAggregation.TokenMean), (k, gradients) =>
+        {
+            var micro = minibatch.Micro[k];
+            return _critic.ValueLossGradients(gradients, micro.Batch, micro.Values!, micro.Returns!, _config.ValueClip, _config.ValueCoef).Loss;
+        });
         double norm = _optimizer.Update();
         if (!double.IsFinite(norm)) throw new InvalidOperationException($"iteration {iteration}: non-finite critic gradient norm {norm}; lower critic_learning_rate");
         return valueLoss;
@@ -132,6 +139,7 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     public void Dispose()
     {
         _critic.Dispose();
+        _accumulator.Dispose();
         _gradients.Dispose();
     }
 }

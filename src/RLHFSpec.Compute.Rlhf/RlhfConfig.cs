@@ -61,6 +61,12 @@ public sealed record RlhfConfig
     [JsonPropertyName("epochs")] public int Epochs { get; init; } = 1;
     /// <summary>Sequences per gradient step (bucketed by length).</summary>
     [JsonPropertyName("minibatch_size")] public int MinibatchSize { get; init; } = 16;
+    /// <summary>
+    /// Most rollouts per forward/backward pass: a minibatch is split into ceil(minibatch_size / micro_batch_size)
+    /// micro-batches of consecutive rows whose gradients add up to the minibatch's (gradient accumulation, one optimizer
+    /// step per minibatch); bounds the training graphs' activation memory. A size >= minibatch_size does not split.
+    /// </summary>
+    [JsonPropertyName("micro_batch_size")] public int MicroBatchSize { get; init; } = 16;
     [JsonPropertyName("max_grad_norm")] public double MaxGradNorm { get; init; } = 1.0;
     /// <summary>PPO: the critic's checkpoint folder (scalar-head or causal LM); null = initialise it from the policy's trunk.</summary>
     [JsonPropertyName("critic")] public string? Critic { get; init; }
@@ -185,6 +191,7 @@ public sealed record RlhfConfig
         Positive(MaxNewTokens, "max_new_tokens");
         Positive(Epochs, "epochs");
         Positive(MinibatchSize, "minibatch_size");
+        Positive(MicroBatchSize, "micro_batch_size");
         Positive(CheckpointEvery, "checkpoint_every");
         Positive(Instances, "instances");
         Positive(KvMemoryMiB, "kv_memory_mib");

@@ -1,27 +1,29 @@
+using RLHFSpec.Compute.Model.Onnx;
+
 namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
-/// One minibatch of an iteration's rollouts as the inference stage leaves it for training: the rows (indices into the
-/// iteration's responses), their ragged sequences as one padded batch, and every per-token tensor [B, T] the losses read.
+/// One minibatch of an iteration's rollouts (<c>minibatch_size</c> rows, one optimizer step) as consecutive
+/// micro-batches of at most <c>micro_batch_size</c> rows, each one forward/backward pass; the step's gradient is the
+/// weighted sum of the micro-batches' gradients (<see cref="Weights"/>).
 /// </summary>
-/// <param name="Rows">[B] indices of the minibatch's responses in the iteration's request order.</param>
-internal sealed record RolloutMinibatch(int[] Rows, SequenceBatch Batch)
+internal sealed record RolloutMinibatch(IReadOnlyList<RolloutMicroBatch> Micro)
 {
-    /// <summary>[B, T] log-probs of the rollout policy (before the update).</summary>
-    public float[] Old { get; init; } = [];
+    /// <summary>Rows (responses) of the minibatch.</summary>
+    public int Rows => Micro.Sum(m => m.Rows.Length);
 
-    /// <summary>[B, T] log-probs of the frozen reference.</summary>
-    public float[] Reference { get; init; } = [];
+    /// <summary>Loss-masked (response) tokens of the minibatch.</summary>
+    public long Tokens => Micro.Sum(m => (long)m.Batch.ResponseLength.Sum());
 
-    /// <summary>[B, T] advantages of the response tokens (0 elsewhere).</summary>
-    public float[]? Advantages { get; init; }
-
-    /// <summary>PPO: [B, T] the critic's values before the update.</summary>
-    public float[]? Values { get; init; }
-
-    /// <summary>PPO: [B, T] the critic's targets (GAE returns).</summary>
-    public float[]? Returns { get; init; }
-
-    /// <summary>PPO: [B] the critic's value after the last token of a response that was cut (0 for one that ended).</summary>
-    public double[]? ValueAtCut { get; init; }
+    /// <summary>
+    /// The weight of each micro-batch's loss (and gradient) so that their weighted sum is the whole minibatch's loss:
+    /// a mean over sequences weighs micro-batch k by rows_k / rows, a mean over tokens by tokens_k / tokens (a
+    /// minibatch without tokens weighs every micro-batch 0: each one's loss is 0 too).
+    /// </summary>
+    public double[] Weights(LossAggregation aggregation)
+    {
+        if (aggregation == LossAggregation.SequenceMean) return Micro.Select(m => (double)m.Rows.Length / Rows).ToArray();
+        long tokens = Tokens;
+        return Micro.Select(m => tokens == 0 ? 0 : (double)m.Batch.ResponseLength.Sum() / tokens).ToArray();
+    }
 }

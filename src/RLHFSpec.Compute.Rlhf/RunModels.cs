@@ -34,6 +34,7 @@ internal sealed class RunModels : IDisposable
             }
             PolicyGraphs = new PolicyGraphs(weights.Policy.Spec, session);
             Gradients = new TensorArena(weights.Policy.Spec.Tensors());
+            Accumulator = new GradientAccumulator(Gradients);
             Optimizer = new AdamW(new AdamWOptions { Schedule = LearningRateSchedule.Constant(config.LearningRate), WeightDecay = 0, MaxGradNorm = config.MaxGradNorm });
             foreach (var name in weights.Policy.Arena.Names) Optimizer.Add(name, weights.Policy.Arena.Memory(name), Gradients.Memory(name), DecoderGraphSpec.Decays(name));
             if (weights.Draft is not null && config.DraftRefresh)
@@ -65,6 +66,9 @@ internal sealed class RunModels : IDisposable
     public TensorArena Gradients { get; } = null!;
     public AdamW Optimizer { get; } = null!;
 
+    /// <summary>Sums a minibatch's micro-batch gradients into <see cref="Gradients"/>.</summary>
+    public GradientAccumulator Accumulator { get; } = null!;
+
     /// <summary>The draft's logits graph and distiller when the draft is refreshed; else null.</summary>
     public PolicyGraphs? DraftGraphs { get; }
     public DraftDistiller? Distiller { get; }
@@ -82,6 +86,7 @@ internal sealed class RunModels : IDisposable
         Distiller?.Dispose();
         DraftGraphs?.Dispose();
         PolicyGraphs?.Dispose();
+        Accumulator?.Dispose();
         Gradients?.Dispose();
         Instances?.Dispose();
         DraftModel?.Dispose();

@@ -2,8 +2,8 @@ namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
 /// The training stage: <c>epochs</c> passes over the iteration's minibatches in a seeded shuffled order; per
-/// minibatch one policy step (the algorithm's loss, gradients from the project's autodiff, AdamW in place on the
-/// weights generation reads) and, with a critic, one critic step.
+/// minibatch one policy step (the algorithm's loss, gradients from the project's autodiff accumulated over the
+/// minibatch's micro-batches, AdamW in place on the weights generation reads) and, with a critic, one critic step.
 /// </summary>
 internal sealed class TrainingStage(RlhfConfig config, RunWeights weights, RunModels models, IRlhfAlgorithm algorithm)
 {
@@ -19,7 +19,7 @@ internal sealed class TrainingStage(RlhfConfig config, RunWeights weights, RunMo
         for (int epoch = 0; epoch < config.Epochs; epoch++)
             foreach (var mb in minibatches.OrderBy(_ => shuffle.Next()).ToList())
             {
-                var (loss, _) = models.PolicyGraphs.PolicyLossGradients(weights.Policy.Arena, models.Gradients, mb.Batch, mb.Old, mb.Advantages!, mb.Reference, settings);
+                double loss = models.PolicyGraphs.PolicyLossGradients(weights.Policy.Arena, models.Accumulator, mb, settings);
                 double norm = models.Optimizer.Update();
                 if (!double.IsFinite(norm)) throw new InvalidOperationException($"iteration {iteration}: non-finite gradient norm {norm}; lower learning_rate");
                 lossSum += loss;
