@@ -106,6 +106,9 @@ public sealed class RlhfPartsTests
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--samples-per-prompt", "six"))!.Message, Does.Contain("samples-per-prompt"));
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--bogus", "1"))!.Message, Does.Contain("unknown setting"));
         Assert.That(Assert.Throws<ArgumentException>(() => (c with { MinibatchSize = -2 }).Validate())!.Message, Does.Contain("minibatch_size: -2"));
+        Assert.That(Assert.Throws<ArgumentException>(() => (c with { MicroBatchSize = 0 }).Validate())!.Message, Does.Contain("micro_batch_size: 0, must be >= 1"));
+        Assert.That(c.With("--micro-batch-size", "4").MicroBatchSize, Is.EqualTo(4));
+        Assert.That((c with { MicroBatchSize = 64 }).Validate, Throws.Nothing, "a micro-batch above the minibatch: no split");
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--speculation", "chian:3"))!.Message, Does.Contain("speculation"));
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--algorithm", "dpo"))!.Message, Does.Contain("algorithm: 'dpo' is not one of grpo, ppo"));
         Assert.That(Assert.Throws<ArgumentException>(() => c.With("--reallocate", "yes"))!.Message, Does.Contain("reallocate: 'yes' is not one of on, off"));
