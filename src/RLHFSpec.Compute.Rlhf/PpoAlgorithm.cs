@@ -60,15 +60,15 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     public ScoredRollouts Prepare(ScoredRollouts rollouts) => rollouts;
 
     /// <summary>The critic's values; a response cut at max_new_tokens (or the context) bootstraps from the critic's value after its last token.</summary>
-    public RolloutMicroBatch Evaluate(RolloutMicroBatch minibatch, ScoredRollouts rollouts)
+    public RolloutMicroBatch Evaluate(RolloutMicroBatch micro, ScoredRollouts rollouts)
     {
         var results = rollouts.Results;
-        var values = _critic.Values(minibatch.Batch);
-        var cut = Enumerable.Range(0, minibatch.Rows.Length).Where(k => results[minibatch.Rows[k]].FinishReason != FinishReason.Stop).ToArray();
-        var valueAtCut = new double[minibatch.Rows.Length];
-        var atCut = _critic.ValuesAfter(cut.Select(k => (results[minibatch.Rows[k]].Request.Prompt, results[minibatch.Rows[k]].Tokens)).ToArray(), _pad);
+        var values = _critic.Values(micro.Batch);
+        var cut = Enumerable.Range(0, micro.Rows.Length).Where(k => results[micro.Rows[k]].FinishReason != FinishReason.Stop).ToArray();
+        var valueAtCut = new double[micro.Rows.Length];
+        var atCut = _critic.ValuesAfter(cut.Select(k => (results[micro.Rows[k]].Request.Prompt, results[micro.Rows[k]].Tokens)).ToArray(), _pad);
         for (int j = 0; j < cut.Length; j++) valueAtCut[cut[j]] = atCut[j];
-        return minibatch with { Values = values, ValueAtCut = valueAtCut };
+        return micro with { Values = values, ValueAtCut = valueAtCut };
     }
 
     /// <summary>
@@ -79,10 +79,10 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
     /// each micro-batch gets its advantages and returns [B, T]. Also the mean value and the explained variance of the
     /// returns by the values.
     /// </summary>
-    public (IReadOnlyList<RolloutMicroBatch> Micro, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMicroBatch> minibatches, ScoredRollouts rollouts)
+    public (IReadOnlyList<RolloutMicroBatch> Micro, CriticStatistics? Critic) Targets(IReadOnlyList<RolloutMicroBatch> micro, ScoredRollouts rollouts)
     {
         // [micro-batch][row]: GAE over the row's response tokens.
-        var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
+        var targets = micro.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>
         {
             var values = mb.Batch.Gather(mb.Values!, row).Select(v => (double)v).ToArray();
             var (advantages, returns) = Advantages.PpoResponseTargets(mb.Batch.Gather(mb.Old, row), mb.Batch.Gather(mb.Reference, row), values,
@@ -94,12 +94,12 @@ internal sealed class PpoAlgorithm : IRlhfAlgorithm
         var whitened = rows.SelectMany(r => r.Advantages).ToArray();
         Advantages.Whiten(whitened);
         int at = 0;
-        var filled = new RolloutMicroBatch[minibatches.Count];
-        for (int m = 0; m < minibatches.Count; m++)
-            filled[m] = minibatches[m] with
+        var filled = new RolloutMicroBatch[micro.Count];
+        for (int m = 0; m < micro.Count; m++)
+            filled[m] = micro[m] with
             {
-                Advantages = minibatches[m].Batch.Scatter(targets[m].Select(r => r.Advantages.Select(_ => (float)whitened[at++]).ToArray()).ToArray()),
-                Returns = minibatches[m].Batch.Scatter(targets[m].Select(r => r.Returns.Select(x => (float)x).ToArray()).ToArray()),
+                Advantages = micro[m].Batch.Scatter(targets[m].Select(r => r.Advantages.Select(_ => (float)whitened[at++]).ToArray()).ToArray()),
+                Returns = micro[m].Batch.Scatter(targets[m].Select(r => r.Returns.Select(x => (float)x).ToArray()).ToArray()),
             };
 
         double varReturns = Variance(rows.SelectMany(r => r.Returns).ToArray());
