@@ -2,7 +2,8 @@ namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
 /// The draft refresh stage: the updated policy's logits on the iteration's rollouts give its entropy and, when the
-/// draft is refreshed, the teacher of a forward-KL distillation (per micro-batch: <c>draft_refresh_steps</c> steps each) of the draft toward the policy (acceptance before and after).
+/// draft is refreshed, the teacher of a forward-KL distillation of the draft toward the policy (acceptance before and
+/// after); micro-batch by micro-batch (<c>draft_refresh_steps</c> steps each), so its logits stay bounded too.
 /// </summary>
 internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, RunModels models)
 {
@@ -12,7 +13,7 @@ internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, R
         long entropyTokens = 0;
         double klBefore = 0, klAfter = 0, accBefore = 0, accAfter = 0;
         long draftTokens = 0;
-        // Micro-batch by micro-batch: the teacher's logits [B, T, vocab] and the distillation graphs stay bounded by micro_batch_size.
+        // The teacher's logits [B, T, vocab] and the distillation graphs are bounded by micro_batch_size rows.
         var micro = batch.Minibatches.SelectMany(m => m.Micro).ToList();
         observer?.StageStarted(batch.Iteration, "draft refresh", micro.Count);
         int done = 0;

@@ -5,8 +5,8 @@ namespace RLHFSpec.Compute.Rlhf;
 
 /// <summary>
 /// The inference stage (forward passes only): rewards of the responses, ragged minibatches bucketed by length (split
-/// into micro-batches), old and reference log-probs of each micro-batch, and what the algorithm adds (PPO: the critic's values, then GAE; GRPO:
-/// group-normalised advantages).
+/// into micro-batches), old and reference log-probs of each micro-batch, and what the algorithm adds (PPO: the
+/// critic's values, then GAE; GRPO: group-normalised advantages).
 /// </summary>
 /// <param name="taskPrompts">Whether the training prompts are the default task's (for the accuracy of a reward model's scores).</param>
 internal sealed class InferenceStage(RlhfConfig config, RunWeights weights, RunModels models, IRlhfAlgorithm algorithm, RewardScorer scorer, bool taskPrompts)
