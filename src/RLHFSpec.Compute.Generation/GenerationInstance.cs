@@ -445,9 +445,10 @@ public sealed class GenerationInstance : IDisposable
     }
 
     /// <summary>
-    /// Commit: the model keeps each sample's pending token and accepted path (one batched call) and rolls back the
-    /// rejected draft nodes; the accepted tokens and the next token are emitted; proposers and the acceptance
-    /// statistics learn what was accepted. Returns the tokens emitted.
+    /// Commit: the model keeps each sample's pending token and accepted path (one batched call), then rolls back
+    /// the rejected draft nodes of the samples that had any (<see cref="RollBackRejected"/>); the accepted tokens and
+    /// the next token are emitted; proposers and the acceptance statistics learn what was accepted. Returns the
+    /// tokens emitted.
     /// </summary>
     private long CommitStep(List<(SampleState Sample, DraftTree Tree)> step, Strategy strategy, StepVerification v)
     {
@@ -464,6 +465,7 @@ public sealed class GenerationInstance : IDisposable
             keepOffsets[b + 1] = at + 1 + v.AcceptedCount[b];
         }
         _model.Commit(ids, keepOffsets, keep.AsSpan(0, keepOffsets[samples]));
+        RollBackRejected(step, v, ids);
         long emittedTotal = 0;
         for (int b = 0; b < samples; b++)
         {
@@ -483,6 +485,18 @@ public sealed class GenerationInstance : IDisposable
         }
         _acceptance?.EndStep();
         return emittedTotal;
+    }
+
+    /// <summary>
+    /// Rollback: the draft nodes that verification rejected leave the model's cache (one batched call over the samples
+    /// with any; bookkeeping only, no KV moves). Reuses <paramref name="ids"/>, the step's sample ids, as scratch.
+    /// </summary>
+    private void RollBackRejected(List<(SampleState Sample, DraftTree Tree)> step, StepVerification v, long[] ids)
+    {
+        int rejected = 0;
+        for (int b = 0; b < step.Count; b++)
+            if (step[b].Tree.Count > v.AcceptedCount[b]) ids[rejected++] = step[b].Sample.SampleId;
+        if (rejected > 0) _model.Rollback(ids.AsSpan(0, rejected));
     }
 
     /// <summary>Appends emitted tokens up to a stop token or a limit; tells the proposers; returns how many were kept.</summary>

@@ -18,7 +18,8 @@ namespace RLHFSpec.Compute.Model.Transformer;
 /// <see cref="TransformerWeights"/> arena: a training step that updates it in place is seen by the next forward.
 /// </summary>
 /// <remarks>
-/// Tentative tokens (fed since a sample's last <see cref="Commit"/>) usually come in one forward (a prompt, a
+/// Tentative tokens (fed since a sample's last <see cref="Commit(long, ReadOnlySpan{int})"/>, which keeps some of them; <see cref="Rollback(long)"/>
+/// discards the rest) usually come in one forward (a prompt, a
 /// decode token, a draft tree). They may also come in several forwards — a draft model drafting token by token —
 /// as long as the earlier ones form a chain that the later ones descend from; anything else is rejected with a
 /// clear error rather than computed with the wrong mask. Not thread-safe: one generation instance owns a model.
@@ -41,7 +42,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     // Per-forward plan, in buffers reused from forward to forward.
     private Sample[] _entries = [];
-    private int[] _cacheIds = [], _contextLens = [], _committedLens = [], _slots = [], _blockTables = [];
+    private int[] _cacheIds = [], _contextLens = [], _committedLens = [], _slots = [], _blockTables = [], _rollbackIds = [];
     private uint[] _mask = [];
     private DeviceBuffer<float>? _qDevice, _kDevice, _vDevice, _oDevice;
 
@@ -138,6 +139,8 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             Cache.AddSample(s.CacheId);
             _samples[sampleId] = s;
         }
+        if (Cache.RejectedLength(s.CacheId) != 0)
+            throw new InvalidOperationException($"sample {sampleId} has tokens its last commit rejected: roll them back first");
         int pending = Cache.PendingLength(s.CacheId), wanted = s.Parents.Count + newTokens;
         if (wanted <= pending) return true;
         return pending == 0 ? Cache.TryReserve(s.CacheId, wanted) : Cache.TryExtend(s.CacheId, wanted - pending);
@@ -382,6 +385,26 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         foreach (var s in samples) Committed(s);
     }
 
+    /// <summary>Discards the sample's rejected or never committed tokens (<see cref="KvCache.Rollback(int)"/>: bookkeeping, no data moves).</summary>
+    public void Rollback(long sampleId)
+    {
+        var s = Known(sampleId);
+        Cache.Rollback(s.CacheId);
+        Committed(s);
+    }
+
+    /// <summary>The batch's rollback as one <see cref="KvCache.Rollback(ReadOnlySpan{int})"/>; every sample is checked first.</summary>
+    public void Rollback(ReadOnlySpan<long> sampleIds)
+    {
+        Grow(ref _rollbackIds, sampleIds.Length);
+        for (int i = 0; i < sampleIds.Length; i++) _rollbackIds[i] = Known(sampleIds[i]).CacheId;
+        Cache.Rollback(_rollbackIds.AsSpan(0, sampleIds.Length));
+        foreach (long id in sampleIds) Committed(_samples[id]);
+    }
+
+    private Sample Known(long sampleId) =>
+        _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId} has nothing to roll back");
+
     private Sample CheckedKeep(long sampleId, ReadOnlySpan<int> keep)
     {
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId} has nothing to commit");
@@ -423,7 +446,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         ArgumentNullException.ThrowIfNull(target);
         if (target is not TransformerModel other || !other.Cache.Config.SameBlockShape(Cache.Config)) return false;
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
-        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
+        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0 || Cache.RejectedLength(s.CacheId) != 0)
             throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
         if (other._samples.ContainsKey(targetId)) throw new ArgumentException($"targetId: sample {targetId} is already in the target model", nameof(targetId));
         int cacheId = other._nextCacheId;
@@ -449,7 +472,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         bool hostCaches = Cache.Backend.Info.Kind == DeviceKind.Cpu && other.Cache.Backend.Info.Kind == DeviceKind.Cpu;
         if (!hostCaches && ReferenceEquals(Cache.Backend, other.Cache.Backend)) return null;
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
-        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
+        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0 || Cache.RejectedLength(s.CacheId) != 0)
             throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
         return new KvSnapshot(Cache.Snapshot(s.CacheId), other, KvBytes(sampleId));
     }

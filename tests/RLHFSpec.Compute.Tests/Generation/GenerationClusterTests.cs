@@ -169,6 +169,7 @@ public class GenerationClusterTests
         public int CommittedLength(long sampleId) => inner.CommittedLength(sampleId);
         public bool TryReserve(long sampleId, int newTokens) => inner.TryReserve(sampleId, newTokens);
         public void Commit(long sampleId, ReadOnlySpan<int> keep) => inner.Commit(sampleId, keep);
+        public void Rollback(long sampleId) => inner.Rollback(sampleId);
         public void Release(long sampleId) => inner.Release(sampleId);
 
         public void Forward(in ForwardBatch batch, DeviceBuffer<float> logits)
@@ -269,6 +270,7 @@ public class GenerationClusterTests
         public int CommittedLength(long sampleId) => inner.CommittedLength(sampleId);
         public bool TryReserve(long sampleId, int newTokens) => inner.TryReserve(sampleId, newTokens);
         public void Commit(long sampleId, ReadOnlySpan<int> keep) => inner.Commit(sampleId, keep);
+        public void Rollback(long sampleId) => inner.Rollback(sampleId);
         public void Release(long sampleId) => inner.Release(sampleId);
         public long KvBytes(long sampleId) => inner.KvBytes(sampleId);
         public bool TryCopySampleTo(long sampleId, ITargetModel target, long targetId) =>

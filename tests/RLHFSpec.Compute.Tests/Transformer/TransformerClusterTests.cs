@@ -289,6 +289,8 @@ public sealed class TransformerClusterTests
         Assert.That(source.TryReserve(1, 2), Is.True);
         Assert.Throws<InvalidOperationException>(() => source.TryCopySampleTo(1, target, 1), "reserved, uncommitted tokens");
         source.Commit(1, []);
+        Assert.Throws<InvalidOperationException>(() => source.TryCopySampleTo(1, target, 1), "rejected tokens not rolled back");
+        source.Rollback(1);
         Assert.That(source.TryCopySampleTo(1, target, 1), Is.True);
         Assert.Throws<ArgumentException>(() => source.TryCopySampleTo(1, target, 1), "the target already holds the id");
     }
