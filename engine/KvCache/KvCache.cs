@@ -342,7 +342,7 @@ public sealed class KvCache : IDisposable
     /// Copies a <see cref="Snapshot"/> of this cache into <paramref name="target"/> as <paramref name="targetSample"/>;
     /// as <see cref="TryCopySampleTo"/>, false (nothing changed) when the target is out of blocks. Touches this
     /// cache's buffers only (safe beside its owner's forwards over other samples where the backend allows concurrent
-    /// use, as the CPU backend does) and the target's tables (call it on the target's owner's thread).
+    /// use, <see cref="BackendCapabilities.ConcurrentKernels"/>) and the target's tables (call it on the target's owner's thread).
     /// </summary>
     public bool TryCopySnapshotTo(KvCacheSnapshot snapshot, KvCache target, int targetSample)
     {
@@ -385,12 +385,13 @@ public sealed class KvCache : IDisposable
             else
             {
                 uint[] staging = ArrayPool<uint>.Shared.Rent(Layout.BlockWords);
+                bool hostTarget = target.Backend.Capabilities.HostAddressable, hostSource = Backend.Capabilities.HostAddressable;
                 try
                 {
                     for (int l = 0; l < NumLayers; l++)
                     {
-                        StageBlocks(_keys[l], target._keys[l], from, to, staging);
-                        StageBlocks(_values[l], target._values[l], from, to, staging);
+                        StageBlocks(_keys[l], target._keys[l], from, to, staging, hostSource, hostTarget);
+                        StageBlocks(_values[l], target._values[l], from, to, staging, hostSource, hostTarget);
                     }
                 }
                 finally { ArrayPool<uint>.Shared.Return(staging); }
@@ -447,17 +448,19 @@ public sealed class KvCache : IDisposable
     private int SlotOf(KvCacheSample s, int position) => s.Blocks[position / BlockSize] * BlockSize + position % BlockSize;
 
     /// <summary>
-    /// Copies blocks between buffers of different backends through host memory: straight into or out of a host
-    /// (CPU backend) buffer when one side is one, else through <paramref name="staging"/>.
+    /// Copies blocks between buffers of different backends through host memory: straight into or out of a
+    /// host-addressable buffer (<see cref="BackendCapabilities.HostAddressable"/>) when one side is one, else through
+    /// <paramref name="staging"/>.
     /// </summary>
-    private void StageBlocks(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> from, ReadOnlySpan<int> to, uint[] staging)
+    private void StageBlocks(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> from, ReadOnlySpan<int> to, uint[] staging,
+        bool hostSource, bool hostDestination)
     {
         int words = Layout.BlockWords;
         for (int i = 0; i < from.Length; i++)
         {
             long at = (long)from[i] * words, into = (long)to[i] * words;
-            if (destination is Cpu.CpuBuffer<uint> host) source.Read(host.AsSpan(into, words), at);
-            else if (source is Cpu.CpuBuffer<uint> hostSource) destination.Write(hostSource.AsSpan(at, words), into);
+            if (hostDestination) source.Read(destination.HostSpan(into, words), at);
+            else if (hostSource) destination.Write(source.HostSpan(at, words), into);
             else
             {
                 source.Read(staging.AsSpan(0, words), at);

@@ -458,19 +458,19 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     /// <summary>
     /// A snapshot of the sample's committed blocks for a copy into <paramref name="target"/> that may overlap this
-    /// model's forwards: when both caches live in host memory (CPU backends, whose kv_move and reads are free of
-    /// shared state), or when the target is on another backend (a Vulkan donor's reads are serialised with its own
-    /// operations per device); null when both share one GPU backend.
+    /// model's forwards: when the target's cache is on another backend (a donor's reads are serialised with its own
+    /// operations per device), or on the same one if that backend runs calls from several threads concurrently
+    /// (<see cref="BackendCapabilities.ConcurrentKernels"/>: kv_move and reads free of shared state); null when both
+    /// share a backend that serialises its operations (one Vulkan device): the copy would only take turns.
     /// </summary>
     public IKvSnapshot? Snapshot(long sampleId, ITargetModel target)
     {
         ArgumentNullException.ThrowIfNull(target);
         if (target is not TransformerModel other || ReferenceEquals(other, this) || !other.Cache.Config.SameBlockShape(Cache.Config)) return null;
-        // Host-memory caches copy with no shared state. A Vulkan donor serialises its device per operation
-        // (VulkanDevice.Sync), so a receiver on another backend may read the frozen blocks between the donor's
-        // operations; one backend shared by both would have the receiver run kernels on the donor's backend: not overlapped.
-        bool hostCaches = Cache.Backend.Info.Kind == DeviceKind.Cpu && other.Cache.Backend.Info.Kind == DeviceKind.Cpu;
-        if (!hostCaches && ReferenceEquals(Cache.Backend, other.Cache.Backend)) return null;
+        // A donor's backend serialises or isolates its operations, so a receiver on another backend may read the
+        // frozen blocks between the donor's operations; one backend shared by both overlaps only if it runs calls
+        // from several threads concurrently, else the receiver's kernels would take turns with the donor's.
+        if (ReferenceEquals(Cache.Backend, other.Cache.Backend) && !Cache.Backend.Capabilities.ConcurrentKernels) return null;
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
         if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0 || Cache.RejectedLength(s.CacheId) != 0)
             throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
