@@ -118,11 +118,8 @@ public sealed class GenerationInstance : IDisposable
     /// </summary>
     public bool TryMoveWithKv(long sampleId, GenerationInstance target)
     {
-        ArgumentNullException.ThrowIfNull(target);
-        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
-        var s = _live.Find(x => x.SampleId == sampleId);
-        if (s is null || !s.InCache || _model is not IMigratableModel migratable) return false;
-        if (!migratable.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
+        if (MovableWithKv(sampleId, target) is not { } movable || !movable.Model.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
+        var s = movable.Sample;
         target.CheckCopied(s);
         TakeOut(sampleId);
         target.Join(s);
@@ -138,12 +135,8 @@ public sealed class GenerationInstance : IDisposable
     /// </summary>
     public PendingMove? BeginMoveWithKv(long sampleId, GenerationInstance target)
     {
-        ArgumentNullException.ThrowIfNull(target);
-        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
-        var s = _live.Find(x => x.SampleId == sampleId);
-        if (s is null || !s.InCache || _model is not IMigratableModel migratable) return null;
-        var snapshot = migratable.Snapshot(sampleId, target._model);
-        if (snapshot is null) return null;
+        if (MovableWithKv(sampleId, target) is not { } movable || movable.Model.Snapshot(sampleId, target._model) is not { } snapshot) return null;
+        var s = movable.Sample;
         _live.Remove(s);
         Leave(s);
         return new PendingMove(s, snapshot, this, target);
@@ -184,6 +177,19 @@ public sealed class GenerationInstance : IDisposable
         s.AdmissionOrder = _admissions++;
         _live.Add(s);
         foreach (var p in _proposers.Values) p.Admit(s);
+    }
+
+    /// <summary>
+    /// The common start of both KV moves: checks the target, and returns the live sample with its KV in this model
+    /// and the model that can copy it, or null when there is none (not live here, not in the cache, or a model that
+    /// cannot migrate).
+    /// </summary>
+    private (SampleState Sample, IMigratableModel Model)? MovableWithKv(long sampleId, GenerationInstance target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
+        var s = _live.Find(x => x.SampleId == sampleId);
+        return s is not null && s.InCache && _model is IMigratableModel migratable ? (s, migratable) : null;
     }
 
     /// <summary>A KV copy into this model must hold every committed token but the pending one.</summary>
