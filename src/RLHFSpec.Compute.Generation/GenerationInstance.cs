@@ -21,24 +21,24 @@ public sealed class GenerationInstance : IDisposable
 {
     private readonly ITargetModel _model;
     private readonly Dictionary<ProposerKind, IProposer> _proposers;
-    private readonly GenerationOptions _options;
+    private readonly InstanceOptions _options;
     private readonly AcceptanceEstimator? _acceptance;
     private readonly CostModel? _cost;
     private readonly List<SampleState> _waiting = new();
     private readonly List<SampleState> _live = new();
     private readonly List<SampleState> _admitting = new(); // taken from _waiting, being prefilled
-    private readonly List<GenerationResult> _finished = new();
+    private readonly List<SampleResult> _finished = new();
     private long _admissions;
     private DeviceBuffer<float>? _logits, _draftLogits;
 
-    public GenerationInstance(ITargetModel model, IEnumerable<IProposer> proposers, GenerationOptions options, AcceptanceEstimator? acceptance = null, CostModel? cost = null)
+    public GenerationInstance(ITargetModel model, IEnumerable<IProposer> proposers, InstanceOptions options, AcceptanceEstimator? acceptance = null, CostModel? cost = null)
     {
         _model = model;
         _proposers = proposers.ToDictionary(p => p.Kind);
         _options = options;
         _acceptance = acceptance;
         _cost = cost;
-        if (options.Planner is null) throw new ArgumentException("generation options: give a planner", nameof(options));
+        if (options.Planner is null) throw new ArgumentException("instance options: give a planner", nameof(options));
         foreach (var s in options.Planner.Strategies)
             if (!s.IsOff && !_proposers.ContainsKey(s.Proposer))
                 throw new ArgumentException($"strategy {s}: no {s.Proposer} proposer was given", nameof(options));
@@ -48,7 +48,7 @@ public sealed class GenerationInstance : IDisposable
 
     public int LiveCount => _live.Count;
     public int WaitingCount => _waiting.Count;
-    public IReadOnlyList<GenerationResult> Finished => _finished;
+    public IReadOnlyList<SampleResult> Finished => _finished;
 
     /// <summary>The target model (its KV cache holds the live samples).</summary>
     public ITargetModel Model => _model;
@@ -218,7 +218,7 @@ public sealed class GenerationInstance : IDisposable
     }
 
     /// <summary>Runs until every enqueued sample has finished; results in order of completion.</summary>
-    public IReadOnlyList<GenerationResult> RunToCompletion(Action<GenerationInstance>? afterStep = null)
+    public IReadOnlyList<SampleResult> RunToCompletion(Action<GenerationInstance>? afterStep = null)
     {
         while (Step()) afterStep?.Invoke(this);
         return _finished;

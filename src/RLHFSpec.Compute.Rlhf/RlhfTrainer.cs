@@ -165,7 +165,7 @@ public sealed class RlhfTrainer : IDisposable
             _policyModel = new TransformerModel(_policy, _backend, runtime);
             if (_draft is not null) _draftModel = new TransformerModel(_draft, _backend, runtime);
             _generator = new Generator(_policyModel, config.Speculation.IsOff ? null : _draftModel,
-                new GenerateSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+                new GeneratorSettings { Strategy = config.Speculation, StopTokens = _stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
             if (config.Instances > 1)
             {
                 // Instances share the cores: without a thread count each gets its share.
@@ -280,14 +280,14 @@ public sealed class RlhfTrainer : IDisposable
         (_baseline is null ? [] : new[] { _baseline }).Concat(_history.Select(m => m.Evaluation).OfType<EvaluationMetrics>()).ToList();
 
     /// <summary>The last evaluation's responses, in prompt order.</summary>
-    public IReadOnlyList<GenerationResult> LastEvaluation { get; private set; } = [];
+    public IReadOnlyList<SampleResult> LastEvaluation { get; private set; } = [];
     public TransformerWeights Policy => _policy;
 
     /// <summary>PPO's critic (null for GRPO).</summary>
     public ValueModel? Critic => _critic;
 
     /// <summary>The responses of the last iteration's generation stage, in request order.</summary>
-    public IReadOnlyList<GenerationResult> LastRollouts { get; private set; } = [];
+    public IReadOnlyList<SampleResult> LastRollouts { get; private set; } = [];
     public TransformerWeights? Draft => _draft;
 
     /// <summary>Runs iterations up to <see cref="RlhfConfig.Iterations"/>; returns the metrics of those it ran.</summary>
@@ -369,7 +369,7 @@ public sealed class RlhfTrainer : IDisposable
     /// answered with full reward; with a reward model on default-task prompts, that share is the task's exact verifier's
     /// (a reward model's scores are not 0/1).
     /// </summary>
-    private (double[] Rewards, double Accuracy) Score(IReadOnlyList<string> prompts, IReadOnlyList<GenerationResult> results, bool taskPrompts)
+    private (double[] Rewards, double Accuracy) Score(IReadOnlyList<string> prompts, IReadOnlyList<SampleResult> results, bool taskPrompts)
     {
         var texts = results.Select(r => _tokenizer.Decode(r.Tokens, skipSpecialTokens: true)).ToArray();
         var rewards = _rewardModel is { } rm
@@ -555,7 +555,7 @@ public sealed class RlhfTrainer : IDisposable
     /// fills each minibatch's advantages and returns [B, T]. Returns the mean value and the explained variance of the
     /// returns by the values.
     /// </summary>
-    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards, IReadOnlyList<GenerationResult> results)
+    private (double ValueMean, double ExplainedVariance) PpoTargets(List<Minibatch> minibatches, double[] rewards, IReadOnlyList<SampleResult> results)
     {
         // [minibatch][row]: GAE over the row's response tokens.
         var targets = minibatches.Select(mb => Enumerable.Range(0, mb.Rows.Length).Select(row =>

@@ -34,7 +34,7 @@ public sealed class GenerationCluster : IDisposable
     private readonly MigrationCoordinator _migration;
 
     // The current run.
-    private readonly List<GenerationResult> _results = new();
+    private readonly List<SampleResult> _results = new();
     private readonly HashSet<long> _finishedIds = new();
     private int _expected;
     private bool _done, _running;
@@ -94,7 +94,7 @@ public sealed class GenerationCluster : IDisposable
     /// Generates every request (distinct sample ids) and returns each result exactly once, in order of completion.
     /// Throws when every instance has failed with samples left, naming the failures.
     /// </summary>
-    public ClusterResult Run(IReadOnlyList<GenerationRequest> requests)
+    public ClusterRunResult Run(IReadOnlyList<GenerationRequest> requests)
     {
         ArgumentNullException.ThrowIfNull(requests);
         if (requests.Select(r => r.SampleId).Distinct().Count() != requests.Count) throw new ArgumentException("requests: sample ids must be distinct", nameof(requests));
@@ -120,7 +120,7 @@ public sealed class GenerationCluster : IDisposable
         if (_results.Count != _expected)
             throw new InvalidOperationException($"{_expected - _results.Count} of {_expected} samples did not finish: every instance failed ({string.Join("; ", _workers.Where(s => s.Failure is not null).Select(s => $"{s.Index}: {s.Failure}"))})");
         foreach (var r in _results) Predictor.Observe(r.Request.Prompt, r.Tokens.Length);
-        return new ClusterResult(_results.ToArray(), Stats(wall));
+        return new ClusterRunResult(_results.ToArray(), Stats(wall));
     }
 
     /// <summary>Starts a run under the lock: resets this run's accounting, assigns and enqueues the requests; returns the workers to start.</summary>
@@ -308,7 +308,7 @@ public sealed class GenerationCluster : IDisposable
         for (; worker.FinishedSeen < finished.Count; worker.FinishedSeen++) AddResult(worker, finished[worker.FinishedSeen]);
     }
 
-    private void AddResult(InstanceWorker worker, GenerationResult result)
+    private void AddResult(InstanceWorker worker, SampleResult result)
     {
         if (!_finishedIds.Add(result.Request.SampleId)) throw new InvalidOperationException($"sample {result.Request.SampleId} finished twice");
         _results.Add(result);

@@ -29,7 +29,7 @@ public class GenerationClusterTests
         models.Add(model);
         var draft = new SyntheticTargetModel(Backends.Cpu, Draft, maxContext: 200);
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
-        return new GenerationInstance(wrap?.Invoke(model) ?? model, proposers, new GenerationOptions { MaxBatch = maxBatch, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
+        return new GenerationInstance(wrap?.Invoke(model) ?? model, proposers, new InstanceOptions { MaxBatch = maxBatch, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
     }
 
     /// <summary>
@@ -49,7 +49,7 @@ public class GenerationClusterTests
         return list.ToArray();
     }
 
-    private static Dictionary<long, GenerationResult> Single(string strategy, GenerationRequest[] requests)
+    private static Dictionary<long, SampleResult> Single(string strategy, GenerationRequest[] requests)
     {
         var models = new List<SyntheticTargetModel>();
         using var instance = NewInstance(strategy, models);
@@ -57,13 +57,13 @@ public class GenerationClusterTests
         return instance.RunToCompletion().ToDictionary(r => r.Request.SampleId);
     }
 
-    private static ClusterResult RunCluster(int instances, ClusterOptions options, string strategy, GenerationRequest[] requests, List<SyntheticTargetModel> models)
+    private static ClusterRunResult RunCluster(int instances, ClusterOptions options, string strategy, GenerationRequest[] requests, List<SyntheticTargetModel> models)
     {
         using var cluster = new GenerationCluster(instances, _ => NewInstance(strategy, models), options);
         return cluster.Run(requests);
     }
 
-    private static void AssertSameOutputs(ClusterResult result, Dictionary<long, GenerationResult> expected, GenerationRequest[] requests)
+    private static void AssertSameOutputs(ClusterRunResult result, Dictionary<long, SampleResult> expected, GenerationRequest[] requests)
     {
         Assert.That(result.Results.Select(r => r.Request.SampleId), Is.Unique, "every sample exactly once");
         Assert.That(result.Results.Select(r => r.Request.SampleId).Order(), Is.EqualTo(requests.Select(r => r.SampleId).Order()));

@@ -55,7 +55,7 @@ public sealed class StepRollbackTests
         using var drafted = NewModel(weights, backend, blockSize: 4);
         using var plain = NewModel(weights, backend, blockSize: 4);
         var proposer = new RejectedProposer(ReferenceOf(weights));
-        var options = new GenerationOptions { MaxBatch = 8, StopTokens = new HashSet<int>() };
+        var options = new InstanceOptions { MaxBatch = 8, StopTokens = new HashSet<int>() };
         using var withDraft = new GenerationInstance(drafted, [proposer], options with { Planner = new FixedStrategyPlanner(Strategy.Parse("suffix:6")) });
         using var off = new GenerationInstance(plain, [], options with { Planner = new FixedStrategyPlanner(Strategy.Off) });
         var random = new Random(131);
