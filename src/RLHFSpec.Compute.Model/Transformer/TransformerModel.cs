@@ -189,7 +189,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
     private AttentionBatch Plan(in ForwardBatch batch)
     {
         var spec = Weights.Spec;
-        int samples = batch.NumSamples, tokens = batch.NumTokens, vocab = spec.VocabSize;
+        int samples = batch.NumSamples, tokens = batch.NumTokens;
         _act.Prepare(tokens, batch.LogitRows.Length);
         Grow(ref _entries, samples);
         Grow(ref _cacheIds, samples);
@@ -200,50 +200,10 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         int maxNew = 0;
         for (int b = 0; b < samples; b++)
         {
-            long id = batch.SampleIds[b];
-            var s = _samples.TryGetValue(id, out var found) ? found : throw new InvalidOperationException($"sample {id} is fed without a reservation (call TryReserve first)");
-            for (int c = 0; c < b; c++)
-                if (batch.SampleIds[c] == id) throw new ArgumentException($"batch: sample {id} appears twice", nameof(batch));
-            _entries[b] = s;
-            _cacheIds[b] = s.CacheId;
-            int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = s.Parents.Count;
-            if (n < 0) throw new ArgumentException($"batch: token offsets decrease at sample {b}", nameof(batch));
-            int committed = Cache.ContextLength(s.CacheId);
-            if (prior + n > Cache.PendingLength(s.CacheId))
-                throw new InvalidOperationException($"sample {id}: {prior + n} tentative tokens exceed its reservation of {Cache.PendingLength(s.CacheId)}");
-            _contextLens[b] = committed + prior;
-            maxNew = Math.Max(maxNew, n);
-            for (int j = 0; j < n; j++)
-            {
-                int t = first + j, parent = batch.Parents[t], token = batch.Tokens[t];
-                if ((uint)token >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(batch), $"token {t} = {token} is outside the vocabulary [0, {vocab})");
-                if (parent < -1 || parent >= prior + j)
-                    throw new ArgumentException($"batch: token {t} (sample {id}) has parent {parent}; it must be −1 or an earlier tentative token (< {prior + j})", nameof(batch));
-                if (prior > 0 && !(s.Chain && parent >= prior - 1))
-                    throw new NotSupportedException($"sample {id}: token {t} does not descend from every earlier tentative token; a step fed in several forwards must be a chain continued by later forwards");
-                int depth = parent < 0 ? 1 : parent < prior ? s.Depths[parent] + 1 : Depth(batch.Parents, first, prior, s, parent) + 1;
-                int position = committed + depth - 1;
-                if (position >= MaxContext) throw new ArgumentException($"sample {id}: position {position} is beyond the context limit {MaxContext}", nameof(batch));
-                _act.SetPosition(t, position);
-                _slots[t] = Cache.Slot(s.CacheId, committed + prior + j);
-                if (parent != prior + j - 1) causal = false;
-            }
+            causal &= PlanSample(batch, b);
+            maxNew = Math.Max(maxNew, batch.TokenOffsets[b + 1] - batch.TokenOffsets[b]);
         }
-
-        int maskWords = 0;
-        if (!causal)
-        {
-            maskWords = Math.Max(1, (maxNew + 31) / 32);
-            Grow(ref _mask, (long)tokens * maskWords);
-            Array.Clear(_mask, 0, tokens * maskWords);
-            for (int b = 0; b < samples; b++)
-            {
-                int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = _entries[b].Parents.Count;
-                for (int j = 0; j < n; j++)
-                    for (int a = j; a >= 0; a = batch.Parents[first + a] - prior)
-                        _mask[(long)(first + j) * maskWords + a / 32] |= 1u << (a % 32);
-            }
-        }
+        int maskWords = causal ? 0 : TreeMask(batch, maxNew);
 
         var ids = _cacheIds.AsSpan(0, samples);
         int maxBlocks = Cache.MaxBlocksPerSample(ids);
@@ -260,6 +220,59 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             NumHeads = spec.NumHeads,
             Scale = 1f / MathF.Sqrt(spec.HeadDim),
         };
+    }
+
+    /// <summary>
+    /// Plans sample <paramref name="b"/> of the batch: checks its reservation, tokens and parents, and sets each new
+    /// token's position and KV slot. Returns whether its new tokens continue one chain (a causal mask serves them).
+    /// </summary>
+    private bool PlanSample(in ForwardBatch batch, int b)
+    {
+        long id = batch.SampleIds[b];
+        var s = _samples.TryGetValue(id, out var found) ? found : throw new InvalidOperationException($"sample {id} is fed without a reservation (call TryReserve first)");
+        for (int c = 0; c < b; c++)
+            if (batch.SampleIds[c] == id) throw new ArgumentException($"batch: sample {id} appears twice", nameof(batch));
+        _entries[b] = s;
+        _cacheIds[b] = s.CacheId;
+        int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = s.Parents.Count, vocab = Weights.Spec.VocabSize;
+        if (n < 0) throw new ArgumentException($"batch: token offsets decrease at sample {b}", nameof(batch));
+        int committed = Cache.ContextLength(s.CacheId);
+        if (prior + n > Cache.PendingLength(s.CacheId))
+            throw new InvalidOperationException($"sample {id}: {prior + n} tentative tokens exceed its reservation of {Cache.PendingLength(s.CacheId)}");
+        _contextLens[b] = committed + prior;
+        bool causal = true;
+        for (int j = 0; j < n; j++)
+        {
+            int t = first + j, parent = batch.Parents[t], token = batch.Tokens[t];
+            if ((uint)token >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(batch), $"token {t} = {token} is outside the vocabulary [0, {vocab})");
+            if (parent < -1 || parent >= prior + j)
+                throw new ArgumentException($"batch: token {t} (sample {id}) has parent {parent}; it must be −1 or an earlier tentative token (< {prior + j})", nameof(batch));
+            if (prior > 0 && !(s.Chain && parent >= prior - 1))
+                throw new NotSupportedException($"sample {id}: token {t} does not descend from every earlier tentative token; a step fed in several forwards must be a chain continued by later forwards");
+            int depth = parent < 0 ? 1 : parent < prior ? s.Depths[parent] + 1 : Depth(batch.Parents, first, prior, s, parent) + 1;
+            int position = committed + depth - 1;
+            if (position >= MaxContext) throw new ArgumentException($"sample {id}: position {position} is beyond the context limit {MaxContext}", nameof(batch));
+            _act.SetPosition(t, position);
+            _slots[t] = Cache.Slot(s.CacheId, committed + prior + j);
+            if (parent != prior + j - 1) causal = false;
+        }
+        return causal;
+    }
+
+    /// <summary>The tree mask // [tokens, maskWords]: bit a of token j's row set when new token a is j or one of its ancestors. Returns maskWords.</summary>
+    private int TreeMask(in ForwardBatch batch, int maxNew)
+    {
+        int tokens = batch.NumTokens, maskWords = Math.Max(1, (maxNew + 31) / 32);
+        Grow(ref _mask, (long)tokens * maskWords);
+        Array.Clear(_mask, 0, tokens * maskWords);
+        for (int b = 0; b < batch.NumSamples; b++)
+        {
+            int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = _entries[b].Parents.Count;
+            for (int j = 0; j < n; j++)
+                for (int a = j; a >= 0; a = batch.Parents[first + a] - prior)
+                    _mask[(long)(first + j) * maskWords + a / 32] |= 1u << (a % 32);
+        }
+        return maskWords;
     }
 
     /// <summary>Embeds the tokens, then per layer: dense part before attention, KV append, attention, dense part after it.</summary>
