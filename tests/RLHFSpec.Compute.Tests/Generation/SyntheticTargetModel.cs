@@ -8,7 +8,8 @@ namespace RLHFSpec.Compute.Tests.Generation;
 /// <summary>
 /// A test double of <see cref="ITargetModel"/>: logits from a <see cref="SyntheticModel"/> of the sequence a
 /// token sees (committed tokens, then its tentative ancestors), a token-slot budget standing in for KV blocks,
-/// and strict checks of the contract (parents before children, kept tokens forming a path, reservations covering
+/// and strict checks of the contract (parents before children, kept tokens forming a path, rejected tokens rolled
+/// back before the sample is reserved, fed or committed again, reservations covering
 /// every fed token), so the generation loop's bookkeeping is tested, not just its output.
 /// </summary>
 public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel model, int maxContext = 4096, long slotBudget = long.MaxValue) : ITargetModel, IMigratableModel
@@ -112,11 +113,8 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
         s.Tentative.Clear();
         s.Reserved = 0;
         s.Rejected = false;
-        Rollbacks++;
     }
 
-    /// <summary>Rollbacks so far (batched calls count each sample).</summary>
-    public long Rollbacks { get; private set; }
 
     public void Release(long sampleId) => _samples.Remove(sampleId);
 
