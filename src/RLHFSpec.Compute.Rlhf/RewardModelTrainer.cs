@@ -37,11 +37,43 @@ public static class RewardModelTrainer
             throw new InvalidDataException($"--model '{baseFolder}': config.json field 'num_labels' is {checkpoint.Config.NumLabels}; a reward model has one");
         using var rm = new RewardModel(ValueModel.Load(checkpoint, session), checkpoint.Tokenizer, checkpoint.StopTokenIds());
 
-        // Token ids of every pair; identical chosen/rejected carry no preference and are left out.
+        var (chosen, rejected, dropped) = Encode(rm, pairs, pairsSource, checkpoint.Config.MaxPositionEmbeddings);
+        var random = new Random(options.Seed);
+        var data = Split(chosen, rejected, random, options, pairsSource);
+
+        using var gradients = new TensorArena(rm.Model.Weights.Names.Select(n => (n, rm.Model.Weights.Shape(n))));
+        var optimizer = new AdamW(new AdamWOptions
+        {
+            Schedule = LearningRateSchedule.Constant(options.LearningRate), WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm,
+        });
+        foreach (var name in rm.Model.Weights.Names) optimizer.Add(name, rm.Model.Weights.Memory(name), gradients.Memory(name), DecoderGraphSpec.Decays(name));
+
+        var initial = Evaluate(rm, chosen, rejected, data.Eval, options.BatchSize);
+        var epochs = new List<RewardEpoch>();
+        for (int epoch = 1; epoch <= options.Epochs; epoch++)
+        {
+            var done = TrainEpoch(rm, gradients, optimizer, data, epoch, random, options, checkpoint.Tokenizer.PadId ?? 0);
+            epochs.Add(done);
+            epochDone?.Invoke(done);
+        }
+
+        var summary = new RewardTrainingSummary
+        {
+            Base = Path.GetFullPath(baseFolder), Pairs = pairsSource, TrainPairs = data.Train.Length, EvalPairs = data.Eval.Length, DroppedIdentical = dropped,
+            InitialEvalAccuracy = initial.Accuracy, InitialEvalLoss = initial.Loss, Epochs = epochs, Options = options,
+            Steps = optimizer.Step, Seconds = clock.Elapsed.TotalSeconds,
+        };
+        trained?.Invoke(rm);
+        Save(rm, outFolder, summary);
+        return summary;
+    }
+
+    /// <summary>Token ids of every pair; identical chosen/rejected carry no preference and are left out (counted as dropped).</summary>
+    private static (List<int[]> Chosen, List<int[]> Rejected, int Dropped) Encode(RewardModel rm, IReadOnlyList<PreferencePair> pairs, string pairsSource, int maxLength)
+    {
         var chosen = new List<int[]>();
         var rejected = new List<int[]>();
         int dropped = 0;
-        int maxLength = checkpoint.Config.MaxPositionEmbeddings;
         foreach (var pair in pairs)
         {
             int[] c = rm.Sequence(pair.Prompt, pair.Chosen), r = rm.Sequence(pair.Prompt, pair.Rejected);
@@ -57,55 +89,41 @@ public static class RewardModelTrainer
         }
         if (chosen.Count == 0)
             throw new InvalidDataException($"{pairsSource}: in every pair \"chosen\" equals \"rejected\"; there is no preference to learn");
+        return (chosen, rejected, dropped);
+    }
 
-        var random = new Random(options.Seed);
+    /// <summary>The encoded pairs and their split: indices of the training pairs and of the held-out pairs.</summary>
+    private sealed record PreferenceData(List<int[]> Chosen, List<int[]> Rejected, int[] Train, int[] Eval);
+
+    /// <summary>A seeded shuffle of the pairs split into held-out (<c>eval_fraction</c>, at least one when above 0) and training pairs.</summary>
+    private static PreferenceData Split(List<int[]> chosen, List<int[]> rejected, Random random, RewardTrainingOptions options, string pairsSource)
+    {
         var shuffled = Enumerable.Range(0, chosen.Count).OrderBy(_ => random.Next()).ToArray();
         int evalCount = options.EvalFraction > 0 ? Math.Max(1, (int)Math.Round(chosen.Count * options.EvalFraction)) : 0;
         if (chosen.Count - evalCount < 1)
             throw new InvalidDataException($"{pairsSource}: {chosen.Count} usable pair(s) cannot be split into training and held-out pairs (--eval-fraction {options.EvalFraction}); give more pairs or --eval-fraction 0");
-        var eval = shuffled[..evalCount];
-        var train = shuffled[evalCount..];
+        return new PreferenceData(chosen, rejected, shuffled[evalCount..], shuffled[..evalCount]);
+    }
 
-        using var gradients = new TensorArena(rm.Model.Weights.Names.Select(n => (n, rm.Model.Weights.Shape(n))));
-        var optimizer = new AdamW(new AdamWOptions
+    /// <summary>One epoch over the training pairs in a seeded order, then the held-out evaluation.</summary>
+    private static RewardEpoch TrainEpoch(RewardModel rm, TensorArena gradients, AdamW optimizer, PreferenceData data, int epoch, Random random,
+        RewardTrainingOptions options, int pad)
+    {
+        var epochClock = Stopwatch.StartNew();
+        double lossSum = 0;
+        int steps = 0;
+        foreach (var rows in data.Train.OrderBy(_ => random.Next()).Chunk(options.BatchSize))
         {
-            Schedule = LearningRateSchedule.Constant(options.LearningRate), WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm,
-        });
-        foreach (var name in rm.Model.Weights.Names) optimizer.Add(name, rm.Model.Weights.Memory(name), gradients.Memory(name), DecoderGraphSpec.Decays(name));
-
-        var initial = Evaluate(rm, chosen, rejected, eval, options.BatchSize);
-        var epochs = new List<RewardEpoch>();
-        int pad = checkpoint.Tokenizer.PadId ?? 0;
-        for (int epoch = 1; epoch <= options.Epochs; epoch++)
-        {
-            var epochClock = Stopwatch.StartNew();
-            double lossSum = 0;
-            int steps = 0;
-            foreach (var rows in train.OrderBy(_ => random.Next()).Chunk(options.BatchSize))
-            {
-                var batch = RewardBatch.From(rows.Select(i => chosen[i]).Concat(rows.Select(i => rejected[i])).ToArray(), pad);
-                var (loss, _) = rm.Model.PreferenceLossGradients(gradients, batch, options.RewardL2);
-                double norm = optimizer.Update();
-                if (!double.IsFinite(norm) || !double.IsFinite(loss))
-                    throw new InvalidOperationException($"epoch {epoch}, step {steps + 1}: non-finite loss {loss} or gradient norm {norm}; lower --learning-rate");
-                lossSum += loss;
-                steps++;
-            }
-            var (accuracy, evalLoss) = Evaluate(rm, chosen, rejected, eval, options.BatchSize);
-            var done = new RewardEpoch(epoch, lossSum / steps, accuracy, evalLoss, epochClock.Elapsed.TotalSeconds);
-            epochs.Add(done);
-            epochDone?.Invoke(done);
+            var batch = RewardBatch.From(rows.Select(i => data.Chosen[i]).Concat(rows.Select(i => data.Rejected[i])).ToArray(), pad);
+            var (loss, _) = rm.Model.PreferenceLossGradients(gradients, batch, options.RewardL2);
+            double norm = optimizer.Update();
+            if (!double.IsFinite(norm) || !double.IsFinite(loss))
+                throw new InvalidOperationException($"epoch {epoch}, step {steps + 1}: non-finite loss {loss} or gradient norm {norm}; lower --learning-rate");
+            lossSum += loss;
+            steps++;
         }
-
-        var summary = new RewardTrainingSummary
-        {
-            Base = Path.GetFullPath(baseFolder), Pairs = pairsSource, TrainPairs = train.Length, EvalPairs = eval.Length, DroppedIdentical = dropped,
-            InitialEvalAccuracy = initial.Accuracy, InitialEvalLoss = initial.Loss, Epochs = epochs, Options = options,
-            Steps = optimizer.Step, Seconds = clock.Elapsed.TotalSeconds,
-        };
-        trained?.Invoke(rm);
-        Save(rm, outFolder, summary);
-        return summary;
+        var (accuracy, evalLoss) = Evaluate(rm, data.Chosen, data.Rejected, data.Eval, options.BatchSize);
+        return new RewardEpoch(epoch, lossSum / steps, accuracy, evalLoss, epochClock.Elapsed.TotalSeconds);
     }
 
     /// <summary>Pairs whose chosen text equals the rejected one everywhere teach nothing: an error naming the source.</summary>

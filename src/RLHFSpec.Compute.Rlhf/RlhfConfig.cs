@@ -41,6 +41,11 @@ public sealed record RlhfConfig
     [JsonPropertyName("eval_temperature")] public double EvalTemperature { get; init; }
     /// <summary>task (the default task's exact verifier), regex:PATTERN, exact:TEXT or model:DIR (a reward model; see <see cref="RewardRule"/>).</summary>
     [JsonPropertyName("reward")] public string Reward { get; init; } = "task";
+    /// <summary>
+    /// Longest training prompt drawn from the default task, in terms (a curriculum over lengths; the held-out set keeps
+    /// the task's whole distribution). The task's own limit, 64, draws from the task unchanged.
+    /// </summary>
+    [JsonPropertyName("task_max_terms")] public int TaskMaxTerms { get; init; } = Model.Tasks.ArithmeticTask.MaxTerms;
     [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
     [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 8;
     [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
@@ -185,6 +190,8 @@ public sealed record RlhfConfig
         Positive(KvMemoryMiB, "kv_memory_mib");
         Positive(MaxBatch, "max_batch");
         Positive(EvalNumPrompts, "eval_num_prompts");
+        if (TaskMaxTerms < Model.Tasks.ArithmeticTask.MinTerms || TaskMaxTerms > Model.Tasks.ArithmeticTask.MaxTerms)
+            throw new ArgumentException($"task_max_terms: {TaskMaxTerms}, must be in [{Model.Tasks.ArithmeticTask.MinTerms}, {Model.Tasks.ArithmeticTask.MaxTerms}]");
         if (EvalEvery < 0) throw new ArgumentException($"eval_every: {EvalEvery}, must be >= 0 (0 = no evaluation after iterations)");
         if (!(EvalTemperature >= 0) || !double.IsFinite(EvalTemperature)) throw new ArgumentException($"eval_temperature: {EvalTemperature}, must be a finite number >= 0");
         if (DraftRefreshSteps < 0) throw new ArgumentException($"draft_refresh_steps: {DraftRefreshSteps}, must be >= 0");

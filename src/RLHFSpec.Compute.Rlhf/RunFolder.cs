@@ -30,7 +30,7 @@ public sealed class RunFolder : IDisposable
     private static readonly string[] RunEntries =
     [
         RlhfTrainer.ConfigFile, RlhfTrainer.MetricsFile, RlhfTrainer.PlotFile, RlhfTrainer.LatestFile,
-        RlhfTrainer.CheckpointsFolder, RlhfTrainer.ReferenceFolder, RlhfTrainer.SummaryFile, HeldOutEvaluation.PromptsFile, LockFile, OwnerFile,
+        RlhfTrainer.CheckpointsFolder, RlhfTrainer.ReferenceFolder, RlhfTrainer.SummaryFile, HeldOutEvaluation.PromptsFile, EvaluationAnswers.Folder, LockFile, OwnerFile,
     ];
 
     private FileStream? _lock;
@@ -156,7 +156,7 @@ public sealed class RunFolder : IDisposable
     public IReadOnlyList<string> RemoveStaleTemporaries()
     {
         var removed = new List<string>();
-        foreach (var folder in new[] { FullPath, Path.Combine(FullPath, RlhfTrainer.CheckpointsFolder) })
+        foreach (var folder in new[] { FullPath, Path.Combine(FullPath, RlhfTrainer.CheckpointsFolder), Path.Combine(FullPath, EvaluationAnswers.Folder) })
         {
             if (!Directory.Exists(folder)) continue;
             foreach (var entry in Directory.EnumerateFileSystemEntries(folder).ToList())

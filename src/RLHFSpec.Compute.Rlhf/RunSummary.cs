@@ -28,6 +28,8 @@ public sealed record RunSummary
     /// <summary>Held-out accuracy (and mean reward) of the first evaluation (iteration 0 when evaluated before training) and the last.</summary>
     [JsonPropertyName("eval_accuracy")] public FirstLast? EvalAccuracy { get; init; }
     [JsonPropertyName("eval_reward_mean")] public FirstLast? EvalRewardMean { get; init; }
+    /// <summary>The first and the last evaluation compared answer by answer, with the change's standard error (null without two evaluations' answer files).</summary>
+    [JsonPropertyName("eval_paired")] public PairedChange? EvalPaired { get; init; }
     /// <summary>Mean reward of the rollouts (fresh prompts each iteration: noisy, see the README).</summary>
     [JsonPropertyName("reward_mean")] public FirstLast? RewardMean { get; init; }
     [JsonPropertyName("accuracy")] public FirstLast? Accuracy { get; init; }

@@ -127,6 +127,9 @@ internal static class TrainCommand
         table.HideHeaders();
         void Row(string name, string value) => table.AddRow(Markup.Escape(name), Markup.Escape(value));
         Row($"held-out accuracy ({s.EvalPrompts} prompts)", Span(s.EvalAccuracy, Pct));
+        if (s.EvalPaired is { } p)
+            Row("held-out change, answer by answer", string.Create(CultureInfo.InvariantCulture,
+                $"{p.Difference * 100:+0.0;-0.0;0.0} points ({p.WrongToRight} wrong → right, {p.RightToWrong} right → wrong), standard error {p.StandardError * 100:F1}, z {p.Z:F1}"));
         Row("held-out mean reward", Span(s.EvalRewardMean, Num));
         Row("rollout mean reward", Span(s.RewardMean, Num));
         Row("rollout accuracy", Span(s.Accuracy, Pct));

@@ -34,15 +34,33 @@ public sealed class ArithmeticTask
     public const string Version = "running-sum/digits-0-9/v2";
 
     private readonly Random _random;
+    private readonly int _maxTerms;
 
-    public ArithmeticTask(int seed) => _random = new Random(seed);
+    public ArithmeticTask(int seed) : this(seed, MaxTerms) { }
 
-    /// <summary>The number of terms: 2 + a discrete Pareto draw (tail index 1.2), capped at <see cref="MaxTerms"/>.</summary>
+    /// <summary>
+    /// The task restricted to prompts of at most <paramref name="maxTerms"/> terms (a curriculum over lengths): a longer
+    /// draw is drawn again, so the lengths keep the task's distribution conditioned on the limit. With
+    /// <see cref="MaxTerms"/> it is the task itself, draw for draw.
+    /// </summary>
+    public ArithmeticTask(int seed, int maxTerms)
+    {
+        if (maxTerms < MinTerms || maxTerms > MaxTerms)
+            throw new ArgumentOutOfRangeException(nameof(maxTerms), maxTerms, $"must be in [{MinTerms}, {MaxTerms}]");
+        _random = new Random(seed);
+        _maxTerms = maxTerms;
+    }
+
+    /// <summary>The number of terms: 2 + a discrete Pareto draw (tail index 1.2), capped at <see cref="MaxTerms"/>, redrawn above the task's limit.</summary>
     private int DrawTerms()
     {
-        double u = 1 - _random.NextDouble(); // (0, 1]
-        double pareto = Math.Pow(u, -1 / 1.2) - 1; // ≥ 0, heavy-tailed
-        return (int)Math.Min(MinTerms + Math.Floor(pareto), MaxTerms);
+        while (true)
+        {
+            double u = 1 - _random.NextDouble(); // (0, 1]
+            double pareto = Math.Pow(u, -1 / 1.2) - 1; // ≥ 0, heavy-tailed
+            int terms = (int)Math.Min(MinTerms + Math.Floor(pareto), MaxTerms);
+            if (terms <= _maxTerms) return terms;
+        }
     }
 
     /// <summary>The next prompt; the generator never runs out.</summary>

@@ -85,6 +85,8 @@ public sealed class TrainRunFolderCliTests
         File.WriteAllText(Path.Combine(staleFolder, "model.safetensors"), "half");
         string staleFile = Path.Combine(run, ".metrics.jsonl.0123456789abcdef.tmp");
         File.WriteAllText(staleFile, "half");
+        string staleAnswers = Path.Combine(run, EvaluationAnswers.Folder, ".iter-2.jsonl.0123456789abcdef.tmp");
+        File.WriteAllText(staleAnswers, "half");
 
         File.WriteAllText(configFile, System.Text.RegularExpressions.Regex.Replace(config, "\"seed\": *[0-9]+", "\"seed\": 77"));
         Assert.That(File.ReadAllText(configFile), Is.Not.EqualTo(config));
@@ -98,6 +100,7 @@ public sealed class TrainRunFolderCliTests
         Assert.That(File.ReadAllLines(Path.Combine(run, RlhfTrainer.MetricsFile)), Has.Length.EqualTo(3), "the evaluation before training and iterations 1–2");
         Assert.That(Directory.Exists(staleFolder), Is.False, "the stale temporary checkpoint folder is removed");
         Assert.That(File.Exists(staleFile), Is.False, "the stale temporary file is removed");
+        Assert.That(File.Exists(staleAnswers), Is.False, "the stale temporary answers file is removed");
 
         // A missing 'latest' is not "no checkpoint": the message names the checkpoints that exist.
         File.Delete(Path.Combine(run, RlhfTrainer.LatestFile));
@@ -162,8 +165,11 @@ public sealed class TrainRunFolderCliTests
     public void The_end_of_a_run_prints_its_summary_and_writes_summary_json()
     {
         string run = _folder.File("summarised");
-        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, Train("--out", run, "--set", "iterations=2", "--eval-every", "1", "--eval-num-prompts", "8"));
+        var (exit, stdout, stderr) = CliRunner.Run(_folder.Path, Train("--out", run, "--set", "iterations=2", "--eval-every", "1", "--eval-num-prompts", "8", "--task-max-terms", "3"));
         Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        Assert.That(stdout, Does.Contain("held-out change, answer by answer"));
+        Assert.That(File.ReadAllText(Path.Combine(run, RlhfTrainer.ConfigFile)), Does.Contain("\"task_max_terms\": 3"));
+        Assert.That(Directory.GetFiles(Path.Combine(run, EvaluationAnswers.Folder)).Select(Path.GetFileName).Order(), Is.EqualTo(new[] { "iter-0.jsonl", "iter-1.jsonl", "iter-2.jsonl" }));
         Assert.That(stdout, Does.Contain("held-out evaluation: 8 task prompts").And.Contain("iter 0: held-out accuracy"));
         Assert.That(stdout, Does.Contain("run summary: 2 of 2 iterations").And.Contain("held-out accuracy (8 prompts)").And.Contain("checkpoint to use"));
         var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(run, RlhfTrainer.SummaryFile))).RootElement;

@@ -54,6 +54,28 @@ public class ArithmeticTaskTests
     }
 
     [Test]
+    public void A_term_limit_keeps_the_task_distribution_below_it_and_the_full_limit_is_the_task_itself([Values(2, 3, 4, 9)] int maxTerms)
+    {
+        static int Terms(string prompt) => prompt.Count(c => c == '+') + 1;
+        var full = new ArithmeticTask(seed: 11);
+        var unlimited = new ArithmeticTask(seed: 11, ArithmeticTask.MaxTerms);
+        Assert.That(Enumerable.Range(0, 500).Select(_ => unlimited.Next().Prompt), Is.EqualTo(Enumerable.Range(0, 500).Select(_ => full.Next().Prompt)),
+            "the task's own limit draws the very same prompts");
+
+        var limited = new ArithmeticTask(seed: 12, maxTerms);
+        var reference = new ArithmeticTask(seed: 13);
+        var drawn = Enumerable.Range(0, 20_000).Select(_ => Terms(limited.Next().Prompt)).ToArray();
+        var below = Enumerable.Range(0, 200_000).Select(_ => Terms(reference.Next().Prompt)).Where(t => t <= maxTerms).ToArray();
+        Assert.That(drawn.Max(), Is.LessThanOrEqualTo(maxTerms));
+        Assert.That(drawn.Min(), Is.EqualTo(ArithmeticTask.MinTerms));
+        // The conditional distribution: each length's share within 1.5 points of the unlimited task's share below the limit.
+        for (int t = ArithmeticTask.MinTerms; t <= maxTerms; t++)
+            Assert.That(drawn.Count(x => x == t) / (double)drawn.Length, Is.EqualTo(below.Count(x => x == t) / (double)below.Length).Within(0.015), $"{t} terms");
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ArithmeticTask(1, ArithmeticTask.MinTerms - 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ArithmeticTask(1, ArithmeticTask.MaxTerms + 1));
+    }
+
+    [Test]
     public void GeneratedTermsAreDigitsZeroToNine()
     {
         var task = new ArithmeticTask(seed: 4);

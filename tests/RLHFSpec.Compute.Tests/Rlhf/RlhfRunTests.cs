@@ -394,6 +394,24 @@ public sealed class RlhfRunTests
         Assert.That(summary.GetProperty("mean_accepted_per_step").GetDouble(), Is.EqualTo(withEval.Average(m => m.MeanAcceptedPerStep)).Within(1e-12));
         string checkpoint = summary.GetProperty("checkpoint").GetString()!;
         Assert.That(File.Exists(Path.Combine(checkpoint, "config.json")), checkpoint);
+
+        // One answers file per evaluation, in prompt order, agreeing with its metrics; the summary pairs the first and the last.
+        var answers = evals.Select(e => EvaluationAnswers.Read(onFolder.Path, e.Iteration)!).ToArray();
+        var evalPrompts = Compute.Generation.IO.PromptFile.Read(_evalPrompts);
+        for (int k = 0; k < evals.Count; k++)
+        {
+            Assert.That(answers[k].Select(a => a.Prompt), Is.EqualTo(evalPrompts), $"evaluation {evals[k].Iteration}: prompt order");
+            Assert.That(answers[k].Count(a => a.Correct) / (double)answers[k].Count, Is.EqualTo(evals[k].Accuracy), $"evaluation {evals[k].Iteration}: accuracy");
+            Assert.That(answers[k].Average(a => a.Reward), Is.EqualTo(evals[k].RewardMean).Within(1e-12), $"evaluation {evals[k].Iteration}: mean reward");
+        }
+        Assert.That(answers[^1].Select(a => a.Response), Is.EqualTo(on.LastEvaluation.Select(r => ArithmeticTokenizer.Create().Decode(r.Tokens, skipSpecialTokens: true))));
+        var paired = summary.GetProperty("eval_paired");
+        var expected = PairedChange.Of(answers[0].Select(a => a.Correct).ToList(), answers[^1].Select(a => a.Correct).ToList(), 0, 3);
+        Assert.That(paired.GetProperty("wrong_to_right").GetInt32(), Is.EqualTo(expected.WrongToRight));
+        Assert.That(paired.GetProperty("right_to_wrong").GetInt32(), Is.EqualTo(expected.RightToWrong));
+        Assert.That(paired.GetProperty("difference").GetDouble(), Is.EqualTo(evals[^1].Accuracy - evals[0].Accuracy).Within(1e-12));
+        Assert.That(paired.GetProperty("last_iteration").GetInt32(), Is.EqualTo(3));
+        Assert.That(Directory.Exists(Path.Combine(offFolder.Path, EvaluationAnswers.Folder)), Is.False, "no evaluation, no answers");
         var best = evals.Where(e => e.Iteration > 0).MaxBy(e => (e.Accuracy, e.RewardMean, e.Iteration))!;
         Assert.That(checkpoint, Is.EqualTo(best.Accuracy >= evals[0].Accuracy
             ? Path.Combine(onFolder.Path, RlhfTrainer.CheckpointsFolder, $"iter-{best.Iteration:D6}", "policy")
@@ -434,6 +452,10 @@ public sealed class RlhfRunTests
         Assert.That(evalParts.Select(e => (e.Iteration, e.Accuracy, e.RewardMean, e.ResponseLengthMean)),
             Is.EqualTo(evalWhole.Select(e => (e.Iteration, e.Accuracy, e.RewardMean, e.ResponseLengthMean))));
         Assert.That(evalWhole.Select(e => e.Iteration), Is.EqualTo(new[] { 0, 1, 2, 3 }));
+        foreach (var e in evalWhole)
+            Assert.That(File.ReadAllBytes(EvaluationAnswers.PathOf(parts.Path, e.Iteration)), Is.EqualTo(File.ReadAllBytes(EvaluationAnswers.PathOf(whole.Path, e.Iteration))),
+                $"evaluation {e.Iteration}: the same answers, file for file");
+        Assert.That(File.ReadAllText(Path.Combine(parts.Path, RlhfTrainer.SummaryFile)).Contains("\"eval_paired\""), "the resumed run pairs its first evaluation, read back from its file");
     }
 
     [Test]
@@ -448,6 +470,24 @@ public sealed class RlhfRunTests
         Assert.That(Directory.Exists(run), Is.False, "a start that fails leaves no run folder");
         Assert.That(() => (Small(1) with { EvalEvery = -1 }).Validate(), Throws.ArgumentException.With.Message.StartWith("eval_every: -1"));
         Assert.That(() => (Small(1) with { EvalNumPrompts = 0 }).Validate(), Throws.ArgumentException.With.Message.StartWith("eval_num_prompts: 0"));
+    }
+
+    [Test]
+    public void A_term_limit_shortens_the_training_prompts_only()
+    {
+        using var folders = new FormatsTestFolder();
+        var config = Small(1) with { Prompts = null, PromptsPerIteration = 64, EvalNumPrompts = 64 };
+        using var limited = new RlhfTrainer(config with { TaskMaxTerms = 3 }, folders.File("limited"), Policy, DraftFolder);
+        using var full = new RlhfTrainer(config, folders.File("full"), Policy, DraftFolder);
+        static int Terms(string p) => p.Count(c => c == '+') + 1;
+        for (int iteration = 1; iteration <= 3; iteration++)
+        {
+            Assert.That(limited.PromptsOf(iteration).Select(Terms), Is.All.InRange(2, 3), $"iteration {iteration}");
+            Assert.That(full.PromptsOf(iteration).Max(Terms), Is.GreaterThan(3), $"iteration {iteration}: the task's long tail without the limit");
+        }
+        Assert.That(limited.Evaluation!.Prompts, Is.EqualTo(full.Evaluation!.Prompts), "the held-out set keeps the task's whole distribution");
+        Assert.That(() => (Small(1) with { TaskMaxTerms = 1 }).Validate(), Throws.ArgumentException.With.Message.StartWith("task_max_terms: 1"));
+        Assert.That(() => (Small(1) with { TaskMaxTerms = 65 }).Validate(), Throws.ArgumentException.With.Message.StartWith("task_max_terms: 65"));
     }
 
     private static float[] TransformerWeightsOf(string folder)

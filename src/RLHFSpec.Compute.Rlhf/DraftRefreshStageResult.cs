@@ -1,0 +1,7 @@
+namespace RLHFSpec.Compute.Rlhf;
+
+/// <summary>
+/// What the draft refresh stage measured: the updated policy's mean entropy over the rollouts' response tokens and,
+/// when a draft was refreshed, its token-weighted KL to the policy and acceptance before and after (null otherwise).
+/// </summary>
+internal sealed record DraftRefreshStageResult(double Entropy, double? KlBefore, double? KlAfter, double? AcceptanceBefore, double? AcceptanceAfter);
