@@ -13,6 +13,9 @@ public abstract class ComputeBackend : IDisposable
 {
     public abstract DeviceInfo Info { get; }
 
+    /// <summary>What this backend can do (host-addressable buffers, concurrent use from several threads).</summary>
+    public abstract BackendCapabilities Capabilities { get; }
+
     /// <summary>Allocates a zeroed buffer of <paramref name="length"/> elements.</summary>
     public abstract DeviceBuffer<T> Allocate<T>(long length, string name) where T : unmanaged;
 

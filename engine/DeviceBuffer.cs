@@ -31,6 +31,13 @@ public abstract class DeviceBuffer<T> : IDisposable where T : unmanaged
     /// <summary>Sets every element to zero.</summary>
     public abstract void Clear();
 
+    /// <summary>
+    /// Elements [offset, offset + count) in place, for a buffer of a backend whose <see cref="BackendCapabilities.HostAddressable"/>
+    /// is true; other buffers throw <see cref="NotSupportedException"/>.
+    /// </summary>
+    public virtual Span<T> HostSpan(long offset, int count) =>
+        throw new NotSupportedException($"buffer '{Name}': its backend's buffers are not host-addressable; use Read and Write");
+
     public T[] ToArray()
     {
         var result = new T[checked((int)Length)];

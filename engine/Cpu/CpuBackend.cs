@@ -68,6 +68,9 @@ public sealed partial class CpuBackend : ComputeBackend
 
     public override DeviceInfo Info { get; }
 
+    /// <summary>Host memory, and kernels free of shared state: callable from several threads at once.</summary>
+    public override BackendCapabilities Capabilities { get; } = new(HostAddressable: true, ConcurrentKernels: true);
+
     public override DeviceBuffer<T> Allocate<T>(long length, string name) => new CpuBuffer<T>(length, name);
 
     public override void Flush() { }

@@ -24,6 +24,8 @@ public sealed unsafe class CpuBuffer<T> : DeviceBuffer<T> where T : unmanaged
         return new Span<T>(Pointer + offset, count);
     }
 
+    public override Span<T> HostSpan(long offset, int count) => AsSpan(offset, count);
+
     /// <summary>The whole buffer as a span (it must hold fewer than 2^31 elements).</summary>
     public Span<T> AsSpan() => AsSpan(0, checked((int)Length));
 

@@ -10,8 +10,9 @@ namespace RLHFSpec.Compute.Engine;
 /// <para>A step: <see cref="TryReserve"/> the new tokens (false = out of blocks: preempt a sample, nothing was
 /// changed), get their <see cref="PendingSlots(int, Span{int})"/>, <see cref="Append"/> K and V per layer, run
 /// attention (<see cref="FillBlockTables"/>), then <see cref="Commit(int, ReadOnlySpan{int})"/> the accepted nodes:
-/// their rows are compacted right after the context (kv_move, every layer, one segment per sample) and blocks no
-/// longer needed are freed. Samples never share blocks, so one sample's writes never touch another's.</para>
+/// their rows are compacted right after the context (kv_move, every layer, one segment per sample); the other
+/// pending tokens are then rejected, holding their blocks until <see cref="Rollback(int)"/> discards them and frees
+/// the blocks no longer needed. Samples never share blocks, so one sample's writes never touch another's.</para>
 /// Not thread-safe: one generation instance owns it. Kernels are recorded on the backend, not waited for.
 /// </summary>
 public sealed class KvCache : IDisposable
@@ -98,6 +99,9 @@ public sealed class KvCache : IDisposable
     /// <summary>Tokens reserved by <see cref="TryReserve"/> and not yet committed.</summary>
     public int PendingLength(int sample) => Get(sample).PendingLength;
 
+    /// <summary>Tokens a commit left out (rejected), holding their slots until <see cref="Rollback(int)"/>.</summary>
+    public int RejectedLength(int sample) => Get(sample).RejectedLength;
+
     /// <summary>Physical blocks of <paramref name="sample"/>, logical block order.</summary>
     public IReadOnlyList<int> BlockTable(int sample) => Get(sample).Blocks;
 
@@ -113,13 +117,13 @@ public sealed class KvCache : IDisposable
     /// <summary>
     /// Reserves slots for <paramref name="newTokens"/> tokens after the committed context (positions ContextLength ..
     /// ContextLength + newTokens − 1). Returns false when the cache is out of blocks — the preemption signal — and
-    /// then changes nothing. The sample must have no pending tokens (commit or <see cref="Rollback"/> first).
+    /// then changes nothing. The sample must have no uncommitted tokens (commit, then <see cref="Rollback(int)"/> the rest).
     /// </summary>
     public bool TryReserve(int sample, int newTokens)
     {
         var s = Get(sample);
-        if (s.PendingLength != 0)
-            throw new InvalidOperationException($"sample {sample} has {s.PendingLength} uncommitted tokens: commit or roll them back first");
+        if (s.UncommittedLength != 0)
+            throw new InvalidOperationException($"sample {sample} has {s.UncommittedLength} uncommitted tokens: commit or roll them back first");
         int needed = BlocksNeeded(sample, newTokens);
         if ((long)s.ContextLength + newTokens > (long)NumBlocks * BlockSize) return false;
         if (needed > 0)
@@ -140,6 +144,8 @@ public sealed class KvCache : IDisposable
     {
         var s = Get(sample);
         if (moreTokens < 0) throw new ArgumentOutOfRangeException(nameof(moreTokens), moreTokens, "must be >= 0");
+        if (s.RejectedLength != 0)
+            throw new InvalidOperationException($"sample {sample} has {s.RejectedLength} rejected tokens: roll them back first");
         int needed = BlocksNeeded(sample, s.PendingLength + moreTokens);
         if ((long)s.ContextLength + s.PendingLength + moreTokens > (long)NumBlocks * BlockSize) return false;
         if (needed > 0)
@@ -204,15 +210,33 @@ public sealed class KvCache : IDisposable
         Commit(samples, offsets, acceptedNodes);
     }
 
-    /// <summary>Drops the pending tokens of <paramref name="sample"/> (rejected step, preemption) and frees blocks it no longer needs.</summary>
-    public void Rollback(int sample) => Commit(sample, ReadOnlySpan<int>.Empty);
+    /// <summary>
+    /// Discards the uncommitted tokens of <paramref name="sample"/> — the ones its last commit rejected, or pending
+    /// ones never committed (a step abandoned) — and frees the blocks the committed context no longer needs. Moves no
+    /// data: the discarded rows are simply no longer addressed.
+    /// </summary>
+    public void Rollback(int sample)
+    {
+        var s = Get(sample);
+        s.PendingLength = 0;
+        s.RejectedLength = 0;
+        TrimBlocks(s);
+    }
+
+    /// <summary>Rolls back several samples, in order, as one <see cref="Rollback(int)"/> each.</summary>
+    public void Rollback(ReadOnlySpan<int> samples)
+    {
+        foreach (int sample in samples) Get(sample);
+        foreach (int sample in samples) Rollback(sample);
+    }
 
     /// <summary>
     /// Commits a step for several samples. Sample i keeps the pending tokens acceptedNodes[acceptedOffsets[i] ..
     /// acceptedOffsets[i + 1]) — indices into its pending tokens, strictly ascending (a root-to-leaf path of a draft
     /// tree numbered parents first; a chain's accepted prefix is 0 .. k−1) — which move to positions ContextLength,
-    /// ContextLength + 1, ... in every layer; the other pending tokens are dropped and blocks beyond the new context
-    /// are freed. All arguments are checked before anything changes.
+    /// ContextLength + 1, ... in every layer. Commit only keeps: the other pending tokens become rejected, still
+    /// holding their blocks, until <see cref="Rollback(int)"/> discards them (nothing else may be reserved for the
+    /// sample before that). All arguments are checked before anything changes.
     /// </summary>
     public void Commit(ReadOnlySpan<int> samples, ReadOnlySpan<int> acceptedOffsets, ReadOnlySpan<int> acceptedNodes)
     {
@@ -224,6 +248,8 @@ public sealed class KvCache : IDisposable
             var s = Get(samples[i]);
             for (int j = 0; j < i; j++)
                 if (samples[j] == samples[i]) throw new ArgumentException($"samples: sample {samples[i]} appears twice", nameof(samples));
+            if (s.RejectedLength != 0)
+                throw new InvalidOperationException($"sample {samples[i]} has {s.RejectedLength} rejected tokens of its last commit: roll them back first");
             for (int k = acceptedOffsets[i]; k < acceptedOffsets[i + 1]; k++)
             {
                 int node = acceptedNodes[k];
@@ -268,9 +294,10 @@ public sealed class KvCache : IDisposable
         for (int i = 0; i < samples.Length; i++)
         {
             var s = _samples[samples[i]];
-            s.ContextLength += acceptedOffsets[i + 1] - acceptedOffsets[i];
+            int kept = acceptedOffsets[i + 1] - acceptedOffsets[i];
+            s.ContextLength += kept;
+            s.RejectedLength = s.PendingLength - kept;
             s.PendingLength = 0;
-            TrimBlocks(s);
         }
     }
 
@@ -292,8 +319,8 @@ public sealed class KvCache : IDisposable
     {
         ArgumentNullException.ThrowIfNull(target);
         var s = Get(sample);
-        if (s.PendingLength != 0)
-            throw new InvalidOperationException($"sample {sample} has {s.PendingLength} uncommitted tokens: commit or roll them back before copying it");
+        if (s.UncommittedLength != 0)
+            throw new InvalidOperationException($"sample {sample} has {s.UncommittedLength} uncommitted tokens: commit or roll them back before copying it");
         return TryCopyBlocks(s.Blocks.ToArray(), s.ContextLength, target, targetSample);
     }
 
@@ -306,8 +333,8 @@ public sealed class KvCache : IDisposable
     public KvCacheSnapshot Snapshot(int sample)
     {
         var s = Get(sample);
-        if (s.PendingLength != 0)
-            throw new InvalidOperationException($"sample {sample} has {s.PendingLength} uncommitted tokens: commit or roll them back before copying it");
+        if (s.UncommittedLength != 0)
+            throw new InvalidOperationException($"sample {sample} has {s.UncommittedLength} uncommitted tokens: commit or roll them back before copying it");
         return new KvCacheSnapshot(this, s.Blocks.ToArray(), s.ContextLength);
     }
 
@@ -315,7 +342,7 @@ public sealed class KvCache : IDisposable
     /// Copies a <see cref="Snapshot"/> of this cache into <paramref name="target"/> as <paramref name="targetSample"/>;
     /// as <see cref="TryCopySampleTo"/>, false (nothing changed) when the target is out of blocks. Touches this
     /// cache's buffers only (safe beside its owner's forwards over other samples where the backend allows concurrent
-    /// use, as the CPU backend does) and the target's tables (call it on the target's owner's thread).
+    /// use, <see cref="BackendCapabilities.ConcurrentKernels"/>) and the target's tables (call it on the target's owner's thread).
     /// </summary>
     public bool TryCopySnapshotTo(KvCacheSnapshot snapshot, KvCache target, int targetSample)
     {
@@ -358,12 +385,13 @@ public sealed class KvCache : IDisposable
             else
             {
                 uint[] staging = ArrayPool<uint>.Shared.Rent(Layout.BlockWords);
+                bool hostTarget = target.Backend.Capabilities.HostAddressable, hostSource = Backend.Capabilities.HostAddressable;
                 try
                 {
                     for (int l = 0; l < NumLayers; l++)
                     {
-                        StageBlocks(_keys[l], target._keys[l], from, to, staging);
-                        StageBlocks(_values[l], target._values[l], from, to, staging);
+                        StageBlocks(_keys[l], target._keys[l], from, to, staging, hostSource, hostTarget);
+                        StageBlocks(_values[l], target._values[l], from, to, staging, hostSource, hostTarget);
                     }
                 }
                 finally { ArrayPool<uint>.Shared.Return(staging); }
@@ -420,17 +448,19 @@ public sealed class KvCache : IDisposable
     private int SlotOf(KvCacheSample s, int position) => s.Blocks[position / BlockSize] * BlockSize + position % BlockSize;
 
     /// <summary>
-    /// Copies blocks between buffers of different backends through host memory: straight into or out of a host
-    /// (CPU backend) buffer when one side is one, else through <paramref name="staging"/>.
+    /// Copies blocks between buffers of different backends through host memory: straight into or out of a
+    /// host-addressable buffer (<see cref="BackendCapabilities.HostAddressable"/>) when one side is one, else through
+    /// <paramref name="staging"/>.
     /// </summary>
-    private void StageBlocks(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> from, ReadOnlySpan<int> to, uint[] staging)
+    private void StageBlocks(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> from, ReadOnlySpan<int> to, uint[] staging,
+        bool hostSource, bool hostDestination)
     {
         int words = Layout.BlockWords;
         for (int i = 0; i < from.Length; i++)
         {
             long at = (long)from[i] * words, into = (long)to[i] * words;
-            if (destination is Cpu.CpuBuffer<uint> host) source.Read(host.AsSpan(into, words), at);
-            else if (source is Cpu.CpuBuffer<uint> hostSource) destination.Write(hostSource.AsSpan(at, words), into);
+            if (hostDestination) source.Read(destination.HostSpan(into, words), at);
+            else if (hostSource) destination.Write(source.HostSpan(at, words), into);
             else
             {
                 source.Read(staging.AsSpan(0, words), at);
@@ -439,10 +469,10 @@ public sealed class KvCache : IDisposable
         }
     }
 
-    /// <summary>Frees blocks beyond those the committed and pending tokens need.</summary>
+    /// <summary>Frees blocks beyond those the committed, pending and rejected tokens need.</summary>
     private void TrimBlocks(KvCacheSample s)
     {
-        int keep = (s.ContextLength + s.PendingLength + BlockSize - 1) / BlockSize;
+        int keep = (s.ContextLength + s.UncommittedLength + BlockSize - 1) / BlockSize;
         for (int b = s.Blocks.Count - 1; b >= keep; b--)
         {
             _allocator.Free(s.Blocks[b]);

@@ -27,6 +27,12 @@ public sealed partial class VulkanBackend : ComputeBackend
 
     public override DeviceInfo Info => Device.Info;
 
+    /// <summary>
+    /// Buffers are reached through recorded copies (even when mapped), and the device serialises every operation
+    /// (<see cref="VulkanDevice.Sync"/>): safe from several threads, but one at a time.
+    /// </summary>
+    public override BackendCapabilities Capabilities { get; } = new(HostAddressable: false, ConcurrentKernels: false);
+
     internal DeviceLimits Limits => Device.Limits;
 
     /// <summary>Submits so far; a test can check that work was batched.</summary>

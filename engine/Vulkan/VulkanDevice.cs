@@ -7,15 +7,12 @@ using VkBuffer = Silk.NET.Vulkan.Buffer;
 namespace RLHFSpec.Compute.Engine.Vulkan;
 
 /// <summary>
-/// One Vulkan device: owns the instance, the compute queue, memory allocation, descriptor pools, the command
-/// buffer and its fence, and the pipeline cache. Work is recorded into one command buffer (many dispatches per
+/// One Vulkan device: owns the instance, the compute queue, memory allocation, the command buffer and its fence,
+/// the <see cref="PipelineCache"/> and the <see cref="DescriptorAllocator"/>. Work is recorded into one command buffer (many dispatches per
 /// submit) with barriers derived from each binding's declared access, and submitted by <see cref="Flush"/>.
 /// </summary>
 internal sealed unsafe class VulkanDevice : IDisposable
 {
-    private const int SetsPerPool = 512;
-    private const int MaxBindings = 16;
-
     private readonly Vk _vk;
     private readonly Instance _instance;
     private readonly PhysicalDevice _physical;
@@ -26,7 +23,8 @@ internal sealed unsafe class VulkanDevice : IDisposable
     private readonly CommandPool _commandPool;
     private readonly CommandBuffer _commands;
     private readonly Fence _fence;
-    private readonly List<DescriptorPool> _pools = new();
+    private readonly PipelineCache _pipelines;
+    private readonly DescriptorAllocator _descriptors;
 
     /// <summary>
     /// Serialises everything that records, submits or maps on this device (a Vulkan command buffer, descriptor pools
@@ -35,10 +33,6 @@ internal sealed unsafe class VulkanDevice : IDisposable
     /// Re-entrant (a flush inside a locked read).
     /// </summary>
     internal object Sync { get; } = new();
-    private int _poolIndex, _setsInPool;
-    private readonly Dictionary<int, DescriptorSetLayout> _setLayouts = new();
-    private readonly Dictionary<string, ShaderModule> _modules = new();
-    private readonly Dictionary<string, (Pipeline Pipeline, PipelineLayout Layout, ShaderSpec Spec)> _pipelines = new();
     // Hazard tracking since the last barrier: buffer handle → what was done to it.
     private readonly Dictionary<ulong, BindingAccess> _pending = new();
     private bool _recording;
@@ -86,6 +80,8 @@ internal sealed unsafe class VulkanDevice : IDisposable
         vk.AllocateCommandBuffers(_device, &allocInfo, out _commands).Check("vkAllocateCommandBuffers");
         var fenceInfo = new FenceCreateInfo { SType = StructureType.FenceCreateInfo };
         vk.CreateFence(_device, &fenceInfo, null, out _fence).Check("vkCreateFence");
+        _pipelines = new PipelineCache(vk, _device);
+        _descriptors = new DescriptorAllocator(vk, _device);
     }
 
     public DeviceInfo Info { get; }
@@ -243,115 +239,6 @@ internal sealed unsafe class VulkanDevice : IDisposable
         _vk.FreeMemory(_device, memory, null);
     }
 
-    // ---- pipelines ----
-
-    private (Pipeline Pipeline, PipelineLayout Layout, ShaderSpec Spec) GetPipeline(ShaderSpec spec, ReadOnlySpan<int> constants)
-    {
-        var key = spec.Name + "|" + string.Join(",", constants.ToArray());
-        if (_pipelines.TryGetValue(key, out var cached))
-        {
-            if (cached.Spec != spec) throw new ComputeException($"shader '{spec.Name}' declared twice with different layouts: {cached.Spec} vs {spec}");
-            return cached;
-        }
-
-        var module = GetModule(spec.Name);
-        var setLayout = GetSetLayout(spec.Bindings);
-        var range = new PushConstantRange { StageFlags = ShaderStageFlags.ComputeBit, Offset = 0, Size = (uint)spec.PushConstantBytes };
-        var layoutInfo = new PipelineLayoutCreateInfo
-        {
-            SType = StructureType.PipelineLayoutCreateInfo,
-            SetLayoutCount = 1,
-            PSetLayouts = &setLayout,
-            PushConstantRangeCount = spec.PushConstantBytes > 0 ? 1u : 0u,
-            PPushConstantRanges = &range,
-        };
-        _vk.CreatePipelineLayout(_device, &layoutInfo, null, out var layout).Check($"vkCreatePipelineLayout({spec.Name})");
-
-        var entries = stackalloc SpecializationMapEntry[Math.Max(1, constants.Length)];
-        var data = stackalloc int[Math.Max(1, constants.Length)];
-        for (int i = 0; i < constants.Length; i++)
-        {
-            entries[i] = new SpecializationMapEntry((uint)i, (uint)(i * 4), 4);
-            data[i] = constants[i];
-        }
-        var specialization = new SpecializationInfo
-        {
-            MapEntryCount = (uint)constants.Length,
-            PMapEntries = entries,
-            DataSize = (nuint)(constants.Length * 4),
-            PData = data,
-        };
-        var entryName = (byte*)SilkMarshal.StringToPtr("main");
-        try
-        {
-            var stage = new PipelineShaderStageCreateInfo
-            {
-                SType = StructureType.PipelineShaderStageCreateInfo,
-                Stage = ShaderStageFlags.ComputeBit,
-                Module = module,
-                PName = entryName,
-                PSpecializationInfo = constants.Length > 0 ? &specialization : null,
-            };
-            var pipelineInfo = new ComputePipelineCreateInfo
-            {
-                SType = StructureType.ComputePipelineCreateInfo,
-                Stage = stage,
-                Layout = layout,
-            };
-            _vk.CreateComputePipelines(_device, default, 1, &pipelineInfo, null, out var pipeline).Check($"vkCreateComputePipelines({spec.Name})");
-            var entry = (pipeline, layout, spec);
-            _pipelines[key] = entry;
-            return entry;
-        }
-        finally { SilkMarshal.Free((nint)entryName); }
-    }
-
-    private ShaderModule GetModule(string name)
-    {
-        if (_modules.TryGetValue(name, out var module)) return module;
-        var code = ShaderLibrary.Load(name);
-        fixed (byte* p = code)
-        {
-            var info = new ShaderModuleCreateInfo { SType = StructureType.ShaderModuleCreateInfo, CodeSize = (nuint)code.Length, PCode = (uint*)p };
-            _vk.CreateShaderModule(_device, &info, null, out module).Check($"vkCreateShaderModule({name})");
-        }
-        _modules[name] = module;
-        return module;
-    }
-
-    private DescriptorSetLayout GetSetLayout(int bindings)
-    {
-        if (_setLayouts.TryGetValue(bindings, out var layout)) return layout;
-        var entries = stackalloc DescriptorSetLayoutBinding[bindings];
-        for (int i = 0; i < bindings; i++)
-            entries[i] = new DescriptorSetLayoutBinding((uint)i, DescriptorType.StorageBuffer, 1, ShaderStageFlags.ComputeBit);
-        var info = new DescriptorSetLayoutCreateInfo { SType = StructureType.DescriptorSetLayoutCreateInfo, BindingCount = (uint)bindings, PBindings = entries };
-        _vk.CreateDescriptorSetLayout(_device, &info, null, out layout).Check("vkCreateDescriptorSetLayout");
-        _setLayouts[bindings] = layout;
-        return layout;
-    }
-
-    private DescriptorSet AllocateSet(DescriptorSetLayout layout)
-    {
-        if (_poolIndex == _pools.Count || _setsInPool == SetsPerPool)
-        {
-            if (_poolIndex < _pools.Count && _setsInPool == SetsPerPool) _poolIndex++;
-            if (_poolIndex == _pools.Count)
-            {
-                var size = new DescriptorPoolSize(DescriptorType.StorageBuffer, SetsPerPool * MaxBindings);
-                var info = new DescriptorPoolCreateInfo { SType = StructureType.DescriptorPoolCreateInfo, MaxSets = SetsPerPool, PoolSizeCount = 1, PPoolSizes = &size };
-                _vk.CreateDescriptorPool(_device, &info, null, out var pool).Check("vkCreateDescriptorPool");
-                _pools.Add(pool);
-            }
-            _setsInPool = 0;
-        }
-        var poolHandle = _pools[_poolIndex];
-        var alloc = new DescriptorSetAllocateInfo { SType = StructureType.DescriptorSetAllocateInfo, DescriptorPool = poolHandle, DescriptorSetCount = 1, PSetLayouts = &layout };
-        _vk.AllocateDescriptorSets(_device, &alloc, out var set).Check("vkAllocateDescriptorSets");
-        _setsInPool++;
-        return set;
-    }
-
     // ---- recording ----
 
     private void BeginIfNeeded()
@@ -412,8 +299,8 @@ internal sealed unsafe class VulkanDevice : IDisposable
         if (groupsX > Limits.MaxWorkgroupCountX)
             throw new ComputeException($"shader '{spec.Name}': {groupsX} workgroups along x exceed the device's {Limits.MaxWorkgroupCountX}");
 
-        var (pipeline, layout, _) = GetPipeline(spec, constants);
-        var set = AllocateSet(GetSetLayout(spec.Bindings));
+        var (pipeline, layout, setLayout, _) = _pipelines.Get(spec, constants);
+        var set = _descriptors.Allocate(setLayout);
         var infos = stackalloc DescriptorBufferInfo[bindings.Length];
         var writes = stackalloc WriteDescriptorSet[bindings.Length];
         Span<(ulong, BindingAccess)> uses = stackalloc (ulong, BindingAccess)[bindings.Length];
@@ -454,6 +341,9 @@ internal sealed unsafe class VulkanDevice : IDisposable
 
     /// <summary>Dispatches recorded so far.</summary>
     public long Dispatches { get; private set; }
+
+    /// <summary>Pipelines created so far (for tests: one per shader and specialization, however many dispatches).</summary>
+    public int Pipelines => _pipelines.Count;
 
     /// <summary>Records a buffer-to-buffer copy (transfer queue op), tracked like a dispatch.</summary>
     public void CopyBuffer(VulkanBufferBase source, long sourceOffset, VulkanBufferBase destination, long destinationOffset, long bytes)
@@ -533,9 +423,7 @@ internal sealed unsafe class VulkanDevice : IDisposable
         _vk.WaitForFences(_device, 1, &fence, true, ulong.MaxValue).Check("vkWaitForFences");
         _vk.ResetFences(_device, 1, &fence).Check("vkResetFences");
         _vk.ResetCommandBuffer(_commands, 0).Check("vkResetCommandBuffer");
-        foreach (var pool in _pools) _vk.ResetDescriptorPool(_device, pool, 0).Check("vkResetDescriptorPool");
-        _poolIndex = 0;
-        _setsInPool = 0;
+        _descriptors.Reset();
         _pending.Clear();
         Submits++;
         AfterFlush?.Invoke();
@@ -555,14 +443,8 @@ internal sealed unsafe class VulkanDevice : IDisposable
         Flush();
         _vk.DeviceWaitIdle(_device);
         _disposed = true;
-        foreach (var (pipeline, layout, _) in _pipelines.Values)
-        {
-            _vk.DestroyPipeline(_device, pipeline, null);
-            _vk.DestroyPipelineLayout(_device, layout, null);
-        }
-        foreach (var m in _modules.Values) _vk.DestroyShaderModule(_device, m, null);
-        foreach (var l in _setLayouts.Values) _vk.DestroyDescriptorSetLayout(_device, l, null);
-        foreach (var p in _pools) _vk.DestroyDescriptorPool(_device, p, null);
+        _pipelines.Dispose();
+        _descriptors.Dispose();
         _vk.DestroyFence(_device, _fence, null);
         _vk.DestroyCommandPool(_device, _commandPool, null);
         _vk.DestroyDevice(_device, null);

@@ -56,7 +56,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             if (depth[i] == 0) continue;
             int seen = draft.CommittedLength(samples[i].SampleId);
             int catchUp = samples[i].Tokens.Length - seen;
-            // Room for the catch-up now; the drafted tokens reserve after it is committed (a commit frees reservations).
+            // Room for the catch-up now; the drafted tokens reserve after it is committed (its commit and rollback end the reservation).
             if (catchUp < 1 || !draft.TryReserve(samples[i].SampleId, catchUp)) { depth[i] = 0; continue; }
             active.Add(i);
         }
@@ -82,7 +82,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         {
             var s = samples[i];
             int caughtUp = s.Tokens.Length - draft.CommittedLength(s.SampleId);
-            draft.Commit(s.SampleId, Enumerable.Range(0, caughtUp).ToArray());
+            Keep(s.SampleId, Enumerable.Range(0, caughtUp).ToArray());
         }
         if (tree) DraftTrees(samples, strategy, depth, active, root, trees);
         else DraftChains(samples, depth, active, trees);
@@ -184,7 +184,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
                 var id = samples[i].SampleId;
                 // The expanded nodes (ancestor-closed) and the frontier: the part of the tree whose logits were or are needed.
                 var fed = Enumerable.Range(0, b.Count).Where(c => b.IsExpanded(c) || frontier.Contains(c)).ToArray();
-                if (feeds.Remove(i)) draft.Commit(id, []);
+                if (feeds.Remove(i)) draft.Rollback(id);
                 if (!draft.TryReserve(id, fed.Length)) continue; // out of draft KV: the tree stays as it is
                 var index = new Dictionary<int, int>();
                 int first = tokens.Count;
@@ -268,13 +268,20 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
                 if (tentative[node] < 0) break;
                 keep.Add(tentative[node]);
             }
-            draft.Commit(sample.SampleId, keep.ToArray());
+            Keep(sample.SampleId, keep.ToArray());
             return;
         }
         // A chain: the drafted tokens fed to the draft model are all but the last node; keep the accepted ones among them.
         int fed = Math.Max(0, tree.Count - 1);
         int kept = Math.Min(acceptedNodes.Length, fed);
-        draft.Commit(sample.SampleId, Enumerable.Range(0, kept).ToArray());
+        Keep(sample.SampleId, Enumerable.Range(0, kept).ToArray());
+    }
+
+    /// <summary>Commits the tentative tokens <paramref name="keep"/> of the draft cache and rolls back the rest (none, after a catch-up).</summary>
+    private void Keep(long sampleId, int[] keep)
+    {
+        draft.Commit(sampleId, keep);
+        draft.Rollback(sampleId);
     }
 
     public void Release(ISampleView sample)

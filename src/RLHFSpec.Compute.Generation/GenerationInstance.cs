@@ -21,24 +21,24 @@ public sealed class GenerationInstance : IDisposable
 {
     private readonly ITargetModel _model;
     private readonly Dictionary<ProposerKind, IProposer> _proposers;
-    private readonly GenerationOptions _options;
+    private readonly InstanceOptions _options;
     private readonly AcceptanceEstimator? _acceptance;
     private readonly CostModel? _cost;
     private readonly List<SampleState> _waiting = new();
     private readonly List<SampleState> _live = new();
     private readonly List<SampleState> _admitting = new(); // taken from _waiting, being prefilled
-    private readonly List<GenerationResult> _finished = new();
+    private readonly List<SampleResult> _finished = new();
     private long _admissions;
     private DeviceBuffer<float>? _logits, _draftLogits;
 
-    public GenerationInstance(ITargetModel model, IEnumerable<IProposer> proposers, GenerationOptions options, AcceptanceEstimator? acceptance = null, CostModel? cost = null)
+    public GenerationInstance(ITargetModel model, IEnumerable<IProposer> proposers, InstanceOptions options, AcceptanceEstimator? acceptance = null, CostModel? cost = null)
     {
         _model = model;
         _proposers = proposers.ToDictionary(p => p.Kind);
         _options = options;
         _acceptance = acceptance;
         _cost = cost;
-        if (options.Planner is null) throw new ArgumentException("generation options: give a planner", nameof(options));
+        if (options.Planner is null) throw new ArgumentException("instance options: give a planner", nameof(options));
         foreach (var s in options.Planner.Strategies)
             if (!s.IsOff && !_proposers.ContainsKey(s.Proposer))
                 throw new ArgumentException($"strategy {s}: no {s.Proposer} proposer was given", nameof(options));
@@ -48,7 +48,7 @@ public sealed class GenerationInstance : IDisposable
 
     public int LiveCount => _live.Count;
     public int WaitingCount => _waiting.Count;
-    public IReadOnlyList<GenerationResult> Finished => _finished;
+    public IReadOnlyList<SampleResult> Finished => _finished;
 
     /// <summary>The target model (its KV cache holds the live samples).</summary>
     public ITargetModel Model => _model;
@@ -118,11 +118,8 @@ public sealed class GenerationInstance : IDisposable
     /// </summary>
     public bool TryMoveWithKv(long sampleId, GenerationInstance target)
     {
-        ArgumentNullException.ThrowIfNull(target);
-        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
-        var s = _live.Find(x => x.SampleId == sampleId);
-        if (s is null || !s.InCache || _model is not IMigratableModel migratable) return false;
-        if (!migratable.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
+        if (MovableWithKv(sampleId, target) is not { } movable || !movable.Model.TryCopySampleTo(sampleId, target._model, sampleId)) return false;
+        var s = movable.Sample;
         target.CheckCopied(s);
         TakeOut(sampleId);
         target.Join(s);
@@ -138,12 +135,8 @@ public sealed class GenerationInstance : IDisposable
     /// </summary>
     public PendingMove? BeginMoveWithKv(long sampleId, GenerationInstance target)
     {
-        ArgumentNullException.ThrowIfNull(target);
-        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
-        var s = _live.Find(x => x.SampleId == sampleId);
-        if (s is null || !s.InCache || _model is not IMigratableModel migratable) return null;
-        var snapshot = migratable.Snapshot(sampleId, target._model);
-        if (snapshot is null) return null;
+        if (MovableWithKv(sampleId, target) is not { } movable || movable.Model.Snapshot(sampleId, target._model) is not { } snapshot) return null;
+        var s = movable.Sample;
         _live.Remove(s);
         Leave(s);
         return new PendingMove(s, snapshot, this, target);
@@ -186,6 +179,19 @@ public sealed class GenerationInstance : IDisposable
         foreach (var p in _proposers.Values) p.Admit(s);
     }
 
+    /// <summary>
+    /// The common start of both KV moves: checks the target, and returns the live sample with its KV in this model
+    /// and the model that can copy it, or null when there is none (not live here, not in the cache, or a model that
+    /// cannot migrate).
+    /// </summary>
+    private (SampleState Sample, IMigratableModel Model)? MovableWithKv(long sampleId, GenerationInstance target)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (ReferenceEquals(target, this)) throw new ArgumentException("target: a sample cannot move to its own instance", nameof(target));
+        var s = _live.Find(x => x.SampleId == sampleId);
+        return s is not null && s.InCache && _model is IMigratableModel migratable ? (s, migratable) : null;
+    }
+
     /// <summary>A KV copy into this model must hold every committed token but the pending one.</summary>
     private void CheckCopied(SampleState s)
     {
@@ -212,7 +218,7 @@ public sealed class GenerationInstance : IDisposable
     }
 
     /// <summary>Runs until every enqueued sample has finished; results in order of completion.</summary>
-    public IReadOnlyList<GenerationResult> RunToCompletion(Action<GenerationInstance>? afterStep = null)
+    public IReadOnlyList<SampleResult> RunToCompletion(Action<GenerationInstance>? afterStep = null)
     {
         while (Step()) afterStep?.Invoke(this);
         return _finished;
@@ -445,9 +451,10 @@ public sealed class GenerationInstance : IDisposable
     }
 
     /// <summary>
-    /// Commit: the model keeps each sample's pending token and accepted path (one batched call) and rolls back the
-    /// rejected draft nodes; the accepted tokens and the next token are emitted; proposers and the acceptance
-    /// statistics learn what was accepted. Returns the tokens emitted.
+    /// Commit: the model keeps each sample's pending token and accepted path (one batched call), then rolls back
+    /// the rejected draft nodes of the samples that had any (<see cref="RollBackRejected"/>); the accepted tokens and
+    /// the next token are emitted; proposers and the acceptance statistics learn what was accepted. Returns the
+    /// tokens emitted.
     /// </summary>
     private long CommitStep(List<(SampleState Sample, DraftTree Tree)> step, Strategy strategy, StepVerification v)
     {
@@ -464,6 +471,7 @@ public sealed class GenerationInstance : IDisposable
             keepOffsets[b + 1] = at + 1 + v.AcceptedCount[b];
         }
         _model.Commit(ids, keepOffsets, keep.AsSpan(0, keepOffsets[samples]));
+        RollBackRejected(step, v, ids);
         long emittedTotal = 0;
         for (int b = 0; b < samples; b++)
         {
@@ -483,6 +491,18 @@ public sealed class GenerationInstance : IDisposable
         }
         _acceptance?.EndStep();
         return emittedTotal;
+    }
+
+    /// <summary>
+    /// Rollback: the draft nodes that verification rejected leave the model's cache (one batched call over the samples
+    /// with any; bookkeeping only, no KV moves). Reuses <paramref name="ids"/>, the step's sample ids, as scratch.
+    /// </summary>
+    private void RollBackRejected(List<(SampleState Sample, DraftTree Tree)> step, StepVerification v, long[] ids)
+    {
+        int rejected = 0;
+        for (int b = 0; b < step.Count; b++)
+            if (step[b].Tree.Count > v.AcceptedCount[b]) ids[rejected++] = step[b].Sample.SampleId;
+        if (rejected > 0) _model.Rollback(ids.AsSpan(0, rejected));
     }
 
     /// <summary>Appends emitted tokens up to a stop token or a limit; tells the proposers; returns how many were kept.</summary>

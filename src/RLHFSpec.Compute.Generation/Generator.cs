@@ -5,14 +5,6 @@ using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation;
 
-/// <summary>The outcome of <see cref="Generator.Run"/>: results in request order, the instance's stats, wall time and the step plans' record.</summary>
-public sealed record GenerateOutcome(IReadOnlyList<GenerationResult> Results, GenerationStats Stats, double WallSeconds, CostModel? Cost,
-    IReadOnlyDictionary<int, Dictionary<Strategy, long>> ChoicesByBatchSize)
-{
-    /// <summary>Migrations, KV bytes moved, recomputes and per-instance times when several instances ran.</summary>
-    public Cluster.ClusterStats? Cluster { get; init; }
-}
-
 /// <summary>
 /// The generation stage as one call: builds the proposers (suffix always; draft model when given), the cost model
 /// (frozen profile file, or measured at start-up on the running device) and acceptance estimator for
@@ -23,13 +15,13 @@ public sealed class Generator
 {
     private readonly ITargetModel _policy;
     private readonly ITargetModel? _draft;
-    private readonly GenerateSettings _settings;
+    private readonly GeneratorSettings _settings;
     private readonly SuffixProposer _suffix = new();
     private readonly List<SuffixProposer> _clusterSuffixes = new(); // instance k's, kept across cluster runs
     private CostModel? _cost;
     private AcceptanceEstimator? _acceptance; // the single instance's, kept across runs (RLHF iterations) like the cost model
 
-    public Generator(ITargetModel policy, ITargetModel? draft, GenerateSettings settings)
+    public Generator(ITargetModel policy, ITargetModel? draft, GeneratorSettings settings)
     {
         ArgumentNullException.ThrowIfNull(policy);
         ArgumentNullException.ThrowIfNull(settings);
@@ -76,7 +68,7 @@ public sealed class Generator
     /// </summary>
     public IReadOnlyList<SuffixProposer> ClusterSuffixes => _clusterSuffixes;
 
-    public GenerateOutcome Run(IReadOnlyList<GenerationRequest> requests, Action<GenerationInstance>? afterStep = null)
+    public GeneratorRunResult Run(IReadOnlyList<GenerationRequest> requests, Action<GenerationInstance>? afterStep = null)
     {
         ArgumentNullException.ThrowIfNull(requests);
         if (_settings.IsAdaptive) _cost ??= LoadOrProfile();
@@ -92,7 +84,7 @@ public sealed class Generator
     /// generator's, so its steps refine nothing. Greedy requests give the tokens <see cref="Run"/> would; random numbers
     /// are keyed by the requests' own seeds and ids.
     /// </summary>
-    public (GenerateOutcome Outcome, DetachedRunState State) RunDetached(IReadOnlyList<GenerationRequest> requests, DetachedRunState? state = null)
+    public (GeneratorRunResult Outcome, DetachedRunState State) RunDetached(IReadOnlyList<GenerationRequest> requests, DetachedRunState? state = null)
     {
         ArgumentNullException.ThrowIfNull(requests);
         state ??= new DetachedRunState();
@@ -113,7 +105,7 @@ public sealed class Generator
         return (RunOn(requests, state.Suffix, frozen, options, acceptance, null), state);
     }
 
-    private GenerateOutcome RunOn(IReadOnlyList<GenerationRequest> requests, SuffixProposer suffix, CostModel? cost, GenerationOptions options,
+    private GeneratorRunResult RunOn(IReadOnlyList<GenerationRequest> requests, SuffixProposer suffix, CostModel? cost, InstanceOptions options,
         AcceptanceEstimator? acceptance, Action<GenerationInstance>? afterStep)
     {
         var proposers = new List<IProposer> { suffix };
@@ -142,7 +134,7 @@ public sealed class Generator
         double wall = clock.Elapsed.TotalSeconds;
         var byId = instance.Finished.ToDictionary(r => r.Request.SampleId);
         var ordered = requests.Select(r => byId[r.SampleId]).ToArray();
-        return new GenerateOutcome(ordered, instance.Stats, wall, cost ?? _cost, choices);
+        return new GeneratorRunResult(ordered, instance.Stats, wall, cost ?? _cost, choices);
     }
 
     /// <summary>
@@ -151,7 +143,7 @@ public sealed class Generator
     /// reallocation. For <c>adaptive</c>, the cost model is profiled once (on this generator's models) and every
     /// instance gets a frozen copy of it (instances run concurrently, so they do not refine one shared model).
     /// </summary>
-    public GenerateOutcome RunCluster(IReadOnlyList<GenerationRequest> requests, int instances, Func<int, (ITargetModel Policy, ITargetModel? Draft)> models,
+    public GeneratorRunResult RunCluster(IReadOnlyList<GenerationRequest> requests, int instances, Func<int, (ITargetModel Policy, ITargetModel? Draft)> models,
         Cluster.ClusterOptions options)
     {
         ArgumentNullException.ThrowIfNull(requests);
@@ -190,7 +182,7 @@ public sealed class Generator
             foreach (var suffix in _clusterSuffixes.Take(instances))
                 foreach (var r in result.Results) suffix.Remember(r.Request.SampleId, r.Request.Prompt, r.Tokens);
             var byId = result.Results.ToDictionary(r => r.Request.SampleId);
-            return new GenerateOutcome(requests.Select(r => byId[r.SampleId]).ToArray(), result.Stats.Total, result.Stats.WallSeconds, _cost,
+            return new GeneratorRunResult(requests.Select(r => byId[r.SampleId]).ToArray(), result.Stats.Total, result.Stats.WallSeconds, _cost,
                 new Dictionary<int, Dictionary<Strategy, long>>()) { Cluster = result.Stats };
         }
         finally
@@ -200,9 +192,9 @@ public sealed class Generator
         }
     }
 
-    private (GenerationOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost, AcceptanceEstimator? kept = null)
+    private (InstanceOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost, AcceptanceEstimator? kept = null)
     {
-        var options = new GenerationOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
+        var options = new InstanceOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens };
         if (!_settings.IsAdaptive) return (options with { Planner = new FixedStrategyPlanner(_settings.Strategy.Fixed) }, null);
         // Optimistic decisions (an upper confidence bound on acceptance) so candidates with few observations get tried.
         var acceptance = kept ?? new AcceptanceEstimator(optimism: 1);

@@ -39,7 +39,7 @@ public sealed class SampleState(GenerationRequest request, long admissionOrder) 
     bool ISampleView.IsFinished => Finished is not null;
 
     /// <summary>The result of a finished sample.</summary>
-    public GenerationResult ToResult() =>
+    public SampleResult ToResult() =>
         new(Request, Tokens.Skip(Request.Prompt.Length).ToArray(), LogProbs.ToArray(),
             Finished ?? throw new InvalidOperationException($"sample {SampleId} has not finished"));
 }

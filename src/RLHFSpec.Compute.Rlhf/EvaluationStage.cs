@@ -10,7 +10,7 @@ namespace RLHFSpec.Compute.Rlhf;
 internal sealed class EvaluationStage(RlhfConfig config, HeldOutEvaluation evaluation, Generator generator, RewardScorer scorer, string runFolder)
 {
     /// <summary>The evaluation after <paramref name="iteration"/> (0: before training) and its responses in prompt order.</summary>
-    public (EvaluationMetrics Metrics, IReadOnlyList<GenerationResult> Results) Run(int iteration, IRlhfObserver? observer)
+    public (EvaluationMetrics Metrics, IReadOnlyList<SampleResult> Results) Run(int iteration, IRlhfObserver? observer)
     {
         observer?.StageStarted(iteration, "evaluation", evaluation.Prompts.Count);
         var clock = Stopwatch.StartNew();

@@ -90,7 +90,7 @@ public sealed class HeldOutEvaluation
     }
 
     /// <summary>One response per prompt, in prompt order, and the seconds the generation took.</summary>
-    public (IReadOnlyList<GenerationResult> Results, GenerationStats Stats, double Seconds) Generate(Generator generator, RlhfConfig config)
+    public (IReadOnlyList<SampleResult> Results, GenerationStats Stats, double Seconds) Generate(Generator generator, RlhfConfig config)
     {
         var clock = Stopwatch.StartNew();
         // Ids 0.. (the rollouts' start at 10,000,000 per iteration) and the evaluation's own seed: with a temperature,

@@ -45,7 +45,7 @@ internal sealed class InferenceStage(RlhfConfig config, RunWeights weights, RunM
     /// The responses ordered by sequence length (then index) in chunks of <c>minibatch_size</c>, each in consecutive
     /// micro-batches of at most <c>micro_batch_size</c> (each padded to its own longest sequence).
     /// </summary>
-    private List<List<RolloutMicroBatch>> Minibatches(IReadOnlyList<GenerationResult> results)
+    private List<List<RolloutMicroBatch>> Minibatches(IReadOnlyList<SampleResult> results)
     {
         var order = Enumerable.Range(0, results.Count).OrderBy(i => results[i].Request.Prompt.Length + results[i].Tokens.Length).ThenBy(i => i).ToArray();
         return order.Chunk(config.MinibatchSize).Select(minibatch => minibatch.Chunk(config.MicroBatchSize).Select(rows => new RolloutMicroBatch(rows,

@@ -7,10 +7,10 @@ namespace RLHFSpec.Compute.Rlhf;
 /// inference adds rewards, log-probs, critic values and advantages; training and the draft refresh add what they
 /// measured. Each stage returns a new record (<c>with</c>); none changes the one it was given.
 /// </summary>
-internal sealed record IterationBatch(int Iteration, IReadOnlyList<string> Prompts, GenerateOutcome Outcome)
+internal sealed record IterationBatch(int Iteration, IReadOnlyList<string> Prompts, GeneratorRunResult Outcome)
 {
     /// <summary>The responses in request order.</summary>
-    public IReadOnlyList<GenerationResult> Results => Outcome.Results;
+    public IReadOnlyList<SampleResult> Results => Outcome.Results;
 
     /// <summary>[responses] outcome rewards.</summary>
     public double[] Rewards { get; init; } = [];

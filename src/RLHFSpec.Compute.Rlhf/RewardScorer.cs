@@ -14,14 +14,14 @@ internal sealed class RewardScorer(TextTokenizer tokenizer, RewardRule rule, Rew
     /// answered with full reward; with a reward model on default-task prompts, that share is the task's exact verifier's
     /// (a reward model's scores are not 0/1).
     /// </summary>
-    public (double[] Rewards, double Accuracy) Score(IReadOnlyList<string> prompts, IReadOnlyList<GenerationResult> results, bool taskPrompts)
+    public (double[] Rewards, double Accuracy) Score(IReadOnlyList<string> prompts, IReadOnlyList<SampleResult> results, bool taskPrompts)
     {
         var (_, rewards, correct) = ScoreEach(prompts, results, taskPrompts);
         return (rewards, correct.Count(c => c) / (double)correct.Length);
     }
 
     /// <summary>Each response's text, reward, and whether it is correct (full reward; the task's verifier under a reward model on task prompts).</summary>
-    public (string[] Texts, double[] Rewards, bool[] Correct) ScoreEach(IReadOnlyList<string> prompts, IReadOnlyList<GenerationResult> results, bool taskPrompts)
+    public (string[] Texts, double[] Rewards, bool[] Correct) ScoreEach(IReadOnlyList<string> prompts, IReadOnlyList<SampleResult> results, bool taskPrompts)
     {
         var texts = results.Select(r => tokenizer.Decode(r.Tokens, skipSpecialTokens: true)).ToArray();
         var rewards = rewardModel is { } rm

@@ -158,14 +158,14 @@ public sealed class RlhfTrainer : IDisposable
         (_baseline is null ? [] : new[] { _baseline }).Concat(_history.Select(m => m.Evaluation).OfType<EvaluationMetrics>()).ToList();
 
     /// <summary>The last evaluation's responses, in prompt order.</summary>
-    public IReadOnlyList<GenerationResult> LastEvaluation { get; private set; } = [];
+    public IReadOnlyList<SampleResult> LastEvaluation { get; private set; } = [];
     public TransformerWeights Policy => _weights.Policy;
 
     /// <summary>PPO's critic (null for GRPO).</summary>
     public ValueModel? Critic => _algorithm.Critic;
 
     /// <summary>The responses of the last iteration's generation stage, in request order.</summary>
-    public IReadOnlyList<GenerationResult> LastRollouts { get; private set; } = [];
+    public IReadOnlyList<SampleResult> LastRollouts { get; private set; } = [];
     public TransformerWeights? Draft => _weights.Draft;
 
     /// <summary>Runs iterations up to <see cref="RlhfConfig.Iterations"/>; returns the metrics of those it ran.</summary>

@@ -25,7 +25,7 @@ internal sealed class RunModels : IDisposable
             PolicyModel = new TransformerModel(weights.Policy, Backend, runtime);
             if (weights.Draft is not null) DraftModel = new TransformerModel(weights.Draft, Backend, runtime);
             Generator = new Generator(PolicyModel, config.Speculation.IsOff ? null : DraftModel,
-                new GenerateSettings { Strategy = config.Speculation, StopTokens = weights.Stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
+                new GeneratorSettings { Strategy = config.Speculation, StopTokens = weights.Stops, MaxBatch = config.MaxBatch, CostProfilePath = config.CostProfile });
             if (config.Instances > 1)
             {
                 // Instances share the cores: without a thread count each gets its share.

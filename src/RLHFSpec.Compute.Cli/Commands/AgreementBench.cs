@@ -89,8 +89,8 @@ internal static class AgreementBench
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
             AnsiConsole.MarkupLine($"policy {Markup.Escape(policyFolder)} ({policyWeights.ParameterCount:N0} parameters); device {Markup.Escape(backend.Info.Id)}");
 
-            var generator = new Generator(policy, null, new GenerateSettings { Strategy = StrategyMode.Parse("off"), StopTokens = checkpoint.StopTokenIds(), MaxBatch = 256 });
-            GenerateOutcome rollouts = null!;
+            var generator = new Generator(policy, null, new GeneratorSettings { Strategy = StrategyMode.Parse("off"), StopTokens = checkpoint.StopTokenIds(), MaxBatch = 256 });
+            GeneratorRunResult rollouts = null!;
             AnsiConsole.Progress().AutoClear(true).Start(ctx =>
             {
                 var bar = ctx.AddTask("rollouts", maxValue: requests.Length);

@@ -83,7 +83,7 @@ internal static class GenerateCommand
         bool reallocate = Rlhf.SettingText.OnOff(a.Reallocate, "--reallocate");
         var dense = CommonOptions.ParseDense(a.Dense);
         var kvDType = CommonOptions.ParseKvDType(a.KvDType);
-        var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
+        var settings = new GeneratorSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
         // Outputs are checked before any work; the cost profile only when it will be written (missing), else read.
@@ -127,7 +127,7 @@ internal static class GenerateCommand
         AnsiConsole.MarkupLine($"policy [bold]{Markup.Escape(policyFolder)}[/] ({models.Policy.ParameterCount:N0} parameters)" +
             (pair.Draft is null ? "" : $", draft [bold]{Markup.Escape(draftFolder!)}[/] ({pair.Draft.Weights.ParameterCount:N0})") +
             $" on {Markup.Escape(backend.Info.Id)}, strategy {Markup.Escape(a.Strategy)}");
-        GenerateOutcome outcome = null!;
+        GeneratorRunResult outcome = null!;
         AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .Start(ctx =>
             {
@@ -159,7 +159,7 @@ internal static class GenerateCommand
         return Enumerable.Range(0, count).Select(_ => task.Next().Prompt).ToArray();
     }
 
-    private static string Jsonl(GenerateOutcome outcome, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
+    private static string Jsonl(GeneratorRunResult outcome, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
     {
         var sb = new StringBuilder();
         foreach (var r in outcome.Results)
@@ -181,7 +181,7 @@ internal static class GenerateCommand
         return sb.ToString();
     }
 
-    internal static JsonObject StatsJson(GenerateOutcome o)
+    internal static JsonObject StatsJson(GeneratorRunResult o)
     {
         var s = o.Stats;
         var byBatch = new JsonObject();
@@ -230,7 +230,7 @@ internal static class GenerateCommand
         };
     }
 
-    private static void Summary(GenerateOutcome o, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
+    private static void Summary(GeneratorRunResult o, IReadOnlyList<string> prompts, TextTokenizer tokenizer, bool defaultTask)
     {
         var s = o.Stats;
         var table = new Table().Border(TableBorder.Rounded).AddColumns("samples", "tokens", "wall s", "tokens/s", "prefill tokens/s", "decode tokens/s", "steps", "tokens per sample-step", "draft acceptance", "preemptions");

@@ -53,7 +53,7 @@ internal static class GenerationBench
         return command;
     }
 
-    private sealed record Row(string Strategy, GenerateOutcome Outcome);
+    private sealed record Row(string Strategy, GeneratorRunResult Outcome);
 
     private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
         string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set, string denseName = "auto")
@@ -87,7 +87,7 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
             var warm = System.Diagnostics.Stopwatch.StartNew();
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
         }
@@ -98,8 +98,8 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
-            GenerateOutcome outcome = null!;
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            GeneratorRunResult outcome = null!;
             AnsiConsole.Progress().AutoClear(true).Start(ctx =>
             {
                 var bar = ctx.AddTask(Markup.Escape(strategy.ToString()), maxValue: requests.Length);
@@ -202,14 +202,14 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
             for (int bi = 0; bi < sizes.Length; bi++)
             {
                 var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();
                 // Repeated until a second of generation is timed, so short runs (batch 1) are not one noisy sample.
                 long tokensDone = 0;
                 double seconds = 0;
-                GenerateOutcome outcome;
+                GeneratorRunResult outcome;
                 var split = splits[si, bi] = new GenerationStats();
                 do
                 {

@@ -91,7 +91,7 @@ internal static class PeerBench
                 {
                     foreach (var executor in executors)
                         models.Add(new TransformerModel(weights, backend, new TransformerOptions { KvMemoryBudgetBytes = kvBytes, Session = session, Dense = executor }));
-                    var generators = models.Select(m => new Generator(m, null, new GenerateSettings { Strategy = StrategyMode.Of(Strategy.Off), MaxBatch = batch, MaxPrefillTokens = Math.Max(4096, batch * prompt.Length) })).ToArray();
+                    var generators = models.Select(m => new Generator(m, null, new GeneratorSettings { Strategy = StrategyMode.Of(Strategy.Off), MaxBatch = batch, MaxPrefillTokens = Math.Max(4096, batch * prompt.Length) })).ToArray();
                     var requests = GenerationRequests.For(Enumerable.Repeat(prompt, batch).ToArray(), samplesPerPrompt: 1, newTokens, temperature: 0, topP: 1f, seed: 1);
                     foreach (bool flash in new[] { false, true })
                         foreach (bool f16 in new[] { true, false })

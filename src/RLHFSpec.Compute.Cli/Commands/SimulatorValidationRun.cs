@@ -59,7 +59,7 @@ internal static class SimulatorValidationRun
         OptionChecks.Positive(("--kv-memory-mib", a.KvMemoryMiB), ("--max-batch", a.MaxBatch));
         OptionChecks.Threads(a.Threads);
         OptionChecks.Positive(("--repeats", a.Repeats));
-        var settings = new GenerateSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = costProfile };
+        var settings = new GeneratorSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = costProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", markdown), ("--cost-profile", costProfile is not null && File.Exists(costProfile) ? null : costProfile));

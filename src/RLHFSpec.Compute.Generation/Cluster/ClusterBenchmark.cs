@@ -20,14 +20,14 @@ public static class ClusterBenchmark
         ArgumentNullException.ThrowIfNull(factory);
         if (repeats < 1) throw new ArgumentOutOfRangeException(nameof(repeats), repeats, "must be >= 1");
         var baseOptions = options ?? new ClusterOptions();
-        ClusterResult? bestStatic = null, bestReallocated = null;
+        ClusterRunResult? bestStatic = null, bestReallocated = null;
         bool same = true;
         Dictionary<long, int[]>? reference = null;
         for (int r = 0; r < repeats; r++)
         {
             foreach (bool reallocate in r % 2 == 0 ? new[] { false, true } : [true, false])
             {
-                ClusterResult result;
+                ClusterRunResult result;
                 using (var cluster = new GenerationCluster(instances, factory, baseOptions with { Reallocate = reallocate }))
                     result = cluster.Run(requests);
                 reference ??= result.Results.ToDictionary(x => x.Request.SampleId, x => x.Tokens);

@@ -15,6 +15,8 @@ namespace RLHFSpec.Compute.Generation.Cluster;
 /// where it ran.
 /// </summary>
 /// <remarks>
+/// Each instance is an <see cref="InstanceWorker"/> on its own thread; the migrations (reallocation plans, KV copies,
+/// releases on the donor, their counts) are the <see cref="MigrationCoordinator"/>'s.
 /// Coordination: one lock. A worker takes it only between steps — to pick up samples queued for it, to publish
 /// what finished, to measure, and (the donor) to run the reallocator — and an instance is touched by another
 /// thread only while it is not stepping (its worker is waiting or between the lock and its next step), so
@@ -27,48 +29,18 @@ namespace RLHFSpec.Compute.Generation.Cluster;
 /// </remarks>
 public sealed class GenerationCluster : IDisposable
 {
-    private enum SlotState { Ready, Stepping, Failed }
-
-    private sealed class Slot(int index, GenerationInstance instance)
-    {
-        public int Index { get; } = index;
-        public GenerationInstance Instance { get; } = instance;
-        public SlotState State;
-        public readonly List<SampleState> Inbox = new(); // given to it while it stepped (failure re-admissions)
-        public readonly List<Incoming> Incoming = new(); // overlapped moves to copy in before its next step
-        public readonly List<long> ToRelease = new();    // samples moved out whose copy has ended: free their KV here
-        public long Steps;
-        public int FinishedSeen;
-        public long StepsSeen;
-        public readonly StepTimeFit StepTime = new();
-        public double CachedWork;      // predicted work at its last boundary (read while it steps)
-        public bool StopRequested;
-        public bool Idle;              // waiting for work since its last step
-        public string? Failure;
-        // This run.
-        public double Busy, LastFinish;
-        public long RunSteps;
-        public int RunFinished;
-    }
-
-    /// <summary>An overlapped move handed to a receiver, with the donor's step count when it was handed over.</summary>
-    private sealed record Incoming(PendingMove Move, Slot From, long FromSteps);
-
     private readonly object _gate = new();
-    private readonly Slot[] _slots;
-    private readonly Reallocator _reallocator;
-    private long _copyBytesMeasured;
-    private double _copySecondsMeasured;
+    private readonly InstanceWorker[] _workers;
+    private readonly MigrationCoordinator _migration;
 
     // The current run.
-    private readonly List<GenerationResult> _results = new();
+    private readonly List<SampleResult> _results = new();
     private readonly HashSet<long> _finishedIds = new();
     private int _expected;
     private bool _done, _running;
     private Exception? _fatal;
     private Stopwatch _clock = new();
-    private long _migrations, _bytesMoved, _recomputes, _reassigned, _readmissions, _overlapped;
-    private double _copySeconds;
+    private long _readmissions;
 
     /// <param name="instances">Instances to create.</param>
     /// <param name="factory">Creates instance k (its own model, proposers and options); the caller owns the models.</param>
@@ -79,17 +51,17 @@ public sealed class GenerationCluster : IDisposable
         Options = options ?? new ClusterOptions();
         Options.Validate();
         Predictor = predictor ?? new LengthPredictor();
-        _reallocator = new Reallocator(Options.DrainThreshold, Options.RequireGain);
-        _slots = new Slot[instances];
+        _workers = new InstanceWorker[instances];
         try
         {
-            for (int k = 0; k < instances; k++) _slots[k] = new Slot(k, factory(k) ?? throw new InvalidOperationException($"the factory returned no instance {k}"));
+            for (int k = 0; k < instances; k++) _workers[k] = new InstanceWorker(k, factory(k) ?? throw new InvalidOperationException($"the factory returned no instance {k}"));
         }
         catch
         {
-            foreach (var s in _slots) s?.Instance.Dispose();
+            foreach (var s in _workers) s?.Instance.Dispose();
             throw;
         }
+        _migration = new MigrationCoordinator(_workers, Options, Predictor);
     }
 
     public ClusterOptions Options { get; }
@@ -97,15 +69,15 @@ public sealed class GenerationCluster : IDisposable
     /// <summary>Learns response lengths per prompt from every run; drives the initial assignment and the reallocator.</summary>
     public LengthPredictor Predictor { get; }
 
-    public int InstanceCount => _slots.Length;
+    public int InstanceCount => _workers.Length;
 
     /// <summary>Instance <paramref name="k"/> (inspect it only while no run is in progress).</summary>
-    public GenerationInstance Instance(int k) => _slots[k].Instance;
+    public GenerationInstance Instance(int k) => _workers[k].Instance;
 
     /// <summary>Whether instance <paramref name="k"/> has failed or been stopped (it takes no more work).</summary>
     public bool IsOut(int k)
     {
-        lock (_gate) return _slots[k].State == SlotState.Failed;
+        lock (_gate) return _workers[k].State == InstanceWorkerState.Failed;
     }
 
     /// <summary>Stops instance <paramref name="k"/> at its next step boundary; its samples go to the others.</summary>
@@ -113,7 +85,7 @@ public sealed class GenerationCluster : IDisposable
     {
         lock (_gate)
         {
-            _slots[k].StopRequested = true;
+            _workers[k].StopRequested = true;
             Monitor.PulseAll(_gate);
         }
     }
@@ -122,17 +94,45 @@ public sealed class GenerationCluster : IDisposable
     /// Generates every request (distinct sample ids) and returns each result exactly once, in order of completion.
     /// Throws when every instance has failed with samples left, naming the failures.
     /// </summary>
-    public ClusterResult Run(IReadOnlyList<GenerationRequest> requests)
+    public ClusterRunResult Run(IReadOnlyList<GenerationRequest> requests)
     {
         ArgumentNullException.ThrowIfNull(requests);
         if (requests.Select(r => r.SampleId).Distinct().Count() != requests.Count) throw new ArgumentException("requests: sample ids must be distinct", nameof(requests));
-        Slot[] alive;
+        var alive = Start(requests);
+        try
+        {
+            var threads = alive.Select(s => new Thread(() => RunWorker(s)) { IsBackground = true, Name = $"generation instance {s.Index}" }).ToArray();
+            foreach (var t in threads) t.Start();
+            foreach (var t in threads) t.Join();
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _running = false;
+                // No worker runs now: free what donors still hold for samples copied out after their last step.
+                foreach (var s in _workers)
+                    if (s.State != InstanceWorkerState.Failed) s.ReleaseMoved();
+            }
+        }
+        double wall = _clock.Elapsed.TotalSeconds;
+        if (_fatal is not null) throw new InvalidOperationException($"the cluster failed: {_fatal.Message}", _fatal);
+        if (_results.Count != _expected)
+            throw new InvalidOperationException($"{_expected - _results.Count} of {_expected} samples did not finish: every instance failed ({string.Join("; ", _workers.Where(s => s.Failure is not null).Select(s => $"{s.Index}: {s.Failure}"))})");
+        foreach (var r in _results) Predictor.Observe(r.Request.Prompt, r.Tokens.Length);
+        return new ClusterRunResult(_results.ToArray(), Stats(wall));
+    }
+
+    /// <summary>Starts a run under the lock: resets this run's accounting, assigns and enqueues the requests; returns the workers to start.</summary>
+    private InstanceWorker[] Start(IReadOnlyList<GenerationRequest> requests)
+    {
+        InstanceWorker[] alive;
         lock (_gate)
         {
             if (_running) throw new InvalidOperationException("the cluster is already running");
-            alive = _slots.Where(s => s.State != SlotState.Failed).ToArray();
-            if (alive.Length == 0) throw new InvalidOperationException($"every instance is out: {string.Join("; ", _slots.Select(s => $"{s.Index}: {s.Failure}"))}");
-            foreach (var s in _slots)
+            alive = _workers.Where(s => s.State != InstanceWorkerState.Failed).ToArray();
+            if (alive.Length == 0) throw new InvalidOperationException($"every instance is out: {string.Join("; ", _workers.Select(s => $"{s.Index}: {s.Failure}"))}");
+            foreach (var s in _workers)
             {
                 s.Busy = s.LastFinish = 0;
                 s.RunSteps = s.RunFinished = 0;
@@ -148,53 +148,37 @@ public sealed class GenerationCluster : IDisposable
             _expected = requests.Count;
             _done = requests.Count == 0;
             _fatal = null;
-            _migrations = _bytesMoved = _recomputes = _reassigned = _readmissions = _overlapped = 0;
-            _copySeconds = 0;
+            _readmissions = 0;
+            _migration.StartRun();
             _running = true;
             _clock = Stopwatch.StartNew();
         }
-        try
-        {
-            var threads = alive.Select(s => new Thread(() => Worker(s)) { IsBackground = true, Name = $"generation instance {s.Index}" }).ToArray();
-            foreach (var t in threads) t.Start();
-            foreach (var t in threads) t.Join();
-        }
-        finally
-        {
-            lock (_gate)
-            {
-                _running = false;
-                // No worker runs now: free what donors still hold for samples copied out after their last step.
-                foreach (var s in _slots)
-                    if (s.State != SlotState.Failed) ReleaseMoved(s);
-            }
-        }
-        double wall = _clock.Elapsed.TotalSeconds;
-        if (_fatal is not null) throw new InvalidOperationException($"the cluster failed: {_fatal.Message}", _fatal);
-        if (_results.Count != _expected)
-            throw new InvalidOperationException($"{_expected - _results.Count} of {_expected} samples did not finish: every instance failed ({string.Join("; ", _slots.Where(s => s.Failure is not null).Select(s => $"{s.Index}: {s.Failure}"))})");
-        foreach (var r in _results) Predictor.Observe(r.Request.Prompt, r.Tokens.Length);
-        var total = new GenerationStats();
-        foreach (var s in _slots) total.Add(s.Instance.Stats);
-        var stats = new ClusterStats
-        {
-            WallSeconds = wall,
-            Migrations = _migrations,
-            OverlappedMigrations = _overlapped,
-            KvBytesMoved = _bytesMoved,
-            CopySeconds = _copySeconds,
-            Recomputes = _recomputes,
-            Reassigned = _reassigned,
-            FailureReadmissions = _readmissions,
-            Instances = _slots.Select(s => new InstanceRunStats(s.Index, s.Busy, Math.Max(0, wall - s.Busy), s.LastFinish, s.RunSteps, s.RunFinished, s.Failure)).ToArray(),
-            Total = total,
-        };
-        return new ClusterResult(_results.ToArray(), stats);
+        return alive;
     }
 
-    private Slot[] Assign(IReadOnlyList<GenerationRequest> requests, Slot[] alive)
+    /// <summary>The finished run's statistics: migrations, per-instance busy and idle time, and the instances' totals.</summary>
+    private ClusterStats Stats(double wall)
     {
-        var assignment = new Slot[requests.Count];
+        var total = new GenerationStats();
+        foreach (var s in _workers) total.Add(s.Instance.Stats);
+        return new ClusterStats
+        {
+            WallSeconds = wall,
+            Migrations = _migration.Migrations,
+            OverlappedMigrations = _migration.Overlapped,
+            KvBytesMoved = _migration.BytesMoved,
+            CopySeconds = _migration.CopySeconds,
+            Recomputes = _migration.Recomputes,
+            Reassigned = _migration.Reassigned,
+            FailureReadmissions = _readmissions,
+            Instances = _workers.Select(s => new InstanceRunStats(s.Index, s.Busy, Math.Max(0, wall - s.Busy), s.LastFinish, s.RunSteps, s.RunFinished, s.Failure)).ToArray(),
+            Total = total,
+        };
+    }
+
+    private InstanceWorker[] Assign(IReadOnlyList<GenerationRequest> requests, InstanceWorker[] alive)
+    {
+        var assignment = new InstanceWorker[requests.Count];
         if (Options.Assignment == AssignmentPolicy.RoundRobin)
         {
             for (int i = 0; i < requests.Count; i++) assignment[i] = alive[i % alive.Length];
@@ -215,24 +199,24 @@ public sealed class GenerationCluster : IDisposable
     /// One instance's thread: wait for work, copy in the moves handed to it, step, then account the step (results,
     /// timing, releases, rebalancing) under the cluster's lock. Ends when the run is done or the instance failed.
     /// </summary>
-    private void Worker(Slot slot)
+    private void RunWorker(InstanceWorker worker)
     {
-        var copied = new List<(Incoming Move, bool Copied, double Seconds)>();
+        var copied = new List<(IncomingMove Move, bool Copied, double Seconds)>();
         try
         {
-            while (WaitForWork(slot) is { } incoming)
+            while (WaitForWork(worker) is { } incoming)
             {
                 copied.Clear();
-                var fault = CopyIn(slot, incoming, copied);
+                var fault = _migration.CopyIn(worker, incoming, copied);
                 var clock = Stopwatch.StartNew();
                 if (fault is null)
                     try
                     {
-                        Options.BeforeStep?.Invoke(slot.Index, slot.Steps);
-                        slot.Instance.Step();
+                        Options.BeforeStep?.Invoke(worker.Index, worker.Steps);
+                        worker.Instance.Step();
                     }
                     catch (Exception e) { fault = e; }
-                if (!EndStep(slot, clock.Elapsed.TotalSeconds, incoming, copied, fault)) return;
+                if (!EndStep(worker, clock.Elapsed.TotalSeconds, incoming, copied, fault)) return;
             }
         }
         catch (Exception e)
@@ -247,180 +231,119 @@ public sealed class GenerationCluster : IDisposable
     }
 
     /// <summary>
-    /// Blocks until the slot has samples (or moves to copy in) and marks it stepping; returns the moves it takes over,
-    /// or null when the run is done or the slot was asked to stop.
+    /// Blocks until the worker has samples (or moves to copy in) and marks it stepping; returns the moves it takes over,
+    /// or null when the run is done or the worker was asked to stop.
     /// </summary>
-    private List<Incoming>? WaitForWork(Slot slot)
+    private List<IncomingMove>? WaitForWork(InstanceWorker worker)
     {
         lock (_gate)
         {
             while (true)
             {
                 if (_done) return null;
-                if (slot.StopRequested)
+                if (worker.StopRequested)
                 {
-                    Fail(slot, "stopped");
+                    Fail(worker, "stopped");
                     Finish();
                     return null;
                 }
-                ReleaseMoved(slot); // before TakeInbox: a sample may come back while its old KV is still held here
-                TakeInbox(slot);
-                if (slot.Instance.LiveCount + slot.Instance.WaitingCount + slot.Incoming.Count > 0) break;
-                if (!slot.Idle)
+                worker.ReleaseMoved(); // before TakeInbox: a sample may come back while its old KV is still held here
+                worker.TakeInbox();
+                if (worker.Instance.LiveCount + worker.Instance.WaitingCount + worker.Incoming.Count > 0) break;
+                if (!worker.Idle)
                 {
-                    slot.Idle = true;
-                    Options.OnIdle?.Invoke(slot.Index);
+                    worker.Idle = true;
+                    Options.OnIdle?.Invoke(worker.Index);
                 }
                 Monitor.Wait(_gate);
             }
-            slot.State = SlotState.Stepping;
-            slot.Idle = false;
-            var incoming = slot.Incoming.ToList();
-            slot.Incoming.Clear();
+            worker.State = InstanceWorkerState.Stepping;
+            worker.Idle = false;
+            var incoming = worker.Incoming.ToList();
+            worker.Incoming.Clear();
             return incoming;
         }
     }
 
-    /// <summary>Overlapped moves first: copies in what donors handed over (they go on stepping meanwhile); returns the fault that stopped it, if any.</summary>
-    private Exception? CopyIn(Slot slot, List<Incoming> incoming, List<(Incoming Move, bool Copied, double Seconds)> copied)
-    {
-        try
-        {
-            foreach (var m in incoming)
-            {
-                Options.BeforeMigrationCopy?.Invoke(slot.Index, m.Move.Sample.SampleId);
-                var copy = Stopwatch.StartNew();
-                bool ok = slot.Instance.CompleteMoveWithKv(m.Move);
-                copied.Add((m, ok, copy.Elapsed.TotalSeconds));
-            }
-            return null;
-        }
-        catch (Exception e) { return e; }
-    }
-
-    /// <summary>Accounts a step (or its fault) under the lock; false when the slot failed and its thread ends.</summary>
-    private bool EndStep(Slot slot, double seconds, List<Incoming> incoming, List<(Incoming Move, bool Copied, double Seconds)> copied, Exception? fault)
+    /// <summary>Accounts a step (or its fault) under the lock; false when the worker failed and its thread ends.</summary>
+    private bool EndStep(InstanceWorker worker, double seconds, List<IncomingMove> incoming, List<(IncomingMove Move, bool Copied, double Seconds)> copied, Exception? fault)
     {
         lock (_gate)
         {
-            slot.State = SlotState.Ready;
-            slot.Steps++;
-            slot.RunSteps++;
-            slot.Busy += seconds + copied.Sum(c => c.Seconds);
-            foreach (var (m, ok, copySeconds) in copied) EndMove(m, ok, copySeconds);
+            worker.State = InstanceWorkerState.Ready;
+            worker.Steps++;
+            worker.RunSteps++;
+            worker.Busy += seconds + copied.Sum(c => c.Seconds);
+            foreach (var (m, ok, copySeconds) in copied) _migration.EndMove(m, ok, copySeconds);
             if (fault is not null)
             {
                 // Moves not copied in yet go back to the list: Fail re-admits their samples elsewhere.
-                slot.Incoming.InsertRange(0, incoming.Where(m => !copied.Any(c => c.Move == m)));
-                Fail(slot, $"{fault.GetType().Name}: {fault.Message}");
+                worker.Incoming.InsertRange(0, incoming.Where(m => !copied.Any(c => c.Move == m)));
+                Fail(worker, $"{fault.GetType().Name}: {fault.Message}");
             }
             else
             {
-                Collect(slot);
-                Measure(slot, seconds);
-                ReleaseMoved(slot);
-                TakeInbox(slot); // the donor moves only samples its instance holds
-                if (Options.Reallocate) Rebalance(slot);
-                slot.CachedWork = PredictedWork(slot);
+                Collect(worker);
+                Measure(worker, seconds);
+                worker.ReleaseMoved();
+                worker.TakeInbox(); // the donor moves only samples its instance holds
+                if (Options.Reallocate) _migration.Rebalance(worker);
+                worker.CachedWork = PredictedWork(worker);
             }
             Finish();
             return fault is null;
         }
     }
 
-    /// <summary>Hands the samples queued for a slot (while it stepped) to its instance; call only while it is not stepping.</summary>
-    private static void TakeInbox(Slot slot)
-    {
-        foreach (var s in slot.Inbox) slot.Instance.Inject(s);
-        slot.Inbox.Clear();
-    }
-
-    /// <summary>Accounts an overlapped move whose copy has ended (or fell back to recompute) and lets its donor free the KV.</summary>
-    private void EndMove(Incoming m, bool copied, double seconds)
-    {
-        if (copied)
-        {
-            CountCopy(m.Move.Snapshot.Bytes, seconds);
-            if (m.From.Steps > m.FromSteps || m.From.State == SlotState.Stepping) _overlapped++;
-        }
-        else _recomputes++;
-        QueueRelease(m.From, m.Move.Sample.SampleId);
-    }
-
-    /// <summary>Counts a migration by KV copy; its bytes and seconds also refine the measured copy rate.</summary>
-    private void CountCopy(long bytes, double seconds)
-    {
-        _migrations++;
-        _bytesMoved += bytes;
-        _copySeconds += seconds;
-        _copyBytesMeasured += bytes;
-        _copySecondsMeasured += seconds;
-    }
-
-    /// <summary>Frees a moved-out sample's KV on its donor: now if the donor is not stepping, else at its next boundary.</summary>
-    private void QueueRelease(Slot from, long sampleId)
-    {
-        if (from.State == SlotState.Failed) return; // its model's state is unknown; nothing runs on it any more
-        from.ToRelease.Add(sampleId);
-        if (from.State != SlotState.Stepping) ReleaseMoved(from);
-    }
-
-    /// <summary>Frees what a slot still holds for samples copied out of it; call only while it is not stepping.</summary>
-    private static void ReleaseMoved(Slot slot)
-    {
-        foreach (long id in slot.ToRelease) slot.Instance.ReleaseMoved(id);
-        slot.ToRelease.Clear();
-    }
-
     /// <summary>Ends the run when every sample is in, or when no instance is left to finish the rest; wakes the workers.</summary>
     private void Finish()
     {
-        if (_results.Count == _expected || _slots.All(s => s.State == SlotState.Failed)) _done = true;
+        if (_results.Count == _expected || _workers.All(s => s.State == InstanceWorkerState.Failed)) _done = true;
         Monitor.PulseAll(_gate);
     }
 
-    private void Collect(Slot slot)
+    private void Collect(InstanceWorker worker)
     {
-        var finished = slot.Instance.Finished;
-        for (; slot.FinishedSeen < finished.Count; slot.FinishedSeen++) AddResult(slot, finished[slot.FinishedSeen]);
+        var finished = worker.Instance.Finished;
+        for (; worker.FinishedSeen < finished.Count; worker.FinishedSeen++) AddResult(worker, finished[worker.FinishedSeen]);
     }
 
-    private void AddResult(Slot slot, GenerationResult result)
+    private void AddResult(InstanceWorker worker, SampleResult result)
     {
         if (!_finishedIds.Add(result.Request.SampleId)) throw new InvalidOperationException($"sample {result.Request.SampleId} finished twice");
         _results.Add(result);
-        slot.LastFinish = _clock.Elapsed.TotalSeconds;
-        slot.RunFinished++;
+        worker.LastFinish = _clock.Elapsed.TotalSeconds;
+        worker.RunFinished++;
     }
 
-    private void Measure(Slot slot, double seconds)
+    private void Measure(InstanceWorker worker, double seconds)
     {
-        var stats = slot.Instance.Stats;
-        if (stats.Steps == slot.StepsSeen) return; // nothing decoded (all finished at admission)
-        slot.StepsSeen = stats.Steps;
-        slot.StepTime.Observe(stats.LastBatch, seconds);
+        var stats = worker.Instance.Stats;
+        if (stats.Steps == worker.StepsSeen) return; // nothing decoded (all finished at admission)
+        worker.StepsSeen = stats.Steps;
+        worker.StepTime.Observe(stats.LastBatch, seconds);
     }
 
     /// <summary>Takes a failed or stopped instance out and re-admits its samples on the others (least predicted work first).</summary>
-    private void Fail(Slot slot, string reason)
+    private void Fail(InstanceWorker worker, string reason)
     {
-        slot.State = SlotState.Failed;
-        slot.Failure = reason;
-        Collect(slot);
-        var orphans = slot.Instance.Abandon().Concat(slot.Inbox).Concat(slot.Incoming.Select(m => m.Move.Sample)).ToList();
-        foreach (var m in slot.Incoming) QueueRelease(m.From, m.Move.Sample.SampleId); // their donors still hold the KV
-        slot.Inbox.Clear();
-        slot.Incoming.Clear();
-        slot.ToRelease.Clear();
-        slot.CachedWork = 0;
+        worker.State = InstanceWorkerState.Failed;
+        worker.Failure = reason;
+        Collect(worker);
+        var orphans = worker.Instance.Abandon().Concat(worker.Inbox).Concat(worker.Incoming.Select(m => m.Move.Sample)).ToList();
+        foreach (var m in worker.Incoming) MigrationCoordinator.QueueRelease(m.From, m.Move.Sample.SampleId); // their donors still hold the KV
+        worker.Inbox.Clear();
+        worker.Incoming.Clear();
+        worker.ToRelease.Clear();
+        worker.CachedWork = 0;
         foreach (var s in orphans.OrderBy(s => s.SampleId))
         {
             if (s.Finished is not null)
             {
-                if (!_finishedIds.Contains(s.SampleId)) AddResult(slot, s.ToResult());
+                if (!_finishedIds.Contains(s.SampleId)) AddResult(worker, s.ToResult());
                 continue;
             }
-            var target = _slots.Where(x => x.State != SlotState.Failed).MinBy(x => (Work(x), x.Index));
+            var target = _workers.Where(x => x.State != InstanceWorkerState.Failed).MinBy(x => (Work(x), x.Index));
             if (target is null) return; // nobody left: the run reports the missing samples
             target.Inbox.Add(s);
             target.CachedWork += Predictor.PredictRemaining(s.Request, s.Generated);
@@ -429,81 +352,13 @@ public sealed class GenerationCluster : IDisposable
     }
 
     /// <summary>Predicted work of an instance: counted now when it is not stepping, else as of its last boundary.</summary>
-    private double Work(Slot slot) => slot.State == SlotState.Stepping ? slot.CachedWork : PredictedWork(slot);
+    private double Work(InstanceWorker worker) => worker.State == InstanceWorkerState.Stepping ? worker.CachedWork : PredictedWork(worker);
 
-    private double PredictedWork(Slot slot) =>
-        slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox).Concat(slot.Incoming.Select(m => m.Move.Sample)).Sum(s => Predictor.PredictRemaining(s.Request, s.Generated));
-
-    private void Rebalance(Slot donor)
-    {
-        var receivers = _slots.Where(s => s != donor && s.State == SlotState.Ready).ToArray();
-        if (receivers.Length == 0 || donor.Instance.LiveCount + donor.Instance.WaitingCount < 2) return;
-        var plans = _reallocator.Plan(Load(donor, donor), receivers.Select(r => Load(r, donor)).ToArray());
-        foreach (var plan in plans)
-        {
-            var receiver = _slots[plan.To];
-            foreach (long id in plan.SampleIds) Move(donor, receiver, id);
-        }
-    }
-
-    private InstanceLoad Load(Slot slot, Slot donor)
-    {
-        var samples = slot.Instance.LiveSamples.Concat(slot.Instance.WaitingSamples).Concat(slot.Inbox).Concat(slot.Incoming.Select(m => m.Move.Sample))
-            .Select(s => new SampleLoad(s.SampleId, Predictor.PredictRemaining(s.Request, s.Generated), slot == donor ? MoveSeconds(donor, s) : 0))
-            .ToArray();
-        return new InstanceLoad(slot.Index, samples, slot.StepTime.Current(slot.Instance.Stats.MeanEmittedPerSampleStep));
-    }
-
-    /// <summary>What moving <paramref name="s"/> off <paramref name="donor"/> costs: nothing for a waiting sample (its prefill is due anyway).</summary>
-    private double MoveSeconds(Slot donor, SampleState s)
-    {
-        if (!s.InCache) return 0;
-        return MoveCost.Seconds(Options.Migration, CopySeconds(donor, s), RecomputeSeconds(donor, s));
-    }
-
-    private double CopySeconds(Slot donor, SampleState s)
-    {
-        if (donor.Instance.Model is not IMigratableModel migratable) return double.PositiveInfinity;
-        double rate = _copySecondsMeasured > 0 ? _copyBytesMeasured / _copySecondsMeasured : Options.AssumedCopyBytesPerSecond;
-        return MoveCost.CopySeconds(migratable.KvBytes(s.SampleId), rate);
-    }
-
-    private double RecomputeSeconds(Slot donor, SampleState s)
-    {
-        var stats = donor.Instance.Stats;
-        double rate = stats.PrefillSeconds > 0 && stats.PrefillTokens > 0 ? stats.PrefillTokens / stats.PrefillSeconds : Options.AssumedPrefillTokensPerSecond;
-        return MoveCost.RecomputeSeconds(s.Tokens.Count, rate);
-    }
-
-    private void Move(Slot donor, Slot receiver, long sampleId)
-    {
-        var s = donor.Instance.LiveSamples.FirstOrDefault(x => x.SampleId == sampleId);
-        if (s is not null && s.InCache && receiver.Instance.LiveCount < receiver.Instance.MaxBatch && WantCopy(donor, s))
-        {
-            if (donor.Instance.BeginMoveWithKv(sampleId, receiver.Instance) is { } pending)
-            {
-                receiver.Incoming.Add(new Incoming(pending, donor, donor.Steps));
-                return;
-            }
-            long bytes = ((IMigratableModel)donor.Instance.Model).KvBytes(sampleId);
-            var clock = Stopwatch.StartNew();
-            if (donor.Instance.TryMoveWithKv(sampleId, receiver.Instance))
-            {
-                CountCopy(bytes, clock.Elapsed.TotalSeconds);
-                return;
-            }
-        }
-        var taken = donor.Instance.TakeOut(sampleId);
-        if (taken.Generated > 0) _recomputes++;
-        else _reassigned++;
-        receiver.Instance.Inject(taken);
-    }
-
-    private bool WantCopy(Slot donor, SampleState s) => MoveCost.PrefersCopy(Options.Migration, CopySeconds(donor, s), RecomputeSeconds(donor, s));
+    private double PredictedWork(InstanceWorker worker) => worker.AllSamples.Sum(s => Predictor.PredictRemaining(s.Request, s.Generated));
 
     /// <summary>Disposes the instances (not their models: the factory's caller owns those).</summary>
     public void Dispose()
     {
-        foreach (var s in _slots) s.Instance.Dispose();
+        foreach (var s in _workers) s.Instance.Dispose();
     }
 }

@@ -79,7 +79,7 @@ public static class CostProfiler
                         LogitRows = Enumerable.Range(0, n).ToArray(),
                     }, logits);
                     times.Add(clock.Elapsed.TotalSeconds);
-                    for (int b = 0; b < batch; b++) model.Commit(ids[b], ReadOnlySpan<int>.Empty);
+                    for (int b = 0; b < batch; b++) model.Rollback(ids[b]);
                 }
                 times.Sort();
                 if (pass == 1) results.Add((n, times[times.Count / 2], pairs));

@@ -47,7 +47,7 @@ public static class SimulatorValidation
         }
         // Alternating order (static, reallocated, reallocated, static, …) so that warm-up and machine noise do not
         // favour one side; the fastest run of each side is the one checked.
-        var best = new Dictionary<bool, GenerateOutcome>();
+        var best = new Dictionary<bool, GeneratorRunResult>();
         for (int r = 0; r < repeats; r++)
             foreach (bool reallocate in r % 2 == 0 ? new[] { false, true } : [true, false])
             {

@@ -122,7 +122,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
             foreach (var id in ids) model.TryReserve(id, promptTokens);
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = tokens, Parents = parents, LogitRows = rows }, logits);
             backend.Flush();   // a device-resident forward (--dense vulkan) only records: its submit is part of the step
-            foreach (var id in ids) model.Commit(id, ReadOnlySpan<int>.Empty);
+            foreach (var id in ids) model.Rollback(id);
         });
     }
 
@@ -195,7 +195,7 @@ public sealed class ModelBenchmark(TransformerWeights weights, Engine.ComputeBac
             foreach (var id in ids) model.TryReserve(id, nodes);
             model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = tokens, Parents = parents, LogitRows = rows }, logits);
             backend.Flush();   // a device-resident forward (--dense vulkan) only records: its submit is part of the step
-            foreach (var id in ids) model.Commit(id, ReadOnlySpan<int>.Empty);
+            foreach (var id in ids) model.Rollback(id);
         });
     }
 

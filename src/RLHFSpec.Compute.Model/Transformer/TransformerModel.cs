@@ -18,7 +18,8 @@ namespace RLHFSpec.Compute.Model.Transformer;
 /// <see cref="TransformerWeights"/> arena: a training step that updates it in place is seen by the next forward.
 /// </summary>
 /// <remarks>
-/// Tentative tokens (fed since a sample's last <see cref="Commit"/>) usually come in one forward (a prompt, a
+/// Tentative tokens (fed since a sample's last <see cref="Commit(long, ReadOnlySpan{int})"/>, which keeps some of them; <see cref="Rollback(long)"/>
+/// discards the rest) usually come in one forward (a prompt, a
 /// decode token, a draft tree). They may also come in several forwards — a draft model drafting token by token —
 /// as long as the earlier ones form a chain that the later ones descend from; anything else is rejected with a
 /// clear error rather than computed with the wrong mask. Not thread-safe: one generation instance owns a model.
@@ -41,7 +42,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     // Per-forward plan, in buffers reused from forward to forward.
     private Sample[] _entries = [];
-    private int[] _cacheIds = [], _contextLens = [], _committedLens = [], _slots = [], _blockTables = [];
+    private int[] _cacheIds = [], _contextLens = [], _committedLens = [], _slots = [], _blockTables = [], _rollbackIds = [];
     private uint[] _mask = [];
     private DeviceBuffer<float>? _qDevice, _kDevice, _vDevice, _oDevice;
 
@@ -138,6 +139,8 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             Cache.AddSample(s.CacheId);
             _samples[sampleId] = s;
         }
+        if (Cache.RejectedLength(s.CacheId) != 0)
+            throw new InvalidOperationException($"sample {sampleId} has tokens its last commit rejected: roll them back first");
         int pending = Cache.PendingLength(s.CacheId), wanted = s.Parents.Count + newTokens;
         if (wanted <= pending) return true;
         return pending == 0 ? Cache.TryReserve(s.CacheId, wanted) : Cache.TryExtend(s.CacheId, wanted - pending);
@@ -186,7 +189,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
     private AttentionBatch Plan(in ForwardBatch batch)
     {
         var spec = Weights.Spec;
-        int samples = batch.NumSamples, tokens = batch.NumTokens, vocab = spec.VocabSize;
+        int samples = batch.NumSamples, tokens = batch.NumTokens;
         _act.Prepare(tokens, batch.LogitRows.Length);
         Grow(ref _entries, samples);
         Grow(ref _cacheIds, samples);
@@ -197,50 +200,10 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         int maxNew = 0;
         for (int b = 0; b < samples; b++)
         {
-            long id = batch.SampleIds[b];
-            var s = _samples.TryGetValue(id, out var found) ? found : throw new InvalidOperationException($"sample {id} is fed without a reservation (call TryReserve first)");
-            for (int c = 0; c < b; c++)
-                if (batch.SampleIds[c] == id) throw new ArgumentException($"batch: sample {id} appears twice", nameof(batch));
-            _entries[b] = s;
-            _cacheIds[b] = s.CacheId;
-            int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = s.Parents.Count;
-            if (n < 0) throw new ArgumentException($"batch: token offsets decrease at sample {b}", nameof(batch));
-            int committed = Cache.ContextLength(s.CacheId);
-            if (prior + n > Cache.PendingLength(s.CacheId))
-                throw new InvalidOperationException($"sample {id}: {prior + n} tentative tokens exceed its reservation of {Cache.PendingLength(s.CacheId)}");
-            _contextLens[b] = committed + prior;
-            maxNew = Math.Max(maxNew, n);
-            for (int j = 0; j < n; j++)
-            {
-                int t = first + j, parent = batch.Parents[t], token = batch.Tokens[t];
-                if ((uint)token >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(batch), $"token {t} = {token} is outside the vocabulary [0, {vocab})");
-                if (parent < -1 || parent >= prior + j)
-                    throw new ArgumentException($"batch: token {t} (sample {id}) has parent {parent}; it must be −1 or an earlier tentative token (< {prior + j})", nameof(batch));
-                if (prior > 0 && !(s.Chain && parent >= prior - 1))
-                    throw new NotSupportedException($"sample {id}: token {t} does not descend from every earlier tentative token; a step fed in several forwards must be a chain continued by later forwards");
-                int depth = parent < 0 ? 1 : parent < prior ? s.Depths[parent] + 1 : Depth(batch.Parents, first, prior, s, parent) + 1;
-                int position = committed + depth - 1;
-                if (position >= MaxContext) throw new ArgumentException($"sample {id}: position {position} is beyond the context limit {MaxContext}", nameof(batch));
-                _act.SetPosition(t, position);
-                _slots[t] = Cache.Slot(s.CacheId, committed + prior + j);
-                if (parent != prior + j - 1) causal = false;
-            }
+            causal &= PlanSample(batch, b);
+            maxNew = Math.Max(maxNew, batch.TokenOffsets[b + 1] - batch.TokenOffsets[b]);
         }
-
-        int maskWords = 0;
-        if (!causal)
-        {
-            maskWords = Math.Max(1, (maxNew + 31) / 32);
-            Grow(ref _mask, (long)tokens * maskWords);
-            Array.Clear(_mask, 0, tokens * maskWords);
-            for (int b = 0; b < samples; b++)
-            {
-                int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = _entries[b].Parents.Count;
-                for (int j = 0; j < n; j++)
-                    for (int a = j; a >= 0; a = batch.Parents[first + a] - prior)
-                        _mask[(long)(first + j) * maskWords + a / 32] |= 1u << (a % 32);
-            }
-        }
+        int maskWords = causal ? 0 : TreeMask(batch, maxNew);
 
         var ids = _cacheIds.AsSpan(0, samples);
         int maxBlocks = Cache.MaxBlocksPerSample(ids);
@@ -257,6 +220,59 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
             NumHeads = spec.NumHeads,
             Scale = 1f / MathF.Sqrt(spec.HeadDim),
         };
+    }
+
+    /// <summary>
+    /// Plans sample <paramref name="b"/> of the batch: checks its reservation, tokens and parents, and sets each new
+    /// token's position and KV slot. Returns whether its new tokens continue one chain (a causal mask serves them).
+    /// </summary>
+    private bool PlanSample(in ForwardBatch batch, int b)
+    {
+        long id = batch.SampleIds[b];
+        var s = _samples.TryGetValue(id, out var found) ? found : throw new InvalidOperationException($"sample {id} is fed without a reservation (call TryReserve first)");
+        for (int c = 0; c < b; c++)
+            if (batch.SampleIds[c] == id) throw new ArgumentException($"batch: sample {id} appears twice", nameof(batch));
+        _entries[b] = s;
+        _cacheIds[b] = s.CacheId;
+        int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = s.Parents.Count, vocab = Weights.Spec.VocabSize;
+        if (n < 0) throw new ArgumentException($"batch: token offsets decrease at sample {b}", nameof(batch));
+        int committed = Cache.ContextLength(s.CacheId);
+        if (prior + n > Cache.PendingLength(s.CacheId))
+            throw new InvalidOperationException($"sample {id}: {prior + n} tentative tokens exceed its reservation of {Cache.PendingLength(s.CacheId)}");
+        _contextLens[b] = committed + prior;
+        bool causal = true;
+        for (int j = 0; j < n; j++)
+        {
+            int t = first + j, parent = batch.Parents[t], token = batch.Tokens[t];
+            if ((uint)token >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(batch), $"token {t} = {token} is outside the vocabulary [0, {vocab})");
+            if (parent < -1 || parent >= prior + j)
+                throw new ArgumentException($"batch: token {t} (sample {id}) has parent {parent}; it must be −1 or an earlier tentative token (< {prior + j})", nameof(batch));
+            if (prior > 0 && !(s.Chain && parent >= prior - 1))
+                throw new NotSupportedException($"sample {id}: token {t} does not descend from every earlier tentative token; a step fed in several forwards must be a chain continued by later forwards");
+            int depth = parent < 0 ? 1 : parent < prior ? s.Depths[parent] + 1 : Depth(batch.Parents, first, prior, s, parent) + 1;
+            int position = committed + depth - 1;
+            if (position >= MaxContext) throw new ArgumentException($"sample {id}: position {position} is beyond the context limit {MaxContext}", nameof(batch));
+            _act.SetPosition(t, position);
+            _slots[t] = Cache.Slot(s.CacheId, committed + prior + j);
+            if (parent != prior + j - 1) causal = false;
+        }
+        return causal;
+    }
+
+    /// <summary>The tree mask // [tokens, maskWords]: bit a of token j's row set when new token a is j or one of its ancestors. Returns maskWords.</summary>
+    private int TreeMask(in ForwardBatch batch, int maxNew)
+    {
+        int tokens = batch.NumTokens, maskWords = Math.Max(1, (maxNew + 31) / 32);
+        Grow(ref _mask, (long)tokens * maskWords);
+        Array.Clear(_mask, 0, tokens * maskWords);
+        for (int b = 0; b < batch.NumSamples; b++)
+        {
+            int first = batch.TokenOffsets[b], n = batch.TokenOffsets[b + 1] - first, prior = _entries[b].Parents.Count;
+            for (int j = 0; j < n; j++)
+                for (int a = j; a >= 0; a = batch.Parents[first + a] - prior)
+                    _mask[(long)(first + j) * maskWords + a / 32] |= 1u << (a % 32);
+        }
+        return maskWords;
     }
 
     /// <summary>Embeds the tokens, then per layer: dense part before attention, KV append, attention, dense part after it.</summary>
@@ -382,6 +398,26 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         foreach (var s in samples) Committed(s);
     }
 
+    /// <summary>Discards the sample's rejected or never committed tokens (<see cref="KvCache.Rollback(int)"/>: bookkeeping, no data moves).</summary>
+    public void Rollback(long sampleId)
+    {
+        var s = Known(sampleId);
+        Cache.Rollback(s.CacheId);
+        Committed(s);
+    }
+
+    /// <summary>The batch's rollback as one <see cref="KvCache.Rollback(ReadOnlySpan{int})"/>; every sample is checked first.</summary>
+    public void Rollback(ReadOnlySpan<long> sampleIds)
+    {
+        Grow(ref _rollbackIds, sampleIds.Length);
+        for (int i = 0; i < sampleIds.Length; i++) _rollbackIds[i] = Known(sampleIds[i]).CacheId;
+        Cache.Rollback(_rollbackIds.AsSpan(0, sampleIds.Length));
+        foreach (long id in sampleIds) Committed(_samples[id]);
+    }
+
+    private Sample Known(long sampleId) =>
+        _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId} has nothing to roll back");
+
     private Sample CheckedKeep(long sampleId, ReadOnlySpan<int> keep)
     {
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId} has nothing to commit");
@@ -423,7 +459,7 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         ArgumentNullException.ThrowIfNull(target);
         if (target is not TransformerModel other || !other.Cache.Config.SameBlockShape(Cache.Config)) return false;
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
-        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
+        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0 || Cache.RejectedLength(s.CacheId) != 0)
             throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
         if (other._samples.ContainsKey(targetId)) throw new ArgumentException($"targetId: sample {targetId} is already in the target model", nameof(targetId));
         int cacheId = other._nextCacheId;
@@ -435,21 +471,21 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     /// <summary>
     /// A snapshot of the sample's committed blocks for a copy into <paramref name="target"/> that may overlap this
-    /// model's forwards: when both caches live in host memory (CPU backends, whose kv_move and reads are free of
-    /// shared state), or when the target is on another backend (a Vulkan donor's reads are serialised with its own
-    /// operations per device); null when both share one GPU backend.
+    /// model's forwards: when the target's cache is on another backend (a donor's reads are serialised with its own
+    /// operations per device), or on the same one if that backend runs calls from several threads concurrently
+    /// (<see cref="BackendCapabilities.ConcurrentKernels"/>: kv_move and reads free of shared state); null when both
+    /// share a backend that serialises its operations (one Vulkan device): the copy would only take turns.
     /// </summary>
     public IKvSnapshot? Snapshot(long sampleId, ITargetModel target)
     {
         ArgumentNullException.ThrowIfNull(target);
         if (target is not TransformerModel other || ReferenceEquals(other, this) || !other.Cache.Config.SameBlockShape(Cache.Config)) return null;
-        // Host-memory caches copy with no shared state. A Vulkan donor serialises its device per operation
-        // (VulkanDevice.Sync), so a receiver on another backend may read the frozen blocks between the donor's
-        // operations; one backend shared by both would have the receiver run kernels on the donor's backend: not overlapped.
-        bool hostCaches = Cache.Backend.Info.Kind == DeviceKind.Cpu && other.Cache.Backend.Info.Kind == DeviceKind.Cpu;
-        if (!hostCaches && ReferenceEquals(Cache.Backend, other.Cache.Backend)) return null;
+        // A donor's backend serialises or isolates its operations, so a receiver on another backend may read the
+        // frozen blocks between the donor's operations; one backend shared by both overlaps only if it runs calls
+        // from several threads concurrently, else the receiver's kernels would take turns with the donor's.
+        if (ReferenceEquals(Cache.Backend, other.Cache.Backend) && !Cache.Backend.Capabilities.ConcurrentKernels) return null;
         var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new ArgumentException($"sample {sampleId} is not in this model", nameof(sampleId));
-        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0)
+        if (s.Parents.Count != 0 || Cache.PendingLength(s.CacheId) != 0 || Cache.RejectedLength(s.CacheId) != 0)
             throw new InvalidOperationException($"sample {sampleId} has uncommitted tokens or reservations: only committed KV can be copied");
         return new KvSnapshot(Cache.Snapshot(s.CacheId), other, KvBytes(sampleId));
     }

@@ -58,6 +58,11 @@ public class KvCacheTests
         Assert.That(cache.BlockTable(1).Count, Is.EqualTo(7));
         cache.Commit(1, new[] { 0, 19 });                                         // 7 tokens: 2 blocks
         Assert.That(cache.ContextLength(1), Is.EqualTo(7));
+        Assert.That(cache.RejectedLength(1), Is.EqualTo(18), "commit only keeps");
+        Assert.That(cache.BlockTable(1).Count, Is.EqualTo(7), "the rejected tokens hold their blocks until the rollback");
+        Assert.Throws<InvalidOperationException>(() => cache.TryReserve(1, 1), "no reservation before the rollback");
+        cache.Rollback(1);
+        Assert.That(cache.RejectedLength(1), Is.EqualTo(0));
         Assert.That(cache.BlockTable(1).Count, Is.EqualTo(2));
         Assert.That(cache.FreeBlocks, Is.EqualTo(cache.NumBlocks - 2));
         Assert.That(cache.TryReserve(1, 6), Is.True);
@@ -65,6 +70,63 @@ public class KvCacheTests
         Assert.That(cache.ContextLength(1), Is.EqualTo(7));
         Assert.That(cache.PendingLength(1), Is.EqualTo(0));
         Assert.That(cache.FreeBlocks, Is.EqualTo(cache.NumBlocks - 2));
+    }
+
+    /// <summary>
+    /// Commit only keeps, rollback discards: over random shapes and steps, a commit moves the accepted rows and
+    /// leaves the rejected ones holding their blocks; the rollback (batched over every sample, committed or not)
+    /// frees exactly the blocks the context no longer needs, and an abandoned step (reserved and written, never
+    /// committed) leaves its sample exactly as before. Every committed word is checked against the host reference.
+    /// </summary>
+    [Test, Combinatorial]
+    public void RollbackDiscardsExactlyTheUncommittedTokens([ValueSource(nameof(BackendNames))] string backend, [Values(1, 2, 3, 4, 5)] int seed)
+    {
+        var rng = new Random(seed * 7919);
+        var dtype = rng.Next(2) == 0 ? KvDType.F32 : KvDType.F16;
+        var config = new KvCacheConfig(NumLayers: rng.Next(1, 4), BlockSize: new[] { 1, 2, 4, 8 }[rng.Next(4)], NumKvHeads: rng.Next(1, 4),
+            HeadDim: 2 * rng.Next(1, 5), dtype, MemoryBudgetBytes: 1);
+        using var cache = new KvCache(Backends.Get(backend), config with { MemoryBudgetBytes = 400 * config.BytesPerBlock });
+        var model = new HostModel(cache);
+        var samples = Enumerable.Range(0, rng.Next(2, 6)).Select(i => 3 * i + rng.Next(3)).ToArray();
+        foreach (int s in samples) cache.AddSample(s);
+        for (int step = 0; step < 8; step++)
+        {
+            var tables = samples.ToDictionary(s => s, s => cache.BlockTable(s).ToArray());
+            foreach (int s in samples) Assert.That(cache.TryReserve(s, rng.Next(0, 10)), Is.True);
+            model.AppendPending(rng, samples);
+            int reserved = cache.FreeBlocks;
+            // Some samples commit a random ascending subset (possibly empty, possibly all); the others abandon the step.
+            var committing = samples.Where(_ => rng.Next(4) != 0).ToArray();
+            var offsets = new List<int> { 0 };
+            var nodes = new List<int>();
+            foreach (int s in committing)
+            {
+                nodes.AddRange(Enumerable.Range(0, cache.PendingLength(s)).Where(_ => rng.Next(3) != 0));
+                offsets.Add(nodes.Count);
+            }
+            var pending = samples.ToDictionary(s => s, cache.PendingLength);
+            cache.Commit(committing, offsets.ToArray(), nodes.ToArray());
+            Assert.That(cache.FreeBlocks, Is.EqualTo(reserved), "a commit frees nothing");
+            for (int i = 0; i < committing.Length; i++)
+            {
+                int s = committing[i], kept = offsets[i + 1] - offsets[i];
+                Assert.That(cache.PendingLength(s), Is.EqualTo(0));
+                Assert.That(cache.RejectedLength(s), Is.EqualTo(pending[s] - kept), $"sample {s}: the rejected tokens wait for the rollback");
+                if (pending[s] > kept) Assert.Throws<InvalidOperationException>(() => cache.TryReserve(s, 1));
+                model.Keep(s, nodes.GetRange(offsets[i], kept));
+            }
+            foreach (int s in samples.Except(committing)) model.Keep(s, []);
+            cache.Rollback(samples);
+            foreach (int s in samples)
+            {
+                Assert.That(cache.PendingLength(s) + cache.RejectedLength(s), Is.EqualTo(0));
+                Assert.That(cache.BlockTable(s).Count, Is.EqualTo((cache.ContextLength(s) + cache.BlockSize - 1) / cache.BlockSize), $"sample {s}: blocks beyond the context are freed");
+                Assert.That(cache.BlockTable(s).Take(tables[s].Length), Is.EqualTo(tables[s].Take(cache.BlockTable(s).Count)), $"sample {s}: kept blocks stay in place");
+                if (!committing.Contains(s)) Assert.That(cache.BlockTable(s), Is.EqualTo(tables[s]), $"sample {s}: an abandoned step leaves the sample as it was");
+            }
+            Assert.That(cache.FreeBlocks, Is.EqualTo(cache.NumBlocks - samples.Sum(s => cache.BlockTable(s).Count)));
+            model.Check();
+        }
     }
 
     [Test]
@@ -118,6 +180,7 @@ public class KvCacheTests
         var other = new HostModel(target);
         other.AppendPending(rng, new[] { 1 });
         target.Commit(1, new[] { 0, 1, 2, 3, 4 });
+        Assert.That(target.RejectedLength(1), Is.EqualTo(0), "everything kept: nothing to roll back");
         other.CommitAll(1);
 
         Assert.That(source.TryCopySampleTo(7, target, 70), Is.True);
@@ -228,6 +291,9 @@ public class KvCacheTests
         Assert.That(cache.PendingLength(1), Is.EqualTo(4), "failed commits change nothing");
         Assert.Throws<InvalidOperationException>(() => cache.TryCopySampleTo(1, cache, 5));
         cache.Commit(1, new[] { 0, 1 });
+        Assert.Throws<InvalidOperationException>(() => cache.TryCopySampleTo(1, cache, 5), "rejected tokens not rolled back");
+        Assert.Throws<InvalidOperationException>(() => cache.Commit(1, new[] { 0 }), "a second commit before the rollback");
+        cache.Rollback(1);
         Assert.That(Assert.Throws<ArgumentException>(() => cache.TryCopySampleTo(1, other, 1))!.ParamName, Is.EqualTo("target"));
         Assert.That(Assert.Throws<ArgumentException>(() => cache.TryCopySampleTo(1, cache, 1))!.ParamName, Is.EqualTo("targetSample"));
         Assert.That(Assert.Throws<ArgumentException>(() => cache.FillBlockTables(new[] { 1 }, 0, new int[1], new int[1]))!.ParamName, Is.EqualTo("maxBlocksPerSample"));
@@ -267,6 +333,7 @@ public class KvCacheTests
                 offsets.Add(nodes.Count);
             }
             _cache.Commit(samples, offsets.ToArray(), nodes.ToArray());
+            _cache.Rollback(samples);
             for (int i = 0; i < samples.Length; i++)
                 Accept(samples[i], nodes.GetRange(offsets[i], offsets[i + 1] - offsets[i]));
         }
@@ -298,6 +365,9 @@ public class KvCacheTests
         }
 
         public void CommitAll(int sample) => Accept(sample, Enumerable.Range(0, _pending[sample][0].Count).ToList());
+
+        /// <summary>The sample keeps <paramref name="nodes"/> of its pending rows (none: the step was rolled back whole).</summary>
+        public void Keep(int sample, List<int> nodes) => Accept(sample, nodes);
 
         private void Accept(int sample, List<int> nodes)
         {

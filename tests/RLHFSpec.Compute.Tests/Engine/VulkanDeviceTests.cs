@@ -54,6 +54,42 @@ public class VulkanDeviceTests
         Assert.That(vk.Submits - submits, Is.EqualTo(1));
     }
 
+    /// <summary>
+    /// A submit of more dispatches than one descriptor pool holds takes further pools, and the cached pipeline serves
+    /// them all: one pipeline per (shader, specialization constants), created on first use only.
+    /// </summary>
+    [Test]
+    public void DispatchesBeyondOnePoolReuseOnePipeline()
+    {
+        var vk = Backends.Vulkan;
+        using var a = vk.Allocate<uint>(64, "a");
+        using var b = vk.Allocate<uint>(64, "b");
+        a.Write(Enumerable.Range(0, 64).Select(i => (uint)i * 3).ToArray());
+        vk.CopyWords(a, 0, b, 0, 64);
+        vk.Flush();
+        int pipelines = vk.Device.Pipelines;
+        long submits = vk.Submits;
+        int dispatches = 2 * DescriptorAllocator.SetsPerPool + 77;
+        for (int i = 0; i < dispatches; i++) vk.CopyWords(i % 2 == 0 ? a : b, 0, i % 2 == 0 ? b : a, 0, 64);
+        Assert.That(b.ToArray(), Is.EqualTo(a.ToArray()));
+        Assert.That(vk.Submits - submits, Is.EqualTo(1), "one submit");
+        Assert.That(vk.Device.Pipelines, Is.EqualTo(pipelines), "no pipeline created for repeated dispatches");
+    }
+
+    [Test]
+    public void PipelineKeysCompareShaderAndConstantsByValue()
+    {
+        var key = new PipelineKey("kv_move", [64, 1, 1, 3, 0, 8, 0]);
+        Assert.That(key, Is.EqualTo(new PipelineKey(new string("kv_move".ToCharArray()), [64, 1, 1, 3, 0, 8, 0])));
+        Assert.That(key.GetHashCode(), Is.EqualTo(new PipelineKey("kv_move", [64, 1, 1, 3, 0, 8, 0]).GetHashCode()));
+        Assert.That(key, Is.Not.EqualTo(new PipelineKey("kv_move", [64, 1, 1, 3, 0, 8, 1])));
+        Assert.That(key, Is.Not.EqualTo(new PipelineKey("kv_move", [64, 1, 1, 3, 0, 8])), "a missing constant is not a zero");
+        Assert.That(key, Is.Not.EqualTo(new PipelineKey("copy", [64, 1, 1, 3, 0, 8, 0])));
+        Assert.That(new PipelineKey("copy", []), Is.EqualTo(new PipelineKey("copy", ReadOnlySpan<int>.Empty)));
+        Assert.That(key.ToString(), Is.EqualTo("kv_move[64,1,1,3,0,8,0]"));
+        Assert.Throws<ComputeException>(() => new PipelineKey("x", new int[PipelineKey.MaxConstants + 1]));
+    }
+
     [Test]
     public void BufferOfAnotherBackendIsRejectedByName()
     {

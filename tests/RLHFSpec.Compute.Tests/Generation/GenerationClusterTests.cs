@@ -29,7 +29,7 @@ public class GenerationClusterTests
         models.Add(model);
         var draft = new SyntheticTargetModel(Backends.Cpu, Draft, maxContext: 200);
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
-        return new GenerationInstance(wrap?.Invoke(model) ?? model, proposers, new GenerationOptions { MaxBatch = maxBatch, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
+        return new GenerationInstance(wrap?.Invoke(model) ?? model, proposers, new InstanceOptions { MaxBatch = maxBatch, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
     }
 
     /// <summary>
@@ -49,7 +49,7 @@ public class GenerationClusterTests
         return list.ToArray();
     }
 
-    private static Dictionary<long, GenerationResult> Single(string strategy, GenerationRequest[] requests)
+    private static Dictionary<long, SampleResult> Single(string strategy, GenerationRequest[] requests)
     {
         var models = new List<SyntheticTargetModel>();
         using var instance = NewInstance(strategy, models);
@@ -57,13 +57,13 @@ public class GenerationClusterTests
         return instance.RunToCompletion().ToDictionary(r => r.Request.SampleId);
     }
 
-    private static ClusterResult RunCluster(int instances, ClusterOptions options, string strategy, GenerationRequest[] requests, List<SyntheticTargetModel> models)
+    private static ClusterRunResult RunCluster(int instances, ClusterOptions options, string strategy, GenerationRequest[] requests, List<SyntheticTargetModel> models)
     {
         using var cluster = new GenerationCluster(instances, _ => NewInstance(strategy, models), options);
         return cluster.Run(requests);
     }
 
-    private static void AssertSameOutputs(ClusterResult result, Dictionary<long, GenerationResult> expected, GenerationRequest[] requests)
+    private static void AssertSameOutputs(ClusterRunResult result, Dictionary<long, SampleResult> expected, GenerationRequest[] requests)
     {
         Assert.That(result.Results.Select(r => r.Request.SampleId), Is.Unique, "every sample exactly once");
         Assert.That(result.Results.Select(r => r.Request.SampleId).Order(), Is.EqualTo(requests.Select(r => r.SampleId).Order()));
@@ -169,6 +169,7 @@ public class GenerationClusterTests
         public int CommittedLength(long sampleId) => inner.CommittedLength(sampleId);
         public bool TryReserve(long sampleId, int newTokens) => inner.TryReserve(sampleId, newTokens);
         public void Commit(long sampleId, ReadOnlySpan<int> keep) => inner.Commit(sampleId, keep);
+        public void Rollback(long sampleId) => inner.Rollback(sampleId);
         public void Release(long sampleId) => inner.Release(sampleId);
 
         public void Forward(in ForwardBatch batch, DeviceBuffer<float> logits)
@@ -269,6 +270,7 @@ public class GenerationClusterTests
         public int CommittedLength(long sampleId) => inner.CommittedLength(sampleId);
         public bool TryReserve(long sampleId, int newTokens) => inner.TryReserve(sampleId, newTokens);
         public void Commit(long sampleId, ReadOnlySpan<int> keep) => inner.Commit(sampleId, keep);
+        public void Rollback(long sampleId) => inner.Rollback(sampleId);
         public void Release(long sampleId) => inner.Release(sampleId);
         public long KvBytes(long sampleId) => inner.KvBytes(sampleId);
         public bool TryCopySampleTo(long sampleId, ITargetModel target, long targetId) =>

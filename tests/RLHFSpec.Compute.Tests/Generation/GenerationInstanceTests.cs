@@ -25,7 +25,7 @@ public class GenerationInstanceTests
         var model = new SyntheticTargetModel(backend, Target, maxContext: 200, slotBudget);
         var draftModel = new SyntheticTargetModel(backend, Draft, maxContext: 200);
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draftModel)];
-        var options = new GenerationOptions { MaxBatch = maxBatch, StopTokens = new HashSet<int> { Stop } };
+        var options = new InstanceOptions { MaxBatch = maxBatch, StopTokens = new HashSet<int> { Stop } };
         if (strategy == "adaptive")
         {
             var cost = new CostModel("synthetic");

@@ -8,7 +8,8 @@ namespace RLHFSpec.Compute.Tests.Generation;
 /// <summary>
 /// A test double of <see cref="ITargetModel"/>: logits from a <see cref="SyntheticModel"/> of the sequence a
 /// token sees (committed tokens, then its tentative ancestors), a token-slot budget standing in for KV blocks,
-/// and strict checks of the contract (parents before children, kept tokens forming a path, reservations covering
+/// and strict checks of the contract (parents before children, kept tokens forming a path, rejected tokens rolled
+/// back before the sample is reserved, fed or committed again, reservations covering
 /// every fed token), so the generation loop's bookkeeping is tested, not just its output.
 /// </summary>
 public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel model, int maxContext = 4096, long slotBudget = long.MaxValue) : ITargetModel, IMigratableModel
@@ -18,6 +19,7 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
         public List<int> Committed = new();
         public List<(int Token, int Parent)> Tentative = new();
         public long Reserved; // slots held beyond the committed ones
+        public bool Rejected; // the last commit left tokens out: only a rollback (or release) may follow
     }
 
     private readonly Dictionary<long, Sample> _samples = new();
@@ -39,6 +41,7 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
     public bool TryReserve(long sampleId, int newTokens)
     {
         if (!_samples.TryGetValue(sampleId, out var s)) _samples[sampleId] = s = new Sample();
+        if (s.Rejected) throw new InvalidOperationException($"sample {sampleId}: reserved before its rejected tokens were rolled back");
         long need = s.Tentative.Count + newTokens - s.Reserved;
         if (need <= 0) return true;
         if (SlotsInUse + need > slotBudget) return false;
@@ -55,6 +58,7 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
         for (int b = 0; b < batch.NumSamples; b++)
         {
             var s = _samples.TryGetValue(batch.SampleIds[b], out var found) ? found : throw new InvalidOperationException($"sample {batch.SampleIds[b]} fed without a reservation");
+            if (s.Rejected) throw new InvalidOperationException($"sample {batch.SampleIds[b]}: fed before its rejected tokens were rolled back");
             for (int t = batch.TokenOffsets[b]; t < batch.TokenOffsets[b + 1]; t++)
             {
                 int parent = batch.Parents[t];
@@ -84,9 +88,11 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
         return [.. s.Committed, .. path];
     }
 
+    /// <summary>Keeps a path of the tentative tokens; the others (and unused reservations) wait for <see cref="Rollback"/>.</summary>
     public void Commit(long sampleId, ReadOnlySpan<int> keep)
     {
         var s = _samples[sampleId];
+        if (s.Rejected) throw new InvalidOperationException($"sample {sampleId}: committed again before its rejected tokens were rolled back");
         int previous = -1;
         foreach (int k in keep)
         {
@@ -96,8 +102,19 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
             previous = k;
         }
         s.Tentative.Clear();
-        s.Reserved = 0;
+        s.Reserved -= keep.Length;
+        s.Rejected = s.Reserved > 0;
     }
+
+    /// <summary>Drops the tokens the last commit left out, or every tentative token and reservation.</summary>
+    public void Rollback(long sampleId)
+    {
+        var s = _samples.TryGetValue(sampleId, out var found) ? found : throw new InvalidOperationException($"sample {sampleId}: nothing to roll back");
+        s.Tentative.Clear();
+        s.Reserved = 0;
+        s.Rejected = false;
+    }
+
 
     public void Release(long sampleId) => _samples.Remove(sampleId);
 

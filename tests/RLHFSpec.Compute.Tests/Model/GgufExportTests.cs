@@ -44,7 +44,7 @@ public sealed class GgufExportTests
         using var checkpoint = Checkpoint.Load(folder);
         using var weights = TransformerWeights.FromCheckpoint(checkpoint);
         using var model = new TransformerModel(weights, Backends.Cpu, new TransformerOptions { KvMemoryBudgetBytes = 16L << 20 });
-        var generator = new Generator(model, null, new GenerateSettings { Strategy = StrategyMode.Of(Strategy.Off), StopTokens = checkpoint.StopTokenIds() });
+        var generator = new Generator(model, null, new GeneratorSettings { Strategy = StrategyMode.Of(Strategy.Off), StopTokens = checkpoint.StopTokenIds() });
         var requests = GenerationRequests.For(prompts, samplesPerPrompt: 1, maxNewTokens, temperature: 0, topP: 1f, seed: 1);
         return generator.Run(requests).Results.Select(r => r.Tokens).ToArray();
     }

@@ -149,7 +149,7 @@ public sealed class RewardModelTests
         using var run = new FormatsTestFolder();
         double mean, accuracy;
         string[] prompts;
-        IReadOnlyList<RLHFSpec.Compute.Generation.GenerationResult> rollouts;
+        IReadOnlyList<RLHFSpec.Compute.Generation.SampleResult> rollouts;
         using (var trainer = new RlhfTrainer(config, run.Path, policy, draftFolder: null))
         {
             var metrics = trainer.Run().Single();

@@ -63,7 +63,7 @@ public sealed class DefaultModelsGenerationTests
             using var policy = new TransformerModel(policyWeights, Backends.Cpu, runtime);
             using var draft = new TransformerModel(draftWeights, Backends.Cpu, runtime);
             var generator = new Generator(policy, strategy == "off" ? null : draft,
-                new GenerateSettings { Strategy = StrategyMode.Parse(strategy), StopTokens = stops, ProfileMaxTokens = 16 });
+                new GeneratorSettings { Strategy = StrategyMode.Parse(strategy), StopTokens = stops, ProfileMaxTokens = 16 });
             var outcome = generator.Run(requests);
             Assert.That(policy.ActiveSamples, Is.EqualTo(0), $"{strategy}: finished samples release their KV");
             stats = outcome.Stats;

@@ -35,11 +35,11 @@ public sealed class GeneratorTests
         var profile = folder.File("cost.json");
         var requests = GenerationRequests.For(Prompts(3, 1), samplesPerPrompt: 3, maxNewTokens: 16, temperature: 0.8f, topP: 1f, seed: 9);
 
-        (GenerateOutcome Outcome, CostModel Cost) RunOnce()
+        (GeneratorRunResult Outcome, CostModel Cost) RunOnce()
         {
             using var policy = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
             using var draft = NewModel(draftWeights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Adaptive, CostProfilePath = profile, ProfileMaxTokens = 32, StopTokens = new HashSet<int> { 0 } });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = StrategyMode.Adaptive, CostProfilePath = profile, ProfileMaxTokens = 32, StopTokens = new HashSet<int> { 0 } });
             var outcome = generator.Run(requests);
             Assert.That(policy.ActiveSamples, Is.EqualTo(0), "profiling and generation release every sample");
             return (outcome, generator.Cost!);
@@ -70,7 +70,7 @@ public sealed class GeneratorTests
         {
             using var policy = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
             using var draft = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategy), ProfileMaxTokens = 16 });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = StrategyMode.Parse(strategy), ProfileMaxTokens = 16 });
             return generator.Run(requests).Results.Select(r => r.Tokens).ToArray();
         }
         var off = RunWith("off");
@@ -87,7 +87,7 @@ public sealed class GeneratorTests
         var models = new List<TransformerModel>();
         try
         {
-            var generator = new Generator(policy, null, new GenerateSettings { Strategy = StrategyMode.Parse("suffix:4") });
+            var generator = new Generator(policy, null, new GeneratorSettings { Strategy = StrategyMode.Parse("suffix:4") });
             (ITargetModel, ITargetModel?) Instance(int k)
             {
                 while (models.Count <= k) models.Add(NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20));
@@ -97,7 +97,7 @@ public sealed class GeneratorTests
             var first = generator.RunCluster(requests, 2, Instance, options);
             Assert.That(generator.ClusterSuffixes.Select(s => s.Prompts), Is.EqualTo(new[] { 4, 4 }), "each instance indexed every prompt's responses");
             var second = generator.RunCluster(requests, 2, Instance, options);
-            var off = new Generator(policy, null, new GenerateSettings { Strategy = StrategyMode.Of(Strategy.Off) }).Run(requests).Results.Select(r => r.Tokens).ToArray();
+            var off = new Generator(policy, null, new GeneratorSettings { Strategy = StrategyMode.Of(Strategy.Off) }).Run(requests).Results.Select(r => r.Tokens).ToArray();
             Assert.That(first.Results.Select(r => r.Tokens), Is.EqualTo(off));
             Assert.That(second.Results.Select(r => r.Tokens), Is.EqualTo(off));
             Assert.That(second.Stats.DraftTokensAccepted, Is.GreaterThan(first.Stats.DraftTokensAccepted), "the second run drafts from the first's responses");
@@ -113,9 +113,9 @@ public sealed class GeneratorTests
     {
         using var weights = Weights(Config("llama", vocab: 29), 7);
         using var policy = NewModel(weights, Backends.Cpu);
-        Assert.That(Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GenerateSettings { Strategy = StrategyMode.Parse("chain:4") }))!.Message, Does.Contain("draft model"));
+        Assert.That(Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GeneratorSettings { Strategy = StrategyMode.Parse("chain:4") }))!.Message, Does.Contain("draft model"));
         Assert.That(Assert.Throws<ArgumentException>(() => StrategyMode.Parse("chian:4", "--strategy"))!.Message, Does.Contain("--strategy"));
-        Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GenerateSettings { MaxBatch = 0 }));
+        Assert.Throws<ArgumentException>(() => new Generator(policy, null, new GeneratorSettings { MaxBatch = 0 }));
         Assert.Throws<ArgumentException>(() => GenerationRequests.For([[1]], 0, 5, 1f, 1f, 0));
         Assert.Throws<ArgumentException>(() => GenerationRequests.For([[1]], 1, 5, -1f, 1f, 0));
         Assert.Throws<ArgumentException>(() => GenerationRequests.For([[1]], 1, 5, 1f, 0f, 0));

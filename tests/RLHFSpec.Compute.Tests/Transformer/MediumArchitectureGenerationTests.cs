@@ -89,7 +89,7 @@ public sealed class MediumArchitectureGenerationTests
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 32L << 20 };
             using var policy = new TransformerModel(policyWeights, backend, runtime);
             using var draft = draftWeights is null ? null : new TransformerModel(draftWeights, backend, runtime);
-            var generator = new Generator(policy, draft, new GenerateSettings { Strategy = StrategyMode.Parse(strategy), StopTokens = stops, ProfileMaxTokens = 8 });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = StrategyMode.Parse(strategy), StopTokens = stops, ProfileMaxTokens = 8 });
             var outcome = generator.Run(requests);
             Assert.That(policy.ActiveSamples, Is.EqualTo(0), $"{strategy}: finished samples release their KV");
             stats = outcome.Stats;

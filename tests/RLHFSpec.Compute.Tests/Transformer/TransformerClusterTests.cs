@@ -49,7 +49,7 @@ public sealed class TransformerClusterTests
                 Models.Add(draft);
                 proposers.Add(new DraftModelProposer(draft));
             }
-            return new GenerationInstance(policy, proposers, new GenerationOptions { MaxBatch = 32, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
+            return new GenerationInstance(policy, proposers, new InstanceOptions { MaxBatch = 32, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) });
         }
 
         public void Dispose()
@@ -75,7 +75,7 @@ public sealed class TransformerClusterTests
         return instance.RunToCompletion().ToDictionary(r => r.Request.SampleId, r => r.Tokens);
     }
 
-    private static ClusterResult Run(Fleet fleet, int instances, ClusterOptions options, string strategy, bool ownBackends, GenerationRequest[] requests,
+    private static ClusterRunResult Run(Fleet fleet, int instances, ClusterOptions options, string strategy, bool ownBackends, GenerationRequest[] requests,
         bool vulkan = false)
     {
         using var cluster = new GenerationCluster(instances, _ =>
@@ -91,7 +91,7 @@ public sealed class TransformerClusterTests
         return cluster.Run(requests);
     }
 
-    private static void AssertSame(ClusterResult result, Dictionary<long, int[]> expected, Fleet fleet)
+    private static void AssertSame(ClusterRunResult result, Dictionary<long, int[]> expected, Fleet fleet)
     {
         Assert.That(result.Results.Select(r => r.Request.SampleId), Is.Unique);
         Assert.That(result.Results, Has.Count.EqualTo(expected.Count));
@@ -236,7 +236,7 @@ public sealed class TransformerClusterTests
                 var policy = new TransformerModel(weights, new CpuBackend(threads: cores),
                     new TransformerOptions { KvBlockSize = 16, KvMemoryBudgetBytes = 64 << 20, Session = new Compute.Model.Onnx.OnnxSessionOptions { IntraOpThreads = cores } });
                 models.Add(policy);
-                return new GenerationInstance(policy, [new SuffixProposer()], new GenerationOptions { MaxBatch = 64, Planner = new FixedStrategyPlanner(Strategy.Off) });
+                return new GenerationInstance(policy, [new SuffixProposer()], new InstanceOptions { MaxBatch = 64, Planner = new FixedStrategyPlanner(Strategy.Off) });
             }
             var requests = ClusterBenchmark.LongTail(64, 512, shortTokens: 4, longTokens: 100, tailEvery: 4, SamplingParams.Greedy(0, 0));
             foreach (var mode in new[] { MigrationMode.Auto, MigrationMode.Recompute })
@@ -289,6 +289,8 @@ public sealed class TransformerClusterTests
         Assert.That(source.TryReserve(1, 2), Is.True);
         Assert.Throws<InvalidOperationException>(() => source.TryCopySampleTo(1, target, 1), "reserved, uncommitted tokens");
         source.Commit(1, []);
+        Assert.Throws<InvalidOperationException>(() => source.TryCopySampleTo(1, target, 1), "rejected tokens not rolled back");
+        source.Rollback(1);
         Assert.That(source.TryCopySampleTo(1, target, 1), Is.True);
         Assert.Throws<ArgumentException>(() => source.TryCopySampleTo(1, target, 1), "the target already holds the id");
     }

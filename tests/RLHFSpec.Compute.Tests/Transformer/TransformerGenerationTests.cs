@@ -44,7 +44,7 @@ public sealed class TransformerGenerationTests
         // A draft with the policy's own weights (shared arena, its own KV cache) accepts everything at temperature 0.
         var draft = NewModel(draftSharesPolicy ? policyWeights : otherWeights, backend, blockSize: 8, dense: dense);
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
-        var options = new GenerationOptions { MaxBatch = 16, StopTokens = new HashSet<int> { Stop } };
+        var options = new InstanceOptions { MaxBatch = 16, StopTokens = new HashSet<int> { Stop } };
         GenerationInstance instance;
         if (strategy == "adaptive")
         {

@@ -99,6 +99,7 @@ public sealed class TransformerModelTests
         var tree = RandomTokens(random, parents.Length, model.VocabSize);
         Forward(model, [4], [tree], [parents]);
         model.Commit(4, [0, 2, 4]);
+        model.Rollback(4);
         var committed = prefix.Concat([tree[0], tree[2], tree[4]]).ToList();
         Assert.That(model.CommittedLength(4), Is.EqualTo(committed.Count));
         var reference = ReferenceOf(weights);
@@ -135,8 +136,13 @@ public sealed class TransformerModelTests
         Assert.That(batched.Cache.FreeBlocks, Is.EqualTo(single.Cache.FreeBlocks));
         var offsets = new int[ids.Length + 1];
         for (int b = 0; b < ids.Length; b++) offsets[b + 1] = offsets[b] + keeps[b].Length;
+        int reserved = batched.Cache.FreeBlocks;
         batched.Commit(ids, offsets, keeps.SelectMany(k => k).ToArray());
         for (int b = 0; b < ids.Length; b++) single.Commit(ids[b], keeps[b]);
+        Assert.That(batched.Cache.FreeBlocks, Is.EqualTo(reserved), "commit only keeps: the rejected nodes hold their blocks");
+        Assert.Throws<InvalidOperationException>(() => batched.TryReserve(ids[2], 1), "nothing reserved before the rollback");
+        batched.Rollback(ids);
+        for (int b = 0; b < ids.Length; b++) single.Rollback(ids[b]);
         var committed = ids.Select((_, b) => prefixes[b].Concat(keeps[b].Select(j => trees[b][j])).ToArray()).ToArray();
         for (int b = 0; b < ids.Length; b++) Prefill(fresh, ids[b], committed[b]);
         Assert.That(batched.Cache.FreeBlocks, Is.EqualTo(fresh.Cache.FreeBlocks), "the rejected nodes' blocks are free again");
@@ -201,6 +207,7 @@ public sealed class TransformerModelTests
             AssertClose(logits[0], reference.Forward([.. prefix, .. chain[..(j + 1)]])[^1], Tol, $"drafted token {j}");
         }
         model.Commit(1, [0, 1]);
+        model.Rollback(1);
         Assert.That(model.CommittedLength(1), Is.EqualTo(prefix.Length + 2));
 
         // Two siblings fed by separate forwards: the second cannot see the first, so it is rejected, not mis-masked.
@@ -306,6 +313,7 @@ public sealed class TransformerModelTests
         var e4 = Assert.Throws<ArgumentException>(() => model.Commit(5, [0, 1]))!;
         Assert.That(e4.Message, Does.Contain("root-to-leaf path"));
         model.Commit(5, [1]);
+        model.Rollback(5);
         Assert.That(model.TryReserve(5, 8), Is.True);
         var e5 = Assert.Throws<ArgumentException>(() => model.Forward(Batch([5], Enumerable.Repeat(1, 8).ToArray(), Chain(8)), logits))!;
         Assert.That(e5.Message, Does.Contain("context limit 8"));

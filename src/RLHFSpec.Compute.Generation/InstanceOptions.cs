@@ -3,8 +3,11 @@ using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation;
 
-/// <summary>How an instance generates: batch limit, stop tokens, and the planner (a fixed strategy or adaptive selection).</summary>
-public sealed record GenerationOptions
+/// <summary>
+/// How one <see cref="GenerationInstance"/> steps: batch limit, stop tokens, and the planner already built (a fixed
+/// strategy or adaptive selection); <see cref="GeneratorSettings"/> are the generation stage's settings these come from.
+/// </summary>
+public sealed record InstanceOptions
 {
     /// <summary>Most samples decoding at once.</summary>
     public int MaxBatch { get; init; } = 256;

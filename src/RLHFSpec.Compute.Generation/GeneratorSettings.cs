@@ -3,8 +3,12 @@ using RLHFSpec.Compute.Drafting;
 
 namespace RLHFSpec.Compute.Generation;
 
-/// <summary>How <see cref="Generator"/> runs: the strategy mode (a fixed strategy, <c>off</c> included, or adaptive), batch limits, stop tokens, cost profile.</summary>
-public sealed record GenerateSettings
+/// <summary>
+/// How the generation stage (<see cref="Generator"/>) runs: the strategy mode (a fixed strategy, <c>off</c> included,
+/// or adaptive) with the adaptive candidates and cost profile it builds the planner from, batch limits, stop tokens.
+/// Each instance it runs gets <see cref="InstanceOptions"/> made from these.
+/// </summary>
+public sealed record GeneratorSettings
 {
     /// <summary>Adaptive, or a fixed strategy (<c>off</c>, <c>chain:K</c>, <c>tree:D,K,B</c>, <c>suffix:K</c>, <c>suffix-tree:D,K,B</c>).</summary>
     public StrategyMode Strategy { get; init; } = StrategyMode.Adaptive;
