@@ -105,7 +105,9 @@ internal static class TrainCommand
         AnsiConsole.MarkupLine(trainer.Evaluation is { } evaluation
             ? $"held-out evaluation: {Markup.Escape(evaluation.Source)}, {(config.EvalTemperature == 0 ? "greedy" : $"temperature {config.EvalTemperature.ToString(CultureInfo.InvariantCulture)}")}, " +
               (config.EvalBeforeTrain ? "before training and " : "") + (config.EvalEvery > 0 ? $"every {config.EvalEvery} iterations and after the last" : "never after an iteration")
-            : "held-out evaluation: none (training prompts from a file: name a set with --eval-prompts FILE)");
+            : config.EvalEvery == 0 && !config.EvalBeforeTrain
+                ? "held-out evaluation: off (eval_every 0, eval_before_train false)"
+                : "held-out evaluation: none (training prompts from a file: name a set with --eval-prompts FILE)");
         AnsiConsole.MarkupLine(Markup.Escape(RlhfTrainer.Reproducibility(config)));
         var observer = new ConsoleObserver();
         trainer.Run(observer);

@@ -75,6 +75,7 @@ public sealed class TrainReproducibilityCliTests
             var (exit, stdout, stderr) = CliRunner.RunWithTimeout(folder.Path, new Dictionary<string, string>(), TimeSpan.FromMinutes(10), Train(run));
             Assert.That(exit, Is.EqualTo(0), stderr + stdout);
             Assert.That(stdout, Does.Contain("reproducible: a run with seed 7 and these settings repeats bit for bit"));
+            Assert.That(stdout, Does.Contain("held-out evaluation: off (eval_every 0, eval_before_train false)"));
         }
         var a = Contents(runs[0]);
         var b = Contents(runs[1]);
