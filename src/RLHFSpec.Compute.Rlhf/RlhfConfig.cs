@@ -30,11 +30,11 @@ public sealed record RlhfConfig
     /// </summary>
     [JsonPropertyName("eval_prompts")] public string? EvalPrompts { get; init; }
     /// <summary>Size of the default evaluation set (task prompts drawn once with <see cref="EvalSeed"/>).</summary>
-    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 128;
+    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 512;
     /// <summary>Seed of the default evaluation set and of sampled evaluation; fixed, so runs of any seed score the same set.</summary>
     [JsonPropertyName("eval_seed")] public int EvalSeed { get; init; } = 20251206;
     /// <summary>Evaluate after every N-th iteration and after the last (verl's test_freq); 0 = never after an iteration.</summary>
-    [JsonPropertyName("eval_every")] public int EvalEvery { get; init; } = 2;
+    [JsonPropertyName("eval_every")] public int EvalEvery { get; init; } = 5;
     /// <summary>Evaluate the initial policy before iteration 1 (verl's val_before_train), logged as iteration 0.</summary>
     [JsonPropertyName("eval_before_train")] public bool EvalBeforeTrain { get; init; } = true;
     /// <summary>Temperature of evaluation: 0 = greedy (the default); above 0, one sample per prompt with fixed random numbers.</summary>
@@ -47,7 +47,7 @@ public sealed record RlhfConfig
     /// </summary>
     [JsonPropertyName("task_max_terms")] public int TaskMaxTerms { get; init; } = Model.Tasks.ArithmeticTask.MaxTerms;
     [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
-    [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 8;
+    [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 16;
     [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
     [JsonPropertyName("max_new_tokens")] public int MaxNewTokens { get; init; } = 256;
     [JsonPropertyName("temperature")] public double Temperature { get; init; } = 1.0;
@@ -55,12 +55,12 @@ public sealed record RlhfConfig
     [JsonPropertyName("seed")] public int Seed { get; init; } = 1;
     /// <summary>grpo (group-normalised advantages, no critic) or ppo.</summary>
     [JsonPropertyName("algorithm")] public RlhfAlgorithm Algorithm { get; init; } = RlhfAlgorithm.Grpo;
-    [JsonPropertyName("learning_rate")] public double LearningRate { get; init; } = 3e-4;
+    [JsonPropertyName("learning_rate")] public double LearningRate { get; init; } = 1e-4;
     [JsonPropertyName("kl_beta")] public double KlBeta { get; init; } = 0.02;
     [JsonPropertyName("clip")] public double Clip { get; init; } = 0.2;
     [JsonPropertyName("epochs")] public int Epochs { get; init; } = 1;
     /// <summary>Sequences per gradient step (bucketed by length).</summary>
-    [JsonPropertyName("minibatch_size")] public int MinibatchSize { get; init; } = 16;
+    [JsonPropertyName("minibatch_size")] public int MinibatchSize { get; init; } = 64;
     /// <summary>
     /// Most rollouts per forward/backward pass: a minibatch is split into ceil(minibatch_size / micro_batch_size)
     /// micro-batches of consecutive rows whose gradients add up to the minibatch's (gradient accumulation, one optimizer
