@@ -46,7 +46,7 @@ public sealed record RlhfConfig
     /// the task's whole distribution). The task's own limit, 64, draws from the task unchanged.
     /// </summary>
     [JsonPropertyName("task_max_terms")] public int TaskMaxTerms { get; init; } = Model.Tasks.ArithmeticTask.MaxTerms;
-    [JsonPropertyName("iterations")] public int Iterations { get; init; } = 10;
+    [JsonPropertyName("iterations")] public int Iterations { get; init; } = 30;
     [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 16;
     [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
     [JsonPropertyName("max_new_tokens")] public int MaxNewTokens { get; init; } = 256;
