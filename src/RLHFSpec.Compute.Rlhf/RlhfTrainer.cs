@@ -271,10 +271,10 @@ public sealed class RlhfTrainer : IDisposable
     }
 
     /// <summary>
-    /// The draft refresh's session: on one intra-op thread unless <c>threads</c> is given. Split over several threads,
-    /// ONNX Runtime's distillation gradients differ in their last bits from run to run (measured on the default draft
-    /// with 4 minibatches of 16 responses up to 256 tokens: every tensor differed between identical runs; the policy's
-    /// loss and logits graphs repeated exactly), which made seeded runs irreproducible (issue 17 item 9).
+    /// The draft refresh's session: on one intra-op thread unless <c>threads</c> is given (measured faster than 2
+    /// threads on 2 shared cores). It was introduced because the distillation gradients differed from run to run on 2
+    /// threads; the cause was the embedding gradient's unsynchronised ScatterND (see Autodiff's Gather rule), since
+    /// replaced, so any thread count now repeats.
     /// </summary>
     internal static OnnxSessionOptions DistillationSession(OnnxSessionOptions session, int threads) =>
         session with { IntraOpThreads = threads > 0 ? threads : 1 };
@@ -290,10 +290,9 @@ public sealed class RlhfTrainer : IDisposable
         var reasons = new List<string>();
         if (!config.Speculation.IsOff) reasons.Add($"speculation {config.Speculation} drafts by measured step times");
         if (config.Instances > 1) reasons.Add($"{config.Instances} instances move samples by timing");
-        if (config.Threads > 1) reasons.Add($"--threads {config.Threads} splits the draft refresh, whose sums then differ in their last bits");
         return reasons.Count == 0
             ? $"reproducible: a run with seed {config.Seed} and these settings repeats bit for bit"
-            : $"not bit-identical from run to run ({string.Join("; ", reasons)}): bit-identical runs need speculation off, one instance and the default threads or --threads 1";
+            : $"not bit-identical from run to run ({string.Join("; ", reasons)}): bit-identical runs need speculation off and one instance";
     }
 
     /// <summary>The latest complete checkpoint folder of a run, or null.</summary>
