@@ -108,15 +108,9 @@ public sealed class MicroBatchTests
     [Test]
     public void The_critics_value_loss_gradient_accumulated_over_micro_batches_equals_the_unsplit_one()
     {
-        var tokenizer = TokenizerTests.TrainSmall();
-        var config = Transformer.TransformerTestModels.Config("llama", vocab: tokenizer.VocabSize + 3, layers: 1);
-        using var policy = Transformer.TransformerTestModels.Weights(config, 6);
-        using var folder = new FormatsTestFolder();
-        Checkpoint.Save(folder.File("policy"), config, policy.ToHostTensors(), tokenizer);
-        using var checkpoint = Checkpoint.Load(folder.File("policy"));
-        using var critic = ValueModel.Load(checkpoint, new OnnxSessionOptions { IntraOpThreads = 1 });
         var rng = new Random(4);
-        foreach (ref float s in critic.Weights.Span(ValueModelGraph.ScoreWeight)) s = (float)(rng.NextDouble() - 0.5);
+        using var test = new TestCritic(weightSeed: 6, scoreHead: rng);
+        var (config, critic) = (test.Config, test.Critic);
         var rows = Rows(config.VocabSize, 13);
         var (whole, split) = Minibatches(rows, i =>
         {

@@ -199,13 +199,8 @@ public sealed class PpoPartsTests
     {
         // Returns +1 after an even first response token, −1 after an odd one: the values must tell the rows apart
         // (explained variance near 1), not only learn the mean.
-        var tokenizer = TokenizerTests.TrainSmall();
-        var config = Transformer.TransformerTestModels.Config("llama", vocab: tokenizer.VocabSize + 3, layers: 1);
-        using var policy = Transformer.TransformerTestModels.Weights(config, 6);
-        using var folder = new FormatsTestFolder();
-        Checkpoint.Save(folder.File("policy"), config, policy.ToHostTensors(), tokenizer);
-        using var checkpoint = Checkpoint.Load(folder.File("policy"));
-        using var critic = ValueModel.Load(checkpoint, new OnnxSessionOptions { IntraOpThreads = 1 });
+        using var test = new TestCritic(weightSeed: 6);
+        var critic = test.Critic;
         var rng = new Random(9);
         var rows = Enumerable.Range(0, 8).Select(i => (Enumerable.Range(0, 3).Select(_ => rng.Next(20)).ToArray(),
             new[] { 2 * rng.Next(10) + i % 2 }.Concat(Enumerable.Range(0, 4).Select(_ => rng.Next(20))).ToArray())).ToArray();
@@ -233,15 +228,9 @@ public sealed class PpoPartsTests
     [Test]
     public void The_value_at_the_cut_is_the_critics_value_after_the_last_token()
     {
-        var tokenizer = TokenizerTests.TrainSmall();
-        var config = Transformer.TransformerTestModels.Config("llama", vocab: tokenizer.VocabSize + 3, layers: 1);
-        using var policy = Transformer.TransformerTestModels.Weights(config, 8);
-        using var folder = new FormatsTestFolder();
-        Checkpoint.Save(folder.File("policy"), config, policy.ToHostTensors(), tokenizer);
-        using var checkpoint = Checkpoint.Load(folder.File("policy"));
-        using var critic = ValueModel.Load(checkpoint, new OnnxSessionOptions { IntraOpThreads = 1 });
         var rng = new Random(3);
-        foreach (ref float w in critic.Weights.Span(ValueModelGraph.ScoreWeight)) w = (float)(rng.NextDouble() - 0.5);
+        using var test = new TestCritic(weightSeed: 8, scoreHead: rng);
+        var critic = test.Critic;
         var rows = Enumerable.Range(0, 5).Select(i => (Enumerable.Range(0, 2 + i % 3).Select(_ => rng.Next(20)).ToArray(),
             Enumerable.Range(0, 1 + i).Select(_ => rng.Next(20)).ToArray())).ToArray();
         var atCut = critic.ValuesAfter(rows);
