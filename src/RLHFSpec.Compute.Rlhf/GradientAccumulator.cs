@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using RLHFSpec.Compute.Model.Onnx;
 
 namespace RLHFSpec.Compute.Rlhf;
@@ -19,24 +20,15 @@ internal sealed class GradientAccumulator(TensorArena gradients) : IDisposable
     {
         if (weights.Count == 1) return pass(0, gradients);
         double loss = weights[0] * pass(0, gradients);
-        Scale(gradients.All.Span, (float)weights[0]);
+        var sum = gradients.All.Span;
+        TensorPrimitives.Multiply(sum, (float)weights[0], sum);
         _scratch ??= new TensorArena(gradients.Names.Select(n => (n, gradients.Shape(n))));
         for (int k = 1; k < weights.Count; k++)
         {
             loss += weights[k] * pass(k, _scratch);
-            AddScaled(gradients.All.Span, _scratch.All.Span, (float)weights[k]);
+            TensorPrimitives.MultiplyAdd(_scratch.All.Span, (float)weights[k], sum, sum);
         }
         return loss;
-    }
-
-    private static void Scale(Span<float> x, float w)
-    {
-        for (int i = 0; i < x.Length; i++) x[i] *= w;
-    }
-
-    private static void AddScaled(Span<float> sum, ReadOnlySpan<float> x, float w)
-    {
-        for (int i = 0; i < sum.Length; i++) sum[i] += w * x[i];
     }
 
     public void Dispose() => _scratch?.Dispose();
