@@ -21,12 +21,15 @@ public sealed class HeldOutEvaluation
     public const string PromptsFile = "eval_prompts.jsonl";
 
     private readonly int[][] _ids;
+    private readonly int[] _firstOf; // per prompt: the index of its first occurrence in the set
     private DetachedRunState? _state;
 
     private HeldOutEvaluation(IReadOnlyList<string> prompts, int[][] ids, string source)
     {
         Prompts = prompts;
         _ids = ids;
+        var first = new Dictionary<string, int>(StringComparer.Ordinal);
+        _firstOf = prompts.Select((p, i) => first.TryAdd(p, i) ? i : first[p]).ToArray();
         Source = source;
         AreTaskPrompts = prompts.All(p =>
         {
@@ -97,8 +100,15 @@ public sealed class HeldOutEvaluation
         // every evaluation draws the same random numbers, so two evaluations differ only by the policy.
         var requests = GenerationRequests.For(_ids, 1, config.MaxNewTokens, (float)config.EvalTemperature, (float)config.TopP,
             seed: (ulong)(uint)config.EvalSeed * 1_000_003UL, firstId: 0);
-        var (outcome, state) = generator.RunDetached(requests, _state);
+        // Greedy answers depend on the prompt only, so a repeated prompt is answered once and its answer copied.
+        int[] firstOf = config.EvalTemperature == 0 ? _firstOf : Enumerable.Range(0, requests.Length).ToArray();
+        var (outcome, state) = generator.RunDetached(requests.Where((_, i) => firstOf[i] == i).ToArray(), _state);
         _state = state;
-        return (outcome.Results, outcome.Stats, clock.Elapsed.TotalSeconds);
+        var byPrompt = outcome.Results.ToDictionary(r => r.Request.PromptIndex);
+        var results = requests.Select((r, i) => firstOf[i] == i ? byPrompt[i] : byPrompt[firstOf[i]] with { Request = r }).ToArray();
+        return (results, outcome.Stats, clock.Elapsed.TotalSeconds);
     }
+
+    /// <summary>Distinct prompts in the set (a task-drawn set repeats short prompts).</summary>
+    public int DistinctPrompts => _firstOf.Where((f, i) => f == i).Count();
 }

@@ -213,7 +213,8 @@ public sealed class RlhfTrainer : IDisposable
         if (evaluations.Count >= 2
             && EvaluationAnswers.Read(_out, evaluations[0].Iteration) is { } first && EvaluationAnswers.Read(_out, evaluations[^1].Iteration) is { } last
             && first.Count == last.Count && first.Count > 0)
-            paired = PairedChange.Of(first.Select(a => a.Correct).ToList(), last.Select(a => a.Correct).ToList(), evaluations[0].Iteration, evaluations[^1].Iteration);
+            paired = PairedChange.Of(first.Select(a => a.Correct).ToList(), last.Select(a => a.Correct).ToList(), evaluations[0].Iteration, evaluations[^1].Iteration,
+                first.Select(a => a.Prompt).ToList());
         return RunSummary.From(_out, _config, _history, evaluations, _evaluation?.Prompts.Count ?? 0, policies, LatestCheckpoint(_out)) with { EvalPaired = paired };
     }
 

@@ -103,7 +103,7 @@ internal static class TrainCommand
             (config.Instances > 1 ? $"{config.Instances} generation instances, reallocation {SettingText.OnOff(config.Reallocate)}, " : "") +
             (resume is not null ? $"resumed from {Markup.Escape(RlhfTrainer.LatestCheckpoint(run) ?? "?")}" : $"policy {Markup.Escape(policy)}"));
         AnsiConsole.MarkupLine(trainer.Evaluation is { } evaluation
-            ? $"held-out evaluation: {Markup.Escape(evaluation.Source)}, {(config.EvalTemperature == 0 ? "greedy" : $"temperature {config.EvalTemperature.ToString(CultureInfo.InvariantCulture)}")}, " +
+            ? $"held-out evaluation: {Markup.Escape(evaluation.Source)} ({evaluation.DistinctPrompts} distinct), {(config.EvalTemperature == 0 ? "greedy" : $"temperature {config.EvalTemperature.ToString(CultureInfo.InvariantCulture)}")}, " +
               (config.EvalBeforeTrain ? "before training and " : "") + (config.EvalEvery > 0 ? $"every {config.EvalEvery} iterations and after the last" : "never after an iteration")
             : config.EvalEvery == 0 && !config.EvalBeforeTrain
                 ? "held-out evaluation: off (eval_every 0, eval_before_train false)"
@@ -131,7 +131,7 @@ internal static class TrainCommand
         Row($"held-out accuracy ({s.EvalPrompts} prompts)", Span(s.EvalAccuracy, Pct));
         if (s.EvalPaired is { } p)
             Row("held-out change, answer by answer", string.Create(CultureInfo.InvariantCulture,
-                $"{p.Difference * 100:+0.0;-0.0;0.0} points ({p.WrongToRight} wrong → right, {p.RightToWrong} right → wrong), standard error {p.StandardError * 100:F1}, z {p.Z:F1}"));
+                $"{p.Difference * 100:+0.0;-0.0;0.0} points ({p.WrongToRight} wrong → right, {p.RightToWrong} right → wrong), standard error {p.StandardError * 100:F1} over {p.DistinctPrompts} distinct prompts, z {p.Z:F1}"));
         Row("held-out mean reward", Span(s.EvalRewardMean, Num));
         Row("rollout mean reward", Span(s.RewardMean, Num));
         Row("rollout accuracy", Span(s.Accuracy, Pct));

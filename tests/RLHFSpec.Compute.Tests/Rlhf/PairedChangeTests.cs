@@ -36,6 +36,40 @@ public class PairedChangeTests
     }
 
     [Test]
+    public void Repeated_prompts_form_clusters_of_the_standard_error([Values(1, 2, 3)] int seed)
+    {
+        // A set drawn with repeats: each answer's prompt is one of 40, and every copy of a prompt changes alike (as
+        // greedy answers do). The standard error is then the one of the distinct prompts weighted by their copies.
+        var random = new Random(seed);
+        var distinctFirst = Enumerable.Range(0, 40).Select(_ => random.NextDouble() < 0.3).ToArray();
+        var distinctLast = distinctFirst.Select(x => random.NextDouble() < 0.25 ? !x : x).ToArray();
+        var of = Enumerable.Range(0, 200).Select(_ => random.Next(40)).ToArray();
+        var p = PairedChange.Of(of.Select(g => distinctFirst[g]).ToList(), of.Select(g => distinctLast[g]).ToList(), 0, 5, of.Select(g => $"{g}+1=").ToList());
+        double n = of.Length, difference = of.Sum(g => Change(g)) / n;
+        double Change(int g) => (distinctLast[g] ? 1.0 : 0.0) - (distinctFirst[g] ? 1.0 : 0.0);
+        double squares = of.Distinct().Sum(g => Math.Pow(of.Count(x => x == g) * (Change(g) - difference), 2));
+        Assert.That(p.Difference, Is.EqualTo(difference).Within(1e-12));
+        Assert.That(p.DistinctPrompts, Is.EqualTo(of.Distinct().Count()));
+        Assert.That(p.StandardError, Is.EqualTo(Math.Sqrt(squares) / n).Within(1e-12));
+        // Counting the copies as independent answers understates it.
+        var independent = PairedChange.Of(of.Select(g => distinctFirst[g]).ToList(), of.Select(g => distinctLast[g]).ToList(), 0, 5);
+        Assert.That(independent.StandardError, Is.LessThan(p.StandardError));
+        Assert.That(independent.DistinctPrompts, Is.EqualTo(200));
+    }
+
+    [Test]
+    public void Distinct_prompts_give_the_plain_standard_error()
+    {
+        var random = new Random(4);
+        var first = Enumerable.Range(0, 64).Select(_ => random.NextDouble() < 0.4).ToArray();
+        var last = first.Select(x => random.NextDouble() < 0.3 ? !x : x).ToArray();
+        var plain = PairedChange.Of(first, last, 0, 1);
+        var named = PairedChange.Of(first, last, 0, 1, Enumerable.Range(0, 64).Select(i => $"{i}+0=").ToList());
+        Assert.That(named.StandardError, Is.EqualTo(plain.StandardError).Within(1e-15));
+        Assert.That(() => PairedChange.Of(first, last, 0, 1, ["1+1="]), Throws.ArgumentException.With.Message.Contains("1 prompts for 64 answers"));
+    }
+
+    [Test]
     public void Nothing_changed_gives_zero_and_mismatched_sets_are_refused()
     {
         bool[] same = [true, false, true];

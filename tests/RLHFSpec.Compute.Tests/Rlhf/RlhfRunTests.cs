@@ -524,6 +524,28 @@ public sealed class RlhfRunTests
         Assert.That(() => (Small(1) with { TaskMaxTerms = 65 }).Validate(), Throws.ArgumentException.With.Message.StartWith("task_max_terms: 65"));
     }
 
+    [Test]
+    public void A_repeated_held_out_prompt_is_answered_once_and_counted_for_each_copy()
+    {
+        using var folders = new FormatsTestFolder();
+        var distinct = Compute.Generation.IO.PromptFile.Read(_evalPrompts);
+        string repeated = folders.File("repeated.jsonl");
+        File.WriteAllLines(repeated, distinct.Concat(distinct.Take(8)).Select(p => JsonSerializer.Serialize(new { prompt = p })));
+        var config = Small(1) with { EvalEvery = 1 };
+        using (var a = new RlhfTrainer(config with { EvalPrompts = repeated }, folders.File("a"), Policy, DraftFolder)) a.Run();
+        using (var b = new RlhfTrainer(config with { EvalPrompts = _evalPrompts }, folders.File("b"), Policy, DraftFolder)) b.Run();
+        foreach (int iteration in new[] { 0, 1 })
+        {
+            var withCopies = EvaluationAnswers.Read(folders.File("a"), iteration)!;
+            var once = EvaluationAnswers.Read(folders.File("b"), iteration)!;
+            Assert.That(withCopies.Select(x => x.Prompt), Is.EqualTo(distinct.Concat(distinct.Take(8))), $"evaluation {iteration}: one answer per line, in order");
+            Assert.That(withCopies.Select(x => (x.Response, x.Correct)), Is.EqualTo(once.Concat(once.Take(8)).Select(x => (x.Response, x.Correct))),
+                $"evaluation {iteration}: a copy gets its prompt's answer");
+        }
+        var paired = JsonDocument.Parse(File.ReadAllText(Path.Combine(folders.File("a"), RlhfTrainer.SummaryFile))).RootElement.GetProperty("eval_paired");
+        Assert.That((paired.GetProperty("prompts").GetInt32(), paired.GetProperty("distinct_prompts").GetInt32()), Is.EqualTo((24, 16)));
+    }
+
     private static float[] TransformerWeightsOf(string folder)
     {
         using var w = Compute.Model.Transformer.TransformerWeights.Load(folder);
