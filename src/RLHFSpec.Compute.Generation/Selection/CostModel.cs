@@ -24,6 +24,19 @@ public sealed class CostModel : IDraftCostObserver
     /// <summary>Weight, in steps, of the model's own prediction (ratio 1) against the measured ratio.</summary>
     public const double RatioPrior = 2;
 
+    /// <summary>
+    /// Ageing, per step observed, of every other class's and bucket's ratio: evidence that is not refreshed fades back to
+    /// the curves' prediction (a class not run for ~100 steps is judged by the curves again, and so is tried again).
+    /// </summary>
+    private const double StaleForgetting = 0.98;
+
+    /// <summary>
+    /// Most that one step's ratio may differ from the current correction, as a factor either way: a single step 10×
+    /// slower than predicted (a collection, a page fault storm, a tier-up) must not price a class out for good, while a
+    /// lasting difference is still learnt within a few steps (the correction can double each step).
+    /// </summary>
+    private const double MaxStepRatioChange = 2;
+
     public CostModel(string device, int maxTokens = 1024)
     {
         Device = device;
@@ -144,8 +157,10 @@ public sealed class CostModel : IDraftCostObserver
     /// Records one step's wall time (everything: drafting, sampling drafts, verification, bookkeeping) against this
     /// model's prediction for it. The ratio, per class of strategy (off, draft model, suffix) and batch-size bucket,
     /// corrects later predictions of every strategy of that class: what the curves cannot see (the shape of the verify
-    /// pass, the draft's sampling and bookkeeping) is learnt from one strategy and applied to its siblings. Not kept in
-    /// saved profiles; a frozen model records nothing.
+    /// pass, the draft's sampling and bookkeeping) is learnt from one strategy and applied to its siblings. One step moves
+    /// the ratio by at most a factor <see cref="MaxStepRatioChange"/> from its bucket's current correction, and every other
+    /// class's and bucket's evidence ages (<see cref="StaleForgetting"/>), so an outlier or a stale measurement cannot
+    /// keep a class from being tried again. Not kept in saved profiles; a frozen model records nothing.
     /// </summary>
     public void ObserveStepTime(Strategy strategy, int batch, double predictedSeconds, double actualSeconds)
     {
@@ -153,8 +168,17 @@ public sealed class CostModel : IDraftCostObserver
         var key = (TimeClass(strategy), BatchBucket(batch));
         lock (_timeRatioLock)
         {
+            // Relative to this bucket's own correction (1 before its first step), not one borrowed from another bucket.
             var (a, p, w) = _timeRatio.GetValueOrDefault(key);
-            _timeRatio[key] = (RatioForgetting * a + actualSeconds, RatioForgetting * p + predictedSeconds, RatioForgetting * w + 1);
+            double current = p > 0 ? Shrunk(a, p, w) : 1;
+            double actual = Math.Clamp(actualSeconds, predictedSeconds * current / MaxStepRatioChange, predictedSeconds * current * MaxStepRatioChange);
+            foreach (var k in _timeRatio.Keys)
+                if (k != key)
+                {
+                    ref var old = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_timeRatio, k);
+                    old = (StaleForgetting * old.Actual, StaleForgetting * old.Predicted, StaleForgetting * old.Weight);
+                }
+            _timeRatio[key] = (RatioForgetting * a + actual, RatioForgetting * p + predictedSeconds, RatioForgetting * w + 1);
         }
     }
 
@@ -181,9 +205,12 @@ public sealed class CostModel : IDraftCostObserver
                 }
                 if (double.IsPositiveInfinity(nearest)) return 1;
             }
-            return (m.Weight * (m.Actual / m.Predicted) + RatioPrior) / (m.Weight + RatioPrior);
+            return Shrunk(m.Actual, m.Predicted, m.Weight);
         }
     }
+
+    /// <summary>A bucket's measured ratio <paramref name="actual"/> / <paramref name="predicted"/>, shrunk towards 1 by <see cref="RatioPrior"/> steps.</summary>
+    private static double Shrunk(double actual, double predicted, double weight) => (weight * (actual / predicted) + RatioPrior) / (weight + RatioPrior);
 
     private sealed record CurveJson(
         [property: JsonPropertyName("tokens")] double[] Tokens,

@@ -235,6 +235,33 @@ public class SelectionTests
         finally { dir.Delete(recursive: true); }
     }
 
+    [Test]
+    public void One_slow_step_or_a_stale_measurement_does_not_keep_a_class_from_being_tried_again()
+    {
+        var cost = new CostModel("synthetic");
+        foreach (int n in new[] { 1, 2, 4, 8, 16, 32, 64, 128 }) { cost.ObserveVerify(n, 0, 0.004 + 0.0001 * n); cost.ObserveDraftForward(n, 0.0002 + 0.00001 * n); }
+        var estimator = new AcceptanceEstimator(forgetting: 1);
+        for (int i = 0; i < 400; i++) estimator.Observe(i, Strategy.Parse("chain:4"), 4, Math.Min(4, i % 5)); // ~80 % per depth
+        var selector = new StrategySelector(cost, estimator, [Strategy.Parse("chain:4")], perSampleLengths: false);
+        var batch = new[] { new LiveSample(1, 20, 100) };
+        var plan = selector.Choose(batch);
+        Assert.That(plan.Strategy, Is.EqualTo(Strategy.Parse("chain:4")), "the curves make drafting pay at batch 1");
+
+        // One step 10x slower than predicted (a pause outside the step's work) moves the correction by at most 2x.
+        cost.ObserveStepTime(plan.Strategy, 1, plan.PredictedSeconds, 10 * plan.PredictedSeconds);
+        Assert.That(cost.TimeCorrection(plan.Strategy, 1), Is.LessThanOrEqualTo((2.0 + CostModel.RatioPrior) / (1 + CostModel.RatioPrior) + 1e-12));
+
+        // A lasting 4x is learnt, and prices drafting out; then, while only off runs, that evidence ages back to the curves.
+        for (int k = 0; k < 30; k++) cost.ObserveStepTime(plan.Strategy, 1, plan.PredictedSeconds, 4 * plan.PredictedSeconds);
+        Assert.That(cost.TimeCorrection(plan.Strategy, 1), Is.GreaterThan(3.3));
+        Assert.That(selector.Choose(batch).Strategy.IsOff, "corrected, drafting no longer pays");
+        double off = cost.VerifySeconds(1, 0);
+        int steps = 0;
+        while (selector.Choose(batch).Strategy.IsOff && steps < 1000) { cost.ObserveStepTime(Strategy.Off, 1, off, off); steps++; }
+        Assert.That(steps, Is.InRange(20, 300), "drafting is tried again after its evidence aged, not at once and not never");
+        Assert.That(cost.TimeCorrection(Strategy.Off, 1), Is.EqualTo(1).Within(1e-9), "off's own steps keep its correction at their ratio");
+    }
+
     private static (CostModel, AcceptanceEstimator) Workload(double acceptance)
     {
         var cost = new CostModel("synthetic");
