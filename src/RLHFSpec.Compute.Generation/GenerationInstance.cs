@@ -330,7 +330,9 @@ public sealed class GenerationInstance : IDisposable
         var step = Reserve(live, trees);
         if (step.Count == 0) return;
         var verified = Verify(step, out double forwardSeconds);
-        long emitted = CommitStep(step, strategy, verified);
+        var planned = new Dictionary<SampleState, int>(live.Count);
+        for (int i = 0; i < live.Count; i++) planned[live[i]] = plan.DraftDepths[i];
+        long emitted = CommitStep(step, strategy, verified, planned);
         double stepSeconds = stepClock.Elapsed.TotalSeconds;
         _cost?.ObserveStepOverhead(verified.Rows, stepSeconds - draftSeconds - forwardSeconds);
         if (_options.Planner.Adaptive && step.Count == live.Count)
@@ -456,7 +458,7 @@ public sealed class GenerationInstance : IDisposable
     /// the next token are emitted; proposers and the acceptance statistics learn what was accepted. Returns the
     /// tokens emitted.
     /// </summary>
-    private long CommitStep(List<(SampleState Sample, DraftTree Tree)> step, Strategy strategy, StepVerification v)
+    private long CommitStep(List<(SampleState Sample, DraftTree Tree)> step, Strategy strategy, StepVerification v, Dictionary<SampleState, int> planned)
     {
         int samples = step.Count;
         var ids = new long[samples];
@@ -488,6 +490,10 @@ public sealed class GenerationInstance : IDisposable
                 Stats.DraftTokensProposed += tree.Count;
                 Stats.DraftTokensAccepted += accepted.Length;
             }
+            else if (!strategy.IsOff && planned.GetValueOrDefault(s) > 0)
+                // Asked to draft, the proposer found nothing (no suffix match): for the selector that is a draft whose
+                // first token failed, or it would predict every sample's tokens from the samples that had a match.
+                _acceptance?.Observe(s.SampleId, strategy, 1, 0);
         }
         _acceptance?.EndStep();
         return emittedTotal;

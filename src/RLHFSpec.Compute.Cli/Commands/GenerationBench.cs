@@ -205,14 +205,17 @@ internal static class GenerationBench
             var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
             for (int bi = 0; bi < sizes.Length; bi++)
             {
-                var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed).Take(sizes[bi]).ToArray();
-                // Repeated until a second of generation is timed, so short runs (batch 1) are not one noisy sample.
+                // Repeated until a second of generation is timed, so short runs (batch 1) are not one noisy sample. Each
+                // repetition draws new random numbers: the suffix proposer indexes earlier rollouts, and a repetition
+                // with the same seed would find its whole response there (sampled responses identical to the last run's).
                 long tokensDone = 0;
                 double seconds = 0;
                 GeneratorRunResult outcome;
                 var split = splits[si, bi] = new GenerationStats();
+                ulong repetition = 0;
                 do
                 {
+                    var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed + 7919 * repetition++).Take(sizes[bi]).ToArray();
                     outcome = generator.Run(requests);
                     split.Add(outcome.Stats);
                     tokensDone += outcome.Stats.TokensGenerated;

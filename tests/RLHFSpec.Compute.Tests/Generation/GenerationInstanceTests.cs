@@ -210,4 +210,43 @@ public class GenerationInstanceTests
             Assert.Throws<ArgumentException>(() => instance.Enqueue(new GenerationRequest(1, 6, 0, [1], ok, 0)));
         }
     }
+
+    /// <summary>A suffix proposer that never finds a match: every tree it returns is empty.</summary>
+    private sealed class NoMatchProposer : IProposer
+    {
+        public ProposerKind Kind => ProposerKind.Suffix;
+        public int Calls { get; private set; }
+        public void Admit(ISampleView sample) { }
+        public void Append(ISampleView sample, ReadOnlySpan<int> tokens) { }
+        public DraftTree[] Propose(IReadOnlyList<ISampleView> samples, Strategy strategy, IReadOnlyList<int> depths)
+        {
+            Calls++;
+            return samples.Select(_ => new DraftTree(DraftKind.Deterministic)).ToArray();
+        }
+        public void Accepted(ISampleView sample, DraftTree draft, ReadOnlySpan<int> acceptedNodes) { }
+        public void Release(ISampleView sample) { }
+    }
+
+    [Test]
+    public void A_draft_asked_for_and_not_found_counts_as_a_failed_first_token_for_the_selector()
+    {
+        // Without it, the acceptance of suffix drafts is learnt only from the samples that had a match, and the selector
+        // predicts every sample's tokens from those: it chose suffix drafts at batch 16 that ran at 0.5x off.
+        var model = new SyntheticTargetModel(Backends.Cpu, Target, maxContext: 200);
+        var proposer = new NoMatchProposer();
+        var acceptance = new AcceptanceEstimator(forgetting: 1);
+        var options = new InstanceOptions { MaxBatch = 8, Planner = new FixedStrategyPlanner(Strategy.Parse("suffix:4")) };
+        using var instance = new GenerationInstance(model, [proposer], options, acceptance);
+        var requests = Requests(4, 1, SamplingParams.Greedy(0, 0), maxNewTokens: 6);
+        var outputs = Run(instance, requests);
+        foreach (var r in requests) Assert.That(outputs[r.SampleId], Is.EqualTo(Greedy(r.Prompt, 6)), "empty drafts decode as off does");
+        Assert.That(proposer.Calls, Is.GreaterThan(0));
+        // A sample's first token comes from the prefill; its decode step j (1, 2, …) has 6 − j tokens left and asks for a
+        // draft while at least 2 are left (the draft never reaches past the last token): min(L − 1, 4) asks for L tokens.
+        int asked = outputs.Values.Sum(o => Math.Min(o.Length - 1, 4));
+        Assert.That(asked, Is.GreaterThan(4));
+        // Each ask got nothing: a uniform prior (1 of 2) plus that many failures at depth 1.
+        Assert.That(acceptance.Rate(Strategy.Parse("suffix:4"), 1), Is.EqualTo(1.0 / (asked + 2)).Within(1e-12));
+        Assert.That(instance.Stats.DraftTokensProposed, Is.EqualTo(0));
+    }
 }
