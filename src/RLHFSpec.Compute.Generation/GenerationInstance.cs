@@ -328,7 +328,7 @@ public sealed class GenerationInstance : IDisposable
         var strategy = plan.Strategy;
         var trees = Draft(live, strategy, plan.DraftDepths, out double draftSeconds);
         var step = Reserve(live, trees);
-        if (step.Count == 0) return;
+        if (step.Count == 0) { RetireFinished(); return; }
         var verified = Verify(step, out double forwardSeconds);
         var planned = new Dictionary<SampleState, int>(live.Count);
         for (int i = 0; i < live.Count; i++) planned[live[i]] = plan.DraftDepths[i];
@@ -375,6 +375,15 @@ public sealed class GenerationInstance : IDisposable
             var (s, tree) = step[i];
             while (!_model.TryReserve(s.SampleId, 1 + tree.Count))
             {
+                if (_live.Count == 1)
+                {
+                    // Alone and still too big: without its draft, or else never (the cache cannot hold its next token,
+                    // and preempting it would re-admit it to the same place for ever). It ends as a context cut.
+                    if (tree.Count > 0) { step[i] = (s, tree = new DraftTree(DraftKind.Deterministic)); continue; }
+                    s.Finished = FinishReason.Context;
+                    step.RemoveAt(i--);
+                    break;
+                }
                 var victim = _live.MaxBy(x => x.AdmissionOrder)!;
                 int at = step.FindIndex(x => x.Sample == victim);
                 Preempt(victim);

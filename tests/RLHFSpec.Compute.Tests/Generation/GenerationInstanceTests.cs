@@ -249,4 +249,23 @@ public class GenerationInstanceTests
         Assert.That(acceptance.Rate(Strategy.Parse("suffix:4"), 1), Is.EqualTo(1.0 / (asked + 2)).Within(1e-12));
         Assert.That(instance.Stats.DraftTokensProposed, Is.EqualTo(0));
     }
+
+    [Test]
+    public void A_sample_that_outgrows_the_whole_cache_ends_as_a_context_cut_instead_of_looping([Values("off", "chain:3", "suffix:4")] string strategy)
+    {
+        // 24 KV slots for one sample: its 8-token prompt and 16 more, where it asked for 60 tokens. Before, it was
+        // preempted and re-admitted to the same place for ever.
+        var (instance, _) = Build(Backends.Cpu, strategy, slotBudget: 24, maxBatch: 1);
+        var greedy = SamplingParams.Greedy(0, 0);
+        int[] prompt = [5, 9, 13, 2, 7, 11, 3, 6];
+        instance.Enqueue(new GenerationRequest(0, 0, 0, prompt, greedy, 60));
+        var results = instance.RunToCompletion();
+        Assert.That(results, Has.Count.EqualTo(1));
+        var r = results[0];
+        var expected = Greedy(prompt, 60);
+        if (expected.Length + prompt.Length <= 24) Assert.Ignore("the synthetic target stops before the cache is full");
+        Assert.That(r.FinishReason, Is.EqualTo(FinishReason.Context));
+        Assert.That(r.Tokens, Is.EqualTo(expected.Take(r.Tokens.Length)), "the tokens produced before the cut are the greedy ones");
+        Assert.That(prompt.Length + r.Tokens.Length, Is.InRange(22, 25), "it ran until the cache was full");
+    }
 }
