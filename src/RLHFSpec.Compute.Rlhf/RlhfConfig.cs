@@ -30,11 +30,11 @@ public sealed record RlhfConfig
     /// </summary>
     [JsonPropertyName("eval_prompts")] public string? EvalPrompts { get; init; }
     /// <summary>Size of the default evaluation set (task prompts drawn once with <see cref="EvalSeed"/>).</summary>
-    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 512;
+    [JsonPropertyName("eval_num_prompts")] public int EvalNumPrompts { get; init; } = 1024;
     /// <summary>Seed of the default evaluation set and of sampled evaluation; fixed, so runs of any seed score the same set.</summary>
     [JsonPropertyName("eval_seed")] public int EvalSeed { get; init; } = 20251206;
     /// <summary>Evaluate after every N-th iteration and after the last (verl's test_freq); 0 = never after an iteration.</summary>
-    [JsonPropertyName("eval_every")] public int EvalEvery { get; init; } = 5;
+    [JsonPropertyName("eval_every")] public int EvalEvery { get; init; } = 15;
     /// <summary>Evaluate the initial policy before iteration 1 (verl's val_before_train), logged as iteration 0.</summary>
     [JsonPropertyName("eval_before_train")] public bool EvalBeforeTrain { get; init; } = true;
     /// <summary>Temperature of evaluation: 0 = greedy (the default); above 0, one sample per prompt with fixed random numbers.</summary>
@@ -46,7 +46,7 @@ public sealed record RlhfConfig
     /// the task's whole distribution). The task's own limit, 64, draws from the task unchanged.
     /// </summary>
     [JsonPropertyName("task_max_terms")] public int TaskMaxTerms { get; init; } = Model.Tasks.ArithmeticTask.MaxTerms;
-    [JsonPropertyName("iterations")] public int Iterations { get; init; } = 30;
+    [JsonPropertyName("iterations")] public int Iterations { get; init; } = 60;
     [JsonPropertyName("prompts_per_iteration")] public int PromptsPerIteration { get; init; } = 16;
     [JsonPropertyName("samples_per_prompt")] public int SamplesPerPrompt { get; init; } = 8;
     [JsonPropertyName("max_new_tokens")] public int MaxNewTokens { get; init; } = 256;
