@@ -90,6 +90,9 @@ internal sealed unsafe class VulkanDevice : IDisposable
     /// <summary>Number of submits so far (for tests and benchmarks).</summary>
     public long Submits { get; private set; }
 
+    /// <summary>Bytes copied from device buffers to the host by buffer reads so far (for tests: what a step reads back).</summary>
+    public long BytesRead { get; internal set; }
+
     /// <summary>Barriers recorded so far (for tests: barriers follow from hazards, not from every dispatch).</summary>
     public long Barriers { get; private set; }
 

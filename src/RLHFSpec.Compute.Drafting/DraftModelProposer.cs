@@ -96,7 +96,8 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         foreach (int i in active)
         {
             var s = samples[i];
-            trees[i].DraftLogits = new float[(long)(1 + depth[i]) * vocab];
+            // q is read back only where verification uses it: not at temperature 0 (the logits then stay on the device).
+            if (!s.Sampling.IsGreedy) trees[i].DraftLogits = new float[(long)(1 + depth[i]) * vocab];
             // Out of draft KV: draft a single token (it needs no feeding).
             if (depth[i] > 1 && !draft.TryReserve(s.SampleId, depth[i] - 1)) depth[i] = 1;
         }
@@ -131,7 +132,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             {
                 int i = drafting[r];
                 // Row j − 1 of the tree's q: the distribution node j − 1's children (x_j) were drawn from.
-                logitRows.Read(trees[i].DraftLogits.AsSpan((j - 1) * vocab, vocab), (long)r * vocab);
+                if (trees[i].DraftLogits is { } q) logitRows.Read(q.AsSpan((j - 1) * vocab, vocab), (long)r * vocab);
                 trees[i].Add(j == 1 ? -1 : j - 2, drawn[r], MathF.Exp(logProbs[r]));
                 if (j < depth[i])
                 {

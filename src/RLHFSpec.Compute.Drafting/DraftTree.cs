@@ -38,7 +38,9 @@ public sealed class DraftTree
     /// <summary>
     /// For <see cref="DraftKind.Sampled"/> trees: the draft logits // [1 + Count, vocab], row 0 at the root, row 1 + j
     /// at node j: the distribution each node's children were sampled from (before temperature / top-k / top-p,
-    /// which verification applies identically to p and q). Null for deterministic drafts.
+    /// which verification applies identically to p and q). Null for deterministic drafts, and for greedy samples
+    /// (temperature 0: verification accepts while the draft is p's argmax and never reads q, so the draft model's
+    /// logits are not read back to the host).
     /// </summary>
     public float[]? DraftLogits { get; set; }
 
