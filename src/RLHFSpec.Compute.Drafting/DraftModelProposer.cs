@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Diagnostics;
 using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Engine;
@@ -93,14 +94,20 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
     private void DraftChains(IReadOnlyList<ISampleView> samples, int[] depth, List<int> active, DraftTree[] trees)
     {
         int vocab = draft.VocabSize;
+        // q stays on the device: each depth's rows are copied into the samples' q rows, where verification uses them
+        // (not at temperature 0, where it never reads q).
+        var qFirst = new Dictionary<int, int>();
+        int qRows = 0;
         foreach (int i in active)
         {
             var s = samples[i];
-            // q is read back only where verification uses it: not at temperature 0 (the logits then stay on the device).
-            if (!s.Sampling.IsGreedy) trees[i].DraftLogits = new float[(long)(1 + depth[i]) * vocab];
+            if (!s.Sampling.IsGreedy) { qFirst[i] = qRows; qRows += depth[i]; }
             // Out of draft KV: draft a single token (it needs no feeding).
             if (depth[i] > 1 && !draft.TryReserve(s.SampleId, depth[i] - 1)) depth[i] = 1;
         }
+        var q = qRows == 0 ? null : Grow(ref _q, (long)qRows * vocab, "draft q");
+        var copyFrom = new List<int>();
+        var copyTo = new List<int>();
 
         // Draft depth by depth: sample x_j from the current q row of every sample still drafting, feed it if more follow.
         var current = active.ToDictionary(i => i, i => active.IndexOf(i)); // sample → its row in the last logits
@@ -122,6 +129,8 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             var drawn = new int[drafting.Length];
             var logProbs = new float[drafting.Length];
             draft.Backend.Sample(settings, logitRows, vocab, drawn, logProbs);
+            copyFrom.Clear();
+            copyTo.Clear();
             var next = new Dictionary<int, int>();
             var feedIds = new List<long>();
             var feedOffsets = new List<int> { 0 };
@@ -132,7 +141,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             {
                 int i = drafting[r];
                 // Row j − 1 of the tree's q: the distribution node j − 1's children (x_j) were drawn from.
-                if (trees[i].DraftLogits is { } q) logitRows.Read(q.AsSpan((j - 1) * vocab, vocab), (long)r * vocab);
+                if (qFirst.TryGetValue(i, out int first)) { copyFrom.Add(r); copyTo.Add(first + j - 1); }
                 trees[i].Add(j == 1 ? -1 : j - 2, drawn[r], MathF.Exp(logProbs[r]));
                 if (j < depth[i])
                 {
@@ -144,10 +153,12 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
                     feedRows.Add(feedTokens.Count - 1);
                 }
             }
+            if (q is not null) draft.Backend.CopyRows(logitRows, q, CollectionsMarshal.AsSpan(copyFrom), CollectionsMarshal.AsSpan(copyTo), vocab);
             if (next.Count == 0) break;
             Forward(feedIds.ToArray(), feedOffsets, feedTokens, feedParents, feedRows, vocab);
             current = next;
         }
+        foreach (var (i, first) in qFirst) trees[i].DraftLogits = new DraftLogitRows(draft.Backend, q!, first, trees[i].Count);
     }
 
     /// <summary>
@@ -231,31 +242,29 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         return logits;
     }
 
+    /// <summary>The last forward's rows <paramref name="rowsOfLast"/> in order 0..k−1, gathered on the device when they are not already.</summary>
     private DeviceBuffer<float> Gather(int[] rowsOfLast, int vocab)
     {
-        // Rows are already in order 0..k−1 when every drafting sample kept its slot; gather otherwise.
         bool inOrder = rowsOfLast.Select((r, k) => r == k).All(b => b);
         if (inOrder) return _logits!;
-        var host = new float[(long)rowsOfLast.Length * vocab];
-        for (int k = 0; k < rowsOfLast.Length; k++) _logits!.Read(host.AsSpan(k * vocab, vocab), (long)rowsOfLast[k] * vocab);
-        var gathered = draft.Backend.Allocate<float>(host.Length, "draft logits (gathered)");
-        gathered.Write(host);
-        _gathered.Add(gathered);
+        var gathered = Grow(ref _gathered, (long)rowsOfLast.Length * vocab, "draft logits (gathered)");
+        draft.Backend.CopyRows(_logits!, gathered, rowsOfLast, Enumerable.Range(0, rowsOfLast.Length).ToArray(), vocab);
         return gathered;
     }
 
-    private readonly List<DeviceBuffer<float>> _gathered = new();
+    private DeviceBuffer<float>? _gathered, _q;
 
-    private DeviceBuffer<float> Buffer(long length)
+    private DeviceBuffer<float> Buffer(long length) => Grow(ref _logits, length, "draft logits");
+
+    /// <summary>A buffer of the draft's backend kept across steps, grown (never shrunk) to <paramref name="length"/>.</summary>
+    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name)
     {
-        if (_logits is null || _logits.Length < length)
+        if (buffer is null || buffer.Length < length)
         {
-            _logits?.Dispose();
-            _logits = draft.Backend.Allocate<float>(Math.Max(length, 1), "draft logits");
+            buffer?.Dispose();
+            buffer = draft.Backend.Allocate<float>(Math.Max(length, 1), name);
         }
-        foreach (var g in _gathered) g.Dispose();
-        _gathered.Clear();
-        return _logits;
+        return buffer;
     }
 
     public void Accepted(ISampleView sample, DraftTree tree, ReadOnlySpan<int> acceptedNodes)
@@ -294,6 +303,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
     public void Dispose()
     {
         _logits?.Dispose();
-        foreach (var g in _gathered) g.Dispose();
+        _gathered?.Dispose();
+        _q?.Dispose();
     }
 }

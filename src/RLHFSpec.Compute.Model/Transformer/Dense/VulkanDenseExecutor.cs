@@ -311,10 +311,16 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
         _rowCapacity = capacity;
     }
 
+    /// <summary>
+    /// Positions the RoPE tables hold at first (or the context limit, if shorter): a growth writes the tables and so
+    /// waits for the recorded work, an extra submit, so typical generation lengths should need none.
+    /// </summary>
+    private const int InitialRopePositions = 2048;
+
     /// <summary>cos/sin tables [positions, Hd] as <see cref="CpuDense.RopeTable"/> rounds them (the CPU executors' values), grown by doubling up to the context.</summary>
     private void GrowRope(int needed)
     {
-        int positions = Math.Min(Math.Max(needed, 2 * _ropePositions), Math.Max(_maxContext, needed));
+        int positions = Math.Min(Math.Max(needed, Math.Max(InitialRopePositions, 2 * _ropePositions)), Math.Max(_maxContext, needed));
         int d = _spec.HeadDim;
         var cos = new float[positions * d];
         var sin = new float[positions * d];
