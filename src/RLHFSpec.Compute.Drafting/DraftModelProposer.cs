@@ -114,16 +114,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         for (int j = 1; current.Count > 0; j++)
         {
             var drafting = current.Keys.ToArray();
-            var settings = drafting.Select(i =>
-            {
-                // Keyed by the sample as the verifier is: samples sharing a request's settings must not share draws,
-                // or each would see the same draft and the batch's outputs would be correlated.
-                var p = samples[i].Sampling;
-                p.SampleId = (uint)samples[i].SampleId;
-                p.Stream = RngStreams.Draft;
-                p.Position = samples[i].Tokens.Length + j - 1;
-                return p;
-            }).ToArray();
+            var settings = DraftSettings(samples, drafting, j);
             // The sample kernel reads rows in order; gather this depth's rows from the last forward's logits.
             var logitRows = Gather(drafting.Select(i => current[i]).ToArray(), vocab);
             var drawn = new int[drafting.Length];
@@ -160,6 +151,18 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         }
         foreach (var (i, first) in qFirst) trees[i].DraftLogits = new DraftLogitRows(draft.Backend, q!, first, trees[i].Count);
     }
+
+    /// <summary>The sample kernel's settings for drawing x_<paramref name="j"/> of each drafting sample, on the draft stream.</summary>
+    private static SamplingParams[] DraftSettings(IReadOnlyList<ISampleView> samples, int[] drafting, int j) => drafting.Select(i =>
+    {
+        // Keyed by the sample as the verifier is: samples sharing a request's settings must not share draws,
+        // or each would see the same draft and the batch's outputs would be correlated.
+        var p = samples[i].Sampling;
+        p.SampleId = (uint)samples[i].SampleId;
+        p.Stream = RngStreams.Draft;
+        p.Position = samples[i].Tokens.Length + j - 1;
+        return p;
+    }).ToArray();
 
     /// <summary>
     /// Dynamic trees: the root's children from the catch-up logits (row k for active[k]), then per depth one forward
