@@ -84,10 +84,24 @@ public abstract class ComputeBackend : IDisposable
         CopyKvCore(source, destination, sourceRows, destinationRows, segmentOffsets, rowWords);
     }
 
+    /// <summary>
+    /// Copies rows of <paramref name="rowElements"/> floats from <paramref name="source"/> to another buffer
+    /// <paramref name="destination"/> of this backend: row <paramref name="sourceRows"/>[p] to row
+    /// <paramref name="destinationRows"/>[p] (distinct). Moves logits rows on the device (a draft model's q into the
+    /// verification's layout) without a host round trip. Recorded, not waited for.
+    /// </summary>
+    public void CopyRows(DeviceBuffer<float> source, DeviceBuffer<float> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements)
+    {
+        KernelValidation.CopyRows(source, destination, sourceRows, destinationRows, rowElements);
+        if (sourceRows.Length == 0) return;
+        CopyRowsCore(source, destination, sourceRows, destinationRows, rowElements);
+    }
+
     protected abstract void VerifyCore(in VerifyBatch batch, DeviceBuffer<float> targetLogits, DeviceBuffer<float>? draftLogits, in VerifyOutputs outputs);
     protected abstract void SampleCore(ReadOnlySpan<SamplingParams> rows, DeviceBuffer<float> logits, int vocabSize, Span<int> tokens, Span<float> logProbs);
     protected abstract void AttentionCore(in AttentionBatch batch, DeviceBuffer<float> query, DeviceBuffer<uint> keyCache, DeviceBuffer<uint> valueCache, KvLayout layout, DeviceBuffer<float> output);
     protected abstract void AppendKvCore(DeviceBuffer<float> source, DeviceBuffer<uint> cache, KvLayout layout, ReadOnlySpan<int> slots);
+    protected abstract void CopyRowsCore(DeviceBuffer<float> source, DeviceBuffer<float> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements);
     protected abstract void CopyKvCore(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, ReadOnlySpan<int> segmentOffsets, int rowWords);
 
     public abstract void Dispose();

@@ -43,6 +43,14 @@ public sealed partial class CpuBackend
             TensorPrimitives.ConvertToHalf(row, new Span<Half>(target, elements));
     }
 
+    protected override void CopyRowsCore(DeviceBuffer<float> source, DeviceBuffer<float> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements)
+    {
+        var src = Host(source, nameof(source));
+        var dst = Host(destination, nameof(destination));
+        for (int p = 0; p < sourceRows.Length; p++)
+            src.AsSpan((long)sourceRows[p] * rowElements, rowElements).CopyTo(dst.AsSpan((long)destinationRows[p] * rowElements, rowElements));
+    }
+
     protected override unsafe void CopyKvCore(DeviceBuffer<uint> source, DeviceBuffer<uint> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, ReadOnlySpan<int> segmentOffsets, int rowWords)
     {
         var src = Host(source, nameof(source));

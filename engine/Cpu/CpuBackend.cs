@@ -17,7 +17,7 @@ public sealed partial class CpuBackend : ComputeBackend
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
         _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
         Info = new DeviceInfo("cpu", $"host CPU ({Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture})",
-            DeviceKind.Cpu, "host", $".NET {Environment.Version}, Vector<float> = {System.Numerics.Vector<float>.Count} lanes",
+            DeviceKind.Cpu, DeviceType.Host, $".NET {Environment.Version}, Vector<float> = {System.Numerics.Vector<float>.Count} lanes",
             new DeviceLimits(SubgroupSize: 1, MaxStorageBufferRange: long.MaxValue, MinStorageBufferOffsetAlignment: 4,
                 MaxSharedMemoryBytes: 0, MaxWorkgroupInvocations: 1, MaxWorkgroupCountX: int.MaxValue,
                 DeviceMemoryBytes: GC.GetGCMemoryInfo().TotalAvailableMemoryBytes));

@@ -20,6 +20,19 @@ internal static partial class KernelValidation
         RequireDistinct(slots, nameof(slots));
     }
 
+    /// <summary>CopyRows checks: two distinct buffers, rows in range, destination rows distinct.</summary>
+    internal static void CopyRows(DeviceBuffer<float> source, DeviceBuffer<float> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(destination);
+        Require(!ReferenceEquals(source, destination), nameof(destination), "must be another buffer than the source");
+        if (rowElements <= 0) throw new ArgumentOutOfRangeException(nameof(rowElements), rowElements, "rowElements must be positive");
+        RequireLength(destinationRows, sourceRows.Length, nameof(destinationRows));
+        RequireRange(sourceRows, 0, source.Length / rowElements, nameof(sourceRows));
+        RequireRange(destinationRows, 0, destination.Length / rowElements, nameof(destinationRows));
+        RequireDistinct(destinationRows, nameof(destinationRows));
+    }
+
     /// <summary>
     /// CopyKv checks. Besides lengths and ranges, segments must be independent (they run in parallel): no row that
     /// one segment writes may be written, or — when source and destination are the same buffer — read, by another.

@@ -15,7 +15,7 @@ public sealed partial class VulkanBackend
     private static readonly ShaderSpec MatVecShader = new("matvec", Bindings: 4, PushConstantBytes: 48);
     private static readonly ShaderSpec MatMulShader = new("matmul", Bindings: 4, PushConstantBytes: 48);
     private static readonly ShaderSpec RmsNormShader = new("rms_norm", Bindings: 4, PushConstantBytes: 16);
-    private static readonly ShaderSpec RopeShader = new("rope", Bindings: 4, PushConstantBytes: 16);
+    private static readonly ShaderSpec RopeShader = new("rope", Bindings: 7, PushConstantBytes: 32);
     private static readonly ShaderSpec SwiGluShader = new("swiglu", Bindings: 2, PushConstantBytes: 16);
     private static readonly ShaderSpec ResidualAddShader = new("residual_add", Bindings: 2, PushConstantBytes: 16);
     private static readonly ShaderSpec EmbeddingShader = new("embedding", Bindings: 3, PushConstantBytes: 32);
@@ -37,7 +37,10 @@ public sealed partial class VulkanBackend
     private struct RmsNormPush { public uint OutRows, Dim; public float Eps; public uint Flags; }
 
     [StructLayout(LayoutKind.Sequential)]
-    private struct RopePush { public uint Tokens, Heads, HeadDim, RowStride; }
+    private struct RopePush { public uint Tokens, HeadDim, SourceStride, QHeads, KHeads, VHeads, QStride, KvStride; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct SwiGluPush { public uint Count, Width, Stride, UpColumn; }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct CountPush { public uint Count, Pad0, Pad1, Pad2; }
@@ -200,23 +203,96 @@ public sealed partial class VulkanBackend
     public void Rope(DeviceBuffer<float> data, int tokens, int heads, int headDim, int rowStride, ReadOnlySpan<int> positions, DeviceBuffer<float> cos, DeviceBuffer<float> sin)
     {
         var db = Own(data, nameof(data));
-        var cb = Own(cos, nameof(cos));
-        var sb = Own(sin, nameof(sin));
         KernelValidation.Require(heads > 0 && headDim > 0 && headDim % 2 == 0 && rowStride >= heads * headDim, nameof(headDim), $"heads {heads}, headDim {headDim} (must be even), rowStride {rowStride}");
         if (tokens == 0) return;
+        KernelValidation.RequireAtLeast(data, (long)(tokens - 1) * rowStride + heads * headDim, nameof(data));
+        var d = WholeBinding(db, BindingAccess.ReadWrite, nameof(data));
+        var push = new RopePush { Tokens = (uint)tokens, HeadDim = (uint)headDim, SourceStride = (uint)rowStride, QHeads = (uint)heads, QStride = (uint)rowStride };
+        RopeCore(d, d, d, d, push, positions, cos, sin);
+    }
+
+    /// <summary>
+    /// Splits a fused q/k/v projection into its three buffers, rotating q and k (one dispatch): the source row holds
+    /// <paramref name="qHeads"/> q heads, then <paramref name="kvHeads"/> k heads, then as many v heads.
+    /// </summary>
+    /// <param name="qkv">// [tokens, (qHeads + 2·kvHeads)·headDim]</param>
+    /// <param name="positions">// [tokens]</param>
+    /// <param name="cos">// [tablePositions, headDim] (CpuDense.RopeTable)</param>
+    /// <param name="q">// [tokens, qHeads·headDim], rotated</param>
+    /// <param name="k">// [tokens, kvHeads·headDim], rotated</param>
+    /// <param name="v">// [tokens, kvHeads·headDim], copied</param>
+    public void RopeSplit(DeviceBuffer<float> qkv, int tokens, int qHeads, int kvHeads, int headDim, ReadOnlySpan<int> positions,
+        DeviceBuffer<float> cos, DeviceBuffer<float> sin, DeviceBuffer<float> q, DeviceBuffer<float> k, DeviceBuffer<float> v)
+    {
+        var sb = Own(qkv, nameof(qkv));
+        var (qb, kb, vb) = (Own(q, nameof(q)), Own(k, nameof(k)), Own(v, nameof(v)));
+        KernelValidation.Require(qHeads > 0 && kvHeads > 0 && headDim > 0 && headDim % 2 == 0, nameof(headDim), $"qHeads {qHeads}, kvHeads {kvHeads}, headDim {headDim} (must be even)");
+        if (tokens == 0) return;
+        int qw = qHeads * headDim, kvw = kvHeads * headDim;
+        KernelValidation.RequireAtLeast(qkv, (long)tokens * (qw + 2 * kvw), nameof(qkv));
+        KernelValidation.RequireAtLeast(q, (long)tokens * qw, nameof(q));
+        KernelValidation.RequireAtLeast(k, (long)tokens * kvw, nameof(k));
+        KernelValidation.RequireAtLeast(v, (long)tokens * kvw, nameof(v));
+        var push = new RopePush
+        {
+            Tokens = (uint)tokens, HeadDim = (uint)headDim, SourceStride = (uint)(qw + 2 * kvw),
+            QHeads = (uint)qHeads, KHeads = (uint)kvHeads, VHeads = (uint)kvHeads, QStride = (uint)qw, KvStride = (uint)kvw,
+        };
+        RopeCore(WholeBinding(sb, BindingAccess.Read, nameof(qkv)), WholeBinding(qb, BindingAccess.Write, nameof(q)),
+            WholeBinding(kb, BindingAccess.Write, nameof(k)), WholeBinding(vb, BindingAccess.Write, nameof(v)), push, positions, cos, sin);
+    }
+
+    private void RopeCore(Binding source, Binding q, Binding k, Binding v, in RopePush push, ReadOnlySpan<int> positions, DeviceBuffer<float> cos, DeviceBuffer<float> sin)
+    {
+        var cb = Own(cos, nameof(cos));
+        var sb = Own(sin, nameof(sin));
+        int tokens = (int)push.Tokens, headDim = (int)push.HeadDim;
         KernelValidation.RequireLength(positions, tokens, nameof(positions));
         KernelValidation.RequireRange(positions, 0, Math.Min(cos.Length, sin.Length) / headDim, nameof(positions));
-        KernelValidation.RequireAtLeast(data, (long)(tokens - 1) * rowStride + heads * headDim, nameof(data));
-        Span<Binding> bindings = [WholeBinding(db, BindingAccess.ReadWrite, nameof(data)), Upload(positions), WholeBinding(cb, BindingAccess.Read, nameof(cos)), WholeBinding(sb, BindingAccess.Read, nameof(sin))];
+        Span<Binding> bindings = [source, Upload(positions), WholeBinding(cb, BindingAccess.Read, nameof(cos)), WholeBinding(sb, BindingAccess.Read, nameof(sin)), q, k, v];
         const int local = 64;
         Span<int> constants = [local];
-        var (gx, gy) = Grid(Groups((long)tokens * heads * (headDim / 2), local));
-        Dispatch(RopeShader, bindings, new RopePush { Tokens = (uint)tokens, Heads = (uint)heads, HeadDim = (uint)headDim, RowStride = (uint)rowStride }, gx, gy, constants: constants);
+        long pairs = (long)tokens * (push.QHeads + push.KHeads + push.VHeads) * (headDim / 2);
+        var (gx, gy) = Grid(Groups(pairs, local));
+        Dispatch(RopeShader, bindings, push, gx, gy, constants: constants);
     }
 
     /// <summary>gate[e] = silu(gate[e])·up[e] for e &lt; <paramref name="count"/>.</summary>
-    public void SwiGlu(DeviceBuffer<float> gate, DeviceBuffer<float> up, long count) =>
-        Elementwise(SwiGluShader, Own(gate, nameof(gate)), BindingAccess.ReadWrite, Own(up, nameof(up)), BindingAccess.Read, count);
+    public void SwiGlu(DeviceBuffer<float> gate, DeviceBuffer<float> up, long count)
+    {
+        var gb = Own(gate, nameof(gate));
+        var ub = Own(up, nameof(up));
+        KernelValidation.Require(count >= 0 && count <= uint.MaxValue, nameof(count), $"{count} elements");
+        if (count == 0) return;
+        KernelValidation.RequireAtLeast(gate, count, nameof(gate));
+        KernelValidation.RequireAtLeast(up, count, nameof(up));
+        SwiGluCore(WholeBinding(gb, BindingAccess.ReadWrite, nameof(gate)), WholeBinding(ub, BindingAccess.Read, nameof(up)),
+            new SwiGluPush { Count = (uint)count, Width = (uint)count, Stride = (uint)count, UpColumn = 0 });
+    }
+
+    /// <summary>
+    /// SwiGLU on a fused gate/up projection, in place: row t's gate columns become silu(gate)·up. The down projection
+    /// then reads them with row stride 2·<paramref name="width"/>.
+    /// </summary>
+    /// <param name="gateUp">// [tokens, 2·width]: gate columns [0, width), up columns [width, 2·width)</param>
+    public void SwiGluFused(DeviceBuffer<float> gateUp, int tokens, int width)
+    {
+        var b = Own(gateUp, nameof(gateUp));
+        long count = (long)tokens * width;
+        KernelValidation.Require(tokens >= 0 && width > 0 && count <= uint.MaxValue, nameof(width), $"tokens {tokens}, width {width}");
+        if (tokens == 0) return;
+        KernelValidation.RequireAtLeast(gateUp, 2 * count, nameof(gateUp));
+        SwiGluCore(WholeBinding(b, BindingAccess.ReadWrite, nameof(gateUp)), WholeBinding(b, BindingAccess.Read, nameof(gateUp)),
+            new SwiGluPush { Count = (uint)count, Width = (uint)width, Stride = 2u * (uint)width, UpColumn = (uint)width });
+    }
+
+    private void SwiGluCore(Binding gate, Binding up, in SwiGluPush push)
+    {
+        const int local = 256;
+        Span<int> constants = [local];
+        Span<Binding> bindings = [gate, up];
+        Dispatch(SwiGluShader, bindings, push, (uint)Math.Clamp(Groups(push.Count, local), 1, 4096), constants: constants);
+    }
 
     /// <summary>y[e] += x[e] for e &lt; <paramref name="count"/>.</summary>
     public void ResidualAdd(DeviceBuffer<float> x, DeviceBuffer<float> y, long count) =>

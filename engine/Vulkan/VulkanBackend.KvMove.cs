@@ -142,7 +142,11 @@ public sealed partial class VulkanBackend
         finally { ArrayPool<Binding>.Shared.Return(pooled, clearArray: true); }
     }
 
-    private bool TryCopyRowsByTransfer(VulkanBuffer<uint> src, VulkanBuffer<uint> dst, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowWords)
+    /// <summary>Distinct buffers and destination rows (validated): one transfer, a region per run of consecutive rows.</summary>
+    protected override void CopyRowsCore(DeviceBuffer<float> source, DeviceBuffer<float> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements) =>
+        TryCopyRowsByTransfer(Own(source, nameof(source)), Own(destination, nameof(destination)), sourceRows, destinationRows, rowElements);
+
+    private bool TryCopyRowsByTransfer<T>(VulkanBuffer<T> src, VulkanBuffer<T> dst, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements) where T : unmanaged
     {
         int n = destinationRows.Length;
         int[] sorted = ArrayPool<int>.Shared.Rent(n);
@@ -153,7 +157,7 @@ public sealed partial class VulkanBackend
             Array.Sort(sorted, 0, n);
             for (int i = 1; i < n; i++)
                 if (sorted[i] == sorted[i - 1]) return false;
-            ulong rowBytes = (ulong)rowWords * 4;
+            ulong rowBytes = (ulong)rowElements * (ulong)System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
             int count = 0;
             for (int p = 0; p < n; p++)
             {

@@ -41,6 +41,9 @@ public sealed partial class VulkanBackend : ComputeBackend
     /// <summary>Dispatches recorded so far.</summary>
     public long Dispatches => Device.Dispatches;
 
+    /// <summary>Bytes buffer reads have copied to the host so far; a test can check that a step reads back only small results.</summary>
+    public long BytesRead => Device.BytesRead;
+
     /// <summary>Barriers recorded so far.</summary>
     public long Barriers => Device.Barriers;
 

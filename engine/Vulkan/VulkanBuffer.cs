@@ -71,6 +71,7 @@ public sealed unsafe class VulkanBuffer<T> : DeviceBuffer<T> where T : unmanaged
         _backend.Device.Flush();
         long bytes = (long)destination.Length * Unsafe.SizeOf<T>();
         long at = offset * Unsafe.SizeOf<T>();
+        _backend.Device.BytesRead += bytes;
         if (Raw.IsHostVisible)
         {
             fixed (T* d = destination) System.Buffer.MemoryCopy(Raw.Mapped + at, d, bytes, bytes);

@@ -90,6 +90,9 @@ internal sealed unsafe class VulkanDevice : IDisposable
     /// <summary>Number of submits so far (for tests and benchmarks).</summary>
     public long Submits { get; private set; }
 
+    /// <summary>Bytes copied from device buffers to the host by buffer reads so far (for tests: what a step reads back).</summary>
+    public long BytesRead { get; internal set; }
+
     /// <summary>Barriers recorded so far (for tests: barriers follow from hazards, not from every dispatch).</summary>
     public long Barriers { get; private set; }
 
@@ -100,13 +103,13 @@ internal sealed unsafe class VulkanDevice : IDisposable
         vk.GetPhysicalDeviceProperties2(physical, &props2);
         var props = props2.Properties;
         string name = SilkMarshal.PtrToString((nint)props.DeviceName) ?? "unknown";
-        string type = props.DeviceType switch
+        var type = props.DeviceType switch
         {
-            PhysicalDeviceType.DiscreteGpu => "discrete-gpu",
-            PhysicalDeviceType.IntegratedGpu => "integrated-gpu",
-            PhysicalDeviceType.VirtualGpu => "virtual-gpu",
-            PhysicalDeviceType.Cpu => "cpu",
-            _ => "other",
+            PhysicalDeviceType.DiscreteGpu => DeviceType.DiscreteGpu,
+            PhysicalDeviceType.IntegratedGpu => DeviceType.IntegratedGpu,
+            PhysicalDeviceType.VirtualGpu => DeviceType.VirtualGpu,
+            PhysicalDeviceType.Cpu => DeviceType.Cpu,
+            _ => DeviceType.Other,
         };
         uint api = props.ApiVersion;
         string driver = $"Vulkan {api >> 22}.{(api >> 12) & 0x3FF}.{api & 0xFFF}, driver 0x{props.DriverVersion:x}, vendor 0x{props.VendorID:x4}";

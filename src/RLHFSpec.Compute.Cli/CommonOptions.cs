@@ -28,7 +28,7 @@ internal static class CommonOptions
 
     public static Option<string> Dense() => new("--dense")
     {
-        Description = "What runs the dense layers: auto (the managed SIMD kernels with --ep cpu, else ONNX Runtime) | onnx | managed | vulkan (compute shaders on --device vulkan: the whole forward on the device)",
+        Description = "What runs the dense layers: auto (vulkan on a Vulkan device that reports a discrete or integrated GPU; else the managed SIMD kernels with --ep cpu, else ONNX Runtime) | onnx | managed | vulkan (compute shaders on --device vulkan: the whole forward on the device)",
         DefaultValueFactory = _ => "auto",
     };
 

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Diagnostics;
 using RLHFSpec.Compute.Model;
 using RLHFSpec.Compute.Engine;
@@ -93,34 +94,34 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
     private void DraftChains(IReadOnlyList<ISampleView> samples, int[] depth, List<int> active, DraftTree[] trees)
     {
         int vocab = draft.VocabSize;
+        // q stays on the device: each depth's rows are copied into the samples' q rows, where verification uses them
+        // (not at temperature 0, where it never reads q).
+        var qFirst = new Dictionary<int, int>();
+        int qRows = 0;
         foreach (int i in active)
         {
             var s = samples[i];
-            trees[i].DraftLogits = new float[(long)(1 + depth[i]) * vocab];
+            if (!s.Sampling.IsGreedy) { qFirst[i] = qRows; qRows += depth[i]; }
             // Out of draft KV: draft a single token (it needs no feeding).
             if (depth[i] > 1 && !draft.TryReserve(s.SampleId, depth[i] - 1)) depth[i] = 1;
         }
+        var q = qRows == 0 ? null : Grow(ref _q, (long)qRows * vocab, "draft q");
+        var copyFrom = new List<int>();
+        var copyTo = new List<int>();
 
         // Draft depth by depth: sample x_j from the current q row of every sample still drafting, feed it if more follow.
         var current = active.ToDictionary(i => i, i => active.IndexOf(i)); // sample → its row in the last logits
         for (int j = 1; current.Count > 0; j++)
         {
             var drafting = current.Keys.ToArray();
-            var settings = drafting.Select(i =>
-            {
-                // Keyed by the sample as the verifier is: samples sharing a request's settings must not share draws,
-                // or each would see the same draft and the batch's outputs would be correlated.
-                var p = samples[i].Sampling;
-                p.SampleId = (uint)samples[i].SampleId;
-                p.Stream = RngStreams.Draft;
-                p.Position = samples[i].Tokens.Length + j - 1;
-                return p;
-            }).ToArray();
+            var settings = DraftSettings(samples, drafting, j);
             // The sample kernel reads rows in order; gather this depth's rows from the last forward's logits.
             var logitRows = Gather(drafting.Select(i => current[i]).ToArray(), vocab);
             var drawn = new int[drafting.Length];
             var logProbs = new float[drafting.Length];
             draft.Backend.Sample(settings, logitRows, vocab, drawn, logProbs);
+            copyFrom.Clear();
+            copyTo.Clear();
             var next = new Dictionary<int, int>();
             var feedIds = new List<long>();
             var feedOffsets = new List<int> { 0 };
@@ -131,7 +132,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             {
                 int i = drafting[r];
                 // Row j − 1 of the tree's q: the distribution node j − 1's children (x_j) were drawn from.
-                logitRows.Read(trees[i].DraftLogits.AsSpan((j - 1) * vocab, vocab), (long)r * vocab);
+                if (qFirst.TryGetValue(i, out int first)) { copyFrom.Add(r); copyTo.Add(first + j - 1); }
                 trees[i].Add(j == 1 ? -1 : j - 2, drawn[r], MathF.Exp(logProbs[r]));
                 if (j < depth[i])
                 {
@@ -143,11 +144,25 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
                     feedRows.Add(feedTokens.Count - 1);
                 }
             }
+            if (q is not null) draft.Backend.CopyRows(logitRows, q, CollectionsMarshal.AsSpan(copyFrom), CollectionsMarshal.AsSpan(copyTo), vocab);
             if (next.Count == 0) break;
             Forward(feedIds.ToArray(), feedOffsets, feedTokens, feedParents, feedRows, vocab);
             current = next;
         }
+        foreach (var (i, first) in qFirst) trees[i].DraftLogits = new DraftLogitRows(draft.Backend, q!, first, trees[i].Count);
     }
+
+    /// <summary>The sample kernel's settings for drawing x_<paramref name="j"/> of each drafting sample, on the draft stream.</summary>
+    private static SamplingParams[] DraftSettings(IReadOnlyList<ISampleView> samples, int[] drafting, int j) => drafting.Select(i =>
+    {
+        // Keyed by the sample as the verifier is: samples sharing a request's settings must not share draws,
+        // or each would see the same draft and the batch's outputs would be correlated.
+        var p = samples[i].Sampling;
+        p.SampleId = (uint)samples[i].SampleId;
+        p.Stream = RngStreams.Draft;
+        p.Position = samples[i].Tokens.Length + j - 1;
+        return p;
+    }).ToArray();
 
     /// <summary>
     /// Dynamic trees: the root's children from the catch-up logits (row k for active[k]), then per depth one forward
@@ -230,31 +245,29 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         return logits;
     }
 
+    /// <summary>The last forward's rows <paramref name="rowsOfLast"/> in order 0..k−1, gathered on the device when they are not already.</summary>
     private DeviceBuffer<float> Gather(int[] rowsOfLast, int vocab)
     {
-        // Rows are already in order 0..k−1 when every drafting sample kept its slot; gather otherwise.
         bool inOrder = rowsOfLast.Select((r, k) => r == k).All(b => b);
         if (inOrder) return _logits!;
-        var host = new float[(long)rowsOfLast.Length * vocab];
-        for (int k = 0; k < rowsOfLast.Length; k++) _logits!.Read(host.AsSpan(k * vocab, vocab), (long)rowsOfLast[k] * vocab);
-        var gathered = draft.Backend.Allocate<float>(host.Length, "draft logits (gathered)");
-        gathered.Write(host);
-        _gathered.Add(gathered);
+        var gathered = Grow(ref _gathered, (long)rowsOfLast.Length * vocab, "draft logits (gathered)");
+        draft.Backend.CopyRows(_logits!, gathered, rowsOfLast, Enumerable.Range(0, rowsOfLast.Length).ToArray(), vocab);
         return gathered;
     }
 
-    private readonly List<DeviceBuffer<float>> _gathered = new();
+    private DeviceBuffer<float>? _gathered, _q;
 
-    private DeviceBuffer<float> Buffer(long length)
+    private DeviceBuffer<float> Buffer(long length) => Grow(ref _logits, length, "draft logits");
+
+    /// <summary>A buffer of the draft's backend kept across steps, grown (never shrunk) to <paramref name="length"/>.</summary>
+    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name)
     {
-        if (_logits is null || _logits.Length < length)
+        if (buffer is null || buffer.Length < length)
         {
-            _logits?.Dispose();
-            _logits = draft.Backend.Allocate<float>(Math.Max(length, 1), "draft logits");
+            buffer?.Dispose();
+            buffer = draft.Backend.Allocate<float>(Math.Max(length, 1), name);
         }
-        foreach (var g in _gathered) g.Dispose();
-        _gathered.Clear();
-        return _logits;
+        return buffer;
     }
 
     public void Accepted(ISampleView sample, DraftTree tree, ReadOnlySpan<int> acceptedNodes)
@@ -293,6 +306,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
     public void Dispose()
     {
         _logits?.Dispose();
-        foreach (var g in _gathered) g.Dispose();
+        _gathered?.Dispose();
+        _q?.Dispose();
     }
 }

@@ -36,11 +36,13 @@ public sealed class DraftTree
     public IReadOnlyList<float> Probabilities => _probabilities;
 
     /// <summary>
-    /// For <see cref="DraftKind.Sampled"/> trees: the draft logits // [1 + Count, vocab], row 0 at the root, row 1 + j
-    /// at node j: the distribution each node's children were sampled from (before temperature / top-k / top-p,
-    /// which verification applies identically to p and q). Null for deterministic drafts.
+    /// For <see cref="DraftKind.Sampled"/> trees: the draft logits on the drafting device, one row per node, row 0 at
+    /// the root, row 1 + j at node j: the distribution each node's children were sampled from (before temperature /
+    /// top-k / top-p, which verification applies identically to p and q); the last node's row, which no child was
+    /// drawn from, is absent. They stay on the device. Null for deterministic drafts, and for greedy samples
+    /// (temperature 0: verification accepts while the draft is p's argmax and never reads q).
     /// </summary>
-    public float[]? DraftLogits { get; set; }
+    public DraftLogitRows? DraftLogits { get; set; }
 
     public int MaxDepth => _depths.Count == 0 ? 0 : _depths.Max();
 

@@ -407,14 +407,7 @@ public sealed class GenerationInstance : IDisposable
         clock.Restart();
         int samples = step.Count, rows = offsets[samples];
         var settings = step.Select(x => { var p = x.Sample.Request.Sampling; p.SampleId = (uint)x.Sample.SampleId; p.Position = x.Sample.NextPosition; return p; }).ToArray();
-        DeviceBuffer<float>? draftLogits = null;
-        if (step.Any(x => x.Tree.Kind == DraftKind.Sampled && x.Tree.DraftLogits is not null && x.Tree.Count > 0))
-        {
-            draftLogits = DraftLogits((long)rows * _model.VocabSize);
-            for (int b = 0; b < samples; b++)
-                if (step[b].Tree.DraftLogits is { } q)
-                    draftLogits.Write(q.AsSpan(0, (1 + step[b].Tree.Count) * _model.VocabSize), (long)offsets[b] * _model.VocabSize);
-        }
+        var draftLogits = GatherDraftLogits(step, offsets);
         var result = new StepVerification(offsets, nodeOffsets, new int[samples], new int[nodeOffsets[samples]], new int[samples], new float[rows]);
         _model.Backend.Verify(
             new VerifyBatch
@@ -426,6 +419,35 @@ public sealed class GenerationInstance : IDisposable
             new VerifyOutputs { AcceptedCount = result.AcceptedCount, AcceptedNodes = result.AcceptedNodes, NextToken = result.NextToken, LogProbs = result.LogProbs });
         Stats.VerifyKernelSeconds += clock.Elapsed.TotalSeconds;
         return result;
+    }
+
+    /// <summary>
+    /// The sampled drafts' q in the verification's layout // [rows, vocab] (sample b's rows from offsets[b]), copied
+    /// on the device from where the proposer left them; through the host only for a draft on another backend. Null
+    /// when no sample has q.
+    /// </summary>
+    private DeviceBuffer<float>? GatherDraftLogits(List<(SampleState Sample, DraftTree Tree)> step, int[] offsets)
+    {
+        if (!step.Any(x => x.Tree.Kind == DraftKind.Sampled && x.Tree.DraftLogits is not null && x.Tree.Count > 0)) return null;
+        int vocab = _model.VocabSize;
+        var draftLogits = DraftLogits((long)offsets[step.Count] * vocab);
+        var bySource = new Dictionary<DeviceBuffer<float>, (List<int> From, List<int> To)>();
+        for (int b = 0; b < step.Count; b++)
+        {
+            if (step[b].Tree.DraftLogits is not { } q) continue;
+            if (!ReferenceEquals(q.Backend, _model.Backend))
+            {
+                var host = new float[(long)q.Rows * vocab];
+                q.Buffer.Read(host, (long)q.FirstRow * vocab);
+                draftLogits.Write(host, (long)offsets[b] * vocab);
+                continue;
+            }
+            if (!bySource.TryGetValue(q.Buffer, out var rows)) bySource[q.Buffer] = rows = (new List<int>(), new List<int>());
+            for (int j = 0; j < q.Rows; j++) { rows.From.Add(q.FirstRow + j); rows.To.Add(offsets[b] + j); }
+        }
+        foreach (var (source, rows) in bySource)
+            _model.Backend.CopyRows(source, draftLogits, rows.From.ToArray(), rows.To.ToArray(), vocab);
+        return draftLogits;
     }
 
     /// <summary>The tree-verify forward: row offsets // [samples + 1], draft-node offsets // [samples + 1], logits // [rows, vocab].</summary>

@@ -105,7 +105,7 @@ internal static class BenchCommand
 
         var rows = new List<ModelBenchmarkRow>();
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-        AnsiConsole.MarkupLine($"model shape of [bold]{Markup.Escape(policy)}[/]: {weights.ParameterCount:N0} parameters, device {Markup.Escape(backend.Info.Id)}, ep {Markup.Escape(ep)}, dense {new TransformerOptions { Session = session, Dense = dense }.ResolvedDense.ToString().ToLowerInvariant()}");
+        AnsiConsole.MarkupLine($"model shape of [bold]{Markup.Escape(policy)}[/]: {weights.ParameterCount:N0} parameters, device {Markup.Escape(backend.Info.Id)}, ep {Markup.Escape(ep)}, dense {Markup.Escape(new TransformerOptions { Session = session, Dense = dense }.ResolveDense(backend.Info).ToString())}");
         AnsiConsole.Progress().AutoClear(true).Start(ctx =>
         {
             var task = ctx.AddTask("benchmarking", maxValue: cases.Count);

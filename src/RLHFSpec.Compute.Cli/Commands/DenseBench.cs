@@ -87,7 +87,7 @@ internal static class DenseBench
         Matrix("down", h, ff);
 
         var info = vk.Info;
-        AnsiConsole.MarkupLine(Markup.Escape($"device {info.Id}: {info.Name} ({info.Type}, {info.Driver}), subgroup {info.Limits.SubgroupSize}, cooperative matrix {(info.CooperativeMatrix ? "reported (no shader yet: tiled path)" : "not reported")}; shapes of {policy}"));
+        AnsiConsole.MarkupLine(Markup.Escape($"device {info.Id}: {info.Name} ({info.Type.Name()}, {info.Driver}), subgroup {info.Limits.SubgroupSize}, cooperative matrix {(info.CooperativeMatrix ? "reported (no shader yet: tiled path)" : "not reported")}; shapes of {policy}"));
         AnsiConsole.MarkupLine(Markup.Escape($"copy bandwidth (copy shader, {words * 4 >> 20} MiB read + written): {copyBytesPerSecond / 1e9:F1} GB/s"));
         string[] headers = ["projection", "path", "tokens", "median", "rate", "fraction"];
         var table = new Table().Border(TableBorder.Rounded).AddColumns(headers);
@@ -95,7 +95,7 @@ internal static class DenseBench
         AnsiConsole.Write(table);
         if (markdown is not null)
         {
-            var md = new StringBuilder($"device {info.Name} ({info.Type}); copy bandwidth {copyBytesPerSecond / 1e9:F1} GB/s\n\n| {string.Join(" | ", headers)} |\n|---|---|---:|---:|---:|---:|\n");
+            var md = new StringBuilder($"device {info.Name} ({info.Type.Name()}); copy bandwidth {copyBytesPerSecond / 1e9:F1} GB/s\n\n| {string.Join(" | ", headers)} |\n|---|---|---:|---:|---:|---:|\n");
             foreach (var r in rows) md.Append("| ").Append(string.Join(" | ", r)).Append(" |\n");
             File.WriteAllText(markdown, md.ToString());
         }

@@ -23,7 +23,7 @@ internal static class DevicesCommand
         {
             var l = d.Limits;
             table.AddRow(
-                Markup.Escape(d.Id), Markup.Escape(d.Name), d.Type,
+                Markup.Escape(d.Id), Markup.Escape(d.Name), d.Type.Name(),
                 l.SubgroupSize.ToString(),
                 d.Kind == DeviceKind.Cpu ? "-" : Format.Bytes(l.MaxStorageBufferRange),
                 d.Kind == DeviceKind.Cpu ? "-" : Format.Bytes(l.MaxSharedMemoryBytes),

@@ -126,7 +126,7 @@ internal static class GenerateCommand
 
         AnsiConsole.MarkupLine($"policy [bold]{Markup.Escape(policyFolder)}[/] ({models.Policy.ParameterCount:N0} parameters)" +
             (pair.Draft is null ? "" : $", draft [bold]{Markup.Escape(draftFolder!)}[/] ({pair.Draft.Weights.ParameterCount:N0})") +
-            $" on {Markup.Escape(backend.Info.Id)}, strategy {Markup.Escape(a.Strategy)}");
+            $" on {Markup.Escape(backend.Info.Id)}, strategy {Markup.Escape(a.Strategy)}, dense {Markup.Escape(pair.Policy.DenseChoice.ToString())}");
         GeneratorRunResult outcome = null!;
         AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .Start(ctx =>

@@ -55,7 +55,7 @@ internal static class PeerBench
     {
         var session = new OnnxSessionOptions { IntraOpThreads = threads };
         if (denseNames.Length == 0) throw new ArgumentException("--dense: give at least one of auto, onnx, managed, vulkan");
-        var executors = denseNames.Select(n => new TransformerOptions { Session = session, Dense = CommonOptions.ParseDense(n) }.ResolvedDense).Distinct().ToArray();
+        var requested = denseNames.Select(n => CommonOptions.ParseDense(n)).ToArray();
         if (batchSizes.Length == 0 || batchSizes.Any(b => b < 1)) throw new ArgumentException($"--batch-sizes: [{string.Join(' ', batchSizes)}], each must be >= 1");
         if (promptTerms is < ArithmeticTask.MinTerms or > ArithmeticTask.MaxTerms)
             throw new ArgumentException($"--prompt-terms: {promptTerms}, must be in {ArithmeticTask.MinTerms}..{ArithmeticTask.MaxTerms}");
@@ -81,6 +81,7 @@ internal static class PeerBench
             AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
                 $"peer bench: {policyFolder} exported to GGUF ({summary.Architecture}, {summary.Bytes / 1e6:F1} MB); prompt of {promptTerms} terms = {prompt.Length} tokens, {newTokens} new tokens, {threads} thread(s), {repeats} repeat(s)")));
             using var backend = Engine.Devices.Open(deviceName);
+            var executors = requested.Select(kind => new TransformerOptions { Session = session, Dense = kind }.ResolveDense(backend.Info).Kind).Distinct().ToArray();
             using var weights = TransformerWeights.FromCheckpoint(checkpoint);
             foreach (int batch in batchSizes)
             {

@@ -3,7 +3,7 @@ namespace RLHFSpec.Compute.Model.Transformer;
 /// <summary>What runs a <see cref="TransformerModel"/>'s dense layers.</summary>
 public enum DenseExecutorKind
 {
-    /// <summary>The managed SIMD kernels when the ONNX Runtime provider is the CPU, else ONNX Runtime.</summary>
+    /// <summary>Chosen per device (<see cref="DenseExecutorChoice.Resolve"/>): Vulkan on a discrete or integrated GPU, else the managed SIMD kernels when the ONNX Runtime provider is the CPU, else ONNX Runtime.</summary>
     Auto,
     /// <summary>ONNX Runtime sessions on the configured execution provider.</summary>
     Onnx,

@@ -62,7 +62,8 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
         _act = new DenseActivations(spec);
         try
         {
-            _dense = Options.ResolvedDense switch
+            DenseChoice = Options.ResolveDense(backend.Info);
+            _dense = DenseChoice.Kind switch
             {
                 DenseExecutorKind.Managed => new ManagedDenseExecutor(weights, MaxContext, SharedWorkers(backend, Options), ManagedThreads(Options)),
                 DenseExecutorKind.Vulkan => backend is Engine.Vulkan.VulkanBackend vulkan
@@ -92,6 +93,9 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     /// <summary>What runs the dense layers ("managed", "onnx", "vulkan" or "vulkan-f16").</summary>
     public string DenseExecutor => _dense.Name;
+
+    /// <summary>The dense executor <see cref="TransformerOptions.Dense"/> resolved to on this model's device, and why.</summary>
+    public DenseExecutorChoice DenseChoice { get; }
 
     /// <summary>
     /// Makes the next forward see the weights as they are now in <see cref="Weights"/> (call after an optimizer step):

@@ -21,15 +21,14 @@ public sealed record TransformerOptions
     /// <summary>Execution provider and threads of the dense parts' ONNX Runtime sessions.</summary>
     public OnnxSessionOptions Session { get; init; } = new();
 
-    /// <summary>What runs the dense layers. ONNX Runtime by default: the managed executor is not yet validated (a test run with it hung; see README).</summary>
+    /// <summary>What runs the dense layers; <see cref="DenseExecutorKind.Auto"/> is resolved per device by <see cref="ResolveDense"/>.</summary>
     public DenseExecutorKind Dense { get; init; } = DenseExecutorKind.Auto;
 
     /// <summary>The Vulkan dense executor keeps the weight matrices in fp16 (fp32 accumulation); ignored by the others.</summary>
     public bool DenseHalfWeights { get; init; }
 
-    /// <summary>The executor <see cref="Dense"/> resolves to.</summary>
-    public DenseExecutorKind ResolvedDense => Dense != DenseExecutorKind.Auto ? Dense
-        : Session.Provider == ExecutionProvider.Cpu ? DenseExecutorKind.Managed : DenseExecutorKind.Onnx;
+    /// <summary>The executor <see cref="Dense"/> resolves to for a model generating on <paramref name="device"/>, with the reason (<see cref="DenseExecutorChoice.Resolve"/>).</summary>
+    public DenseExecutorChoice ResolveDense(Engine.DeviceInfo device) => DenseExecutorChoice.Resolve(Dense, Session.Provider, device.Kind, device.Type);
 
     internal void Validate()
     {

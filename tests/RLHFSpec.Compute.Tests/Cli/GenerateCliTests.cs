@@ -142,8 +142,9 @@ public sealed class GenerateCliTests
     {
         _ = Backends.Vulkan;   // ignored (or failed when required) without a Vulkan driver
         string cpu = _folder.File("cpu-greedy.jsonl");
-        var (exit, _, err) = CliRunner.Run(_folder.Path, Args(cpu, "--strategy", "off", "--temperature", "0"));
+        var (exit, output, err) = CliRunner.Run(_folder.Path, Args(cpu, "--strategy", "off", "--temperature", "0"));
         Assert.That(exit, Is.EqualTo(0), err);
+        Assert.That(Unwrapped(output), Does.Contain("dense managed (auto: generation runs on the CPU backend"), "the startup line says what --dense auto chose and why");
         foreach (var strategy in new[] { "off", "suffix:3" })
         {
             string vk = _folder.File($"vulkan-{strategy.Replace(':', '-')}.jsonl");
@@ -152,6 +153,7 @@ public sealed class GenerateCliTests
             var (exitVk, outVk, errVk) = CliRunner.Run(_folder.Path, args);
             Assert.That(exitVk, Is.EqualTo(0), errVk + outVk);
             Assert.That(File.ReadAllLines(vk), Is.EqualTo(File.ReadAllLines(cpu)), $"strategy {strategy}");
+            Assert.That(Unwrapped(outVk), Does.Contain("dense vulkan (--dense vulkan)"));
         }
         string bad = _folder.File("vulkan-on-cpu.jsonl");
         var (exitBad, outBad, errBad) = CliRunner.Run(_folder.Path, Args(bad, "--dense", "vulkan"));
@@ -160,6 +162,9 @@ public sealed class GenerateCliTests
         Assert.That(errBad, Does.Not.Contain("   at "), "no stack trace");
         Assert.That(File.Exists(bad), Is.False);
     }
+
+    /// <summary>The console output with the terminal's line wrapping undone.</summary>
+    private static string Unwrapped(string output) => output.Replace("\r", "").Replace("\n", "");
 
     [TestCase("empty", "no prompts")]
     [TestCase("no-field", "line 2: no \"prompt\" field")]

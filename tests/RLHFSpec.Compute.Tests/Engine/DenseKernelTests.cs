@@ -177,6 +177,109 @@ public sealed class DenseKernelTests
         for (int i = 0; i < want.Length; i++) Assert.That(got[i], Is.EqualTo(want[i]).Within(1e-4), $"element {i}");
     }
 
+    [TestCase(1, 8, 4, 2)]
+    [TestCase(2, 16, 2, 2)]
+    [TestCase(3, 64, 14, 2)]
+    [TestCase(4, 6, 3, 1)]
+    public void RopeSplit_rotates_q_and_k_and_copies_v_as_the_in_place_rope_does(int seed, int headDim, int qHeads, int kvHeads)
+    {
+        var r = new Random(seed);
+        const int tokens = 9, maxPos = 300;
+        const double theta = 10000.0;
+        int qw = qHeads * headDim, kvw = kvHeads * headDim, width = qw + 2 * kvw;
+        var qkv = RandomArray(r, tokens * width);
+        var positions = Enumerable.Range(0, tokens).Select(_ => r.Next(maxPos)).ToArray();
+        var cos = new float[maxPos * headDim];
+        var sin = new float[maxPos * headDim];
+        CpuDense.RopeTable(headDim, theta, 0, maxPos, cos, sin);
+        using var src = Upload(qkv, "qkv");
+        using var cd = Upload(cos, "cos");
+        using var sd = Upload(sin, "sin");
+        using var q = Upload(RandomArray(r, tokens * qw), "q");
+        using var k = Upload(RandomArray(r, tokens * kvw), "k");
+        using var v = Upload(RandomArray(r, tokens * kvw), "v");
+        Vk.RopeSplit(src, tokens, qHeads, kvHeads, headDim, positions, cd, sd, q, k, v);
+        using var inPlace = Upload(qkv, "in place");
+        Vk.Rope(inPlace, tokens, qHeads + kvHeads, headDim, width, positions, cd, sd);
+        var (gq, gk, gv, rotated) = (q.ToArray(), k.ToArray(), v.ToArray(), inPlace.ToArray());
+        var want = ReferenceDense.Rope(qkv, tokens, qHeads + kvHeads, headDim, width, positions, theta);
+        Assert.That(src.ToArray(), Is.EqualTo(qkv), "the fused rows are only read");
+        for (int t = 0; t < tokens; t++)
+            for (int c = 0; c < width; c++)
+            {
+                int at = t * width + c;
+                float got = c < qw ? gq[t * qw + c] : c < qw + kvw ? gk[t * kvw + c - qw] : gv[t * kvw + c - qw - kvw];
+                if (c >= qw + kvw) Assert.That(got, Is.EqualTo(qkv[at]), $"token {t} v column {c - qw - kvw}");
+                else
+                {
+                    Assert.That(got, Is.EqualTo(want[at]).Within(1e-4), $"token {t} column {c}");
+                    Assert.That(BitConverter.SingleToInt32Bits(got), Is.EqualTo(BitConverter.SingleToInt32Bits(rotated[at])), $"token {t} column {c}: as the in-place rope");
+                }
+            }
+    }
+
+    [TestCase(1, 1, 1)]
+    [TestCase(2, 5, 37)]
+    [TestCase(3, 33, 130)]
+    public void SwiGluFused_overwrites_the_gate_columns_of_a_gate_up_row(int seed, int tokens, int width)
+    {
+        var r = new Random(seed);
+        var gateUp = RandomArray(r, tokens * 2 * width + 3, 6);
+        using var d = Upload(gateUp, "gate-up");
+        Vk.SwiGluFused(d, tokens, width);
+        var got = d.ToArray();
+        for (int t = 0; t < tokens; t++)
+        {
+            var gate = gateUp.AsSpan(t * 2 * width, width).ToArray();
+            var up = gateUp.AsSpan(t * 2 * width + width, width).ToArray();
+            var want = ReferenceDense.SwiGlu(gate, up);
+            for (int i = 0; i < width; i++)
+                Assert.That(got[t * 2 * width + i], Is.EqualTo(want[i]).Within(1e-5 * (1 + Math.Abs(want[i]))), $"token {t} element {i}");
+            Assert.That(got.AsSpan(t * 2 * width + width, width).ToArray(), Is.EqualTo(up), $"token {t}: the up columns stay");
+        }
+        Assert.That(got[^3..], Is.EqualTo(gateUp[^3..]), "elements past the rows were written");
+    }
+
+    /// <summary>
+    /// The executor's fused q/k/v and gate/up projections: one matrix whose rows are the parts' rows gives each part's
+    /// outputs bit for bit as its own projection does, on both paths, so the fusion changes no logit.
+    /// </summary>
+    [TestCase(5, 24, MatMulPath.MatVec, false)]
+    [TestCase(5, 33, MatMulPath.MatVec, true)]
+    [TestCase(40, 24, MatMulPath.Tiled, true)]
+    [TestCase(40, 33, MatMulPath.Tiled, false)]
+    public void A_concatenated_projection_equals_the_separate_projections_bit_for_bit(int tokens, int inDim, MatMulPath path, bool half)
+    {
+        var r = new Random(tokens + inDim);
+        int[] rows = [16, 8, 8];
+        int total = rows.Sum();
+        var x = RandomArray(r, tokens * inDim);
+        var parts = rows.Select(n => RandomArray(r, n * inDim)).ToArray();
+        var biases = rows.Select(n => RandomArray(r, n)).ToArray();
+        using var xd = Upload(x, "x");
+        using var fused = Vk.Allocate<float>(tokens * total, "fused");
+        using var fusedBias = Upload(biases.SelectMany(b => b).ToArray(), "fused bias");
+        var all = parts.SelectMany(p => p).ToArray();
+        using var wf = Upload(all, "w");
+        using var wh = Upload(ToHalf(all).Half, "w16");
+        if (half) Vk.Project(xd, tokens, inDim, inDim, wh, total, fusedBias, fused, total, 0, false, path);
+        else Vk.Project(xd, tokens, inDim, inDim, wf, total, fusedBias, fused, total, 0, false, path);
+        var together = fused.ToArray();
+        for (int p = 0, first = 0; p < rows.Length; first += rows[p], p++)
+        {
+            using var w = Upload(parts[p], "part");
+            using var w16 = Upload(ToHalf(parts[p]).Half, "part16");
+            using var b = Upload(biases[p], "part bias");
+            using var y = Vk.Allocate<float>(tokens * rows[p], "y");
+            if (half) Vk.Project(xd, tokens, inDim, inDim, w16, rows[p], b, y, rows[p], 0, false, path);
+            else Vk.Project(xd, tokens, inDim, inDim, w, rows[p], b, y, rows[p], 0, false, path);
+            var alone = y.ToArray();
+            for (int t = 0; t < tokens; t++)
+                for (int o = 0; o < rows[p]; o++)
+                    Assert.That(BitConverter.SingleToInt32Bits(together[t * total + first + o]), Is.EqualTo(BitConverter.SingleToInt32Bits(alone[t * rows[p] + o])), $"part {p} token {t} row {o}");
+        }
+    }
+
     [TestCase(1, 1)]
     [TestCase(2, 37)]
     [TestCase(3, 4099)]

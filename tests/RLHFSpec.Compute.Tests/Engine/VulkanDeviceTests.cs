@@ -121,10 +121,10 @@ public class VulkanDeviceTests
     public void ClusterInstancesGetOneGpuEachWhereThereAreSeveral()
     {
         var limits = Backends.Cpu.Info.Limits;
-        DeviceInfo Device(int i, string type) => new($"vulkan:{i}", $"device {i}", DeviceKind.Vulkan, type, "test", limits);
-        var mixed = new[] { Device(0, "cpu"), Device(1, "discrete-gpu"), Device(2, "integrated-gpu"), Device(3, "discrete-gpu") };
+        DeviceInfo Device(int i, DeviceType type) => new($"vulkan:{i}", $"device {i}", DeviceKind.Vulkan, type, "test", limits);
+        var mixed = new[] { Device(0, DeviceType.Cpu), Device(1, DeviceType.DiscreteGpu), Device(2, DeviceType.IntegratedGpu), Device(3, DeviceType.DiscreteGpu) };
         Assert.That(Enumerable.Range(0, 7).Select(k => Devices.GpuForInstance(mixed, k)), Is.EqualTo(new int?[] { 1, 2, 3, 1, 2, 3, 1 }), "round robin over the GPUs, skipping lavapipe");
-        Assert.That(Devices.GpuForInstance(new[] { Device(0, "cpu"), Device(1, "discrete-gpu") }, 3), Is.Null, "one GPU: what Open gives");
+        Assert.That(Devices.GpuForInstance(new[] { Device(0, DeviceType.Cpu), Device(1, DeviceType.DiscreteGpu) }, 3), Is.Null, "one GPU: what Open gives");
         Assert.That(Devices.GpuForInstance(Array.Empty<DeviceInfo>(), 0), Is.Null);
 
         using var a = Devices.OpenForInstance("cpu", 0);

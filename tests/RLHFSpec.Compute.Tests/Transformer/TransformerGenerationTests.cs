@@ -122,6 +122,55 @@ public sealed class TransformerGenerationTests
         if (strategy == "chain:3") Assert.That(setup.Instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "drafts were verified and accepted");
     }
 
+    /// <summary>
+    /// Under <c>--dense vulkan</c> a decode step's logits stay on the device: the forward is recorded, the verify
+    /// kernel (and, for a draft model's chains, the sample kernel) reads the device-resident logits, and the host reads
+    /// back only the small results — tokens, accepted paths, log-probs: 12 bytes per sample and 8 per verified row,
+    /// 12 per token a draft chain sampled, under one logits row — in one submit per forward. A sampled draft chain's
+    /// q is copied on the device into the verification's layout, never read back. At temperature 0 the tokens equal
+    /// the CPU run's.
+    /// </summary>
+    [TestCase("off", 0f)]
+    [TestCase("suffix:4", 0f)]
+    [TestCase("chain:3", 0f)]
+    [TestCase("chain:3", 0.8f)]
+    public void A_vulkan_dense_step_reads_back_no_logits(string strategy, float temperature)
+    {
+        const int vocab = 512;
+        using var backend = Backends.OpenOwnVulkan();
+        using var weights = Weights(Config("qwen2", vocab: vocab), 103);
+        using var policy = NewModel(weights, backend, blockSize: 8, budget: 4 << 20, dense: DenseExecutorKind.Vulkan);
+        using var draft = NewModel(weights, backend, blockSize: 8, budget: 4 << 20, dense: DenseExecutorKind.Vulkan);
+        var options = new InstanceOptions { MaxBatch = 16, StopTokens = new HashSet<int> { Stop }, Planner = new FixedStrategyPlanner(Strategy.Parse(strategy)) };
+        using var instance = new GenerationInstance(policy, [new SuffixProposer(), new DraftModelProposer(draft)], options);
+        var requests = Requests(prompts: 3, samplesPerPrompt: 2, maxNewTokens: 24, seed: 10)
+            .Select(r => temperature == 0 ? r : r with { Sampling = SamplingParams.Random(temperature, 5, 0, 0) }).ToArray();
+        foreach (var r in requests) instance.Enqueue(r);
+        Assert.That(instance.Step(), Is.True, "admission and the first step");
+        int steps = 0;
+        for (bool more = true; more; steps++)
+        {
+            int samples = instance.LiveCount;
+            long rowsBefore = policy.Timings.Tokens, forwards = policy.Timings.Forwards + draft.Timings.Forwards;
+            long bytes = backend.BytesRead, submits = backend.Submits;
+            more = instance.Step();
+            long rows = policy.Timings.Tokens - rowsBefore, read = backend.BytesRead - bytes;
+            forwards = policy.Timings.Forwards + draft.Timings.Forwards - forwards;
+            long drafted = strategy.StartsWith("chain", StringComparison.Ordinal) ? rows - samples : 0;   // the draft sample kernel's 12 bytes per token
+            Assert.That(read, Is.LessThanOrEqualTo(12 * samples + 8 * rows + 12 * drafted).And.LessThan(vocab * sizeof(float)), $"step {steps}: {samples} samples, {rows} rows");
+            Assert.That(backend.Submits - submits, Is.LessThanOrEqualTo(forwards + 1), $"step {steps}: {forwards} forwards");
+        }
+        Assert.That(steps, Is.GreaterThan(3));
+        if (strategy == "chain:3") Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "the draft model's chains were verified");
+        if (temperature > 0) return;
+
+        using var onCpu = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+        using var plain = new GenerationInstance(onCpu, [new SuffixProposer()], options with { Planner = new FixedStrategyPlanner(Strategy.Off) });
+        var expected = Run(plain, requests);
+        foreach (var r in instance.Finished)
+            Assert.That(r.Tokens, Is.EqualTo(expected[r.Request.SampleId]), $"sample {r.Request.SampleId}");
+    }
+
     [Test]
     public void Preemption_under_a_tiny_kv_budget_changes_nothing([Values("off", "chain:3", "suffix-tree:4,2,8", "tree:3,2,6")] string strategy)
     {

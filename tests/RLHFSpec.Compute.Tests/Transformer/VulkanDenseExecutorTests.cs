@@ -86,7 +86,31 @@ public sealed class VulkanDenseExecutorTests
         Assert.That(backend.Submits, Is.EqualTo(before), "nothing waited while the forward was recorded");
         logits.ToArray();
         Assert.That(backend.Submits, Is.EqualTo(before + 1), "the logits read submits the whole forward at once");
-        Assert.That(backend.Dispatches - dispatches, Is.GreaterThan(4 * 10), "every layer's dense ops ran as shaders");
+        Assert.That(backend.Dispatches - dispatches, Is.GreaterThan(4 * (8 + 2)), "every layer's dense ops, KV appends and attention ran as shaders");
+    }
+
+    /// <summary>
+    /// q/k/v and gate/up are one projection each over concatenated matrices: before attention RMSNorm, the q/k/v
+    /// projection and the rotate-and-split (3 dispatches, were 6), after it the output projection, RMSNorm, the gate/up
+    /// projection, SwiGLU and the down projection (5, were 6).
+    /// </summary>
+    [TestCase("llama", 3)]
+    [TestCase("qwen2", 40)]   // past MatVecMaxTokens: the tiled path
+    public void A_layer_is_eight_dense_dispatches(string type, int tokens)
+    {
+        using var backend = Backends.OpenOwnVulkan();
+        using var weights = Weights(Config(type, layers: 2), 13);
+        using var vulkan = new VulkanDenseExecutor(weights, backend, maxContext: 256);
+        var a = Activations(weights.Spec, new Random(13), tokens, rows: 1);
+        long before = backend.Dispatches;
+        vulkan.First(a);
+        Assert.That(backend.Dispatches - before, Is.EqualTo(3), "layer 0 before attention");
+        before = backend.Dispatches;
+        vulkan.Next(0, a);
+        Assert.That(backend.Dispatches - before, Is.EqualTo(5 + 3), "layer 0 after attention and layer 1 before it");
+        before = backend.Dispatches;
+        vulkan.Next(1, a);
+        Assert.That(backend.Dispatches - before, Is.EqualTo(5), "the last layer after attention");
     }
 
     [Test]

@@ -14,6 +14,11 @@ namespace RLHFSpec.Compute.Model.Transformer.Dense;
 /// embedding, dense layers, KV appends, attention, LM head on the requested rows — is recorded before one submit.
 /// </summary>
 /// <remarks>
+/// q/k/v and gate/up are each one projection over one matrix whose rows are the parts' rows (q, k, v; gate, up; the
+/// biases likewise), concatenated at upload and at every <see cref="Refresh"/>: the normed activations are read once
+/// per group and a layer is 8 dispatches. A rotate-and-split dispatch (<see cref="VulkanBackend.RopeSplit"/>) turns the
+/// fused q/k/v rows into the q, k and v buffers attention and the KV append read; SwiGLU works in place on the fused
+/// gate/up rows and the down projection reads their gate columns. A row's arithmetic is the same as in its own matrix.
 /// Projections take the matrix-vector path up to <see cref="VulkanBackend.MatVecMaxTokens"/> tokens and the tiled
 /// path above it (<see cref="VulkanBackend.ChooseMatMulPath"/>); each path is batch-invariant on its own, so greedy
 /// speculation equals plain decoding as long as a step's tokens stay on one side of that bound.
@@ -34,11 +39,12 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
         }
     }
 
+    /// <summary>A layer's weights; q/k/v and gate/up each one matrix, their rows concatenated (q, then k, then v; gate, then up).</summary>
     private sealed class Layer
     {
         public required DeviceBuffer<float> InputNorm, PostNorm;
-        public required Matrix Wq, Wk, Wv, Wo, Wg, Wu, Wd;
-        public DeviceBuffer<float>? Bq, Bk, Bv, Bo, Bg, Bu, Bd;
+        public required Matrix Wqkv, Wo, WgateUp, Wd;
+        public DeviceBuffer<float>? Bqkv, Bo, BgateUp, Bd;
     }
 
     private readonly TransformerWeights _weights;
@@ -49,11 +55,11 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
     private readonly Layer[] _layers;
     private readonly Matrix _embed, _head;           // the same object when the embeddings are tied
     private readonly DeviceBuffer<float> _finalNorm;
-    private readonly List<(string Name, object Buffer)> _uploads = new();   // every weight buffer with its arena name
+    private readonly List<(string[] Names, object Buffer)> _uploads = new();   // every weight buffer with the arena tensors concatenated into it
 
     // Activations, grown to a capacity in tokens / rows, never per step.
     private int _tokenCapacity, _rowCapacity;
-    private DeviceBuffer<float>? _x, _h, _q, _k, _v, _attended, _gate, _up;   // [T, H] ×2, [T, Hq·Hd], [T, Hkv·Hd] ×2, [T, Hq·Hd], [T, I] ×2
+    private DeviceBuffer<float>? _x, _h, _qkv, _q, _k, _v, _attended, _gateUp;   // [T, H] ×2, [T, (Hq + 2·Hkv)·Hd], [T, Hq·Hd], [T, Hkv·Hd] ×2, [T, Hq·Hd], [T, 2·I]
     private DeviceBuffer<float>? _headRows, _headNormed, _logits;              // [R, H] ×2, [R, V] (host-contract head)
     private DeviceBuffer<float>? _cos, _sin;                                    // [positions, Hd]
     private int _ropePositions;
@@ -76,23 +82,21 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
             _layers = new Layer[spec.NumLayers];
             for (int l = 0; l < spec.NumLayers; l++)
             {
-                string p = $"model.layers.{l}.";
+                string a = $"model.layers.{l}.self_attn.", m = $"model.layers.{l}.mlp.";
+                string[] qkv = [a + "q_proj.", a + "k_proj.", a + "v_proj."], gateUp = [m + "gate_proj.", m + "up_proj."];
                 _layers[l] = new Layer
                 {
-                    InputNorm = Vector(p + "input_layernorm.weight"),
-                    PostNorm = Vector(p + "post_attention_layernorm.weight"),
-                    Wq = NewMatrix(p + "self_attn.q_proj.weight", qw, h), Bq = spec.QkvBias ? Vector(p + "self_attn.q_proj.bias") : null,
-                    Wk = NewMatrix(p + "self_attn.k_proj.weight", kvw, h), Bk = spec.QkvBias ? Vector(p + "self_attn.k_proj.bias") : null,
-                    Wv = NewMatrix(p + "self_attn.v_proj.weight", kvw, h), Bv = spec.QkvBias ? Vector(p + "self_attn.v_proj.bias") : null,
-                    Wo = NewMatrix(p + "self_attn.o_proj.weight", h, qw), Bo = spec.OutputBias ? Vector(p + "self_attn.o_proj.bias") : null,
-                    Wg = NewMatrix(p + "mlp.gate_proj.weight", ff, h), Bg = spec.MlpBias ? Vector(p + "mlp.gate_proj.bias") : null,
-                    Wu = NewMatrix(p + "mlp.up_proj.weight", ff, h), Bu = spec.MlpBias ? Vector(p + "mlp.up_proj.bias") : null,
-                    Wd = NewMatrix(p + "mlp.down_proj.weight", h, ff), Bd = spec.MlpBias ? Vector(p + "mlp.down_proj.bias") : null,
+                    InputNorm = Vector($"model.layers.{l}.input_layernorm.weight"),
+                    PostNorm = Vector($"model.layers.{l}.post_attention_layernorm.weight"),
+                    Wqkv = NewMatrix(Suffixed(qkv, "weight"), qw + 2 * kvw, h), Bqkv = spec.QkvBias ? Vector(Suffixed(qkv, "bias")) : null,
+                    Wo = NewMatrix([a + "o_proj.weight"], h, qw), Bo = spec.OutputBias ? Vector(a + "o_proj.bias") : null,
+                    WgateUp = NewMatrix(Suffixed(gateUp, "weight"), 2 * ff, h), BgateUp = spec.MlpBias ? Vector(Suffixed(gateUp, "bias")) : null,
+                    Wd = NewMatrix([m + "down_proj.weight"], h, ff), Bd = spec.MlpBias ? Vector(m + "down_proj.bias") : null,
                 };
             }
             _finalNorm = Vector(DenseGraphs.FinalNorm);
-            _embed = NewMatrix("model.embed_tokens.weight", spec.VocabSize, h);
-            _head = spec.TiedEmbeddings ? _embed : NewMatrix("lm_head.weight", spec.VocabSize, h);
+            _embed = NewMatrix(["model.embed_tokens.weight"], spec.VocabSize, h);
+            _head = spec.TiedEmbeddings ? _embed : NewMatrix(["lm_head.weight"], spec.VocabSize, h);
             Refresh();
         }
         catch
@@ -107,20 +111,28 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
     /// <summary>The backend the activations live on: <see cref="TransformerModel"/> keeps the whole forward on it when it is its own.</summary>
     public VulkanBackend Backend => _vk;
 
-    private DeviceBuffer<float> Vector(string name)
+    private static string[] Suffixed(string[] prefixes, string suffix) => prefixes.Select(p => p + suffix).ToArray();
+
+    /// <summary>A device vector holding the arena tensors <paramref name="names"/> one after the other.</summary>
+    private DeviceBuffer<float> Vector(params string[] names)
     {
-        var b = _vk.Allocate<float>(_weights.Arena.Span(name).Length, "dense:" + name);
-        _uploads.Add((name, b));
+        long n = names.Sum(name => (long)_weights.Arena.Span(name).Length);
+        var b = _vk.Allocate<float>(n, "dense:" + string.Join('+', names));
+        _uploads.Add((names, b));
         return b;
     }
 
-    private Matrix NewMatrix(string name, int rows, int cols)
+    /// <summary>A device matrix [rows, cols] whose rows are those of the arena matrices <paramref name="names"/> in order.</summary>
+    private Matrix NewMatrix(string[] names, int rows, int cols)
     {
         long n = (long)rows * cols;
+        long parts = names.Sum(name => (long)_weights.Arena.Span(name).Length);
+        if (parts != n) throw new InvalidOperationException($"{string.Join(" + ", names)}: {parts} weights, expected [{rows}, {cols}]");
+        string label = "dense:" + string.Join('+', names);
         Matrix m = _half
-            ? new Matrix(null, _vk.Allocate<Half>((n + 3) / 4 * 4, "dense:" + name), rows, cols)   // whole 8-byte words
-            : new Matrix(_vk.Allocate<float>(n, "dense:" + name), null, rows, cols);
-        _uploads.Add((name, m));
+            ? new Matrix(null, _vk.Allocate<Half>((n + 3) / 4 * 4, label), rows, cols)   // whole 8-byte words
+            : new Matrix(_vk.Allocate<float>(n, label), null, rows, cols);
+        _uploads.Add((names, m));
         return m;
     }
 
@@ -129,18 +141,23 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         Half[] staging = [];
-        foreach (var (name, buffer) in _uploads)
+        foreach (var (names, buffer) in _uploads)
         {
-            var source = _weights.Arena.Span(name);
-            switch (buffer)
+            long offset = 0;
+            foreach (string name in names)
             {
-                case DeviceBuffer<float> v: v.Write(source); break;
-                case Matrix { F32: { } f }: f.Write(source); break;
-                case Matrix { F16: { } f }:
-                    if (staging.Length < source.Length) staging = new Half[source.Length];
-                    for (int i = 0; i < source.Length; i++) staging[i] = (Half)source[i];
-                    f.Write(staging.AsSpan(0, source.Length));
-                    break;
+                var source = _weights.Arena.Span(name);
+                switch (buffer)
+                {
+                    case DeviceBuffer<float> v: v.Write(source, offset); break;
+                    case Matrix { F32: { } f }: f.Write(source, offset); break;
+                    case Matrix { F16: { } f }:
+                        if (staging.Length < source.Length) staging = new Half[source.Length];
+                        for (int i = 0; i < source.Length; i++) staging[i] = (Half)source[i];
+                        f.Write(staging.AsSpan(0, source.Length), offset);
+                        break;
+                }
+                offset += source.Length;
             }
         }
         return clock.Elapsed.TotalSeconds;
@@ -176,7 +193,7 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
         GrowRows(rows);
         _headRows!.Write(a.HeadRows.AsSpan(0, rows * h));
         _vk.RmsNorm(_headRows, _finalNorm, rows, h, (float)_spec.RmsEps, _headNormed!);
-        Project(_headNormed!, rows, _head, null, _logits!, accumulate: false);
+        Project(_headNormed!, rows, h, _head, null, _logits!, accumulate: false);
         _logits!.Read(a.Logits.AsSpan(0, rows * vocab));
     }
 
@@ -218,7 +235,7 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
             if (rows.IsEmpty) return;
             e.GrowRows(rows.Length);
             e._vk.RmsNorm(e._x!, e._finalNorm, rows.Length, e._spec.HiddenSize, (float)e._spec.RmsEps, e._headNormed!, rows);
-            e.Project(e._headNormed!, rows.Length, e._head, null, logits, accumulate: false);
+            e.Project(e._headNormed!, rows.Length, e._spec.HiddenSize, e._head, null, logits, accumulate: false);
         }
 
         public DeviceBuffer<float> Q => e._q!;       // [T, Hq·Hd] after RoPE
@@ -229,34 +246,34 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
 
     // ---- the ops of a layer ----
 
+    /// <summary>
+    /// RMSNorm, one q/k/v projection over the concatenated matrix, then one dispatch that rotates q and k and splits
+    /// the fused rows into the q, k and v buffers the attention and the KV append read: 3 dispatches.
+    /// </summary>
     private void BeforeAttention(Layer w)
     {
-        int t = _tokens, h = _spec.HiddenSize, d = _spec.HeadDim, qw = _spec.NumHeads * d, kvw = _spec.NumKvHeads * d;
-        var positions = _positions.AsSpan(0, t);
+        int t = _tokens, h = _spec.HiddenSize;
         _vk.RmsNorm(_x!, w.InputNorm, t, h, (float)_spec.RmsEps, _h!);
-        Project(_h!, t, w.Wq, w.Bq, _q!, accumulate: false);
-        Project(_h!, t, w.Wk, w.Bk, _k!, accumulate: false);
-        Project(_h!, t, w.Wv, w.Bv, _v!, accumulate: false);
-        _vk.Rope(_q!, t, _spec.NumHeads, d, qw, positions, _cos!, _sin!);
-        _vk.Rope(_k!, t, _spec.NumKvHeads, d, kvw, positions, _cos!, _sin!);
+        Project(_h!, t, h, w.Wqkv, w.Bqkv, _qkv!, accumulate: false);
+        _vk.RopeSplit(_qkv!, t, _spec.NumHeads, _spec.NumKvHeads, _spec.HeadDim, _positions.AsSpan(0, t), _cos!, _sin!, _q!, _k!, _v!);
     }
 
+    /// <summary>Output projection with the residual, RMSNorm, one gate/up projection, SwiGLU in place, down projection with the residual: 5 dispatches.</summary>
     private void AfterAttention(Layer w)
     {
-        int t = _tokens, h = _spec.HiddenSize;
-        Project(_attended!, t, w.Wo, w.Bo, _x!, accumulate: true);   // residual fused
+        int t = _tokens, h = _spec.HiddenSize, ff = _spec.IntermediateSize;
+        Project(_attended!, t, w.Wo.Cols, w.Wo, w.Bo, _x!, accumulate: true);   // residual fused
         _vk.RmsNorm(_x!, w.PostNorm, t, h, (float)_spec.RmsEps, _h!);
-        Project(_h!, t, w.Wg, w.Bg, _gate!, accumulate: false);
-        Project(_h!, t, w.Wu, w.Bu, _up!, accumulate: false);
-        _vk.SwiGlu(_gate!, _up!, (long)t * _spec.IntermediateSize);
-        Project(_gate!, t, w.Wd, w.Bd, _x!, accumulate: true);       // residual fused
+        Project(_h!, t, h, w.WgateUp, w.BgateUp, _gateUp!, accumulate: false);
+        _vk.SwiGluFused(_gateUp!, t, ff);
+        Project(_gateUp!, t, 2 * ff, w.Wd, w.Bd, _x!, accumulate: true);       // reads the gate columns; residual fused
     }
 
-    /// <summary>y[t, :] (+)= x[t, :]·Wᵀ (+ bias), y dense [tokens, W.Rows].</summary>
-    private void Project(DeviceBuffer<float> x, int tokens, Matrix w, DeviceBuffer<float>? bias, DeviceBuffer<float> y, bool accumulate)
+    /// <summary>y[t, :] (+)= x[t, :W.Cols]·Wᵀ (+ bias), x rows <paramref name="xStride"/> apart, y dense [tokens, W.Rows].</summary>
+    private void Project(DeviceBuffer<float> x, int tokens, int xStride, Matrix w, DeviceBuffer<float>? bias, DeviceBuffer<float> y, bool accumulate)
     {
-        if (w.F32 is { } f) _vk.Project(x, tokens, w.Cols, w.Cols, f, w.Rows, bias, y, w.Rows, 0, accumulate);
-        else _vk.Project(x, tokens, w.Cols, w.Cols, w.F16!, w.Rows, bias, y, w.Rows, 0, accumulate);
+        if (w.F32 is { } f) _vk.Project(x, tokens, w.Cols, xStride, f, w.Rows, bias, y, w.Rows, 0, accumulate);
+        else _vk.Project(x, tokens, w.Cols, xStride, w.F16!, w.Rows, bias, y, w.Rows, 0, accumulate);
     }
 
     /// <summary>Buffers for <paramref name="tokens"/> tokens, RoPE tables up to the largest position, positions kept for the layers.</summary>
@@ -274,12 +291,12 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
         DisposeActivations();
         _x = _vk.Allocate<float>((long)capacity * h, "dense.x");
         _h = _vk.Allocate<float>((long)capacity * h, "dense.normed");
+        _qkv = _vk.Allocate<float>((long)capacity * (qw + 2 * kvw), "dense.qkv");
         _q = _vk.Allocate<float>((long)capacity * qw, "dense.q");
         _k = _vk.Allocate<float>((long)capacity * kvw, "dense.k");
         _v = _vk.Allocate<float>((long)capacity * kvw, "dense.v");
         _attended = _vk.Allocate<float>((long)capacity * qw, "dense.attended");
-        _gate = _vk.Allocate<float>((long)capacity * ff, "dense.gate");
-        _up = _vk.Allocate<float>((long)capacity * ff, "dense.up");
+        _gateUp = _vk.Allocate<float>((long)capacity * 2 * ff, "dense.gate-up");
         _tokenCapacity = capacity;
     }
 
@@ -294,10 +311,16 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
         _rowCapacity = capacity;
     }
 
+    /// <summary>
+    /// Positions the RoPE tables hold at first (or the context limit, if shorter): a growth writes the tables and so
+    /// waits for the recorded work, an extra submit, so typical generation lengths should need none.
+    /// </summary>
+    private const int InitialRopePositions = 2048;
+
     /// <summary>cos/sin tables [positions, Hd] as <see cref="CpuDense.RopeTable"/> rounds them (the CPU executors' values), grown by doubling up to the context.</summary>
     private void GrowRope(int needed)
     {
-        int positions = Math.Min(Math.Max(needed, 2 * _ropePositions), Math.Max(_maxContext, needed));
+        int positions = Math.Min(Math.Max(needed, Math.Max(InitialRopePositions, 2 * _ropePositions)), Math.Max(_maxContext, needed));
         int d = _spec.HeadDim;
         var cos = new float[positions * d];
         var sin = new float[positions * d];
@@ -312,7 +335,7 @@ internal sealed class VulkanDenseExecutor : IDenseExecutor
 
     private void DisposeActivations()
     {
-        _x?.Dispose(); _h?.Dispose(); _q?.Dispose(); _k?.Dispose(); _v?.Dispose(); _attended?.Dispose(); _gate?.Dispose(); _up?.Dispose();
+        _x?.Dispose(); _h?.Dispose(); _qkv?.Dispose(); _q?.Dispose(); _k?.Dispose(); _v?.Dispose(); _attended?.Dispose(); _gateUp?.Dispose();
     }
 
     public void Dispose()
