@@ -19,6 +19,20 @@ public abstract class ComputeBackend : IDisposable
     /// <summary>Allocates a zeroed buffer of <paramref name="length"/> elements.</summary>
     public abstract DeviceBuffer<T> Allocate<T>(long length, string name) where T : unmanaged;
 
+    /// <summary>
+    /// A scratch buffer kept across calls: <paramref name="buffer"/> as it is when it holds <paramref name="length"/>
+    /// elements, else replaced by a new one of that length (grown, never shrunk; the old one disposed).
+    /// </summary>
+    public DeviceBuffer<T> Reuse<T>(ref DeviceBuffer<T>? buffer, long length, string name) where T : unmanaged
+    {
+        if (buffer is null || buffer.Length < length)
+        {
+            buffer?.Dispose();
+            buffer = Allocate<T>(Math.Max(length, 1), name);
+        }
+        return buffer;
+    }
+
     /// <summary>Submits recorded work and waits for it.</summary>
     public abstract void Flush();
 

@@ -260,15 +260,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
     private DeviceBuffer<float> Buffer(long length) => Grow(ref _logits, length, "draft logits");
 
     /// <summary>A buffer of the draft's backend kept across steps, grown (never shrunk) to <paramref name="length"/>.</summary>
-    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name)
-    {
-        if (buffer is null || buffer.Length < length)
-        {
-            buffer?.Dispose();
-            buffer = draft.Backend.Allocate<float>(Math.Max(length, 1), name);
-        }
-        return buffer;
-    }
+    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name) => draft.Backend.Reuse(ref buffer, length, name);
 
     public void Accepted(ISampleView sample, DraftTree tree, ReadOnlySpan<int> acceptedNodes)
     {

@@ -585,15 +585,7 @@ public sealed class GenerationInstance : IDisposable
 
     private DeviceBuffer<float> DraftLogits(long length) => Grow(ref _draftLogits, length, "draft logits");
 
-    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name)
-    {
-        if (buffer is null || buffer.Length < length)
-        {
-            buffer?.Dispose();
-            buffer = _model.Backend.Allocate<float>(Math.Max(length, 1), name);
-        }
-        return buffer;
-    }
+    private DeviceBuffer<float> Grow(ref DeviceBuffer<float>? buffer, long length, string name) => _model.Backend.Reuse(ref buffer, length, name);
 
     public void Dispose()
     {
