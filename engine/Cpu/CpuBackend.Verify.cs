@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Numerics.Tensors;
 using RLHFSpec.Compute.Engine.Kernels;
 using RLHFSpec.Compute.Engine.Random;
 
@@ -32,7 +31,11 @@ public sealed partial class CpuBackend
                     Target = target, Draft = draft, Vocab = vocab,
                     AcceptedCount = countFixed, AcceptedNodes = nodesFixed, NextToken = nextFixed, LogProbs = logProbsFixed,
                 };
-                ForEachRow(samples, vocab, 3 * vocab, (s, scratch) => status[s] = VerifySample(job, s, scratch));
+                ForEachItem(samples, vocab, scratchRows: 3, (ref CpuRowTeam.Member member, int s) =>
+                {
+                    long code = VerifySample(ref member, job, s);
+                    if (member.Leads) status[s] = code;
+                });
             }
             for (int s = 0; s < samples; s++)
             {
@@ -63,94 +66,110 @@ public sealed partial class CpuBackend
 
     private static long PackStatus(int code, long row) => ((long)code << 40) | (row + (1L << 39));
 
-    /// <summary>One sample's walk down its draft tree. Returns 0, or a packed status of the bad logit row.</summary>
-    private static unsafe long VerifySample(in VerifyJob job, int s, float[] scratch)
+    /// <summary>
+    /// One sample's walk down its draft tree, as <paramref name="member"/> of the team that verifies it (the leader
+    /// writes the outputs). Returns 0, or a packed status of the bad logit row.
+    /// </summary>
+    private static unsafe long VerifySample(ref CpuRowTeam.Member member, in VerifyJob job, int s)
     {
         int vocab = job.Vocab;
         int nodeBase = job.Offsets[s], nodes = job.Offsets[s + 1] - nodeBase, rowBase = nodeBase + s;
         var p = job.Params[s];
         float invT = p.IsGreedy ? 1f : 1f / p.Temperature;
-        var P = scratch.AsSpan(0, vocab);
-        var Q = scratch.AsSpan(vocab, vocab);
-        var R = scratch.AsSpan(2 * vocab, vocab);
+        bool leads = member.Leads;
+        if (leads)
+        {
+            for (int i = 0; i < nodes; i++) job.AcceptedNodes[nodeBase + i] = -1;
+            for (int i = 0; i <= nodes; i++) job.LogProbs[rowBase + i] = 0f;
+        }
         int node = -1, pos = p.Position, accepted = 0, next;
-        for (int i = 0; i < nodes; i++) job.AcceptedNodes[nodeBase + i] = -1;
-        for (int i = 0; i <= nodes; i++) job.LogProbs[rowBase + i] = 0f;
-
         while (true)
         {
             long row = rowBase + node + 1;
-            var target = new ReadOnlySpan<float>(job.Target + row * vocab, vocab);
-            int code = CpuWarp.RowMax(target, out float max);
+            float* target = job.Target + row * vocab;
+            int code = member.Max(target, vocab, out float max, out int argmax);
             if (code != KernelValidation.RowOk) return PackStatus(code, row);
 
-            int acceptedChild = -1;
+            int acceptedChild;
             float fullSum;
             if (p.IsGreedy)
             {
-                int a = CpuWarp.FirstIndexOf(target, max);
-                fullSum = CpuWarp.SumExpShifted(target, max);
+                fullSum = member.ExpSum(target, vocab, max, 1f, null);
+                acceptedChild = -1;
                 for (int c = node + 1; c < nodes; c++)
-                    if (job.Parents[nodeBase + c] == node && job.Tokens[nodeBase + c] == a) { acceptedChild = c; break; }
-                next = a;
+                    if (job.Parents[nodeBase + c] == node && job.Tokens[nodeBase + c] == argmax) { acceptedChild = c; break; }
+                next = argmax;
             }
             else
             {
-                float massP = CpuWarp.Warp(target, max, p, P, out fullSum);
-                bool hasQ = false;
-                float massQ = 1f;
-                int attempt = 0;
-                for (int c = node + 1; c < nodes; c++)
-                {
-                    if (job.Parents[nodeBase + c] != node) continue;
-                    if (!hasQ && job.Kinds[s] == DraftKind.Sampled)
-                    {
-                        var draft = new ReadOnlySpan<float>(job.Draft + row * vocab, vocab);
-                        int draftCode = CpuWarp.RowMax(draft, out float draftMax);
-                        if (draftCode != KernelValidation.RowOk) return PackStatus(draftCode, -1 - row);
-                        massQ = CpuWarp.Warp(draft, draftMax, p, Q, out _);
-                        hasQ = true;
-                    }
-                    int x = job.Tokens[nodeBase + c];
-                    float qx = hasQ ? Q[x] / massQ : 1f;
-                    float u = Philox.Uniform(p.SeedLo, p.SeedHi, pos, p.SampleId, RngStreams.Accept, (uint)attempt);
-                    if (u * qx < P[x] / massP) { acceptedChild = c; break; }
-                    attempt++;
-                    if (hasQ)
-                    {
-                        // Residual norm(max(0, P − Q)), kept unnormalised with its mass.
-                        TensorPrimitives.Multiply(P, 1f / massP, R);
-                        TensorPrimitives.MultiplyAdd(Q, -1f / massQ, R, R);
-                        TensorPrimitives.Max(R, 0f, R);
-                        float mass = TensorPrimitives.Sum(R);
-                        if (mass > 0f)
-                        {
-                            R.CopyTo(P);
-                            massP = mass;
-                        }
-                    }
-                    else
-                    {
-                        float old = P[x];
-                        P[x] = 0f;
-                        float mass = TensorPrimitives.Sum(P);
-                        if (mass > 0f) massP = mass;
-                        else P[x] = old;
-                    }
-                }
-                next = acceptedChild < 0 ? CpuWarp.Race(P, p, pos, RngStreams.Target) : -1;
+                long status = DecideSampled(ref member, job, s, row, node, max, pos, out acceptedChild, out next, out fullSum);
+                if (status != 0) return status;
             }
 
             int emitted = acceptedChild >= 0 ? job.Tokens[nodeBase + acceptedChild] : next;
-            job.LogProbs[rowBase + accepted] = CpuWarp.LogSoftmax(target[emitted], max, invT, fullSum);
+            if (leads) job.LogProbs[rowBase + accepted] = CpuWarp.LogSoftmax(target[emitted], max, invT, fullSum);
             if (acceptedChild < 0) break;
-            job.AcceptedNodes[nodeBase + accepted] = acceptedChild;
+            if (leads) job.AcceptedNodes[nodeBase + accepted] = acceptedChild;
             accepted++;
             node = acceptedChild;
             pos++;
         }
-        job.AcceptedCount[s] = accepted;
-        job.NextToken[s] = next;
+        if (leads)
+        {
+            job.AcceptedCount[s] = accepted;
+            job.NextToken[s] = next;
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// A non-greedy node: its children in index order, accept x if u · q(x) &lt; p(x); else p ← norm(max(0, p − q))
+    /// (Sampled) or p(x) ← 0 (Deterministic); with no child accepted, the exponential race over p gives
+    /// <paramref name="next"/>. p lives unnormalised, with its mass, in scratch row 0 or 2 (swapped on a residual); q in row 1.
+    /// </summary>
+    private static unsafe long DecideSampled(ref CpuRowTeam.Member member, in VerifyJob job, int s, long row, int node, float max, int pos,
+        out int acceptedChild, out int next, out float fullSum)
+    {
+        int vocab = job.Vocab, nodeBase = job.Offsets[s], nodes = job.Offsets[s + 1] - nodeBase;
+        var p = job.Params[s];
+        float* P = member.Team.Scratch(0), Q = member.Team.Scratch(1), R = member.Team.Scratch(2);
+        float massP = member.Warp(job.Target + row * vocab, vocab, max, p, P, out fullSum);
+        bool hasQ = false;
+        float massQ = 1f;
+        int attempt = 0;
+        acceptedChild = -1;
+        next = -1;
+        for (int c = node + 1; c < nodes; c++)
+        {
+            if (job.Parents[nodeBase + c] != node) continue;
+            if (!hasQ && job.Kinds[s] == DraftKind.Sampled)
+            {
+                float* draft = job.Draft + row * vocab;
+                int draftCode = member.Max(draft, vocab, out float draftMax, out _);
+                if (draftCode != KernelValidation.RowOk) return PackStatus(draftCode, -1 - row);
+                massQ = member.Warp(draft, vocab, draftMax, p, Q, out _);
+                hasQ = true;
+            }
+            int x = job.Tokens[nodeBase + c];
+            float qx = hasQ ? Q[x] / massQ : 1f;
+            float u = Philox.Uniform(p.SeedLo, p.SeedHi, pos, p.SampleId, RngStreams.Accept, (uint)attempt);
+            if (u * qx < P[x] / massP) { acceptedChild = c; break; }
+            attempt++;
+            if (hasQ)
+            {
+                // Residual norm(max(0, P − Q)), kept unnormalised with its mass; R is read by no one until the swap.
+                float mass = member.Residual(P, 1f / massP, Q, 1f / massQ, R, vocab);
+                if (mass > 0f)
+                {
+                    float* swap = P;
+                    P = R;
+                    R = swap;
+                    massP = mass;
+                }
+            }
+            else massP = member.Drop(P, vocab, x, massP);
+        }
+        if (acceptedChild < 0) next = member.Race(P, vocab, p, pos, RngStreams.Target);
         return 0;
     }
 }
