@@ -203,11 +203,7 @@ internal sealed unsafe class CpuRowTeam : IDisposable
             var (first, end, chunks, values, indices) = Share(n);
             for (int c = first; c < end; c++)
             {
-                float score = -1f;
-                int best = -1;
-                CpuRowMath.Race(w + (long)c * Chunk, Length(c, n), c * Chunk, p, position, stream, ref score, ref best);
-                values[c] = score;
-                indices[c] = best;
+                (values[c], indices[c]) = CpuRowMath.Race(w + (long)c * Chunk, Length(c, n), c * Chunk, p, position, stream);
             }
             Sync();
             float bestScore = -1f;
