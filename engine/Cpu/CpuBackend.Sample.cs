@@ -44,16 +44,15 @@ public sealed partial class CpuBackend
     {
         token = -1;
         logProb = 0f;
-        int status = member.Max(row, vocab, out float max, out int argmax);
-        if (status != KernelValidation.RowOk) return status;
         if (p.IsGreedy)
         {
-            token = argmax;
-            logProb = CpuWarp.LogSoftmax(row[token], max, 1f, member.ExpSum(row, vocab, max, 1f, null));
-            return status;
+            int greedy = member.Softmax(row, vocab, 1f, null, out float top, out token, out float sum);
+            if (greedy == KernelValidation.RowOk) logProb = CpuWarp.LogSoftmax(row[token], top, 1f, sum);
+            return greedy;
         }
         float* weights = member.Team.Scratch(0);
-        member.Warp(row, vocab, max, p, weights, out float fullSum);
+        int status = member.Warp(row, vocab, p, weights, out float max, out _, out float fullSum);
+        if (status != KernelValidation.RowOk) return status;
         token = member.Race(weights, vocab, p, p.Position, p.Stream);
         logProb = CpuWarp.LogSoftmax(row[token], max, 1f / p.Temperature, fullSum);
         return status;

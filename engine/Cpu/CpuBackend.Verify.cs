@@ -87,14 +87,12 @@ public sealed partial class CpuBackend
         {
             long row = rowBase + node + 1;
             float* target = job.Target + row * vocab;
-            int code = member.Max(target, vocab, out float max, out int argmax);
-            if (code != KernelValidation.RowOk) return PackStatus(code, row);
-
             int acceptedChild;
-            float fullSum;
+            float max, fullSum;
             if (p.IsGreedy)
             {
-                fullSum = member.ExpSum(target, vocab, max, 1f, null);
+                int code = member.Softmax(target, vocab, 1f, null, out max, out int argmax, out fullSum);
+                if (code != KernelValidation.RowOk) return PackStatus(code, row);
                 acceptedChild = -1;
                 for (int c = node + 1; c < nodes; c++)
                     if (job.Parents[nodeBase + c] == node && job.Tokens[nodeBase + c] == argmax) { acceptedChild = c; break; }
@@ -102,7 +100,7 @@ public sealed partial class CpuBackend
             }
             else
             {
-                long status = DecideSampled(ref member, job, s, row, node, max, pos, out acceptedChild, out next, out fullSum);
+                long status = DecideSampled(ref member, job, s, row, node, pos, out max, out acceptedChild, out next, out fullSum);
                 if (status != 0) return status;
             }
 
@@ -127,27 +125,26 @@ public sealed partial class CpuBackend
     /// (Sampled) or p(x) ← 0 (Deterministic); with no child accepted, the exponential race over p gives
     /// <paramref name="next"/>. p lives unnormalised, with its mass, in scratch row 0 or 2 (swapped on a residual); q in row 1.
     /// </summary>
-    private static unsafe long DecideSampled(ref CpuRowTeam.Member member, in VerifyJob job, int s, long row, int node, float max, int pos,
-        out int acceptedChild, out int next, out float fullSum)
+    private static unsafe long DecideSampled(ref CpuRowTeam.Member member, in VerifyJob job, int s, long row, int node, int pos,
+        out float max, out int acceptedChild, out int next, out float fullSum)
     {
         int vocab = job.Vocab, nodeBase = job.Offsets[s], nodes = job.Offsets[s + 1] - nodeBase;
         var p = job.Params[s];
         float* P = member.Team.Scratch(0), Q = member.Team.Scratch(1), R = member.Team.Scratch(2);
-        float massP = member.Warp(job.Target + row * vocab, vocab, max, p, P, out fullSum);
+        acceptedChild = -1;
+        next = -1;
+        int code = member.Warp(job.Target + row * vocab, vocab, p, P, out max, out float massP, out fullSum);
+        if (code != KernelValidation.RowOk) return PackStatus(code, row);
         bool hasQ = false;
         float massQ = 1f;
         int attempt = 0;
-        acceptedChild = -1;
-        next = -1;
         for (int c = node + 1; c < nodes; c++)
         {
             if (job.Parents[nodeBase + c] != node) continue;
             if (!hasQ && job.Kinds[s] == DraftKind.Sampled)
             {
-                float* draft = job.Draft + row * vocab;
-                int draftCode = member.Max(draft, vocab, out float draftMax, out _);
+                int draftCode = member.Warp(job.Draft + row * vocab, vocab, p, Q, out _, out massQ, out _);
                 if (draftCode != KernelValidation.RowOk) return PackStatus(draftCode, -1 - row);
-                massQ = member.Warp(draft, vocab, draftMax, p, Q, out _);
                 hasQ = true;
             }
             int x = job.Tokens[nodeBase + c];

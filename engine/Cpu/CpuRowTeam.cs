@@ -20,6 +20,7 @@ internal sealed unsafe class CpuRowTeam : IDisposable
 
     private readonly CpuWorkers? _pool;
     private readonly float[][] _values = new float[2][];   // per chunk partials, alternating between ops
+    private readonly float[][] _sums = new float[2][];
     private readonly int[][] _indices = new int[2][];
     private float* _scratch;
     private readonly long _scratchRowLength;
@@ -36,6 +37,7 @@ internal sealed unsafe class CpuRowTeam : IDisposable
         for (int k = 0; k < 2; k++)
         {
             _values[k] = new float[chunks];
+            _sums[k] = new float[chunks];
             _indices[k] = new int[chunks];
         }
         _scratchRowLength = (rowLength + 15) & ~15L;
@@ -80,12 +82,15 @@ internal sealed unsafe class CpuRowTeam : IDisposable
         public readonly void Sync() => _team._pool?.Barrier();
 
         /// <summary>This participant's chunks of a row of <paramref name="n"/> values, the row's chunk count, and the partials to fill.</summary>
-        private (int First, int End, int Chunks, float[] Values, int[] Indices) Share(int n)
+        private (int First, int End, int Chunks, float[] Values, int[] Indices) Share(int n) => Share(n, out _);
+
+        private (int First, int End, int Chunks, float[] Values, int[] Indices) Share(int n, out float[] sums)
         {
             int chunks = (n + Chunk - 1) / Chunk;
             var values = _team._values[_flip];
             var indices = _team._indices[_flip];
-            _flip ^= 1; // the next op fills the other pair: a slower participant may still read this one
+            sums = _team._sums[_flip];
+            _flip ^= 1; // the next op fills the other set: a slower participant may still read this one
             return (Index * chunks / _team.Size, (Index + 1) * chunks / _team.Size, chunks, values, indices);
         }
 
@@ -99,40 +104,73 @@ internal sealed unsafe class CpuRowTeam : IDisposable
         }
 
         /// <summary>
-        /// The row's max and the first index holding it, or its status (<see cref="KernelValidation.RowNotFinite"/> for
-        /// NaN/+Inf, <see cref="KernelValidation.RowNoFiniteLogit"/>) with argmax −1.
+        /// One pass over <paramref name="row"/> (each chunk read once from memory, then again from L1): its max, the
+        /// first index holding it, and Σ exp((l − max) · invT), the terms written to <paramref name="w"/> unless it is
+        /// null. Each chunk sums relative to its own max and the chunks are rescaled to the row's max when combined, so
+        /// a row costs one barrier (two with <paramref name="w"/>: its rescaled terms are then visible to all). Returns
+        /// the row's status (<see cref="KernelValidation.RowNotFinite"/> for NaN/+Inf, <see cref="KernelValidation.RowNoFiniteLogit"/>),
+        /// with argmax −1 unless it is <see cref="KernelValidation.RowOk"/>.
         /// </summary>
-        public int Max(float* row, int n, out float max, out int argmax)
+        public int Softmax(float* row, int n, float invT, float* w, out float max, out int argmax, out float sum)
         {
-            var (first, end, chunks, values, _) = Share(n);
-            for (int c = first; c < end; c++) values[c] = TensorPrimitives.Max(new ReadOnlySpan<float>(row + (long)c * Chunk, Length(c, n)));
+            var (first, end, chunks, values, _) = Share(n, out var sums);
+            for (int c = first; c < end; c++)
+            {
+                long at = (long)c * Chunk;
+                int length = Length(c, n);
+                float m = TensorPrimitives.Max(new ReadOnlySpan<float>(row + at, length));
+                values[c] = m;
+                if (float.IsFinite(m)) sums[c] = CpuRowMath.ExpSum(row + at, w == null ? null : w + at, length, m, invT);
+                else
+                {
+                    sums[c] = 0f; // all −∞ (weights 0), or a bad row
+                    if (w != null) new Span<float>(w + at, length).Clear();
+                }
+            }
             Sync();
             max = values[0];
             for (int c = 1; c < chunks && !float.IsNaN(max); c++)
                 if (float.IsNaN(values[c]) || values[c] > max) max = values[c];
             argmax = -1;
+            sum = 0f;
             int status = CpuWarp.RowStatus(max);
             if (status != KernelValidation.RowOk) return status;
+            for (int c = 0; c < chunks; c++)
+                if (values[c] > float.NegativeInfinity) sum += sums[c] * ChunkScale(values[c], max, invT);
             for (int c = 0; c < chunks; c++)
                 if (values[c] == max)
                 {
                     argmax = c * Chunk + CpuWarp.FirstIndexOf(new ReadOnlySpan<float>(row + (long)c * Chunk, Length(c, n)), max);
                     break;
                 }
+            if (w == null) return status;
+            for (int c = first; c < end; c++)
+                if (values[c] != max && values[c] > float.NegativeInfinity)
+                {
+                    var chunk = new Span<float>(w + (long)c * Chunk, Length(c, n));
+                    TensorPrimitives.Multiply(chunk, ChunkScale(values[c], max, invT), chunk);
+                }
+            Sync();
             return status;
         }
 
-        /// <summary>Σ exp((row − max) · invT), the terms written to <paramref name="w"/> unless it is null.</summary>
-        public float ExpSum(float* row, int n, float max, float invT, float* w)
+        /// <summary>exp((chunkMax − max) · invT): from a chunk's own max to the row's.</summary>
+        private static float ChunkScale(float chunkMax, float max, float invT) => chunkMax == max ? 1f : MathF.Exp((chunkMax - max) * invT);
+
+        /// <summary>
+        /// <see cref="Softmax"/> of a non-greedy row into the weights <paramref name="w"/>, then top-k/top-p (their
+        /// thresholds found by the leader alone over the whole row); <paramref name="mass"/> is the kept weights' sum,
+        /// <paramref name="fullSum"/> Σ exp((l − max) / T) before top-k/top-p (for log_softmax).
+        /// </summary>
+        public int Warp(float* row, int n, in SamplingParams p, float* w, out float max, out float mass, out float fullSum)
         {
-            var (first, end, chunks, values, _) = Share(n);
-            for (int c = first; c < end; c++)
-            {
-                long at = (long)c * Chunk;
-                values[c] = CpuRowMath.ExpSum(row + at, w == null ? null : w + at, Length(c, n), max, invT);
-            }
+            int status = Softmax(row, n, 1f / p.Temperature, w, out max, out _, out fullSum);
+            mass = fullSum;
+            if (status != KernelValidation.RowOk || !CpuWarp.Truncates(p, n)) return status;
+            if (Leads) _team.LeaderValue = CpuWarp.Truncate(new ReadOnlySpan<float>(row, n), p, new Span<float>(w, n));
             Sync();
-            return OrderedSum(values, chunks);
+            mass = _team.LeaderValue;
+            return status;
         }
 
         /// <summary>Σ w.</summary>
@@ -160,20 +198,6 @@ internal sealed unsafe class CpuRowTeam : IDisposable
             }
             Sync();
             return OrderedSum(values, chunks);
-        }
-
-        /// <summary>
-        /// Warps <paramref name="row"/> (max <paramref name="max"/>) into the weights <paramref name="w"/> and returns their
-        /// mass; <paramref name="fullSum"/> is Σ exp((l − max) / T) before top-k/top-p (for log_softmax). Top-k/top-p
-        /// thresholds are found by the leader alone over the whole row.
-        /// </summary>
-        public float Warp(float* row, int n, float max, in SamplingParams p, float* w, out float fullSum)
-        {
-            fullSum = ExpSum(row, n, max, 1f / p.Temperature, w);
-            if (!CpuWarp.Truncates(p, n)) return fullSum;
-            if (Leads) _team.LeaderValue = CpuWarp.Truncate(new ReadOnlySpan<float>(row, n), p, new Span<float>(w, n));
-            Sync();
-            return _team.LeaderValue;
         }
 
         /// <summary>
