@@ -133,6 +133,7 @@ public sealed partial class CpuBackend
         float* P = member.Team.Scratch(0), Q = member.Team.Scratch(1), R = member.Team.Scratch(2);
         acceptedChild = -1;
         next = -1;
+        member.Sync(); // every participant is done with the previous node's P and Q (its accept tests read any entry)
         int code = member.Warp(job.Target + row * vocab, vocab, p, P, out max, out float massP, out fullSum);
         if (code != KernelValidation.RowOk) return PackStatus(code, row);
         bool hasQ = false;
