@@ -98,13 +98,82 @@ internal readonly struct CpuPhilox
         return (ToUniform(MulHi(c2A, M1) ^ c1A ^ k), ToUniform(MulHi(c2B, M1) ^ c1B ^ k));
     }
 
+    /// <summary>Whether <see cref="Uniform32"/> may be called (AVX-512).</summary>
+    public static bool IsWide => Avx512F.IsSupported;
+
+    /// <summary><see cref="Uniform16"/> in 16 lanes: indices firstIndex + 0..15 (Low) and + 16..31 (High). AVX-512 only.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public (Vector512<float> Low, Vector512<float> High) Uniform32(uint firstIndex)
+    {
+        var index = Vector512.Create(firstIndex) + Vector512<uint>.Indices;
+        var r2 = Vector512.Create(_c2Base);
+        var (hiA, loA) = MulHiLo(r2 ^ index, M1);
+        var (hiB, loB) = MulHiLo(r2 ^ (index + Vector512.Create(16u)), M1);
+        var k = Vector512.Create(_r2c1 ^ (_k0 + W0));
+        Vector512<uint> c0A = hiA ^ k, c1A = loA, c0B = hiB ^ k, c1B = loB;
+        (hiA, loA) = MulHiLo(c0A, M0);
+        (hiB, loB) = MulHiLo(c0B, M0);
+        k = Vector512.Create(_r3hi1 ^ unchecked(_k0 + 2 * W0));
+        c0A = c1A ^ k;
+        c0B = c1B ^ k;
+        c1A = c1B = Vector512.Create(_r3c1);
+        k = Vector512.Create(_r2c3 ^ unchecked(_k1 + 2 * W1));
+        Vector512<uint> c2A = hiA ^ k, c3A = loA, c2B = hiB ^ k, c3B = loB;
+        for (uint round = 3; round < 9; round++)
+        {
+            var (hi0A, lo0A) = MulHiLo(c0A, M0);
+            var (hi0B, lo0B) = MulHiLo(c0B, M0);
+            var (hi1A, lo1A) = MulHiLo(c2A, M1);
+            var (hi1B, lo1B) = MulHiLo(c2B, M1);
+            var k0 = Vector512.Create(_k0 + round * W0);
+            var k1 = Vector512.Create(_k1 + round * W1);
+            c0A = hi1A ^ c1A ^ k0;
+            c0B = hi1B ^ c1B ^ k0;
+            c1A = lo1A;
+            c1B = lo1B;
+            c2A = hi0A ^ c3A ^ k1;
+            c2B = hi0B ^ c3B ^ k1;
+            c3A = lo0A;
+            c3B = lo0B;
+        }
+        k = Vector512.Create(unchecked(_k0 + 9 * W0));
+        return (ToUniform(MulHi(c2A, M1) ^ c1A ^ k), ToUniform(MulHi(c2B, M1) ^ c1B ^ k));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<uint> MulHi(Vector512<uint> a, uint multiplier)
+    {
+        var m = Vector512.Create(multiplier);
+        var even = Avx512F.Multiply(a, m);
+        var odd = Avx512F.Multiply(Avx512F.ShiftRightLogical(a.AsUInt64(), 32).AsUInt32(), m);
+        return Vector512.ConditionalSelect(Vector512.Create(0xFFFF_FFFF_0000_0000UL).AsUInt32(), odd.AsUInt32(), Avx512F.ShiftRightLogical(even, 32).AsUInt32());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<uint> Hi, Vector512<uint> Lo) MulHiLo(Vector512<uint> a, uint multiplier) =>
+        (MulHi(a, multiplier), a * Vector512.Create(multiplier));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ToUniform(Vector512<uint> x)
+    {
+        var odd = ((x >> 9) << 1) | Vector512<uint>.One;
+        return Vector512.ConvertToSingle(odd.AsInt32()) * Vector512.Create(1f / 16777216f);
+    }
+
     /// <summary>destination[j] = Philox.Uniform(seed, position, sampleId, stream, firstIndex + j).</summary>
     public static void Uniforms(in SamplingParams p, int position, uint stream, uint firstIndex, Span<float> destination)
     {
         int j = 0;
+        var philox = new CpuPhilox(p, position, stream);
+        if (IsWide)
+            for (; j <= destination.Length - 32; j += 32)
+            {
+                var (low, high) = philox.Uniform32(firstIndex + (uint)j);
+                low.CopyTo(destination.Slice(j, 16));
+                high.CopyTo(destination.Slice(j + 16, 16));
+            }
         if (IsVectorized)
         {
-            var philox = new CpuPhilox(p, position, stream);
             for (; j <= destination.Length - 16; j += 16)
             {
                 var (low, high) = philox.Uniform16(firstIndex + (uint)j);

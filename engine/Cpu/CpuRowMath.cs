@@ -124,7 +124,20 @@ internal static unsafe class CpuRowMath
         var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
         var tail = stackalloc float[16];
         var philox = new CpuPhilox(p, position, stream);
-        for (int j = 0; j < n; j += 16)
+        int j = 0;
+        if (CpuPhilox.IsWide)
+            for (; j <= n - 32; j += 32)
+            {
+                float* at = w + j;
+                Vector256<float> w0 = Vector256.Load(at), w1 = Vector256.Load(at + 8), w2 = Vector256.Load(at + 16), w3 = Vector256.Load(at + 24);
+                if (!Vector256.GreaterThanAny(Vector256.Max(Vector256.Max(w0, w1), Vector256.Max(w2, w3)), Vector256<float>.Zero)) continue;
+                var (u0, u1) = philox.Uniform32((uint)(firstIndex + j));
+                Keep(w0 / Log(u0.GetLower()), lane + Vector256.Create(j), ref bestQ, ref bestI);
+                Keep(w1 / Log(u0.GetUpper()), lane + Vector256.Create(j + 8), ref bestQ, ref bestI);
+                Keep(w2 / Log(u1.GetLower()), lane + Vector256.Create(j + 16), ref bestQ, ref bestI);
+                Keep(w3 / Log(u1.GetUpper()), lane + Vector256.Create(j + 24), ref bestQ, ref bestI);
+            }
+        for (; j < n; j += 16)
         {
             Vector256<float> low, high;
             if (j <= n - 16)
