@@ -8,7 +8,7 @@ namespace RLHFSpec.Compute.Engine.Cpu;
 
 /// <summary>
 /// <see cref="Philox.Uniform"/> for runs of consecutive indices of one (seed, position, sampleId, stream), eight
-/// counters per AVX2 instruction; bit-identical to the scalar generator. Only the last counter word (the index)
+/// counters per AVX2 instruction (sixteen with AVX-512); bit-identical to the scalar generator. Only the last counter word (the index)
 /// varies along a run, and Philox's first rounds mix it into one half of the state at a time: round 1 needs no
 /// vector product, rounds 2 and 3 one each (the other half is the same for every index and computed once here),
 /// and the last round only the word it outputs: 14.5 vector products instead of 20. The exponential race draws one
@@ -22,7 +22,7 @@ internal readonly struct CpuPhilox
     private readonly uint _k0, _k1;
     private readonly uint _c2Base;          // round 1: c2 = _c2Base ^ index
     private readonly uint _r2c1, _r2c2, _r2c3; // round 2's inputs c1 and its index-free outputs c2, c3
-    private readonly uint _r3c1;             // round 3's index-free output c1
+    private readonly uint _r3c1, _r3hi1;     // round 3's index-free output c1, and the high word of its index-free product
 
     public CpuPhilox(in SamplingParams p, int position, uint stream)
     {
@@ -44,14 +44,8 @@ internal readonly struct CpuPhilox
         _r3hi1 = (uint)(e >> 32);
     }
 
-    private readonly uint _r3hi1;
-
-    /// <summary>Whether <see cref="Uniform8"/> may be called (else use <see cref="Philox.Uniform"/>).</summary>
+    /// <summary>Whether <see cref="Uniform16"/> may be called (AVX2; else use <see cref="Philox.Uniform"/>).</summary>
     public static bool IsVectorized => Avx2.IsSupported;
-
-    /// <summary>Lane j: Philox.Uniform(…, firstIndex + j), for j in 0..7. AVX2 only.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Vector256<float> Uniform8(uint firstIndex) => Uniform16(firstIndex).Low;
 
     /// <summary>
     /// Lanes j of Low and High: Philox.Uniform(…, firstIndex + j) and (…, firstIndex + 8 + j). Two independent

@@ -173,15 +173,6 @@ internal sealed unsafe class CpuRowTeam : IDisposable
             return status;
         }
 
-        /// <summary>Σ w.</summary>
-        public float Sum(float* w, int n)
-        {
-            var (first, end, chunks, values, _) = Share(n);
-            for (int c = first; c < end; c++) values[c] = TensorPrimitives.Sum(new ReadOnlySpan<float>(w + (long)c * Chunk, Length(c, n)));
-            Sync();
-            return OrderedSum(values, chunks);
-        }
-
         /// <summary>r = max(0, p · pScale − q · qScale); returns Σ r.</summary>
         public float Residual(float* p, float pScale, float* q, float qScale, float* r, int n)
         {
