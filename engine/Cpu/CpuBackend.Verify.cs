@@ -123,51 +123,90 @@ public sealed partial class CpuBackend
     /// <summary>
     /// A non-greedy node: its children in index order, accept x if u · q(x) &lt; p(x); else p ← norm(max(0, p − q))
     /// (Sampled) or p(x) ← 0 (Deterministic); with no child accepted, the exponential race over p gives
-    /// <paramref name="next"/>. p lives unnormalised, with its mass, in scratch row 0 or 2 (swapped on a residual); q in row 1.
+    /// <paramref name="next"/>. p lives unnormalised, with its mass, in scratch row 0 or 2 (swapped on a residual); q in
+    /// row 1. Without top-k/top-p an accept test needs only p(x), q(x) and the masses, so the weights are written out
+    /// only once a child is rejected or the race needs them: an accepted node costs one pass per row, as greedy does.
     /// </summary>
     private static unsafe long DecideSampled(ref CpuRowTeam.Member member, in VerifyJob job, int s, long row, int node, int pos,
         out float max, out int acceptedChild, out int next, out float fullSum)
     {
         int vocab = job.Vocab, nodeBase = job.Offsets[s], nodes = job.Offsets[s + 1] - nodeBase;
         var p = job.Params[s];
-        float* P = member.Team.Scratch(0), Q = member.Team.Scratch(1), R = member.Team.Scratch(2);
+        float* R = member.Team.Scratch(2);
         acceptedChild = -1;
         next = -1;
         member.Sync(); // every participant is done with the previous node's P and Q (its accept tests read any entry)
-        int code = member.Warp(job.Target + row * vocab, vocab, p, P, out max, out float massP, out fullSum);
+        var P = new WarpedRow(job.Target + row * vocab, member.Team.Scratch(0));
+        int code = P.Prepare(ref member, vocab, p);
+        max = P.Max;
+        fullSum = P.FullSum;
         if (code != KernelValidation.RowOk) return PackStatus(code, row);
+        var Q = new WarpedRow(job.Draft + row * vocab, member.Team.Scratch(1));
         bool hasQ = false;
-        float massQ = 1f;
         int attempt = 0;
         for (int c = node + 1; c < nodes; c++)
         {
             if (job.Parents[nodeBase + c] != node) continue;
             if (!hasQ && job.Kinds[s] == DraftKind.Sampled)
             {
-                int draftCode = member.Warp(job.Draft + row * vocab, vocab, p, Q, out _, out massQ, out _);
+                int draftCode = Q.Prepare(ref member, vocab, p);
                 if (draftCode != KernelValidation.RowOk) return PackStatus(draftCode, -1 - row);
                 hasQ = true;
             }
             int x = job.Tokens[nodeBase + c];
-            float qx = hasQ ? Q[x] / massQ : 1f;
+            float qx = hasQ ? Q.Weight(x, p) / Q.Mass : 1f;
             float u = Philox.Uniform(p.SeedLo, p.SeedHi, pos, p.SampleId, RngStreams.Accept, (uint)attempt);
-            if (u * qx < P[x] / massP) { acceptedChild = c; break; }
+            if (u * qx < P.Weight(x, p) / P.Mass) { acceptedChild = c; break; }
             attempt++;
+            P.Write(ref member, vocab, p);
             if (hasQ)
             {
                 // Residual norm(max(0, P − Q)), kept unnormalised with its mass; R is read by no one until the swap.
-                float mass = member.Residual(P, 1f / massP, Q, 1f / massQ, R, vocab);
+                Q.Write(ref member, vocab, p);
+                float mass = member.Residual(P.Weights, 1f / P.Mass, Q.Weights, 1f / Q.Mass, R, vocab);
                 if (mass > 0f)
                 {
-                    float* swap = P;
-                    P = R;
+                    float* swap = P.Weights;
+                    P.Weights = R;
                     R = swap;
-                    massP = mass;
+                    P.Mass = mass;
                 }
             }
-            else massP = member.Drop(P, vocab, x, massP);
+            else P.Mass = member.Drop(P.Weights, vocab, x, P.Mass);
         }
-        if (acceptedChild < 0) next = member.Race(P, vocab, p, pos, RngStreams.Target);
+        if (acceptedChild >= 0) return 0;
+        P.Write(ref member, vocab, p);
+        next = member.Race(P.Weights, vocab, p, pos, RngStreams.Target);
         return 0;
+    }
+
+    /// <summary>A warped logit row whose weights (in <see cref="Weights"/>) are written out only when needed.</summary>
+    private unsafe struct WarpedRow(float* logits, float* weights)
+    {
+        public float* Weights = weights;
+        public float Max, Mass, FullSum;
+        private bool _written;
+
+        /// <summary>Max, masses and (with top-k/top-p, which need them) the weights; returns the row's status.</summary>
+        public int Prepare(ref CpuRowTeam.Member member, int vocab, in SamplingParams p)
+        {
+            _written = CpuWarp.Truncates(p, vocab);
+            if (_written) return member.Warp(logits, vocab, p, Weights, out Max, out Mass, out FullSum);
+            int status = member.Softmax(logits, vocab, 1f / p.Temperature, null, out Max, out _, out Mass);
+            FullSum = Mass;
+            return status;
+        }
+
+        /// <summary>The unnormalised weight of token <paramref name="x"/>.</summary>
+        public readonly float Weight(int x, in SamplingParams p) =>
+            _written ? Weights[x] : logits[x] == float.NegativeInfinity ? 0f : MathF.Exp((logits[x] - Max) * (1f / p.Temperature));
+
+        /// <summary>Writes the weights out (their sum is <see cref="Mass"/> already).</summary>
+        public void Write(ref CpuRowTeam.Member member, int vocab, in SamplingParams p)
+        {
+            if (_written) return;
+            member.Softmax(logits, vocab, 1f / p.Temperature, Weights, out _, out _, out _);
+            _written = true;
+        }
     }
 }
