@@ -21,10 +21,13 @@ public sealed partial class CpuBackend
                 int* tokenOut = tokensFixed;
                 float* logProbOut = logProbsFixed;
                 float* data = source.Pointer;
-                ForEachRow(count, vocabSize, vocabSize, (r, weights) =>
+                ForEachItem(count, vocabSize, scratchRows: 1, (ref CpuRowTeam.Member member, int r) =>
                 {
-                    var row = new ReadOnlySpan<float>(data + (long)r * vocabSize, vocabSize);
-                    status[r] = SampleRow(row, settings[r], weights, out tokenOut[r], out logProbOut[r]);
+                    int code = SampleRow(ref member, data + (long)r * vocabSize, vocabSize, settings[r], out int token, out float logProb);
+                    if (!member.Leads) return;
+                    status[r] = code;
+                    tokenOut[r] = token;
+                    logProbOut[r] = logProb;
                 });
             }
             for (int r = 0; r < count; r++)
@@ -37,20 +40,20 @@ public sealed partial class CpuBackend
     }
 
     /// <returns>The row's status (<see cref="KernelValidation.RowOk"/> or why it cannot be sampled).</returns>
-    private static int SampleRow(ReadOnlySpan<float> row, in SamplingParams p, Span<float> weights, out int token, out float logProb)
+    private static unsafe int SampleRow(ref CpuRowTeam.Member member, float* row, int vocab, in SamplingParams p, out int token, out float logProb)
     {
         token = -1;
         logProb = 0f;
-        int status = CpuWarp.RowMax(row, out float max);
-        if (status != KernelValidation.RowOk) return status;
         if (p.IsGreedy)
         {
-            token = CpuWarp.FirstIndexOf(row, max);
-            logProb = CpuWarp.LogSoftmax(row[token], max, 1f, CpuWarp.SumExpShifted(row, max));
-            return status;
+            int greedy = member.Softmax(row, vocab, 1f, null, out float top, out token, out float sum);
+            if (greedy == KernelValidation.RowOk) logProb = CpuWarp.LogSoftmax(row[token], top, 1f, sum);
+            return greedy;
         }
-        CpuWarp.Warp(row, max, p, weights, out float fullSum);
-        token = CpuWarp.Race(weights[..row.Length], p, p.Position, p.Stream);
+        float* weights = member.Team.Scratch(0);
+        int status = member.Warp(row, vocab, p, weights, out float max, out _, out float fullSum);
+        if (status != KernelValidation.RowOk) return status;
+        token = member.Race(weights, vocab, p, p.Position, p.Stream);
         logProb = CpuWarp.LogSoftmax(row[token], max, 1f / p.Temperature, fullSum);
         return status;
     }

@@ -1,5 +1,3 @@
-using System.Buffers;
-
 namespace RLHFSpec.Compute.Engine.Cpu;
 
 /// <summary>
@@ -29,33 +27,30 @@ public sealed partial class CpuBackend : ComputeBackend
 
     /// <summary>
     /// Logit elements (rows × vocabulary) up to which sampling and verification run on the calling thread: a decode step
-    /// of the default models (vocabulary 16) has a few hundred, where <c>Parallel.For</c>'s set-up costs microseconds
-    /// and allocates; a real vocabulary (~150k) goes parallel from its first row.
+    /// of the default models (vocabulary 16) has a few hundred, where waking the workers costs more than the work; a
+    /// real vocabulary (~150k) goes parallel from its first row.
     /// </summary>
     internal const long SerialRowElements = 1 << 16;
 
     /// <summary>
-    /// Runs <paramref name="body"/>(row, scratch) for rows [0, <paramref name="count"/>) with a scratch array of
-    /// <paramref name="scratchLength"/> floats: on the calling thread up to <see cref="SerialRowElements"/> logits
-    /// (<paramref name="count"/> × <paramref name="rowElements"/>), else over the workers, a rented scratch per worker.
+    /// Runs <paramref name="body"/> for items [0, <paramref name="count"/>) (rows or samples, each walking rows of
+    /// <paramref name="rowLength"/> logits) on <see cref="CpuRowTeam"/>s with <paramref name="scratchRows"/> scratch rows:
+    /// on the calling thread up to <see cref="SerialRowElements"/> logits; with at least two items per worker, a team of
+    /// one per worker taking items in turn; else one team of all the workers that takes the items one after another
+    /// and splits each row. Teams compute the same bits whatever their size, so the split never changes a result.
     /// </summary>
-    internal void ForEachRow(int count, int rowElements, int scratchLength, Action<int, float[]> body)
+    internal void ForEachItem(int count, int rowLength, int scratchRows, CpuRowWork.Body body)
     {
-        if ((long)count * rowElements <= SerialRowElements)
+        if (count == 0) return;
+        if ((long)count * rowLength <= SerialRowElements || Threads == 1)
         {
-            float[] scratch = ArrayPool<float>.Shared.Rent(scratchLength);
-            try { for (int r = 0; r < count; r++) body(r, scratch); }
-            finally { ArrayPool<float>.Shared.Return(scratch); }
+            using var team = new CpuRowTeam(1, null, rowLength, scratchRows);
+            var member = team[0];
+            for (int i = 0; i < count; i++) body(ref member, i);
             return;
         }
-        Parallel.For(0, count, _parallel,
-            () => ArrayPool<float>.Shared.Rent(scratchLength),
-            (r, _, scratch) =>
-            {
-                body(r, scratch);
-                return scratch;
-            },
-            scratch => ArrayPool<float>.Shared.Return(scratch));
+        using var work = new CpuRowWork(Workers, count, rowLength, scratchRows, splitRows: count < 2 * Threads, body);
+        Workers.Run(work);
     }
 
     private CpuWorkers? _workers;

@@ -1,21 +1,19 @@
 using System.Numerics.Tensors;
 using RLHFSpec.Compute.Engine.Kernels;
-using RLHFSpec.Compute.Engine.Random;
 
 namespace RLHFSpec.Compute.Engine.Cpu;
 
 /// <summary>
-/// The warp (temperature → top-k → top-p) and the exponential race on one row, shared by the CPU sample and
-/// verify kernels. SIMD passes where they fit; thresholds by radix selection over float bit patterns (4 passes
-/// of 8 bits), which finds exactly the values the thresholds in <see cref="SamplingParams"/> define.
+/// Row helpers shared by the CPU sample and verify kernels: row status, first index of the max, and the warp's
+/// truncation (top-k → top-p) by radix selection over float bit patterns (4 passes of 8 bits), which finds exactly
+/// the values the thresholds in <see cref="SamplingParams"/> define. The exp passes and the exponential race run
+/// chunked over a <see cref="CpuRowTeam"/>.
 /// </summary>
 internal static class CpuWarp
 {
-    /// <summary>Max of a logit row, or the row's status (<see cref="KernelValidation.RowNotFinite"/>, ...) when it has NaN/+Inf or no finite value.</summary>
-    public static int RowMax(ReadOnlySpan<float> row, out float max)
+    /// <summary>The status of a row whose max (NaN-propagating) is <paramref name="max"/>: NaN or +Inf anywhere → <see cref="KernelValidation.RowNotFinite"/>, all −Inf → <see cref="KernelValidation.RowNoFiniteLogit"/>.</summary>
+    public static int RowStatus(float max)
     {
-        // Max propagates NaN, and +Inf wins; so one SIMD pass checks the row.
-        max = TensorPrimitives.Max(row);
         if (float.IsNaN(max) || float.IsPositiveInfinity(max)) return KernelValidation.RowNotFinite;
         if (float.IsNegativeInfinity(max)) return KernelValidation.RowNoFiniteLogit;
         return KernelValidation.RowOk;
@@ -38,25 +36,24 @@ internal static class CpuWarp
         return -1;
     }
 
+    /// <summary>True when <paramref name="p"/> truncates a row of <paramref name="v"/> values (top-k or top-p on).</summary>
+    public static bool Truncates(in SamplingParams p, int v) => (p.TopK > 0 && p.TopK < v) || p.TopP < 1f;
+
     /// <summary>
-    /// Writes the warped, unnormalised weights of <paramref name="row"/> into <paramref name="w"/> and returns their
-    /// sum; <paramref name="fullSum"/> is Σ exp((l − max) / T) before top-k/top-p (for log_softmax).
+    /// Applies top-k then top-p to the weights <paramref name="w"/> = exp((row − max) / T) of <paramref name="row"/>
+    /// (zeroing the dropped ones) and returns the kept mass.
     /// </summary>
-    public static float Warp(ReadOnlySpan<float> row, float max, in SamplingParams p, Span<float> w, out float fullSum)
+    public static float Truncate(ReadOnlySpan<float> row, in SamplingParams p, Span<float> w)
     {
         int v = row.Length;
         w = w[..v];
-        fullSum = ExpShifted(row, max, 1f / p.Temperature, w);
-        bool topK = p.TopK > 0 && p.TopK < v, topP = p.TopP < 1f;
-        if (!topK && !topP) return fullSum;
-
-        if (topK)
+        if (p.TopK > 0 && p.TopK < v)
         {
             float threshold = KthLargest(row, p.TopK);
             for (int i = 0; i < v; i++)
                 if (row[i] < threshold) w[i] = 0f;
         }
-        if (topP)
+        if (p.TopP < 1f)
         {
             float tau = MassThreshold(w, p.TopP * (double)TensorPrimitives.Sum(w));
             for (int i = 0; i < v; i++)
@@ -65,61 +62,9 @@ internal static class CpuWarp
         return TensorPrimitives.Sum(w);
     }
 
-    /// <summary>Elements per pass of <see cref="ExpShifted"/>: small enough that the chunk stays in L1 between its passes.</summary>
-    private const int ExpChunk = 4096;
-
-    /// <summary>w = exp((row − max) · invT); returns Σ w. Chunked so the row streams from memory once.</summary>
-    public static float ExpShifted(ReadOnlySpan<float> row, float max, float invTemperature, Span<float> w)
-    {
-        w = w[..row.Length];
-        float sum = 0f;
-        for (int start = 0; start < row.Length; start += ExpChunk)
-        {
-            int n = Math.Min(ExpChunk, row.Length - start);
-            var chunk = w.Slice(start, n);
-            TensorPrimitives.Subtract(row.Slice(start, n), max, chunk);
-            if (invTemperature != 1f) TensorPrimitives.Multiply(chunk, invTemperature, chunk);
-            TensorPrimitives.Exp(chunk, chunk);
-            sum += TensorPrimitives.Sum(chunk);
-        }
-        return sum;
-    }
-
-    /// <summary>Σ exp(row − max) without keeping the weights (greedy rows need only the log-softmax denominator).</summary>
-    public static float SumExpShifted(ReadOnlySpan<float> row, float max)
-    {
-        Span<float> chunk = stackalloc float[ExpChunk];
-        float sum = 0f;
-        for (int start = 0; start < row.Length; start += ExpChunk)
-        {
-            int n = Math.Min(ExpChunk, row.Length - start);
-            var c = chunk[..n];
-            TensorPrimitives.Subtract(row.Slice(start, n), max, c);
-            TensorPrimitives.Exp(c, c);
-            sum += TensorPrimitives.Sum(c);
-        }
-        return sum;
-    }
-
     /// <summary>log_softmax at a token from the row max and Σ exp((l − max) · invT).</summary>
     public static float LogSoftmax(float logit, float max, float invTemperature, float fullSum) =>
         (logit - max) * invTemperature - MathF.Log(fullSum);
-
-    /// <summary>Exponential race over positive weights: argmax w_i / −ln U_i, lowest index on ties; −1 if none.</summary>
-    public static int Race(ReadOnlySpan<float> w, in SamplingParams p, int position, uint stream)
-    {
-        int best = -1;
-        float bestScore = -1f;
-        for (int i = 0; i < w.Length; i++)
-        {
-            float wi = w[i];
-            if (!(wi > 0f)) continue;
-            float u = Philox.Uniform(p.SeedLo, p.SeedHi, position, p.SampleId, stream, (uint)i);
-            float score = wi / -MathF.Log(u);
-            if (score > bestScore) { bestScore = score; best = i; }
-        }
-        return best;
-    }
 
     /// <summary>Order-preserving map of a (non-NaN) float to uint.</summary>
     private static uint Key(float f)

@@ -1,0 +1,133 @@
+using System.Runtime.Intrinsics;
+using RLHFSpec.Compute.Engine.Cpu;
+using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Engine.Random;
+
+namespace RLHFSpec.Compute.Tests.Engine;
+
+/// <summary>
+/// The pieces of the CPU sample and verify kernels: the vectorised Philox (bit-identical to the scalar generator),
+/// the 8-lane exp and log against double, the chunked race against a plain scalar race, and the row teams: a
+/// kernel's outputs must be bit-identical for every thread count (rows split over the workers or not, at vocabulary
+/// sizes that leave a partial chunk and a partial vector).
+/// </summary>
+public class CpuRowKernelTests
+{
+    [Test]
+    public void VectorPhiloxEqualsTheScalarGenerator([Values(0, 1, 7, 8, 15, 16, 17, 1003)] int length, [Values(1, 2, 3)] int seed)
+    {
+        var rng = new System.Random(seed);
+        var p = SamplingParams.Random(1f, (ulong)rng.NextInt64(), (uint)rng.Next(), rng.Next(100_000));
+        uint stream = (uint)rng.Next(20);
+        foreach (uint first in new[] { 0u, (uint)rng.Next(), uint.MaxValue - 9u }) // the last wraps around 2^32
+        {
+            var u = new float[length];
+            CpuPhilox.Uniforms(p, p.Position, stream, first, u);
+            for (int j = 0; j < length; j++)
+                Assert.That(u[j], Is.EqualTo(Philox.Uniform(p.SeedLo, p.SeedHi, p.Position, p.SampleId, stream, unchecked(first + (uint)j))), $"index {first} + {j}");
+        }
+    }
+
+    [Test]
+    public void ExpAndLogAreWithinAFewUlps()
+    {
+        var rng = new System.Random(5);
+        var t = new float[8];
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            for (int j = 0; j < 8; j++) t[j] = -87f * (float)rng.NextDouble();
+            var e = CpuRowMath.Exp(Vector256.Create(t));
+            for (int j = 0; j < 8; j++)
+                Assert.That(Math.Abs(e[j] - Math.Exp(t[j])), Is.LessThanOrEqualTo(4e-7 * Math.Exp(t[j])), $"exp {t[j]}");
+        }
+        for (int k = 1; k < 1 << 24; k += 4099)
+        {
+            float x = (2 * k + 1) / 16777216f * 0.5f; // uniforms across (0, 1)
+            float l = CpuRowMath.Log(Vector256.Create(x)).ToScalar();
+            Assert.That(l, Is.EqualTo(Math.Log(x)).Within(Math.Abs(Math.Log(x)) * 3e-7 + 1e-12), $"ln {x}");
+        }
+        float nearOne = 1f - 1f / 16777216f;
+        Assert.That(CpuRowMath.Log(Vector256.Create(nearOne)).ToScalar(), Is.EqualTo(Math.Log(nearOne)).Within(-Math.Log(nearOne) * 3e-7));
+        Assert.That(CpuRowMath.Exp(Vector256.Create(float.NegativeInfinity)).ToScalar(), Is.EqualTo(0f));
+        Assert.That(CpuRowMath.Exp(Vector256<float>.Zero).ToScalar(), Is.EqualTo(1f));
+    }
+
+    [Test]
+    public unsafe void RaceMatchesAScalarRace([Values(1, 9, 16, 17, 1000, 8195)] int n, [Values(1, 2)] int seed)
+    {
+        var rng = new System.Random(seed * 31 + n);
+        var w = new float[n];
+        for (int i = 0; i < n; i++) w[i] = rng.Next(4) == 0 ? 0f : (float)rng.NextDouble() * (rng.Next(10) == 0 ? 1e-30f : 1f);
+        var p = SamplingParams.Random(1f, (ulong)rng.NextInt64(), 3, 77);
+        int first = rng.Next(1000);
+        int expected = -1;
+        double best = -1;
+        for (int i = 0; i < n; i++)
+        {
+            if (!(w[i] > 0f)) continue;
+            double score = w[i] / -Math.Log(Philox.Uniform(p.SeedLo, p.SeedHi, 77, 3, 0, (uint)(first + i)));
+            if (score > best) { best = score; expected = first + i; }
+        }
+        fixed (float* wp = w)
+        {
+            var (score, index) = CpuRowMath.Race(wp, n, first, p, 77, 0);
+            Assert.That(index, Is.EqualTo(expected));
+            if (expected >= 0) Assert.That(score, Is.EqualTo(best).Within(best * 1e-6));
+        }
+        var zeros = new float[n];
+        fixed (float* zp = zeros) Assert.That(CpuRowMath.Race(zp, n, first, p, 77, 0).Index, Is.EqualTo(-1));
+    }
+
+    /// <summary>Vocabularies: a partial last chunk and vector (3 · 8192 + 5), an odd one, the Qwen one; sample counts
+    /// that make the backend split rows over a team (fewer than 2 per worker) or give each worker whole samples.</summary>
+    [TestCase(24581, 1, 1)]
+    [TestCase(24581, 5, 2)]
+    [TestCase(100003, 2, 3)]
+    [TestCase(151936, 1, 4)]
+    public void VerifyIsTheSameForEveryThreadCount(int vocab, int samples, int seed)
+    {
+        var c = VerifyCase.Random(new System.Random(seed), samples, vocab, maxNodes: 5);
+        VerifyCase.Result? first = null;
+        foreach (int threads in new[] { 1, 2, 3, 4 })
+        {
+            using var backend = new CpuBackend(threads);
+            var r = c.Run(backend);
+            if (first == null)
+            {
+                first = r;
+                var reference = c.RunReference();
+                Assert.That(r.AcceptedNodes, Is.EqualTo(reference.AcceptedNodes), "paths, against the reference");
+                Assert.That(r.NextToken, Is.EqualTo(reference.NextToken), "next tokens, against the reference");
+                continue;
+            }
+            Assert.That(r.AcceptedCount, Is.EqualTo(first.AcceptedCount), $"{threads} threads");
+            Assert.That(r.AcceptedNodes, Is.EqualTo(first.AcceptedNodes), $"{threads} threads");
+            Assert.That(r.NextToken, Is.EqualTo(first.NextToken), $"{threads} threads");
+            Assert.That(r.LogProbs, Is.EqualTo(first.LogProbs), $"{threads} threads: log-probs bit for bit");
+        }
+    }
+
+    [TestCase(24581, 1, 1)]
+    [TestCase(24581, 7, 2)]
+    [TestCase(151936, 2, 3)]
+    public void SampleIsTheSameForEveryThreadCount(int vocab, int rows, int seed)
+    {
+        var rng = new System.Random(seed);
+        var logits = SamplingTestData.Logits(rng, rows, vocab);
+        var settings = Enumerable.Range(0, rows).Select(r => SamplingTestData.Params(rng, vocab, (uint)r, rng.Next(100))).ToArray();
+        (int[] Tokens, float[] LogProbs)? first = null;
+        foreach (int threads in new[] { 1, 2, 3, 4 })
+        {
+            using var backend = new CpuBackend(threads);
+            var r = SampleTests.Run(backend, settings, logits, vocab);
+            if (first is not { } f)
+            {
+                first = r;
+                Assert.That(r.Tokens, Is.EqualTo(SampleTests.RunReference(settings, logits, vocab).Tokens), "against the reference");
+                continue;
+            }
+            Assert.That(r.Tokens, Is.EqualTo(f.Tokens), $"{threads} threads");
+            Assert.That(r.LogProbs, Is.EqualTo(f.LogProbs), $"{threads} threads: log-probs bit for bit");
+        }
+    }
+}
