@@ -12,7 +12,9 @@ public sealed class PeerBenchCliTests
         using var dir = new FormatsTestFolder();
         string model = CliRunner.SaveRandomModel(Path.Combine(dir.Path, "m"), hidden: 32, heads: 4, kvHeads: 2, intermediate: 48, maxPositions: 128, std: 0.3);
         string md = Path.Combine(dir.Path, "peer.md");
-        var (exit, stdout, stderr) = CliRunner.Run(dir.Path, "bench", "peer", "--model", model, "--batch-sizes", "1", "3", "--prompt-terms", "4",
+        // A private temporary folder: the check below must see this run's leftovers only, not another run's.
+        string tmp = Directory.CreateDirectory(Path.Combine(dir.Path, "tmp")).FullName;
+        var (exit, stdout, stderr) = CliRunner.RunWithEnvironment(dir.Path, new Dictionary<string, string> { ["TMPDIR"] = tmp }, "bench", "peer", "--model", model, "--batch-sizes", "1", "3", "--prompt-terms", "4",
             "--new-tokens", "12", "--repeats", "2", "--threads", "1", "--dense", "onnx", "managed", "--markdown", md);
         Assert.That(exit, Is.EqualTo(0), stderr + stdout);
         Assert.That(stdout, Does.Contain("decoded exactly our tokens at every batch size"));
@@ -21,7 +23,7 @@ public sealed class PeerBenchCliTests
         Assert.That(table, Does.Contain("| 3 | dense managed |"));
         foreach (var runtime in new[] { "ours (strategy off, dense onnx)", "ours (strategy off, dense managed)", "flash attention off, KV f16", "flash attention off, KV f32", "flash attention on, KV f16", "flash attention on, KV f32" })
             Assert.That(table, Does.Contain($"| 3 | {(runtime.StartsWith("ours", StringComparison.Ordinal) ? runtime : "llama.cpp, " + runtime)} |"), runtime);
-        Assert.That(Directory.GetFiles(Path.GetTempPath(), "rlhfspec-peer-*.gguf"), Is.Empty, "the temporary GGUF is removed");
+        Assert.That(Directory.GetFiles(tmp, "rlhfspec-peer-*.gguf"), Is.Empty, "the temporary GGUF is removed");
 
         foreach (var (args, name) in new (string[], string)[]
         {
