@@ -23,6 +23,12 @@ public sealed class GenerationStats
     /// <summary>Steps per chosen strategy, in order of first choice.</summary>
     public Dictionary<Strategy, long> StrategyHistogram { get; } = new();
 
+    /// <summary>
+    /// Decode-step seconds per chosen strategy: a few steps of a deep draft at a large batch can cost more than hundreds
+    /// of <c>off</c> steps, which the step counts alone hide.
+    /// </summary>
+    public Dictionary<Strategy, double> SecondsByStrategy { get; } = new();
+
     /// <summary>Per live batch size: (steps, tokens emitted by sample-steps, sample-steps).</summary>
     public SortedDictionary<int, (long Steps, long Emitted, long SampleSteps)> ByBatchSize { get; } = new();
 
@@ -67,6 +73,7 @@ public sealed class GenerationStats
         VerifyForwardSeconds += other.VerifyForwardSeconds;
         VerifyKernelSeconds += other.VerifyKernelSeconds;
         foreach (var (key, steps) in other.StrategyHistogram) StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + steps;
+        foreach (var (key, seconds) in other.SecondsByStrategy) SecondsByStrategy[key] = SecondsByStrategy.GetValueOrDefault(key) + seconds;
         foreach (var (batch, (s, e, ss)) in other.ByBatchSize)
         {
             var (s0, e0, ss0) = ByBatchSize.GetValueOrDefault(batch);
@@ -102,6 +109,7 @@ public sealed class GenerationStats
         Steps++;
         LastBatch = batch;
         StrategyHistogram[strategy] = StrategyHistogram.GetValueOrDefault(strategy) + 1;
+        SecondsByStrategy[strategy] = SecondsByStrategy.GetValueOrDefault(strategy) + seconds;
         var (s, e, ss) = ByBatchSize.GetValueOrDefault(batch);
         ByBatchSize[batch] = (s + 1, e + emitted, ss + batch);
     }

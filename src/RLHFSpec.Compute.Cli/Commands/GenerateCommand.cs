@@ -214,6 +214,7 @@ internal static class GenerateCommand
                 ["prefill"] = s.PrefillSeconds, ["decode"] = s.DecodeSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
             },
             ["strategy_histogram"] = new JsonObject(s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
+            ["strategy_seconds"] = new JsonObject(s.SecondsByStrategy.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
             ["by_batch_size"] = byBatch,
             ["finish_reasons"] = new JsonObject(o.Results.GroupBy(r => r.FinishReason.ToString().ToLowerInvariant())
                 .Select(g => KeyValuePair.Create(g.Key, (JsonNode?)g.Count()))),

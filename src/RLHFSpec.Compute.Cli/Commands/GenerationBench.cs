@@ -121,7 +121,7 @@ internal static class GenerationBench
                 rate.ToString("F0", CultureInfo.InvariantCulture), (rate / offRate).ToString("F2", CultureInfo.InvariantCulture) + "×",
                 s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
                 s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", CultureInfo.InvariantCulture),
-                string.Join(", ", s.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(4).Select(kv => $"{kv.Key} ×{kv.Value}"))];
+                Taken(s)];
             table.AddRow(cells.Select(Markup.Escape).ToArray());
             md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
@@ -176,6 +176,14 @@ internal static class GenerationBench
             Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         return 0;
+    }
+
+    /// <summary>The strategies a run took most, each with its steps and its share of the decode time.</summary>
+    private static string Taken(GenerationStats s)
+    {
+        double decode = s.DecodeSeconds;
+        return string.Join(", ", s.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(4).Select(kv =>
+            $"{kv.Key} ×{kv.Value}" + (decode > 0 ? $" ({(s.SecondsByStrategy.GetValueOrDefault(kv.Key) / decode).ToString("P0", CultureInfo.InvariantCulture)} of decode)" : "")));
     }
 
     /// <summary>

@@ -47,7 +47,7 @@ public sealed class GenerateCliTests
             Assert.That(r.GetProperty("tokens").GetArrayLength(), Is.InRange(1, 12));
         }
         using var s = JsonDocument.Parse(File.ReadAllText(stats));
-        foreach (var field in new[] { "total_tokens", "wall_seconds", "tokens_per_second", "steps", "mean_accepted_per_step", "strategy_histogram", "by_batch_size" })
+        foreach (var field in new[] { "total_tokens", "wall_seconds", "tokens_per_second", "steps", "mean_accepted_per_step", "strategy_histogram", "strategy_seconds", "by_batch_size" })
             Assert.That(s.RootElement.TryGetProperty(field, out _), $"stats field {field}");
         // Prefill: prompt tokens over prefill seconds; decode: tokens of decode steps (all but each sample's first)
         // over the decode steps' seconds.

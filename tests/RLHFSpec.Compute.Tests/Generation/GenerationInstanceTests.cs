@@ -90,6 +90,9 @@ public class GenerationInstanceTests
             var outputs = Run(instance, requests);
             foreach (var r in requests)
                 Assert.That(outputs[r.SampleId], Is.EqualTo(Greedy(r.Prompt, r.MaxNewTokens)), $"{strategy}: sample {r.SampleId}");
+            var stats = instance.Stats;
+            Assert.That(stats.SecondsByStrategy.Keys, Is.EquivalentTo(stats.StrategyHistogram.Keys), "every strategy taken has its decode seconds");
+            Assert.That(stats.SecondsByStrategy.Values.Sum(), Is.EqualTo(stats.DecodeSeconds).Within(1e-9), "the strategies' seconds are the decode time");
             if (strategy != "off")
                 Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0),
                     $"drafts were accepted at all (steps by strategy: {string.Join(", ", instance.Stats.StrategyHistogram.Select(kv => $"{kv.Key} {kv.Value}"))})");
