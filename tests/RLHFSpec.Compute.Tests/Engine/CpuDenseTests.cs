@@ -18,11 +18,14 @@ public sealed unsafe class CpuDenseTests
         foreach (var (tokens, inDim, outDim) in new[] { (1, 1, 1), (1, 8, 4), (3, 7, 5), (4, 16, 8), (5, 33, 13), (9, 64, 19), (16, 40, 36), (2, 129, 3), (37, 24, 9), (70, 17, 6) })
             foreach (bool bias in new[] { false, true })
                 foreach (bool accumulate in new[] { false, true })
-                    yield return new TestCaseData(tokens, inDim, outDim, bias, accumulate, ++seed);
+                {
+                    ++seed;
+                    foreach (int group in new[] { 3, 4 }) yield return new TestCaseData(tokens, inDim, outDim, bias, accumulate, seed, group);
+                }
     }
 
     [TestCaseSource(nameof(ProjectShapes))]
-    public void Project_matches_the_reference_on_every_row_range(int tokens, int inDim, int outDim, bool bias, bool accumulate, int seed)
+    public void Project_matches_the_reference_on_every_row_range(int tokens, int inDim, int outDim, bool bias, bool accumulate, int seed, int group)
     {
         var r = new Random(seed);
         var x = RandomArray(r, tokens * inDim);
@@ -34,7 +37,7 @@ public sealed unsafe class CpuDenseTests
         if (seed % 3 == 0) (rowStart, rowEnd) = (0, outDim);
         var y = (float[])y0.Clone();
         fixed (float* px = x, pw = w, pb = b, py = y)
-            CpuDense.Project(px, tokens, inDim, pw, pb, py, stride, rowStart, rowEnd, accumulate);
+            CpuDense.Project(px, tokens, inDim, pw, pb, py, stride, rowStart, rowEnd, accumulate, group);
         for (int t = 0; t < tokens; t++)
             for (int c = 0; c < stride; c++)
             {
@@ -56,18 +59,21 @@ public sealed unsafe class CpuDenseTests
             }
     }
 
-    [TestCase(1, 24, 36)]
-    [TestCase(2, 64, 64)]
-    [TestCase(3, 71, 29)]
-    public void Project_is_batch_invariant_bit_for_bit(int seed, int inDim, int outDim)
+    [TestCase(1, 24, 36, 4)]
+    [TestCase(2, 64, 64, 4)]
+    [TestCase(3, 71, 29, 4)]
+    [TestCase(1, 24, 36, 3)]
+    [TestCase(2, 64, 64, 3)]
+    [TestCase(3, 71, 29, 3)]
+    public void Project_is_batch_invariant_bit_for_bit(int seed, int inDim, int outDim, int group)
     {
         var r = new Random(seed);
-        const int tokens = 43;   // 4x4 blocks and a 4x1 tail in two token tiles
+        const int tokens = 43;   // 4x4 (4x3) blocks and a 4x1 tail in two token tiles
         var x = RandomArray(r, tokens * inDim);
         var w = RandomArray(r, outDim * inDim);
         var b = RandomArray(r, outDim);
         var all = new float[tokens * outDim];
-        fixed (float* px = x, pw = w, pb = b, py = all) CpuDense.Project(px, tokens, inDim, pw, pb, py, outDim, 0, outDim, false);
+        fixed (float* px = x, pw = w, pb = b, py = all) CpuDense.Project(px, tokens, inDim, pw, pb, py, outDim, 0, outDim, false, group);
         for (int t = 0; t < tokens; t++)
         {
             var one = new float[outDim];
@@ -81,6 +87,28 @@ public sealed unsafe class CpuDenseTests
             for (int c = 0; c < outDim; c++)
                 Assert.That(BitConverter.SingleToInt32Bits(one[c]), Is.EqualTo(BitConverter.SingleToInt32Bits(all[t * outDim + c])), $"token {t} row {c}");
         }
+    }
+
+    [TestCase(1, 7, 33, 9)]
+    [TestCase(2, 43, 64, 21)]
+    [TestCase(3, 100, 129, 12)]
+    [TestCase(4, 5, 16, 4)]
+    public void Project_gives_the_same_bits_with_3_and_4_token_register_blocks(int seed, int tokens, int inDim, int outDim)
+    {
+        // The block shape is chosen per CPU (4x3 without AVX-512): a checkpoint must decode to the same tokens on both.
+        var r = new Random(seed);
+        var x = RandomArray(r, tokens * inDim);
+        var w = RandomArray(r, outDim * inDim);
+        var b = RandomArray(r, outDim);
+        var y0 = RandomArray(r, tokens * outDim);
+        var three = (float[])y0.Clone();
+        var four = (float[])y0.Clone();
+        fixed (float* px = x, pw = w, pb = b, p3 = three, p4 = four)
+        {
+            CpuDense.Project(px, tokens, inDim, pw, pb, p3, outDim, 0, outDim, true, 3);
+            CpuDense.Project(px, tokens, inDim, pw, pb, p4, outDim, 0, outDim, true, 4);
+        }
+        Assert.That(three.Select(BitConverter.SingleToInt32Bits), Is.EqualTo(four.Select(BitConverter.SingleToInt32Bits)));
     }
 
     [TestCase(1, 1, 5)]
