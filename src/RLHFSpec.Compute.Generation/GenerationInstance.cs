@@ -254,16 +254,22 @@ public sealed class GenerationInstance : IDisposable
         return admitted;
     }
 
-    /// <summary>Moves waiting samples into <paramref name="batch"/>, oldest first, while the batch, the prefill budget and the KV cache allow.</summary>
+    /// <summary>
+    /// Moves waiting samples into <paramref name="batch"/>, oldest first, while the batch, the prefill budget and the KV
+    /// cache allow. A fresh sample whose prompt an earlier fresh sample of the batch has (<see cref="PromptLeaders"/>)
+    /// feeds nothing, so it does not count against the prefill budget; it still reserves its KV, which the copy reuses.
+    /// </summary>
     private void TakeAdmissions(List<SampleState> batch)
     {
         batch.Clear();
         int tokens = 0;
+        var prompts = SharesPrompts ? new HashSet<PromptKey>() : null;
         while (_waiting.Count > 0 && _live.Count + batch.Count < _options.MaxBatch)
         {
             var s = _waiting[0];
             int feed = FeedOnAdmission(s);
-            if (batch.Count > 0 && tokens + feed > _options.MaxPrefillTokens) break;
+            bool shared = prompts is not null && s.Generated == 0 && prompts.Contains(new PromptKey(s.Request.Prompt));
+            if (!shared && batch.Count > 0 && tokens + feed > _options.MaxPrefillTokens) break;
             if (!_model.TryReserve(s.SampleId, feed))
             {
                 if (_live.Count + batch.Count == 0)
@@ -272,48 +278,95 @@ public sealed class GenerationInstance : IDisposable
             }
             _waiting.RemoveAt(0);
             batch.Add(s);
+            if (shared) continue;
             tokens += feed;
+            if (s.Generated == 0) prompts?.Add(new PromptKey(s.Request.Prompt));
         }
+    }
+
+    private bool SharesPrompts => _options.SharePromptPrefill && _model is IMigratableModel;
+
+    /// <summary>
+    /// Per sample of an admission batch: the index of the first fresh sample before it with the same prompt, whose
+    /// prefill it shares, or −1 when it feeds its own tokens (it leads, has started already, or sharing is off).
+    /// </summary>
+    private int[] PromptLeaders(List<SampleState> batch)
+    {
+        var leaders = new int[batch.Count];
+        Array.Fill(leaders, -1);
+        if (!SharesPrompts) return leaders;
+        var first = new Dictionary<PromptKey, int>();
+        for (int b = 0; b < batch.Count; b++)
+        {
+            if (batch[b].Generated != 0) continue;
+            var key = new PromptKey(batch[b].Request.Prompt);
+            if (first.TryGetValue(key, out int leader)) leaders[b] = leader;
+            else first[key] = b;
+        }
+        return leaders;
     }
 
     /// <summary>
     /// One ragged prefill of the batch's committed tokens; new samples get their first token sampled from the logits
-    /// of their last prompt token. Every sample then joins the live batch. Returns the tokens fed.
+    /// of their last prompt token. A sample sharing a prompt (<see cref="PromptLeaders"/>) feeds nothing: after the
+    /// prefill its reservation is swapped for a copy of its leader's KV, and its first token is drawn from its
+    /// leader's logits row with its own random numbers. Every sample then joins the live batch. Returns the tokens fed.
     /// </summary>
     private int Prefill(List<SampleState> batch)
     {
-        var offsets = new int[batch.Count + 1];
-        var ids = new long[batch.Count];
+        var leaders = PromptLeaders(batch);
+        var fed = Enumerable.Range(0, batch.Count).Where(b => leaders[b] < 0).ToArray();
+        var offsets = new int[fed.Length + 1];
+        var ids = new long[fed.Length];
+        var lastToken = new int[batch.Count];
         var feedTokens = new List<int>();
         var parents = new List<int>();
-        var rows = new List<int>();
-        for (int b = 0; b < batch.Count; b++)
+        for (int f = 0; f < fed.Length; f++)
         {
-            var s = batch[b];
-            ids[b] = s.SampleId;
+            var s = batch[fed[f]];
+            ids[f] = s.SampleId;
             int feed = FeedOnAdmission(s);
             for (int t = 0; t < feed; t++) { feedTokens.Add(s.Tokens[t]); parents.Add(t - 1); }
-            offsets[b + 1] = feedTokens.Count;
-            if (s.Generated == 0) rows.Add(feedTokens.Count - 1);
+            offsets[f + 1] = feedTokens.Count;
+            lastToken[fed[f]] = feedTokens.Count - 1;
         }
-        var logits = Logits((long)Math.Max(rows.Count, 1) * _model.VocabSize);
-        _model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = parents.ToArray(), LogitRows = rows.ToArray() }, logits);
-        var fresh = batch.Where(s => s.Generated == 0).ToList();
-        var first = new int[fresh.Count];
-        var logProbs = new float[fresh.Count];
-        if (fresh.Count > 0)
+        var fresh = Enumerable.Range(0, batch.Count).Where(b => batch[b].Generated == 0).ToArray();
+        var rows = fresh.Select(b => lastToken[leaders[b] < 0 ? b : leaders[b]]).ToArray();
+        var logits = Logits((long)Math.Max(rows.Length, 1) * _model.VocabSize);
+        _model.Forward(new ForwardBatch { SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = parents.ToArray(), LogitRows = rows }, logits);
+        var first = new int[fresh.Length];
+        var logProbs = new float[fresh.Length];
+        if (fresh.Length > 0)
         {
             // The first token: the same race over the target as an empty draft's verification would run.
-            var settings = fresh.Select(s => { var p = s.Request.Sampling; p.SampleId = (uint)s.SampleId; p.Position = s.NextPosition; p.Stream = RngStreams.Target; return p; }).ToArray();
+            var settings = fresh.Select(b => { var s = batch[b]; var p = s.Request.Sampling; p.SampleId = (uint)s.SampleId; p.Position = s.NextPosition; p.Stream = RngStreams.Target; return p; }).ToArray();
             _model.Backend.Sample(settings, logits, _model.VocabSize, first, logProbs);
         }
         var keep = new int[feedTokens.Count];
-        for (int b = 0; b < batch.Count; b++)
-            for (int t = offsets[b]; t < offsets[b + 1]; t++) keep[t] = t - offsets[b];
+        for (int f = 0; f < fed.Length; f++)
+            for (int t = offsets[f]; t < offsets[f + 1]; t++) keep[t] = t - offsets[f];
         _model.Commit(ids, offsets, keep);
+        CopySharedPrompts(batch, leaders);
         foreach (var s in batch) Join(s);
-        for (int f = 0; f < fresh.Count; f++) Emit(fresh[f], [first[f]], [logProbs[f]]);
+        for (int f = 0; f < fresh.Length; f++) Emit(batch[fresh[f]], [first[f]], [logProbs[f]]);
         return feedTokens.Count;
+    }
+
+    /// <summary>
+    /// Each sample sharing its leader's prompt gives back the KV it reserved and takes a copy of the leader's committed
+    /// prompt KV instead: the same number of blocks, so the copy cannot run out of them.
+    /// </summary>
+    private void CopySharedPrompts(List<SampleState> batch, int[] leaders)
+    {
+        for (int b = 0; b < batch.Count; b++)
+        {
+            if (leaders[b] < 0) continue;
+            long id = batch[b].SampleId;
+            _model.Release(id);
+            if (!((IMigratableModel)_model).TryCopySampleTo(batch[leaders[b]].SampleId, _model, id))
+                throw new InvalidOperationException($"sample {id}: the copy of its prompt's KV found no free blocks after its own reservation was released");
+            Stats.SharedPrefillTokens += batch[b].Tokens.Count;
+        }
     }
 
     /// <summary>Tokens fed when (re-)admitting: the prompt, or everything committed but the pending token.</summary>

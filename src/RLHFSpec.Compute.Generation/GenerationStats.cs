@@ -15,6 +15,9 @@ public sealed class GenerationStats
     public long DraftTokensAccepted { get; set; }
     public long Preemptions { get; set; }
     public long PrefillTokens { get; set; }
+
+    /// <summary>Prompt tokens not fed but copied from a sibling admitted with the same prompt (see <see cref="InstanceOptions.SharePromptPrefill"/>).</summary>
+    public long SharedPrefillTokens { get; set; }
     public double PrefillSeconds { get; set; }
     public double DraftSeconds { get; set; }
     public double VerifyForwardSeconds { get; set; }
@@ -68,6 +71,7 @@ public sealed class GenerationStats
         DraftTokensAccepted += other.DraftTokensAccepted;
         Preemptions += other.Preemptions;
         PrefillTokens += other.PrefillTokens;
+        SharedPrefillTokens += other.SharedPrefillTokens;
         PrefillSeconds += other.PrefillSeconds;
         DraftSeconds += other.DraftSeconds;
         VerifyForwardSeconds += other.VerifyForwardSeconds;

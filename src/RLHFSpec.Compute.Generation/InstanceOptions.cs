@@ -17,6 +17,14 @@ public sealed record InstanceOptions
 
     public IReadOnlySet<int> StopTokens { get; init; } = new HashSet<int>();
 
+    /// <summary>
+    /// Samples admitted together with the same prompt (a GRPO group) prefill it once: the others get a copy of its KV
+    /// and the same last-token logits, each drawing its own first token. With batch-invariant kernels (the CPU's) these
+    /// are the numbers each would have computed, to the bit; the Vulkan dense executor's few-row and many-row paths
+    /// round differently, so there they agree within rounding. Needs a model that copies KV (<see cref="Model.IMigratableModel"/>).
+    /// </summary>
+    public bool SharePromptPrefill { get; init; } = true;
+
     /// <summary>Plans each step: <see cref="FixedStrategyPlanner"/>, or the adaptive <see cref="StrategySelector"/>.</summary>
     public IStepPlanner Planner { get; init; } = new FixedStrategyPlanner(Strategy.Off);
 }

@@ -18,7 +18,10 @@ public readonly ref struct ForwardBatch
     public ReadOnlySpan<int> Tokens { get; init; }
     /// <summary>[T] tentative index of each token's parent, −1 = committed context.</summary>
     public ReadOnlySpan<int> Parents { get; init; }
-    /// <summary>Global token indices whose logits are wanted; output row r holds the logits after token LogitRows[r].</summary>
+    /// <summary>
+    /// Global token indices whose logits are wanted; output row r holds the logits after token LogitRows[r]. An index
+    /// may repeat (samples sharing a prompt's prefill each get its last row).
+    /// </summary>
     public ReadOnlySpan<int> LogitRows { get; init; }
 
     public int NumSamples => SampleIds.Length;

@@ -209,6 +209,7 @@ internal static class GenerateCommand
             ["acceptance_rate"] = s.AcceptanceRate,
             ["preemptions"] = s.Preemptions,
             ["prefill_tokens"] = s.PrefillTokens,
+            ["shared_prefill_tokens"] = s.SharedPrefillTokens,
             ["seconds"] = new JsonObject
             {
                 ["prefill"] = s.PrefillSeconds, ["decode"] = s.DecodeSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,

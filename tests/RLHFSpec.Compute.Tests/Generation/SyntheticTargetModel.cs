@@ -52,8 +52,12 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
     public void Forward(in ForwardBatch batch, DeviceBuffer<float> logits)
     {
         Forwards++;
-        var rows = new Dictionary<int, int>();
-        for (int r = 0; r < batch.LogitRows.Length; r++) rows[batch.LogitRows[r]] = r;
+        var rows = new Dictionary<int, List<int>>(); // a token's logits may be asked for in several rows
+        for (int r = 0; r < batch.LogitRows.Length; r++)
+        {
+            if (!rows.TryGetValue(batch.LogitRows[r], out var list)) rows[batch.LogitRows[r]] = list = new List<int>();
+            list.Add(r);
+        }
         var host = new float[batch.LogitRows.Length * VocabSize];
         for (int b = 0; b < batch.NumSamples; b++)
         {
@@ -67,7 +71,8 @@ public sealed class SyntheticTargetModel(ComputeBackend backend, SyntheticModel 
                 if (s.Tentative.Count > s.Reserved) throw new InvalidOperationException($"sample {batch.SampleIds[b]}: fed beyond its reservation");
                 if (s.Committed.Count + Depth(s, s.Tentative.Count - 1) > maxContext) throw new InvalidOperationException("beyond the context limit");
                 TokensFed++;
-                if (rows.TryGetValue(t, out int row)) model.Logits(Sequence(s, s.Tentative.Count - 1), host.AsSpan(row * VocabSize, VocabSize));
+                if (rows.TryGetValue(t, out var wanted))
+                    foreach (int row in wanted) model.Logits(Sequence(s, s.Tentative.Count - 1), host.AsSpan(row * VocabSize, VocabSize));
             }
         }
         logits.Write(host);
