@@ -39,6 +39,9 @@ internal sealed class DraftTreeBuilder
         _sampling = sampling;
     }
 
+    /// <summary>The sample's settings, under which the draft distribution is warped.</summary>
+    public SamplingParams Sampling => _sampling;
+
     /// <summary>Candidates generated so far (indices are in creation order, so parents precede children).</summary>
     public int Count => _candidates.Count;
 
