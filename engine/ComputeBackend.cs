@@ -3,10 +3,10 @@ using RLHFSpec.Compute.Engine.Kernels;
 namespace RLHFSpec.Compute.Engine;
 
 /// <summary>
-/// The engine contract: buffers and the four kernels (verify, attention, kv_move, sample), with identical
+/// The engine contract: buffers and the kernels (verify, attention, kv_move, sample, top tokens), with identical
 /// semantics on every backend. Arguments are validated here, once, before a backend sees them; bad input
 /// raises an <see cref="ArgumentException"/> naming the argument. Kernels that return results to the host
-/// (verify, sample) wait for all recorded work; the others (attention, kv_move) are recorded and run at the
+/// (verify, sample, top tokens) wait for all recorded work; the others (attention, kv_move) are recorded and run at the
 /// next <see cref="Flush"/>, buffer read or buffer write.
 /// </summary>
 public abstract class ComputeBackend : IDisposable
@@ -57,6 +57,24 @@ public abstract class ComputeBackend : IDisposable
         KernelValidation.Sample(rows, logits, vocabSize, tokens, logProbs);
         if (rows.Length == 0) return;
         SampleCore(rows, logits, vocabSize, tokens, logProbs);
+    }
+
+    /// <summary>
+    /// The <paramref name="count"/> most probable tokens of requested logits rows under their warped distributions,
+    /// with their probabilities, exactly as <see cref="Reference.ReferenceTopTokens"/>: what a draft tree expands, so a
+    /// speculative step reads back count pairs per row instead of whole vocabulary rows. Waits for recorded work.
+    /// </summary>
+    /// <param name="settings">[R] the warp of each requested row (temperature 0 ranks by the softmax of the raw logits).</param>
+    /// <param name="logits">// [*, vocabSize]</param>
+    /// <param name="rows">[R] the row of <paramref name="logits"/> each request reads (any order).</param>
+    /// <param name="tokens">// [R, count] most probable first, lowest token on ties; −1 past the row's tokens of probability > 0.</param>
+    /// <param name="probabilities">// [R, count] their probabilities (0 where the token is −1). Double: the CPU backend
+    /// computes them in double bit for bit as the reference, so draft trees stay those of the host path.</param>
+    public void TopTokens(ReadOnlySpan<SamplingParams> settings, DeviceBuffer<float> logits, ReadOnlySpan<int> rows, int vocabSize, int count, Span<int> tokens, Span<double> probabilities)
+    {
+        KernelValidation.TopTokens(settings, logits, rows, vocabSize, count, tokens, probabilities);
+        if (rows.Length == 0) return;
+        TopTokensCore(settings, logits, rows, vocabSize, count, tokens, probabilities);
     }
 
     /// <summary>Paged attention with causal or tree masks and grouped-query heads. Recorded, not waited for.</summary>
@@ -113,6 +131,7 @@ public abstract class ComputeBackend : IDisposable
 
     protected abstract void VerifyCore(in VerifyBatch batch, DeviceBuffer<float> targetLogits, DeviceBuffer<float>? draftLogits, in VerifyOutputs outputs);
     protected abstract void SampleCore(ReadOnlySpan<SamplingParams> rows, DeviceBuffer<float> logits, int vocabSize, Span<int> tokens, Span<float> logProbs);
+    protected abstract void TopTokensCore(ReadOnlySpan<SamplingParams> settings, DeviceBuffer<float> logits, ReadOnlySpan<int> rows, int vocabSize, int count, Span<int> tokens, Span<double> probabilities);
     protected abstract void AttentionCore(in AttentionBatch batch, DeviceBuffer<float> query, DeviceBuffer<uint> keyCache, DeviceBuffer<uint> valueCache, KvLayout layout, DeviceBuffer<float> output);
     protected abstract void AppendKvCore(DeviceBuffer<float> source, DeviceBuffer<uint> cache, KvLayout layout, ReadOnlySpan<int> slots);
     protected abstract void CopyRowsCore(DeviceBuffer<float> source, DeviceBuffer<float> destination, ReadOnlySpan<int> sourceRows, ReadOnlySpan<int> destinationRows, int rowElements);

@@ -16,7 +16,7 @@ namespace RLHFSpec.Compute.Drafting;
 /// <item>Chains (<c>chain:K</c>): K tokens sampled from q (the sample kernel on the draft stream, so draft
 /// randomness never touches the verifier's), one forward per token; verified as <see cref="DraftKind.Sampled"/>.</item>
 /// <item>Dynamic trees (<c>tree:DEPTH,TOPK,BUDGET</c>, EAGLE-2): top-k expansion by path probability under the
-/// token budget (<see cref="DraftTreeBuilder"/>), one forward per depth; verified as <see cref="DraftKind.Deterministic"/>.
+/// token budget (<see cref="DraftTreeBuilder"/>), one forward and one <see cref="ComputeBackend.TopTokens"/> per depth; verified as <see cref="DraftKind.Deterministic"/>.
 /// A model takes tentative tokens over several forwards only as a chain, so each depth drops the previous depth's
 /// tentative tokens and feeds the expanded part of the tree again in one forward (at most BUDGET tokens of a
 /// small model); what stays tentative after drafting is the last depth's feed.</item>
@@ -26,6 +26,12 @@ namespace RLHFSpec.Compute.Drafting;
 public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? cost = null) : IProposer, IDisposable
 {
     private DeviceBuffer<float>? _logits;
+
+    /// <summary>
+    /// Trees rank each frontier row on the host after reading it back whole (the path before the top-tokens kernel),
+    /// instead of with the kernel. For tests that compare the two: on the CPU backend they draft identical trees.
+    /// </summary>
+    internal bool RanksOnHost { get; init; }
 
     /// <summary>Per sample drafting a tree this step: the tentative index in the draft cache of each tree node (−1: not fed).</summary>
     private readonly Dictionary<long, int[]> _treeFeeds = new();
@@ -167,22 +173,23 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
     /// <summary>
     /// Dynamic trees: the root's children from the catch-up logits (row k for active[k]), then per depth one forward
     /// over every growing sample's expanded nodes so far — the previous depth's feed dropped first — whose frontier
-    /// rows give the next children. Afterwards the draft cache holds the last feed as tentative tokens, and
+    /// rows give the next children — each depth's rows ranked in one top-tokens kernel call on the draft's backend, so
+    /// only TOPK (token, probability) pairs per row leave the device. Afterwards the draft cache holds the last feed as tentative tokens, and
     /// <see cref="_treeFeeds"/> maps the tree's nodes to them for <see cref="Accepted"/>.
     /// </summary>
     private void DraftTrees(IReadOnlyList<ISampleView> samples, Strategy strategy, int[] depth, List<int> active, DeviceBuffer<float> root, DraftTree[] trees)
     {
         int vocab = draft.VocabSize;
-        var row = new float[vocab];
         var builders = new Dictionary<int, DraftTreeBuilder>();
         var feeds = new Dictionary<int, int[]>(); // sample → candidates of its last feed, in feeding order
+        var expansions = new List<(DraftTreeBuilder Builder, int Candidate)>();
         for (int k = 0; k < active.Count; k++)
         {
             int i = active[k];
             var b = builders[i] = new DraftTreeBuilder(strategy.TopK, strategy.Budget, Math.Min(depth[i], strategy.Depth), samples[i].Sampling);
-            root.Read(row, (long)k * vocab);
-            b.Expand(-1, row);
+            expansions.Add((b, -1));
         }
+        Expand(root, expansions, strategy.TopK);
         for (int d = 1; ; d++)
         {
             var ids = new List<long>();
@@ -190,7 +197,7 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             var tokens = new List<int>();
             var parents = new List<int>();
             var rows = new List<int>();
-            var expanding = new List<(DraftTreeBuilder Builder, int[] Frontier)>();
+            expansions.Clear(); // in the order of the forward's logit rows
             foreach (int i in active)
             {
                 var b = builders[i];
@@ -213,17 +220,10 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
                 ids.Add(id);
                 offsets.Add(tokens.Count);
                 feeds[i] = fed;
-                expanding.Add((b, frontier));
+                foreach (int c in frontier) expansions.Add((b, c));
             }
             if (ids.Count == 0) break;
-            var logits = Forward(ids.ToArray(), offsets, tokens, parents, rows, vocab);
-            int r = 0;
-            foreach (var (b, frontier) in expanding)
-                foreach (int c in frontier)
-                {
-                    logits.Read(row, (long)r++ * vocab);
-                    b.Expand(c, row);
-                }
+            Expand(Forward(ids.ToArray(), offsets, tokens, parents, rows, vocab), expansions, strategy.TopK);
         }
         foreach (int i in active)
         {
@@ -232,6 +232,41 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
             var tentative = new int[candidateOfNode.Length];
             for (int node = 0; node < tentative.Length; node++) tentative[node] = Array.IndexOf(fed, candidateOfNode[node]);
             _treeFeeds[samples[i].SampleId] = tentative;
+        }
+    }
+
+    /// <summary>
+    /// Expands candidate <c>expansions[r].Candidate</c> of each builder with the top tokens of row r of
+    /// <paramref name="logits"/>: one top-tokens kernel call for all the rows, so only <paramref name="topK"/> (token,
+    /// probability) pairs per row come back to the host, never a vocabulary-sized row (unless <see cref="RanksOnHost"/>).
+    /// </summary>
+    private void Expand(DeviceBuffer<float> logits, List<(DraftTreeBuilder Builder, int Candidate)> expansions, int topK)
+    {
+        int n = expansions.Count, vocab = draft.VocabSize;
+        if (RanksOnHost)
+        {
+            var row = new float[vocab];
+            for (int r = 0; r < n; r++)
+            {
+                logits.Read(row, (long)r * vocab);
+                expansions[r].Builder.Expand(expansions[r].Candidate, row);
+            }
+            return;
+        }
+        var settings = expansions.Select(e => e.Builder.Sampling).ToArray();
+        var tokens = new int[n * topK];
+        var probabilities = new double[n * topK];
+        draft.Backend.TopTokens(settings, logits, Enumerable.Range(0, n).ToArray(), vocab, topK, tokens, probabilities);
+        var children = new (int Token, double Probability)[topK];
+        for (int r = 0; r < n; r++)
+        {
+            int listed = 0;
+            while (listed < topK && tokens[r * topK + listed] >= 0)
+            {
+                children[listed] = (tokens[r * topK + listed], probabilities[r * topK + listed]);
+                listed++;
+            }
+            expansions[r].Builder.Expand(expansions[r].Candidate, children.AsSpan(0, listed));
         }
     }
 

@@ -1,4 +1,5 @@
 using RLHFSpec.Compute.Engine.Kernels;
+using RLHFSpec.Compute.Engine.Reference;
 
 namespace RLHFSpec.Compute.Drafting;
 
@@ -38,6 +39,9 @@ internal sealed class DraftTreeBuilder
         _sampling = sampling;
     }
 
+    /// <summary>The sample's settings, under which the draft distribution is warped.</summary>
+    public SamplingParams Sampling => _sampling;
+
     /// <summary>Candidates generated so far (indices are in creation order, so parents precede children).</summary>
     public int Count => _candidates.Count;
 
@@ -58,15 +62,23 @@ internal sealed class DraftTreeBuilder
     /// Adds the children of <paramref name="parent"/> (−1 = root): its <c>topK</c> most probable tokens (lowest
     /// token on ties, probability > 0) under the warped distribution of <paramref name="logits"/> // [vocab].
     /// </summary>
-    public void Expand(int parent, ReadOnlySpan<float> logits)
+    public void Expand(int parent, ReadOnlySpan<float> logits) => Expand(parent, TopTokens(logits, _sampling, _topK).ToArray());
+
+    /// <summary>
+    /// Adds the children of <paramref name="parent"/> (−1 = root) given as its ranked top tokens under the warped
+    /// draft distribution — the top-tokens kernel's answer for its logits row: at most <c>topK</c>, most probable
+    /// first, each of probability > 0.
+    /// </summary>
+    public void Expand(int parent, ReadOnlySpan<(int Token, double Probability)> children)
     {
         if (parent < -1 || parent >= Count) throw new ArgumentOutOfRangeException(nameof(parent), parent, $"must be -1 or a candidate (< {Count})");
         if (parent < 0 ? _rootExpanded : _expanded[parent]) throw new InvalidOperationException($"candidate {parent} is already expanded");
+        if (children.Length > _topK) throw new ArgumentException($"{children.Length} children, more than topK {_topK}", nameof(children));
         int depth = parent < 0 ? 1 : _candidates[parent].Depth + 1;
         if (depth > _maxDepth) throw new InvalidOperationException($"candidate {parent}: its children would be at depth {depth} > {_maxDepth}");
         double score = parent < 0 ? 1 : _candidates[parent].Score;
         if (parent < 0) _rootExpanded = true; else _expanded[parent] = true;
-        foreach (var (token, probability) in TopTokens(logits, _sampling, _topK))
+        foreach (var (token, probability) in children)
         {
             _candidates.Add(new Candidate(parent, token, (float)probability, score * probability, depth));
             _expanded.Add(false);
@@ -107,78 +119,9 @@ internal sealed class DraftTreeBuilder
         Enumerable.Range(0, Count).OrderByDescending(c => _candidates[c].Score).ThenBy(c => _candidates[c].Depth).ThenBy(c => c);
 
     /// <summary>
-    /// The <paramref name="count"/> most probable tokens of the warped distribution of <paramref name="logits"/>
-    /// (temperature → top-k → top-p as in <see cref="SamplingParams"/>; temperature 0 ranks by the softmax of the
-    /// raw logits), with their probabilities; most probable first, lowest token on ties, zero-probability tokens left out.
+    /// The <paramref name="count"/> most probable tokens of the warped distribution of <paramref name="logits"/>, with
+    /// their probabilities (see <see cref="ReferenceTopTokens.TopTokens"/>, the host path of the top-tokens kernel).
     /// </summary>
-    public static List<(int Token, double Probability)> TopTokens(ReadOnlySpan<float> logits, in SamplingParams sampling, int count)
-    {
-        int v = logits.Length;
-        double max = double.NegativeInfinity;
-        foreach (float l in logits)
-        {
-            if (float.IsNaN(l) || float.IsPositiveInfinity(l)) throw new ArgumentException("draft logits contain NaN or +Inf", nameof(logits));
-            max = Math.Max(max, l);
-        }
-        if (double.IsNegativeInfinity(max)) throw new ArgumentException("draft logits have no finite value", nameof(logits));
-        double invT = sampling.IsGreedy ? 1 : 1.0 / sampling.Temperature;
-        bool topK = !sampling.IsGreedy && sampling.TopK > 0 && sampling.TopK < v;
-        bool topP = !sampling.IsGreedy && sampling.TopP < 1f;
-        var result = new List<(int, double)>(count);
-        if (!topK && !topP)
-        {
-            // Full softmax: one pass for the denominator, one partial selection of the best tokens by logit.
-            double sum = 0;
-            var best = new List<int>(count + 1);
-            for (int i = 0; i < v; i++)
-            {
-                sum += Math.Exp((logits[i] - max) * invT);
-                if (best.Count == count && logits[i] <= logits[best[^1]]) continue;
-                int at = best.Count;
-                while (at > 0 && logits[i] > logits[best[at - 1]]) at--;
-                best.Insert(at, i);
-                if (best.Count > count) best.RemoveAt(count);
-            }
-            foreach (int t in best)
-            {
-                double probability = Math.Exp((logits[t] - max) * invT) / sum;
-                if (probability > 0) result.Add((t, probability));
-            }
-            return result;
-        }
-
-        // Truncated: sort once by logit (descending, lowest token on ties), keep the top-k, then the top-p prefix.
-        var order = Enumerable.Range(0, v).ToArray();
-        var keys = logits.ToArray();
-        Array.Sort(order, (a, b) => keys[a] != keys[b] ? keys[b].CompareTo(keys[a]) : a.CompareTo(b));
-        var w = new double[v];
-        for (int j = 0; j < v; j++) w[j] = Math.Exp((keys[order[j]] - max) * invT);
-        int kept = v;
-        if (topK)
-        {
-            float kth = keys[order[sampling.TopK - 1]];
-            kept = sampling.TopK;
-            while (kept < v && keys[order[kept]] == kth) kept++; // ties kept
-        }
-        if (topP)
-        {
-            double mass = 0;
-            for (int j = 0; j < kept; j++) mass += w[j];
-            double target = sampling.TopP * mass, cumulative = 0;
-            for (int j = 0; j < kept; j++)
-            {
-                cumulative += w[j];
-                if (cumulative < target) continue;
-                int cut = j + 1;
-                while (cut < kept && w[cut] == w[j]) cut++; // ties at τ kept
-                kept = cut;
-                break;
-            }
-        }
-        double total = 0;
-        for (int j = 0; j < kept; j++) total += w[j];
-        for (int j = 0; j < Math.Min(count, kept); j++)
-            if (w[j] > 0) result.Add((order[j], w[j] / total));
-        return result;
-    }
+    public static List<(int Token, double Probability)> TopTokens(ReadOnlySpan<float> logits, in SamplingParams sampling, int count) =>
+        ReferenceTopTokens.TopTokens(logits, sampling, count);
 }

@@ -21,7 +21,7 @@ internal static class SelfTestCommand
     }
 
     private static IEnumerable<KernelCheck> Checks() =>
-        SamplingChecks.All().Concat(AttentionChecks.All()).Concat(KvMoveChecks.All());
+        SamplingChecks.All().Concat(TopTokensChecks.All()).Concat(AttentionChecks.All()).Concat(KvMoveChecks.All());
 
     private static int Run(string[] selectors, int seed)
     {
@@ -51,12 +51,12 @@ internal static class SelfTestCommand
                 if (failure == null)
                 {
                     passes++;
-                    AnsiConsole.MarkupLine($"  [green]PASS[/]  {check.Kernel,-9} {Markup.Escape(check.Shape)}: {Markup.Escape(agreement)}");
+                    AnsiConsole.MarkupLine($"  [green]PASS[/]  {check.Kernel,-10} {Markup.Escape(check.Shape)}: {Markup.Escape(agreement)}");
                 }
                 else
                 {
                     failures++;
-                    AnsiConsole.MarkupLine($"  [red]FAIL[/]  {check.Kernel,-9} {Markup.Escape(check.Shape)}: {Markup.Escape(failure)}");
+                    AnsiConsole.MarkupLine($"  [red]FAIL[/]  {check.Kernel,-10} {Markup.Escape(check.Shape)}: {Markup.Escape(failure)}");
                 }
             }
         }

@@ -128,12 +128,15 @@ public sealed class TransformerGenerationTests
     /// back only the small results — tokens, accepted paths, log-probs: 12 bytes per sample and 8 per verified row,
     /// 12 per token a draft chain sampled, under one logits row — in one submit per forward. A sampled draft chain's
     /// q is copied on the device into the verification's layout, never read back. At temperature 0 the tokens equal
-    /// the CPU run's.
+    /// the CPU run's. A draft model's tree ranks each frontier row on the device (the top-tokens kernel): 8 + 8·TOPK
+    /// bytes per row, at most 1 + TOPK·(DEPTH − 1) rows per sample.
     /// </summary>
     [TestCase("off", 0f)]
     [TestCase("suffix:4", 0f)]
     [TestCase("chain:3", 0f)]
     [TestCase("chain:3", 0.8f)]
+    [TestCase("tree:3,2,6", 0f)]
+    [TestCase("tree:3,2,6", 0.8f)]
     public void A_vulkan_dense_step_reads_back_no_logits(string strategy, float temperature)
     {
         const int vocab = 512;
@@ -157,11 +160,13 @@ public sealed class TransformerGenerationTests
             long rows = policy.Timings.Tokens - rowsBefore, read = backend.BytesRead - bytes;
             forwards = policy.Timings.Forwards + draft.Timings.Forwards - forwards;
             long drafted = strategy.StartsWith("chain", StringComparison.Ordinal) ? rows - samples : 0;   // the draft sample kernel's 12 bytes per token
-            Assert.That(read, Is.LessThanOrEqualTo(12 * samples + 8 * rows + 12 * drafted).And.LessThan(vocab * sizeof(float)), $"step {steps}: {samples} samples, {rows} rows");
+            var shape = Strategy.Parse(strategy);
+            long ranked = shape.Shape == DraftShape.Tree ? samples * (1 + shape.TopK * (shape.Depth - 1)) * (8 + 8 * shape.TopK) : 0;
+            Assert.That(read, Is.LessThanOrEqualTo(12 * samples + 8 * rows + 12 * drafted + ranked).And.LessThan(vocab * sizeof(float)), $"step {steps}: {samples} samples, {rows} rows");
             Assert.That(backend.Submits - submits, Is.LessThanOrEqualTo(forwards + 1), $"step {steps}: {forwards} forwards");
         }
         Assert.That(steps, Is.GreaterThan(3));
-        if (strategy == "chain:3") Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "the draft model's chains were verified");
+        if (strategy is "chain:3" or "tree:3,2,6") Assert.That(instance.Stats.DraftTokensAccepted, Is.GreaterThan(0), "the draft model's drafts were verified");
         if (temperature > 0) return;
 
         using var onCpu = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
