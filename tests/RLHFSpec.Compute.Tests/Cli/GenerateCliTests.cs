@@ -53,8 +53,11 @@ public sealed class GenerateCliTests
         // over the decode steps' seconds.
         var root = s.RootElement;
         var seconds = root.GetProperty("seconds");
-        long promptTokens = lines.Sum(l => { using var d = JsonDocument.Parse(l); return (long)d.RootElement.GetProperty("prompt").GetString()!.Length; });
-        Assert.That(root.GetProperty("prefill_tokens").GetInt64(), Is.EqualTo(promptTokens), "one token per prompt character");
+        var prompts = lines.Select(l => { using var d = JsonDocument.Parse(l); return d.RootElement.GetProperty("prompt").GetString()!; }).ToArray();
+        // Samples of one prompt prefill it once (the others copy its KV): one token per character of each distinct prompt.
+        long promptTokens = prompts.Distinct().Sum(p => (long)p.Length);
+        Assert.That(root.GetProperty("prefill_tokens").GetInt64(), Is.EqualTo(promptTokens), "one token per character of each distinct prompt");
+        Assert.That(root.GetProperty("shared_prefill_tokens").GetInt64(), Is.EqualTo(prompts.Sum(p => (long)p.Length) - promptTokens), "the other samples' prompts are copied");
         Assert.That(root.GetProperty("prefill_tokens_per_second").GetDouble(),
             Is.EqualTo(promptTokens / seconds.GetProperty("prefill").GetDouble()).Within(1e-6).Percent);
         long decodeTokens = root.GetProperty("total_tokens").GetInt64() - lines.Length;
