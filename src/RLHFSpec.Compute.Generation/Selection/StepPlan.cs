@@ -16,5 +16,11 @@ public sealed record StepPlan(
     /// <summary>The model's predicted wall time of the step, before the measured correction (see <see cref="CostModel.TimeCorrection"/>).</summary>
     public double PredictedSeconds { get; init; }
 
+    /// <summary>
+    /// Whether the strategy was chosen only for its optimistic (exploration) acceptance: its drafts are then capped to
+    /// a few samples (<see cref="StrategySelector.ExplorationBudget"/>).
+    /// </summary>
+    public bool Exploring { get; init; }
+
     public bool PerSampleLengths => DraftDepths.Distinct().Count() > 1;
 }

@@ -106,8 +106,54 @@ public sealed class StrategySelector : IStepPlanner
         }
         // The chosen plan's predicted time before correction: what the step's measured time is compared with.
         double[][]? bestReach = best.IsOff ? null : reachByFamily[_family[bestIndex]];
+        bool exploring = !best.IsOff && Exploring(best, samples, bestDepths, offGoodput);
+        if (exploring) bestGoodput = CapExploration(best, samples, bestDepths, bestReach!);
         var (_, bestSeconds) = Predict(best, samples, bestDepths, optimistic: true, bestReach);
-        return new StepPlan(best, bestDepths, bestGoodput, offGoodput, predictions) { PredictedSeconds = bestSeconds };
+        return new StepPlan(best, bestDepths, bestGoodput, offGoodput, predictions) { PredictedSeconds = bestSeconds, Exploring = exploring };
+    }
+
+    /// <summary>
+    /// How much longer than an <c>off</c> step an exploratory step may be predicted to take: a candidate chosen only
+    /// for its optimistic acceptance drafts for as many samples as fit this budget, not for the whole batch.
+    /// </summary>
+    public const double ExplorationBudget = 0.1;
+
+    /// <summary>Whether <paramref name="s"/> wins only on its optimistic acceptance: with the plain estimates it would lose to <c>off</c>.</summary>
+    private bool Exploring(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double offGoodput)
+    {
+        var (tokens, seconds) = Predict(s, samples, depths, optimistic: false, null);
+        return seconds <= 0 || tokens / seconds / _cost.TimeCorrection(s, samples.Count) < offGoodput;
+    }
+
+    /// <summary>
+    /// Keeps the drafts of the first samples only, as many as keep the step within <see cref="ExplorationBudget"/> of an
+    /// <c>off</c> step (at least one): a class tried at a batch of 256 once cost 5× an <c>off</c> step (a suffix:4
+    /// step took 7 % of a whole workload's decode time), and a few samples' drafts teach its acceptance as well.
+    /// Returns the capped plan's (optimistic, corrected) goodput.
+    /// </summary>
+    private double CapExploration(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double[][] reach)
+    {
+        int n = samples.Count;
+        double correction = _cost.TimeCorrection(s, n);
+        double budget = (1 + ExplorationBudget) * Predict(Strategy.Off, samples, new int[n], optimistic: false, null).Seconds * _cost.TimeCorrection(Strategy.Off, n);
+        var full = (int[])depths.Clone();
+        int[] Keep(int m)
+        {
+            var kept = new int[n];
+            for (int i = 0, drafting = 0; i < n && drafting < m; i++)
+                if (full[i] > 0) { kept[i] = full[i]; drafting++; }
+            return kept;
+        }
+        int lo = 1, hi = full.Count(d => d > 0);
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (Predict(s, samples, Keep(mid), optimistic: true, reach).Seconds * correction <= budget) lo = mid;
+            else hi = mid - 1;
+        }
+        Keep(lo).CopyTo(depths, 0);
+        var (tokens, seconds) = Predict(s, samples, depths, optimistic: true, reach);
+        return seconds > 0 ? tokens / seconds / correction : 0;
     }
 
     /// <summary>reach[i][d] = optimistic probability that sample i accepts at least d draft tokens (reach[i][0] = 1).</summary>

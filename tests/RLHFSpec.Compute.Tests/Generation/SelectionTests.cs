@@ -169,7 +169,39 @@ public class SelectionTests
         var cautious = new StrategySelector(cost, new AcceptanceEstimator(), [Strategy.Parse("chain:1")], perSampleLengths: false);
         var optimistic = new StrategySelector(cost, new AcceptanceEstimator(optimism: 1), [Strategy.Parse("chain:1")], perSampleLengths: false);
         Assert.That(cautious.Choose(batch).Strategy.IsOff, "prior 0.5 alone: off");
-        Assert.That(optimistic.Choose(batch).Strategy.ToString(), Is.EqualTo("chain:1"), "never tried: explored");
+        var explored = optimistic.Choose(batch);
+        Assert.That(explored.Strategy.ToString(), Is.EqualTo("chain:1"), "never tried: explored");
+        // Exploration drafts for as many samples as keep the step within 10 % of off's 8 ms: 8.6 ms for one (8 + 1
+        // verified tokens and one draft forward), 9.2 ms for two.
+        Assert.That(explored.Exploring, "chosen on optimism alone");
+        Assert.That(explored.DraftDepths.Count(d => d > 0), Is.EqualTo(1), string.Join(",", explored.DraftDepths));
+        Assert.That(explored.PredictedSeconds, Is.LessThanOrEqualTo(1.1 * 0.008 + 1e-12));
+    }
+
+    [Test]
+    public void Exploring_at_a_full_batch_drafts_for_a_few_samples_only_and_a_known_winner_drafts_for_all()
+    {
+        var cost = new CostModel("synthetic");
+        // A fixed 50 ms plus 0.3 ms a token: a chain:1 step (2 tokens a sample and a draft forward) costs 1.63× an off
+        // step at 256 samples, which the prior acceptance (1.5 tokens a sample) does not repay and the optimistic one
+        // (depth 1 lifted to 0.95: 1.95 tokens) does.
+        for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.05 + 0.0003 * n); cost.ObserveDraftForward(n, 0.00001 * n); }
+        var batch = Enumerable.Range(0, 256).Select(i => new LiveSample(i, 20, 100)).ToArray();
+        var chain = Strategy.Parse("chain:1");
+        var plan = new StrategySelector(cost, new AcceptanceEstimator(optimism: 1), [chain]).Choose(batch);
+        Assert.That(plan.Strategy, Is.EqualTo(chain), "never tried: explored; " + string.Join("; ", plan.Candidates.Select(c => $"{c.Strategy}: {c.Goodput:F0}")));
+        Assert.That(plan.Exploring);
+        // off: 126.8 ms; each sample drafting adds a verified token (0.3 ms) and 0.01 ms of draft forward: 40 fit 10 %.
+        Assert.That(plan.DraftDepths.Count(d => d > 0), Is.EqualTo(40), string.Join(",", plan.DraftDepths));
+        Assert.That(plan.PredictedSeconds, Is.LessThanOrEqualTo(1.1 * (0.05 + 0.0003 * 256)));
+
+        // Drafts known to be accepted in full pay at this batch: no cap.
+        var sure = new AcceptanceEstimator(optimism: 1);
+        for (int i = 0; i < 2000; i++) sure.Observe(i % 256, chain, 1, 1);
+        var winner = new StrategySelector(cost, sure, [chain]).Choose(batch);
+        Assert.That(winner.Strategy, Is.EqualTo(chain));
+        Assert.That(winner.Exploring, Is.False);
+        Assert.That(winner.DraftDepths.All(d => d == 1));
     }
 
     [Test]
