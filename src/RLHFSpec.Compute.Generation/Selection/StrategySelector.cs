@@ -118,6 +118,13 @@ public sealed class StrategySelector : IStepPlanner
     /// </summary>
     public const double ExplorationBudget = 0.1;
 
+    /// <summary>
+    /// Fewest samples an exploratory step drafts for (or all, in a smaller batch): each brings one observation, and
+    /// with one or two a step the optimism fades so slowly that exploring suffix drafts took half a workload's decode
+    /// time in one run.
+    /// </summary>
+    public const int ExplorationMinSamples = 8;
+
     /// <summary>Whether <paramref name="s"/> wins only on its optimistic acceptance: with the plain estimates it would lose to <c>off</c>.</summary>
     private bool Exploring(Strategy s, IReadOnlyList<LiveSample> samples, int[] depths, double offGoodput)
     {
@@ -127,7 +134,7 @@ public sealed class StrategySelector : IStepPlanner
 
     /// <summary>
     /// Keeps the drafts of the first samples only, as many as keep the step within <see cref="ExplorationBudget"/> of an
-    /// <c>off</c> step (at least one): a class tried at a batch of 256 once cost 5× an <c>off</c> step (a suffix:4
+    /// <c>off</c> step (at least <see cref="ExplorationMinSamples"/>): a class tried at a batch of 256 once cost 5× an <c>off</c> step (a suffix:4
     /// step took 7 % of a whole workload's decode time), and a few samples' drafts teach its acceptance as well.
     /// Returns the capped plan's (optimistic, corrected) goodput.
     /// </summary>
@@ -144,7 +151,7 @@ public sealed class StrategySelector : IStepPlanner
                 if (full[i] > 0) { kept[i] = full[i]; drafting++; }
             return kept;
         }
-        int lo = 1, hi = full.Count(d => d > 0);
+        int hi = full.Count(d => d > 0), lo = Math.Min(ExplorationMinSamples, hi);
         while (lo < hi)
         {
             int mid = (lo + hi + 1) / 2;
