@@ -99,6 +99,10 @@ public sealed class StrategySelector : IStepPlanner
             double[][]? reach = null;
             if (!s.IsOff) reach = reachByFamily[_family[c]] ??= CumulativeReach(s, samples, _familyDeepest[_family[c]]);
             double g = _perSampleLengths && s.Shape == DraftShape.Chain ? TrimChains(s, samples, depths, reach!) : Goodput(s, samples, depths, reach);
+            // Trimmed to no draft at all, a candidate is an off step: with its own class's time correction it could
+            // look faster than off (a run took 7 such "suffix:4" steps at 256 samples, learning suffix's correction
+            // from off steps). Off itself is a candidate.
+            if (!s.IsOff && Array.TrueForAll(depths, d => d == 0)) continue;
             g /= _cost.TimeCorrection(s, samples.Count);
             predictions.Add((s, g));
             if (s.IsOff) offGoodput = g;

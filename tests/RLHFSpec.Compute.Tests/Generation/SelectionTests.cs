@@ -314,6 +314,22 @@ public class SelectionTests
     }
 
     [Test]
+    public void A_candidate_left_with_no_draft_is_not_chosen_over_off()
+    {
+        var cost = new CostModel("synthetic");
+        for (int n = 1; n <= 512; n *= 2) cost.ObserveVerify(n, 0, 0.01 + 0.0001 * n);
+        var suffix = Strategy.Parse("suffix:4");
+        // Suffix steps measured faster than predicted, off steps slower: suffix's class correction is below off's.
+        for (int i = 0; i < 10; i++) { cost.ObserveStepTime(suffix, 16, 0.01, 0.007); cost.ObserveStepTime(Strategy.Off, 16, 0.01, 0.013); }
+        Assert.That(cost.TimeCorrection(suffix, 16), Is.LessThan(cost.TimeCorrection(Strategy.Off, 16)));
+        var selector = new StrategySelector(cost, new AcceptanceEstimator(optimism: 1), [suffix]);
+        // One token left each: no sample can draft, so a suffix:4 step would be an off step under another name.
+        var plan = selector.Choose(Enumerable.Range(0, 16).Select(i => new LiveSample(i, 20, 1)).ToArray());
+        Assert.That(plan.Strategy.IsOff, $"chose {plan.Strategy} with depths {string.Join(",", plan.DraftDepths)}");
+        Assert.That(plan.PredictedGoodput, Is.EqualTo(plan.OffGoodput));
+    }
+
+    [Test]
     public void DeepDraftsWinForFewSamplesAndOffWinsForAFullBatch()
     {
         var (cost, estimator) = Workload(0.8);
