@@ -397,7 +397,10 @@ public sealed class GenerationInstance : IDisposable
     /// <summary>Plan: the strategy and each live sample's draft depth, capped so the draft fits the context limit.</summary>
     private StepPlan PlanStep(List<SampleState> live)
     {
-        var plan = _options.Planner.Plan(live.Select(s => new LiveSample(s.SampleId, s.Tokens.Count, s.RemainingTokens)).ToArray());
+        var draft = _proposers.GetValueOrDefault(ProposerKind.DraftModel) as DraftModelProposer;
+        // The draft model's catch-up feeds every token it has not seen (a sample's whole context the first time it drafts).
+        var plan = _options.Planner.Plan(live.Select(s => new LiveSample(s.SampleId, s.Tokens.Count, s.RemainingTokens,
+            draft is null ? 1 : Math.Max(1, s.Tokens.Count - draft.Model.CommittedLength(s.SampleId)))).ToArray());
         if (_options.Planner.Adaptive) LastPlan = plan;
         var depths = plan.DraftDepths;
         for (int i = 0; i < live.Count; i++)

@@ -85,34 +85,43 @@ public sealed class CostModel : IDraftCostObserver
     /// k sequential forwards over the batch; a draft-model tree of depth D, top-k K and budget B is one forward over the
     /// batch (the root's children), then for each depth d = 2..D one forward over the expanded part of every sample's
     /// tree so far — at most K nodes per depth and B in all, fed again each depth (see <see cref="DraftModelProposer"/>);
-    /// the suffix proposer costs its measured time per sample.
+    /// the suffix proposer costs its measured time per sample. A draft model's first forward is its catch-up, feeding
+    /// <paramref name="catchUpTokens"/> tokens (the tokens it has not seen; default one per sample).
     /// </summary>
-    public double DraftSeconds(Strategy strategy, int samples)
+    public double DraftSeconds(Strategy strategy, int samples, int? catchUpTokens = null)
     {
         if (strategy.IsOff || samples == 0) return 0;
+        double CatchUp() => Draft.Predict(Math.Max(catchUpTokens ?? samples, samples));
         return strategy.Proposer switch
         {
             ProposerKind.Suffix => samples * SuffixSecondsPerSample,
-            ProposerKind.DraftModel when strategy.Shape == DraftShape.Chain => strategy.Depth * Draft.Predict(samples),
-            ProposerKind.DraftModel => DraftTreeSeconds(strategy, samples),
+            ProposerKind.DraftModel when strategy.Shape == DraftShape.Chain => CatchUp() + (strategy.Depth - 1) * Draft.Predict(samples),
+            ProposerKind.DraftModel => DraftTreeSeconds(strategy, samples, CatchUp()),
             _ => 0,
         };
     }
 
-    private double DraftTreeSeconds(Strategy strategy, int samples)
+    private double DraftTreeSeconds(Strategy strategy, int samples, double catchUp)
     {
-        double total = Draft.Predict(samples);
+        double total = catchUp;
         for (int d = 2; d <= strategy.Depth; d++)
             total += Draft.Predict((double)samples * Math.Min(strategy.TopK * (d - 1), strategy.Budget));
         return total;
     }
 
-    /// <summary>Draft-model chains of per-sample lengths: forward j runs over the samples still drafting at depth j.</summary>
-    public double DraftChainSeconds(IReadOnlyList<int> lengths)
+    /// <summary>
+    /// Draft-model chains of per-sample lengths: forward j runs over the samples still drafting at depth j; the first
+    /// is the catch-up, feeding <paramref name="catchUpTokens"/> tokens (default: one per drafting sample).
+    /// </summary>
+    public double DraftChainSeconds(IReadOnlyList<int> lengths, int? catchUpTokens = null)
     {
         double total = 0;
         int max = lengths.Count == 0 ? 0 : lengths.Max();
-        for (int j = 1; j <= max; j++) total += Draft.Predict(lengths.Count(k => k >= j));
+        for (int j = 1; j <= max; j++)
+        {
+            int drafting = lengths.Count(k => k >= j);
+            total += Draft.Predict(j == 1 && catchUpTokens is { } c ? Math.Max(c, drafting) : drafting);
+        }
         return total;
     }
 

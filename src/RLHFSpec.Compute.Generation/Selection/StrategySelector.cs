@@ -22,6 +22,7 @@ public sealed class StrategySelector : IStepPlanner
     private readonly int[] _family;        // per candidate: its proposer family's index (−1 for off)
     private readonly int[] _familyDeepest; // per family: the deepest candidate of the family (its reach is computed that deep)
     private readonly int _remainingThatMatters; // the deepest candidate's depth + 1: more remaining tokens count the same
+    private readonly bool _draftModel;          // a draft-model candidate exists: draft time depends on each sample's DraftLag
 
     public StrategySelector(CostModel cost, AcceptanceEstimator acceptance, IEnumerable<Strategy> candidates, bool perSampleLengths = true)
     {
@@ -33,6 +34,7 @@ public sealed class StrategySelector : IStepPlanner
         _family = _candidates.Select(c => c.IsOff ? -1 : families.IndexOf(FamilyOf(c))).ToArray();
         _familyDeepest = families.Select(f => _candidates.Where(c => !c.IsOff && FamilyOf(c) == f).Max(c => c.Depth)).ToArray();
         _remainingThatMatters = _candidates.Max(c => c.Depth) + 1;
+        _draftModel = _candidates.Any(c => !c.IsOff && c.Proposer == ProposerKind.DraftModel);
     }
 
     /// <summary>Candidates of one family share their per-depth acceptance (proposer, shape, top-k of trees).</summary>
@@ -53,7 +55,7 @@ public sealed class StrategySelector : IStepPlanner
     public bool DependsOnContexts => _cost.SecondsPerAttendedPair != 0;
 
     /// <summary>Length of <see cref="BatchKeyOf"/>'s key for a batch of <paramref name="batch"/> samples.</summary>
-    internal int BatchKeyLength(int batch) => DependsOnSampleIds ? 2 * batch : batch;
+    internal int BatchKeyLength(int batch) => batch * (1 + (DependsOnSampleIds ? 1 : 0) + (_draftModel ? 1 : 0));
 
     /// <summary>
     /// Writes what a choice reads of <paramref name="samples"/>, in order: per sample its context (where
@@ -65,13 +67,14 @@ public sealed class StrategySelector : IStepPlanner
     /// </summary>
     internal void BatchKeyOf(ReadOnlySpan<LiveSample> samples, Span<long> key)
     {
-        bool contexts = DependsOnContexts, ids = DependsOnSampleIds;
+        bool contexts = DependsOnContexts, ids = DependsOnSampleIds, lags = _draftModel;
         int k = 0;
         foreach (var x in samples)
         {
             long remaining = Math.Clamp(x.RemainingTokens, 1, _remainingThatMatters);
             key[k++] = contexts ? (long)(uint)x.ContextLength << 32 | remaining : remaining;
             if (ids) key[k++] = x.SampleId;
+            if (lags) key[k++] = Math.Max(1, x.DraftLag);
         }
     }
 
@@ -210,9 +213,11 @@ public sealed class StrategySelector : IStepPlanner
             pairs += (1.0 + nodes) * (x.ContextLength + (1 + nodes) / 2.0);
             if (depths[i] > 0) drafting++;
         }
+        int catchUp = 0;
+        for (int i = 0; i < samples.Count; i++) if (depths[i] > 0) catchUp += Math.Max(1, samples[i].DraftLag);
         double draft = s.IsOff || drafting == 0 ? 0
-            : s.Proposer == ProposerKind.DraftModel && s.Shape == DraftShape.Chain ? _cost.DraftChainSeconds(depths)
-            : _cost.DraftSeconds(s, drafting);
+            : s.Proposer == ProposerKind.DraftModel && s.Shape == DraftShape.Chain ? _cost.DraftChainSeconds(depths, catchUp)
+            : _cost.DraftSeconds(s, drafting, catchUp);
         return (tokensOut, draft + StepSeconds((int)verifyTokens, pairs));
     }
 
@@ -243,7 +248,7 @@ public sealed class StrategySelector : IStepPlanner
         int maxDepth = depths.Length == 0 ? 0 : depths.Max();
         var counts = new int[maxDepth + 2]; // counts[j] = samples drafting at least j tokens
         double tokens = 0, verify = 0, pairs = 0;
-        int drafting = 0;
+        int drafting = 0, catchUp = 0; // catch-up: tokens the draft's first forward feeds (each drafting sample's lag)
         var queue = new PriorityQueue<int, double>();
         for (int i = 0; i < depths.Length; i++)
         {
@@ -253,7 +258,7 @@ public sealed class StrategySelector : IStepPlanner
             verify += 1 + d;
             pairs += (1.0 + d) * (ctx + (1 + d) / 2.0);
             for (int j = 1; j <= d; j++) counts[j]++;
-            if (d > 0) { drafting++; queue.Enqueue(i, reach[i][d]); }
+            if (d > 0) { drafting++; catchUp += Math.Max(1, samples[i].DraftLag); queue.Enqueue(i, reach[i][d]); }
         }
         // The draft model's forward time per batch size 0..B, looked up per depth at every drop (the same numbers as
         // calling the curve there, without walking its knots depth × drops times).
@@ -263,8 +268,8 @@ public sealed class StrategySelector : IStepPlanner
         {
             if (drafting == 0) return 0;
             if (!draftModel) return _cost.DraftSeconds(s, drafting);
-            double t = 0;
-            for (int j = 1; j < counts.Length && counts[j] > 0; j++) t += draftForward[counts[j]];
+            double t = _cost.Draft.Predict(Math.Max(catchUp, counts[1]));
+            for (int j = 2; j < counts.Length && counts[j] > 0; j++) t += draftForward[counts[j]];
             return t;
         }
         double seconds = DraftTime() + StepSeconds((int)verify, pairs);
@@ -276,14 +281,15 @@ public sealed class StrategySelector : IStepPlanner
             double newTokens = tokens - (Math.Min(1 + Sum(reach[i], d), Math.Max(1, samples[i].RemainingTokens)) - Math.Min(1 + Sum(reach[i], d - 1), Math.Max(1, samples[i].RemainingTokens)));
             double newVerify = verify - 1;
             double newPairs = pairs - (1.0 + d) * (ctx + (1 + d) / 2.0) + d * (ctx + d / 2.0);
+            int lag = Math.Max(1, samples[i].DraftLag);
             counts[d]--;
-            if (d == 1) drafting--;
+            if (d == 1) { drafting--; catchUp -= lag; }
             double newSeconds = DraftTime() + StepSeconds((int)newVerify, newPairs);
             double g = newSeconds > 0 ? newTokens / newSeconds : 0;
             if (g <= goodput)
             {
                 counts[d]++;
-                if (d == 1) drafting++;
+                if (d == 1) { drafting++; catchUp += lag; }
                 return goodput;
             }
             depths[i] = d - 1;

@@ -330,6 +330,24 @@ public class SelectionTests
     }
 
     [Test]
+    public void A_draft_that_has_not_seen_the_contexts_pays_its_catch_up()
+    {
+        var cost = new CostModel("synthetic");
+        for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.01 + 0.00001 * n); cost.ObserveDraftForward(n, 0.0001 * n); }
+        var chain = Strategy.Parse("chain:2");
+        var estimator = new AcceptanceEstimator();
+        for (int i = 0; i < 400; i++) estimator.Observe(i % 4, chain, 2, 2);
+        var selector = new StrategySelector(cost, estimator, [chain]);
+        LiveSample[] Batch(int lag) => Enumerable.Range(0, 4).Select(i => new LiveSample(i, 300, 100, lag)).ToArray();
+        var ones = new[] { 2, 2, 2, 2 };
+        // Caught up: the first draft forward feeds the 4 pending tokens; 300 tokens behind: 1,200 (0.12 s).
+        double caughtUp = selector.Predict(chain, Batch(1), ones).Seconds, behind = selector.Predict(chain, Batch(300), ones).Seconds;
+        Assert.That(behind - caughtUp, Is.EqualTo(cost.Draft.Predict(1200) - cost.Draft.Predict(4)).Within(1e-9));
+        Assert.That(selector.Choose(Batch(1)).Strategy, Is.EqualTo(chain), "a caught-up draft accepted in full pays");
+        Assert.That(selector.Choose(Batch(300)).Strategy.IsOff, "feeding 1,200 tokens to the draft first does not");
+    }
+
+    [Test]
     public void DeepDraftsWinForFewSamplesAndOffWinsForAFullBatch()
     {
         var (cost, estimator) = Workload(0.8);
