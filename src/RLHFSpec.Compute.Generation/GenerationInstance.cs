@@ -27,6 +27,7 @@ public sealed class GenerationInstance : IDisposable
     private readonly List<SampleState> _waiting = new();
     private readonly List<SampleState> _live = new();
     private readonly List<SampleState> _admitting = new(); // taken from _waiting, being prefilled
+    private readonly List<int> _leaders = new();           // per sample of _admitting: the one whose prompt prefill it shares, or −1
     private readonly List<SampleResult> _finished = new();
     private long _admissions;
     private DeviceBuffer<float>? _logits, _draftLogits;
@@ -256,20 +257,24 @@ public sealed class GenerationInstance : IDisposable
 
     /// <summary>
     /// Moves waiting samples into <paramref name="batch"/>, oldest first, while the batch, the prefill budget and the KV
-    /// cache allow. A fresh sample whose prompt an earlier fresh sample of the batch has (<see cref="PromptLeaders"/>)
-    /// feeds nothing, so it does not count against the prefill budget; it still reserves its KV, which the copy reuses.
+    /// cache allow, and records in <see cref="_leaders"/> for each the index of the first fresh sample before it in the
+    /// batch with the same prompt, whose prefill it shares (−1: it feeds its own tokens — it leads, has started
+    /// already, or sharing is off). A sharing sample feeds nothing, so it does not count against the prefill budget;
+    /// it still reserves its KV, which the copy reuses.
     /// </summary>
     private void TakeAdmissions(List<SampleState> batch)
     {
         batch.Clear();
+        _leaders.Clear();
         int tokens = 0;
-        var prompts = SharesPrompts ? new HashSet<PromptKey>() : null;
+        var first = _options.SharePromptPrefill && _model is IMigratableModel ? new Dictionary<PromptKey, int>() : null;
         while (_waiting.Count > 0 && _live.Count + batch.Count < _options.MaxBatch)
         {
             var s = _waiting[0];
             int feed = FeedOnAdmission(s);
-            bool shared = prompts is not null && s.Generated == 0 && prompts.Contains(new PromptKey(s.Request.Prompt));
-            if (!shared && batch.Count > 0 && tokens + feed > _options.MaxPrefillTokens) break;
+            var key = first is not null && s.Generated == 0 ? new PromptKey(s.Request.Prompt) : null;
+            int leader = key is not null && first!.TryGetValue(key, out int l) ? l : -1;
+            if (leader < 0 && batch.Count > 0 && tokens + feed > _options.MaxPrefillTokens) break;
             if (!_model.TryReserve(s.SampleId, feed))
             {
                 if (_live.Count + batch.Count == 0)
@@ -278,43 +283,22 @@ public sealed class GenerationInstance : IDisposable
             }
             _waiting.RemoveAt(0);
             batch.Add(s);
-            if (shared) continue;
+            _leaders.Add(leader);
+            if (leader >= 0) continue;
             tokens += feed;
-            if (s.Generated == 0) prompts?.Add(new PromptKey(s.Request.Prompt));
+            if (key is not null) first![key] = batch.Count - 1;
         }
-    }
-
-    private bool SharesPrompts => _options.SharePromptPrefill && _model is IMigratableModel;
-
-    /// <summary>
-    /// Per sample of an admission batch: the index of the first fresh sample before it with the same prompt, whose
-    /// prefill it shares, or −1 when it feeds its own tokens (it leads, has started already, or sharing is off).
-    /// </summary>
-    private int[] PromptLeaders(List<SampleState> batch)
-    {
-        var leaders = new int[batch.Count];
-        Array.Fill(leaders, -1);
-        if (!SharesPrompts) return leaders;
-        var first = new Dictionary<PromptKey, int>();
-        for (int b = 0; b < batch.Count; b++)
-        {
-            if (batch[b].Generated != 0) continue;
-            var key = new PromptKey(batch[b].Request.Prompt);
-            if (first.TryGetValue(key, out int leader)) leaders[b] = leader;
-            else first[key] = b;
-        }
-        return leaders;
     }
 
     /// <summary>
     /// One ragged prefill of the batch's committed tokens; new samples get their first token sampled from the logits
-    /// of their last prompt token. A sample sharing a prompt (<see cref="PromptLeaders"/>) feeds nothing: after the
+    /// of their last prompt token. A sample sharing a prompt (<see cref="_leaders"/>) feeds nothing: after the
     /// prefill its reservation is swapped for a copy of its leader's KV, and its first token is drawn from its
     /// leader's logits row with its own random numbers. Every sample then joins the live batch. Returns the tokens fed.
     /// </summary>
     private int Prefill(List<SampleState> batch)
     {
-        var leaders = PromptLeaders(batch);
+        var leaders = _leaders.ToArray();
         var fed = Enumerable.Range(0, batch.Count).Where(b => leaders[b] < 0).ToArray();
         var offsets = new int[fed.Length + 1];
         var ids = new long[fed.Length];
