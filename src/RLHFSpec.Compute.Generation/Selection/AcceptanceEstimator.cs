@@ -55,6 +55,16 @@ public sealed class AcceptanceEstimator(double forgetting = 0.995, double sample
         }
     }
 
+    /// <summary>
+    /// Pooled attempts (aged by the forgetting) at <paramref name="depth"/> of <paramref name="strategy"/>'s family:
+    /// how much its rate there rests on observations rather than on the depth before it.
+    /// </summary>
+    public double PooledAttempts(Strategy strategy, int depth)
+    {
+        if (strategy.IsOff || depth < 1 || depth > Strategy.MaxDraftTokens) return 0;
+        return _pooled.TryGetValue(FamilyOf(strategy), out var p) ? p.Attempts[depth] : 0;
+    }
+
     /// <summary>Whether any sample has statistics of its own (else a rate depends on the family and depth only, not the sample).</summary>
     public bool HasSampleStatistics => _perSample.Count > 0;
 

@@ -37,7 +37,13 @@ public sealed class CostModel : IDraftCostObserver
     /// </summary>
     private const double MaxStepRatioChange = 2;
 
-    public CostModel(string device, int maxTokens = 1024)
+    /// <summary>
+    /// Largest forward the curves have a knot for by default: a step of 256 samples drafting 9 tokens each is 2,560
+    /// tokens, and a measurement beyond the last knot can only scale it, not place a knot of its own.
+    /// </summary>
+    public const int DefaultMaxTokens = 1 << 16;
+
+    public CostModel(string device, int maxTokens = DefaultMaxTokens)
     {
         Device = device;
         Target = new TimeCurve(maxTokens);

@@ -47,13 +47,30 @@ public sealed class TimeCurve
     /// <summary>True once any measurement has been taken.</summary>
     public bool IsMeasured => (_measured ??= MeasuredKnots())[0] >= 0;
 
-    /// <summary>Folds a measurement in: <paramref name="rate"/> is the EMA rate once a knot is established.</summary>
+    /// <summary>
+    /// Folds a measurement in: <paramref name="rate"/> is the EMA rate once a knot is established. Each of the two
+    /// knots around <paramref name="tokens"/> moves towards the measurement carried to its own size along the curve's
+    /// current shape (seconds × Predict(knot) / Predict(tokens)), so a measurement between knots, or beyond the last
+    /// one, scales the curve there rather than flattening it: a 2,296-token step recorded as the 1,024-token knot's
+    /// time (the clamp this replaced) doubled every later prediction of a 1,024-token step.
+    /// </summary>
     public void Observe(double tokens, double seconds, double rate = 0.2)
     {
         if (!(tokens > 0) || !double.IsFinite(seconds) || seconds < 0) return;
-        var (lo, hi, f) = Locate(Math.Clamp(tokens, _tokens[0], _tokens[^1]));
-        Blend(lo, seconds, (1 - f), rate);
-        if (hi != lo) Blend(hi, seconds, f, rate);
+        double at = Math.Clamp(tokens, _tokens[0], _tokens[^1]);
+        var (lo, hi, f) = Locate(at);
+        // Beyond the last knot the measurement counts fully towards it; below the first, towards the first.
+        double loSeconds = Carried(seconds, tokens, _tokens[lo]), hiSeconds = Carried(seconds, tokens, _tokens[hi]);
+        Blend(lo, loSeconds, (1 - f), rate);
+        if (hi != lo) Blend(hi, hiSeconds, f, rate);
+    }
+
+    /// <summary>A measurement of <paramref name="seconds"/> at <paramref name="from"/> tokens, carried along the curve's shape to <paramref name="to"/> tokens.</summary>
+    private double Carried(double seconds, double from, double to)
+    {
+        if (from == to || !IsMeasured) return seconds;
+        double pFrom = Predict(from), pTo = Predict(to);
+        return pFrom > 0 && pTo > 0 ? seconds * pTo / pFrom : seconds;
     }
 
     private void Blend(int knot, double seconds, double share, double rate)

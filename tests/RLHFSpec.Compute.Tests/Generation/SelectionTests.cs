@@ -42,6 +42,27 @@ public class SelectionTests
     }
 
     [Test]
+    public void A_step_beyond_the_profiled_sizes_scales_the_curve_there_and_leaves_smaller_sizes_alone()
+    {
+        // The start-up profile measures up to 256 tokens; a 2,296-token step then ran 10 % over the curve. It used to be
+        // recorded as the last knot's (1,024 tokens) time, which made every later 1,024-token prediction 2.2× too high.
+        var cost = new CostModel("synthetic");
+        for (int n = 1; n <= 256; n *= 2) cost.ObserveVerify(n, 0, Roofline(n));
+        double at256 = cost.Target.Predict(256);
+        cost.ObserveVerify(2296, 0, 1.1 * Roofline(2296));
+        Assert.That(cost.Target.Predict(256), Is.EqualTo(at256).Within(1e-12), "a larger step moves no knot at or below the profile's");
+        Assert.That(cost.Target.Predict(1024), Is.EqualTo(Roofline(1024)).Within(0.1 * Roofline(1024)));
+        Assert.That(cost.Target.Predict(2296), Is.EqualTo(1.1 * Roofline(2296)).Within(1e-9), "the measured size predicts what was measured");
+        Assert.That(cost.Target.Predict(4096), Is.EqualTo(1.1 * Roofline(4096)).Within(0.05 * Roofline(4096)), "and larger sizes keep the curve's slope");
+
+        // A measurement between two knots carries to each along the curve: knots keep following the roofline.
+        var curve = new TimeCurve(1024);
+        foreach (int n in new[] { 64, 128, 256, 512 }) curve.Observe(n, Roofline(n));
+        for (int r = 0; r < 50; r++) curve.Observe(300, Roofline(300));
+        foreach (int n in new[] { 256, 512 }) Assert.That(curve.Predict(n), Is.EqualTo(Roofline(n)).Within(1e-9), $"tokens {n}");
+    }
+
+    [Test]
     public void DraftModelTreesCostOneForwardPerDepthOverTheExpandedTreeSoFar()
     {
         var cost = new CostModel("test device");
@@ -201,6 +222,31 @@ public class SelectionTests
         Assert.That(winner.Strategy, Is.EqualTo(chain));
         Assert.That(winner.Exploring, Is.False);
         Assert.That(winner.DraftDepths.All(d => d == 1));
+    }
+
+    [Test]
+    public void A_depth_with_no_observations_of_its_own_is_explored_not_drafted_for_the_whole_batch()
+    {
+        // Seen in a workload run: one exploratory suffix step's 35 depth-1 drafts were all accepted, depths 2–8 took that
+        // rate (97 %), and suffix:8 was drafted for all 256 live samples: a step of 8.3× an off step's time.
+        var cost = new CostModel("synthetic");
+        for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.05 + 0.0003 * n); cost.ObserveDraftForward(n, 0.00001 * n); }
+        var batch = Enumerable.Range(0, 256).Select(i => new LiveSample(i, 20, 100)).ToArray();
+        var deep = Strategy.Parse("chain:8");
+        var estimator = new AcceptanceEstimator(optimism: 1);
+        for (int i = 0; i < 35; i++) estimator.Observe(i, deep, 1, 1);
+        var plan = new StrategySelector(cost, estimator, [deep]).Choose(batch);
+        Assert.That(plan.Strategy, Is.EqualTo(deep), string.Join("; ", plan.Candidates.Select(c => $"{c.Strategy}: {c.Goodput:F0}")));
+        Assert.That(plan.Exploring, "depths 2–8 rest on no observations");
+        // 10 % of an off step (12.7 ms) fits 5 samples' 8 drafted tokens (2.4 ms each): the floor of 8 samples applies.
+        Assert.That(plan.DraftDepths.Count(d => d > 0), Is.EqualTo(StrategySelector.ExplorationMinSamples), string.Join(",", plan.DraftDepths));
+
+        // Once every depth drafted has observations (all accepted), the same plan is no exploration: every sample drafts.
+        for (int i = 0; i < 64; i++) estimator.Observe(i, deep, 8, 8);
+        var known = new StrategySelector(cost, estimator, [deep]).Choose(batch);
+        Assert.That(known.Strategy, Is.EqualTo(deep));
+        Assert.That(known.Exploring, Is.False);
+        Assert.That(known.DraftDepths.All(d => d > 0));
     }
 
     [Test]
