@@ -96,8 +96,13 @@ public sealed class TimeCurve
         if (tokens >= _tokens[last])
         {
             if (prev < 0) return _seconds[last] * tokens / _tokens[last];
+            // A forward's time is flat while weights bound it and then rises ever more steeply (a convex curve), so
+            // its slope beyond the last knot is at least the chord's from the first measured knot. A noisy last
+            // segment is not: a profile that measured 118 ms at both 128 and 256 tokens predicted a 2,288-token
+            // step at 118 ms, and it took 1.23 s.
             double slope = (_seconds[last] - _seconds[prev]) / (_tokens[last] - _tokens[prev]);
-            return Math.Max(_seconds[last], _seconds[last] + slope * (tokens - _tokens[last]));
+            double chord = (_seconds[last] - _seconds[first]) / (_tokens[last] - _tokens[first]);
+            return _seconds[last] + Math.Max(0, Math.Max(slope, chord)) * (tokens - _tokens[last]);
         }
         int a = first;
         for (int i = first + 1; i <= last; i++)

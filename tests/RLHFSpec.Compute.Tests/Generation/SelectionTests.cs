@@ -55,6 +55,13 @@ public class SelectionTests
         Assert.That(cost.Target.Predict(2296), Is.EqualTo(1.1 * Roofline(2296)).Within(1e-9), "the measured size predicts what was measured");
         Assert.That(cost.Target.Predict(4096), Is.EqualTo(1.1 * Roofline(4096)).Within(0.05 * Roofline(4096)), "and larger sizes keep the curve's slope");
 
+        // A profile whose last segment came out flat (noise: 118 ms at 128 and at 256 tokens) still extrapolates at
+        // least along the chord from its first knot, not flat: 2,288 tokens were predicted at 118 ms and took 1.23 s.
+        var noisy = new CostModel("synthetic");
+        foreach (var (n, ms) in new[] { (1, 4.9), (16, 8.5), (64, 52.1), (128, 118.1), (256, 118.2) }) noisy.ObserveVerify(n, 0, ms / 1000);
+        double chord = (0.1182 - 0.0049) / 255;
+        Assert.That(noisy.Target.Predict(2288), Is.EqualTo(0.1182 + chord * (2288 - 256)).Within(1e-9));
+
         // A measurement between two knots carries to each along the curve: knots keep following the roofline.
         var curve = new TimeCurve(1024);
         foreach (int n in new[] { 64, 128, 256, 512 }) curve.Observe(n, Roofline(n));
