@@ -383,7 +383,7 @@ public class SelectionTests
     }
 
     [Test]
-    public void A_draft_that_has_not_seen_the_contexts_pays_its_catch_up()
+    public void A_draft_that_has_not_seen_the_contexts_pays_its_catch_up_over_the_steps_it_serves()
     {
         var cost = new CostModel("synthetic");
         for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.01 + 0.00001 * n); cost.ObserveDraftForward(n, 0.0001 * n); }
@@ -397,7 +397,13 @@ public class SelectionTests
         double caughtUp = selector.Predict(chain, Batch(1), ones).Seconds, behind = selector.Predict(chain, Batch(300), ones).Seconds;
         Assert.That(behind - caughtUp, Is.EqualTo(cost.Draft.Predict(1200) - cost.Draft.Predict(4)).Within(1e-9));
         Assert.That(selector.Choose(Batch(1)).Strategy, Is.EqualTo(chain), "a caught-up draft accepted in full pays");
-        Assert.That(selector.Choose(Batch(300)).Strategy.IsOff, "feeding 1,200 tokens to the draft first does not");
+        // The catch-up serves every later step: compared over CatchUpSteps steps, 1,200 tokens (0.12 s, 15 ms a step)
+        // are repaid by 3 tokens a sample where off emits 1; the step's predicted time still holds all of it.
+        var behindPlan = selector.Choose(Batch(300));
+        Assert.That(behindPlan.Strategy, Is.EqualTo(chain), "a catch-up worth its later steps is taken");
+        Assert.That(behindPlan.PredictedSeconds, Is.EqualTo(behind).Within(1e-9), "the step's predicted time counts the whole catch-up");
+        // 3,000 tokens behind a sample (12,000 in all, 1.2 s: 150 ms a step over 8 steps) are not repaid.
+        Assert.That(selector.Choose(Batch(3000)).Strategy.IsOff, "feeding 12,000 tokens to the draft first does not pay");
     }
 
     [Test]
