@@ -514,12 +514,13 @@ public sealed class GenerationInstance : IDisposable
         }
         int rows = feedTokens.Count;
         var logits = Logits((long)rows * _model.VocabSize);
+        double attentionBefore = (_model as IAttentionClock)?.AttentionSeconds ?? 0;
         _model.Forward(new ForwardBatch
         {
             SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = feedParents.ToArray(),
             LogitRows = Enumerable.Range(0, rows).ToArray(),
         }, logits);
-        _cost?.ObserveVerify(rows, pairs, clock.Elapsed.TotalSeconds);
+        _cost?.ObserveVerify(rows, pairs, clock.Elapsed.TotalSeconds, (_model as IAttentionClock)?.AttentionSeconds - attentionBefore);
         return (offsets, nodeOffsets, logits);
     }
 

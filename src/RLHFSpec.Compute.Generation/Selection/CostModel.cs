@@ -131,9 +131,26 @@ public sealed class CostModel : IDraftCostObserver
         return total;
     }
 
-    public void ObserveVerify(int tokens, double attendedPairs, double seconds)
+    /// <summary>
+    /// Records one verify forward of <paramref name="tokens"/> tokens attending <paramref name="attendedPairs"/>
+    /// (query, key) pairs. With the forward's measured <paramref name="attentionSeconds"/> the attention rate per pair
+    /// and the token curve each learn from their own part; without it both are fitted to the total.
+    /// </summary>
+    public void ObserveVerify(int tokens, double attendedPairs, double seconds, double? attentionSeconds = null)
     {
         if (Frozen) return;
+        if (attentionSeconds is { } attention && attention >= 0 && attention <= seconds)
+        {
+            Target.Observe(tokens, seconds - attention);
+            if (attendedPairs > 0)
+            {
+                const double forget = 0.98;
+                _pairSxx = forget * _pairSxx + attendedPairs * attendedPairs;
+                _pairSxy = forget * _pairSxy + attendedPairs * attention;
+                SecondsPerAttendedPair = Math.Max(0, _pairSxy / _pairSxx);
+            }
+            return;
+        }
         Target.Observe(tokens, Math.Max(0, seconds - SecondsPerAttendedPair * attendedPairs));
         if (attendedPairs > 0)
         {

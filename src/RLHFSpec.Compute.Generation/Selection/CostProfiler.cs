@@ -24,17 +24,19 @@ public static class CostProfiler
         var cost = new CostModel(device);
         var sizes = new List<int>();
         for (int n = 1; n <= maxTokens; n *= 2) sizes.Add(n);
-        foreach (var (n, seconds, pairs) in Measure(target, sizes, repeats)) cost.ObserveVerify(n, pairs, seconds);
+        foreach (var (n, seconds, pairs, attention) in Measure(target, sizes, repeats)) cost.ObserveVerify(n, pairs, seconds, attention);
         if (draft is not null)
-            foreach (var (n, seconds, _) in Measure(draft, sizes, repeats)) cost.ObserveDraftForward(n, seconds);
+            foreach (var (n, seconds, _, _) in Measure(draft, sizes, repeats)) cost.ObserveDraftForward(n, seconds);
         return cost;
     }
 
-    private static IEnumerable<(int Tokens, double Seconds, double Pairs)> Measure(ITargetModel model, List<int> sizes, int repeats)
+    /// <returns>Per size: the median forward's seconds, its attended pairs and (for a model with an <see cref="IAttentionClock"/>) its attention seconds.</returns>
+    private static IEnumerable<(int Tokens, double Seconds, double Pairs, double? Attention)> Measure(ITargetModel model, List<int> sizes, int repeats)
     {
         int samples = Math.Min(MaxSamples, sizes[^1]);
         var ids = Enumerable.Range(0, samples).Select(i => long.MinValue + i).ToArray();
-        var results = new List<(int, double, double)>();
+        var results = new List<(int, double, double, double?)>();
+        var attentionClock = model as IAttentionClock;
         var logits = model.Backend.Allocate<float>((long)sizes[^1] * model.VocabSize, "cost profile logits");
         try
         {
@@ -66,9 +68,10 @@ public static class CostProfiler
                     for (int j = 0; j < k; j++) { tokens[offsets[b] + j] = (j * 5 + b + 1) % model.VocabSize; parents[offsets[b] + j] = j - 1; }
                     pairs += k * (Context + k / 2.0);
                 }
-                var times = new List<double>();
+                var times = new List<(double Seconds, double? Attention)>();
                 for (int r = 0; r < (pass == 0 ? 1 : repeats); r++)
                 {
+                    double attentionBefore = attentionClock?.AttentionSeconds ?? 0;
                     for (int b = 0; b < batch; b++)
                         if (!model.TryReserve(ids[b], offsets[b + 1] - offsets[b]))
                             throw new InvalidOperationException("cost profile: the KV cache cannot hold the profiling samples; raise the memory budget");
@@ -78,11 +81,11 @@ public static class CostProfiler
                         SampleIds = ids.AsSpan(0, batch), TokenOffsets = offsets, Tokens = tokens, Parents = parents,
                         LogitRows = Enumerable.Range(0, n).ToArray(),
                     }, logits);
-                    times.Add(clock.Elapsed.TotalSeconds);
+                    times.Add((clock.Elapsed.TotalSeconds, attentionClock?.AttentionSeconds - attentionBefore));
                     for (int b = 0; b < batch; b++) model.Rollback(ids[b]);
                 }
-                times.Sort();
-                if (pass == 1) results.Add((n, times[times.Count / 2], pairs));
+                times.Sort((a, b) => a.Seconds.CompareTo(b.Seconds));
+                if (pass == 1) results.Add((n, times[times.Count / 2].Seconds, pairs, times[times.Count / 2].Attention));
             }
         }
         finally

@@ -24,7 +24,7 @@ namespace RLHFSpec.Compute.Model.Transformer;
 /// as long as the earlier ones form a chain that the later ones descend from; anything else is rejected with a
 /// clear error rather than computed with the wrong mask. Not thread-safe: one generation instance owns a model.
 /// </remarks>
-public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposable
+public sealed class TransformerModel : ITargetModel, IMigratableModel, IAttentionClock, IDisposable
 {
     private sealed class Sample
     {
@@ -128,6 +128,8 @@ public sealed class TransformerModel : ITargetModel, IMigratableModel, IDisposab
 
     /// <summary>Seconds spent in each part of the forwards so far (dense before/after attention, attention with its KV writes, LM head, planning).</summary>
     public ForwardTimings Timings { get; } = new();
+
+    double IAttentionClock.AttentionSeconds => Timings.AttentionSeconds;
 
     /// <summary>Samples that hold KV blocks or reservations.</summary>
     public int ActiveSamples => _samples.Count;

@@ -70,6 +70,28 @@ public class SelectionTests
     }
 
     [Test]
+    public void Measured_attention_seconds_price_the_keys_and_the_rest_prices_the_tokens()
+    {
+        // A workload's shape: the batch shrinks from 256 to 16 while contexts grow from 20 to 500 tokens, so tokens and
+        // attended pairs move together and a fit to step times alone cannot tell them apart. Each forward here is
+        // dense(tokens) + 1 µs per pair.
+        static double Dense(double n) => 0.004 + 0.0004 * n;
+        const double perPair = 1e-6;
+        var cost = new CostModel("synthetic");
+        for (int n = 1; n <= 256; n *= 2) cost.ObserveVerify(n, n * 16.0, Dense(n) + perPair * n * 16, perPair * n * 16);
+        for (int step = 0; step < 400; step++)
+        {
+            int batch = 256 - step * 240 / 400, context = 20 + step * 480 / 400;
+            double pairs = (double)batch * context, attention = perPair * pairs;
+            cost.ObserveVerify(batch, pairs, Dense(batch) + attention, attention);
+        }
+        Assert.That(cost.SecondsPerAttendedPair, Is.EqualTo(perPair).Within(1e-12), "the attention rate is what attention took per pair");
+        foreach (int n in new[] { 16, 64, 256 })
+            Assert.That(cost.Target.Predict(n), Is.EqualTo(Dense(n)).Within(1e-9), $"tokens {n}: the curve holds the dense part, not attention");
+        Assert.That(cost.VerifySeconds(16, 16 * 500), Is.EqualTo(Dense(16) + perPair * 8000).Within(1e-9));
+    }
+
+    [Test]
     public void DraftModelTreesCostOneForwardPerDepthOverTheExpandedTreeSoFar()
     {
         var cost = new CostModel("test device");
