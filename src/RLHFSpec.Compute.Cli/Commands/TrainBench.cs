@@ -32,7 +32,7 @@ internal static class TrainBench
         var samples = new Option<int>("--samples-per-prompt") { Description = "Samples per prompt", DefaultValueFactory = _ => 8 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens per response", DefaultValueFactory = _ => 256 };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature", DefaultValueFactory = _ => 1.0 };
-        var instances = new Option<int>("--instances") { Description = "Generation instances of the mission side (the baseline runs one)", DefaultValueFactory = _ => 2 };
+        var instances = new Option<int>("--instances") { Description = "Generation instances of the mission side (the baseline runs one); 1: speculation and draft refresh without reallocation", DefaultValueFactory = _ => 2 };
         var seed = new Option<int>("--seed") { Description = "Seed of prompts, sampling and training", DefaultValueFactory = _ => 1 };
         var device = CommonOptions.Device();
         var ep = CommonOptions.Ep();
@@ -64,7 +64,7 @@ internal static class TrainBench
     {
         OptionChecks.Positive(("--iterations", a.Iterations), ("--prompts-per-iteration", a.Prompts), ("--samples-per-prompt", a.Samples), ("--max-new-tokens", a.MaxNew));
         OptionChecks.Temperature(a.Temperature);
-        OptionChecks.AtLeast("--instances", a.Instances, 2, "reallocation moves samples between instances");
+        OptionChecks.AtLeast("--instances", a.Instances, 1, "the mission side needs a generation instance");
         OptionChecks.Threads(a.Threads);
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
@@ -81,8 +81,10 @@ internal static class TrainBench
         var sides = new[]
         {
             new Side("off", "--speculation off --reallocate off --instances 1", common with { Speculation = StrategyMode.Off, Reallocate = false, Instances = 1 }, null),
-            new Side("mission", $"--speculation adaptive --reallocate on --instances {a.Instances}",
-                common with { Speculation = StrategyMode.Adaptive, Reallocate = true, Instances = a.Instances }, draftFolder),
+            // One instance has no one to move samples to: the mission is then speculation and the draft refresh alone
+            // (what a single device runs; two instances on one CPU share its cores).
+            new Side("mission", $"--speculation adaptive --reallocate {(a.Instances > 1 ? "on" : "off")} --instances {a.Instances}",
+                common with { Speculation = StrategyMode.Adaptive, Reallocate = a.Instances > 1, Instances = a.Instances }, draftFolder),
         };
         foreach (var s in sides) s.Config.Validate();
 

@@ -30,8 +30,15 @@ public sealed class BenchTrainCliTests
         Assert.That(new FileInfo(plot).Length, Is.GreaterThan(1000), "a PNG");
         Assert.That(stdout, Does.Contain("mission iter 2"));
 
-        var (bad, _, error) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--instances", "1");
+        // One instance: speculation and the draft refresh without reallocation (nothing to move samples to).
+        var (single, singleOut, singleErr) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--device", "cpu", "--threads", "1",
+            "--iterations", "1", "--prompts-per-iteration", "2", "--samples-per-prompt", "2", "--max-new-tokens", "6", "--instances", "1");
+        Assert.That(single, Is.EqualTo(0), singleErr + singleOut);
+        Assert.That(singleOut, Does.Contain("--speculation adaptive --reallocate off --instances 1"));
+        Assert.That(singleOut, Does.Contain("mission iter 1"));
+
+        var (bad, _, error) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--instances", "0");
         Assert.That(bad, Is.EqualTo(2));
-        Assert.That(error.Trim(), Does.StartWith("rlhfspec: error: --instances: 1"));
+        Assert.That(error.Trim(), Does.StartWith("rlhfspec: error: --instances: 0"));
     }
 }
