@@ -15,6 +15,34 @@ namespace RLHFSpec.Compute.Generation.Selection;
 public sealed class CostModel : IDraftCostObserver
 {
     private double _pairSxx, _pairSxy; // least squares of (seconds − curve) on attended pairs, with forgetting
+    private AttentionFit _attention;     // measured attention seconds = fixed + rate × pairs
+
+    /// <summary>
+    /// Least squares of a forward's attention seconds on its attended pairs, with an intercept and forgetting. The
+    /// intercept matters: attention costs a fixed amount per call (per layer, per dispatch) whatever the keys, and a fit
+    /// through the origin made that a rate — 15 µs a pair after batch-1 steps with short contexts, where the keys cost
+    /// about 1 µs — so a 28-row chain step at 4 samples was predicted at 3× its time and never chosen.
+    /// </summary>
+    private struct AttentionFit
+    {
+        private const double Forget = 0.98;
+        private double _w, _x, _xx, _y, _xy;
+
+        /// <summary>Adds one forward; returns the fitted rate per pair, or null while the pairs seen do not vary enough to tell it from the intercept.</summary>
+        public double? Add(double pairs, double seconds)
+        {
+            _w = Forget * _w + 1;
+            _x = Forget * _x + pairs;
+            _xx = Forget * _xx + pairs * pairs;
+            _y = Forget * _y + seconds;
+            _xy = Forget * _xy + pairs * seconds;
+            double spread = _w * _xx - _x * _x; // w² × the weighted variance of the pairs
+            if (!(spread > 1e-6 * _w * _xx)) return null;
+            double slope = (_w * _xy - _x * _y) / spread;
+            // Between 0 and the fit through the origin, which is an upper bound when the fixed part is positive.
+            return Math.Clamp(slope, 0, Math.Max(0, _xy / _xx));
+        }
+    }
     private readonly Dictionary<(string Class, int Bucket), (double Actual, double Predicted, double Weight)> _timeRatio = new();
     private readonly Lock _timeRatioLock = new();
 
@@ -141,14 +169,9 @@ public sealed class CostModel : IDraftCostObserver
         if (Frozen) return;
         if (attentionSeconds is { } attention && attention >= 0 && attention <= seconds)
         {
-            Target.Observe(tokens, seconds - attention);
-            if (attendedPairs > 0)
-            {
-                const double forget = 0.98;
-                _pairSxx = forget * _pairSxx + attendedPairs * attendedPairs;
-                _pairSxy = forget * _pairSxy + attendedPairs * attention;
-                SecondsPerAttendedPair = Math.Max(0, _pairSxy / _pairSxx);
-            }
+            if (attendedPairs > 0 && _attention.Add(attendedPairs, attention) is { } rate) SecondsPerAttendedPair = rate;
+            // Attention's fixed part (its calls, whatever the keys) stays in the token curve with the dense layers.
+            Target.Observe(tokens, Math.Max(0, seconds - SecondsPerAttendedPair * attendedPairs));
             return;
         }
         Target.Observe(tokens, Math.Max(0, seconds - SecondsPerAttendedPair * attendedPairs));

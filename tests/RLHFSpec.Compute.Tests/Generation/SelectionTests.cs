@@ -92,6 +92,30 @@ public class SelectionTests
     }
 
     [Test]
+    public void Attention_costs_a_fixed_part_per_forward_and_a_rate_per_pair_and_only_the_rate_grows_with_the_keys()
+    {
+        // Batch-1 steps over growing contexts: attention takes 0.8 ms whatever the keys, plus 1 µs a pair. Through the
+        // origin those steps said 10–40 µs a pair, and a 28-row step at 4 samples was predicted at 3× its time.
+        static double Dense(double n) => 0.003 + 0.0003 * n;
+        const double fixedPart = 0.0008, perPair = 1e-6;
+        var cost = new CostModel("synthetic");
+        foreach (int context in Enumerable.Range(20, 64))
+        {
+            double attention = fixedPart + perPair * context;
+            cost.ObserveVerify(1, context, Dense(1) + attention, attention);
+        }
+        Assert.That(cost.SecondsPerAttendedPair, Is.EqualTo(perPair).Within(1e-9));
+        Assert.That(cost.VerifySeconds(1, 50), Is.EqualTo(Dense(1) + fixedPart + perPair * 50).Within(1e-6), "the fixed part is in the token curve");
+        Assert.That(cost.VerifySeconds(1, 5000) - cost.VerifySeconds(1, 50), Is.EqualTo(perPair * 4950).Within(1e-9), "only the rate grows with the keys");
+
+        // Pairs that never vary cannot tell a rate from a fixed part: the rate stays where it was (0 here), the curve holds it all.
+        var flat = new CostModel("synthetic");
+        for (int i = 0; i < 20; i++) flat.ObserveVerify(4, 400, 0.01, 0.002);
+        Assert.That(flat.SecondsPerAttendedPair, Is.EqualTo(0));
+        Assert.That(flat.VerifySeconds(4, 400), Is.EqualTo(0.01).Within(1e-12));
+    }
+
+    [Test]
     public void DraftModelTreesCostOneForwardPerDepthOverTheExpandedTreeSoFar()
     {
         var cost = new CostModel("test device");
