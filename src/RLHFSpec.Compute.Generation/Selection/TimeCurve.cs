@@ -73,10 +73,20 @@ public sealed class TimeCurve
         return pFrom > 0 && pTo > 0 ? seconds * pTo / pFrom : seconds;
     }
 
+    /// <summary>
+    /// Most that one measurement counts as differing from an established knot, as a factor either way: a pause of the
+    /// machine during a 0.3 ms draft forward (one took 55 ms) moved its knot 30× with the plain average, and chains
+    /// looked too slow to draft for the next ten steps. A lasting change is still learnt, by up to rate × (factor − 1)
+    /// a measurement.
+    /// </summary>
+    private const double MaxMeasurementFactor = 2;
+
     private void Blend(int knot, double seconds, double share, double rate)
     {
         if (share <= 0) return;
         // A fresh knot takes the first measurement outright; then it moves by rate × share.
+        if (_weight[knot] > 0 && _seconds[knot] > 0)
+            seconds = Math.Clamp(seconds, _seconds[knot] / MaxMeasurementFactor, _seconds[knot] * MaxMeasurementFactor);
         double alpha = _weight[knot] == 0 ? 1 : Math.Min(1, rate * share);
         _seconds[knot] += alpha * (seconds - _seconds[knot]);
         _weight[knot] += share;

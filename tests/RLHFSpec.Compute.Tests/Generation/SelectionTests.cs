@@ -116,6 +116,17 @@ public class SelectionTests
     }
 
     [Test]
+    public void One_paused_forward_barely_moves_a_time_curve_and_a_lasting_change_is_still_learnt()
+    {
+        var curve = new TimeCurve(1024);
+        foreach (int n in new[] { 1, 2, 4, 8 }) curve.Observe(n, 0.0003 * n);
+        curve.Observe(1, 0.055); // a 55 ms pause in a 0.3 ms draft forward
+        Assert.That(curve.Predict(1), Is.LessThanOrEqualTo(0.0003 * 1.2 + 1e-12), "at most rate × (factor − 1) = 20 % up");
+        for (int i = 0; i < 20; i++) curve.Observe(8, 3 * 0.0024); // the 8-token forward became 3× slower for good
+        Assert.That(curve.Predict(8), Is.EqualTo(3 * 0.0024).Within(0.05 * 3 * 0.0024));
+    }
+
+    [Test]
     public void DraftModelTreesCostOneForwardPerDepthOverTheExpandedTreeSoFar()
     {
         var cost = new CostModel("test device");
