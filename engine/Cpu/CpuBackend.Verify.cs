@@ -175,8 +175,7 @@ public sealed partial class CpuBackend
             else P.Mass = member.Drop(P.Weights, vocab, x, P.Mass);
         }
         if (acceptedChild >= 0) return 0;
-        P.Write(ref member, vocab, p);
-        next = member.Race(P.Weights, vocab, p, pos, RngStreams.Target);
+        next = P.Race(ref member, vocab, p, pos, RngStreams.Target);
         return 0;
     }
 
@@ -200,6 +199,17 @@ public sealed partial class CpuBackend
         /// <summary>The unnormalised weight of token <paramref name="x"/>.</summary>
         public readonly float Weight(int x, in SamplingParams p) =>
             _written ? Weights[x] : logits[x] == float.NegativeInfinity ? 0f : MathF.Exp((logits[x] - Max) * (1f / p.Temperature));
+
+        /// <summary>
+        /// The exponential race over the weights. Weights not yet written are raced straight from the logits (the same
+        /// floats, exponentiated only where they may win) instead of being written out and read again.
+        /// </summary>
+        public int Race(ref CpuRowTeam.Member member, int vocab, in SamplingParams p, int position, uint stream)
+        {
+            if (!_written && CpuPhilox.IsVectorized) return member.RaceLogits(logits, vocab, Max, 1f / p.Temperature, p, position, stream);
+            Write(ref member, vocab, p);
+            return member.Race(Weights, vocab, p, position, stream);
+        }
 
         /// <summary>Writes the weights out (their sum is <see cref="Mass"/> already).</summary>
         public void Write(ref CpuRowTeam.Member member, int vocab, in SamplingParams p)

@@ -113,58 +113,111 @@ internal static unsafe class CpuRowMath
 
     /// <summary>
     /// The exponential race over w[0..n) (vocabulary ids firstIndex + j): the largest w_j / −ln U_j over positive
-    /// weights, the earliest index on ties; (−1, −1) if no weight is positive. Eight lanes at a time, each keeping its
-    /// best; vectors without a positive weight draw nothing.
+    /// weights, the earliest index on ties; (−1, −1) if no weight is positive. Sixteen lanes at a time, each keeping its
+    /// best; vectors without a positive weight draw nothing, and vectors none of whose lanes can beat the best score so
+    /// far (see <see cref="RaceCore"/>) take no log.
     /// </summary>
-    public static (float Score, int Index) Race(float* w, int n, int firstIndex, in SamplingParams p, int position, uint stream)
+    public static (float Score, int Index) Race(float* w, int n, int firstIndex, in SamplingParams p, int position, uint stream) =>
+        CpuPhilox.IsVectorized
+            ? RaceCore(new GivenWeights(), w, n, firstIndex, p, position, stream)
+            : RaceScalar(w, n, firstIndex, p, position, stream);
+
+    /// <summary>
+    /// <see cref="Race"/> over the weights exp((x_j − max) · invT) · scale of the logits x[0..n) (max ≥ each x_j), which
+    /// are the very floats that <see cref="ExpSum"/> writes and a row team rescales by <paramref name="scale"/>; only the
+    /// few lanes that may win are exponentiated. AVX2 only (<see cref="CpuPhilox.IsVectorized"/>).
+    /// </summary>
+    public static (float Score, int Index) RaceLogits(float* x, int n, int firstIndex, float max, float invT, float scale,
+        in SamplingParams p, int position, uint stream) =>
+        RaceCore(new LogitWeights(max, invT, scale), x, n, firstIndex, p, position, stream);
+
+    /// <summary>Where a race's weights come from: given, or computed from logits.</summary>
+    private interface IRaceWeights
     {
-        if (!CpuPhilox.IsVectorized) return RaceScalar(w, n, firstIndex, p, position, stream);
+        /// <summary>The value that pads a partial last vector: its weight is 0.</summary>
+        float Pad { get; }
+
+        /// <summary>The weights of eight inputs, bit for bit as the kernels write them.</summary>
+        Vector256<float> Weight(Vector256<float> x);
+
+        /// <summary>Cheap upper bounds of <see cref="Weight"/> within a relative 2^-16 (0 exactly where the weight is 0).</summary>
+        Vector256<float> Bound(Vector256<float> x);
+    }
+
+    private readonly struct GivenWeights : IRaceWeights
+    {
+        public float Pad => 0f;
+        public Vector256<float> Weight(Vector256<float> x) => x;
+        public Vector256<float> Bound(Vector256<float> x) => x;
+    }
+
+    private readonly struct LogitWeights(float max, float invT, float scale) : IRaceWeights
+    {
+        public float Pad => float.NegativeInfinity;
+
+        public Vector256<float> Weight(Vector256<float> x) => Exp((x - Vector256.Create(max)) * Vector256.Create(invT)) * Vector256.Create(scale);
+
+        /// <summary>
+        /// 2^y for y = t · log2 e, with y + 127 written straight into the exponent and mantissa bits: 2^⌊y⌋ · (1 + frac y)
+        /// ≥ 2^y (by at most 6.2 %), less the float rounding of t · 2^23 · log2 e (relative 2^-17 at worst).
+        /// </summary>
+        public Vector256<float> Bound(Vector256<float> x)
+        {
+            var t = (x - Vector256.Create(max)) * Vector256.Create(invT);
+            var lowest = Vector256.Create(Lowest);
+            var bits = Vector256.FusedMultiplyAdd(Vector256.MaxNative(t, lowest), Vector256.Create(12102203.2f), Vector256.Create(127f * 8388608f));
+            var bound = Vector256.ConvertToInt32Native(bits).AsSingle() * Vector256.Create(scale);
+            return Vector256.ConditionalSelect(Vector256.LessThan(t, lowest), Vector256<float>.Zero, bound);
+        }
+    }
+
+    /// <summary>
+    /// The race of <see cref="Race"/> over the weights of <paramref name="x"/>. A lane can beat the best score S so far
+    /// only if w / −ln U &gt; S, and −ln U ≥ 1 − U, so a lane with bound(w) · (1 + 2^-10) ≤ S · (1 − U) cannot: the
+    /// margin covers the bound's, the log's and the division's rounding. Skipping such lanes leaves the winner and its
+    /// score as they were (a skipped lane scores below an earlier one), and past the first few hundred entries nearly
+    /// every vector is skipped after its Philox draw, so the race costs about the draws alone.
+    /// </summary>
+    private static (float Score, int Index) RaceCore<TWeights>(TWeights weights, float* x, int n, int firstIndex,
+        in SamplingParams p, int position, uint stream) where TWeights : struct, IRaceWeights
+    {
         // Per lane the most negative w / ln U (= −score; −0 for a zero weight) and its index.
         var bestQ = Vector256.Create(float.PositiveInfinity);
         var bestI = Vector256<int>.Zero;
         var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        var margin = Vector256.Create(1f + 1f / 1024f);
+        var best = Vector256<float>.Zero; // S, in every lane
         var tail = stackalloc float[16];
         var philox = new CpuPhilox(p, position, stream);
-        int j = 0;
-        if (CpuPhilox.IsWide)
-            for (; j <= n - 32; j += 32)
-            {
-                float* at = w + j;
-                Vector256<float> w0 = Vector256.Load(at), w1 = Vector256.Load(at + 8), w2 = Vector256.Load(at + 16), w3 = Vector256.Load(at + 24);
-                if (!Vector256.GreaterThanAny(Vector256.Max(Vector256.Max(w0, w1), Vector256.Max(w2, w3)), Vector256<float>.Zero)) continue;
-                var (u0, u1) = philox.Uniform32((uint)(firstIndex + j));
-                Keep(w0 / Log(u0.GetLower()), lane + Vector256.Create(j), ref bestQ, ref bestI);
-                Keep(w1 / Log(u0.GetUpper()), lane + Vector256.Create(j + 8), ref bestQ, ref bestI);
-                Keep(w2 / Log(u1.GetLower()), lane + Vector256.Create(j + 16), ref bestQ, ref bestI);
-                Keep(w3 / Log(u1.GetUpper()), lane + Vector256.Create(j + 24), ref bestQ, ref bestI);
-            }
-        for (; j < n; j += 16)
+        for (int j = 0; j < n; j += 16)
         {
-            Vector256<float> low, high;
-            if (j <= n - 16)
+            float* at = x + j;
+            if (j > n - 16)
             {
-                low = Vector256.Load(w + j);
-                high = Vector256.Load(w + j + 8);
+                for (int k = 0; k < 16; k++) tail[k] = j + k < n ? x[j + k] : weights.Pad;
+                at = tail;
             }
-            else
-            {
-                for (int k = 0; k < 16; k++) tail[k] = j + k < n ? w[j + k] : 0f; // padding weighs 0: never a candidate
-                low = Vector256.Load(tail);
-                high = Vector256.Load(tail + 8);
-            }
-            if (!Vector256.GreaterThanAny(Vector256.Max(low, high), Vector256<float>.Zero)) continue;
+            Vector256<float> low = Vector256.Load(at), high = Vector256.Load(at + 8);
+            Vector256<float> boundLow = weights.Bound(low), boundHigh = weights.Bound(high);
+            if (!Vector256.GreaterThanAny(Vector256.Max(boundLow, boundHigh), Vector256<float>.Zero)) continue;
             var (uLow, uHigh) = philox.Uniform16((uint)(firstIndex + j));
-            Keep(low / Log(uLow), lane + Vector256.Create(j), ref bestQ, ref bestI);
-            Keep(high / Log(uHigh), lane + Vector256.Create(j + 8), ref bestQ, ref bestI);
+            var mayWin = Vector256.GreaterThan(boundLow * margin, Vector256.FusedMultiplyAdd(-best, uLow, best))
+                | Vector256.GreaterThan(boundHigh * margin, Vector256.FusedMultiplyAdd(-best, uHigh, best));
+            if (mayWin == Vector256<float>.Zero) continue;
+            Keep(weights.Weight(low) / Log(uLow), lane + Vector256.Create(j), ref bestQ, ref bestI);
+            Keep(weights.Weight(high) / Log(uHigh), lane + Vector256.Create(j + 8), ref bestQ, ref bestI);
+            float min = 0f; // S ≥ 0: lanes still at +∞ or −0 hold no positive score
+            for (int k = 0; k < 8; k++) min = Math.Min(min, bestQ[k]);
+            best = Vector256.Create(-min);
         }
-        float min = float.PositiveInfinity;
+        float winner = float.PositiveInfinity;
         int index = int.MaxValue;
         for (int k = 0; k < 8; k++)
         {
             float v = bestQ[k];
-            if (v < min || (v == min && bestI[k] < index)) { min = v; index = bestI[k]; }
+            if (v < winner || (v == winner && bestI[k] < index)) { winner = v; index = bestI[k]; }
         }
-        return min < 0f ? (-min, firstIndex + index) : (-1f, -1);
+        return winner < 0f ? (-winner, firstIndex + index) : (-1f, -1);
     }
 
     /// <summary>Per lane, keeps (q, index) where q is below the best so far (strictly: the earlier index wins ties).</summary>

@@ -221,6 +221,34 @@ internal sealed unsafe class CpuRowTeam : IDisposable
                 (values[c], indices[c]) = CpuRowMath.Race(w + (long)c * Chunk, Length(c, n), c * Chunk, p, position, stream);
             }
             Sync();
+            return Winner(values, indices, chunks);
+        }
+
+        /// <summary>
+        /// <see cref="Race"/> over the weights that <see cref="Softmax"/> of <paramref name="row"/> (whose max is
+        /// <paramref name="max"/>) with <paramref name="invT"/> would write, without writing them: each chunk finds its
+        /// max again (its weights are relative to it) and exponentiates only the entries that may win. AVX2 only
+        /// (<see cref="CpuPhilox.IsVectorized"/>).
+        /// </summary>
+        public int RaceLogits(float* row, int n, float max, float invT, in SamplingParams p, int position, uint stream)
+        {
+            var (first, end, chunks, values, indices) = Share(n);
+            for (int c = first; c < end; c++)
+            {
+                float* at = row + (long)c * Chunk;
+                int length = Length(c, n);
+                float chunkMax = TensorPrimitives.Max(new ReadOnlySpan<float>(at, length));
+                (values[c], indices[c]) = chunkMax > float.NegativeInfinity
+                    ? CpuRowMath.RaceLogits(at, length, c * Chunk, chunkMax, invT, ChunkScale(chunkMax, max, invT), p, position, stream)
+                    : (-1f, -1);
+            }
+            Sync();
+            return Winner(values, indices, chunks);
+        }
+
+        /// <summary>The index of the best chunk score (the earliest chunk on ties); −1 if no chunk has one.</summary>
+        private static int Winner(float[] values, int[] indices, int chunks)
+        {
             float bestScore = -1f;
             int winner = -1;
             for (int c = 0; c < chunks; c++)

@@ -78,6 +78,61 @@ public class CpuRowKernelTests
         fixed (float* zp = zeros) Assert.That(CpuRowMath.Race(zp, n, first, p, 77, 0).Index, Is.EqualTo(-1));
     }
 
+    /// <summary>
+    /// The race straight from logits (only lanes that may win exponentiated) against the race over the weights that
+    /// Softmax writes: the same winner, for rows with masked (−∞) and underflowing entries, several chunks, a partial
+    /// last vector, and temperatures that do and do not rescale.
+    /// </summary>
+    [Test]
+    public unsafe void RaceFromLogitsEqualsTheRaceOverWrittenWeights(
+        [Values(1, 9, 17, 1000, 8195, 24581)] int n, [Values(0.3f, 1f, 2.5f)] float temperature, [Values(1, 2, 3)] int seed)
+    {
+        var rng = new System.Random(seed * 7919 + n);
+        var logits = new float[n];
+        for (int i = 0; i < n; i++)
+            logits[i] = rng.Next(10) switch
+            {
+                0 => float.NegativeInfinity,
+                1 => -200f * (float)rng.NextDouble(), // exp underflows to 0 at low temperatures
+                _ => 4f * (float)(rng.NextDouble() + rng.NextDouble() + rng.NextDouble() - 1.5),
+            };
+        logits[rng.Next(n)] = 3f; // at least one finite logit
+        var p = SamplingParams.Random(temperature, (ulong)rng.NextInt64(), (uint)rng.Next(), rng.Next(1000));
+        using var team = new CpuRowTeam(1, null, n, 1);
+        var member = team[0];
+        fixed (float* row = logits)
+        {
+            float* w = team.Scratch(0);
+            Assert.That(member.Softmax(row, n, 1f / temperature, w, out float max, out _, out _), Is.EqualTo(KernelValidation.RowOk));
+            int expected = member.Race(w, n, p, p.Position, RngStreams.Target);
+            Assert.That(member.RaceLogits(row, n, max, 1f / temperature, p, p.Position, RngStreams.Target), Is.EqualTo(expected));
+            Assert.That(expected, Is.GreaterThanOrEqualTo(0));
+            Assert.That(logits[expected], Is.GreaterThan(float.NegativeInfinity));
+        }
+    }
+
+    /// <summary>The race skips lanes that cannot win; where scores nearly tie it must still find the scalar race's winner.</summary>
+    [Test]
+    public unsafe void RaceFindsTheWinnerAmongNearTies([Values(1, 2, 3, 4)] int seed)
+    {
+        var rng = new System.Random(seed);
+        const int n = 4099;
+        var p = SamplingParams.Random(1f, (ulong)seed, 5, 9);
+        var u = new float[n];
+        CpuPhilox.Uniforms(p, 9, 0, 0, u);
+        // Weights that make every score −w / ln U equal up to a few ulps: any skipped lane that should win shows.
+        var w = new float[n];
+        for (int i = 0; i < n; i++) w[i] = (float)(-Math.Log(u[i]) * (1 + 1e-6 * rng.NextDouble()));
+        int expected = -1;
+        float best = -1f;
+        for (int i = 0; i < n; i++)
+        {
+            float score = -(w[i] / CpuRowMath.Log(System.Runtime.Intrinsics.Vector256.Create(u[i])).ToScalar());
+            if (score > best) { best = score; expected = i; }
+        }
+        fixed (float* wp = w) Assert.That(CpuRowMath.Race(wp, n, 0, p, 9, 0).Index, Is.EqualTo(expected));
+    }
+
     /// <summary>Vocabularies: a partial last chunk and vector (3 · 8192 + 5), an odd one, the Qwen one; sample counts
     /// that make the backend split rows over a team (fewer than 2 per worker) or give each worker whole samples.</summary>
     [TestCase(24581, 1, 1)]
