@@ -118,13 +118,18 @@ internal sealed unsafe class CpuRowTeam : IDisposable
             {
                 long at = (long)c * Chunk;
                 int length = Length(c, n);
-                float m = TensorPrimitives.Max(new ReadOnlySpan<float>(row + at, length));
+                if (w == null)
+                {
+                    sums[c] = CpuRowMath.MaxExpSum(row + at, length, invT, out values[c]);
+                    continue;
+                }
+                float m = CpuRowMath.Max(row + at, length);
                 values[c] = m;
-                if (float.IsFinite(m)) sums[c] = CpuRowMath.ExpSum(row + at, w == null ? null : w + at, length, m, invT);
+                if (float.IsFinite(m)) sums[c] = CpuRowMath.ExpSum(row + at, w + at, length, m, invT);
                 else
                 {
                     sums[c] = 0f; // all −∞ (weights 0), or a bad row
-                    if (w != null) new Span<float>(w + at, length).Clear();
+                    new Span<float>(w + at, length).Clear();
                 }
             }
             Sync();
@@ -219,28 +224,6 @@ internal sealed unsafe class CpuRowTeam : IDisposable
             for (int c = first; c < end; c++)
             {
                 (values[c], indices[c]) = CpuRowMath.Race(w + (long)c * Chunk, Length(c, n), c * Chunk, p, position, stream);
-            }
-            Sync();
-            return Winner(values, indices, chunks);
-        }
-
-        /// <summary>
-        /// <see cref="Race"/> over the weights that <see cref="Softmax"/> of <paramref name="row"/> (whose max is
-        /// <paramref name="max"/>) with <paramref name="invT"/> would write, without writing them: each chunk finds its
-        /// max again (its weights are relative to it) and exponentiates only the entries that may win. AVX2 only
-        /// (<see cref="CpuPhilox.IsVectorized"/>).
-        /// </summary>
-        public int RaceLogits(float* row, int n, float max, float invT, in SamplingParams p, int position, uint stream)
-        {
-            var (first, end, chunks, values, indices) = Share(n);
-            for (int c = first; c < end; c++)
-            {
-                float* at = row + (long)c * Chunk;
-                int length = Length(c, n);
-                float chunkMax = TensorPrimitives.Max(new ReadOnlySpan<float>(at, length));
-                (values[c], indices[c]) = chunkMax > float.NegativeInfinity
-                    ? CpuRowMath.RaceLogits(at, length, c * Chunk, chunkMax, invT, ChunkScale(chunkMax, max, invT), p, position, stream)
-                    : (-1f, -1);
             }
             Sync();
             return Winner(values, indices, chunks);

@@ -78,36 +78,69 @@ public class CpuRowKernelTests
         fixed (float* zp = zeros) Assert.That(CpuRowMath.Race(zp, n, first, p, 77, 0).Index, Is.EqualTo(-1));
     }
 
-    /// <summary>
-    /// The race straight from logits (only lanes that may win exponentiated) against the race over the weights that
-    /// Softmax writes: the same winner, for rows with masked (−∞) and underflowing entries, several chunks, a partial
-    /// last vector, and temperatures that do and do not rescale.
-    /// </summary>
+    /// <summary>The row max against a plain loop: NaN anywhere gives NaN (also beside +∞ and −∞), else the max, at
+    /// lengths with and without a partial vector, with ±∞ and all −∞.</summary>
     [Test]
-    public unsafe void RaceFromLogitsEqualsTheRaceOverWrittenWeights(
-        [Values(1, 9, 17, 1000, 8195, 24581)] int n, [Values(0.3f, 1f, 2.5f)] float temperature, [Values(1, 2, 3)] int seed)
+    public unsafe void MaxIsThePlainMaxAndFindsNaN([Values(1, 7, 16, 17, 100, 8192)] int n, [Values(1, 2, 3)] int seed)
     {
-        var rng = new System.Random(seed * 7919 + n);
-        var logits = new float[n];
-        for (int i = 0; i < n; i++)
-            logits[i] = rng.Next(10) switch
-            {
-                0 => float.NegativeInfinity,
-                1 => -200f * (float)rng.NextDouble(), // exp underflows to 0 at low temperatures
-                _ => 4f * (float)(rng.NextDouble() + rng.NextDouble() + rng.NextDouble() - 1.5),
-            };
-        logits[rng.Next(n)] = 3f; // at least one finite logit
-        var p = SamplingParams.Random(temperature, (ulong)rng.NextInt64(), (uint)rng.Next(), rng.Next(1000));
-        using var team = new CpuRowTeam(1, null, n, 1);
-        var member = team[0];
-        fixed (float* row = logits)
+        var rng = new System.Random(seed * 101 + n);
+        for (int trial = 0; trial < 40; trial++)
         {
-            float* w = team.Scratch(0);
-            Assert.That(member.Softmax(row, n, 1f / temperature, w, out float max, out _, out _), Is.EqualTo(KernelValidation.RowOk));
-            int expected = member.Race(w, n, p, p.Position, RngStreams.Target);
-            Assert.That(member.RaceLogits(row, n, max, 1f / temperature, p, p.Position, RngStreams.Target), Is.EqualTo(expected));
-            Assert.That(expected, Is.GreaterThanOrEqualTo(0));
-            Assert.That(logits[expected], Is.GreaterThan(float.NegativeInfinity));
+            var x = new float[n];
+            for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 20 - 10);
+            switch (trial % 5)
+            {
+                case 1: x[rng.Next(n)] = float.NaN; break;
+                case 2: x[rng.Next(n)] = float.PositiveInfinity; x[rng.Next(n)] = float.NegativeInfinity; break;
+                case 3: x[rng.Next(n)] = float.PositiveInfinity; x[rng.Next(n)] = float.NegativeInfinity; x[rng.Next(n)] = float.NaN; break;
+                case 4: Array.Fill(x, float.NegativeInfinity); break;
+            }
+            float expected = float.NegativeInfinity;
+            foreach (float v in x) expected = float.IsNaN(v) || float.IsNaN(expected) ? float.NaN : Math.Max(expected, v);
+            fixed (float* xp = x)
+            {
+                float max = CpuRowMath.Max(xp, n);
+                // A row with +∞ is not finite whatever else it holds: +∞ beside −∞ may come back as NaN.
+                if (float.IsPositiveInfinity(expected)) Assert.That(float.IsPositiveInfinity(max) || float.IsNaN(max), $"trial {trial}: {max}");
+                else Assert.That(max, Is.EqualTo(expected), $"trial {trial}");
+            }
+        }
+    }
+
+    /// <summary>The one-pass max and exp-sum against double: the max exactly, the sum within float rounding, at lengths
+    /// around the 64-value block, with masked (−∞) values, all −∞, NaN and +∞, and temperatures.</summary>
+    [Test]
+    public unsafe void MaxExpSumIsTheMaxAndTheSumOfExps([Values(1, 63, 64, 65, 1000, 8192)] int n, [Values(0.4f, 1f)] float temperature, [Values(1, 2)] int seed)
+    {
+        var rng = new System.Random(seed * 211 + n);
+        for (int trial = 0; trial < 12; trial++)
+        {
+            var x = new float[n];
+            // Rising values make the running max climb often: every rescale is exercised.
+            for (int i = 0; i < n; i++) x[i] = trial % 3 == 0 ? i * 0.01f + (float)rng.NextDouble() : (float)(rng.NextDouble() * 30 - 15);
+            for (int i = 0; i < n; i++) if (rng.Next(5) == 0) x[i] = float.NegativeInfinity;
+            switch (trial % 6)
+            {
+                case 1: Array.Fill(x, float.NegativeInfinity); break;
+                case 2: x[rng.Next(n)] = float.NaN; break;
+                case 4: x[rng.Next(n)] = float.PositiveInfinity; break;
+            }
+            double expectedMax = double.NegativeInfinity;
+            bool nan = false;
+            foreach (float v in x) { nan |= float.IsNaN(v); if (!float.IsNaN(v)) expectedMax = Math.Max(expectedMax, v); }
+            float max;
+            float sum;
+            fixed (float* xp = x) sum = CpuRowMath.MaxExpSum(xp, n, 1f / temperature, out max);
+            if (nan || double.IsPositiveInfinity(expectedMax))
+            {
+                Assert.That(float.IsNaN(max) || (!nan && float.IsPositiveInfinity(max)), $"trial {trial}: not finite, got {max}");
+                continue;
+            }
+            Assert.That(max, Is.EqualTo((float)expectedMax), $"trial {trial}: max");
+            double expectedSum = 0;
+            if (!double.IsNegativeInfinity(expectedMax))
+                foreach (float v in x) expectedSum += Math.Exp((v - expectedMax) / temperature);
+            Assert.That(sum, Is.EqualTo(expectedSum).Within(expectedSum * 2e-6 + 1e-30), $"trial {trial}: sum");
         }
     }
 
