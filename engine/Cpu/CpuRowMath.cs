@@ -5,10 +5,11 @@ using RLHFSpec.Compute.Engine.Kernels;
 namespace RLHFSpec.Compute.Engine.Cpu;
 
 /// <summary>
-/// The per-chunk arithmetic of <see cref="CpuRowTeam"/>: a fused exp-and-sum pass (its own 8-lane exp, a degree-6
-/// polynomial after Cody–Waite reduction, ≤ 2 ulp; <c>TensorPrimitives.Exp</c> evaluates in double and costs about
-/// twice as much) and one chunk of the exponential race (vectorised Philox, an 8-lane log, per-lane argmax). Each is
-/// a pure function of its chunk, so a row's result does not depend on how its chunks are spread over threads.
+/// The per-chunk arithmetic of <see cref="CpuRowTeam"/>: a one-pass max and exp-sum, a max and a fused exp-and-sum
+/// pass for rows whose weights are written (its own 8-lane exp, a degree-6 polynomial after Cody–Waite reduction,
+/// ≤ 2 ulp; <c>TensorPrimitives.Exp</c> evaluates in double and costs about twice as much) and one chunk of the
+/// exponential race (vectorised Philox, an 8-lane log, per-lane argmax). Each is a pure function of its chunk, so a
+/// row's result does not depend on how its chunks are spread over threads.
 /// </summary>
 internal static unsafe class CpuRowMath
 {
