@@ -72,8 +72,8 @@ internal static unsafe class CpuRowMath
         return max;
     }
 
-    /// <summary>Σ exp((x − max) · invT) over <paramref name="n"/> values (max ≥ each finite x); writes the terms to
-    /// <paramref name="w"/> unless it is null.</summary>
+    /// <summary>Σ exp((x − max) · invT) over <paramref name="n"/> values (max ≥ each finite x), the terms written to
+    /// <paramref name="w"/> (rows without weights to write take <see cref="MaxExpSum"/>).</summary>
     /// <remarks>One vector per step and one accumulator: the core overlaps the exp chains of successive steps by
     /// itself, while more chains per step ran the JIT out of registers (16 on AVX2) and were slower.</remarks>
     public static float ExpSum(float* x, float* w, int n, float max, float invT)
@@ -82,15 +82,12 @@ internal static unsafe class CpuRowMath
         var s = Vector256.Create(invT);
         var acc = Vector256<float>.Zero;
         int i = 0;
-        if (w == null)
-            for (; i <= n - 8; i += 8) acc += Exp((Vector256.Load(x + i) - m) * s);
-        else
-            for (; i <= n - 8; i += 8)
-            {
-                var e = Exp((Vector256.Load(x + i) - m) * s);
-                e.Store(w + i);
-                acc += e;
-            }
+        for (; i <= n - 8; i += 8)
+        {
+            var e = Exp((Vector256.Load(x + i) - m) * s);
+            e.Store(w + i);
+            acc += e;
+        }
         if (i < n)
         {
             // The last partial vector is padded with −∞ (whose term is 0).
@@ -98,11 +95,8 @@ internal static unsafe class CpuRowMath
             int lanes = n - i;
             for (int j = 0; j < 8; j++) tail[j] = j < lanes ? x[i + j] : float.NegativeInfinity;
             var e = Exp((Vector256.Load(tail) - m) * s);
-            if (w != null)
-            {
-                e.Store(tail);
-                for (int j = 0; j < lanes; j++) w[i + j] = tail[j];
-            }
+            e.Store(tail);
+            for (int j = 0; j < lanes; j++) w[i + j] = tail[j];
             acc += e;
         }
         return Vector256.Sum(acc);

@@ -227,12 +227,6 @@ internal sealed unsafe class CpuRowTeam : IDisposable
                 (values[c], indices[c]) = CpuRowMath.Race(w + (long)c * Chunk, Length(c, n), c * Chunk, p, position, stream);
             }
             Sync();
-            return Winner(values, indices, chunks);
-        }
-
-        /// <summary>The index of the best chunk score (the earliest chunk on ties); −1 if no chunk has one.</summary>
-        private static int Winner(float[] values, int[] indices, int chunks)
-        {
             float bestScore = -1f;
             int winner = -1;
             for (int c = 0; c < chunks; c++)
