@@ -125,7 +125,8 @@ public sealed partial class CpuBackend
     /// (Sampled) or p(x) ← 0 (Deterministic); with no child accepted, the exponential race over p gives
     /// <paramref name="next"/>. p lives unnormalised, with its mass, in scratch row 0 or 2 (swapped on a residual); q in
     /// row 1. Without top-k/top-p an accept test needs only p(x), q(x) and the masses, so the weights are written out
-    /// only once a child is rejected or the race needs them: an accepted node costs one pass per row, as greedy does.
+    /// only once a child is rejected, or in the first pass over a row that has no child to test (the race needs them):
+    /// an accepted node costs one pass per row, as greedy does, and so does the bonus row before its race.
     /// </summary>
     private static unsafe long DecideSampled(ref CpuRowTeam.Member member, in VerifyJob job, int s, long row, int node, int pos,
         out float max, out int acceptedChild, out int next, out float fullSum)
@@ -137,7 +138,7 @@ public sealed partial class CpuBackend
         next = -1;
         member.Sync(); // every participant is done with the previous node's P and Q (its accept tests read any entry)
         var P = new WarpedRow(job.Target + row * vocab, member.Team.Scratch(0));
-        int code = P.Prepare(ref member, vocab, p);
+        int code = P.Prepare(ref member, vocab, p, write: !HasChild(job, s, node));
         max = P.Max;
         fullSum = P.FullSum;
         if (code != KernelValidation.RowOk) return PackStatus(code, row);
@@ -149,7 +150,7 @@ public sealed partial class CpuBackend
             if (job.Parents[nodeBase + c] != node) continue;
             if (!hasQ && job.Kinds[s] == DraftKind.Sampled)
             {
-                int draftCode = Q.Prepare(ref member, vocab, p);
+                int draftCode = Q.Prepare(ref member, vocab, p, write: false);
                 if (draftCode != KernelValidation.RowOk) return PackStatus(draftCode, -1 - row);
                 hasQ = true;
             }
@@ -180,6 +181,14 @@ public sealed partial class CpuBackend
         return 0;
     }
 
+    /// <summary>Whether <paramref name="node"/> (−1: the root) of sample <paramref name="s"/> has a drafted child.</summary>
+    private static unsafe bool HasChild(in VerifyJob job, int s, int node)
+    {
+        for (int c = job.Offsets[s] + node + 1; c < job.Offsets[s + 1]; c++)
+            if (job.Parents[c] == node) return true;
+        return false;
+    }
+
     /// <summary>A warped logit row whose weights (in <see cref="Weights"/>) are written out only when needed.</summary>
     private unsafe struct WarpedRow(float* logits, float* weights)
     {
@@ -187,10 +196,13 @@ public sealed partial class CpuBackend
         public float Max, Mass, FullSum;
         private bool _written;
 
-        /// <summary>Max, masses and (with top-k/top-p, which need them) the weights; returns the row's status.</summary>
-        public int Prepare(ref CpuRowTeam.Member member, int vocab, in SamplingParams p)
+        /// <summary>
+        /// Max, masses and the weights if <paramref name="write"/> (a row without children to test goes straight to the
+        /// race, which needs them) or top-k/top-p need them; returns the row's status.
+        /// </summary>
+        public int Prepare(ref CpuRowTeam.Member member, int vocab, in SamplingParams p, bool write)
         {
-            _written = CpuWarp.Truncates(p, vocab);
+            _written = write || CpuWarp.Truncates(p, vocab);
             if (_written) return member.Warp(logits, vocab, p, Weights, out Max, out Mass, out FullSum);
             int status = member.Softmax(logits, vocab, 1f / p.Temperature, null, out Max, out _, out Mass);
             FullSum = Mass;

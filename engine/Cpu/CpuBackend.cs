@@ -42,16 +42,36 @@ public sealed partial class CpuBackend : ComputeBackend
     internal void ForEachItem(int count, int rowLength, int scratchRows, CpuRowWork.Body body)
     {
         if (count == 0) return;
-        if ((long)count * rowLength <= SerialRowElements || Threads == 1)
+        var teams = RentTeams(rowLength, scratchRows);
+        try
         {
-            using var team = new CpuRowTeam(1, null, rowLength, scratchRows);
-            var member = team[0];
-            for (int i = 0; i < count; i++) body(ref member, i);
-            return;
+            if ((long)count * rowLength <= SerialRowElements || Threads == 1)
+            {
+                var member = teams.Solo(0)[0];
+                for (int i = 0; i < count; i++) body(ref member, i);
+                return;
+            }
+            Workers.Run(new CpuRowWork(Workers, teams, count, splitRows: count < 2 * Threads, body));
         }
-        using var work = new CpuRowWork(Workers, count, rowLength, scratchRows, splitRows: count < 2 * Threads, body);
-        Workers.Run(work);
+        finally
+        {
+            ReturnTeams(teams);
+        }
     }
+
+    /// <summary>The teams of the last row-kernel call, while no call holds them (calls may come from several threads at once).</summary>
+    private CpuRowTeamCache? _spareTeams;
+
+    /// <summary>The spare teams if they fit the call, else new ones (the spare ones are dropped: the next call is likely alike).</summary>
+    private CpuRowTeamCache RentTeams(int rowLength, int scratchRows)
+    {
+        var teams = Interlocked.Exchange(ref _spareTeams, null);
+        if (teams != null && teams.Fits(rowLength, scratchRows)) return teams;
+        teams?.Dispose();
+        return new CpuRowTeamCache(Threads, Math.Max(rowLength, teams?.RowLength ?? 0), Math.Max(scratchRows, teams?.ScratchRows ?? 0));
+    }
+
+    private void ReturnTeams(CpuRowTeamCache teams) => Interlocked.Exchange(ref _spareTeams, teams)?.Dispose();
 
     private CpuWorkers? _workers;
 
@@ -74,5 +94,9 @@ public sealed partial class CpuBackend : ComputeBackend
     internal static CpuBuffer<T> Host<T>(DeviceBuffer<T> buffer, string argument) where T : unmanaged =>
         buffer as CpuBuffer<T> ?? throw new ArgumentException($"{argument}: buffer '{buffer.Name}' belongs to another backend", argument);
 
-    public override void Dispose() => _workers?.Dispose();
+    public override void Dispose()
+    {
+        Interlocked.Exchange(ref _spareTeams, null)?.Dispose();
+        _workers?.Dispose();
+    }
 }

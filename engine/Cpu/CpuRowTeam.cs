@@ -104,9 +104,10 @@ internal sealed unsafe class CpuRowTeam : IDisposable
         }
 
         /// <summary>
-        /// One pass over <paramref name="row"/> (each chunk read once from memory, then again from L1): its max, the
-        /// first index holding it, and Σ exp((l − max) · invT), the terms written to <paramref name="w"/> unless it is
-        /// null. Each chunk sums relative to its own max and the chunks are rescaled to the row's max when combined, so
+        /// One pass over <paramref name="row"/> (without <paramref name="w"/> each chunk is read once, with its max
+        /// running along; with it, once from memory for its max, then again from L1): its max, the first index holding
+        /// it, and Σ exp((l − max) · invT), the terms written to <paramref name="w"/> unless it is null. Each chunk sums
+        /// relative to its own max and the chunks are rescaled to the row's max when combined, so
         /// a row costs one barrier (two with <paramref name="w"/>: its rescaled terms are then visible to all). Returns
         /// the row's status (<see cref="KernelValidation.RowNotFinite"/> for NaN/+Inf, <see cref="KernelValidation.RowNoFiniteLogit"/>),
         /// with argmax −1 unless it is <see cref="KernelValidation.RowOk"/>.
@@ -118,13 +119,18 @@ internal sealed unsafe class CpuRowTeam : IDisposable
             {
                 long at = (long)c * Chunk;
                 int length = Length(c, n);
-                float m = TensorPrimitives.Max(new ReadOnlySpan<float>(row + at, length));
+                if (w == null)
+                {
+                    sums[c] = CpuRowMath.MaxExpSum(row + at, length, invT, out values[c]);
+                    continue;
+                }
+                float m = CpuRowMath.Max(row + at, length);
                 values[c] = m;
-                if (float.IsFinite(m)) sums[c] = CpuRowMath.ExpSum(row + at, w == null ? null : w + at, length, m, invT);
+                if (float.IsFinite(m)) sums[c] = CpuRowMath.ExpSum(row + at, w + at, length, m, invT);
                 else
                 {
                     sums[c] = 0f; // all −∞ (weights 0), or a bad row
-                    if (w != null) new Span<float>(w + at, length).Clear();
+                    new Span<float>(w + at, length).Clear();
                 }
             }
             Sync();

@@ -78,6 +78,94 @@ public class CpuRowKernelTests
         fixed (float* zp = zeros) Assert.That(CpuRowMath.Race(zp, n, first, p, 77, 0).Index, Is.EqualTo(-1));
     }
 
+    /// <summary>The row max against a plain loop: NaN anywhere gives NaN (also beside +∞ and −∞), else the max, at
+    /// lengths with and without a partial vector, with ±∞ and all −∞.</summary>
+    [Test]
+    public unsafe void MaxIsThePlainMaxAndFindsNaN([Values(1, 7, 16, 17, 100, 8192)] int n, [Values(1, 2, 3)] int seed)
+    {
+        var rng = new System.Random(seed * 101 + n);
+        for (int trial = 0; trial < 40; trial++)
+        {
+            var x = new float[n];
+            for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 20 - 10);
+            switch (trial % 5)
+            {
+                case 1: x[rng.Next(n)] = float.NaN; break;
+                case 2: x[rng.Next(n)] = float.PositiveInfinity; x[rng.Next(n)] = float.NegativeInfinity; break;
+                case 3: x[rng.Next(n)] = float.PositiveInfinity; x[rng.Next(n)] = float.NegativeInfinity; x[rng.Next(n)] = float.NaN; break;
+                case 4: Array.Fill(x, float.NegativeInfinity); break;
+            }
+            float expected = float.NegativeInfinity;
+            foreach (float v in x) expected = float.IsNaN(v) || float.IsNaN(expected) ? float.NaN : Math.Max(expected, v);
+            fixed (float* xp = x)
+            {
+                float max = CpuRowMath.Max(xp, n);
+                // A row with +∞ is not finite whatever else it holds: +∞ beside −∞ may come back as NaN.
+                if (float.IsPositiveInfinity(expected)) Assert.That(float.IsPositiveInfinity(max) || float.IsNaN(max), $"trial {trial}: {max}");
+                else Assert.That(max, Is.EqualTo(expected), $"trial {trial}");
+            }
+        }
+    }
+
+    /// <summary>The one-pass max and exp-sum against double: the max exactly, the sum within float rounding, at lengths
+    /// around the 64-value block, with masked (−∞) values, all −∞, NaN and +∞, and temperatures.</summary>
+    [Test]
+    public unsafe void MaxExpSumIsTheMaxAndTheSumOfExps([Values(1, 63, 64, 65, 1000, 8192)] int n, [Values(0.4f, 1f)] float temperature, [Values(1, 2)] int seed)
+    {
+        var rng = new System.Random(seed * 211 + n);
+        for (int trial = 0; trial < 12; trial++)
+        {
+            var x = new float[n];
+            // Rising values make the running max climb often: every rescale is exercised.
+            for (int i = 0; i < n; i++) x[i] = trial % 3 == 0 ? i * 0.01f + (float)rng.NextDouble() : (float)(rng.NextDouble() * 30 - 15);
+            for (int i = 0; i < n; i++) if (rng.Next(5) == 0) x[i] = float.NegativeInfinity;
+            switch (trial % 6)
+            {
+                case 1: Array.Fill(x, float.NegativeInfinity); break;
+                case 2: x[rng.Next(n)] = float.NaN; break;
+                case 4: x[rng.Next(n)] = float.PositiveInfinity; break;
+            }
+            double expectedMax = double.NegativeInfinity;
+            bool nan = false;
+            foreach (float v in x) { nan |= float.IsNaN(v); if (!float.IsNaN(v)) expectedMax = Math.Max(expectedMax, v); }
+            float max;
+            float sum;
+            fixed (float* xp = x) sum = CpuRowMath.MaxExpSum(xp, n, 1f / temperature, out max);
+            if (nan || double.IsPositiveInfinity(expectedMax))
+            {
+                Assert.That(float.IsNaN(max) || (!nan && float.IsPositiveInfinity(max)), $"trial {trial}: not finite, got {max}");
+                continue;
+            }
+            Assert.That(max, Is.EqualTo((float)expectedMax), $"trial {trial}: max");
+            double expectedSum = 0;
+            if (!double.IsNegativeInfinity(expectedMax))
+                foreach (float v in x) expectedSum += Math.Exp((v - expectedMax) / temperature);
+            Assert.That(sum, Is.EqualTo(expectedSum).Within(expectedSum * 2e-6 + 1e-30), $"trial {trial}: sum");
+        }
+    }
+
+    /// <summary>The race skips lanes that cannot win; where scores nearly tie it must still find the scalar race's winner.</summary>
+    [Test]
+    public unsafe void RaceFindsTheWinnerAmongNearTies([Values(1, 2, 3, 4)] int seed)
+    {
+        var rng = new System.Random(seed);
+        const int n = 4099;
+        var p = SamplingParams.Random(1f, (ulong)seed, 5, 9);
+        var u = new float[n];
+        CpuPhilox.Uniforms(p, 9, 0, 0, u);
+        // Weights that make every score −w / ln U equal up to a few ulps: any skipped lane that should win shows.
+        var w = new float[n];
+        for (int i = 0; i < n; i++) w[i] = (float)(-Math.Log(u[i]) * (1 + 1e-6 * rng.NextDouble()));
+        int expected = -1;
+        float best = -1f;
+        for (int i = 0; i < n; i++)
+        {
+            float score = -(w[i] / CpuRowMath.Log(System.Runtime.Intrinsics.Vector256.Create(u[i])).ToScalar());
+            if (score > best) { best = score; expected = i; }
+        }
+        fixed (float* wp = w) Assert.That(CpuRowMath.Race(wp, n, 0, p, 9, 0).Index, Is.EqualTo(expected));
+    }
+
     /// <summary>Vocabularies: a partial last chunk and vector (3 · 8192 + 5), an odd one, the Qwen one; sample counts
     /// that make the backend split rows over a team (fewer than 2 per worker) or give each worker whole samples.</summary>
     [TestCase(24581, 1, 1)]
