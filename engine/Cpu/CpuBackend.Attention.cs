@@ -217,6 +217,7 @@ public sealed partial class CpuBackend
             {
                 int count = Math.Min(Chunk, shared - k0);
                 for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
+                Prefetch(cache, slots, k0 + Chunk, Math.Min(k0 + 2 * Chunk, shared), kv0, kvn);
                 bool halves = HalvesInPlace(tokens);
                 Gather(cache, chunk, count, kv0, kvn, halves, converted, zero, rows);
                 Apply(values, halves, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
@@ -232,6 +233,22 @@ public sealed partial class CpuBackend
                     Gather(cache, chunk, count, kv0, kvn, halves, converted, zero, rows);
                     Apply(values, halves, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
+            }
+        }
+
+        /// <summary>
+        /// Asks for the run's part of the rows of logical slots [<paramref name="from"/>, <paramref name="to"/>) (the next
+        /// chunk) ahead of use. Slots of a block are contiguous, but blocks lie anywhere and the hardware prefetchers stop
+        /// at each 4 KiB page, so without this a decode step of many samples waits on memory at every page.
+        /// </summary>
+        private void Prefetch(uint* cache, int[] slots, int from, int to, int kv0, int kvn)
+        {
+            if (!Sse.IsSupported) return;
+            int elementBytes = _f32 ? 4 : 2, bytes = kvn * layout.HeadDim * elementBytes;
+            for (int logical = from; logical < to; logical++)
+            {
+                byte* row = (byte*)(cache + (long)slots[logical] * _rowWords) + (long)kv0 * layout.HeadDim * elementBytes;
+                for (int b = 0; b < bytes; b += 64) Sse.Prefetch0(row + b);
             }
         }
 

@@ -318,6 +318,34 @@ public class AttentionKernelTests
             }
     }
 
+    // An fp16 cache attends bit for bit as an fp32 cache holding the same values widened: the CPU converts halves
+    // exactly, either in registers where the FMAs use them (one token, a group of one or two heads: decode) or into
+    // fp32 rows shared by a tile's rows (otherwise), and then does the fp32 path's arithmetic in the fp32 path's order.
+    [Test, Combinatorial]
+    public void CpuHalfCacheAttendsAsItsWidenedValues([Values(Mask.Causal, Mask.Random)] Mask shape, [Values(1, 7)] int newTokens,
+        [Values(32, 36, 80)] int headDim, [Values(1, 2, 3)] int group, [Values(0, 1)] int seed)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(1 + seed);
+        var half = Make(41 + seed, [0, 37, 300], [1, newTokens, 1], headDim, 2, group, 16, KvDType.F16, shape);
+        var wide = new Problem
+        {
+            QueryOffsets = half.QueryOffsets, ContextLens = half.ContextLens, BlockTables = half.BlockTables, TreeMask = half.TreeMask,
+            MaskWords = half.MaskWords, MaxBlocks = half.MaxBlocks, NumHeads = half.NumHeads, Scale = half.Scale, Query = half.Query,
+            Layout = half.Layout with { DType = KvDType.F32 }, Keys = Widen(half.Keys), Values = Widen(half.Values),
+        };
+        var got = Run(cpu, half);
+        var want = Run(cpu, wide);
+        for (int e = 0; e < got.Length; e++)
+            if (BitConverter.SingleToUInt32Bits(got[e]) != BitConverter.SingleToUInt32Bits(want[e]))
+                Assert.Fail($"output[{e}]: {got[e]:R} from the fp16 cache, {want[e]:R} from its fp32 twin");
+
+        static uint[] Widen(uint[] words) => words.SelectMany(w => new[]
+        {
+            BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf((ushort)w)),
+            BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf((ushort)(w >> 16))),
+        }).ToArray();
+    }
+
     // The softmax's own exp: within 4 ulp-ish (2e-7 relative) of the double exp over the range it sees, exactly 0 for
     // −∞ and under the smallest normal, 1 at 0.
     [Test]
