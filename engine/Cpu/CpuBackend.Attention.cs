@@ -218,8 +218,7 @@ public sealed partial class CpuBackend
                 int count = Math.Min(Chunk, shared - k0);
                 for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
                 Prefetch(cache, slots, k0 + Chunk, Math.Min(k0 + 2 * Chunk, shared), kv0, kvn);
-                bool halves = HalvesInPlace(tokens);
-                Gather(cache, chunk, count, kv0, kvn, halves, converted, zero, rows);
+                bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), converted, zero, rows);
                 Apply(values, halves, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
             }
             for (int ti = 0; ti < tokens; ti++)
@@ -229,8 +228,7 @@ public sealed partial class CpuBackend
                 {
                     int count = Math.Min(Chunk, own - e0);
                     for (int j = 0; j < count; j++) chunk[j] = slots[extra[e0 + j]];
-                    bool halves = HalvesInPlace(1);
-                    Gather(cache, chunk, count, kv0, kvn, halves, converted, zero, rows);
+                    bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), converted, zero, rows);
                     Apply(values, halves, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
             }
@@ -264,10 +262,10 @@ public sealed partial class CpuBackend
         {
             if (values)
             {
-                if (halves) AccumulateChunk<HalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                if (halves) AccumulateChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
                 else AccumulateChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             }
-            else if (halves) ScoreChunk<HalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+            else if (halves) ScoreChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             else ScoreChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
         }
 
@@ -275,10 +273,13 @@ public sealed partial class CpuBackend
         /// The run's part (KV heads kv0 … kv0 + kvn − 1, contiguous in a slot) of <paramref name="count"/> cache rows: in
         /// place for fp32 and for fp16 read as <paramref name="halves"/> (the pointer then addresses halves), else converted
         /// into <paramref name="converted"/>; the rest of the eight point at zeros (zero bits: 0 as a float and as a half).
+        /// Returns whether the rows are halves read in place: only when asked and every half of them is finite, as
+        /// <see cref="FiniteHalfRow"/> needs; a chunk holding an Inf or NaN is converted, exactly, like any other.
         /// </summary>
-        private void Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, float* converted, float* zero, float** rows)
+        private bool Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, float* converted, float* zero, float** rows)
         {
             int d = layout.HeadDim, width = kvn * d;
+            for (int j = 0; j < count && halves; j++) halves = AllFinite((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, width);
             for (int j = 0; j < Chunk; j++)
             {
                 if (j >= count) rows[j] = zero;
@@ -291,6 +292,7 @@ public sealed partial class CpuBackend
                     rows[j] = converted + j * width;
                 }
             }
+            return halves;
         }
 
         /// <summary>Scores of <paramref name="tokens"/> tokens' rows against eight gathered keys, written from column <paramref name="scores"/> of row 0.</summary>
@@ -622,5 +624,31 @@ public sealed partial class CpuBackend
         var value = (x & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);   // 2^112
         var infOrNaN = Vector256.Equals(x & Vector256.Create(0x0F800000), Vector256.Create(0x0F800000));
         return value | (infOrNaN & Vector256.Create(0x7F800000)).AsSingle();
+    }
+
+    /// <summary>
+    /// <see cref="HalfToSingle8"/> for finite halves only (an Inf or NaN comes out as a finite float of magnitude
+    /// 2^16 … 2^17): four vector ops, half of the exact form's, for rows that <see cref="AllFinite"/> has passed.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector256<float> FiniteHalfToSingle8(short* source)
+    {
+        var x = Avx2.ConvertToVector256Int32(source) << 13;
+        return (x & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);   // 2^112
+    }
+
+    /// <summary>Whether none of <paramref name="length"/> fp16 bit patterns is Inf or NaN (all-ones exponent); 16 per two vector ops.</summary>
+    internal static unsafe bool AllFinite(short* halves, int length)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var max = Vector256<ushort>.Zero;
+            for (; i + 16 <= length; i += 16) max = Vector256.Max(max, Vector256.Load((ushort*)halves + i) & Vector256.Create((ushort)0x7FFF));
+            if (Vector256.GreaterThanOrEqualAny(max, Vector256.Create((ushort)0x7C00))) return false;
+        }
+        for (; i < length; i++)
+            if ((halves[i] & 0x7C00) == 0x7C00) return false;
+        return true;
     }
 }

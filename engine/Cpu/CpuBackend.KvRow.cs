@@ -33,11 +33,14 @@ public sealed partial class CpuBackend
         public static float* Offset(float* row, int elements) => row + elements;
     }
 
-    /// <summary>The pointer addresses fp16 bit patterns; needs AVX2 (<see cref="HalfToSingle8"/>).</summary>
-    private unsafe struct HalfRow : IKvRow
+    /// <summary>
+    /// The pointer addresses fp16 bit patterns, none of them Inf or NaN (<see cref="AllFinite"/>); needs AVX2
+    /// (<see cref="FiniteHalfToSingle8"/>).
+    /// </summary>
+    private unsafe struct FiniteHalfRow : IKvRow
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Load(float* row, int c) => HalfToSingle8((short*)row + c);
+        public static Vector256<float> Load(float* row, int c) => FiniteHalfToSingle8((short*)row + c);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float LoadOne(float* row, int c) => (float)BitConverter.Int16BitsToHalf(((short*)row)[c]);
