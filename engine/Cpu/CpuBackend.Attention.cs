@@ -255,6 +255,7 @@ public sealed partial class CpuBackend
         /// converted once into fp32 rows: when at most two query rows (one token, a group of one or two heads, as a
         /// decode step of the medium model) use each K/V row, in-place reading converts each half once as well and
         /// saves the store and reload of the fp32 copy; with more rows the copy's conversion is shared by all of them.
+        /// <see cref="Gather"/> still converts a chunk that holds an Inf or NaN, which the in-place loads leave out.
         /// </summary>
         private bool HalvesInPlace(int tokens) => !_f32 && tokens == 1 && _group <= 2 && Avx2.IsSupported;
 
