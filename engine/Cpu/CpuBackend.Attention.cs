@@ -217,8 +217,9 @@ public sealed partial class CpuBackend
             {
                 int count = Math.Min(Chunk, shared - k0);
                 for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
-                Gather(cache, chunk, count, kv0, kvn, converted, zero, rows);
-                Apply(values, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
+                Prefetch(cache, slots, k0 + Chunk, Math.Min(k0 + 2 * Chunk, shared), kv0, kvn);
+                bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), converted, zero, rows);
+                Apply(values, halves, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
             }
             for (int ti = 0; ti < tokens; ti++)
             {
@@ -227,64 +228,101 @@ public sealed partial class CpuBackend
                 {
                     int count = Math.Min(Chunk, own - e0);
                     for (int j = 0; j < count; j++) chunk[j] = slots[extra[e0 + j]];
-                    Gather(cache, chunk, count, kv0, kvn, converted, zero, rows);
-                    Apply(values, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
+                    bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), converted, zero, rows);
+                    Apply(values, halves, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
             }
         }
 
-        private void Apply(bool values, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        /// <summary>
+        /// Asks for the run's part of the rows of logical slots [<paramref name="from"/>, <paramref name="to"/>) (the next
+        /// chunk) ahead of use. Slots of a block are contiguous, but blocks lie anywhere and the hardware prefetchers stop
+        /// at each 4 KiB page, so without this a decode step of many samples waits on memory at every page.
+        /// </summary>
+        private void Prefetch(uint* cache, int[] slots, int from, int to, int kv0, int kvn)
         {
-            if (values) AccumulateChunk(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
-            else ScoreChunk(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+            if (!Sse.IsSupported) return;
+            int elementBytes = _f32 ? 4 : 2, bytes = kvn * layout.HeadDim * elementBytes;
+            for (int logical = from; logical < to; logical++)
+            {
+                byte* row = (byte*)(cache + (long)slots[logical] * _rowWords) + (long)kv0 * layout.HeadDim * elementBytes;
+                for (int b = 0; b < bytes; b += 64) Sse.Prefetch0(row + b);
+            }
+        }
+
+        /// <summary>
+        /// Whether fp16 rows are read in place, each 8 halves converted in registers where the FMAs use them, rather than
+        /// converted once into fp32 rows: when at most two query rows (one token, a group of one or two heads, as a
+        /// decode step of the medium model) use each K/V row, in-place reading converts each half once as well and
+        /// saves the store and reload of the fp32 copy; with more rows the copy's conversion is shared by all of them.
+        /// <see cref="Gather"/> still converts a chunk that holds an Inf or NaN, which the in-place loads leave out.
+        /// </summary>
+        private bool HalvesInPlace(int tokens) => !_f32 && tokens == 1 && _group <= 2 && Avx2.IsSupported;
+
+        private void Apply(bool values, bool halves, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        {
+            if (values)
+            {
+                if (halves) AccumulateChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                else AccumulateChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+            }
+            else if (halves) ScoreChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+            else ScoreChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
         }
 
         /// <summary>
         /// The run's part (KV heads kv0 … kv0 + kvn − 1, contiguous in a slot) of <paramref name="count"/> cache rows: in
-        /// place for fp32, converted into <paramref name="converted"/> for fp16; the rest of the eight point at zeros.
+        /// place for fp32 and for fp16 read as <paramref name="halves"/> (the pointer then addresses halves), else converted
+        /// into <paramref name="converted"/>; the rest of the eight point at zeros (zero bits: 0 as a float and as a half).
+        /// Returns whether the rows are halves read in place: only when asked and every half of them is finite, as
+        /// <see cref="FiniteHalfRow"/> needs; a chunk holding an Inf or NaN is converted, exactly, like any other.
         /// </summary>
-        private void Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, float* converted, float* zero, float** rows)
+        private bool Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, float* converted, float* zero, float** rows)
         {
             int d = layout.HeadDim, width = kvn * d;
+            for (int j = 0; j < count && halves; j++) halves = AllFinite((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, width);
             for (int j = 0; j < Chunk; j++)
             {
                 if (j >= count) rows[j] = zero;
                 else if (_f32) rows[j] = (float*)cache + (long)chunkSlots[j] * _rowWords + (long)kv0 * d;
+                // Little-endian: the low half of a word is the even element, as the layout says.
+                else if (halves) rows[j] = (float*)((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d);
                 else
                 {
-                    // Little-endian: the low half of a word is the even element, as the layout says.
-                    var halves = new ReadOnlySpan<Half>((Half*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, width);
-                    HalfToSingle(halves, new Span<float>(converted + j * width, width));
+                    HalfToSingle((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, converted + j * width, width);
                     rows[j] = converted + j * width;
                 }
             }
+            return halves;
         }
 
         /// <summary>Scores of <paramref name="tokens"/> tokens' rows against eight gathered keys, written from column <paramref name="scores"/> of row 0.</summary>
         [MethodImpl(MethodImplOptions.NoInlining)]
-        private void ScoreChunk(float* q, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        private void ScoreChunk<TRow>(float* q, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+            where TRow : struct, IKvRow
         {
             int d = layout.HeadDim, g = _group;
             float** keys = stackalloc float*[Chunk];
             for (int kv = 0; kv < kvn; kv++)
             {
-                for (int j = 0; j < Chunk; j++) keys[j] = rows[j] + kv * d;
+                for (int j = 0; j < Chunk; j++) keys[j] = TRow.Offset(rows[j], kv * d);
                 for (int ti = 0; ti < tokens; ti++)
-                    ScoreGroup(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride, count);
+                    ScoreGroup<TRow>(q + ti * tokenStride, kv * g, keys, scores + (long)(ti * perToken) * _stride, count);
             }
         }
 
         /// <summary>Σ p·v of eight gathered value rows into <paramref name="tokens"/> tokens' output rows (probabilities from column <paramref name="probabilities"/> of row 0).</summary>
         [MethodImpl(MethodImplOptions.NoInlining)]
-        private void AccumulateChunk(float* o, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* probabilities)
+        private void AccumulateChunk<TRow>(float* o, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* probabilities)
+            where TRow : struct, IKvRow
         {
             int d = layout.HeadDim, g = _group;
             float** values = stackalloc float*[Chunk];
             for (int kv = 0; kv < kvn; kv++)
             {
-                for (int j = 0; j < Chunk; j++) values[j] = rows[j] + kv * d;
+                for (int j = 0; j < Chunk; j++) values[j] = TRow.Offset(rows[j], kv * d);
                 for (int ti = 0; ti < tokens; ti++)
-                    AccumulateGroup(o + ti * tokenStride, kv * g, probabilities + (long)(ti * perToken) * _stride, values, count);
+                    AccumulateGroup<TRow>(o + ti * tokenStride, kv * g, probabilities + (long)(ti * perToken) * _stride, values, count);
             }
         }
 
@@ -328,21 +366,21 @@ public sealed partial class CpuBackend
         /// first head of the item) against eight keys, into score rows h (<paramref name="scores"/>: row 0's first column):
         /// two heads at a time, sharing the key loads.
         /// </summary>
-        private void ScoreGroup(float* q, int h0, float** keys, float* scores, int count)
+        private void ScoreGroup<TRow>(float* q, int h0, float** keys, float* scores, int count) where TRow : struct, IKvRow
         {
             int d = layout.HeadDim, h = h0, end = h0 + _group;
             for (; h + 2 <= end; h += 2)
-                Score2(q + h * d, q + (h + 1) * d, keys, d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, count);
-            if (h < end) Score(q + h * d, keys, d, scores + (long)h * _stride, count);
+                Score2<TRow>(q + h * d, q + (h + 1) * d, keys, d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, count);
+            if (h < end) Score<TRow>(q + h * d, keys, d, scores + (long)h * _stride, count);
         }
 
         /// <summary><see cref="Accumulate"/> for the group's heads [<paramref name="h0"/>, h0 + group) of one token, two at a time.</summary>
-        private void AccumulateGroup(float* o, int h0, float* scores, float** values, int count)
+        private void AccumulateGroup<TRow>(float* o, int h0, float* scores, float** values, int count) where TRow : struct, IKvRow
         {
             int d = layout.HeadDim, h = h0, end = h0 + _group;
             for (; h + 2 <= end; h += 2)
-                Accumulate2(o + h * d, o + (h + 1) * d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, values, count, d);
-            if (h < end) Accumulate(o + h * d, scores + (long)h * _stride, values, count, d);
+                Accumulate2<TRow>(o + h * d, o + (h + 1) * d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, values, count, d);
+            if (h < end) Accumulate<TRow>(o + h * d, scores + (long)h * _stride, values, count, d);
         }
 
         /// <summary>Logical slots, in order, that token <paramref name="i"/> sees beyond the <paramref name="shared"/> ones; returns their count.</summary>
@@ -365,7 +403,7 @@ public sealed partial class CpuBackend
         /// an 8-wide FMA chain over the head dimension, <see cref="Reduce8"/>, the scalar tail, then the scale.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Score(float* q, float** k, int d, float* destination, int count)
+        private void Score<TRow>(float* q, float** k, int d, float* destination, int count) where TRow : struct, IKvRow
         {
             int d8 = d & ~7;
             Vector256<float> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default, p6 = default, p7 = default;
@@ -373,14 +411,14 @@ public sealed partial class CpuBackend
             for (int c = 0; c < d8; c += 8)
             {
                 var x = Vector256.Load(q + c);
-                p0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k0 + c), p0);
-                p1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k1 + c), p1);
-                p2 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k2 + c), p2);
-                p3 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k3 + c), p3);
-                p4 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k4 + c), p4);
-                p5 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k5 + c), p5);
-                p6 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k6 + c), p6);
-                p7 = Vector256.FusedMultiplyAdd(x, Vector256.Load(k7 + c), p7);
+                p0 = Vector256.FusedMultiplyAdd(x, TRow.Load(k0, c), p0);
+                p1 = Vector256.FusedMultiplyAdd(x, TRow.Load(k1, c), p1);
+                p2 = Vector256.FusedMultiplyAdd(x, TRow.Load(k2, c), p2);
+                p3 = Vector256.FusedMultiplyAdd(x, TRow.Load(k3, c), p3);
+                p4 = Vector256.FusedMultiplyAdd(x, TRow.Load(k4, c), p4);
+                p5 = Vector256.FusedMultiplyAdd(x, TRow.Load(k5, c), p5);
+                p6 = Vector256.FusedMultiplyAdd(x, TRow.Load(k6, c), p6);
+                p7 = Vector256.FusedMultiplyAdd(x, TRow.Load(k7, c), p7);
             }
             var sum = Reduce8(p0, p1, p2, p3, p4, p5, p6, p7);
             if (d8 == d && count == Chunk)
@@ -388,12 +426,12 @@ public sealed partial class CpuBackend
                 (sum * Vector256.Create(scale)).Store(destination);
                 return;
             }
-            Finish(sum, q, k, d8, d, destination, count);
+            Finish<TRow>(sum, q, k, d8, d, destination, count);
         }
 
         /// <summary>acc += Σ_j p[j]·v[j] over <paramref name="count"/> value rows (from column <paramref name="offset"/>), key by key (one FMA chain per element).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Accumulate(float* acc, float* p, float** v, int count, int d, int offset = 0)
+        private static void Accumulate<TRow>(float* acc, float* p, float** v, int count, int d, int offset = 0) where TRow : struct, IKvRow
         {
             int c = 0;
             for (; c + 32 <= d; c += 32)
@@ -403,31 +441,31 @@ public sealed partial class CpuBackend
                 for (int j = 0; j < count; j++)
                 {
                     var w = Vector256.Create(p[j]);
-                    float* row = v[j] + offset + c;
-                    a0 = Vector256.FusedMultiplyAdd(Vector256.Load(row), w, a0);
-                    a1 = Vector256.FusedMultiplyAdd(Vector256.Load(row + 8), w, a1);
-                    a2 = Vector256.FusedMultiplyAdd(Vector256.Load(row + 16), w, a2);
-                    a3 = Vector256.FusedMultiplyAdd(Vector256.Load(row + 24), w, a3);
+                    float* row = v[j];
+                    a0 = Vector256.FusedMultiplyAdd(TRow.Load(row, offset + c), w, a0);
+                    a1 = Vector256.FusedMultiplyAdd(TRow.Load(row, offset + c + 8), w, a1);
+                    a2 = Vector256.FusedMultiplyAdd(TRow.Load(row, offset + c + 16), w, a2);
+                    a3 = Vector256.FusedMultiplyAdd(TRow.Load(row, offset + c + 24), w, a3);
                 }
                 a0.Store(acc + c); a1.Store(acc + c + 8); a2.Store(acc + c + 16); a3.Store(acc + c + 24);
             }
             for (; c + 8 <= d; c += 8)
             {
                 var a = Vector256.Load(acc + c);
-                for (int j = 0; j < count; j++) a = Vector256.FusedMultiplyAdd(Vector256.Load(v[j] + offset + c), Vector256.Create(p[j]), a);
+                for (int j = 0; j < count; j++) a = Vector256.FusedMultiplyAdd(TRow.Load(v[j], offset + c), Vector256.Create(p[j]), a);
                 a.Store(acc + c);
             }
             for (; c < d; c++)
             {
                 float a = acc[c];
-                for (int j = 0; j < count; j++) a = MathF.FusedMultiplyAdd(v[j][offset + c], p[j], a);
+                for (int j = 0; j < count; j++) a = MathF.FusedMultiplyAdd(TRow.LoadOne(v[j], offset + c), p[j], a);
                 acc[c] = a;
             }
         }
 
         /// <summary><see cref="Score"/> for two query rows at once, every lane's arithmetic as in <see cref="Score"/>.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Score2(float* qa, float* qb, float** k, int d, float* da, float* db, int count)
+        private void Score2<TRow>(float* qa, float* qb, float** k, int d, float* da, float* db, int count) where TRow : struct, IKvRow
         {
             int d8 = d & ~7;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
@@ -437,14 +475,14 @@ public sealed partial class CpuBackend
             {
                 var x = Vector256.Load(qa + c);
                 var y = Vector256.Load(qb + c);
-                var r = Vector256.Load(k0 + c); a0 = Vector256.FusedMultiplyAdd(x, r, a0); b0 = Vector256.FusedMultiplyAdd(y, r, b0);
-                r = Vector256.Load(k1 + c); a1 = Vector256.FusedMultiplyAdd(x, r, a1); b1 = Vector256.FusedMultiplyAdd(y, r, b1);
-                r = Vector256.Load(k2 + c); a2 = Vector256.FusedMultiplyAdd(x, r, a2); b2 = Vector256.FusedMultiplyAdd(y, r, b2);
-                r = Vector256.Load(k3 + c); a3 = Vector256.FusedMultiplyAdd(x, r, a3); b3 = Vector256.FusedMultiplyAdd(y, r, b3);
-                r = Vector256.Load(k4 + c); a4 = Vector256.FusedMultiplyAdd(x, r, a4); b4 = Vector256.FusedMultiplyAdd(y, r, b4);
-                r = Vector256.Load(k5 + c); a5 = Vector256.FusedMultiplyAdd(x, r, a5); b5 = Vector256.FusedMultiplyAdd(y, r, b5);
-                r = Vector256.Load(k6 + c); a6 = Vector256.FusedMultiplyAdd(x, r, a6); b6 = Vector256.FusedMultiplyAdd(y, r, b6);
-                r = Vector256.Load(k7 + c); a7 = Vector256.FusedMultiplyAdd(x, r, a7); b7 = Vector256.FusedMultiplyAdd(y, r, b7);
+                var r = TRow.Load(k0, c); a0 = Vector256.FusedMultiplyAdd(x, r, a0); b0 = Vector256.FusedMultiplyAdd(y, r, b0);
+                r = TRow.Load(k1, c); a1 = Vector256.FusedMultiplyAdd(x, r, a1); b1 = Vector256.FusedMultiplyAdd(y, r, b1);
+                r = TRow.Load(k2, c); a2 = Vector256.FusedMultiplyAdd(x, r, a2); b2 = Vector256.FusedMultiplyAdd(y, r, b2);
+                r = TRow.Load(k3, c); a3 = Vector256.FusedMultiplyAdd(x, r, a3); b3 = Vector256.FusedMultiplyAdd(y, r, b3);
+                r = TRow.Load(k4, c); a4 = Vector256.FusedMultiplyAdd(x, r, a4); b4 = Vector256.FusedMultiplyAdd(y, r, b4);
+                r = TRow.Load(k5, c); a5 = Vector256.FusedMultiplyAdd(x, r, a5); b5 = Vector256.FusedMultiplyAdd(y, r, b5);
+                r = TRow.Load(k6, c); a6 = Vector256.FusedMultiplyAdd(x, r, a6); b6 = Vector256.FusedMultiplyAdd(y, r, b6);
+                r = TRow.Load(k7, c); a7 = Vector256.FusedMultiplyAdd(x, r, a7); b7 = Vector256.FusedMultiplyAdd(y, r, b7);
             }
             var sa = Reduce8(a0, a1, a2, a3, a4, a5, a6, a7);
             var sb = Reduce8(b0, b1, b2, b3, b4, b5, b6, b7);
@@ -455,26 +493,26 @@ public sealed partial class CpuBackend
                 (sb * sc).Store(db);
                 return;
             }
-            Finish(sa, qa, k, d8, d, da, count);
-            Finish(sb, qb, k, d8, d, db, count);
+            Finish<TRow>(sa, qa, k, d8, d, da, count);
+            Finish<TRow>(sb, qb, k, d8, d, db, count);
         }
 
         /// <summary>The scalar tail of the head dimension, the scale and the store of <paramref name="count"/> scores.</summary>
-        private void Finish(Vector256<float> sum, float* q, float** k, int d8, int d, float* destination, int count)
+        private void Finish<TRow>(Vector256<float> sum, float* q, float** k, int d8, int d, float* destination, int count) where TRow : struct, IKvRow
         {
             float* lanes = stackalloc float[Chunk];
             sum.Store(lanes);
             for (int j = 0; j < count; j++)
             {
                 float value = lanes[j];
-                for (int c = d8; c < d; c++) value = MathF.FusedMultiplyAdd(q[c], k[j][c], value);
+                for (int c = d8; c < d; c++) value = MathF.FusedMultiplyAdd(q[c], TRow.LoadOne(k[j], c), value);
                 destination[j] = scale * value;
             }
         }
 
         /// <summary><see cref="Accumulate"/> for two rows at once, sharing the value loads; every element's chain as there.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Accumulate2(float* accA, float* accB, float* pa, float* pb, float** v, int count, int d)
+        private static void Accumulate2<TRow>(float* accA, float* accB, float* pa, float* pb, float** v, int count, int d) where TRow : struct, IKvRow
         {
             int c = 0;
             for (; c + 32 <= d; c += 32)
@@ -487,11 +525,11 @@ public sealed partial class CpuBackend
                 {
                     var wa = Vector256.Create(pa[j]);
                     var wb = Vector256.Create(pb[j]);
-                    float* row = v[j] + c;
-                    var r = Vector256.Load(row); a0 = Vector256.FusedMultiplyAdd(r, wa, a0); b0 = Vector256.FusedMultiplyAdd(r, wb, b0);
-                    r = Vector256.Load(row + 8); a1 = Vector256.FusedMultiplyAdd(r, wa, a1); b1 = Vector256.FusedMultiplyAdd(r, wb, b1);
-                    r = Vector256.Load(row + 16); a2 = Vector256.FusedMultiplyAdd(r, wa, a2); b2 = Vector256.FusedMultiplyAdd(r, wb, b2);
-                    r = Vector256.Load(row + 24); a3 = Vector256.FusedMultiplyAdd(r, wa, a3); b3 = Vector256.FusedMultiplyAdd(r, wb, b3);
+                    float* row = v[j];
+                    var r = TRow.Load(row, c); a0 = Vector256.FusedMultiplyAdd(r, wa, a0); b0 = Vector256.FusedMultiplyAdd(r, wb, b0);
+                    r = TRow.Load(row, c + 8); a1 = Vector256.FusedMultiplyAdd(r, wa, a1); b1 = Vector256.FusedMultiplyAdd(r, wb, b1);
+                    r = TRow.Load(row, c + 16); a2 = Vector256.FusedMultiplyAdd(r, wa, a2); b2 = Vector256.FusedMultiplyAdd(r, wb, b2);
+                    r = TRow.Load(row, c + 24); a3 = Vector256.FusedMultiplyAdd(r, wa, a3); b3 = Vector256.FusedMultiplyAdd(r, wb, b3);
                 }
                 a0.Store(accA + c); a1.Store(accA + c + 8); a2.Store(accA + c + 16); a3.Store(accA + c + 24);
                 b0.Store(accB + c); b1.Store(accB + c + 8); b2.Store(accB + c + 16); b3.Store(accB + c + 24);
@@ -499,8 +537,8 @@ public sealed partial class CpuBackend
             if (c < d)
             {
                 // The remainder (head dims not a multiple of 32) row by row, with Accumulate's own 8-wide and scalar steps.
-                Accumulate(accA + c, pa, v, count, d - c, c);
-                Accumulate(accB + c, pb, v, count, d - c, c);
+                Accumulate<TRow>(accA + c, pa, v, count, d - c, c);
+                Accumulate<TRow>(accB + c, pb, v, count, d - c, c);
             }
         }
     }
@@ -550,34 +588,68 @@ public sealed partial class CpuBackend
     }
 
     /// <summary>
-    /// fp16 → fp32 for KV rows, 16 at a time with integer ops: the magnitude shifted into a float's place and scaled
-    /// by 2^112 rebiases the exponent exactly (subnormal halves included); Inf/NaN get the all-ones exponent back.
+    /// fp16 → fp32 for KV rows: <see cref="HalfToSingle8"/> where AVX2 is present, <c>(float)Half</c> for the rest.
     /// TensorPrimitives.ConvertToSingle costs about as much as the attention arithmetic itself at these row lengths.
     /// </summary>
-    internal static void HalfToSingle(ReadOnlySpan<Half> source, Span<float> destination)
+    internal static unsafe void HalfToSingle(ReadOnlySpan<Half> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("the destination is shorter than the source", nameof(destination));
+        fixed (Half* from = source)
+        fixed (float* to = destination)
+            HalfToSingle((short*)from, to, source.Length);
+    }
+
+    private static unsafe void HalfToSingle(short* from, float* to, int length)
+    {
+        int i = 0;
+        if (Avx2.IsSupported)
+            for (; i + 8 <= length; i += 8) HalfToSingle8(from + i).Store(to + i);
+        for (; i < length; i++) to[i] = (float)BitConverter.Int16BitsToHalf(from[i]);
+    }
+
+    /// <summary>
+    /// Eight fp16 bit patterns → fp32, exactly (subnormals, ±0, ±Inf and NaN payloads included), in eight vector ops:
+    /// sign-extended and shifted left by 13, a half's exponent and mantissa sit where a float's do (bits 27…13) and its
+    /// sign in bit 31 (bits 30…28, copies of it, are masked off); that float times 2^112 rebiases the exponent (15 →
+    /// 127) exactly, a subnormal half arriving as a subnormal float. Only an all-ones half exponent (Inf, NaN) needs the
+    /// float's all-ones exponent ORed back in. Callers check <see cref="Avx2.IsSupported"/>.
+    /// </summary>
+    /// <remarks>
+    /// .NET 10 has no F16C intrinsic (<c>vcvtph2ps</c>) short of AVX-512/AVX10, which Zen 3 lacks; this form costs
+    /// about as many vector ops as the FMAs its lanes feed in a decode step.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector256<float> HalfToSingle8(short* source)
+    {
+        var x = Avx2.ConvertToVector256Int32(source) << 13;
+        var value = (x & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);   // 2^112
+        var infOrNaN = Vector256.Equals(x & Vector256.Create(0x0F800000), Vector256.Create(0x0F800000));
+        return value | (infOrNaN & Vector256.Create(0x7F800000)).AsSingle();
+    }
+
+    /// <summary>
+    /// <see cref="HalfToSingle8"/> for finite halves only (an Inf or NaN comes out as a finite float of magnitude
+    /// 2^16 … 2^17): four vector ops, half of the exact form's, for rows that <see cref="AllFinite"/> has passed.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector256<float> FiniteHalfToSingle8(short* source)
+    {
+        var x = Avx2.ConvertToVector256Int32(source) << 13;
+        return (x & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);   // 2^112
+    }
+
+    /// <summary>Whether none of <paramref name="length"/> fp16 bit patterns is Inf or NaN (all-ones exponent); 16 per two vector ops.</summary>
+    internal static unsafe bool AllFinite(short* halves, int length)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            var bits = MemoryMarshal.Cast<Half, ushort>(source);
-            var rebias = Vector256.Create(5.192296858534828e33f);   // 2^112
-            for (; i + 16 <= source.Length; i += 16)
-            {
-                var (low, high) = Vector256.Widen(Vector256.Create<ushort>(bits.Slice(i, 16)));
-                Convert(low, rebias).CopyTo(destination.Slice(i, 8));
-                Convert(high, rebias).CopyTo(destination.Slice(i + 8, 8));
-            }
+            var max = Vector256<ushort>.Zero;
+            for (; i + 16 <= length; i += 16) max = Vector256.Max(max, Vector256.Load((ushort*)halves + i) & Vector256.Create((ushort)0x7FFF));
+            if (Vector256.GreaterThanOrEqualAny(max, Vector256.Create((ushort)0x7C00))) return false;
         }
-        for (; i < source.Length; i++) destination[i] = (float)source[i];
-
-        static Vector256<float> Convert(Vector256<uint> h, Vector256<float> rebias)
-        {
-            var sign = (h & Vector256.Create(0x8000u)) << 16;
-            var magnitude = (h & Vector256.Create(0x7FFFu)) << 13;
-            var scaled = (magnitude.AsSingle() * rebias).AsUInt32();
-            var infOrNaN = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
-            var value = Vector256.ConditionalSelect(infOrNaN, magnitude | Vector256.Create(0x7F800000u), scaled);
-            return (value | sign).AsSingle();
-        }
+        for (; i < length; i++)
+            if ((halves[i] & 0x7C00) == 0x7C00) return false;
+        return true;
     }
 }

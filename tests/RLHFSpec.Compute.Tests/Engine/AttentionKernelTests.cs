@@ -318,6 +318,71 @@ public class AttentionKernelTests
             }
     }
 
+    // An fp16 cache attends bit for bit as an fp32 cache holding the same values widened: the CPU converts halves
+    // exactly, either in registers where the FMAs use them (one token, a group of one or two heads: decode) or into
+    // fp32 rows shared by a tile's rows (otherwise), and then does the fp32 path's arithmetic in the fp32 path's order.
+    [Test, Combinatorial]
+    public void CpuHalfCacheAttendsAsItsWidenedValues([Values(Mask.Causal, Mask.Random)] Mask shape, [Values(1, 7)] int newTokens,
+        [Values(32, 36, 80)] int headDim, [Values(1, 2, 3)] int group, [Values(0, 1)] int seed)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(1 + seed);
+        var half = Make(41 + seed, [0, 37, 300], [1, newTokens, 1], headDim, 2, group, 16, KvDType.F16, shape);
+        var wide = new Problem
+        {
+            QueryOffsets = half.QueryOffsets, ContextLens = half.ContextLens, BlockTables = half.BlockTables, TreeMask = half.TreeMask,
+            MaskWords = half.MaskWords, MaxBlocks = half.MaxBlocks, NumHeads = half.NumHeads, Scale = half.Scale, Query = half.Query,
+            Layout = half.Layout with { DType = KvDType.F32 }, Keys = Widen(half.Keys), Values = Widen(half.Values),
+        };
+        var got = Run(cpu, half);
+        var want = Run(cpu, wide);
+        for (int e = 0; e < got.Length; e++)
+            if (BitConverter.SingleToUInt32Bits(got[e]) != BitConverter.SingleToUInt32Bits(want[e]))
+                Assert.Fail($"output[{e}]: {got[e]:R} from the fp16 cache, {want[e]:R} from its fp32 twin");
+    }
+
+    // Inf and NaN in an fp16 cache: the chunks that hold them are converted exactly instead of read in place, and
+    // every output is as from the widened fp32 twin (NaN where the twin's is NaN, the same bits elsewhere).
+    [Test]
+    public void CpuHalfCacheWithInfAndNaNAttendsAsItsWidenedValues([Values(1, 2)] int group, [Values(0, 1, 2)] int seed)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(2);
+        var half = Make(53 + seed, [20, 37, 300], [1, 1, 1], 32, 2, group, 16, KvDType.F16, Mask.Causal);
+        var clean = Run(cpu, half);
+        var rng = new Random(seed);
+        ushort[] specials = [0x7C00, 0xFC00, 0x7E00, 0xFD01];   // +Inf, −Inf, NaN, NaN with a payload
+        // A few words of slots that sample 1 sees (context 37 and its new token) only; samples 0 and 2 share no block with it.
+        for (int k = 0; k < 3; k++)
+        {
+            int logical = rng.Next(38), bs = half.Layout.BlockSize;
+            int slot = half.BlockTables[1 * half.MaxBlocks + logical / bs] * bs + logical % bs;
+            long word = (long)slot * half.Layout.RowWords + rng.Next(half.Layout.RowWords);
+            uint[] cache = k == 1 ? half.Values : half.Keys;
+            cache[word] = (cache[word] & 0xFFFF0000u) | specials[rng.Next(specials.Length)];
+        }
+        var wide = new Problem
+        {
+            QueryOffsets = half.QueryOffsets, ContextLens = half.ContextLens, BlockTables = half.BlockTables, TreeMask = half.TreeMask,
+            MaskWords = half.MaskWords, MaxBlocks = half.MaxBlocks, NumHeads = half.NumHeads, Scale = half.Scale, Query = half.Query,
+            Layout = half.Layout with { DType = KvDType.F32 }, Keys = Widen(half.Keys), Values = Widen(half.Values),
+        };
+        var got = Run(cpu, half);
+        var want = Run(cpu, wide);
+        int changed = 0;
+        for (int e = 0; e < got.Length; e++)
+        {
+            if (BitConverter.SingleToUInt32Bits(want[e]) != BitConverter.SingleToUInt32Bits(clean[e])) changed++;
+            bool same = float.IsNaN(want[e]) ? float.IsNaN(got[e]) : BitConverter.SingleToUInt32Bits(got[e]) == BitConverter.SingleToUInt32Bits(want[e]);
+            if (!same) Assert.Fail($"output[{e}]: {got[e]:R} from the fp16 cache, {want[e]:R} from its fp32 twin");
+        }
+        Assert.That(changed, Is.GreaterThan(0), "the planted Inf/NaN should change some output");
+    }
+
+    private static uint[] Widen(uint[] words) => words.SelectMany(w => new[]
+    {
+        BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf((ushort)w)),
+        BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf((ushort)(w >> 16))),
+    }).ToArray();
+
     // The softmax's own exp: within 4 ulp-ish (2e-7 relative) of the double exp over the range it sees, exactly 0 for
     // −∞ and under the smallest normal, 1 at 0.
     [Test]
@@ -356,6 +421,47 @@ public class AttentionKernelTests
             else if (BitConverter.SingleToUInt32Bits(floats[i]) != BitConverter.SingleToUInt32Bits(want))
                 Assert.Fail($"half 0x{i & 0xFFFF:X4}: got {floats[i]}, want {want}");
         }
+    }
+
+    // The in-place decode loads' conversion, over every finite half bit pattern (±0, subnormals, normals, ±65504).
+    [Test]
+    public unsafe void FiniteHalfToSingleIsExactForEveryFiniteHalf()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Ignore("the in-place fp16 loads need AVX2");
+        var bits = new short[65536];
+        for (int i = 0; i < bits.Length; i++) bits[i] = (short)i;
+        var floats = new float[8];
+        fixed (short* source = bits)
+            for (int i = 0; i < bits.Length; i += 8)
+            {
+                System.Runtime.Intrinsics.Vector256.CopyTo(RLHFSpec.Compute.Engine.Cpu.CpuBackend.FiniteHalfToSingle8(source + i), floats);
+                for (int j = 0; j < 8; j++)
+                {
+                    float want = (float)BitConverter.Int16BitsToHalf(bits[i + j]);
+                    if (float.IsFinite(want) && BitConverter.SingleToUInt32Bits(floats[j]) != BitConverter.SingleToUInt32Bits(want))
+                        Assert.Fail($"half 0x{i + j:X4}: got {floats[j]}, want {want}");
+                }
+            }
+    }
+
+    // The check that sends a chunk holding an Inf or NaN to the exact conversion: every half pattern, placed in the
+    // vector part and in the scalar tail of a row of finite halves.
+    [Test]
+    public unsafe void AllFiniteFindsEveryInfAndNaN()
+    {
+        var row = new short[37];
+        fixed (short* halves = row)
+            for (int pattern = 0; pattern < 65536; pattern++)
+            {
+                bool finite = Half.IsFinite(BitConverter.Int16BitsToHalf((short)pattern));
+                foreach (int at in new[] { pattern % 32, 32 + pattern % 5 })
+                {
+                    Array.Fill(row, BitConverter.HalfToInt16Bits((Half)(-0.75f)));
+                    row[at] = (short)pattern;
+                    if (RLHFSpec.Compute.Engine.Cpu.CpuBackend.AllFinite(halves, row.Length) != finite)
+                        Assert.Fail($"half 0x{pattern:X4} at {at}: AllFinite should say {finite}");
+                }
+            }
     }
 
     // ---- Bad input: every backend rejects it before running, naming the argument. ----
