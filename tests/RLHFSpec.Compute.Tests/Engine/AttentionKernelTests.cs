@@ -327,12 +327,7 @@ public class AttentionKernelTests
     {
         using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(1 + seed);
         var half = Make(41 + seed, [0, 37, 300], [1, newTokens, 1], headDim, 2, group, 16, KvDType.F16, shape);
-        var wide = new Problem
-        {
-            QueryOffsets = half.QueryOffsets, ContextLens = half.ContextLens, BlockTables = half.BlockTables, TreeMask = half.TreeMask,
-            MaskWords = half.MaskWords, MaxBlocks = half.MaxBlocks, NumHeads = half.NumHeads, Scale = half.Scale, Query = half.Query,
-            Layout = half.Layout with { DType = KvDType.F32 }, Keys = Widen(half.Keys), Values = Widen(half.Values),
-        };
+        var wide = WidenedTwin(half);
         var got = Run(cpu, half);
         var want = Run(cpu, wide);
         for (int e = 0; e < got.Length; e++)
@@ -359,12 +354,7 @@ public class AttentionKernelTests
             uint[] cache = k == 1 ? half.Values : half.Keys;
             cache[word] = (cache[word] & 0xFFFF0000u) | specials[rng.Next(specials.Length)];
         }
-        var wide = new Problem
-        {
-            QueryOffsets = half.QueryOffsets, ContextLens = half.ContextLens, BlockTables = half.BlockTables, TreeMask = half.TreeMask,
-            MaskWords = half.MaskWords, MaxBlocks = half.MaxBlocks, NumHeads = half.NumHeads, Scale = half.Scale, Query = half.Query,
-            Layout = half.Layout with { DType = KvDType.F32 }, Keys = Widen(half.Keys), Values = Widen(half.Values),
-        };
+        var wide = WidenedTwin(half);
         var got = Run(cpu, half);
         var want = Run(cpu, wide);
         int changed = 0;
@@ -376,6 +366,14 @@ public class AttentionKernelTests
         }
         Assert.That(changed, Is.GreaterThan(0), "the planted Inf/NaN should change some output");
     }
+
+    /// <summary>The same problem over an fp32 cache holding the fp16 cache's values widened.</summary>
+    private static Problem WidenedTwin(Problem half) => new()
+    {
+        QueryOffsets = half.QueryOffsets, ContextLens = half.ContextLens, BlockTables = half.BlockTables, TreeMask = half.TreeMask,
+        MaskWords = half.MaskWords, MaxBlocks = half.MaxBlocks, NumHeads = half.NumHeads, Scale = half.Scale, Query = half.Query,
+        Layout = half.Layout with { DType = KvDType.F32 }, Keys = Widen(half.Keys), Values = Widen(half.Values),
+    };
 
     private static uint[] Widen(uint[] words) => words.SelectMany(w => new[]
     {

@@ -262,15 +262,21 @@ public class SelectionTests
         Assert.That(explored.DraftDepths.Count(d => d > 0), Is.EqualTo(8), string.Join(",", explored.DraftDepths));
     }
 
+    /// <summary>256 live samples (context 20, 100 tokens to go) and forwards costing 50 ms plus 0.3 ms a token (drafts 0.01 ms a token).</summary>
+    private static (CostModel Cost, LiveSample[] Batch) FullBatchOnAFixedPlusLinearCost()
+    {
+        var cost = new CostModel("synthetic");
+        for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.05 + 0.0003 * n); cost.ObserveDraftForward(n, 0.00001 * n); }
+        return (cost, Enumerable.Range(0, 256).Select(i => new LiveSample(i, 20, 100)).ToArray());
+    }
+
     [Test]
     public void Exploring_at_a_full_batch_drafts_for_a_few_samples_only_and_a_known_winner_drafts_for_all()
     {
-        var cost = new CostModel("synthetic");
         // A fixed 50 ms plus 0.3 ms a token: a chain:1 step (2 tokens a sample and a draft forward) costs 1.63× an off
         // step at 256 samples, which the prior acceptance (1.5 tokens a sample) does not repay and the optimistic one
         // (depth 1 lifted to 0.95: 1.95 tokens) does.
-        for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.05 + 0.0003 * n); cost.ObserveDraftForward(n, 0.00001 * n); }
-        var batch = Enumerable.Range(0, 256).Select(i => new LiveSample(i, 20, 100)).ToArray();
+        var (cost, batch) = FullBatchOnAFixedPlusLinearCost();
         var chain = Strategy.Parse("chain:1");
         var plan = new StrategySelector(cost, new AcceptanceEstimator(optimism: 1), [chain]).Choose(batch);
         Assert.That(plan.Strategy, Is.EqualTo(chain), "never tried: explored; " + string.Join("; ", plan.Candidates.Select(c => $"{c.Strategy}: {c.Goodput:F0}")));
@@ -293,9 +299,7 @@ public class SelectionTests
     {
         // Seen in a workload run: one exploratory suffix step's 35 depth-1 drafts were all accepted, depths 2–8 took that
         // rate (97 %), and suffix:8 was drafted for all 256 live samples: a step of 8.3× an off step's time.
-        var cost = new CostModel("synthetic");
-        for (int n = 1; n <= 4096; n *= 2) { cost.ObserveVerify(n, 0, 0.05 + 0.0003 * n); cost.ObserveDraftForward(n, 0.00001 * n); }
-        var batch = Enumerable.Range(0, 256).Select(i => new LiveSample(i, 20, 100)).ToArray();
+        var (cost, batch) = FullBatchOnAFixedPlusLinearCost();
         var deep = Strategy.Parse("chain:8");
         var estimator = new AcceptanceEstimator(optimism: 1);
         for (int i = 0; i < 35; i++) estimator.Observe(i, deep, 1, 1);
