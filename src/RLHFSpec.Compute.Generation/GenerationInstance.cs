@@ -372,6 +372,10 @@ public sealed class GenerationInstance : IDisposable
         long emitted = CommitStep(step, strategy, verified, planned);
         double stepSeconds = stepClock.Elapsed.TotalSeconds;
         _cost?.ObserveStepOverhead(verified.Rows, stepSeconds - draftSeconds - forwardSeconds);
+        if (_options.StepTrace is { } trace)
+            trace.Record(new StepRecord(_options.Index, Stats.Steps + 1, strategy.ToString(), plan.Exploring, live.Count, step.Count, verified.Rows, emitted,
+                plan.PredictedSeconds, _options.Planner.Adaptive ? _cost?.TimeCorrection(strategy, step.Count) ?? 1 : 1, stepSeconds,
+                draftSeconds, forwardSeconds, plan.PredictedGoodput, plan.OffGoodput));
         if (_options.Planner.Adaptive && step.Count == live.Count)
             _cost?.ObserveStepTime(strategy, step.Count, plan.PredictedSeconds, stepSeconds);
         Stats.RecordStep(strategy, step.Count, emitted, stepSeconds);

@@ -28,6 +28,9 @@ public sealed record GeneratorSettings
     /// <summary>Candidates of <c>adaptive</c> (off is always one); null = <see cref="Generator.DefaultCandidates"/>.</summary>
     public IReadOnlyList<Strategy>? Candidates { get; init; }
 
+    /// <summary>Receives a record of every decode step of every instance; null = none.</summary>
+    public IStepTrace? StepTrace { get; init; }
+
     public bool IsAdaptive => Strategy.IsAdaptive;
 
     public void Validate()

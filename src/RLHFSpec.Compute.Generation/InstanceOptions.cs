@@ -27,4 +27,10 @@ public sealed record InstanceOptions
 
     /// <summary>Plans each step: <see cref="FixedStrategyPlanner"/>, or the adaptive <see cref="StrategySelector"/>.</summary>
     public IStepPlanner Planner { get; init; } = new FixedStrategyPlanner(Strategy.Off);
+
+    /// <summary>The instance's number in its cluster (0 when it runs alone); step traces name it.</summary>
+    public int Index { get; init; }
+
+    /// <summary>Receives a record of every decode step (what was planned and predicted, what it cost); null = none.</summary>
+    public IStepTrace? StepTrace { get; init; }
 }

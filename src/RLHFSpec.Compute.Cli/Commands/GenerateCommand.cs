@@ -46,18 +46,19 @@ internal static class GenerateCommand
         var costProfile = new Option<string?>("--cost-profile") { Description = "Cost profile JSON: loaded (frozen) if it exists, else measured and saved there" };
         var output = new Option<string?>("--out") { Description = "Output JSONL, one line per sample" };
         var stats = new Option<string?>("--stats") { Description = "Stats JSON" };
+        var trace = new Option<string?>("--trace") { Description = "CSV of every decode step (strategy, live samples, rows, predicted and measured seconds, the selector's correction)" };
         var instances = new Option<int>("--instances") { Description = "Generation instances (threads, each with its own KV cache and sessions over shared weights)", DefaultValueFactory = _ => 1 };
         var reallocate = new Option<string>("--reallocate") { Description = "on | off: move samples between instances when their loads diverge", DefaultValueFactory = _ => "off" };
         var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
         {
             model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, dense, kvDType, kvMemory, maxBatch, costProfile, output, stats,
-            instances, reallocate, set,
+            instances, reallocate, set, trace,
         };
         command.SetAction(r => Run(new Args(
             r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
             r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats),
-            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set), KvDType = r.GetValue(kvDType)! }));
+            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set), KvDType = r.GetValue(kvDType)!, Trace = r.GetValue(trace) }));
         return command;
     }
 
@@ -69,6 +70,9 @@ internal static class GenerateCommand
         public string? Set { get; init; }
 
         public string KvDType { get; init; } = "f32";
+
+        /// <summary>--trace: the step trace's CSV file.</summary>
+        public string? Trace { get; init; }
     }
 
     private static int Run(Args a)
@@ -87,7 +91,7 @@ internal static class GenerateCommand
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
         // Outputs are checked before any work; the cost profile only when it will be written (missing), else read.
-        OutputPaths.Check(("--out", a.Out), ("--stats", a.Stats), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
+        OutputPaths.Check(("--out", a.Out), ("--stats", a.Stats), ("--trace", a.Trace), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
         if (a.CostProfile is { } profile && Directory.Exists(profile)) throw new ArgumentException($"--cost-profile '{profile}': is a folder, not a file");
         // Instances share the cores: without --threads each gets its share.
         int threads = a.Threads > 0 || a.Instances == 1 ? a.Threads : Math.Max(1, Environment.ProcessorCount / a.Instances);
@@ -121,7 +125,8 @@ internal static class GenerateCommand
         using var pair = models.Open(backend, runtime);
         // Each cluster instance: its own device queue (one GPU each where there are several), KV caches and sessions over the shared weights.
         using var fleet = models.Instances(a.Device, runtime);
-        var generator = new Generator(pair.Policy, pair.Draft, settings with { StopTokens = models.Checkpoint.StopTokenIds() });
+        using var trace = a.Trace is null ? null : new StepTraceFile(a.Trace);
+        var generator = new Generator(pair.Policy, pair.Draft, settings with { StopTokens = models.Checkpoint.StopTokenIds(), StepTrace = trace });
         var requests = GenerationRequests.For(promptIds, a.SamplesPerPrompt, a.MaxNewTokens, a.Temperature, a.TopP, a.Seed);
 
         AnsiConsole.MarkupLine($"policy [bold]{Markup.Escape(policyFolder)}[/] ({models.Policy.ParameterCount:N0} parameters)" +
@@ -148,6 +153,7 @@ internal static class GenerateCommand
         // Both outputs or neither: a failing --stats must not leave --out renamed into place.
         OutputPaths.WriteAll(("--out", a.Out, a.Out is null ? "" : Jsonl(outcome, texts, tokenizer, defaultTask)),
             ("--stats", a.Stats, StatsJson(outcome).ToJsonString(new JsonSerializerOptions { WriteIndented = true })));
+        trace?.Complete();
         Summary(outcome, texts, tokenizer, defaultTask);
         return 0;
     }

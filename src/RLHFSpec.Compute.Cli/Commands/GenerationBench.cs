@@ -43,29 +43,32 @@ internal static class GenerationBench
             DefaultValueFactory = _ => [1, 4, 16, 64, 256] };
         var sweepTokens = new Option<int>("--sweep-tokens") { Description = "Tokens each sample of the sweep writes", DefaultValueFactory = _ => 64 };
         var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
+        var repeats = new Option<int>("--repeats") { Description = "Rounds of the workload: each runs every strategy once (the order reversed every other round); ratios to off are per round, reported as the median and range", DefaultValueFactory = _ => 1 };
+        var trace = new Option<string?>("--trace") { Description = "CSV of every timed decode step (run, strategy, live samples, rows, predicted and measured seconds, the selector's correction)" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
-            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, dense, seed, markdown, plot, sweep, sweepTokens, sweepPlot,
+            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, dense, seed, markdown, plot, sweep, sweepTokens, sweepPlot, repeats, trace,
         };
         command.SetAction(r => Run(r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew), r.GetValue(temperature),
             r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot),
-            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot), r.GetValue(set), r.GetValue(dense)!));
+            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot), r.GetValue(set), r.GetValue(dense)!, r.GetValue(trace), r.GetValue(repeats)));
         return command;
     }
 
-    private sealed record Row(string Strategy, GeneratorRunResult Outcome);
+    /// <summary>A strategy's workload runs: <see cref="Stats"/> and <see cref="WallSeconds"/> over every round, and each round's tokens/s.</summary>
+    private sealed record Row(string Strategy, GenerationStats Stats, double WallSeconds, double[] Rates);
 
     private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
-        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set, string denseName = "auto")
+        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set, string denseName = "auto", string? tracePath = null, int repeats = 1)
     {
         var dense = CommonOptions.ParseDense(denseName);
         if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
         if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
-        OptionChecks.Positive(("--sweep-tokens", sweepTokens));
+        OptionChecks.Positive(("--sweep-tokens", sweepTokens), ("--repeats", repeats));
         OptionChecks.Threads(threads);
         var strategies = new[] { StrategyMode.Off }.Concat(strategyList.Select(s => StrategyMode.Parse(s, "--strategies")).Where(m => !m.IsOff)).ToArray();
         ExecutionProviders.Check(ep);
-        OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null));
+        OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null), ("--trace", tracePath));
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
         var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder, set: set);
         using var models = GenerationModels.Load(policyFolder, draftPath);
@@ -92,36 +95,13 @@ internal static class GenerationBench
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
         }
 
-        var rows = new List<Row>();
-        foreach (var strategy in strategies)
-        {
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
-            using var pair = models.Open(backend, runtime);
-            var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
-            GeneratorRunResult outcome = null!;
-            AnsiConsole.Progress().AutoClear(true).Start(ctx =>
-            {
-                var bar = ctx.AddTask(Markup.Escape(strategy.ToString()), maxValue: requests.Length);
-                outcome = generator.Run(requests, i => bar.Value = i.Finished.Count);
-            });
-            rows.Add(new Row(strategy.ToString(), outcome));
-            AnsiConsole.MarkupLine($"  {Markup.Escape(strategy.ToString())}: {outcome.Stats.TokensGenerated / outcome.WallSeconds:F0} tokens/s");
-        }
-
-        var off = rows[0].Outcome;
-        double offRate = off.Stats.TokensGenerated / off.WallSeconds;
-        var md = new StringBuilder("| strategy | tokens | wall s | tokens/s | × off | tokens per sample-step | draft acceptance | strategies taken |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+        using var stepTrace = tracePath is null ? null : new StepTraceFile(tracePath);
+        var rows = Workload(strategies, models, backend, session, dense, stops, requests, repeats, stepTrace);
         var table = new Table().Border(TableBorder.Rounded).AddColumns("strategy", "tokens", "wall s", "tokens/s", "× off", "tokens per sample-step", "draft acceptance", "strategies taken");
-        foreach (var (strategy, o) in rows)
+        var md = new StringBuilder("| strategy | tokens | wall s | tokens/s | × off | tokens per sample-step | draft acceptance | strategies taken |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+        foreach (var row in rows)
         {
-            var s = o.Stats;
-            double rate = s.TokensGenerated / o.WallSeconds;
-            string[] cells = [strategy, s.TokensGenerated.ToString(CultureInfo.InvariantCulture), o.WallSeconds.ToString("F1", CultureInfo.InvariantCulture),
-                rate.ToString("F0", CultureInfo.InvariantCulture), (rate / offRate).ToString("F2", CultureInfo.InvariantCulture) + "×",
-                s.MeanEmittedPerSampleStep.ToString("F2", CultureInfo.InvariantCulture),
-                s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", CultureInfo.InvariantCulture),
-                Taken(s)];
+            string[] cells = RowCells(row, rows[0]);
             table.AddRow(cells.Select(Markup.Escape).ToArray());
             md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
@@ -133,11 +113,11 @@ internal static class GenerationBench
         var perBucket = rows.Select(r =>
         {
             var d = new SortedDictionary<int, (double Emitted, double Seconds)>();
-            foreach (var (batch, (_, emitted, _)) in r.Outcome.Stats.ByBatchSize)
+            foreach (var (batch, (_, emitted, _)) in r.Stats.ByBatchSize)
             {
                 int k = Bucket(batch);
                 var (e, sec) = d.GetValueOrDefault(k);
-                d[k] = (e + emitted, sec + r.Outcome.Stats.SecondsByBatchSize.GetValueOrDefault(batch));
+                d[k] = (e + emitted, sec + r.Stats.SecondsByBatchSize.GetValueOrDefault(batch));
             }
             return d;
         }).ToArray();
@@ -173,9 +153,61 @@ internal static class GenerationBench
             Rlhf.MetricsPlot.Save(plot, plotPath);
         }
         if (sweepSizes.Length > 0)
-            Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath);
+            Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath, stepTrace);
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
+        stepTrace?.Complete();
         return 0;
+    }
+
+    /// <summary>
+    /// The workload, <paramref name="repeats"/> rounds of every strategy (fresh models and generator each run, so no run
+    /// learns from another); odd rounds take the strategies in reverse order, so a drift of the machine's speed
+    /// during the rounds does not favour the strategies run first.
+    /// </summary>
+    private static List<Row> Workload(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend, OnnxSessionOptions session,
+        DenseExecutorKind dense, IReadOnlySet<int> stops, GenerationRequest[] requests, int repeats, StepTraceFile? trace)
+    {
+        var stats = strategies.Select(_ => new GenerationStats()).ToArray();
+        var wall = new double[strategies.Length];
+        var rates = strategies.Select(_ => new double[repeats]).ToArray();
+        for (int round = 0; round < repeats; round++)
+            for (int n = 0; n < strategies.Length; n++)
+            {
+                int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
+                var strategy = strategies[si];
+                var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
+                using var pair = models.Open(backend, runtime);
+                if (trace is not null) trace.Run = repeats == 1 ? strategy.ToString() : $"{strategy} round {round + 1}";
+                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256, StepTrace = trace });
+                GeneratorRunResult outcome = null!;
+                AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+                {
+                    var bar = ctx.AddTask(Markup.Escape(strategy.ToString()), maxValue: requests.Length);
+                    outcome = generator.Run(requests, i => bar.Value = i.Finished.Count);
+                });
+                stats[si].Add(outcome.Stats);
+                wall[si] += outcome.WallSeconds;
+                rates[si][round] = outcome.Stats.TokensGenerated / outcome.WallSeconds;
+                AnsiConsole.MarkupLine($"  {Markup.Escape(strategy.ToString())}" + (repeats > 1 ? $" (round {round + 1})" : "") + $": {rates[si][round]:F0} tokens/s");
+            }
+        return strategies.Select((s, si) => new Row(s.ToString(), stats[si], wall[si], rates[si])).ToList();
+    }
+
+    /// <summary>
+    /// A strategy's table row: tokens and wall time over every round, tokens/s over them, and × off — with several
+    /// rounds, the median of each round's ratio to that round's off run, and their range.
+    /// </summary>
+    private static string[] RowCells(Row row, Row off)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var s = row.Stats;
+        double rate = s.TokensGenerated / row.WallSeconds;
+        var ratios = row.Rates.Select((r, i) => r / off.Rates[i]).Order().ToArray();
+        double median = ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
+        string ratio = ratios.Length == 1 ? ratios[0].ToString("F2", c) + "×"
+            : $"{median.ToString("F2", c)}× ({ratios[0].ToString("F2", c)}–{ratios[^1].ToString("F2", c)}×)";
+        return [row.Strategy, s.TokensGenerated.ToString(c), row.WallSeconds.ToString("F1", c), rate.ToString("F0", c), ratio,
+            s.MeanEmittedPerSampleStep.ToString("F2", c), s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", c), Taken(s)];
     }
 
     /// <summary>The strategies a run took most, each with its steps and its share of the decode time.</summary>
@@ -193,7 +225,7 @@ internal static class GenerationBench
     /// </summary>
     private static void Sweep(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend,
         OnnxSessionOptions session, DenseExecutorKind dense, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
-        ulong seed, StringBuilder md, string? plotPath)
+        ulong seed, StringBuilder md, string? plotPath, StepTraceFile? trace)
     {
         // Each worked step is ≥ 6 characters ("a+b=c;"), so terms ≥ tokens / 6 + 2 keep every sample writing past the limit.
         int terms = Math.Min(ArithmeticTask.MaxTerms, tokens / 6 + 2);
@@ -210,9 +242,10 @@ internal static class GenerationBench
             var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize) });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
             for (int bi = 0; bi < sizes.Length; bi++)
             {
+                if (trace is not null) trace.Run = $"{strategies[si]} at batch {sizes[bi]}";
                 // Repeated until a second of generation is timed, so short runs (batch 1) are not one noisy sample. Each
                 // repetition draws new random numbers: the suffix proposer indexes earlier rollouts, and a repetition
                 // with the same seed would find its whole response there (sampled responses identical to the last run's).

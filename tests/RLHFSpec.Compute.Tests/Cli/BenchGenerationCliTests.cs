@@ -17,12 +17,18 @@ public sealed class BenchGenerationCliTests
         using var folder = new FormatsTestFolder();
         string policy = CliRunner.SaveRandomModel(folder.File("policy"), hidden: 32, heads: 4, kvHeads: 2, intermediate: 64, maxPositions: 128);
         string draft = CliRunner.SaveRandomModel(folder.File("draft"), hidden: 16, heads: 2, kvHeads: 1, intermediate: 32, maxPositions: 128, seed: 2);
-        string markdown = folder.File("bench.md");
+        string markdown = folder.File("bench.md"), trace = folder.File("steps.csv");
         var (exit, stdout, stderr) = CliRunner.Run(folder.Path, "bench", "generation", "--model", policy, "--draft", draft, "--device", "cpu", "--threads", "1",
             "--num-prompts", "2", "--samples-per-prompt", "2", "--max-new-tokens", "6", "--strategies", "chain:2", "suffix:2",
-            "--batch-sizes", "1", "3", "--sweep-tokens", "6", "--markdown", markdown);
+            "--batch-sizes", "1", "3", "--sweep-tokens", "6", "--markdown", markdown, "--repeats", "2", "--trace", trace);
         Assert.That(exit, Is.EqualTo(0), stderr + stdout);
         var lines = File.ReadAllLines(markdown);
+        // Two rounds: each strategy's ratio to off is the median of the rounds' ratios, with their range.
+        var chain = lines.First(l => l.StartsWith("| chain:2 |", StringComparison.Ordinal)).Split('|', StringSplitOptions.TrimEntries);
+        Assert.That(chain[5], Does.Match(@"^\d+\.\d\d× \(\d+\.\d\d–\d+\.\d\d×\)$"), string.Join("\n", lines));
+        // The step trace names each run: the workload's rounds, then the sweep's strategy and forced size.
+        var runs = File.ReadAllLines(trace).Skip(1).Select(l => l[..l.IndexOf("\",", 1, StringComparison.Ordinal)].Trim('"')).Distinct().ToArray();
+        Assert.That(runs, Is.SupersetOf(new[] { "off round 1", "chain:2 round 1", "suffix:2 round 2", "off at batch 1", "chain:2 at batch 3" }), string.Join(", ", runs));
         int header = Array.FindIndex(lines, l => l.StartsWith("| forced batch | off: draft / verify forward / verify kernel / outside", StringComparison.Ordinal));
         Assert.That(header, Is.GreaterThan(0), string.Join("\n", lines));
         Assert.That(lines[header], Does.Contain("chain:2: draft / verify forward").And.Contain("suffix:2: draft / verify forward"));
@@ -40,5 +46,9 @@ public sealed class BenchGenerationCliTests
             }
         }
         Assert.That(stdout, Does.Contain("time split of the decode steps"));
+
+        var (bad, _, badErr) = CliRunner.Run(folder.Path, "bench", "generation", "--model", policy, "--draft", draft, "--device", "cpu", "--repeats", "0");
+        Assert.That(bad, Is.EqualTo(2));
+        Assert.That(badErr, Does.Contain("--repeats"));
     }
 }

@@ -73,15 +73,20 @@ public sealed class GenerateCliTests
     [Test]
     public void Two_instances_with_reallocation_give_the_greedy_output_of_one()
     {
-        string one = _folder.File("one.jsonl"), two = _folder.File("two.jsonl"), stats = _folder.File("two.json");
+        string one = _folder.File("one.jsonl"), two = _folder.File("two.jsonl"), stats = _folder.File("two.json"), trace = _folder.File("two-steps.csv");
         var (exit1, _, err1) = CliRunner.Run(_folder.Path, Args(one, "--strategy", "suffix:3", "--temperature", "0"));
         Assert.That(exit1, Is.EqualTo(0), err1);
-        var (exit2, out2, err2) = CliRunner.Run(_folder.Path, Args(two, "--strategy", "suffix:3", "--temperature", "0", "--instances", "2", "--reallocate", "on", "--stats", stats));
+        var (exit2, out2, err2) = CliRunner.Run(_folder.Path, Args(two, "--strategy", "suffix:3", "--temperature", "0", "--instances", "2", "--reallocate", "on", "--stats", stats, "--trace", trace));
         Assert.That(exit2, Is.EqualTo(0), err2 + out2);
         Assert.That(File.ReadAllLines(two), Is.EqualTo(File.ReadAllLines(one)));
         using var s = JsonDocument.Parse(File.ReadAllText(stats));
         Assert.That(s.RootElement.GetProperty("instances").GetInt32(), Is.EqualTo(2));
         Assert.That(s.RootElement.GetProperty("per_instance").GetArrayLength(), Is.EqualTo(2));
+        // The step trace: a row per decode step of each instance, named by the instance's number.
+        var steps = File.ReadAllLines(trace);
+        Assert.That(steps[0], Does.StartWith("run,instance,step,strategy,"));
+        Assert.That(steps.Skip(1).Select(l => l.Split(',')[1]).Distinct().Order(), Is.EqualTo(new[] { "0", "1" }));
+        Assert.That(steps.Skip(1).Sum(l => long.Parse(l.Split(',')[8])), Is.EqualTo(s.RootElement.GetProperty("total_tokens").GetInt64() - 6), "every token but each sample's first is a step's");
         Assert.That(s.RootElement.TryGetProperty("migrations", out _) && s.RootElement.TryGetProperty("kv_bytes_moved", out _) && s.RootElement.TryGetProperty("recomputes", out _));
         var (exit3, _, err3) = CliRunner.Run(_folder.Path, Args(_folder.File("bad.jsonl"), "--instances", "2", "--reallocate", "maybe"));
         Assert.That(exit3, Is.EqualTo(2));

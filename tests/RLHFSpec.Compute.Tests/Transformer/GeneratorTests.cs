@@ -109,6 +109,40 @@ public sealed class GeneratorTests
     }
 
     [Test]
+    public void The_step_trace_holds_one_row_per_decode_step_with_the_plan_and_its_time()
+    {
+        using var folder = new FormatsTestFolder();
+        using var weights = Weights(Config("llama", vocab: 29), 11);
+        using var draftWeights = Weights(Config("llama", vocab: 29, layers: 1), 12);
+        var requests = GenerationRequests.For(Prompts(2, 3), samplesPerPrompt: 3, maxNewTokens: 12, temperature: 0.7f, topP: 1f, seed: 4);
+        string path = folder.File("steps.csv");
+        using var policy = NewModel(weights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+        using var draft = NewModel(draftWeights, Backends.Cpu, blockSize: 8, budget: 4 << 20);
+        GeneratorRunResult outcome;
+        using (var trace = new StepTraceFile(path) { Run = "adaptive, first" })
+        {
+            outcome = new Generator(policy, draft, new GeneratorSettings { Strategy = StrategyMode.Adaptive, ProfileMaxTokens = 16, StepTrace = trace }).Run(requests);
+            Assert.That(File.Exists(path), Is.False, "nothing at the path before the trace is complete");
+            trace.Complete();
+        }
+        var lines = File.ReadAllLines(path);
+        Assert.That(lines[0], Is.EqualTo(StepTraceFile.Header));
+        // Quoted fields (the run, the strategy) may hold commas: split outside quotes only.
+        var rows = lines.Skip(1).Select(l => System.Text.RegularExpressions.Regex.Split(l, ",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)")).ToArray();
+        Assert.That(rows.All(r => r.Length == StepTraceFile.Header.Split(',').Length && r[0] == "\"adaptive, first\""), "every row has every column");
+        Assert.That(rows, Has.Length.EqualTo(outcome.Stats.Steps), "one row per decode step");
+        Assert.That(rows.Select(r => long.Parse(r[2])), Is.EqualTo(Enumerable.Range(1, rows.Length).Select(i => (long)i)), "steps numbered in order");
+        Assert.That(rows.Sum(r => long.Parse(r[8])), Is.EqualTo(outcome.Stats.TokensGenerated - requests.Length), "the rows' emitted tokens are every token but each sample's first, which its prefill emits");
+        Assert.That(rows.All(r => double.Parse(r[11], System.Globalization.CultureInfo.InvariantCulture) > 0), "every step was timed");
+        Assert.That(rows.All(r => double.Parse(r[9], System.Globalization.CultureInfo.InvariantCulture) > 0), "adaptive predicts every step");
+        Assert.That(File.Exists(path + ".tmp"), Is.False);
+
+        string failed = folder.File("failed.csv");
+        using (var trace = new StepTraceFile(failed)) trace.Record(new StepRecord(0, 1, "off", false, 1, 1, 1, 1, 0, 1, 0.1, 0, 0.1, 0, 0));
+        Assert.That(File.Exists(failed) || File.Exists(failed + ".tmp"), Is.False, "a trace disposed without completing leaves nothing");
+    }
+
+    [Test]
     public void Bad_settings_are_refused_naming_the_option()
     {
         using var weights = Weights(Config("llama", vocab: 29), 7);
