@@ -43,7 +43,7 @@ internal static class GenerationBench
             DefaultValueFactory = _ => [1, 4, 16, 64, 256] };
         var sweepTokens = new Option<int>("--sweep-tokens") { Description = "Tokens each sample of the sweep writes", DefaultValueFactory = _ => 64 };
         var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
-        var repeats = new Option<int>("--repeats") { Description = "Rounds of the workload: each runs every strategy once (the order reversed every other round); ratios to off are per round, reported as the median and range", DefaultValueFactory = _ => 1 };
+        var repeats = new Option<int>("--repeats") { Description = "Rounds of the workload and of the sweep: each runs every strategy once (the order reversed every other round); ratios to off are per round, reported as the median and range", DefaultValueFactory = _ => 1 };
         var trace = new Option<string?>("--trace") { Description = "CSV of every timed decode step (run, strategy, live samples, rows, predicted and measured seconds, the selector's correction)" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
@@ -153,7 +153,7 @@ internal static class GenerationBench
             Rlhf.MetricsPlot.Save(plot, plotPath);
         }
         if (sweepSizes.Length > 0)
-            Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath, stepTrace);
+            Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath, stepTrace, repeats);
         if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
         stepTrace?.Complete();
         return 0;
@@ -202,11 +202,7 @@ internal static class GenerationBench
         var c = CultureInfo.InvariantCulture;
         var s = row.Stats;
         double rate = s.TokensGenerated / row.WallSeconds;
-        var ratios = row.Rates.Select((r, i) => r / off.Rates[i]).Order().ToArray();
-        double median = ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
-        string ratio = ratios.Length == 1 ? ratios[0].ToString("F2", c) + "×"
-            : $"{median.ToString("F2", c)}× ({ratios[0].ToString("F2", c)}–{ratios[^1].ToString("F2", c)}×)";
-        return [row.Strategy, s.TokensGenerated.ToString(c), row.WallSeconds.ToString("F1", c), rate.ToString("F0", c), ratio,
+        return [row.Strategy, s.TokensGenerated.ToString(c), row.WallSeconds.ToString("F1", c), rate.ToString("F0", c), Ratio(row.Rates, off.Rates),
             s.MeanEmittedPerSampleStep.ToString("F2", c), s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", c), Taken(s)];
     }
 
@@ -225,7 +221,7 @@ internal static class GenerationBench
     /// </summary>
     private static void Sweep(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend,
         OnnxSessionOptions session, DenseExecutorKind dense, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
-        ulong seed, StringBuilder md, string? plotPath, StepTraceFile? trace)
+        ulong seed, StringBuilder md, string? plotPath, StepTraceFile? trace, int repeats)
     {
         // Each worked step is ≥ 6 characters ("a+b=c;"), so terms ≥ tokens / 6 + 2 keep every sample writing past the limit.
         int terms = Math.Min(ArithmeticTask.MaxTerms, tokens / 6 + 2);
@@ -234,41 +230,34 @@ internal static class GenerationBench
         var prompts = Enumerable.Range(0, (maxSize + samplesPerPrompt - 1) / samplesPerPrompt)
             .Select(_ => checkpoint.Tokenizer.Encode(ArithmeticTask.Make(Enumerable.Range(0, terms).Select(_ => random.Next(0, ArithmeticTask.MaxTerm + 1)).ToArray()).Prompt)).ToArray();
         AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {samplesPerPrompt} samples per prompt)");
-        var rates = new double[strategies.Length, sizes.Length];
+        var rounds = new double[strategies.Length, sizes.Length][];
+        var pooled = new (long Tokens, double Seconds)[strategies.Length, sizes.Length];
         var taken = new string[strategies.Length, sizes.Length];
         var splits = new GenerationStats[strategies.Length, sizes.Length];
         for (int si = 0; si < strategies.Length; si++)
-        {
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
-            using var pair = models.Open(backend, runtime);
-            var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
-            for (int bi = 0; bi < sizes.Length; bi++)
+            for (int bi = 0; bi < sizes.Length; bi++) { rounds[si, bi] = new double[repeats]; splits[si, bi] = new GenerationStats(); }
+        for (int round = 0; round < repeats; round++)
+            for (int n = 0; n < strategies.Length; n++)
             {
-                if (trace is not null) trace.Run = $"{strategies[si]} at batch {sizes[bi]}";
-                // Repeated until a second of generation is timed, so short runs (batch 1) are not one noisy sample. Each
-                // repetition draws new random numbers: the suffix proposer indexes earlier rollouts, and a repetition
-                // with the same seed would find its whole response there (sampled responses identical to the last run's).
-                long tokensDone = 0;
-                double seconds = 0;
-                GeneratorRunResult outcome;
-                var split = splits[si, bi] = new GenerationStats();
-                ulong repetition = 0;
-                do
+                // Odd rounds reverse the order, as the workload's rounds do.
+                int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
+                var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
+                using var pair = models.Open(backend, runtime);
+                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
+                for (int bi = 0; bi < sizes.Length; bi++)
                 {
-                    var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed + 7919 * repetition++).Take(sizes[bi]).ToArray();
-                    outcome = generator.Run(requests);
-                    split.Add(outcome.Stats);
-                    tokensDone += outcome.Stats.TokensGenerated;
-                    seconds += outcome.WallSeconds;
+                    if (trace is not null) trace.Run = $"{strategies[si]} at batch {sizes[bi]}" + (repeats > 1 ? $" round {round + 1}" : "");
+                    var (tokensDone, seconds, last) = SweepCell(generator, prompts, samplesPerPrompt, sizes[bi], tokens, temperature, seed, splits[si, bi]);
+                    rounds[si, bi][round] = tokensDone / seconds;
+                    pooled[si, bi] = (pooled[si, bi].Tokens + tokensDone, pooled[si, bi].Seconds + seconds);
+                    taken[si, bi] = string.Join(" ", last.Stats.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key}×{kv.Value}"));
                 }
-                while (seconds < 1.0);
-                rates[si, bi] = tokensDone / seconds;
-                taken[si, bi] = string.Join(" ", outcome.Stats.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key}×{kv.Value}"));
+                AnsiConsole.MarkupLine(Markup.Escape($"  {strategies[si]}" + (repeats > 1 ? $" (round {round + 1})" : "") + ": " + string.Join(", ", sizes.Select((b, bi) =>
+                    $"{b} → {rounds[si, bi][round]:F0} tok/s" + (strategies[si].IsAdaptive ? $" ({taken[si, bi]})" : "")))));
             }
-            AnsiConsole.MarkupLine(Markup.Escape($"  {strategies[si]}: " + string.Join(", ", sizes.Select((b, bi) =>
-                $"{b} → {rates[si, bi]:F0} tok/s" + (strategies[si].IsAdaptive ? $" ({taken[si, bi]})" : "")))));
-        }
+        var rates = new double[strategies.Length, sizes.Length];
+        for (int si = 0; si < strategies.Length; si++)
+            for (int bi = 0; bi < sizes.Length; bi++) rates[si, bi] = pooled[si, bi].Tokens / pooled[si, bi].Seconds;
         var table = new Table().Border(TableBorder.Rounded).AddColumn("batch");
         foreach (var s in strategies) table.AddColumn(Markup.Escape(s.ToString()) + " tok/s (× off)");
         md.Append("\n| forced batch | ").Append(string.Join(" | ", strategies.Select(s => s + " tok/s (× off)"))).Append(" |\n|---:|").Append(string.Concat(strategies.Select(_ => "---:|"))).Append('\n');
@@ -276,7 +265,7 @@ internal static class GenerationBench
         {
             var cells = Enumerable.Range(0, strategies.Length).Select(si => si == 0
                 ? rates[0, bi].ToString("F0", CultureInfo.InvariantCulture)
-                : $"{rates[si, bi].ToString("F0", CultureInfo.InvariantCulture)} ({(rates[si, bi] / rates[0, bi]).ToString("F2", CultureInfo.InvariantCulture)}×)").ToArray();
+                : $"{rates[si, bi].ToString("F0", CultureInfo.InvariantCulture)} ({Ratio(rounds[si, bi], rounds[0, bi])})").ToArray();
             table.AddRow([sizes[bi].ToString(CultureInfo.InvariantCulture), .. cells.Select(Markup.Escape)]);
             md.Append("| ").Append(sizes[bi]).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
@@ -294,6 +283,40 @@ internal static class GenerationBench
         plot.Title($"generation throughput, {tokens} tokens per sample");
         plot.ShowLegend();
         Rlhf.MetricsPlot.Save(plot, plotPath);
+    }
+
+    /// <summary>
+    /// One forced batch: <paramref name="size"/> samples at once, repeated until a second of generation is timed, so
+    /// short runs (batch 1) are not one noisy sample. Each repetition draws new random numbers: the suffix proposer
+    /// indexes earlier rollouts, and a repetition with the same seed would find its whole response there.
+    /// </summary>
+    private static (long Tokens, double Seconds, GeneratorRunResult Last) SweepCell(Generator generator, int[][] prompts, int samplesPerPrompt, int size, int tokens,
+        float temperature, ulong seed, GenerationStats split)
+    {
+        long tokensDone = 0;
+        double seconds = 0;
+        GeneratorRunResult outcome;
+        ulong repetition = 0;
+        do
+        {
+            var requests = GenerationRequests.For(prompts, samplesPerPrompt, tokens, temperature, 1f, seed + 7919 * repetition++).Take(size).ToArray();
+            outcome = generator.Run(requests);
+            split.Add(outcome.Stats);
+            tokensDone += outcome.Stats.TokensGenerated;
+            seconds += outcome.WallSeconds;
+        }
+        while (seconds < 1.0);
+        return (tokensDone, seconds, outcome);
+    }
+
+    /// <summary>× off: one round's ratio, or the median of the rounds' ratios (each to that round's off) and their range.</summary>
+    private static string Ratio(double[] rates, double[] offRates)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var ratios = rates.Select((r, i) => r / offRates[i]).Order().ToArray();
+        if (ratios.Length == 1) return ratios[0].ToString("F2", c) + "×";
+        double median = ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
+        return $"{median.ToString("F2", c)}× ({ratios[0].ToString("F2", c)}–{ratios[^1].ToString("F2", c)}×)";
     }
 
     /// <summary>

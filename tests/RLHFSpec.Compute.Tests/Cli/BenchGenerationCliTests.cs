@@ -26,9 +26,11 @@ public sealed class BenchGenerationCliTests
         // Two rounds: each strategy's ratio to off is the median of the rounds' ratios, with their range.
         var chain = lines.First(l => l.StartsWith("| chain:2 |", StringComparison.Ordinal)).Split('|', StringSplitOptions.TrimEntries);
         Assert.That(chain[5], Does.Match(@"^\d+\.\d\d× \(\d+\.\d\d–\d+\.\d\d×\)$"), string.Join("\n", lines));
+        var sweepRow = lines.First(l => l.StartsWith("| 3 |", StringComparison.Ordinal)).Split('|', StringSplitOptions.TrimEntries);
+        Assert.That(sweepRow[3], Does.Match(@"^\d+ \(\d+\.\d\d× \(\d+\.\d\d–\d+\.\d\d×\)\)$"), "the sweep's ratios are per round too");
         // The step trace names each run: the workload's rounds, then the sweep's strategy and forced size.
         var runs = File.ReadAllLines(trace).Skip(1).Select(l => l[..l.IndexOf("\",", 1, StringComparison.Ordinal)].Trim('"')).Distinct().ToArray();
-        Assert.That(runs, Is.SupersetOf(new[] { "off round 1", "chain:2 round 1", "suffix:2 round 2", "off at batch 1", "chain:2 at batch 3" }), string.Join(", ", runs));
+        Assert.That(runs, Is.SupersetOf(new[] { "off round 1", "chain:2 round 1", "suffix:2 round 2", "off at batch 1 round 1", "chain:2 at batch 3 round 2" }), string.Join(", ", runs));
         int header = Array.FindIndex(lines, l => l.StartsWith("| forced batch | off: draft / verify forward / verify kernel / outside", StringComparison.Ordinal));
         Assert.That(header, Is.GreaterThan(0), string.Join("\n", lines));
         Assert.That(lines[header], Does.Contain("chain:2: draft / verify forward").And.Contain("suffix:2: draft / verify forward"));
