@@ -518,13 +518,14 @@ public sealed class GenerationInstance : IDisposable
         }
         int rows = feedTokens.Count;
         var logits = Logits((long)rows * _model.VocabSize);
-        double attentionBefore = (_model as IAttentionClock)?.AttentionSeconds ?? 0;
+        var attentionClock = _model as IAttentionClock;
+        double attentionBefore = attentionClock?.AttentionSeconds ?? 0;
         _model.Forward(new ForwardBatch
         {
             SampleIds = ids, TokenOffsets = offsets, Tokens = feedTokens.ToArray(), Parents = feedParents.ToArray(),
             LogitRows = Enumerable.Range(0, rows).ToArray(),
         }, logits);
-        _cost?.ObserveVerify(rows, pairs, clock.Elapsed.TotalSeconds, (_model as IAttentionClock)?.AttentionSeconds - attentionBefore);
+        _cost?.ObserveVerify(rows, pairs, clock.Elapsed.TotalSeconds, attentionClock?.AttentionSeconds - attentionBefore);
         return (offsets, nodeOffsets, logits);
     }
 

@@ -191,9 +191,10 @@ public sealed class StrategySelector : IStepPlanner
         double correction = _cost.TimeCorrection(s, n);
         double budget = (1 + ExplorationBudget) * Predict(Strategy.Off, samples, new int[n], optimistic: false, null).Seconds * _cost.TimeCorrection(Strategy.Off, n);
         var full = (int[])depths.Clone();
+        var kept = new int[n]; // one buffer for every probe of the search
         int[] Keep(int m)
         {
-            var kept = new int[n];
+            Array.Clear(kept);
             for (int i = 0, drafting = 0; i < n && drafting < m; i++)
                 if (full[i] > 0) { kept[i] = full[i]; drafting++; }
             return kept;
