@@ -50,9 +50,22 @@ public static unsafe class CpuDense
     /// <summary>
     /// Blocks of 4 weight rows ahead that <see cref="Project"/> prefetches. Measured on the 2-core AMD EPYC (Zen 4), one
     /// thread streaming 92 MB of 512-wide rows: 16 tokens took 15.6 ms without prefetch, 11.2 ms 1 block ahead, 9.0 ms
-    /// 2 or 4 ahead (the in-cache ceiling is about 8 ms). Under 4 tokens the rows are read one after another without it.
+    /// 2 or 4 ahead (the in-cache ceiling is about 8 ms). A single token reads the rows one after another without it
+    /// (<see cref="BlockMinTokens"/>).
     /// </summary>
     private const int PrefetchBlocks = 2;
+
+    /// <summary>
+    /// Fewest tokens that go through the 4-row register blocks; a single token reads the rows one after another. One
+    /// token's rows as one sequential stream are what the hardware prefetchers follow best (4 rows interleaved without
+    /// software prefetch took 6.0–8.5 ms for 92 MB of 512-wide rows on one thread of the 2-core EPYC, row after row
+    /// 3.9–4.7 ms). But row after row, each (row, token) dot product is one dependent FMA chain at a time: 2 and 3 tokens
+    /// were bound by the FMA latency, not by the weights — a batch-1 forward of the medium model (2-core Zen 3, 2026-12-07)
+    /// took 4.8–5.3 ms for 2 tokens and 6.6–6.9 ms for 3, against 3.2–4.4 ms for 1 and 4.7–6.3 ms for 4. Through the blocks
+    /// (4 or 12 chains at once, the next blocks prefetched) 2 tokens took 3.4–4.4 ms and 3 tokens 3.8–5.2 ms. A chain:1
+    /// or chain:2 step at batch 1, and a plain decode step of 2 or 3 samples, are such forwards.
+    /// </summary>
+    private const int BlockMinTokens = 2;
 
     /// <summary>Token groups per tile of <see cref="Project"/>: 32 (or 24) tokens of a 1,024-wide input are 128 (96) KiB.</summary>
     private const int TokenTileGroups = 8;
@@ -70,11 +83,10 @@ public static unsafe class CpuDense
     private static void ProjectTile(float* x, int tokens, int inDim, float* w, float* bias, float* y, int yStride, int rowStart, int rowEnd, bool accumulate, int group)
     {
         int o = rowStart;
-        // Under 4 tokens (a decode step of a few samples: bound by reading w), the rows are read one after another,
-        // as one sequential stream the hardware prefetcher follows: 4 rows read interleaved (4 streams 1 row apart)
-        // took 6.0–8.5 ms for 92 MB of 512-wide rows on one thread of the 2-core EPYC, row after row 3.9–4.7 ms.
-        // Each element is the same single FMA chain either way, so the results are the same bits.
-        for (; tokens >= 4 && o + 4 <= rowEnd; o += 4)
+        // One token (a decode step of one sample: bound by reading w) reads the rows one after another below, as one
+        // sequential stream; two or more go through the blocks (see BlockMinTokens). Each element is the same single
+        // FMA chain either way, so the results are the same bits.
+        for (; tokens >= BlockMinTokens && o + 4 <= rowEnd; o += 4)
         {
             float* w0 = w + (long)o * inDim;
             // The rows of a block ahead come from memory while this block computes: each pass over the tokens

@@ -87,6 +87,15 @@ public sealed unsafe class CpuDenseTests
             for (int c = 0; c < outDim; c++)
                 Assert.That(BitConverter.SingleToInt32Bits(one[c]), Is.EqualTo(BitConverter.SingleToInt32Bits(all[t * outDim + c])), $"token {t} row {c}");
         }
+        // Calls of 2 and 3 tokens (a short chain's verification at batch 1) go through the register blocks too: the same bits.
+        for (int n = 2; n <= 3; n++)
+            for (int t = 0; t + n <= tokens; t += n)
+            {
+                var few = new float[n * outDim];
+                fixed (float* px = &x[t * inDim], pw = w, pb = b, py = few) CpuDense.Project(px, n, inDim, pw, pb, py, outDim, 0, outDim, false, group);
+                for (int i = 0; i < few.Length; i++)
+                    Assert.That(BitConverter.SingleToInt32Bits(few[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(all[t * outDim + i])), $"{n} tokens from {t}, element {i}");
+            }
     }
 
     [TestCase(1, 7, 33, 9)]
