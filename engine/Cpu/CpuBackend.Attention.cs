@@ -115,6 +115,8 @@ public sealed partial class CpuBackend
         private readonly int _stride = (maxVisible + Chunk - 1) / Chunk * Chunk;   // floats per score row
         private readonly int _rowWords = layout.RowWords;
         private readonly bool _f32 = layout.DType == KvDType.F32;
+        // Whether fp16 rows may be read in place (HalvesInPlace for one token), so a tile wants its 2^112-scaled query rows.
+        private readonly bool _scaledQuery = layout.DType != KvDType.F32 && numHeads / layout.NumKvHeads <= 2 && Avx2.IsSupported;
         private readonly float* _query = query.Pointer, _output = output.Pointer;
         private readonly uint* _keys = keyCache.Pointer, _values = valueCache.Pointer;
         private long _next = -1;
@@ -123,6 +125,7 @@ public sealed partial class CpuBackend
         private sealed class Scratch
         {
             public required float[] Scores;   // [rows, stride] scores, then probabilities; row = (token, head of the run)
+            public required float[] Query;    // [rows, headDim] the tile's query rows times 2^112, for ScaledHalfRow scores
             public required float[] Sums;     // [rows] softmax denominators
             public required float[] Rows;     // [Chunk + 1, RowElements] fp16 rows (a run's heads) converted to fp32, then a zero row
             public required int[] Extra;      // logical slots one token sees beyond the shared keys
@@ -135,6 +138,7 @@ public sealed partial class CpuBackend
             var scratch = new Scratch
             {
                 Scores = ArrayPool<float>.Shared.Rent(rows * _stride),
+                Query = ArrayPool<float>.Shared.Rent(_scaledQuery ? rows * d : 1),
                 Sums = ArrayPool<float>.Shared.Rent(rows),
                 Rows = ArrayPool<float>.Shared.Rent((Chunk + 1) * layout.RowElements),
                 Extra = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
@@ -149,6 +153,7 @@ public sealed partial class CpuBackend
             finally
             {
                 ArrayPool<float>.Shared.Return(scratch.Scores);
+                ArrayPool<float>.Shared.Return(scratch.Query);
                 ArrayPool<float>.Shared.Return(scratch.Sums);
                 ArrayPool<float>.Shared.Return(scratch.Rows);
                 ArrayPool<int>.Shared.Return(scratch.Extra);
@@ -172,7 +177,7 @@ public sealed partial class CpuBackend
                 for (int j = 0; j < layout.BlockSize && logical < context + n; j++) slots[logical++] = physical + j;
             }
 
-            fixed (float* scores = scratch.Scores, sums = scratch.Sums, converted = scratch.Rows)
+            fixed (float* scores = scratch.Scores, sums = scratch.Sums, converted = scratch.Rows, scaledQuery = scratch.Query)
             {
                 float** rows = stackalloc float*[Chunk];
                 int* chunk = stackalloc int[Chunk];
@@ -182,9 +187,11 @@ public sealed partial class CpuBackend
                 // Query and output row r = (token ti, KV head kv0 + h / g, query head h % g of its group) at token ti, head kv0·g + h.
                 float* q = _query + (first + i0) * tokenStride + kv0 * g * d;
                 float* o = _output + (first + i0) * tokenStride + kv0 * g * d;
+                // [tokens, perToken, d], or null: scores against fp16 rows read in place then use FiniteHalfRow.
+                float* scaled = _scaledQuery ? ScaleQuery(q, tokenStride, tokens, perToken * d, scaledQuery) : null;
 
                 // Scores: every key a row sees, the shared ones first, then softmax over each row's visible keys.
-                Sweep(values: false, q, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                Sweep(values: false, q, scaled, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
                 {
                     int visible = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
@@ -194,7 +201,7 @@ public sealed partial class CpuBackend
 
                 // Σ p·v over the same keys in the same order, then the softmax denominators.
                 for (int ti = 0; ti < tokens; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
-                Sweep(values: true, o, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                Sweep(values: true, o, null, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
                     for (int h = 0; h < perToken; h++)
                     {
@@ -207,9 +214,10 @@ public sealed partial class CpuBackend
         /// <summary>
         /// One pass over an item's keys in logical order, 8 at a time: the <paramref name="shared"/> ones for every token of the
         /// tile, then each token's own further keys. For keys (<paramref name="values"/> false) it scores the query rows at
-        /// <paramref name="rowBase"/> into the score rows; for values it accumulates p·v into the output rows at <paramref name="rowBase"/>.
+        /// <paramref name="rowBase"/> into the score rows (against fp16 rows read in place, the 2^112-scaled copies at
+        /// <paramref name="scaled"/> where not null); for values it accumulates p·v into the output rows at <paramref name="rowBase"/>.
         /// </summary>
-        private void Sweep(bool values, float* rowBase, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
+        private void Sweep(bool values, float* rowBase, float* scaled, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
             int kv0, int kvn, int[] slots, int[] extra, int* chunk, float** rows, float* converted, float* zero, float* scores)
         {
             uint* cache = values ? _values : _keys;
@@ -219,7 +227,7 @@ public sealed partial class CpuBackend
                 for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
                 Prefetch(cache, slots, k0 + Chunk, Math.Min(k0 + 2 * Chunk, shared), kv0, kvn);
                 bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), converted, zero, rows);
-                Apply(values, halves, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
+                Apply(values, halves, rowBase, scaled, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
             }
             for (int ti = 0; ti < tokens; ti++)
             {
@@ -229,7 +237,7 @@ public sealed partial class CpuBackend
                     int count = Math.Min(Chunk, own - e0);
                     for (int j = 0; j < count; j++) chunk[j] = slots[extra[e0 + j]];
                     bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), converted, zero, rows);
-                    Apply(values, halves, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
+                    Apply(values, halves, rowBase + ti * tokenStride, scaled == null ? null : scaled + (long)ti * perToken * layout.HeadDim, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
             }
         }
@@ -259,16 +267,42 @@ public sealed partial class CpuBackend
         /// </summary>
         private bool HalvesInPlace(int tokens) => !_f32 && tokens == 1 && _group <= 2 && Avx2.IsSupported;
 
-        private void Apply(bool values, bool halves, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        /// <summary>
+        /// Scores or accumulates one gathered chunk. fp16 rows read in place are loaded without their 2^112
+        /// (<see cref="ScaledHalfRow"/>) where the other factor can carry it: the scaled query rows at <paramref name="scaled"/>
+        /// ([tokens, perToken, d]) when not null, or the probabilities (<see cref="AccumulateGroup"/>).
+        /// </summary>
+        private void Apply(bool values, bool halves, float* rowBase, float* scaled, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
         {
             if (values)
             {
-                if (halves) AccumulateChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                if (halves) AccumulateChunk<ScaledHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
                 else AccumulateChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             }
+            else if (halves && scaled != null) ScoreChunk<ScaledHalfRow>(scaled, (long)perToken * layout.HeadDim, tokens, perToken, rows, count, kvn, scores);
             else if (halves) ScoreChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             else ScoreChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
         }
+
+        /// <summary>
+        /// 2^112 × the tile's <paramref name="tokens"/> query rows of <paramref name="width"/> floats (at <paramref name="q"/>,
+        /// <paramref name="tokenStride"/> apart) into <paramref name="destination"/>, packed; returns it, or null when
+        /// some element is NaN or not under 2^16 in magnitude (its copy would overflow or be Inf: not an exact scaling).
+        /// Scaling by a power of two is otherwise exact, subnormal queries included.
+        /// </summary>
+        private static float* ScaleQuery(float* q, long tokenStride, int tokens, int width, float* destination)
+        {
+            for (int ti = 0; ti < tokens; ti++)
+            {
+                var row = new ReadOnlySpan<float>(q + ti * tokenStride, width);
+                if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(row)) < MaxScaled)) return null;
+                TensorPrimitives.Multiply(row, HalfRebias, new Span<float>(destination + (long)ti * width, width));
+            }
+            return destination;
+        }
+
+        /// <summary>Magnitude below which a float times 2^112 stays finite (2^128 is over the largest float).</summary>
+        private const float MaxScaled = 65536f;
 
         /// <summary>
         /// The run's part (KV heads kv0 … kv0 + kvn − 1, contiguous in a slot) of <paramref name="count"/> cache rows: in
@@ -374,13 +408,48 @@ public sealed partial class CpuBackend
             if (h < end) Score<TRow>(q + h * d, keys, d, scores + (long)h * _stride, count);
         }
 
-        /// <summary><see cref="Accumulate"/> for the group's heads [<paramref name="h0"/>, h0 + group) of one token, two at a time.</summary>
+        /// <summary>
+        /// <see cref="Accumulate"/> for the group's heads [<paramref name="h0"/>, h0 + group) of one token, two at a time.
+        /// For <see cref="ScaledHalfRow"/> loads each probability is scaled by 2^112 first (p ≤ 1: exact), so p·v is
+        /// the same product as with the widened value; a row with a probability of 2^16 or more, or NaN, takes
+        /// <see cref="FiniteHalfRow"/>'s loads instead.
+        /// </summary>
         private void AccumulateGroup<TRow>(float* o, int h0, float* scores, float** values, int count) where TRow : struct, IKvRow
         {
             int d = layout.HeadDim, h = h0, end = h0 + _group;
+            if (TRow.Scaled)
+            {
+                float* w = stackalloc float[2 * Chunk];
+                for (; h + 2 <= end; h += 2)
+                {
+                    float* pa = scores + (long)h * _stride, pb = scores + (long)(h + 1) * _stride;
+                    if (ScaleWeights(pa, w, count) & ScaleWeights(pb, w + Chunk, count))
+                        Accumulate2<ScaledHalfRow>(o + h * d, o + (h + 1) * d, w, w + Chunk, values, count, d);
+                    else Accumulate2<FiniteHalfRow>(o + h * d, o + (h + 1) * d, pa, pb, values, count, d);
+                }
+                if (h < end)
+                {
+                    float* p = scores + (long)h * _stride;
+                    if (ScaleWeights(p, w, count)) Accumulate<ScaledHalfRow>(o + h * d, w, values, count, d);
+                    else Accumulate<FiniteHalfRow>(o + h * d, p, values, count, d);
+                }
+                return;
+            }
             for (; h + 2 <= end; h += 2)
                 Accumulate2<TRow>(o + h * d, o + (h + 1) * d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, values, count, d);
             if (h < end) Accumulate<TRow>(o + h * d, scores + (long)h * _stride, values, count, d);
+        }
+
+        /// <summary>2^112 × the first <paramref name="count"/> probabilities into <paramref name="scaled"/>; false when one is NaN or not under 2^16 (not exact).</summary>
+        private static bool ScaleWeights(float* p, float* scaled, int count)
+        {
+            bool exact = true;
+            for (int j = 0; j < count; j++)
+            {
+                exact &= MathF.Abs(p[j]) < MaxScaled;
+                scaled[j] = p[j] * HalfRebias;
+            }
+            return exact;
         }
 
         /// <summary>Logical slots, in order, that token <paramref name="i"/> sees beyond the <paramref name="shared"/> ones; returns their count.</summary>
@@ -632,11 +701,18 @@ public sealed partial class CpuBackend
     /// 2^16 … 2^17): four vector ops, half of the exact form's, for rows that <see cref="AllFinite"/> has passed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static unsafe Vector256<float> FiniteHalfToSingle8(short* source)
-    {
-        var x = Avx2.ConvertToVector256Int32(source) << 13;
-        return (x & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);   // 2^112
-    }
+    internal static unsafe Vector256<float> FiniteHalfToSingle8(short* source) => FiniteHalfToScaledSingle8(source) * Vector256.Create(HalfRebias);
+
+    /// <summary>2^112: a finite half's bits moved into a float's place (<see cref="HalfToSingle8"/>) times this are its value.</summary>
+    internal const float HalfRebias = 5.192296858534828e33f;
+
+    /// <summary>
+    /// Eight finite fp16 bit patterns → 2^−112 × their values as fp32, exactly, in three vector ops: <see
+    /// cref="FiniteHalfToSingle8"/> short of its multiply (<see cref="ScaledHalfRow"/> moves the 2^112 to the other factor).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector256<float> FiniteHalfToScaledSingle8(short* source) =>
+        ((Avx2.ConvertToVector256Int32(source) << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
 
     /// <summary>Whether none of <paramref name="length"/> fp16 bit patterns is Inf or NaN (all-ones exponent); 16 per two vector ops.</summary>
     internal static unsafe bool AllFinite(short* halves, int length)

@@ -19,6 +19,12 @@ public sealed partial class CpuBackend
 
         /// <summary>The row that starts <paramref name="elements"/> elements further on.</summary>
         static abstract float* Offset(float* row, int elements);
+
+        /// <summary>
+        /// Whether the loads leave out a factor of 2^112 (<see cref="ScaledHalfRow"/>): the other operand of each product
+        /// then carries it instead, a query pre-scaled once per row or a probability per key.
+        /// </summary>
+        static abstract bool Scaled { get; }
     }
 
     private unsafe struct SingleRow : IKvRow
@@ -31,6 +37,8 @@ public sealed partial class CpuBackend
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float* Offset(float* row, int elements) => row + elements;
+
+        public static bool Scaled => false;
     }
 
     /// <summary>
@@ -47,5 +55,27 @@ public sealed partial class CpuBackend
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float* Offset(float* row, int elements) => (float*)((short*)row + elements);
+
+        public static bool Scaled => false;
+    }
+
+    /// <summary>
+    /// <see cref="FiniteHalfRow"/> without its multiply: each load is 2^−112 × the half's value, exactly (a subnormal
+    /// half arrives as a subnormal float), in three vector ops. Each product's other factor is 2^112 × its true value,
+    /// itself exact while under 2^16 before scaling, so every product is the same real number as with the widened
+    /// half and every FMA rounds alike. Finite halves only, AVX2 only, as <see cref="FiniteHalfRow"/>.
+    /// </summary>
+    private unsafe struct ScaledHalfRow : IKvRow
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(float* row, int c) => FiniteHalfToScaledSingle8((short*)row + c);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float LoadOne(float* row, int c) => BitConverter.Int32BitsToSingle((((short*)row)[c] << 13) & unchecked((int)0x8FFFE000));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float* Offset(float* row, int elements) => (float*)((short*)row + elements);
+
+        public static bool Scaled => true;
     }
 }
