@@ -115,8 +115,8 @@ public sealed partial class CpuBackend
         private readonly int _stride = (maxVisible + Chunk - 1) / Chunk * Chunk;   // floats per score row
         private readonly int _rowWords = layout.RowWords;
         private readonly bool _f32 = layout.DType == KvDType.F32;
-        // Whether fp16 rows may be read in place (HalvesInPlace for one token), so a tile wants its 2^112-scaled query rows.
-        private readonly bool _scaledQuery = layout.DType != KvDType.F32 && numHeads / layout.NumKvHeads <= 2 && Avx2.IsSupported;
+        // fp16 rows are loaded without the 2^112 of their rebias where the query rows and probabilities can carry it.
+        private readonly bool _scaledHalves = layout.DType != KvDType.F32 && Avx2.IsSupported;
         private readonly float* _query = query.Pointer, _output = output.Pointer;
         private readonly uint* _keys = keyCache.Pointer, _values = valueCache.Pointer;
         private long _next = -1;
@@ -138,7 +138,7 @@ public sealed partial class CpuBackend
             var scratch = new Scratch
             {
                 Scores = ArrayPool<float>.Shared.Rent(rows * _stride),
-                Query = ArrayPool<float>.Shared.Rent(_scaledQuery ? rows * d : 1),
+                Query = ArrayPool<float>.Shared.Rent(_scaledHalves ? rows * d : 1),
                 Sums = ArrayPool<float>.Shared.Rent(rows),
                 Rows = ArrayPool<float>.Shared.Rent((Chunk + 1) * layout.RowElements),
                 Extra = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
@@ -187,21 +187,22 @@ public sealed partial class CpuBackend
                 // Query and output row r = (token ti, KV head kv0 + h / g, query head h % g of its group) at token ti, head kv0·g + h.
                 float* q = _query + (first + i0) * tokenStride + kv0 * g * d;
                 float* o = _output + (first + i0) * tokenStride + kv0 * g * d;
-                // [tokens, perToken, d], or null: scores against fp16 rows read in place then use FiniteHalfRow.
-                float* scaled = _scaledQuery ? ScaleQuery(q, tokenStride, tokens, perToken * d, scaledQuery) : null;
+                // Scores against fp16 rows take the query rows times 2^112 ([tokens, perToken, d]) where that is exact.
+                bool scaled = _scaledHalves && ScaleQuery(q, tokenStride, tokens, perToken * d, scaledQuery);
 
                 // Scores: every key a row sees, the shared ones first, then softmax over each row's visible keys.
-                Sweep(values: false, q, scaled, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                Sweep(values: false, scaled, scaled ? scaledQuery : q, scaled ? perToken * d : tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
                 {
                     int visible = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
                     for (int h = 0; h < perToken; h++)
                         sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, visible);
                 }
+                scaled = _scaledHalves && ScaleProbabilities(scores, sums, tokens * perToken);
 
                 // Σ p·v over the same keys in the same order, then the softmax denominators.
                 for (int ti = 0; ti < tokens; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
-                Sweep(values: true, o, null, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                Sweep(values: true, scaled, o, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
                     for (int h = 0; h < perToken; h++)
                     {
@@ -214,10 +215,10 @@ public sealed partial class CpuBackend
         /// <summary>
         /// One pass over an item's keys in logical order, 8 at a time: the <paramref name="shared"/> ones for every token of the
         /// tile, then each token's own further keys. For keys (<paramref name="values"/> false) it scores the query rows at
-        /// <paramref name="rowBase"/> into the score rows (against fp16 rows read in place, the 2^112-scaled copies at
-        /// <paramref name="scaled"/> where not null); for values it accumulates p·v into the output rows at <paramref name="rowBase"/>.
+        /// <paramref name="rowBase"/> into the score rows; for values it accumulates p·v into the output rows at <paramref name="rowBase"/>.
+        /// <paramref name="scaled"/>: the query rows or the probabilities carry a factor 2^112 that fp16 rows are then loaded without.
         /// </summary>
-        private void Sweep(bool values, float* rowBase, float* scaled, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
+        private void Sweep(bool values, bool scaled, float* rowBase, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
             int kv0, int kvn, int[] slots, int[] extra, int* chunk, float** rows, float* converted, float* zero, float* scores)
         {
             uint* cache = values ? _values : _keys;
@@ -226,8 +227,8 @@ public sealed partial class CpuBackend
                 int count = Math.Min(Chunk, shared - k0);
                 for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
                 Prefetch(cache, slots, k0 + Chunk, Math.Min(k0 + 2 * Chunk, shared), kv0, kvn);
-                bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), converted, zero, rows);
-                Apply(values, halves, rowBase, scaled, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
+                bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), scaled, converted, zero, rows);
+                Apply(values, halves, scaled, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
             }
             for (int ti = 0; ti < tokens; ti++)
             {
@@ -236,8 +237,8 @@ public sealed partial class CpuBackend
                 {
                     int count = Math.Min(Chunk, own - e0);
                     for (int j = 0; j < count; j++) chunk[j] = slots[extra[e0 + j]];
-                    bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), converted, zero, rows);
-                    Apply(values, halves, rowBase + ti * tokenStride, scaled == null ? null : scaled + (long)ti * perToken * layout.HeadDim, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
+                    bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), scaled, converted, zero, rows);
+                    Apply(values, halves, scaled, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
             }
         }
@@ -268,37 +269,52 @@ public sealed partial class CpuBackend
         private bool HalvesInPlace(int tokens) => !_f32 && tokens == 1 && _group <= 2 && Avx2.IsSupported;
 
         /// <summary>
-        /// Scores or accumulates one gathered chunk. fp16 rows read in place are loaded without their 2^112
-        /// (<see cref="ScaledHalfRow"/>) where the other factor can carry it: the scaled query rows at <paramref name="scaled"/>
-        /// ([tokens, perToken, d]) when not null, or the probabilities (<see cref="AccumulateGroup"/>).
+        /// Scores or accumulates one gathered chunk; fp16 rows read in place are loaded without their 2^112 (<see
+        /// cref="ScaledHalfRow"/>) when the query rows or probabilities carry it (<paramref name="scaled"/>).
         /// </summary>
-        private void Apply(bool values, bool halves, float* rowBase, float* scaled, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        private void Apply(bool values, bool halves, bool scaled, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
         {
             if (values)
             {
-                if (halves) AccumulateChunk<ScaledHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                if (halves && scaled) AccumulateChunk<ScaledHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                else if (halves) AccumulateChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
                 else AccumulateChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             }
-            else if (halves && scaled != null) ScoreChunk<ScaledHalfRow>(scaled, (long)perToken * layout.HeadDim, tokens, perToken, rows, count, kvn, scores);
+            else if (halves && scaled) ScoreChunk<ScaledHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             else if (halves) ScoreChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             else ScoreChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
         }
 
         /// <summary>
         /// 2^112 × the tile's <paramref name="tokens"/> query rows of <paramref name="width"/> floats (at <paramref name="q"/>,
-        /// <paramref name="tokenStride"/> apart) into <paramref name="destination"/>, packed; returns it, or null when
-        /// some element is NaN or not under 2^16 in magnitude (its copy would overflow or be Inf: not an exact scaling).
-        /// Scaling by a power of two is otherwise exact, subnormal queries included.
+        /// <paramref name="tokenStride"/> apart) into <paramref name="destination"/>, packed. False, leaving the scores to the
+        /// unscaled path, when some element is NaN or not under 2^16 in magnitude (its copy would overflow, or is ±Inf
+        /// already); otherwise scaling by a power of two is exact, subnormals included.
         /// </summary>
-        private static float* ScaleQuery(float* q, long tokenStride, int tokens, int width, float* destination)
+        private static bool ScaleQuery(float* q, long tokenStride, int tokens, int width, float* destination)
         {
             for (int ti = 0; ti < tokens; ti++)
             {
                 var row = new ReadOnlySpan<float>(q + ti * tokenStride, width);
-                if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(row)) < MaxScaled)) return null;
+                if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(row)) < MaxScaled)) return false;
                 TensorPrimitives.Multiply(row, HalfRebias, new Span<float>(destination + (long)ti * width, width));
             }
-            return destination;
+            return true;
+        }
+
+        /// <summary>
+        /// 2^112 × the item's <paramref name="count"/> probability rows, in place, when every row's sum is under 2^16 (false,
+        /// unchanged, otherwise). Each probability is e^(x − max) ≥ 0 and at most its row's sum (fp adds of non-negative
+        /// terms never fall below a term; a NaN makes the sum NaN), so no product overflows: every one is exact. A row is
+        /// scaled over its whole stride; columns past its visible keys are never read.
+        /// </summary>
+        private bool ScaleProbabilities(float* scores, float* sums, int count)
+        {
+            for (int r = 0; r < count; r++)
+                if (!(sums[r] < MaxScaled)) return false;
+            var all = new Span<float>(scores, count * _stride);
+            TensorPrimitives.Multiply(all, HalfRebias, all);
+            return true;
         }
 
         /// <summary>Magnitude below which a float times 2^112 stays finite (2^128 is over the largest float).</summary>
@@ -309,9 +325,10 @@ public sealed partial class CpuBackend
         /// place for fp32 and for fp16 read as <paramref name="halves"/> (the pointer then addresses halves), else converted
         /// into <paramref name="converted"/>; the rest of the eight point at zeros (zero bits: 0 as a float and as a half).
         /// Returns whether the rows are halves read in place: only when asked and every half of them is finite, as
-        /// <see cref="FiniteHalfRow"/> needs; a chunk holding an Inf or NaN is converted, exactly, like any other.
+        /// <see cref="FiniteHalfRow"/> needs; a chunk holding an Inf or NaN is converted, exactly, like any other
+        /// (<paramref name="scaled"/>: to 2^−112 × its values, Inf and NaN as they are, for factors that carry the 2^112).
         /// </summary>
-        private bool Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, float* converted, float* zero, float** rows)
+        private bool Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, bool scaled, float* converted, float* zero, float** rows)
         {
             int d = layout.HeadDim, width = kvn * d;
             for (int j = 0; j < count && halves; j++) halves = AllFinite((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, width);
@@ -323,7 +340,9 @@ public sealed partial class CpuBackend
                 else if (halves) rows[j] = (float*)((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d);
                 else
                 {
-                    HalfToSingle((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, converted + j * width, width);
+                    short* from = (short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d;
+                    if (scaled) HalfToScaledSingle(from, converted + j * width, width);
+                    else HalfToSingle(from, converted + j * width, width);
                     rows[j] = converted + j * width;
                 }
             }
@@ -408,48 +427,13 @@ public sealed partial class CpuBackend
             if (h < end) Score<TRow>(q + h * d, keys, d, scores + (long)h * _stride, count);
         }
 
-        /// <summary>
-        /// <see cref="Accumulate"/> for the group's heads [<paramref name="h0"/>, h0 + group) of one token, two at a time.
-        /// For <see cref="ScaledHalfRow"/> loads each probability is scaled by 2^112 first (p ≤ 1: exact), so p·v is
-        /// the same product as with the widened value; a row with a probability of 2^16 or more, or NaN, takes
-        /// <see cref="FiniteHalfRow"/>'s loads instead.
-        /// </summary>
+        /// <summary><see cref="Accumulate"/> for the group's heads [<paramref name="h0"/>, h0 + group) of one token, two at a time.</summary>
         private void AccumulateGroup<TRow>(float* o, int h0, float* scores, float** values, int count) where TRow : struct, IKvRow
         {
             int d = layout.HeadDim, h = h0, end = h0 + _group;
-            if (TRow.Scaled)
-            {
-                float* w = stackalloc float[2 * Chunk];
-                for (; h + 2 <= end; h += 2)
-                {
-                    float* pa = scores + (long)h * _stride, pb = scores + (long)(h + 1) * _stride;
-                    if (ScaleWeights(pa, w, count) & ScaleWeights(pb, w + Chunk, count))
-                        Accumulate2<ScaledHalfRow>(o + h * d, o + (h + 1) * d, w, w + Chunk, values, count, d);
-                    else Accumulate2<FiniteHalfRow>(o + h * d, o + (h + 1) * d, pa, pb, values, count, d);
-                }
-                if (h < end)
-                {
-                    float* p = scores + (long)h * _stride;
-                    if (ScaleWeights(p, w, count)) Accumulate<ScaledHalfRow>(o + h * d, w, values, count, d);
-                    else Accumulate<FiniteHalfRow>(o + h * d, p, values, count, d);
-                }
-                return;
-            }
             for (; h + 2 <= end; h += 2)
                 Accumulate2<TRow>(o + h * d, o + (h + 1) * d, scores + (long)h * _stride, scores + (long)(h + 1) * _stride, values, count, d);
             if (h < end) Accumulate<TRow>(o + h * d, scores + (long)h * _stride, values, count, d);
-        }
-
-        /// <summary>2^112 × the first <paramref name="count"/> probabilities into <paramref name="scaled"/>; false when one is NaN or not under 2^16 (not exact).</summary>
-        private static bool ScaleWeights(float* p, float* scaled, int count)
-        {
-            bool exact = true;
-            for (int j = 0; j < count; j++)
-            {
-                exact &= MathF.Abs(p[j]) < MaxScaled;
-                scaled[j] = p[j] * HalfRebias;
-            }
-            return exact;
         }
 
         /// <summary>Logical slots, in order, that token <paramref name="i"/> sees beyond the <paramref name="shared"/> ones; returns their count.</summary>
@@ -674,6 +658,28 @@ public sealed partial class CpuBackend
         if (Avx2.IsSupported)
             for (; i + 8 <= length; i += 8) HalfToSingle8(from + i).Store(to + i);
         for (; i < length; i++) to[i] = (float)BitConverter.Int16BitsToHalf(from[i]);
+    }
+
+    /// <summary>
+    /// <see cref="HalfToSingle"/> short of the 2^112 rebias: finite halves → 2^−112 × their values, exactly (subnormals
+    /// arriving as fp32 subnormals); ±Inf and NaN (payloads included) → the same floats as <see cref="HalfToSingle"/>.
+    /// Needs AVX2 for more than the scalar form.
+    /// </summary>
+    internal static unsafe void HalfToScaledSingle(short* from, float* to, int length)
+    {
+        int i = 0;
+        if (Avx2.IsSupported)
+            for (; i + 8 <= length; i += 8)
+            {
+                var x = Avx2.ConvertToVector256Int32(from + i) << 13;
+                var infOrNaN = Vector256.Equals(x & Vector256.Create(0x0F800000), Vector256.Create(0x0F800000));
+                ((x & Vector256.Create(unchecked((int)0x8FFFE000))) | (infOrNaN & Vector256.Create(0x7F800000))).AsSingle().Store(to + i);
+            }
+        for (; i < length; i++)
+        {
+            int x = from[i] << 13, bits = x & unchecked((int)0x8FFFE000);
+            to[i] = BitConverter.Int32BitsToSingle((x & 0x0F800000) == 0x0F800000 ? bits | 0x7F800000 : bits);
+        }
     }
 
     /// <summary>

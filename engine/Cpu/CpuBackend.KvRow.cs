@@ -19,12 +19,6 @@ public sealed partial class CpuBackend
 
         /// <summary>The row that starts <paramref name="elements"/> elements further on.</summary>
         static abstract float* Offset(float* row, int elements);
-
-        /// <summary>
-        /// Whether the loads leave out a factor of 2^112 (<see cref="ScaledHalfRow"/>): the other operand of each product
-        /// then carries it instead, a query pre-scaled once per row or a probability per key.
-        /// </summary>
-        static abstract bool Scaled { get; }
     }
 
     private unsafe struct SingleRow : IKvRow
@@ -37,8 +31,6 @@ public sealed partial class CpuBackend
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float* Offset(float* row, int elements) => row + elements;
-
-        public static bool Scaled => false;
     }
 
     /// <summary>
@@ -55,8 +47,6 @@ public sealed partial class CpuBackend
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float* Offset(float* row, int elements) => (float*)((short*)row + elements);
-
-        public static bool Scaled => false;
     }
 
     /// <summary>
@@ -75,7 +65,5 @@ public sealed partial class CpuBackend
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float* Offset(float* row, int elements) => (float*)((short*)row + elements);
-
-        public static bool Scaled => true;
     }
 }
