@@ -369,14 +369,14 @@ public class AttentionKernelTests
 
     // The fp16 loads leave out 2^112 and the query rows (per tile) or the probabilities (per item) carry it instead,
     // which is exact only while |q| < 2^16: queries at 65536 and beyond (tiles that must take the unscaled path), just
-    // under 2^16 (scaled to the largest float), subnormal, −0 and NaN, against caches full of fp16 subnormals, ±0 and
+    // under 2^16 (scaled to ±the largest float), subnormal, −0 and NaN, against caches full of fp16 subnormals, ±0 and
     // ±65504, all attend bit for bit as the widened fp32 twin. Head dim 36 runs the scalar tail loads too.
     [Test, Combinatorial]
     public void CpuHalfCacheWithExtremeValuesAttendsAsItsWidenedValues([Values(1, 2, 3)] int group, [Values(1, 7)] int newTokens,
         [Values(32, 36)] int headDim, [Values(0, 1)] int seed)
     {
         using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(1 + seed);
-        var half = Make(61 + seed, [0, 37, 300, 20], [1, newTokens, 1, 1], headDim, 2, group, 16, KvDType.F16, Mask.Random);
+        var half = Make(61 + seed, [0, 37, 300, 20, 5], [1, newTokens, 1, 1, 1], headDim, 2, group, 16, KvDType.F16, Mask.Random);
         var rng = new Random(seed);
         ushort[] edges = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x83FF, 0x0400, 0x8400, 0x7BFF, 0xFBFF];
         foreach (uint[] cache in new[] { half.Keys, half.Values })
@@ -389,12 +389,16 @@ public class AttentionKernelTests
         int rowFloats = half.NumHeads * headDim;
         float below = MathF.BitDecrement(65536f);
         float[] scaledOk = [below, -below, 32768f, float.Epsilon, -float.Epsilon, -0f, 1e-30f, 1.1754942e-38f];
-        float[] unscaled = [65536f, -65536f, 1e5f, float.NaN];
-        // Token 0 (sample 0): one too large element; the last token (sample 3): only elements that scale exactly;
-        // sample 1's tokens: either, so its tiles mix.
-        Plant(0, unscaled);
-        Plant(half.NumTokens - 1, scaledOk);
-        for (int t = half.QueryOffsets[1]; t < half.QueryOffsets[2]; t++) Plant(t, rng.Next(2) == 0 ? scaledOk : unscaled);
+        float[] tooLarge = [65536f, -65536f, 1e5f];
+        // Decode tokens are a tile each: sample 0's has too large an element (unscaled scores), sample 3's only
+        // elements that scale exactly (to ±the largest float), sample 4's a NaN among them (unscaled: NaN outputs
+        // in its head). Sample 1's tokens share a tile: all of them exact, or (seed 1) its last one too large.
+        Plant(0, tooLarge);
+        Plant(half.QueryOffsets[3], scaledOk);
+        Plant(half.QueryOffsets[4], scaledOk);
+        half.Query[half.QueryOffsets[4] * rowFloats + rng.Next(rowFloats)] = float.NaN;
+        for (int t = half.QueryOffsets[1]; t < half.QueryOffsets[2]; t++)
+            Plant(t, seed == 1 && t == half.QueryOffsets[2] - 1 ? tooLarge : scaledOk);
 
         var got = Run(cpu, half);
         var want = Run(cpu, WidenedTwin(half));
@@ -411,13 +415,7 @@ public class AttentionKernelTests
 
         void Plant(int token, float[] pool)
         {
-            // NaN poisons its token's outputs only where it lands; one per token at most, in the last head.
-            for (int k = 0; k < 4; k++)
-            {
-                float x = pool[rng.Next(pool.Length)];
-                int e = float.IsNaN(x) ? rowFloats - 1 - rng.Next(headDim) : rng.Next(rowFloats);
-                half.Query[token * rowFloats + e] = x;
-            }
+            for (int k = 0; k < 6; k++) half.Query[token * rowFloats + rng.Next(rowFloats)] = pool[rng.Next(pool.Length)];
         }
     }
 
