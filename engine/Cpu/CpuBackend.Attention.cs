@@ -192,13 +192,14 @@ public sealed partial class CpuBackend
 
                 // Scores: every key a row sees, the shared ones first, then softmax over each row's visible keys.
                 Sweep(values: false, scaled, scaled ? scaledQuery : q, scaled ? perToken * d : tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                int* visible = stackalloc int[tokens];
                 for (int ti = 0; ti < tokens; ti++)
                 {
-                    int visible = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
+                    visible[ti] = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
                     for (int h = 0; h < perToken; h++)
-                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, visible);
+                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, visible[ti]);
                 }
-                scaled = _scaledHalves && ScaleProbabilities(scores, sums, tokens * perToken);
+                scaled = _scaledHalves && ScaleProbabilities(scores, sums, tokens, perToken, visible);
 
                 // Σ p·v over the same keys in the same order, then the softmax denominators.
                 for (int ti = 0; ti < tokens; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
@@ -303,17 +304,20 @@ public sealed partial class CpuBackend
         }
 
         /// <summary>
-        /// 2^112 × the item's <paramref name="count"/> probability rows, in place, when every row's sum is under 2^16 (false,
-        /// unchanged, otherwise). Each probability is e^(x − max) ≥ 0 and at most its row's sum (fp adds of non-negative
-        /// terms never fall below a term; a NaN makes the sum NaN), so no product overflows: every one is exact. A row is
-        /// scaled over its whole stride; columns past its visible keys are never read.
+        /// 2^112 × the item's probability rows (<paramref name="perToken"/> per token, over the token's <paramref
+        /// name="visible"/> keys), in place, when every row's sum is under 2^16 (false, unchanged, otherwise). Each
+        /// probability is e^(x − max) ≥ 0 and at most its row's sum (fp adds of non-negative terms never fall below a
+        /// term; a NaN makes the sum NaN), so none overflows: every product is exact.
         /// </summary>
-        private bool ScaleProbabilities(float* scores, float* sums, int count)
+        private bool ScaleProbabilities(float* scores, float* sums, int tokens, int perToken, int* visible)
         {
-            for (int r = 0; r < count; r++)
+            for (int r = 0; r < tokens * perToken; r++)
                 if (!(sums[r] < MaxScaled)) return false;
-            var all = new Span<float>(scores, count * _stride);
-            TensorPrimitives.Multiply(all, HalfRebias, all);
+            for (int r = 0; r < tokens * perToken; r++)
+            {
+                var row = new Span<float>(scores + (long)r * _stride, visible[r / perToken]);
+                TensorPrimitives.Multiply(row, HalfRebias, row);
+            }
             return true;
         }
 
