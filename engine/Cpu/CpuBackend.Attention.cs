@@ -115,6 +115,8 @@ public sealed partial class CpuBackend
         private readonly int _stride = (maxVisible + Chunk - 1) / Chunk * Chunk;   // floats per score row
         private readonly int _rowWords = layout.RowWords;
         private readonly bool _f32 = layout.DType == KvDType.F32;
+        // fp16 rows are loaded without the 2^112 of their rebias where the query rows and probabilities can carry it.
+        private readonly bool _scaledHalves = layout.DType != KvDType.F32 && Avx2.IsSupported;
         private readonly float* _query = query.Pointer, _output = output.Pointer;
         private readonly uint* _keys = keyCache.Pointer, _values = valueCache.Pointer;
         private long _next = -1;
@@ -123,6 +125,7 @@ public sealed partial class CpuBackend
         private sealed class Scratch
         {
             public required float[] Scores;   // [rows, stride] scores, then probabilities; row = (token, head of the run)
+            public required float[] Query;    // [rows, headDim] the tile's query rows times 2^112, for ScaledHalfRow scores
             public required float[] Sums;     // [rows] softmax denominators
             public required float[] Rows;     // [Chunk + 1, RowElements] fp16 rows (a run's heads) converted to fp32, then a zero row
             public required int[] Extra;      // logical slots one token sees beyond the shared keys
@@ -135,6 +138,7 @@ public sealed partial class CpuBackend
             var scratch = new Scratch
             {
                 Scores = ArrayPool<float>.Shared.Rent(rows * _stride),
+                Query = ArrayPool<float>.Shared.Rent(_scaledHalves ? rows * d : 1),
                 Sums = ArrayPool<float>.Shared.Rent(rows),
                 Rows = ArrayPool<float>.Shared.Rent((Chunk + 1) * layout.RowElements),
                 Extra = ArrayPool<int>.Shared.Rent(Math.Max(1, maxVisible)),
@@ -149,6 +153,7 @@ public sealed partial class CpuBackend
             finally
             {
                 ArrayPool<float>.Shared.Return(scratch.Scores);
+                ArrayPool<float>.Shared.Return(scratch.Query);
                 ArrayPool<float>.Shared.Return(scratch.Sums);
                 ArrayPool<float>.Shared.Return(scratch.Rows);
                 ArrayPool<int>.Shared.Return(scratch.Extra);
@@ -172,7 +177,7 @@ public sealed partial class CpuBackend
                 for (int j = 0; j < layout.BlockSize && logical < context + n; j++) slots[logical++] = physical + j;
             }
 
-            fixed (float* scores = scratch.Scores, sums = scratch.Sums, converted = scratch.Rows)
+            fixed (float* scores = scratch.Scores, sums = scratch.Sums, converted = scratch.Rows, scaledQuery = scratch.Query)
             {
                 float** rows = stackalloc float*[Chunk];
                 int* chunk = stackalloc int[Chunk];
@@ -182,19 +187,23 @@ public sealed partial class CpuBackend
                 // Query and output row r = (token ti, KV head kv0 + h / g, query head h % g of its group) at token ti, head kv0·g + h.
                 float* q = _query + (first + i0) * tokenStride + kv0 * g * d;
                 float* o = _output + (first + i0) * tokenStride + kv0 * g * d;
+                // Scores against fp16 rows take the query rows times 2^112 ([tokens, perToken, d]) where that is exact.
+                bool scaled = _scaledHalves && ScaleQuery(q, tokenStride, tokens, perToken * d, scaledQuery);
 
                 // Scores: every key a row sees, the shared ones first, then softmax over each row's visible keys.
-                Sweep(values: false, q, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                Sweep(values: false, scaled, scaled ? scaledQuery : q, scaled ? perToken * d : tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                int* visible = stackalloc int[tokens];
                 for (int ti = 0; ti < tokens; ti++)
                 {
-                    int visible = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
+                    visible[ti] = shared + ExtraKeys(ti + i0, first, n, context, shared, scratch.Extra);
                     for (int h = 0; h < perToken; h++)
-                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, visible);
+                        sums[ti * perToken + h] = Softmax(scores + (long)(ti * perToken + h) * _stride, visible[ti]);
                 }
+                scaled = _scaledHalves && ScaleProbabilities(scores, sums, tokens, perToken, visible);
 
                 // Σ p·v over the same keys in the same order, then the softmax denominators.
                 for (int ti = 0; ti < tokens; ti++) new Span<float>(o + ti * tokenStride, perToken * d).Clear();
-                Sweep(values: true, o, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
+                Sweep(values: true, scaled, o, tokenStride, tokens, perToken, i0, first, n, context, shared, kv0, kvn, slots, scratch.Extra, chunk, rows, converted, zero, scores);
                 for (int ti = 0; ti < tokens; ti++)
                     for (int h = 0; h < perToken; h++)
                     {
@@ -208,8 +217,9 @@ public sealed partial class CpuBackend
         /// One pass over an item's keys in logical order, 8 at a time: the <paramref name="shared"/> ones for every token of the
         /// tile, then each token's own further keys. For keys (<paramref name="values"/> false) it scores the query rows at
         /// <paramref name="rowBase"/> into the score rows; for values it accumulates p·v into the output rows at <paramref name="rowBase"/>.
+        /// <paramref name="scaled"/>: the query rows or the probabilities carry a factor 2^112 that fp16 rows are then loaded without.
         /// </summary>
-        private void Sweep(bool values, float* rowBase, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
+        private void Sweep(bool values, bool scaled, float* rowBase, long tokenStride, int tokens, int perToken, int i0, int first, int n, int context, int shared,
             int kv0, int kvn, int[] slots, int[] extra, int* chunk, float** rows, float* converted, float* zero, float* scores)
         {
             uint* cache = values ? _values : _keys;
@@ -218,8 +228,8 @@ public sealed partial class CpuBackend
                 int count = Math.Min(Chunk, shared - k0);
                 for (int j = 0; j < count; j++) chunk[j] = slots[k0 + j];
                 Prefetch(cache, slots, k0 + Chunk, Math.Min(k0 + 2 * Chunk, shared), kv0, kvn);
-                bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), converted, zero, rows);
-                Apply(values, halves, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
+                bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(tokens), scaled, converted, zero, rows);
+                Apply(values, halves, scaled, rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores + k0);
             }
             for (int ti = 0; ti < tokens; ti++)
             {
@@ -228,8 +238,8 @@ public sealed partial class CpuBackend
                 {
                     int count = Math.Min(Chunk, own - e0);
                     for (int j = 0; j < count; j++) chunk[j] = slots[extra[e0 + j]];
-                    bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), converted, zero, rows);
-                    Apply(values, halves, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
+                    bool halves = Gather(cache, chunk, count, kv0, kvn, HalvesInPlace(1), scaled, converted, zero, rows);
+                    Apply(values, halves, scaled, rowBase + ti * tokenStride, tokenStride, 1, perToken, rows, count, kvn, scores + (long)(ti * perToken) * _stride + shared + e0);
                 }
             }
         }
@@ -259,25 +269,70 @@ public sealed partial class CpuBackend
         /// </summary>
         private bool HalvesInPlace(int tokens) => !_f32 && tokens == 1 && _group <= 2 && Avx2.IsSupported;
 
-        private void Apply(bool values, bool halves, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
+        /// <summary>
+        /// Scores or accumulates one gathered chunk; fp16 rows read in place are loaded without their 2^112 (<see
+        /// cref="ScaledHalfRow"/>) when the query rows or probabilities carry it (<paramref name="scaled"/>).
+        /// </summary>
+        private void Apply(bool values, bool halves, bool scaled, float* rowBase, long tokenStride, int tokens, int perToken, float** rows, int count, int kvn, float* scores)
         {
             if (values)
             {
-                if (halves) AccumulateChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                if (halves && scaled) AccumulateChunk<ScaledHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
+                else if (halves) AccumulateChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
                 else AccumulateChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             }
+            else if (halves && scaled) ScoreChunk<ScaledHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             else if (halves) ScoreChunk<FiniteHalfRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
             else ScoreChunk<SingleRow>(rowBase, tokenStride, tokens, perToken, rows, count, kvn, scores);
         }
+
+        /// <summary>
+        /// 2^112 × the tile's <paramref name="tokens"/> query rows of <paramref name="width"/> floats (at <paramref name="q"/>,
+        /// <paramref name="tokenStride"/> apart) into <paramref name="destination"/>, packed. False, leaving the scores to the
+        /// unscaled path, when some element is NaN or not under 2^16 in magnitude (its copy would overflow, or is ±Inf
+        /// already); otherwise scaling by a power of two is exact, subnormals included.
+        /// </summary>
+        private static bool ScaleQuery(float* q, long tokenStride, int tokens, int width, float* destination)
+        {
+            for (int ti = 0; ti < tokens; ti++)
+            {
+                var row = new ReadOnlySpan<float>(q + ti * tokenStride, width);
+                if (!(MathF.Abs(TensorPrimitives.MaxMagnitude(row)) < MaxScaled)) return false;
+                TensorPrimitives.Multiply(row, HalfRebias, new Span<float>(destination + (long)ti * width, width));
+            }
+            return true;
+        }
+
+        /// <summary>
+        /// 2^112 × the item's probability rows (<paramref name="perToken"/> per token, over the token's <paramref
+        /// name="visible"/> keys), in place, when every row's sum is under 2^16 (false, unchanged, otherwise). Each
+        /// probability is e^(x − max) ≥ 0 and at most its row's sum (fp adds of non-negative terms never fall below a
+        /// term; a NaN makes the sum NaN), so none overflows: every product is exact.
+        /// </summary>
+        private bool ScaleProbabilities(float* scores, float* sums, int tokens, int perToken, int* visible)
+        {
+            for (int r = 0; r < tokens * perToken; r++)
+                if (!(sums[r] < MaxScaled)) return false;
+            for (int r = 0; r < tokens * perToken; r++)
+            {
+                var row = new Span<float>(scores + (long)r * _stride, visible[r / perToken]);
+                TensorPrimitives.Multiply(row, HalfRebias, row);
+            }
+            return true;
+        }
+
+        /// <summary>Magnitude below which a float times 2^112 stays finite (2^128 is over the largest float).</summary>
+        private const float MaxScaled = 65536f;
 
         /// <summary>
         /// The run's part (KV heads kv0 … kv0 + kvn − 1, contiguous in a slot) of <paramref name="count"/> cache rows: in
         /// place for fp32 and for fp16 read as <paramref name="halves"/> (the pointer then addresses halves), else converted
         /// into <paramref name="converted"/>; the rest of the eight point at zeros (zero bits: 0 as a float and as a half).
         /// Returns whether the rows are halves read in place: only when asked and every half of them is finite, as
-        /// <see cref="FiniteHalfRow"/> needs; a chunk holding an Inf or NaN is converted, exactly, like any other.
+        /// <see cref="FiniteHalfRow"/> needs; a chunk holding an Inf or NaN is converted, exactly, like any other
+        /// (<paramref name="scaled"/>: to 2^−112 × its values, Inf and NaN as they are, for factors that carry the 2^112).
         /// </summary>
-        private bool Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, float* converted, float* zero, float** rows)
+        private bool Gather(uint* cache, int* chunkSlots, int count, int kv0, int kvn, bool halves, bool scaled, float* converted, float* zero, float** rows)
         {
             int d = layout.HeadDim, width = kvn * d;
             for (int j = 0; j < count && halves; j++) halves = AllFinite((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, width);
@@ -289,7 +344,9 @@ public sealed partial class CpuBackend
                 else if (halves) rows[j] = (float*)((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d);
                 else
                 {
-                    HalfToSingle((short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d, converted + j * width, width);
+                    short* from = (short*)(cache + (long)chunkSlots[j] * _rowWords) + (long)kv0 * d;
+                    if (scaled) HalfToScaledSingle(from, converted + j * width, width);
+                    else HalfToSingle(from, converted + j * width, width);
                     rows[j] = converted + j * width;
                 }
             }
@@ -608,6 +665,28 @@ public sealed partial class CpuBackend
     }
 
     /// <summary>
+    /// <see cref="HalfToSingle"/> short of the 2^112 rebias: finite halves → 2^−112 × their values, exactly (subnormals
+    /// arriving as fp32 subnormals); ±Inf and NaN (payloads included) → the same floats as <see cref="HalfToSingle"/>.
+    /// Needs AVX2 for more than the scalar form.
+    /// </summary>
+    internal static unsafe void HalfToScaledSingle(short* from, float* to, int length)
+    {
+        int i = 0;
+        if (Avx2.IsSupported)
+            for (; i + 8 <= length; i += 8)
+            {
+                var x = Avx2.ConvertToVector256Int32(from + i) << 13;
+                var infOrNaN = Vector256.Equals(x & Vector256.Create(0x0F800000), Vector256.Create(0x0F800000));
+                ((x & Vector256.Create(unchecked((int)0x8FFFE000))) | (infOrNaN & Vector256.Create(0x7F800000))).AsSingle().Store(to + i);
+            }
+        for (; i < length; i++)
+        {
+            int x = from[i] << 13, bits = x & unchecked((int)0x8FFFE000);
+            to[i] = BitConverter.Int32BitsToSingle((x & 0x0F800000) == 0x0F800000 ? bits | 0x7F800000 : bits);
+        }
+    }
+
+    /// <summary>
     /// Eight fp16 bit patterns → fp32, exactly (subnormals, ±0, ±Inf and NaN payloads included), in eight vector ops:
     /// sign-extended and shifted left by 13, a half's exponent and mantissa sit where a float's do (bits 27…13) and its
     /// sign in bit 31 (bits 30…28, copies of it, are masked off); that float times 2^112 rebiases the exponent (15 →
@@ -632,11 +711,18 @@ public sealed partial class CpuBackend
     /// 2^16 … 2^17): four vector ops, half of the exact form's, for rows that <see cref="AllFinite"/> has passed.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static unsafe Vector256<float> FiniteHalfToSingle8(short* source)
-    {
-        var x = Avx2.ConvertToVector256Int32(source) << 13;
-        return (x & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192296858534828e33f);   // 2^112
-    }
+    internal static unsafe Vector256<float> FiniteHalfToSingle8(short* source) => FiniteHalfToScaledSingle8(source) * Vector256.Create(HalfRebias);
+
+    /// <summary>2^112: a finite half's bits moved into a float's place (<see cref="HalfToSingle8"/>) times this are its value.</summary>
+    internal const float HalfRebias = 5.192296858534828e33f;
+
+    /// <summary>
+    /// Eight finite fp16 bit patterns → 2^−112 × their values as fp32, exactly, in three vector ops: <see
+    /// cref="FiniteHalfToSingle8"/> short of its multiply (<see cref="ScaledHalfRow"/> moves the 2^112 to the other factor).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector256<float> FiniteHalfToScaledSingle8(short* source) =>
+        ((Avx2.ConvertToVector256Int32(source) << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
 
     /// <summary>Whether none of <paramref name="length"/> fp16 bit patterns is Inf or NaN (all-ones exponent); 16 per two vector ops.</summary>
     internal static unsafe bool AllFinite(short* halves, int length)

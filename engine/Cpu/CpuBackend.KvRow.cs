@@ -48,4 +48,22 @@ public sealed partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float* Offset(float* row, int elements) => (float*)((short*)row + elements);
     }
+
+    /// <summary>
+    /// <see cref="FiniteHalfRow"/> without its multiply: each load is 2^−112 × the half's value, exactly (a subnormal
+    /// half arrives as a subnormal float), in three vector ops. Each product's other factor is 2^112 × its true value,
+    /// itself exact while under 2^16 before scaling, so every product is the same real number as with the widened
+    /// half and every FMA rounds alike. Finite halves only, AVX2 only, as <see cref="FiniteHalfRow"/>.
+    /// </summary>
+    private unsafe struct ScaledHalfRow : IKvRow
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(float* row, int c) => FiniteHalfToScaledSingle8((short*)row + c);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float LoadOne(float* row, int c) => BitConverter.Int32BitsToSingle((((short*)row)[c] << 13) & unchecked((int)0x8FFFE000));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float* Offset(float* row, int elements) => (float*)((short*)row + elements);
+    }
 }

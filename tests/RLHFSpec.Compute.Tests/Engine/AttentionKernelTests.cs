@@ -367,6 +367,58 @@ public class AttentionKernelTests
         Assert.That(changed, Is.GreaterThan(0), "the planted Inf/NaN should change some output");
     }
 
+    // The fp16 loads leave out 2^112 and the query rows (per tile) or the probabilities (per item) carry it instead,
+    // which is exact only while |q| < 2^16: queries at 65536 and beyond (tiles that must take the unscaled path), just
+    // under 2^16 (scaled to ±the largest float), subnormal, −0 and NaN, against caches full of fp16 subnormals, ±0 and
+    // ±65504, all attend bit for bit as the widened fp32 twin. Head dim 36 runs the scalar tail loads too.
+    [Test, Combinatorial]
+    public void CpuHalfCacheWithExtremeValuesAttendsAsItsWidenedValues([Values(1, 2, 3)] int group, [Values(1, 7)] int newTokens,
+        [Values(32, 36)] int headDim, [Values(0, 1)] int seed)
+    {
+        using var cpu = new RLHFSpec.Compute.Engine.Cpu.CpuBackend(1 + seed);
+        var half = Make(61 + seed, [0, 37, 300, 20, 5], [1, newTokens, 1, 1, 1], headDim, 2, group, 16, KvDType.F16, Mask.Random);
+        var rng = new Random(seed);
+        ushort[] edges = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x83FF, 0x0400, 0x8400, 0x7BFF, 0xFBFF];
+        foreach (uint[] cache in new[] { half.Keys, half.Values })
+            for (int w = 0; w < cache.Length; w++)
+            {
+                // A third of the halves extreme: a fixed edge or a random subnormal of either sign.
+                uint lo = rng.Next(3) == 0 ? Edge() : cache[w] & 0xFFFF, hi = rng.Next(3) == 0 ? Edge() : cache[w] >> 16;
+                cache[w] = lo | hi << 16;
+            }
+        int rowFloats = half.NumHeads * headDim;
+        float below = MathF.BitDecrement(65536f);
+        float[] scaledOk = [below, -below, 32768f, float.Epsilon, -float.Epsilon, -0f, 1e-30f, 1.1754942e-38f];
+        float[] tooLarge = [65536f, -65536f, 1e5f];
+        // Decode tokens are a tile each: sample 0's has too large an element (unscaled scores), sample 3's only
+        // elements that scale exactly (to ±the largest float), sample 4's a NaN among them (unscaled: NaN outputs
+        // in its head). Sample 1's tokens share a tile: all of them exact, or (seed 1) its last one too large.
+        Plant(0, tooLarge);
+        Plant(half.QueryOffsets[3], scaledOk);
+        Plant(half.QueryOffsets[4], scaledOk);
+        half.Query[half.QueryOffsets[4] * rowFloats + rng.Next(rowFloats)] = float.NaN;
+        for (int t = half.QueryOffsets[1]; t < half.QueryOffsets[2]; t++)
+            Plant(t, seed == 1 && t == half.QueryOffsets[2] - 1 ? tooLarge : scaledOk);
+
+        var got = Run(cpu, half);
+        var want = Run(cpu, WidenedTwin(half));
+        int nan = 0;
+        for (int e = 0; e < got.Length; e++)
+        {
+            if (float.IsNaN(want[e])) { nan++; Assert.That(float.IsNaN(got[e]), $"output[{e}]: {got[e]:R}, NaN from the fp32 twin"); }
+            else if (BitConverter.SingleToUInt32Bits(got[e]) != BitConverter.SingleToUInt32Bits(want[e]))
+                Assert.Fail($"output[{e}] (token {e / rowFloats}): {got[e]:R} from the fp16 cache, {want[e]:R} from its fp32 twin");
+        }
+        Assert.That(nan, Is.LessThan(got.Length / 2), "most outputs should be numbers");
+
+        uint Edge() => rng.Next(2) == 0 ? edges[rng.Next(edges.Length)] : (uint)rng.Next(1, 0x400) | (uint)rng.Next(2) << 15;
+
+        void Plant(int token, float[] pool)
+        {
+            for (int k = 0; k < 6; k++) half.Query[token * rowFloats + rng.Next(rowFloats)] = pool[rng.Next(pool.Length)];
+        }
+    }
+
     /// <summary>The same problem over an fp32 cache holding the fp16 cache's values widened.</summary>
     private static Problem WidenedTwin(Problem half) => new()
     {
@@ -440,6 +492,43 @@ public class AttentionKernelTests
                         Assert.Fail($"half 0x{i + j:X4}: got {floats[j]}, want {want}");
                 }
             }
+    }
+
+    // The conversion that leaves out the 2^112 rebias (fp16 rows whose other factor carries it), over every half bit
+    // pattern: finite halves come out as exactly 2^−112 × their value (subnormals as fp32 subnormals), Inf and NaN with
+    // HalfToSingle's bits; the in-place loads' 8-wide form agrees on every finite half.
+    [Test]
+    public unsafe void HalfToScaledSingleIsTheValueTimesTwoToTheMinus112()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Ignore("the scaled fp16 loads need AVX2");
+        var bits = new short[65536 + 5];   // a tail that is not a multiple of 8
+        for (int i = 0; i < bits.Length; i++) bits[i] = (short)i;
+        var floats = new float[bits.Length];
+        var exact = new float[bits.Length];
+        var lanes = new float[8];
+        RLHFSpec.Compute.Engine.Cpu.CpuBackend.HalfToSingle(bits.Select(BitConverter.Int16BitsToHalf).ToArray(), exact);
+        fixed (short* source = bits)
+        fixed (float* to = floats)
+        {
+            RLHFSpec.Compute.Engine.Cpu.CpuBackend.HalfToScaledSingle(source, to, bits.Length);
+            for (int i = 0; i < bits.Length; i++)
+            {
+                var h = BitConverter.Int16BitsToHalf(bits[i]);
+                // Signalling NaNs stay signalling in both conversions (no arithmetic touches them), unlike (float)Half.
+                float want = Half.IsFinite(h) ? (float)((double)h * Math.Pow(2, -112)) : exact[i];
+                if (Half.IsFinite(h) && (double)floats[i] * Math.Pow(2, 112) != (double)h)
+                    Assert.Fail($"half 0x{i & 0xFFFF:X4}: got {floats[i]:R}, not 2^-112 x {(float)h:R}");
+                if (BitConverter.SingleToUInt32Bits(floats[i]) != BitConverter.SingleToUInt32Bits(want))
+                    Assert.Fail($"half 0x{i & 0xFFFF:X4}: got 0x{BitConverter.SingleToUInt32Bits(floats[i]):X8}, want 0x{BitConverter.SingleToUInt32Bits(want):X8}");
+            }
+            for (int i = 0; i + 8 <= 65536; i += 8)
+            {
+                System.Runtime.Intrinsics.Vector256.CopyTo(RLHFSpec.Compute.Engine.Cpu.CpuBackend.FiniteHalfToScaledSingle8(source + i), lanes);
+                for (int j = 0; j < 8; j++)
+                    if (Half.IsFinite(BitConverter.Int16BitsToHalf(bits[i + j])) && BitConverter.SingleToUInt32Bits(lanes[j]) != BitConverter.SingleToUInt32Bits(floats[i + j]))
+                        Assert.Fail($"half 0x{i + j:X4}: 8-wide load {lanes[j]:R}, conversion {floats[i + j]:R}");
+            }
+        }
     }
 
     // The check that sends a chunk holding an Inf or NaN to the exact conversion: every half pattern, placed in the
