@@ -87,7 +87,7 @@ internal static class GenerationBench
         var warmRequests = GenerationRequests.For(promptIds.Take(4).ToArray(), Math.Min(samplesPerPrompt, 4), Math.Min(maxNew, 32), temperature, 1f, seed + 1);
         foreach (var strategy in strategies)
         {
-            var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
+            var runtime = Runtime(session, dense);
             using var pair = models.Open(backend, runtime);
             var (policy, draft) = (pair.Policy, pair.Draft);
             var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
@@ -175,7 +175,7 @@ internal static class GenerationBench
             {
                 int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
                 var strategy = strategies[si];
-                var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
+                var runtime = Runtime(session, dense);
                 using var pair = models.Open(backend, runtime);
                 if (trace is not null) trace.Run = repeats == 1 ? strategy.ToString() : $"{strategy} round {round + 1}";
                 var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256, StepTrace = trace });
@@ -205,6 +205,10 @@ internal static class GenerationBench
         return [row.Strategy, s.TokensGenerated.ToString(c), row.WallSeconds.ToString("F1", c), rate.ToString("F0", c), Ratio(row.Rates, off.Rates),
             s.MeanEmittedPerSampleStep.ToString("F2", c), s.DraftTokensProposed == 0 ? "-" : s.AcceptanceRate.ToString("P0", c), Taken(s)];
     }
+
+    /// <summary>The runtime of every timed run: the same KV budget, session and dense executor for each strategy.</summary>
+    private static TransformerOptions Runtime(OnnxSessionOptions session, DenseExecutorKind dense) =>
+        new() { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
 
     /// <summary>The strategies a run took most, each with its steps and its share of the decode time.</summary>
     private static string Taken(GenerationStats s)
@@ -241,7 +245,7 @@ internal static class GenerationBench
             {
                 // Odd rounds reverse the order, as the workload's rounds do.
                 int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
-                var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session, Dense = dense };
+                var runtime = Runtime(session, dense);
                 using var pair = models.Open(backend, runtime);
                 var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
                 for (int bi = 0; bi < sizes.Length; bi++)
@@ -315,8 +319,7 @@ internal static class GenerationBench
         var c = CultureInfo.InvariantCulture;
         var ratios = rates.Select((r, i) => r / offRates[i]).Order().ToArray();
         if (ratios.Length == 1) return ratios[0].ToString("F2", c) + "×";
-        double median = ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
-        return $"{median.ToString("F2", c)}× ({ratios[0].ToString("F2", c)}–{ratios[^1].ToString("F2", c)}×)";
+        return $"{BenchStatistics.Median(ratios).ToString("F2", c)}× ({ratios[0].ToString("F2", c)}–{ratios[^1].ToString("F2", c)}×)";
     }
 
     /// <summary>

@@ -172,12 +172,6 @@ internal static class PeerBench
 
     private static bool Same(int[][] a, int[][] b) => a.Length == b.Length && a.Zip(b).All(p => p.First.AsSpan().SequenceEqual(p.Second));
 
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-    }
-
     private static void Report(List<(int Batch, List<Side> Ours, List<Side> Peers)> rows, string? markdown, int promptTokens, int newTokens, int threads, int repeats)
     {
         string F(double x) => x.ToString("N0", CultureInfo.InvariantCulture);
@@ -190,21 +184,21 @@ internal static class PeerBench
         var detail = new StringBuilder("\n| batch | runtime | prefill tokens/s | decode tokens/s | tokens equal ours |\n|---:|---|---:|---:|---|\n");
         foreach (var (batch, oursAll, peers) in rows)
         {
-            var bestPrefill = peers.MaxBy(p => Median(p.Prefill))!;
-            var bestDecode = peers.MaxBy(p => Median(p.Decode))!;
-            double lp = Median(bestPrefill.Prefill), ld = Median(bestDecode.Decode);
+            var bestPrefill = peers.MaxBy(p => BenchStatistics.Median(p.Prefill))!;
+            var bestDecode = peers.MaxBy(p => BenchStatistics.Median(p.Decode))!;
+            double lp = BenchStatistics.Median(bestPrefill.Prefill), ld = BenchStatistics.Median(bestDecode.Decode);
             var differ = peers.Where(p => !p.Equal.All(e => e)).Select(p => p.Name["llama.cpp, ".Length..]).ToArray();
             string equal = differ.Length == 0 ? $"yes, all {peers.Count} configurations" : $"not with {string.Join("; ", differ)}";
             foreach (var ours in oursAll)
             {
-                double op = Median(ours.Prefill), od = Median(ours.Decode);
+                double op = BenchStatistics.Median(ours.Prefill), od = BenchStatistics.Median(ours.Decode);
                 string[] cells = [batch.ToString(CultureInfo.InvariantCulture), ours.Executor, F(op), $"{F(lp)} ({bestPrefill.Name["llama.cpp, ".Length..]})", R(op / lp),
                     F(od), $"{F(ld)} ({bestDecode.Name["llama.cpp, ".Length..]})", R(od / ld), equal];
                 table.AddRow(cells.Select(Markup.Escape).ToArray());
                 md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
             }
             foreach (var side in oursAll.Concat(peers))
-                detail.Append(string.Create(CultureInfo.InvariantCulture, $"| {batch} | {side.Name} | {F(Median(side.Prefill))} | {F(Median(side.Decode))} | {(oursAll.Contains(side) ? "-" : side.Equal.All(e => e) ? "yes" : "no")} |\n"));
+                detail.Append(string.Create(CultureInfo.InvariantCulture, $"| {batch} | {side.Name} | {F(BenchStatistics.Median(side.Prefill))} | {F(BenchStatistics.Median(side.Decode))} | {(oursAll.Contains(side) ? "-" : side.Equal.All(e => e) ? "yes" : "no")} |\n"));
         }
         AnsiConsole.Write(table);
         Console.WriteLine(detail.ToString());
