@@ -37,8 +37,17 @@ public class CpuRowKernelTests
         {
             for (int j = 0; j < 8; j++) t[j] = -87f * (float)rng.NextDouble();
             var e = CpuRowMath.Exp(Vector256.Create(t));
+            var term = CpuRowMath.ExpTerm(Vector256.Create(t));
             for (int j = 0; j < 8; j++)
-                Assert.That(Math.Abs(e[j] - Math.Exp(t[j])), Is.LessThanOrEqualTo(4e-7 * Math.Exp(t[j])), $"exp {t[j]}");
+            {
+                Assert.That(Math.Abs(e[j] - Math.Exp(t[j])), Is.LessThanOrEqualTo(2.5e-7 * Math.Exp(t[j])), $"exp {t[j]}");
+                Assert.That(term[j], Is.EqualTo(e[j]), $"exp term {t[j]}");
+            }
+        }
+        foreach (float below in new[] { -87.01f, -100f, -1e30f, float.NegativeInfinity })
+        {
+            Assert.That(CpuRowMath.Exp(Vector256.Create(below)).ToScalar(), Is.EqualTo(0f), $"exp {below}");
+            Assert.That(CpuRowMath.ExpTerm(Vector256.Create(below)).ToScalar(), Is.EqualTo(MathF.Exp(-87f)).Within(1e-44f), $"exp term {below}");
         }
         for (int k = 1; k < 1 << 24; k += 4099)
         {
