@@ -49,56 +49,138 @@ internal static class GenerationBench
         {
             model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, dense, seed, markdown, plot, sweep, sweepTokens, sweepPlot, repeats, trace,
         };
-        command.SetAction(r => Run(r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew), r.GetValue(temperature),
-            r.GetValue(strategies) ?? [], r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(seed), r.GetValue(markdown), r.GetValue(plot),
-            (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), r.GetValue(sweepTokens), r.GetValue(sweepPlot), r.GetValue(set), r.GetValue(dense)!, r.GetValue(trace), r.GetValue(repeats)));
+        command.SetAction(r => Run(new GenerationBenchOptions
+        {
+            Model = r.GetValue(model), Draft = r.GetValue(draft), Set = r.GetValue(set),
+            NumPrompts = r.GetValue(prompts), SamplesPerPrompt = r.GetValue(samples), MaxNewTokens = r.GetValue(maxNew), Temperature = r.GetValue(temperature),
+            Strategies = r.GetValue(strategies) ?? [], Device = r.GetValue(device)!, Ep = r.GetValue(ep)!, Threads = r.GetValue(threads), Dense = r.GetValue(dense)!,
+            Seed = r.GetValue(seed), Markdown = r.GetValue(markdown), Plot = r.GetValue(plot),
+            BatchSizes = (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), SweepTokens = r.GetValue(sweepTokens), SweepPlot = r.GetValue(sweepPlot),
+            Repeats = r.GetValue(repeats), Trace = r.GetValue(trace),
+        }));
         return command;
     }
 
     /// <summary>A strategy's workload runs: <see cref="Stats"/> and <see cref="WallSeconds"/> over every round, and each round's tokens/s.</summary>
     private sealed record Row(string Strategy, GenerationStats Stats, double WallSeconds, double[] Rates);
 
-    private static int Run(string? modelFolder, string? draftFolder, int numPrompts, int samplesPerPrompt, int maxNew, float temperature, string[] strategyList,
-        string deviceName, string ep, int threads, ulong seed, string? markdown, string? plotPath, int[] sweepSizes, int sweepTokens, string? sweepPlotPath, string? set, string denseName = "auto", string? tracePath = null, int repeats = 1)
+    /// <summary>
+    /// What every run of the bench shares (warm-up, workload and sweep): the strategies, <c>off</c> first; the models,
+    /// loaded once and opened afresh on the one device for each run; the session, dense executor and stop tokens.
+    /// </summary>
+    private sealed record Bench(StrategyMode[] Strategies, GenerationModels Models, ComputeBackend Backend, OnnxSessionOptions Session,
+        DenseExecutorKind Dense, IReadOnlySet<int> Stops)
     {
-        var dense = CommonOptions.ParseDense(denseName);
-        if (numPrompts < 1 || samplesPerPrompt < 1 || maxNew < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
-        if (sweepSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
-        OptionChecks.Positive(("--sweep-tokens", sweepTokens), ("--repeats", repeats));
-        OptionChecks.Threads(threads);
-        var strategies = new[] { StrategyMode.Off }.Concat(strategyList.Select(s => StrategyMode.Parse(s, "--strategies")).Where(m => !m.IsOff)).ToArray();
-        ExecutionProviders.Check(ep);
-        OutputPaths.Check(("--markdown", markdown), ("--plot", plotPath), ("--sweep-plot", sweepSizes.Length > 0 ? sweepPlotPath : null), ("--trace", tracePath));
-        var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };
-        var (policyFolder, draftPath) = ModelFolders.Resolve(modelFolder, draftFolder, set: set);
+        /// <summary>Fresh models for one run, so no run learns from another.</summary>
+        public ModelPair Open() => Models.Open(Backend, Runtime(Session, Dense));
+    }
+
+    /// <summary>The sweep's measurements per strategy and forced size: each round's tokens/s, the rounds pooled, the decode-time split.</summary>
+    private sealed record SweepResults(double[,][] Rounds, (long Tokens, double Seconds)[,] Pooled, GenerationStats[,] Splits);
+
+    private static int Run(GenerationBenchOptions options)
+    {
+        var (strategies, dense) = Check(options);
+        var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(options.Ep), IntraOpThreads = options.Threads };
+        var (policyFolder, draftPath) = ModelFolders.Resolve(options.Model, options.Draft, set: options.Set);
         using var models = GenerationModels.Load(policyFolder, draftPath);
         var checkpoint = models.Checkpoint;
-        using var backend = Devices.Open(deviceName);
-        var promptIds = GenerateCommand.TaskPrompts(numPrompts, seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
-        var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
+        using var backend = Devices.Open(options.Device);
+        var promptIds = GenerateCommand.TaskPrompts(options.NumPrompts, options.Seed).Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
+        var requests = GenerationRequests.For(promptIds, options.SamplesPerPrompt, options.MaxNewTokens, options.Temperature, 1f, options.Seed);
         var stops = checkpoint.StopTokenIds();
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-        AnsiConsole.MarkupLine($"workload: {numPrompts} default-task prompts × {samplesPerPrompt} samples, max {maxNew} tokens, T = {temperature}; policy {Markup.Escape(policyFolder)}" +
+        AnsiConsole.MarkupLine($"workload: {options.NumPrompts} default-task prompts × {options.SamplesPerPrompt} samples, max {options.MaxNewTokens} tokens, T = {options.Temperature}; policy {Markup.Escape(policyFolder)}" +
             (draftPath is null ? "" : $", draft {Markup.Escape(draftPath)}") + $"; device {Markup.Escape(backend.Info.Id)}");
+        var bench = new Bench(strategies, models, backend, session, dense, stops);
+        WarmUp(bench, promptIds, options);
 
-        // Warm-up, untimed: every strategy's code paths, sessions and kernels run until the JIT has tiered them up,
-        // so the first strategy timed (off) is not charged for the process's start.
+        using var stepTrace = options.Trace is null ? null : new StepTraceFile(options.Trace);
+        var rows = Workload(bench, requests, options.Repeats, stepTrace);
+        var md = new StringBuilder();
+        WriteWorkload(rows, md);
+        var perBucket = ByLiveBatch(rows);
+        WriteLiveBatches(rows, perBucket, md);
+        if (options.Plot is not null) PlotLiveBatches(rows, perBucket, options.Plot);
+        if (options.BatchSizes.Length > 0) Sweep(bench, options, md, stepTrace);
+        if (options.Markdown is not null) AtomicFile.WriteText(options.Markdown, md.ToString());
+        stepTrace?.Complete();
+        return 0;
+    }
+
+    /// <summary>
+    /// Every check of the options, before any work and in this order (the first failure is the one-line error):
+    /// the strategies to run, <c>off</c> first, and the dense executor.
+    /// </summary>
+    private static (StrategyMode[] Strategies, DenseExecutorKind Dense) Check(GenerationBenchOptions options)
+    {
+        var dense = CommonOptions.ParseDense(options.Dense);
+        if (options.NumPrompts < 1 || options.SamplesPerPrompt < 1 || options.MaxNewTokens < 1) throw new ArgumentException("--num-prompts, --samples-per-prompt and --max-new-tokens must be >= 1");
+        if (options.BatchSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
+        OptionChecks.Positive(("--sweep-tokens", options.SweepTokens), ("--repeats", options.Repeats));
+        OptionChecks.Threads(options.Threads);
+        var strategies = new[] { StrategyMode.Off }.Concat(options.Strategies.Select(s => StrategyMode.Parse(s, "--strategies")).Where(m => !m.IsOff)).ToArray();
+        ExecutionProviders.Check(options.Ep);
+        OutputPaths.Check(("--markdown", options.Markdown), ("--plot", options.Plot), ("--sweep-plot", options.BatchSizes.Length > 0 ? options.SweepPlot : null), ("--trace", options.Trace));
+        return (strategies, dense);
+    }
+
+    /// <summary>
+    /// Warm-up, untimed: every strategy's code paths, sessions and kernels run until the JIT has tiered them up,
+    /// so the first strategy timed (off) is not charged for the process's start.
+    /// </summary>
+    private static void WarmUp(Bench bench, int[][] promptIds, GenerationBenchOptions options)
+    {
         AnsiConsole.MarkupLine("warm-up (untimed) ...");
-        var warmRequests = GenerationRequests.For(promptIds.Take(4).ToArray(), Math.Min(samplesPerPrompt, 4), Math.Min(maxNew, 32), temperature, 1f, seed + 1);
-        foreach (var strategy in strategies)
+        var warmRequests = GenerationRequests.For(promptIds.Take(4).ToArray(), Math.Min(options.SamplesPerPrompt, 4), Math.Min(options.MaxNewTokens, 32), options.Temperature, 1f, options.Seed + 1);
+        foreach (var strategy in bench.Strategies)
         {
-            var runtime = Runtime(session, dense);
-            using var pair = models.Open(backend, runtime);
+            using var pair = bench.Open();
             var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256 });
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = bench.Stops, MaxBatch = 256 });
             var warm = System.Diagnostics.Stopwatch.StartNew();
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
         }
+    }
 
-        using var stepTrace = tracePath is null ? null : new StepTraceFile(tracePath);
-        var rows = Workload(strategies, models, backend, session, dense, stops, requests, repeats, stepTrace);
+    /// <summary>
+    /// The workload, <paramref name="repeats"/> rounds of every strategy (fresh models and generator each run, so no run
+    /// learns from another); odd rounds take the strategies in reverse order, so a drift of the machine's speed
+    /// during the rounds does not favour the strategies run first.
+    /// </summary>
+    private static List<Row> Workload(Bench bench, GenerationRequest[] requests, int repeats, StepTraceFile? trace)
+    {
+        var strategies = bench.Strategies;
+        var stats = strategies.Select(_ => new GenerationStats()).ToArray();
+        var wall = new double[strategies.Length];
+        var rates = strategies.Select(_ => new double[repeats]).ToArray();
+        for (int round = 0; round < repeats; round++)
+            for (int n = 0; n < strategies.Length; n++)
+            {
+                int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
+                var strategy = strategies[si];
+                using var pair = bench.Open();
+                if (trace is not null) trace.Run = repeats == 1 ? strategy.ToString() : $"{strategy} round {round + 1}";
+                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategy, StopTokens = bench.Stops, MaxBatch = 256, StepTrace = trace });
+                GeneratorRunResult outcome = null!;
+                AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+                {
+                    var bar = ctx.AddTask(Markup.Escape(strategy.ToString()), maxValue: requests.Length);
+                    outcome = generator.Run(requests, i => bar.Value = i.Finished.Count);
+                });
+                stats[si].Add(outcome.Stats);
+                wall[si] += outcome.WallSeconds;
+                rates[si][round] = outcome.Stats.TokensGenerated / outcome.WallSeconds;
+                AnsiConsole.MarkupLine($"  {Markup.Escape(strategy.ToString())}" + (repeats > 1 ? $" (round {round + 1})" : "") + $": {rates[si][round]:F0} tokens/s");
+            }
+        return strategies.Select((s, si) => new Row(s.ToString(), stats[si], wall[si], rates[si])).ToList();
+    }
+
+    /// <summary>The workload's table, one row per strategy (see <see cref="RowCells"/>), on the console and as Markdown.</summary>
+    private static void WriteWorkload(List<Row> rows, StringBuilder md)
+    {
         var table = new Table().Border(TableBorder.Rounded).AddColumns("strategy", "tokens", "wall s", "tokens/s", "× off", "tokens per sample-step", "draft acceptance", "strategies taken");
-        var md = new StringBuilder("| strategy | tokens | wall s | tokens/s | × off | tokens per sample-step | draft acceptance | strategies taken |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+        md.Append("| strategy | tokens | wall s | tokens/s | × off | tokens per sample-step | draft acceptance | strategies taken |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
         foreach (var row in rows)
         {
             string[] cells = RowCells(row, rows[0]);
@@ -106,11 +188,17 @@ internal static class GenerationBench
             md.Append("| ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
         AnsiConsole.Write(table);
+    }
 
-        // Throughput per live batch size (decode steps only): tokens emitted / seconds of the steps taken at that size.
+    /// <summary>
+    /// Throughput per live batch size (decode steps only), per strategy: the tokens emitted and the seconds of the
+    /// steps taken at each size, summed over power-of-two buckets (a size counts in the first bucket it does not exceed).
+    /// </summary>
+    private static SortedDictionary<int, (double Emitted, double Seconds)>[] ByLiveBatch(List<Row> rows)
+    {
         var sizes = new[] { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512 };
         int Bucket(int b) => sizes.First(s => b <= s);
-        var perBucket = rows.Select(r =>
+        return rows.Select(r =>
         {
             var d = new SortedDictionary<int, (double Emitted, double Seconds)>();
             foreach (var (batch, (_, emitted, _)) in r.Stats.ByBatchSize)
@@ -121,6 +209,11 @@ internal static class GenerationBench
             }
             return d;
         }).ToArray();
+    }
+
+    /// <summary>The table of <see cref="ByLiveBatch"/>: tokens/s per bucket and strategy, on the console and as Markdown.</summary>
+    private static void WriteLiveBatches(List<Row> rows, SortedDictionary<int, (double Emitted, double Seconds)>[] perBucket, StringBuilder md)
+    {
         var buckets = perBucket.SelectMany(d => d.Keys).Distinct().Order().ToArray();
         var bt = new Table().Border(TableBorder.Rounded).AddColumn("live batch ≤");
         md.Append("\n| live batch ≤ | ").Append(string.Join(" | ", rows.Select(r => r.Strategy + " tok/s (share of decode time)"))).Append(" |\n|---:|").Append(string.Concat(rows.Select(_ => "---:|"))).Append('\n');
@@ -136,61 +229,24 @@ internal static class GenerationBench
             md.Append("| ").Append(b).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
         AnsiConsole.Write(bt);
-        if (plotPath is not null)
-        {
-            var plot = new ScottPlot.Plot();
-            for (int i = 0; i < rows.Count; i++)
-            {
-                var pts = perBucket[i].Where(kv => kv.Value.Seconds > 0).ToArray();
-                if (pts.Length == 0) continue;
-                var line = plot.Add.Scatter(pts.Select(kv => Math.Log2(kv.Key)).ToArray(), pts.Select(kv => kv.Value.Emitted / kv.Value.Seconds).ToArray());
-                line.LegendText = rows[i].Strategy;
-            }
-            plot.XLabel("log2(live batch size)");
-            plot.YLabel("tokens/s (decode steps)");
-            plot.Title("generation throughput vs live batch size");
-            plot.ShowLegend();
-            Rlhf.MetricsPlot.Save(plot, plotPath);
-        }
-        if (sweepSizes.Length > 0)
-            Sweep(strategies, models, backend, session, dense, checkpoint, stops, sweepSizes.Distinct().Order().ToArray(), sweepTokens, samplesPerPrompt, temperature, seed, md, sweepPlotPath, stepTrace, repeats);
-        if (markdown is not null) AtomicFile.WriteText(markdown, md.ToString());
-        stepTrace?.Complete();
-        return 0;
     }
 
-    /// <summary>
-    /// The workload, <paramref name="repeats"/> rounds of every strategy (fresh models and generator each run, so no run
-    /// learns from another); odd rounds take the strategies in reverse order, so a drift of the machine's speed
-    /// during the rounds does not favour the strategies run first.
-    /// </summary>
-    private static List<Row> Workload(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend, OnnxSessionOptions session,
-        DenseExecutorKind dense, IReadOnlySet<int> stops, GenerationRequest[] requests, int repeats, StepTraceFile? trace)
+    /// <summary>The PNG of <see cref="ByLiveBatch"/>: tokens/s against log2 of the live batch size, a line per strategy.</summary>
+    private static void PlotLiveBatches(List<Row> rows, SortedDictionary<int, (double Emitted, double Seconds)>[] perBucket, string plotPath)
     {
-        var stats = strategies.Select(_ => new GenerationStats()).ToArray();
-        var wall = new double[strategies.Length];
-        var rates = strategies.Select(_ => new double[repeats]).ToArray();
-        for (int round = 0; round < repeats; round++)
-            for (int n = 0; n < strategies.Length; n++)
-            {
-                int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
-                var strategy = strategies[si];
-                var runtime = Runtime(session, dense);
-                using var pair = models.Open(backend, runtime);
-                if (trace is not null) trace.Run = repeats == 1 ? strategy.ToString() : $"{strategy} round {round + 1}";
-                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategy, StopTokens = stops, MaxBatch = 256, StepTrace = trace });
-                GeneratorRunResult outcome = null!;
-                AnsiConsole.Progress().AutoClear(true).Start(ctx =>
-                {
-                    var bar = ctx.AddTask(Markup.Escape(strategy.ToString()), maxValue: requests.Length);
-                    outcome = generator.Run(requests, i => bar.Value = i.Finished.Count);
-                });
-                stats[si].Add(outcome.Stats);
-                wall[si] += outcome.WallSeconds;
-                rates[si][round] = outcome.Stats.TokensGenerated / outcome.WallSeconds;
-                AnsiConsole.MarkupLine($"  {Markup.Escape(strategy.ToString())}" + (repeats > 1 ? $" (round {round + 1})" : "") + $": {rates[si][round]:F0} tokens/s");
-            }
-        return strategies.Select((s, si) => new Row(s.ToString(), stats[si], wall[si], rates[si])).ToList();
+        var plot = new ScottPlot.Plot();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var pts = perBucket[i].Where(kv => kv.Value.Seconds > 0).ToArray();
+            if (pts.Length == 0) continue;
+            var line = plot.Add.Scatter(pts.Select(kv => Math.Log2(kv.Key)).ToArray(), pts.Select(kv => kv.Value.Emitted / kv.Value.Seconds).ToArray());
+            line.LegendText = rows[i].Strategy;
+        }
+        plot.XLabel("log2(live batch size)");
+        plot.YLabel("tokens/s (decode steps)");
+        plot.Title("generation throughput vs live batch size");
+        plot.ShowLegend();
+        Rlhf.MetricsPlot.Save(plot, plotPath);
     }
 
     /// <summary>
@@ -220,20 +276,40 @@ internal static class GenerationBench
 
     /// <summary>
     /// The forced batch-size sweep: for each size B, B samples admitted at once (default-task prompts with enough terms
-    /// that no sample finishes before <paramref name="tokens"/> tokens, so the live batch stays B), each strategy on the
+    /// that no sample finishes before <c>--sweep-tokens</c> tokens, so the live batch stays B), each strategy on the
     /// same requests; one generator per strategy across sizes (adaptive keeps its start-up profile).
     /// </summary>
-    private static void Sweep(StrategyMode[] strategies, GenerationModels models, ComputeBackend backend,
-        OnnxSessionOptions session, DenseExecutorKind dense, Checkpoint checkpoint, IReadOnlySet<int> stops, int[] sizes, int tokens, int samplesPerPrompt, float temperature,
-        ulong seed, StringBuilder md, string? plotPath, StepTraceFile? trace, int repeats)
+    private static void Sweep(Bench bench, GenerationBenchOptions options, StringBuilder md, StepTraceFile? trace)
+    {
+        var sizes = options.BatchSizes.Distinct().Order().ToArray();
+        int tokens = options.SweepTokens;
+        var (prompts, terms) = SweepPrompts(bench.Models.Checkpoint, sizes[^1], tokens, options.SamplesPerPrompt, options.Seed);
+        AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {options.SamplesPerPrompt} samples per prompt)");
+        var results = SweepRounds(bench, prompts, sizes, options, trace);
+        var rates = new double[bench.Strategies.Length, sizes.Length];
+        for (int si = 0; si < bench.Strategies.Length; si++)
+            for (int bi = 0; bi < sizes.Length; bi++) rates[si, bi] = results.Pooled[si, bi].Tokens / results.Pooled[si, bi].Seconds;
+        WriteSweep(bench.Strategies, sizes, rates, results.Rounds, md);
+        WriteSplit(bench.Strategies, sizes, results.Splits, md);
+        if (options.SweepPlot is not null) PlotSweep(bench.Strategies, sizes, rates, tokens, options.SweepPlot);
+    }
+
+    /// <summary>Enough default-task prompts for the largest forced size, each with enough terms to write past <paramref name="tokens"/>.</summary>
+    private static (int[][] Prompts, int Terms) SweepPrompts(Checkpoint checkpoint, int maxSize, int tokens, int samplesPerPrompt, ulong seed)
     {
         // Each worked step is ≥ 6 characters ("a+b=c;"), so terms ≥ tokens / 6 + 2 keep every sample writing past the limit.
         int terms = Math.Min(ArithmeticTask.MaxTerms, tokens / 6 + 2);
         var random = new Random(unchecked((int)seed + 17));
-        int maxSize = sizes[^1];
         var prompts = Enumerable.Range(0, (maxSize + samplesPerPrompt - 1) / samplesPerPrompt)
             .Select(_ => checkpoint.Tokenizer.Encode(ArithmeticTask.Make(Enumerable.Range(0, terms).Select(_ => random.Next(0, ArithmeticTask.MaxTerm + 1)).ToArray()).Prompt)).ToArray();
-        AnsiConsole.MarkupLine($"batch-size sweep: {string.Join(", ", sizes)} samples at once, {tokens} tokens each ({terms}-term prompts, {samplesPerPrompt} samples per prompt)");
+        return (prompts, terms);
+    }
+
+    /// <summary>The sweep's <c>--repeats</c> rounds: every strategy once per round, at every forced size in turn.</summary>
+    private static SweepResults SweepRounds(Bench bench, int[][] prompts, int[] sizes, GenerationBenchOptions options, StepTraceFile? trace)
+    {
+        var strategies = bench.Strategies;
+        int repeats = options.Repeats, maxSize = sizes[^1];
         var rounds = new double[strategies.Length, sizes.Length][];
         var pooled = new (long Tokens, double Seconds)[strategies.Length, sizes.Length];
         var taken = new string[strategies.Length, sizes.Length];
@@ -245,13 +321,12 @@ internal static class GenerationBench
             {
                 // Odd rounds reverse the order, as the workload's rounds do.
                 int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
-                var runtime = Runtime(session, dense);
-                using var pair = models.Open(backend, runtime);
-                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
+                using var pair = bench.Open();
+                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = bench.Stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
                 for (int bi = 0; bi < sizes.Length; bi++)
                 {
                     if (trace is not null) trace.Run = $"{strategies[si]} at batch {sizes[bi]}" + (repeats > 1 ? $" round {round + 1}" : "");
-                    var (tokensDone, seconds, last) = SweepCell(generator, prompts, samplesPerPrompt, sizes[bi], tokens, temperature, seed, splits[si, bi]);
+                    var (tokensDone, seconds, last) = SweepCell(generator, prompts, options.SamplesPerPrompt, sizes[bi], options.SweepTokens, options.Temperature, options.Seed, splits[si, bi]);
                     rounds[si, bi][round] = tokensDone / seconds;
                     pooled[si, bi] = (pooled[si, bi].Tokens + tokensDone, pooled[si, bi].Seconds + seconds);
                     taken[si, bi] = string.Join(" ", last.Stats.StrategyHistogram.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key}×{kv.Value}"));
@@ -259,9 +334,12 @@ internal static class GenerationBench
                 AnsiConsole.MarkupLine(Markup.Escape($"  {strategies[si]}" + (repeats > 1 ? $" (round {round + 1})" : "") + ": " + string.Join(", ", sizes.Select((b, bi) =>
                     $"{b} → {rounds[si, bi][round]:F0} tok/s" + (strategies[si].IsAdaptive ? $" ({taken[si, bi]})" : "")))));
             }
-        var rates = new double[strategies.Length, sizes.Length];
-        for (int si = 0; si < strategies.Length; si++)
-            for (int bi = 0; bi < sizes.Length; bi++) rates[si, bi] = pooled[si, bi].Tokens / pooled[si, bi].Seconds;
+        return new SweepResults(rounds, pooled, splits);
+    }
+
+    /// <summary>The sweep's table: tokens/s per forced size and strategy, pooled over the rounds, and × off per round (see <see cref="Ratio"/>).</summary>
+    private static void WriteSweep(StrategyMode[] strategies, int[] sizes, double[,] rates, double[,][] rounds, StringBuilder md)
+    {
         var table = new Table().Border(TableBorder.Rounded).AddColumn("batch");
         foreach (var s in strategies) table.AddColumn(Markup.Escape(s.ToString()) + " tok/s (× off)");
         md.Append("\n| forced batch | ").Append(string.Join(" | ", strategies.Select(s => s + " tok/s (× off)"))).Append(" |\n|---:|").Append(string.Concat(strategies.Select(_ => "---:|"))).Append('\n');
@@ -274,8 +352,11 @@ internal static class GenerationBench
             md.Append("| ").Append(sizes[bi]).Append(" | ").Append(string.Join(" | ", cells)).Append(" |\n");
         }
         AnsiConsole.Write(table);
-        WriteSplit(strategies, sizes, splits, md);
-        if (plotPath is null) return;
+    }
+
+    /// <summary>The sweep's PNG: pooled tokens/s against log2 of the forced batch size, a line per strategy.</summary>
+    private static void PlotSweep(StrategyMode[] strategies, int[] sizes, double[,] rates, int tokens, string plotPath)
+    {
         var plot = new ScottPlot.Plot();
         for (int si = 0; si < strategies.Length; si++)
         {
