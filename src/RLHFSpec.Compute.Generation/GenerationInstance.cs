@@ -373,9 +373,12 @@ public sealed class GenerationInstance : IDisposable
         double stepSeconds = stepClock.Elapsed.TotalSeconds;
         _cost?.ObserveStepOverhead(verified.Rows, stepSeconds - draftSeconds - forwardSeconds);
         if (_options.StepTrace is { } trace)
+        {
+            var runnerUp = plan.RunnerUp();
             trace.Record(new StepRecord(_options.Index, Stats.Steps + 1, strategy.ToString(), plan.Exploring, live.Count, step.Count, verified.Rows, emitted,
                 plan.PredictedSeconds, _options.Planner.Adaptive ? _cost?.TimeCorrection(strategy, step.Count) ?? 1 : 1, stepSeconds,
-                draftSeconds, forwardSeconds, plan.PredictedGoodput, plan.OffGoodput));
+                draftSeconds, forwardSeconds, plan.PredictedGoodput, plan.OffGoodput, runnerUp?.Strategy.ToString() ?? "", runnerUp?.Goodput ?? 0));
+        }
         if (_options.Planner.Adaptive && step.Count == live.Count)
             _cost?.ObserveStepTime(strategy, step.Count, plan.PredictedSeconds, stepSeconds);
         Stats.RecordStep(strategy, step.Count, emitted, stepSeconds);

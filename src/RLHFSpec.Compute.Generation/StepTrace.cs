@@ -24,9 +24,12 @@ namespace RLHFSpec.Compute.Generation;
 /// <param name="ForwardSeconds">Of which the target's verify forward and kernel.</param>
 /// <param name="PredictedGoodput">The plan's predicted tokens/s (0 for fixed strategies).</param>
 /// <param name="OffGoodput">What the planner predicted <c>off</c> would reach on the same samples (0 for fixed strategies).</param>
+/// <param name="RunnerUp">The candidate the planner ranked next ("" for fixed strategies, or with no other candidate):
+/// with <paramref name="RunnerUpGoodput"/>, how close the choice was, and what a mistaken step would have had instead.</param>
+/// <param name="RunnerUpGoodput">That candidate's predicted tokens/s, corrected like the plan's (0 without one).</param>
 public sealed record StepRecord(int Instance, long Step, string Strategy, bool Exploring, int Live, int Verified, int Rows, long Emitted,
     double PredictedSeconds, double Correction, double Seconds, double DraftSeconds, double ForwardSeconds,
-    double PredictedGoodput, double OffGoodput);
+    double PredictedGoodput, double OffGoodput, string RunnerUp = "", double RunnerUpGoodput = 0);
 
 /// <summary>Receives every decode step of the instances it is given to (see <see cref="InstanceOptions.StepTrace"/>); called from their threads.</summary>
 public interface IStepTrace
@@ -41,7 +44,7 @@ public interface IStepTrace
 /// </summary>
 public sealed class StepTraceFile : IStepTrace, IDisposable
 {
-    public const string Header = "run,instance,step,strategy,exploring,live,verified,rows,emitted,predicted_s,correction,seconds,draft_s,forward_s,predicted_tok_s,off_tok_s";
+    public const string Header = "run,instance,step,strategy,exploring,live,verified,rows,emitted,predicted_s,correction,seconds,draft_s,forward_s,predicted_tok_s,off_tok_s,runner_up,runner_up_tok_s";
 
     private readonly string _temporary;
     private readonly StreamWriter _writer;
@@ -66,7 +69,8 @@ public sealed class StepTraceFile : IStepTrace, IDisposable
         var c = CultureInfo.InvariantCulture;
         string line = string.Join(',', Quote(Run), s.Instance.ToString(c), s.Step.ToString(c), Quote(s.Strategy), s.Exploring ? "1" : "0", s.Live.ToString(c), s.Verified.ToString(c),
             s.Rows.ToString(c), s.Emitted.ToString(c), s.PredictedSeconds.ToString("G6", c), s.Correction.ToString("G4", c), s.Seconds.ToString("G6", c),
-            s.DraftSeconds.ToString("G6", c), s.ForwardSeconds.ToString("G6", c), s.PredictedGoodput.ToString("F1", c), s.OffGoodput.ToString("F1", c));
+            s.DraftSeconds.ToString("G6", c), s.ForwardSeconds.ToString("G6", c), s.PredictedGoodput.ToString("F1", c), s.OffGoodput.ToString("F1", c),
+            Quote(s.RunnerUp), s.RunnerUpGoodput.ToString("F1", c));
         lock (_lock) _writer.WriteLine(line);
     }
 

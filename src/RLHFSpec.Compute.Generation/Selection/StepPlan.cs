@@ -23,4 +23,13 @@ public sealed record StepPlan(
     public bool Exploring { get; init; }
 
     public bool PerSampleLengths => DraftDepths.Distinct().Count() > 1;
+
+    /// <summary>The best-predicted candidate other than <see cref="Strategy"/> (null without one): the alternative the step passed over.</summary>
+    public (Strategy Strategy, double Goodput)? RunnerUp()
+    {
+        (Strategy Strategy, double Goodput)? best = null;
+        foreach (var c in Candidates)
+            if (c.Strategy != Strategy && (best is null || c.Goodput > best.Value.Goodput)) best = c;
+        return best;
+    }
 }

@@ -135,6 +135,12 @@ public sealed class GeneratorTests
         Assert.That(rows.Sum(r => long.Parse(r[8])), Is.EqualTo(outcome.Stats.TokensGenerated - requests.Length), "the rows' emitted tokens are every token but each sample's first, which its prefill emits");
         Assert.That(rows.All(r => double.Parse(r[11], System.Globalization.CultureInfo.InvariantCulture) > 0), "every step was timed");
         Assert.That(rows.All(r => double.Parse(r[9], System.Globalization.CultureInfo.InvariantCulture) > 0), "adaptive predicts every step");
+        // The runner-up is another candidate (none only where every draft was trimmed away, e.g. a sample's last token),
+        // predicted no faster than the choice (the fastest-predicted one, but for an exploration's cap).
+        Assert.That(rows.Count(r => r[16].Trim('"').Length > 0), Is.GreaterThan(rows.Length / 2), "most rows name another candidate");
+        Assert.That(rows.All(r => r[16] != r[3]), "the runner-up is not the choice");
+        Assert.That(rows.Where(r => r[4] == "0").All(r => double.Parse(r[17], System.Globalization.CultureInfo.InvariantCulture)
+            <= double.Parse(r[14], System.Globalization.CultureInfo.InvariantCulture) * (1 + 1e-9)), "no runner-up predicted faster than a non-exploring choice");
         Assert.That(File.Exists(path + ".tmp"), Is.False);
 
         string failed = folder.File("failed.csv");
