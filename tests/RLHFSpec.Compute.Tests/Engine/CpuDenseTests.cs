@@ -15,7 +15,7 @@ public sealed unsafe class CpuDenseTests
     public static IEnumerable<TestCaseData> ProjectShapes()
     {
         int seed = 0;
-        foreach (var (tokens, inDim, outDim) in new[] { (1, 1, 1), (1, 8, 4), (3, 7, 5), (4, 16, 8), (5, 33, 13), (9, 64, 19), (16, 40, 36), (2, 129, 3), (37, 24, 9), (70, 17, 6) })
+        foreach (var (tokens, inDim, outDim) in new[] { (1, 1, 1), (1, 8, 4), (3, 7, 5), (4, 16, 8), (5, 33, 13), (7, 40, 12), (8, 24, 9), (9, 64, 19), (10, 17, 5), (16, 40, 36), (2, 129, 3), (37, 24, 9), (70, 17, 6) })
             foreach (bool bias in new[] { false, true })
                 foreach (bool accumulate in new[] { false, true })
                 {
@@ -87,14 +87,31 @@ public sealed unsafe class CpuDenseTests
             for (int c = 0; c < outDim; c++)
                 Assert.That(BitConverter.SingleToInt32Bits(one[c]), Is.EqualTo(BitConverter.SingleToInt32Bits(all[t * outDim + c])), $"token {t} row {c}");
         }
-        // Calls of 2 and 3 tokens (a short chain's verification at batch 1) go through the register blocks too: the same bits.
-        for (int n = 2; n <= 3; n++)
+        // Calls of 2 to 9 tokens (a chain's verification at batch 1) go through the register blocks too, their leftover
+        // tokens in passes of 2 (2 + 2 for a group and one token): the same bits.
+        for (int n = 2; n <= 9; n++)
             for (int t = 0; t + n <= tokens; t += n)
             {
                 var few = new float[n * outDim];
                 fixed (float* px = &x[t * inDim], pw = w, pb = b, py = few) CpuDense.Project(px, n, inDim, pw, pb, py, outDim, 0, outDim, false, group);
                 for (int i = 0; i < few.Length; i++)
                     Assert.That(BitConverter.SingleToInt32Bits(few[i]), Is.EqualTo(BitConverter.SingleToInt32Bits(all[t * outDim + i])), $"{n} tokens from {t}, element {i}");
+            }
+    }
+
+    [Test]
+    public void Token_passes_cover_every_token_and_leave_no_single_token_pass_beside_others()
+    {
+        Span<int> sizes = stackalloc int[16];
+        foreach (int group in new[] { 3, 4 })
+            for (int tokens = 1; tokens <= 8 * group; tokens++)
+            {
+                int n = CpuDense.Passes(tokens, group, sizes);
+                var passes = sizes[..n].ToArray();
+                Assert.That(passes.Sum(), Is.EqualTo(tokens), $"{tokens} tokens in groups of {group}: [{string.Join(", ", passes)}]");
+                Assert.That(passes, Has.All.InRange(1, group), $"{tokens} tokens in groups of {group}");
+                if (tokens > 1) Assert.That(passes, Has.None.EqualTo(1), $"{tokens} tokens in groups of {group}: [{string.Join(", ", passes)}]");
+                Assert.That(n, Is.LessThanOrEqualTo(tokens / group + 2), $"{tokens} tokens in groups of {group}");
             }
     }
 
