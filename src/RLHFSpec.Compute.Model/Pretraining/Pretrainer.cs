@@ -51,6 +51,17 @@ public static class Pretrainer
     public const string MediumSetName = "medium";
 
     /// <summary>
+    /// The draft a command uses with a set when no <c>--draft</c> is given: draft-tiny for the medium set, draft-small
+    /// otherwise. On the medium set draft-tiny costs a quarter of draft-small per drafted token (46,528 weights against
+    /// 365,184) and agreed with the policy as well: Σ min(p, q) 0.834 against 0.817 on the set made 2026-12-07
+    /// (`bench agreement --set medium`). In two side-by-side pairs of `bench generation --set medium` (chain:3, chain:6,
+    /// adaptive; 2 rounds each) it gave adaptive 2.83× / 2.43× `off` at forced batch 1 against 2.38× / 2.48× with
+    /// draft-small, 2.07× / 1.73× at batch 4 against 1.62× / 1.59×, and 1.07× / 1.07× on the workload against
+    /// 1.03× / 1.01×; the draft's share of a step fell from 5–7 % to about 2 % (README, "Generation on the medium set").
+    /// </summary>
+    public static string DefaultDraftName(string? set) => set == MediumSetName ? DraftTinyName : DraftSmallName;
+
+    /// <summary>
     /// The bandwidth-bound set (<c>--set medium</c>): the policy is the default policy of
     /// <paramref name="defaultModelsFolder"/> grown function-preservingly to hidden 512, 16 query / 8 KV heads,
     /// intermediate 1376 and 8 layers (≈23.2 M weights; <see cref="ModelGrowth"/>), then fine-tuned on the task at a

@@ -79,6 +79,24 @@ public sealed class ModelSetCliTests
     }
 
     [Test]
+    public void The_medium_set_drafts_with_its_tiny_draft_unless_another_is_given()
+    {
+        string medium = DefaultModels.SetFolder(_models.Path, Pretrainer.MediumSetName);
+        string Draft(string name) => DefaultModels.DraftFolder(medium, name);
+        var (exit, stdout, stderr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy chain:2", Pretrainer.MediumSetName));
+        Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        Assert.That(Flat(stdout), Does.Contain("draft " + Draft(Pretrainer.DraftTinyName)).And.Not.Contain(Draft(Pretrainer.DraftSmallName)), "generate --set medium");
+
+        var (chosen, chosenOut, chosenErr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy chain:2", Pretrainer.MediumSetName, $"--draft {Draft(Pretrainer.DraftSmallName)}"));
+        Assert.That(chosen, Is.EqualTo(0), chosenErr + chosenOut);
+        Assert.That(Flat(chosenOut), Does.Contain("draft " + Draft(Pretrainer.DraftSmallName)), "--draft overrides the set's draft");
+
+        var (plain, plainOut, plainErr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy chain:2", DefaultModels.DefaultSetName));
+        Assert.That(plain, Is.EqualTo(0), plainErr + plainOut);
+        Assert.That(Flat(plainOut), Does.Contain("draft " + DefaultModels.DraftFolder(_models.Path, Pretrainer.DraftSmallName)), "the default set keeps draft-small");
+    }
+
+    [Test]
     public void Model_set_is_the_same_option_as_set_and_a_config_key_of_train()
     {
         var (exit, stdout, stderr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy off", Pretrainer.MediumSetName).Select(a => a == "--set" ? "--model-set" : a).ToArray());
