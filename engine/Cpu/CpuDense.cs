@@ -126,7 +126,7 @@ public static unsafe class CpuDense
     /// token is 4 dependent FMA chains, bound by the FMA latency at half the FMA rate; a pass of two is 8 chains, enough
     /// to keep both FMA units busy. Measured before (one token left over as its own pass) on a batch-1 forward of the
     /// medium model, 2-core AMD EPYC (Zen 3): 4 tokens (3 + 1) took 4.9 ms against 3.8–3.9 ms for 3, and 8 tokens
-    /// (3 + 3 + 1 + 1) 6.4–6.6 ms against 5.5 ms for 7. Returns the number of passes written to <paramref name="sizes"/>.
+    /// (3 + 3 + 1 + 1) 6.4–6.6 ms against 5.5–5.6 ms for 7. Returns the number of passes written to <paramref name="sizes"/>.
     /// </summary>
     internal static int Passes(int tokens, int group, Span<int> sizes)
     {

@@ -52,12 +52,10 @@ public static class Pretrainer
 
     /// <summary>
     /// The draft a command uses with a set when no <c>--draft</c> is given: draft-tiny for the medium set, draft-small
-    /// otherwise. On the medium set draft-tiny costs a quarter to a third of draft-small per drafted token (46,528 weights
-    /// against 365,184; a decode step of 11–18 µs against 48–50 µs at batch 1) and agreed with the policy as well: Σ min(p, q) 0.834 against 0.817 on the set made 2026-12-07
-    /// (`bench agreement --set medium`). In two side-by-side pairs of `bench generation --set medium` (chain:3, chain:6,
-    /// adaptive; 2 rounds each) it gave adaptive 2.83× / 2.43× `off` at forced batch 1 against 2.38× / 2.48× with
-    /// draft-small, 2.07× / 1.73× at batch 4 against 1.62× / 1.59×, and 1.07× / 1.07× on the workload against
-    /// 1.03× / 1.01×; the draft's share of a step fell from 5–7 % to about 2 % (README, "Generation on the medium set").
+    /// otherwise. On the medium set made 2026-12-07 draft-tiny cost a quarter to a third of draft-small per drafted
+    /// token (46,528 weights against 365,184) and agreed with the policy as well (Σ min(p, q) 0.834 against 0.817), and
+    /// side by side it drafted faster at batch 1 and 4; measurements and commands in the README ("The medium model set",
+    /// "The set's draft").
     /// </summary>
     public static string DefaultDraftName(string? set) => set == MediumSetName ? DraftTinyName : DraftSmallName;
 
