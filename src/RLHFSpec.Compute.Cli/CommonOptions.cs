@@ -56,15 +56,5 @@ internal static class CommonOptions
         _ => throw new ArgumentException($"{option} '{value}': not one of f32, f16"),
     };
 
-    public static Option<double> DraftWarmShare() => new("--draft-warm-share")
-    {
-        Description = "adaptive: most share of a step the draft model may spend keeping in step with the samples it does not draft for, so it drafts without a catch-up (0 = never)",
-        DefaultValueFactory = _ => 0.05,
-    };
-
-    /// <summary><c>--draft-warm-share</c> checked: at least 0; a user error naming the option otherwise.</summary>
-    public static double CheckDraftWarmShare(double value) =>
-        value >= 0 ? value : throw new ArgumentException($"--draft-warm-share: {value.ToString(System.Globalization.CultureInfo.InvariantCulture)}, must be >= 0");
-
     public static Option<string?> Markdown() => new("--markdown") { Description = "Also write the tables as Markdown to this file" };
 }

@@ -96,49 +96,6 @@ public sealed class DraftModelProposer(ITargetModel draft, IDraftCostObserver? c
         return trees;
     }
 
-    /// <summary>
-    /// Tokens <paramref name="sample"/> has committed that the draft's cache does not hold yet, leaving out the pending
-    /// (last) one: what <see cref="Warm"/> would feed for it now.
-    /// </summary>
-    public int Backlog(ISampleView sample) => Math.Max(0, sample.Tokens.Length - 1 - draft.CommittedLength(sample.SampleId));
-
-    /// <summary>
-    /// Keeps the draft's cache in step while it does not draft: one forward, no logits, feeding each sample's
-    /// <see cref="Backlog"/> (its committed tokens not yet seen, all but the pending one), then committing them. The
-    /// next <see cref="Propose"/> then catches up only the pending token — the root it drafts from, as after a draft
-    /// step — instead of everything since the sample last drafted. The KV it writes is what the catch-up would have
-    /// written, so the drafts do not change. A sample whose draft cache has no room is left as it was. Returns the
-    /// tokens fed.
-    /// </summary>
-    public int Warm(IReadOnlyList<ISampleView> samples)
-    {
-        var ids = new List<long>();
-        var offsets = new List<int> { 0 };
-        var tokens = new List<int>();
-        var parents = new List<int>();
-        foreach (var s in samples)
-        {
-            int seen = draft.CommittedLength(s.SampleId), end = s.Tokens.Length - 1;
-            if (end <= seen || !draft.TryReserve(s.SampleId, end - seen)) continue;
-            ids.Add(s.SampleId);
-            for (int t = seen; t < end; t++)
-            {
-                tokens.Add(s.Tokens[t]);
-                parents.Add(t == seen ? -1 : t - seen - 1);
-            }
-            offsets.Add(tokens.Count);
-        }
-        if (ids.Count == 0) return 0;
-        Forward(ids.ToArray(), offsets, tokens, parents, [], draft.VocabSize);
-        var keep = new int[tokens.Count];
-        for (int k = 0; k < ids.Count; k++)
-            for (int t = offsets[k]; t < offsets[k + 1]; t++) keep[t] = t - offsets[k];
-        var fed = ids.ToArray();
-        draft.Commit(fed, offsets.ToArray(), keep);
-        draft.Rollback(fed); // ends the reservations (nothing is left tentative)
-        return tokens.Count;
-    }
-
     /// <summary>Chains: sample x_j from q at depth j, feed it while more follow; row k of the root logits belongs to active[k].</summary>
     private void DraftChains(IReadOnlyList<ISampleView> samples, int[] depth, List<int> active, DraftTree[] trees)
     {

@@ -24,7 +24,6 @@ public sealed class GenerationInstance : IDisposable
     private readonly InstanceOptions _options;
     private readonly AcceptanceEstimator? _acceptance;
     private readonly CostModel? _cost;
-    private readonly bool _warmsDraft; // adaptive with a draft-model candidate: the draft is fed while it does not draft
     private readonly List<SampleState> _waiting = new();
     private readonly List<SampleState> _live = new();
     private readonly List<SampleState> _admitting = new(); // taken from _waiting, being prefilled
@@ -40,7 +39,6 @@ public sealed class GenerationInstance : IDisposable
         _options = options;
         _acceptance = acceptance;
         _cost = cost;
-        _warmsDraft = options.Planner is { Adaptive: true } planner && planner.Strategies.Any(x => !x.IsOff && x.Proposer == ProposerKind.DraftModel);
         if (options.Planner is null) throw new ArgumentException("instance options: give a planner", nameof(options));
         foreach (var s in options.Planner.Strategies)
             if (!s.IsOff && !_proposers.ContainsKey(s.Proposer))
@@ -249,7 +247,6 @@ public sealed class GenerationInstance : IDisposable
         if (batch.Count == 0) return 0;
         var clock = Stopwatch.StartNew();
         int tokens = Prefill(batch);
-        WarmDraft(batch, clock.Elapsed.TotalSeconds * _options.DraftWarmShare);
         int admitted = batch.Count;
         batch.Clear();
         Stats.PrefillTokens += tokens;
@@ -373,9 +370,6 @@ public sealed class GenerationInstance : IDisposable
         var planned = new Dictionary<SampleState, int>(live.Count);
         for (int i = 0; i < live.Count; i++) planned[live[i]] = plan.DraftDepths[i];
         long emitted = CommitStep(step, strategy, verified, planned);
-        double warmSeconds = WarmDraft(live, plan.PredictedSeconds * _options.DraftWarmShare);
-        Stats.DraftSeconds += warmSeconds;
-        draftSeconds += warmSeconds;
         double stepSeconds = stepClock.Elapsed.TotalSeconds;
         _cost?.ObserveStepOverhead(verified.Rows, stepSeconds - draftSeconds - forwardSeconds);
         if (_options.StepTrace is { } trace)
@@ -389,35 +383,6 @@ public sealed class GenerationInstance : IDisposable
             _cost?.ObserveStepTime(strategy, step.Count, plan.PredictedSeconds, stepSeconds);
         Stats.RecordStep(strategy, step.Count, emitted, stepSeconds);
         RetireFinished();
-    }
-
-    /// <summary>
-    /// Feeds the draft model what it has not seen of <paramref name="samples"/> (<see cref="InstanceOptions.DraftWarmShare"/>):
-    /// smallest backlog first, while its cost curve predicts the feed within <paramref name="budgetSeconds"/>. Only
-    /// under adaptive selection with a draft-model candidate: a fixed strategy never needs the draft, or always
-    /// catches it up itself. Returns the seconds it took.
-    /// </summary>
-    private double WarmDraft(IReadOnlyList<SampleState> samples, double budgetSeconds)
-    {
-        if (!(budgetSeconds > 0) || _cost is null || !_warmsDraft || _proposers.GetValueOrDefault(ProposerKind.DraftModel) is not DraftModelProposer draft) return 0;
-        var behind = new List<(SampleState Sample, int Backlog)>();
-        foreach (var s in samples)
-            if (s.Finished is null && s.InCache && draft.Backlog(s) is > 0 and var backlog) behind.Add((s, backlog));
-        behind.Sort((a, b) => a.Backlog.CompareTo(b.Backlog));
-        var chosen = new List<ISampleView>();
-        int tokens = 0;
-        foreach (var (s, backlog) in behind)
-        {
-            if (_cost.Draft.Predict(tokens + backlog) > budgetSeconds) break;
-            chosen.Add(s);
-            tokens += backlog;
-        }
-        if (chosen.Count == 0) return 0;
-        long start = Stopwatch.GetTimestamp();
-        Stats.DraftWarmTokens += draft.Warm(chosen);
-        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
-        Stats.DraftWarmSeconds += seconds;
-        return seconds;
     }
 
     /// <summary>Plan: the strategy and each live sample's draft depth, capped so the draft fits the context limit.</summary>

@@ -20,12 +20,6 @@ public sealed class GenerationStats
     public long SharedPrefillTokens { get; set; }
     public double PrefillSeconds { get; set; }
     public double DraftSeconds { get; set; }
-
-    /// <summary>Tokens the draft model was fed while not drafting (<see cref="InstanceOptions.DraftWarmShare"/>).</summary>
-    public long DraftWarmTokens { get; set; }
-
-    /// <summary>Seconds of those feeds (part of <see cref="DraftSeconds"/>).</summary>
-    public double DraftWarmSeconds { get; set; }
     public double VerifyForwardSeconds { get; set; }
     public double VerifyKernelSeconds { get; set; }
 
@@ -80,8 +74,6 @@ public sealed class GenerationStats
         SharedPrefillTokens += other.SharedPrefillTokens;
         PrefillSeconds += other.PrefillSeconds;
         DraftSeconds += other.DraftSeconds;
-        DraftWarmTokens += other.DraftWarmTokens;
-        DraftWarmSeconds += other.DraftWarmSeconds;
         VerifyForwardSeconds += other.VerifyForwardSeconds;
         VerifyKernelSeconds += other.VerifyKernelSeconds;
         foreach (var (key, steps) in other.StrategyHistogram) StrategyHistogram[key] = StrategyHistogram.GetValueOrDefault(key) + steps;

@@ -194,8 +194,7 @@ public sealed class Generator
 
     private (InstanceOptions Options, AcceptanceEstimator? Acceptance) Options(bool hasDraft, CostModel? cost, AcceptanceEstimator? kept = null)
     {
-        var options = new InstanceOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens, StepTrace = _settings.StepTrace,
-            DraftWarmShare = _settings.DraftWarmShare };
+        var options = new InstanceOptions { MaxBatch = _settings.MaxBatch, MaxPrefillTokens = _settings.MaxPrefillTokens, StopTokens = _settings.StopTokens, StepTrace = _settings.StepTrace };
         if (!_settings.IsAdaptive) return (options with { Planner = new FixedStrategyPlanner(_settings.Strategy.Fixed) }, null);
         // Optimistic decisions (an upper confidence bound on acceptance) so candidates with few observations get tried.
         var acceptance = kept ?? new AcceptanceEstimator(optimism: 1);

@@ -28,9 +28,6 @@ public sealed record GeneratorSettings
     /// <summary>Candidates of <c>adaptive</c> (off is always one); null = <see cref="Generator.DefaultCandidates"/>.</summary>
     public IReadOnlyList<Strategy>? Candidates { get; init; }
 
-    /// <summary>Share of a step the draft model may spend keeping in step while it does not draft (<see cref="InstanceOptions.DraftWarmShare"/>); 0 = never.</summary>
-    public double DraftWarmShare { get; init; } = 0.05;
-
     /// <summary>Receives a record of every decode step of every instance; null = none.</summary>
     public IStepTrace? StepTrace { get; init; }
 
@@ -40,7 +37,6 @@ public sealed record GeneratorSettings
     {
         if (MaxBatch < 1) throw new ArgumentException($"max batch: {MaxBatch}, must be >= 1", nameof(MaxBatch));
         if (MaxPrefillTokens < 1) throw new ArgumentException($"max prefill tokens: {MaxPrefillTokens}, must be >= 1", nameof(MaxPrefillTokens));
-        if (!(DraftWarmShare >= 0)) throw new ArgumentException($"draft warm share: {DraftWarmShare}, must be >= 0", nameof(DraftWarmShare));
         if (ProfileMaxTokens < 1) throw new ArgumentException($"profile max tokens: {ProfileMaxTokens}, must be >= 1", nameof(ProfileMaxTokens));
     }
 }

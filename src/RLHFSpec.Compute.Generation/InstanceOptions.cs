@@ -28,17 +28,6 @@ public sealed record InstanceOptions
     /// <summary>Plans each step: <see cref="FixedStrategyPlanner"/>, or the adaptive <see cref="StrategySelector"/>.</summary>
     public IStepPlanner Planner { get; init; } = new FixedStrategyPlanner(Strategy.Off);
 
-    /// <summary>
-    /// Under adaptive selection with draft-model candidates: after each step (and each admission) the draft model may
-    /// spend up to this share of the step's predicted time (of the prefill's measured time) feeding the tokens it has
-    /// not seen (<see cref="DraftModelProposer.Warm"/>), smallest backlog first, as far as its cost curve predicts the
-    /// share covers. A draft kept in step drafts at the price of one token a sample instead of a catch-up over
-    /// everything since it last drafted (once 69.5 ms at 106 live samples of the medium set; a catch-up priced the
-    /// draft model out for ~30 steps). A draft that costs a large share of a target step (the small default set's)
-    /// is not fed. 0 = never.
-    /// </summary>
-    public double DraftWarmShare { get; init; } = 0.05;
-
     /// <summary>The instance's number in its cluster (0 when it runs alone); step traces name it.</summary>
     public int Index { get; init; }
 

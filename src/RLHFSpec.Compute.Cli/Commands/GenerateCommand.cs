@@ -48,18 +48,17 @@ internal static class GenerateCommand
         var stats = new Option<string?>("--stats") { Description = "Stats JSON" };
         var trace = new Option<string?>("--trace") { Description = "CSV of every decode step (strategy, live samples, rows, predicted and measured seconds, the selector's correction)" };
         var instances = new Option<int>("--instances") { Description = "Generation instances (threads, each with its own KV cache and sessions over shared weights)", DefaultValueFactory = _ => 1 };
-        var warmShare = CommonOptions.DraftWarmShare();
         var reallocate = new Option<string>("--reallocate") { Description = "on | off: move samples between instances when their loads diverge", DefaultValueFactory = _ => "off" };
         var command = new Command("generate", "Generate responses with speculative decoding (the RLHF generation stage)")
         {
             model, draft, prompts, numPrompts, samples, maxNew, temperature, topP, seed, strategy, device, ep, threads, dense, kvDType, kvMemory, maxBatch, costProfile, output, stats,
-            instances, reallocate, set, trace, warmShare,
+            instances, reallocate, set, trace,
         };
         command.SetAction(r => Run(new Args(
             r.GetValue(model), r.GetValue(draft), r.GetValue(prompts), r.GetValue(numPrompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(topP), r.GetValue(seed), r.GetValue(strategy)!, r.GetValue(device)!, r.GetValue(ep)!,
             r.GetValue(threads), r.GetValue(kvMemory), r.GetValue(maxBatch), r.GetValue(costProfile), r.GetValue(output), r.GetValue(stats),
-            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set), KvDType = r.GetValue(kvDType)!, Trace = r.GetValue(trace), DraftWarmShare = r.GetValue(warmShare) }));
+            r.GetValue(instances), r.GetValue(reallocate)!, r.GetValue(dense)!) { Set = r.GetValue(set), KvDType = r.GetValue(kvDType)!, Trace = r.GetValue(trace) }));
         return command;
     }
 
@@ -74,8 +73,6 @@ internal static class GenerateCommand
 
         /// <summary>--trace: the step trace's CSV file.</summary>
         public string? Trace { get; init; }
-
-        public double DraftWarmShare { get; init; } = 0.05;
     }
 
     private static int Run(Args a)
@@ -90,8 +87,7 @@ internal static class GenerateCommand
         bool reallocate = Rlhf.SettingText.OnOff(a.Reallocate, "--reallocate");
         var dense = CommonOptions.ParseDense(a.Dense);
         var kvDType = CommonOptions.ParseKvDType(a.KvDType);
-        var settings = new GeneratorSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile,
-            DraftWarmShare = CommonOptions.CheckDraftWarmShare(a.DraftWarmShare) };
+        var settings = new GeneratorSettings { Strategy = StrategyMode.Parse(a.Strategy, "--strategy"), MaxBatch = a.MaxBatch, CostProfilePath = a.CostProfile };
         settings.Validate();
         ExecutionProviders.Check(a.Ep);
         // Outputs are checked before any work; the cost profile only when it will be written (missing), else read.
@@ -220,11 +216,9 @@ internal static class GenerateCommand
             ["preemptions"] = s.Preemptions,
             ["prefill_tokens"] = s.PrefillTokens,
             ["shared_prefill_tokens"] = s.SharedPrefillTokens,
-            ["draft_warm_tokens"] = s.DraftWarmTokens,
             ["seconds"] = new JsonObject
             {
-                ["prefill"] = s.PrefillSeconds, ["decode"] = s.DecodeSeconds, ["draft"] = s.DraftSeconds, ["draft_warm"] = s.DraftWarmSeconds,
-                ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
+                ["prefill"] = s.PrefillSeconds, ["decode"] = s.DecodeSeconds, ["draft"] = s.DraftSeconds, ["verify_forward"] = s.VerifyForwardSeconds, ["verify_kernel"] = s.VerifyKernelSeconds,
             },
             ["strategy_histogram"] = new JsonObject(s.StrategyHistogram.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
             ["strategy_seconds"] = new JsonObject(s.SecondsByStrategy.OrderByDescending(kv => kv.Value).Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),

@@ -44,11 +44,10 @@ internal static class GenerationBench
         var sweepTokens = new Option<int>("--sweep-tokens") { Description = "Tokens each sample of the sweep writes", DefaultValueFactory = _ => 64 };
         var sweepPlot = new Option<string?>("--sweep-plot") { Description = "PNG plot of the sweep: tokens/s against the forced batch size" };
         var repeats = new Option<int>("--repeats") { Description = "Rounds of the workload and of the sweep: each runs every strategy once (the order reversed every other round); ratios to off are per round, reported as the median and range", DefaultValueFactory = _ => 1 };
-        var warmShare = CommonOptions.DraftWarmShare();
         var trace = new Option<string?>("--trace") { Description = "CSV of every timed decode step (run, strategy, live samples, rows, predicted and measured seconds, the selector's correction)" };
         var command = new Command("generation", "off, fixed strategies and adaptive side by side on a GRPO-style workload of the default task, then a forced batch-size sweep")
         {
-            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, dense, seed, markdown, plot, sweep, sweepTokens, sweepPlot, repeats, trace, warmShare,
+            model, draft, set, prompts, samples, maxNew, temperature, strategies, device, ep, threads, dense, seed, markdown, plot, sweep, sweepTokens, sweepPlot, repeats, trace,
         };
         command.SetAction(r => Run(new GenerationBenchOptions
         {
@@ -57,7 +56,7 @@ internal static class GenerationBench
             Strategies = r.GetValue(strategies) ?? [], Device = r.GetValue(device)!, Ep = r.GetValue(ep)!, Threads = r.GetValue(threads), Dense = r.GetValue(dense)!,
             Seed = r.GetValue(seed), Markdown = r.GetValue(markdown), Plot = r.GetValue(plot),
             BatchSizes = (r.GetValue(sweep) ?? []).Where(b => b != 0).ToArray(), SweepTokens = r.GetValue(sweepTokens), SweepPlot = r.GetValue(sweepPlot),
-            Repeats = r.GetValue(repeats), Trace = r.GetValue(trace), DraftWarmShare = r.GetValue(warmShare),
+            Repeats = r.GetValue(repeats), Trace = r.GetValue(trace),
         }));
         return command;
     }
@@ -70,12 +69,8 @@ internal static class GenerationBench
     /// loaded once and opened afresh on the one device for each run; the session, dense executor and stop tokens.
     /// </summary>
     private sealed record Bench(StrategyMode[] Strategies, GenerationModels Models, ComputeBackend Backend, OnnxSessionOptions Session,
-        DenseExecutorKind Dense, IReadOnlySet<int> Stops, double DraftWarmShare)
+        DenseExecutorKind Dense, IReadOnlySet<int> Stops)
     {
-        /// <summary>A run's generator settings: <paramref name="strategy"/> with the bench's stops and warm share.</summary>
-        public GeneratorSettings Settings(StrategyMode strategy, int maxBatch = 256, IStepTrace? trace = null) =>
-            new() { Strategy = strategy, StopTokens = Stops, MaxBatch = maxBatch, StepTrace = trace, DraftWarmShare = DraftWarmShare };
-
         /// <summary>Fresh models for one run, so no run learns from another.</summary>
         public ModelPair Open() => Models.Open(Backend, Runtime(Session, Dense));
     }
@@ -97,7 +92,7 @@ internal static class GenerationBench
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         AnsiConsole.MarkupLine($"workload: {options.NumPrompts} default-task prompts × {options.SamplesPerPrompt} samples, max {options.MaxNewTokens} tokens, T = {options.Temperature}; policy {Markup.Escape(policyFolder)}" +
             (draftPath is null ? "" : $", draft {Markup.Escape(draftPath)}") + $"; device {Markup.Escape(backend.Info.Id)}");
-        var bench = new Bench(strategies, models, backend, session, dense, stops, options.DraftWarmShare);
+        var bench = new Bench(strategies, models, backend, session, dense, stops);
         WarmUp(bench, promptIds, options);
 
         using var stepTrace = options.Trace is null ? null : new StepTraceFile(options.Trace);
@@ -124,7 +119,6 @@ internal static class GenerationBench
         if (options.BatchSizes.FirstOrDefault(b => b < 0) is var bad && bad < 0) throw new ArgumentException($"--batch-sizes: {bad}, must be >= 1 (0 = no sweep)");
         OptionChecks.Positive(("--sweep-tokens", options.SweepTokens), ("--repeats", options.Repeats));
         OptionChecks.Threads(options.Threads);
-        CommonOptions.CheckDraftWarmShare(options.DraftWarmShare);
         var strategies = new[] { StrategyMode.Off }.Concat(options.Strategies.Select(s => StrategyMode.Parse(s, "--strategies")).Where(m => !m.IsOff)).ToArray();
         ExecutionProviders.Check(options.Ep);
         OutputPaths.Check(("--markdown", options.Markdown), ("--plot", options.Plot), ("--sweep-plot", options.BatchSizes.Length > 0 ? options.SweepPlot : null), ("--trace", options.Trace));
@@ -143,7 +137,7 @@ internal static class GenerationBench
         {
             using var pair = bench.Open();
             var (policy, draft) = (pair.Policy, pair.Draft);
-            var generator = new Generator(policy, draft, bench.Settings(strategy));
+            var generator = new Generator(policy, draft, new GeneratorSettings { Strategy = strategy, StopTokens = bench.Stops, MaxBatch = 256 });
             var warm = System.Diagnostics.Stopwatch.StartNew();
             for (int w = 0; w < 3 || warm.Elapsed.TotalSeconds < 2; w++) generator.Run(warmRequests);
         }
@@ -167,7 +161,7 @@ internal static class GenerationBench
                 var strategy = strategies[si];
                 using var pair = bench.Open();
                 if (trace is not null) trace.Run = repeats == 1 ? strategy.ToString() : $"{strategy} round {round + 1}";
-                var generator = new Generator(pair.Policy, pair.Draft, bench.Settings(strategy, trace: trace));
+                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategy, StopTokens = bench.Stops, MaxBatch = 256, StepTrace = trace });
                 GeneratorRunResult outcome = null!;
                 AnsiConsole.Progress().AutoClear(true).Start(ctx =>
                 {
@@ -328,7 +322,7 @@ internal static class GenerationBench
                 // Odd rounds reverse the order, as the workload's rounds do.
                 int si = round % 2 == 0 ? n : strategies.Length - 1 - n;
                 using var pair = bench.Open();
-                var generator = new Generator(pair.Policy, pair.Draft, bench.Settings(strategies[si], Math.Max(256, maxSize), trace));
+                var generator = new Generator(pair.Policy, pair.Draft, new GeneratorSettings { Strategy = strategies[si], StopTokens = bench.Stops, MaxBatch = Math.Max(256, maxSize), StepTrace = trace });
                 for (int bi = 0; bi < sizes.Length; bi++)
                 {
                     if (trace is not null) trace.Run = $"{strategies[si]} at batch {sizes[bi]}" + (repeats > 1 ? $" round {round + 1}" : "");

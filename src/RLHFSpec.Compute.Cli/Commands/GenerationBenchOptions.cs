@@ -38,7 +38,4 @@ internal sealed record GenerationBenchOptions
     public required string? SweepPlot { get; init; }
     public required int Repeats { get; init; }
     public required string? Trace { get; init; }
-
-    /// <summary><c>--draft-warm-share</c> (adaptive only).</summary>
-    public required double DraftWarmShare { get; init; }
 }

@@ -58,8 +58,6 @@ public sealed class GenerateCliTests
         long promptTokens = prompts.Distinct().Sum(p => (long)p.Length);
         Assert.That(root.GetProperty("prefill_tokens").GetInt64(), Is.EqualTo(promptTokens), "one token per character of each distinct prompt");
         Assert.That(root.GetProperty("shared_prefill_tokens").GetInt64(), Is.EqualTo(prompts.Sum(p => (long)p.Length) - promptTokens), "the other samples' prompts are copied");
-        Assert.That(root.GetProperty("draft_warm_tokens").GetInt64(), Is.EqualTo(0), "a fixed strategy never feeds a draft that does not draft");
-        Assert.That(seconds.GetProperty("draft_warm").GetDouble(), Is.EqualTo(0));
         Assert.That(root.GetProperty("prefill_tokens_per_second").GetDouble(),
             Is.EqualTo(promptTokens / seconds.GetProperty("prefill").GetDouble()).Within(1e-6).Percent);
         long decodeTokens = root.GetProperty("total_tokens").GetInt64() - lines.Length;
@@ -124,38 +122,6 @@ public sealed class GenerateCliTests
         var (exit2, _, err2) = CliRunner.Run(_folder.Path, Args(plain, "--strategy", "off", "--temperature", "0"));
         Assert.That(exit2, Is.EqualTo(0), err2);
         Assert.That(File.ReadAllLines(none), Is.EqualTo(File.ReadAllLines(plain)));
-    }
-
-    // adaptive feeds its draft model what it has not seen while it does not draft (--draft-warm-share): the greedy
-    // output stays plain greedy decoding's whether it feeds everything or nothing, the stats count the fed tokens,
-    // and a negative share is one line, exit 2, no output.
-    [Test]
-    public void The_draft_warm_share_changes_no_greedy_token_and_a_negative_one_is_refused()
-    {
-        string fed = _folder.File("warm-all.jsonl"), never = _folder.File("warm-none.jsonl"), plain = _folder.File("warm-off.jsonl");
-        string fedStats = _folder.File("warm-all.json"), neverStats = _folder.File("warm-none.json"), bad = _folder.File("warm-bad.jsonl");
-        string[] adaptive = ["--strategy", "adaptive", "--temperature", "0", "--draft", _model];
-        var (exit1, _, err1) = CliRunner.Run(_folder.Path, Args(fed, [.. adaptive, "--draft-warm-share", "1e9", "--stats", fedStats]));
-        Assert.That(exit1, Is.EqualTo(0), err1);
-        var (exit2, _, err2) = CliRunner.Run(_folder.Path, Args(never, [.. adaptive, "--draft-warm-share", "0", "--stats", neverStats]));
-        Assert.That(exit2, Is.EqualTo(0), err2);
-        var (exit3, _, err3) = CliRunner.Run(_folder.Path, Args(plain, "--strategy", "off", "--temperature", "0"));
-        Assert.That(exit3, Is.EqualTo(0), err3);
-        Assert.That(File.ReadAllLines(fed), Is.EqualTo(File.ReadAllLines(plain)));
-        Assert.That(File.ReadAllLines(never), Is.EqualTo(File.ReadAllLines(plain)));
-        long WarmTokens(string stats)
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(stats));
-            return doc.RootElement.GetProperty("draft_warm_tokens").GetInt64();
-        }
-        // Fed after admission at least: every sample's prompt (its first generated token is the pending one).
-        Assert.That(WarmTokens(fedStats), Is.GreaterThanOrEqualTo(6L * 4), "prompts and tokens fed while the draft did not draft");
-        Assert.That(WarmTokens(neverStats), Is.EqualTo(0));
-        var (exit4, out4, err4) = CliRunner.Run(_folder.Path, Args(bad, "--draft-warm-share", "-0.5"));
-        Assert.That(exit4, Is.EqualTo(2), out4);
-        Assert.That(err4.Trim().Split('\n'), Has.Length.EqualTo(1));
-        Assert.That(err4, Does.Contain("--draft-warm-share: -0.5, must be >= 0"));
-        Assert.That(File.Exists(bad), Is.False);
     }
 
     [Test]

@@ -11,15 +11,14 @@ namespace RLHFSpec.Compute.Tests.Transformer;
 /// <summary>
 /// The step loop over the real transformer runtime (randomly initialised models): at temperature 0 every
 /// strategy, with the suffix proposer and with draft models (one sharing the policy's weights, so long drafts are
-/// accepted; one independent, so most are rejected), produces exactly the tokens of <c>off</c>, adaptive also with
-/// its draft fed after every step it does not draft (<c>adaptive-warm</c>); preemption under a tiny KV budget changes
-/// nothing and releases every block.
+/// accepted; one independent, so most are rejected), produces exactly the tokens of <c>off</c>; preemption under a
+/// tiny KV budget changes nothing and releases every block.
 /// </summary>
 [TestFixture]
 public sealed class TransformerGenerationTests
 {
     private const int Stop = 0;
-    private static readonly string[] Strategies = ["suffix:4", "suffix-tree:4,2,8", "chain:3", "tree:3,2,6", "adaptive", "adaptive-warm"];
+    private static readonly string[] Strategies = ["suffix:4", "suffix-tree:4,2,8", "chain:3", "tree:3,2,6", "adaptive"];
 
     private sealed class Setup : IDisposable
     {
@@ -47,10 +46,8 @@ public sealed class TransformerGenerationTests
         IProposer[] proposers = [new SuffixProposer(), new DraftModelProposer(draft)];
         var options = new InstanceOptions { MaxBatch = 16, StopTokens = new HashSet<int> { Stop } };
         GenerationInstance instance;
-        if (strategy.StartsWith("adaptive", StringComparison.Ordinal))
+        if (strategy == "adaptive")
         {
-            // adaptive-warm: the draft is fed every token it has not seen after every step it does not draft, whatever that costs.
-            if (strategy == "adaptive-warm") options = options with { DraftWarmShare = double.PositiveInfinity };
             var cost = new CostModel("test");
             foreach (int n in new[] { 1, 16, 64, 256 }) { cost.ObserveVerify(n, 0, 1e-3 + 2e-6 * n); cost.ObserveDraftForward(n, 2e-4 + 4e-7 * n); }
             cost.ObserveSuffix(1, 1e-6);
@@ -105,7 +102,6 @@ public sealed class TransformerGenerationTests
             Assert.That(outputs[r.SampleId], Is.EqualTo(expected[r.SampleId]), $"{strategy}: sample {r.SampleId}");
         if (draftSharesPolicy && (strategy.StartsWith("chain", StringComparison.Ordinal) || strategy.StartsWith("tree", StringComparison.Ordinal)))
             Assert.That(setup.Instance.Stats.DraftTokensAccepted, Is.GreaterThan(setup.Instance.Stats.Steps), "a draft equal to the policy is accepted in long runs");
-        if (strategy == "adaptive-warm") Assert.That(setup.Instance.Stats.DraftWarmTokens, Is.GreaterThan(0), "the draft was fed while it did not draft");
         Assert.That(setup.Policy.ActiveSamples, Is.EqualTo(0), "finished samples release their KV");
         Assert.That(setup.Draft.ActiveSamples, Is.EqualTo(0), "finished samples release their draft KV");
         Assert.That(setup.Draft.Cache.FreeBlocks, Is.EqualTo(setup.Draft.Cache.NumBlocks));
@@ -181,7 +177,7 @@ public sealed class TransformerGenerationTests
     }
 
     [Test]
-    public void Preemption_under_a_tiny_kv_budget_changes_nothing([Values("off", "chain:3", "suffix-tree:4,2,8", "tree:3,2,6", "adaptive-warm")] string strategy)
+    public void Preemption_under_a_tiny_kv_budget_changes_nothing([Values("off", "chain:3", "suffix-tree:4,2,8", "tree:3,2,6")] string strategy)
     {
         var requests = Requests(prompts: 4, samplesPerPrompt: 2, maxNewTokens: 30, seed: 8);
         var expected = Off(Backends.Cpu, requests);
