@@ -17,8 +17,9 @@ internal static class ModelFolders
     /// <param name="set">A named model set in place of <paramref name="model"/>: null is the default set (pretrained on
     /// first use); "default" the same, named; "medium" must have been made by <c>rlhfspec pretrain --set medium</c>
     /// (about 10 minutes; not made implicitly). A set named together with a model is refused (both name the policy);
-    /// The set's draft is <see cref="Pretrainer.DefaultDraftName"/> (the medium set's draft-tiny, the default set's
-    /// draft-small); <paramref name="draft"/> still overrides it (e.g. the medium set's draft-small).</param>
+    /// The set's draft is the one its <c>draft.json</c> chose by measurement (<see cref="DefaultModels.SetDraftName"/>), else
+    /// <see cref="Pretrainer.DefaultDraftName"/> (the medium set's draft-tiny, the default set's draft-small);
+    /// <paramref name="draft"/> still overrides it (e.g. the medium set's draft-small).</param>
     /// <param name="setOption">The option that named the set, for messages (<c>--set</c>; <c>--model-set</c> on <c>train</c>).</param>
     /// <param name="modelOption">The option that named the model, for messages (<c>--model</c>; <c>--policy</c> on <c>train</c>).</param>
     public static (string Policy, string? Draft) Resolve(string? model, string? draft, bool draftOptional = false, string? set = null,
@@ -38,7 +39,7 @@ internal static class ModelFolders
             string setFolder = DefaultModels.SetFolder(DefaultModels.Folder, set);
             if (!DefaultModels.Exists(setFolder))
                 throw new ArgumentException($"{setOption} {set}: no complete set in {setFolder}; make it with ./rlhfspec pretrain --set {set}");
-            return (DefaultModels.PolicyFolder(setFolder), draft ?? (draftOptional ? null : DefaultModels.DraftFolder(setFolder, Pretrainer.DefaultDraftName(set))));
+            return (DefaultModels.PolicyFolder(setFolder), draft ?? (draftOptional ? null : DefaultModels.DraftFolder(setFolder, DefaultModels.SetDraftName(setFolder, set))));
         }
         if (model is not null)
         {

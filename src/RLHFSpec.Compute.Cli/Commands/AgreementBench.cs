@@ -83,23 +83,10 @@ internal static class AgreementBench
             using var policyWeights = TransformerWeights.FromCheckpoint(checkpoint);
             using var backend = Devices.Open(deviceName);
             using var policy = new TransformerModel(policyWeights, backend, runtime);
-            var texts = GenerateCommand.TaskPrompts(numPrompts, seed);
-            var promptIds = texts.Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
-            var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
             AnsiConsole.MarkupLine($"policy {Markup.Escape(policyFolder)} ({policyWeights.ParameterCount:N0} parameters); device {Markup.Escape(backend.Info.Id)}");
 
-            var generator = new Generator(policy, null, new GeneratorSettings { Strategy = StrategyMode.Parse("off"), StopTokens = checkpoint.StopTokenIds(), MaxBatch = 256 });
-            GeneratorRunResult rollouts = null!;
-            AnsiConsole.Progress().AutoClear(true).Start(ctx =>
-            {
-                var bar = ctx.AddTask("rollouts", maxValue: requests.Length);
-                rollouts = generator.Run(requests, i => bar.Value = i.Finished.Count);
-            });
-            double reward = rollouts.Results.Average(r => ArithmeticTask.Reward(texts[r.Request.PromptIndex], checkpoint.Tokenizer.Decode(r.Tokens, skipSpecialTokens: true)));
-            var sequences = rollouts.Results.Select(r => new DraftAgreement.Sequence(r.Request.Prompt, r.Tokens)).ToArray();
-            string summary = string.Create(CultureInfo.InvariantCulture,
-                $"rollouts: {numPrompts} default-task prompts × {samplesPerPrompt} at T = {temperature} (strategy off, seed {seed}), {sequences.Sum(s => s.Response.Length)} response tokens, mean reward {reward:F3}");
+            var (sequences, summary) = Rollouts(policy, checkpoint, numPrompts, samplesPerPrompt, maxNew, temperature, seed);
             AnsiConsole.MarkupLine(Markup.Escape(summary));
 
             var table = new Table().Border(TableBorder.Rounded).AddColumns("draft", "parameters", "draft / policy", "positions", "Σ min(p, q)", "argmax agreement");
@@ -126,5 +113,30 @@ internal static class AgreementBench
         {
             foreach (var c in draftCheckpoints) c.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The policy's rollouts of <paramref name="numPrompts"/> default-task prompts × <paramref name="samplesPerPrompt"/>
+    /// (strategy off, temperature <paramref name="temperature"/>, with a progress bar) as agreement sequences, and a
+    /// line saying what they are (tokens, mean reward).
+    /// </summary>
+    internal static (DraftAgreement.Sequence[] Sequences, string Summary) Rollouts(TransformerModel policy, Checkpoint checkpoint, int numPrompts, int samplesPerPrompt,
+        int maxNew, float temperature, ulong seed)
+    {
+        var texts = GenerateCommand.TaskPrompts(numPrompts, seed);
+        var promptIds = texts.Select(p => checkpoint.Tokenizer.Encode(p)).ToArray();
+        var requests = GenerationRequests.For(promptIds, samplesPerPrompt, maxNew, temperature, 1f, seed);
+        var generator = new Generator(policy, null, new GeneratorSettings { Strategy = StrategyMode.Parse("off"), StopTokens = checkpoint.StopTokenIds(), MaxBatch = 256 });
+        GeneratorRunResult rollouts = null!;
+        AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+        {
+            var bar = ctx.AddTask("rollouts", maxValue: requests.Length);
+            rollouts = generator.Run(requests, i => bar.Value = i.Finished.Count);
+        });
+        double reward = rollouts.Results.Average(r => ArithmeticTask.Reward(texts[r.Request.PromptIndex], checkpoint.Tokenizer.Decode(r.Tokens, skipSpecialTokens: true)));
+        var sequences = rollouts.Results.Select(r => new DraftAgreement.Sequence(r.Request.Prompt, r.Tokens)).ToArray();
+        string summary = string.Create(CultureInfo.InvariantCulture,
+            $"rollouts: {numPrompts} default-task prompts × {samplesPerPrompt} at T = {temperature} (strategy off, seed {seed}), {sequences.Sum(s => s.Response.Length)} response tokens, mean reward {reward:F3}");
+        return (sequences, summary);
     }
 }

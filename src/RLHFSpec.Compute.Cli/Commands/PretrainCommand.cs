@@ -23,12 +23,16 @@ internal static class PretrainCommand
             Description = $"Which model set: default (into the output folder) or {Pretrainer.MediumSetName} (the bandwidth-bound set, grown from the default policy, into <models>/{Pretrainer.MediumSetName} unless --out)",
             DefaultValueFactory = _ => "default",
         };
+        var chooseOnly = new Option<bool>("--choose-draft-only")
+        {
+            Description = $"Train nothing: measure the {Pretrainer.MediumSetName} set's drafts on this machine and write its choice ({SetDraftChoice.FileName}), as pretraining the set does at its end",
+        };
         var eval = new Option<int>("--eval-prompts") { Description = "Evaluation prompts per model (0 = skip evaluation)", DefaultValueFactory = _ => new PretrainOptions().EvalPrompts };
         var command = new Command("pretrain", "Train the default policy and draft models on the arithmetic task and save them")
         {
-            output, seed, steps, policyOnly, only, threads, eval, set,
+            output, seed, steps, policyOnly, only, threads, eval, set, chooseOnly,
         };
-        command.SetAction(r => Run(r.GetValue(output), r.GetValue(set)!, new PretrainOptions
+        command.SetAction(r => Run(r.GetValue(output), r.GetValue(set)!, r.GetValue(chooseOnly), new PretrainOptions
         {
             Seed = r.GetValue(seed),
             Steps = r.GetValue(steps),
@@ -40,13 +44,21 @@ internal static class PretrainCommand
         return command;
     }
 
-    private static int Run(string? output, string set, PretrainOptions options)
+    private static int Run(string? output, string set, bool chooseOnly, PretrainOptions options)
     {
         options.Validate();
         // One line per row also when piped to a log (Spectre would wrap at 80 columns).
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
         string defaults = DefaultModels.Folder;
         string folder = string.IsNullOrWhiteSpace(output) ? DefaultModels.SetFolder(defaults, set) : Path.GetFullPath(output);
+        if (chooseOnly)
+        {
+            if (set != Pretrainer.MediumSetName) throw new ArgumentException($"--choose-draft-only: only the {Pretrainer.MediumSetName} set chooses its draft (--set {Pretrainer.MediumSetName})");
+            if (!DefaultModels.Exists(folder)) throw new ArgumentException($"--choose-draft-only: no complete set in {folder}; make it with ./rlhfspec pretrain --set {set}");
+            Pretrainer.CheckWritable(folder);
+            DraftChoiceRun.Measure(folder, options.Threads);
+            return 0;
+        }
         if (set == Pretrainer.MediumSetName)
         {
             // The medium policy grows from the default policy: make the default set first when it is missing.
@@ -71,6 +83,9 @@ internal static class PretrainCommand
                 $"{m.TrainSeconds:0.0} ({m.TrainCpuSeconds:0})", $"{m.EvalSeconds:0.0}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine($"pretrain: done in {summary.TotalSeconds:0.0} s; summary in {Markup.Escape(Path.Combine(folder, PretrainSummary.FileName))}");
+        // The medium set's draft is chosen by measurement once its drafts are (re)made: which one drafts fastest
+        // changes from one making of the set to the next.
+        if (set == Pretrainer.MediumSetName) DraftChoiceRun.Measure(folder, options.Threads);
         return 0;
     }
 

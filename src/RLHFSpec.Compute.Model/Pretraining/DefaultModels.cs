@@ -54,6 +54,19 @@ public static class DefaultModels
         : throw new ArgumentException($"--set {set}: no such model set (sets: default, {Pretrainer.MediumSetName})");
 
     public static string PolicyFolder(string folder) => Path.Combine(folder, Pretrainer.PolicyName);
+
+    /// <summary>
+    /// The draft commands use with the set in <paramref name="folder"/> when none is given: the one its
+    /// <see cref="SetDraftChoice.FileName"/> chose by measurement, else <see cref="Pretrainer.DefaultDraftName"/>.
+    /// InvalidDataException naming the file when it is unreadable or names a draft the set does not hold.
+    /// </summary>
+    public static string SetDraftName(string folder, string? set)
+    {
+        if (SetDraftChoice.TryLoad(folder) is not { } choice) return Pretrainer.DefaultDraftName(set);
+        if (!File.Exists(Path.Combine(folder, choice.Draft, ModelConfig.FileName)))
+            throw new InvalidDataException($"{Path.Combine(folder, SetDraftChoice.FileName)}: draft '{choice.Draft}' is not a model of the set");
+        return choice.Draft;
+    }
     public static string DraftFolder(string folder, string name) => Path.Combine(folder, name);
 
     /// <summary>

@@ -18,6 +18,9 @@ public static class Pretrainer
 {
     public const string PolicyName = "policy", DraftSmallName = "draft-small", DraftTinyName = "draft-tiny", DraftSkipName = "draft-skip";
 
+    /// <summary>The drafts a set may hold, in the order a choice between them lists them.</summary>
+    public static IReadOnlyList<string> DraftNames { get; } = [DraftSmallName, DraftTinyName, DraftSkipName];
+
     /// <summary>Steps over which the reported initial and final losses are averaged: 20, or a quarter of a short run.</summary>
     private static int LossWindow(int steps) => Math.Clamp(steps / 4, 1, 20);
 

@@ -96,6 +96,75 @@ public sealed class ModelSetCliTests
         Assert.That(Flat(plainOut), Does.Contain("draft " + DefaultModels.DraftFolder(_models.Path, Pretrainer.DraftSmallName)), "the default set keeps draft-small");
     }
 
+    /// <summary>
+    /// A set whose draft.json chose a draft by measurement drafts with that one (here draft-small, where the fixed
+    /// default is draft-tiny); a draft.json naming a draft the set lacks is one line, exit 2.
+    /// </summary>
+    [Test]
+    public void The_medium_set_drafts_with_the_draft_its_measurement_chose()
+    {
+        string medium = DefaultModels.SetFolder(_models.Path, Pretrainer.MediumSetName);
+        string small = DefaultModels.DraftFolder(medium, Pretrainer.DraftSmallName);
+        var choice = SetDraftChoice.Choose([new(Pretrainer.DraftSmallName, 0.8, 1e-4, 3, 2.0), new(Pretrainer.DraftTinyName, 0.6, 1e-4, 2, 1.5)], [1e-3, 1.1e-3, 1.2e-3], "cpu");
+        try
+        {
+            choice.Save(medium);
+            var (exit, stdout, stderr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy chain:2", Pretrainer.MediumSetName));
+            Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+            Assert.That(Flat(stdout), Does.Contain("draft " + small), "the measured choice");
+
+            (choice with { Draft = Pretrainer.DraftSkipName }).Save(medium);
+            var (bad, badOut, badErr) = Run(_models.Path, Args($"generate {{SET}} {Small} --strategy chain:2", Pretrainer.MediumSetName));
+            Assert.That(bad, Is.EqualTo(2), badOut);
+            Assert.That(badErr.Trim().Split('\n'), Has.Length.EqualTo(1), badErr);
+            Assert.That(badErr, Does.Contain(SetDraftChoice.FileName).And.Contain("draft-skip"));
+        }
+        finally { File.Delete(Path.Combine(medium, SetDraftChoice.FileName)); }
+    }
+
+    /// <summary>
+    /// The measurement that ends <c>pretrain --set medium</c> (here alone, <c>--choose-draft-only</c>, on a copy of the
+    /// tiny medium set: the real recipe grows the real default policy): every draft of the set is a candidate with its
+    /// agreement and step time, the chosen one has the best predicted speedup, commands then draft with it. Asked of
+    /// the default set, or of a folder without a set, it is one line, exit 2.
+    /// </summary>
+    [Test]
+    public void Pretrain_chooses_the_medium_sets_draft_by_measurement()
+    {
+        string output = Path.Combine(_work.Path, "medium-copy");
+        string medium = DefaultModels.SetFolder(_models.Path, Pretrainer.MediumSetName);
+        foreach (var file in Directory.EnumerateFiles(medium, "*", SearchOption.AllDirectories))
+        {
+            string to = Path.Combine(output, Path.GetRelativePath(medium, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.Copy(file, to);
+        }
+        var (exit, stdout, stderr) = Run(_models.Path, ["pretrain", "--set", "medium", "--choose-draft-only", "--threads", "1", "--out", output]);
+        Assert.That(exit, Is.EqualTo(0), stderr + stdout);
+        var choice = SetDraftChoice.TryLoad(output);
+        Assert.That(choice, Is.Not.Null, "draft.json written");
+        var made = PretrainSummary.Load(output).Models.Select(m => m.Name).Where(n => n != Pretrainer.PolicyName).ToArray();
+        Assert.That(choice!.Candidates.Select(c => c.Name), Is.EquivalentTo(made));
+        Assert.That(choice.Draft, Is.EqualTo(choice.Candidates.MaxBy(c => c.PredictedSpeedup)!.Name));
+        Assert.That(choice.VerifySeconds, Has.Count.EqualTo(9).And.All.GreaterThan(0));
+        foreach (var c in choice.Candidates)
+        {
+            Assert.That(c.Agreement, Is.InRange(0.0, 1.0), c.Name);
+            Assert.That(c.StepSeconds, Is.GreaterThan(0), c.Name);
+            Assert.That(c.PredictedSpeedup, Is.EqualTo(SetDraftChoice.PredictedSpeedup(c.Agreement, c.StepSeconds, choice.VerifySeconds).Speedup), c.Name);
+        }
+        Assert.That(Flat(stdout), Does.Contain($"the set drafts with {choice.Draft}"));
+        Assert.That(DefaultModels.SetDraftName(output, Pretrainer.MediumSetName), Is.EqualTo(choice.Draft));
+
+        foreach (var bad in new[] { new[] { "--set", "default", "--out", output }, ["--set", "medium", "--out", Path.Combine(_work.Path, "no-set")] })
+        {
+            var (code, badOut, badErr) = Run(_models.Path, ["pretrain", "--choose-draft-only", .. bad]);
+            Assert.That(code, Is.EqualTo(2), badOut);
+            Assert.That(badErr.Trim().Split('\n'), Has.Length.EqualTo(1), badErr);
+            Assert.That(badErr, Does.Contain("--choose-draft-only"));
+        }
+    }
+
     [Test]
     public void Model_set_is_the_same_option_as_set_and_a_config_key_of_train()
     {
