@@ -29,7 +29,7 @@ internal static class AgreementBench
         var set = CommonOptions.Set();
         var drafts = new Option<string[]>("--drafts")
         {
-            Description = "Draft model folders to measure; default: the set's drafts (draft-small, draft-tiny)", AllowMultipleArgumentsPerToken = true,
+            Description = "Draft model folders to measure; default: every draft the set holds (draft-small, draft-tiny, and draft-skip in the medium set)", AllowMultipleArgumentsPerToken = true,
         };
         var prompts = new Option<int>("--num-prompts") { Description = "Prompts of the default task", DefaultValueFactory = _ => 32 };
         var samples = new Option<int>("--samples-per-prompt") { Description = "Rollouts per prompt", DefaultValueFactory = _ => 4 };
@@ -65,7 +65,8 @@ internal static class AgreementBench
         if (draftFolders.Length == 0)
         {
             string setFolder = DefaultModels.SetFolder(DefaultModels.Folder, set);
-            draftFolders = DefaultModels.ModelNames.Skip(1).Select(n => DefaultModels.DraftFolder(setFolder, n)).ToArray();
+            draftFolders = Pretrainer.DraftNames.Select(n => DefaultModels.DraftFolder(setFolder, n))
+                .Where(d => File.Exists(Path.Combine(d, ModelConfig.FileName))).ToArray();
         }
 
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };

@@ -13,9 +13,11 @@ namespace RLHFSpec.Compute.Tests.Transformer;
 
 /// <summary>
 /// The generation cluster over real (randomly initialised) transformers sharing one weights arena, each instance
-/// with its own KV cache and ONNX Runtime sessions on its own thread: greedy outputs equal one instance's for 1,
-/// 2 and 3 instances with reallocation; live samples move by KV copy (kv_move on one backend, staged through host
-/// memory across backends) and by recompute; the model-level copy continues a sample exactly.
+/// with its own KV cache on its own thread: greedy outputs equal one instance's for 1, 2 and 3 instances with
+/// reallocation; live samples move by KV copy (kv_move on one backend, staged through host memory across backends)
+/// and by recompute; the model-level copy continues a sample exactly. The dense layers run on the managed kernels,
+/// which are batch-invariant: which samples share a step depends on the threads' timing, and with ONNX Runtime's
+/// (whose rounding depends on the batch) a near-tie of two logits once decided a token differently on a loaded machine.
 /// </summary>
 [TestFixture]
 public sealed class TransformerClusterTests
@@ -40,12 +42,12 @@ public sealed class TransformerClusterTests
 
         public GenerationInstance NewInstance(string strategy, ComputeBackend backend)
         {
-            var policy = NewModel(Weights, backend, blockSize: 8);
+            var policy = NewModel(Weights, backend, blockSize: 8, dense: DenseExecutorKind.Managed);
             Models.Add(policy);
             var proposers = new List<IProposer> { new SuffixProposer() };
             if (strategy.StartsWith("chain", StringComparison.Ordinal))
             {
-                var draft = NewModel(Weights, backend, blockSize: 8); // shares the policy's weights: chains are accepted
+                var draft = NewModel(Weights, backend, blockSize: 8, dense: DenseExecutorKind.Managed); // shares the policy's weights: chains are accepted
                 Models.Add(draft);
                 proposers.Add(new DraftModelProposer(draft));
             }
@@ -146,32 +148,63 @@ public sealed class TransformerClusterTests
     [Test]
     public void A_kv_copy_between_vulkan_instances_overlaps_the_donors_steps_and_stays_lossless() => OverlappedCopy(ownBackends: true, vulkan: true);
 
+    /// <summary>
+    /// Scenario attempts of <see cref="OverlappedCopy"/>: when and what the reallocator moves depends on the threads'
+    /// timing, and a move of the donor's last samples leaves it nothing to step while the copy waits. On a loaded
+    /// machine about one attempt in seven moved only such samples; five attempts all doing so would be a finding.
+    /// </summary>
+    private const int OverlapAttempts = 5;
+
     private static void OverlappedCopy(bool ownBackends, bool vulkan)
     {
-        using var fleet = NewFleet();
-        var options = (Forced with { Migration = MigrationMode.Copy }).HoldTailUntilOthersDrain(2);
-        var hold = options.BeforeStep!;
-        long donorStep = -1;
-        int copiesDuringDonorSteps = 0;
-        options = options with
+        // Every sample of the donor (the even ones, under round robin) is long and every one of the receiver's short,
+        // so after the receiver drains, a move of part of the donor's load leaves it steps to take while a copy waits.
+        var random = new Random(13);
+        var requests = Enumerable.Range(0, 16).Select(i =>
+            new GenerationRequest(i, i, 0, RandomTokens(random, random.Next(3, 10), Vocab), SamplingParams.Greedy(0, 0), i % 2 == 0 ? 40 : 5)).ToArray();
+        var expected = Single(requests);
+        var log = new List<string>();
+        for (int attempt = 0; attempt < OverlapAttempts; attempt++)
         {
-            BeforeStep = (k, step) =>
+            using var fleet = NewFleet();
+            var options = (Forced with { Migration = MigrationMode.Copy }).HoldTailUntilOthersDrain(2);
+            var hold = options.BeforeStep!;
+            var idle = options.OnIdle!;
+            long donorStep = -1;
+            int donorIdle = 0; // 1 while the donor waits for work: it will not step again until it gets some
+            int copiesDuringDonorSteps = 0;
+            options = options with
             {
-                hold(k, step);
-                if (k == 0) Interlocked.Exchange(ref donorStep, step);
-            },
-            // The receiver holds each copy until the donor has begun another step: only an overlapped move lets it.
-            BeforeMigrationCopy = (k, id) =>
-            {
-                long at = Interlocked.Read(ref donorStep);
-                if (SpinWait.SpinUntil(() => Interlocked.Read(ref donorStep) > at, TimeSpan.FromSeconds(30))) Interlocked.Increment(ref copiesDuringDonorSteps);
-            },
-        };
-        var result = Run(fleet, 2, options, "suffix:4", ownBackends, Requests, vulkan);
-        AssertSame(result, Expected.Value, fleet);
-        Assert.That(result.Stats.Migrations, Is.GreaterThan(0));
-        Assert.That(copiesDuringDonorSteps, Is.GreaterThan(0), "the donor stepped while a copy was pending");
-        Assert.That(result.Stats.OverlappedMigrations, Is.GreaterThan(0));
+                BeforeStep = (k, step) =>
+                {
+                    // The donor has work from here on (set before the hold: a copy may begin while the donor waits in it).
+                    if (k == 0) Volatile.Write(ref donorIdle, 0);
+                    hold(k, step);
+                    if (k == 0) Interlocked.Exchange(ref donorStep, step);
+                },
+                OnIdle = k =>
+                {
+                    idle(k);
+                    if (k == 0) Volatile.Write(ref donorIdle, 1);
+                },
+                // The receiver holds each copy until the donor has begun another step: only an overlapped move lets it.
+                // A donor left without work (its last samples moved) steps no more: that copy does not wait for it.
+                BeforeMigrationCopy = (k, id) =>
+                {
+                    long at = Interlocked.Read(ref donorStep);
+                    SpinWait.SpinUntil(() => Interlocked.Read(ref donorStep) > at || Volatile.Read(ref donorIdle) == 1, TimeSpan.FromSeconds(30));
+                    long now = Interlocked.Read(ref donorStep);
+                    if (now > at) Interlocked.Increment(ref copiesDuringDonorSteps);
+                    lock (log) log.Add($"attempt {attempt + 1}, copy of {id}: donor step {at} -> {now}");
+                },
+            };
+            var result = Run(fleet, 2, options, "suffix:4", ownBackends, requests, vulkan);
+            AssertSame(result, expected, fleet);
+            Assert.That(result.Stats.Migrations, Is.GreaterThan(0));
+            Assert.That(result.Stats.OverlappedMigrations, Is.GreaterThan(0));
+            if (copiesDuringDonorSteps > 0) return;
+        }
+        Assert.Fail($"in {OverlapAttempts} attempts the donor never stepped while a copy was pending: {string.Join("; ", log)}");
     }
 
     [Test]
