@@ -172,7 +172,16 @@ public sealed record RlhfConfig
         _ => throw new FormatException(),
     };
 
-    /// <summary>The executor <see cref="Dense"/> names.</summary>
+    /// <summary>
+    /// Config files written before <see cref="DenseKind"/> was kept out of them hold a "DenseKind" key (its enum
+    /// number): read and dropped, so those runs still load and resume (a resume checks the file's own text), and never
+    /// written.
+    /// </summary>
+    [JsonInclude, JsonPropertyName("DenseKind"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    private int LegacyDenseKind { get => 0; init { } }
+
+    /// <summary>The executor <see cref="Dense"/> names (derived from <c>dense</c>, not a setting: not in config.json).</summary>
+    [JsonIgnore]
     public Model.Transformer.DenseExecutorKind DenseKind => Dense switch
     {
         "auto" => Model.Transformer.DenseExecutorKind.Auto,

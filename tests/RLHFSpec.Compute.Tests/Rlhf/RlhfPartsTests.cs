@@ -120,5 +120,12 @@ public sealed class RlhfPartsTests
         var round = folder.File("r.json");
         File.WriteAllText(round, c.ToJson());
         Assert.That(RlhfConfig.Load(round), Is.EqualTo(c));
+        // The derived DenseKind is not written; a config.json written before (with "DenseKind": N) still loads, as the same settings.
+        Assert.That(c.ToJson(), Does.Not.Contain("DenseKind"));
+        Assert.That(RlhfConfig.Keys, Does.Not.Contain("DenseKind"));
+        File.WriteAllText(path, c.ToJson().Replace("\"dense\":", "\"DenseKind\": 2,\n  \"dense\":"));
+        Assert.That(File.ReadAllText(path), Does.Contain("\"DenseKind\": 2"));
+        Assert.That(RlhfConfig.Load(path), Is.EqualTo(c));
+        Assert.That(RlhfConfig.Load(path).ToJson(), Is.EqualTo(c.ToJson()), "dropped on reading, never written back");
     }
 }
