@@ -16,7 +16,7 @@ internal static class ModelFolders
     /// <param name="draftOptional">True when the caller asked for no draft model (a null draft then stays null).</param>
     /// <param name="set">A named model set in place of <paramref name="model"/>: null is the default set (pretrained on
     /// first use); "default" the same, named; "medium" must have been made by <c>rlhfspec pretrain --set medium</c>
-    /// (about 10 minutes; not made implicitly). A set named together with a model is refused (both name the policy);
+    /// (about 10 minutes; not made implicitly). A set named together with a model is refused (both name the policy).
     /// The set's draft is the one its <c>draft.json</c> chose by measurement (<see cref="DefaultModels.SetDraftName"/>), else
     /// <see cref="Pretrainer.DefaultDraftName"/> (the medium set's draft-tiny, the default set's draft-small);
     /// <paramref name="draft"/> still overrides it (e.g. the medium set's draft-small).</param>

@@ -65,8 +65,7 @@ internal static class AgreementBench
         if (draftFolders.Length == 0)
         {
             string setFolder = DefaultModels.SetFolder(DefaultModels.Folder, set);
-            draftFolders = Pretrainer.DraftNames.Select(n => DefaultModels.DraftFolder(setFolder, n))
-                .Where(d => File.Exists(Path.Combine(d, ModelConfig.FileName))).ToArray();
+            draftFolders = DefaultModels.DraftsIn(setFolder).Select(n => DefaultModels.DraftFolder(setFolder, n)).ToArray();
         }
 
         var session = new OnnxSessionOptions { Provider = OnnxSessionOptions.ParseProvider(ep), IntraOpThreads = threads };

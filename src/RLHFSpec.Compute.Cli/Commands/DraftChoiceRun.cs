@@ -20,11 +20,12 @@ internal static class DraftChoiceRun
     /// <summary>Longest verify (the pending token and 8 drafted ones) the prediction considers.</summary>
     public const int MaxVerifyTokens = 9;
 
-    public static SetDraftChoice Measure(string setFolder, int threads, int numPrompts = 32, int samplesPerPrompt = 4, int maxNew = 256)
+    /// <summary>The rollouts the agreement is measured on: <c>bench agreement</c>'s defaults (prompts × samples, at most this many tokens, T = 1).</summary>
+    private const int RolloutPrompts = 32, RolloutSamples = 4, RolloutTokens = 256;
+
+    public static SetDraftChoice Measure(string setFolder, int threads)
     {
-        var drafts = Directory.Exists(setFolder)
-            ? Pretrainer.DraftNames.Where(n => File.Exists(Path.Combine(setFolder, n, ModelConfig.FileName))).ToArray()
-            : [];
+        var drafts = DefaultModels.DraftsIn(setFolder);
         if (drafts.Length == 0) throw new ArgumentException($"{setFolder}: no draft models to choose from");
         var session = new OnnxSessionOptions { IntraOpThreads = threads };
         var runtime = new TransformerOptions { KvMemoryBudgetBytes = 512L << 20, Session = session };
@@ -33,7 +34,7 @@ internal static class DraftChoiceRun
         using var backend = Devices.Open("cpu");
         using var policy = new TransformerModel(policyWeights, backend, runtime);
         AnsiConsole.MarkupLine($"choosing the set's draft: agreement on the policy's rollouts, batch-1 step times ({Markup.Escape(backend.Info.Id)})");
-        var (sequences, summary) = AgreementBench.Rollouts(policy, checkpoint, numPrompts, samplesPerPrompt, maxNew, 1f, 0);
+        var (sequences, summary) = AgreementBench.Rollouts(policy, checkpoint, RolloutPrompts, RolloutSamples, RolloutTokens, 1f, 0);
         AnsiConsole.MarkupLine(Markup.Escape(summary));
         var verify = new double[MaxVerifyTokens];
         var policyBench = new ModelBenchmark(policyWeights, backend, session) { MinSeconds = 0.2 };

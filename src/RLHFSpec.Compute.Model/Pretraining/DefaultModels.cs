@@ -63,11 +63,17 @@ public static class DefaultModels
     public static string SetDraftName(string folder, string? set)
     {
         if (SetDraftChoice.TryLoad(folder) is not { } choice) return Pretrainer.DefaultDraftName(set);
-        if (!File.Exists(Path.Combine(folder, choice.Draft, ModelConfig.FileName)))
+        if (!HasModel(folder, choice.Draft))
             throw new InvalidDataException($"{Path.Combine(folder, SetDraftChoice.FileName)}: draft '{choice.Draft}' is not a model of the set");
         return choice.Draft;
     }
     public static string DraftFolder(string folder, string name) => Path.Combine(folder, name);
+
+    /// <summary>Whether <paramref name="folder"/> holds a model named <paramref name="name"/> (its config.json).</summary>
+    public static bool HasModel(string folder, string name) => File.Exists(Path.Combine(folder, name, ModelConfig.FileName));
+
+    /// <summary>The drafts of <see cref="Pretrainer.DraftNames"/> the set in <paramref name="folder"/> holds, in that order.</summary>
+    public static string[] DraftsIn(string folder) => Pretrainer.DraftNames.Where(n => HasModel(folder, n)).ToArray();
 
     /// <summary>
     /// Whether a complete set is there: pretrain.json (written last) naming every model of <see cref="ModelNames"/>
@@ -81,7 +87,7 @@ public static class DefaultModels
         try { summary = PretrainSummary.Load(folder); }
         catch (InvalidDataException) { return false; }
         if (summary.Task != Tasks.ArithmeticTask.Version) return false;
-        return ModelNames.All(n => summary.Models.Any(m => m.Name == n) && File.Exists(Path.Combine(folder, n, ModelConfig.FileName)));
+        return ModelNames.All(n => summary.Models.Any(m => m.Name == n) && HasModel(folder, n));
     }
 
     /// <summary>

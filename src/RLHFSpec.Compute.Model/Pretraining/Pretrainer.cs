@@ -54,8 +54,9 @@ public static class Pretrainer
     public const string MediumSetName = "medium";
 
     /// <summary>
-    /// The draft a command uses with a set when no <c>--draft</c> is given: draft-tiny for the medium set, draft-small
-    /// otherwise. On the medium set made 2026-12-07 draft-tiny cost a quarter to a third of draft-small per drafted
+    /// The draft a command uses with a set when no <c>--draft</c> is given and the set has no measured choice
+    /// (<see cref="SetDraftChoice"/>, <see cref="DefaultModels.SetDraftName"/>): draft-tiny for the medium set,
+    /// draft-small otherwise. On the medium set made in the fifth session of 2026-12-07 draft-tiny cost a quarter to a third of draft-small per drafted
     /// token (46,528 weights against 365,184) and agreed with the policy as well (Σ min(p, q) 0.834 against 0.817), and
     /// side by side it drafted faster at batch 1 and 4; measurements and commands in the README ("The medium model set",
     /// "The set's draft").
