@@ -4,4 +4,8 @@ namespace RLHFSpec.Compute.Rlhf;
 /// What the draft refresh stage measured: the updated policy's mean entropy over the rollouts' response tokens and,
 /// when a draft was refreshed, its token-weighted KL to the policy and acceptance before and after (null otherwise).
 /// </summary>
-internal sealed record DraftRefreshStageResult(double Entropy, double? KlBefore, double? KlAfter, double? AcceptanceBefore, double? AcceptanceAfter);
+internal sealed record DraftRefreshStageResult(double Entropy, double? KlBefore, double? KlAfter, double? AcceptanceBefore, double? AcceptanceAfter)
+{
+    /// <summary>Whether the draft was distilled this iteration (null without a refreshed draft).</summary>
+    public bool? Distilled { get; init; }
+}

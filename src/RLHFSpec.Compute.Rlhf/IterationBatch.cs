@@ -61,6 +61,7 @@ internal sealed record IterationBatch(int Iteration, IReadOnlyList<string> Promp
             DraftKlAfter = refresh.KlAfter,
             DraftAcceptanceBefore = refresh.AcceptanceBefore,
             DraftAcceptanceAfter = refresh.AcceptanceAfter,
+            DraftRefreshed = refresh.Distilled,
             ValueLoss = training.ValueLoss,
             ValueMean = Critic?.ValueMean,
             ExplainedVariance = Critic?.ExplainedVariance,

@@ -31,6 +31,9 @@ public sealed record IterationMetrics
     /// <summary>Mean Σ min(p, q) per response token: the chance one draft token is accepted, before the refresh.</summary>
     [JsonPropertyName("draft_acceptance_before")] public double? DraftAcceptanceBefore { get; init; }
     [JsonPropertyName("draft_acceptance_after")] public double? DraftAcceptanceAfter { get; init; }
+    /// <summary>Whether the draft was distilled this iteration (<c>draft_refresh_tolerance</c>); without distillation
+    /// "after" equals "before". Absent without a refreshed draft.</summary>
+    [JsonPropertyName("draft_refreshed"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public bool? DraftRefreshed { get; init; }
     /// <summary>PPO: mean clipped value loss of the critic's steps (times value_coef); absent for GRPO.</summary>
     [JsonPropertyName("value_loss"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ValueLoss { get; init; }
     /// <summary>PPO: mean critic value over response tokens in the inference stage (before the update).</summary>

@@ -88,6 +88,16 @@ public sealed record RlhfConfig
     [JsonPropertyName("instances")] public int Instances { get; init; } = 1;
     [JsonPropertyName("draft_refresh")] public bool DraftRefresh { get; init; } = true;
     [JsonPropertyName("draft_refresh_steps")] public int DraftRefreshSteps { get; init; } = 4;
+    /// <summary>
+    /// How far the draft's acceptance (Σ min(p, q) per response token, measured on the iteration's first micro-batch
+    /// of rollouts against the updated policy before any distillation) may fall below what the last refresh reached
+    /// before the iteration distils again; until then the refresh only measures. A negative value (−1) distils every
+    /// iteration. The first iteration of a run (and of a run resumed from metrics without a refresh) always distils.
+    /// </summary>
+    [JsonPropertyName("draft_refresh_tolerance")] public double DraftRefreshTolerance { get; init; } = DefaultDraftRefreshTolerance;
+
+    /// <summary>Default of <see cref="DraftRefreshTolerance"/>.</summary>
+    public const double DefaultDraftRefreshTolerance = 0.02;
     [JsonPropertyName("draft_learning_rate")] public double DraftLearningRate { get; init; } = 5e-4;
     [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 5;
     [JsonPropertyName("device")] public string Device { get; init; } = "auto";
@@ -211,6 +221,7 @@ public sealed record RlhfConfig
         if (EvalEvery < 0) throw new ArgumentException($"eval_every: {EvalEvery}, must be >= 0 (0 = no evaluation after iterations)");
         if (!(EvalTemperature >= 0) || !double.IsFinite(EvalTemperature)) throw new ArgumentException($"eval_temperature: {EvalTemperature}, must be a finite number >= 0");
         if (DraftRefreshSteps < 0) throw new ArgumentException($"draft_refresh_steps: {DraftRefreshSteps}, must be >= 0");
+        if (!(DraftRefreshTolerance >= -1 && DraftRefreshTolerance <= 1)) throw new ArgumentException($"draft_refresh_tolerance: {DraftRefreshTolerance}, must be in [-1, 1] (-1 distils every iteration)");
         if (Threads < 0) throw new ArgumentException($"threads: {Threads}, must be >= 0");
         if (!(Temperature >= 0) || !double.IsFinite(Temperature)) throw new ArgumentException($"temperature: {Temperature}, must be a finite number >= 0");
         if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top_p: {TopP}, must be in (0, 1]");

@@ -34,6 +34,11 @@ internal static class TrainBench
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature", DefaultValueFactory = _ => 1.0 };
         var instances = new Option<int>("--instances") { Description = "Generation instances of the mission side (the baseline runs one); 1: speculation and draft refresh without reallocation", DefaultValueFactory = _ => 2 };
         var seed = new Option<int>("--seed") { Description = "Seed of prompts, sampling and training", DefaultValueFactory = _ => 1 };
+        var tolerance = new Option<double>("--draft-refresh-tolerance")
+        {
+            Description = "The mission's draft_refresh_tolerance: distil the draft only when its acceptance fell this far below what the last refresh reached; -1: every iteration",
+            DefaultValueFactory = _ => RlhfConfig.DefaultDraftRefreshTolerance,
+        };
         var device = CommonOptions.Device();
         var ep = CommonOptions.Ep();
         var threads = CommonOptions.Threads();
@@ -43,11 +48,11 @@ internal static class TrainBench
         var plot = new Option<string?>("--plot") { Description = "PNG bar plot of seconds per iteration per stage, both sides" };
         var command = new Command("train", "End-to-end RLHF: speculation adaptive + reallocation on N instances vs both off on one, side by side")
         {
-            model, draft, set, iterations, prompts, samples, maxNew, temperature, instances, seed, device, ep, threads, costProfile, output, markdown, plot,
+            model, draft, set, iterations, prompts, samples, maxNew, temperature, instances, seed, tolerance, device, ep, threads, costProfile, output, markdown, plot,
         };
         command.SetAction(r => Run(new Args(r.GetValue(model), r.GetValue(draft), r.GetValue(iterations), r.GetValue(prompts), r.GetValue(samples), r.GetValue(maxNew),
             r.GetValue(temperature), r.GetValue(instances), r.GetValue(seed), r.GetValue(device)!, r.GetValue(ep)!, r.GetValue(threads), r.GetValue(costProfile),
-            r.GetValue(output), r.GetValue(markdown), r.GetValue(plot)) { Set = r.GetValue(set) }));
+            r.GetValue(output), r.GetValue(markdown), r.GetValue(plot)) { Set = r.GetValue(set), DraftRefreshTolerance = r.GetValue(tolerance) }));
         return command;
     }
 
@@ -56,6 +61,8 @@ internal static class TrainBench
     {
         /// <summary>--set: a named model set in place of --model.</summary>
         public string? Set { get; init; }
+
+        public double DraftRefreshTolerance { get; init; } = RlhfConfig.DefaultDraftRefreshTolerance;
     }
 
     private sealed record Side(string Name, string Flags, RlhfConfig Config, string? DraftFolder);
@@ -66,6 +73,8 @@ internal static class TrainBench
         OptionChecks.Temperature(a.Temperature);
         OptionChecks.AtLeast("--instances", a.Instances, 1, "the mission side needs a generation instance");
         OptionChecks.Threads(a.Threads);
+        if (!(a.DraftRefreshTolerance >= -1 && a.DraftRefreshTolerance <= 1))
+            throw new ArgumentException($"--draft-refresh-tolerance: {a.DraftRefreshTolerance.ToString(CultureInfo.InvariantCulture)}, must be in [-1, 1] (-1: distil every iteration)");
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
         var (policyFolder, draftFolder) = ModelFolders.Resolve(a.Model, a.Draft, set: a.Set);
@@ -84,7 +93,7 @@ internal static class TrainBench
             // One instance has no one to move samples to: the mission is then speculation and the draft refresh alone
             // (what a single device runs; two instances on one CPU share its cores).
             new Side("mission", $"--speculation adaptive --reallocate {(a.Instances > 1 ? "on" : "off")} --instances {a.Instances}",
-                common with { Speculation = StrategyMode.Adaptive, Reallocate = a.Instances > 1, Instances = a.Instances }, draftFolder),
+                common with { Speculation = StrategyMode.Adaptive, Reallocate = a.Instances > 1, Instances = a.Instances, DraftRefreshTolerance = a.DraftRefreshTolerance }, draftFolder),
         };
         foreach (var s in sides) s.Config.Validate();
 
@@ -103,8 +112,11 @@ internal static class TrainBench
                 {
                     var m = trainers[k].Run(stopAfter: 1)[0];
                     history[sides[k].Name].Add(m);
+                    string draftText = m.DraftAcceptanceBefore is { } b
+                        ? string.Create(CultureInfo.InvariantCulture, $", draft acceptance {b:F3}→{m.DraftAcceptanceAfter:F3}{(m.DraftRefreshed == true ? "" : " (not distilled)")}")
+                        : "";
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"  {sides[k].Name} iter {m.Iteration}: {string.Join(", ", Stages.Select(st => $"{st} {m.Seconds.GetValueOrDefault(st):F2}s"))}; reward {m.RewardMean:F3}, gen {m.GenerationTokensPerSecond:F0} tok/s, migrations {m.Migrations}"));
+                        $"  {sides[k].Name} iter {m.Iteration}: {string.Join(", ", Stages.Select(st => $"{st} {m.Seconds.GetValueOrDefault(st):F2}s"))}; reward {m.RewardMean:F3}, gen {m.GenerationTokensPerSecond:F0} tok/s, migrations {m.Migrations}{draftText}"));
                 }
         }
         finally
@@ -129,7 +141,9 @@ internal static class TrainBench
         }
         string extra = string.Create(CultureInfo.InvariantCulture,
             $"generation tokens/s: off {Mean("off", m => m.GenerationTokensPerSecond):F0}, mission {Mean("mission", m => m.GenerationTokensPerSecond):F0}; " +
-            $"mission: accepted per step {Mean("mission", m => m.MeanAcceptedPerStep):F2}, samples moved per iteration {Mean("mission", m => m.Migrations):F1}; " +
+            $"mission: accepted per step {Mean("mission", m => m.MeanAcceptedPerStep):F2}, samples moved per iteration {Mean("mission", m => m.Migrations):F1}, " +
+            $"draft acceptance {Mean("mission", m => m.DraftAcceptanceBefore ?? 0):F3} before the refresh, distilled in {Counted("mission").Count(m => m.DraftRefreshed == true)} of {Counted("mission").Length} iteration(s) " +
+            $"(draft_refresh_tolerance {a.DraftRefreshTolerance}); " +
             $"mean reward over all iterations: off {history["off"].Average(m => m.RewardMean):F3}, mission {history["mission"].Average(m => m.RewardMean):F3}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine(Markup.Escape($"{counted}; " + extra));

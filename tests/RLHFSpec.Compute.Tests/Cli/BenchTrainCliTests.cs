@@ -29,6 +29,7 @@ public sealed class BenchTrainCliTests
         Assert.That(rows[6], Does.EndWith("× |"), "the end-to-end ratio");
         Assert.That(new FileInfo(plot).Length, Is.GreaterThan(1000), "a PNG");
         Assert.That(stdout, Does.Contain("mission iter 2"));
+        Assert.That(stdout, Does.Contain("distilled in").And.Contain("draft_refresh_tolerance 0.02"), "the summary line says how often the draft was distilled");
 
         // One instance: speculation and the draft refresh without reallocation (nothing to move samples to).
         var (single, singleOut, singleErr) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--device", "cpu", "--threads", "1",
@@ -40,5 +41,8 @@ public sealed class BenchTrainCliTests
         var (bad, _, error) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--instances", "0");
         Assert.That(bad, Is.EqualTo(2));
         Assert.That(error.Trim(), Does.StartWith("rlhfspec: error: --instances: 0"));
+        var (badTolerance, _, toleranceError) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--draft-refresh-tolerance", "2");
+        Assert.That(badTolerance, Is.EqualTo(2));
+        Assert.That(toleranceError.Trim(), Does.StartWith("rlhfspec: error: --draft-refresh-tolerance: 2"));
     }
 }

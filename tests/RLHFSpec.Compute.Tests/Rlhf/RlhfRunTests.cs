@@ -549,6 +549,102 @@ public sealed class RlhfRunTests
         Assert.That((paired.GetProperty("prompts").GetInt32(), paired.GetProperty("distinct_prompts").GetInt32()), Is.EqualTo((24, 16)));
     }
 
+    [Test]
+    public void The_draft_is_distilled_only_when_its_acceptance_has_fallen_past_the_tolerance()
+    {
+        // Tolerance 1: nothing can fall that far, so only the first iteration (no refresh yet) distils; the later
+        // ones measure the draft and leave its weights as they are.
+        using var lax = new FormatsTestFolder();
+        float[] afterFirst;
+        using (var trainer = new RlhfTrainer(Small(3) with { DraftRefreshTolerance = 1 }, lax.Path, Policy, DraftFolder))
+        {
+            var first = trainer.Run(stopAfter: 1)[0];
+            Assert.That(first.DraftRefreshed, Is.True, "the first iteration has no reference: it distils");
+            Assert.That(first.DraftKlAfter, Is.LessThan(first.DraftKlBefore!.Value));
+            afterFirst = trainer.Draft!.Arena.All.ToArray();
+            var rest = trainer.Run();
+            Assert.That(rest.Select(m => m.DraftRefreshed), Is.All.False);
+            foreach (var m in rest)
+            {
+                Assert.That(m.DraftAcceptanceAfter, Is.EqualTo(m.DraftAcceptanceBefore), $"iteration {m.Iteration}: nothing distilled, nothing changed");
+                Assert.That(m.DraftAcceptanceBefore, Is.InRange(0.0, 1.0));
+            }
+            Assert.That(trainer.Draft!.Arena.All.ToArray(), Is.EqualTo(afterFirst), "the draft's weights are untouched after the first iteration");
+        }
+        var written = File.ReadAllLines(Path.Combine(lax.Path, RlhfTrainer.MetricsFile));
+        Assert.That(written.Count(l => l.Contains("\"draft_refreshed\": false") || l.Contains("\"draft_refreshed\":false")), Is.EqualTo(2), "metrics.jsonl records the decision");
+
+        // Tolerance −1: every iteration distils, as before the tolerance existed.
+        using var strict = new FormatsTestFolder();
+        using (var trainer = new RlhfTrainer(Small(3) with { DraftRefreshTolerance = -1 }, strict.Path, Policy, DraftFolder))
+        {
+            var all = trainer.Run();
+            Assert.That(all.Select(m => m.DraftRefreshed), Is.All.True);
+            Assert.That(all.Select(m => m.DraftKlAfter!.Value < m.DraftKlBefore!.Value), Is.All.True, "each distillation lowers the KL on its rollouts");
+        }
+
+        // Without a draft there is nothing to decide.
+        using var none = new FormatsTestFolder();
+        using (var trainer = new RlhfTrainer(Small(1), none.Path, Policy, draftFolder: null))
+            Assert.That(trainer.Run()[0].DraftRefreshed, Is.Null);
+    }
+
+    [TestCase(1.0, TestName = "A resumed run decides its draft refreshes as the uninterrupted run (tolerance 1)")]
+    [TestCase(0.01, TestName = "A resumed run decides its draft refreshes as the uninterrupted run (tolerance 0.01)")]
+    public void A_resumed_run_decides_its_draft_refreshes_as_the_uninterrupted_run(double tolerance)
+    {
+        // The decision reads the acceptance the last distilling iteration reached from the run's metrics, so a
+        // resumed run has it too. With tolerance 1 only iteration 1 distils; a resumed run that lost the reference
+        // would distil again at iteration 3.
+        var config = Small(4) with { DraftRefreshTolerance = tolerance };
+        using var whole = new FormatsTestFolder();
+        using var parts = new FormatsTestFolder();
+        IReadOnlyList<IterationMetrics> wholeRun;
+        float[] draftWhole;
+        using (var trainer = new RlhfTrainer(config, whole.Path, Policy, DraftFolder))
+        {
+            wholeRun = trainer.Run();
+            draftWhole = trainer.Draft!.Arena.All.ToArray();
+        }
+        TestContext.Out.WriteLine(string.Join(", ", wholeRun.Select(m => $"iter {m.Iteration}: {m.DraftAcceptanceBefore:F4}->{m.DraftAcceptanceAfter:F4} distilled {m.DraftRefreshed}")));
+        if (tolerance >= 1) Assert.That(wholeRun.Select(m => m.DraftRefreshed), Is.EqualTo(new bool?[] { true, false, false, false }));
+        using (var trainer = new RlhfTrainer(config, parts.Path, Policy, DraftFolder)) trainer.Run(stopAfter: 2);
+        using (var trainer = new RlhfTrainer(config, parts.Path, "/nonexistent/policy", DraftFolder, resume: true))
+        {
+            trainer.Run();
+            Assert.That(trainer.History.Select(m => m.DraftRefreshed), Is.EqualTo(wholeRun.Select(m => m.DraftRefreshed)));
+            Assert.That(trainer.History.Select(m => m.DraftAcceptanceAfter), Is.EqualTo(wholeRun.Select(m => m.DraftAcceptanceAfter)));
+            Assert.That(trainer.Draft!.Arena.All.ToArray(), Is.EqualTo(draftWhole), "the resumed run's draft equals the uninterrupted run's, bit for bit");
+        }
+    }
+
+    [TestCase(0.80, null, 0.02, true, TestName = "No refresh yet: distil")]
+    [TestCase(0.80, 0.81, 0.02, false, TestName = "Within the tolerance: measure only")]
+    [TestCase(0.80, 0.82, 0.02, false, TestName = "At the tolerance: measure only")]
+    [TestCase(0.79, 0.82, 0.02, true, TestName = "Fallen past the tolerance: distil")]
+    [TestCase(0.90, 0.82, 0.02, false, TestName = "Risen: measure only")]
+    [TestCase(0.99, 0.82, -1.0, true, TestName = "Negative tolerance: always distil")]
+    public void The_refresh_is_due_when_acceptance_falls_past_the_tolerance(double acceptance, double? reference, double tolerance, bool due) =>
+        Assert.That(DraftRefreshStage.Due(acceptance, reference, tolerance), Is.EqualTo(due));
+
+    [Test]
+    public void The_reference_is_what_the_last_distilling_iteration_reached()
+    {
+        IterationMetrics M(int i, bool? refreshed, double after) => new() { Iteration = i, DraftRefreshed = refreshed, DraftAcceptanceBefore = after - 0.05, DraftAcceptanceAfter = after };
+        Assert.That(DraftRefreshStage.Reference([]), Is.Null);
+        Assert.That(DraftRefreshStage.Reference([M(1, null, 0.9)]), Is.Null, "metrics written before the field existed, or without a draft");
+        Assert.That(DraftRefreshStage.Reference([M(1, true, 0.8), M(2, false, 0.7), M(3, false, 0.75)]), Is.EqualTo(0.8));
+        Assert.That(DraftRefreshStage.Reference([M(1, true, 0.8), M(2, true, 0.85), M(3, false, 0.75)]), Is.EqualTo(0.85));
+    }
+
+    [Test]
+    public void A_tolerance_outside_minus_one_to_one_is_refused()
+    {
+        Assert.That(() => Small(1).With("draft-refresh-tolerance", "1.5").Validate(), Throws.ArgumentException.With.Message.Contains("draft_refresh_tolerance: 1.5"));
+        Assert.That(() => Small(1).With("draft-refresh-tolerance", "NaN").Validate(), Throws.Exception.With.Message.Contains("draft_refresh_tolerance"));
+        Assert.That(Small(1).With("draft-refresh-tolerance", "-1").DraftRefreshTolerance, Is.EqualTo(-1));
+    }
+
     private static float[] TransformerWeightsOf(string folder)
     {
         using var w = Compute.Model.Transformer.TransformerWeights.Load(folder);
