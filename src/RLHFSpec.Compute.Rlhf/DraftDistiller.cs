@@ -42,13 +42,12 @@ public sealed class DraftDistiller : IDisposable
     /// <summary>
     /// <paramref name="steps"/> AdamW steps on <paramref name="batch"/> with the policy's logits
     /// <paramref name="teacherLogits"/> [B, T, V]; the draft's logits before and after come from <paramref name="draftLogits"/>
-    /// (a logits session over the draft's weights) for the stats; <paramref name="before"/>, when the caller has
-    /// measured them already, stands for the first.
+    /// (a logits session over the draft's weights) for the stats.
     /// </summary>
-    public DraftRefreshStats Refresh(SequenceBatch batch, float[] teacherLogits, Func<float[]> draftLogits, int steps, (double Kl, double Acceptance)? before = null)
+    public DraftRefreshStats Refresh(SequenceBatch batch, float[] teacherLogits, Func<float[]> draftLogits, int steps)
     {
         if (steps < 0) throw new ArgumentOutOfRangeException(nameof(steps), steps, "must be >= 0");
-        var (klBefore, accBefore) = before ?? Compare(batch, teacherLogits, draftLogits());
+        var (klBefore, accBefore) = Compare(batch, teacherLogits, draftLogits());
         var inputs = PolicyGraphs.Inputs(_weights, batch, withTargets: false);
         using var vTeacher = OrtTensors.Over(teacherLogits, batch.Batch, batch.Length, _spec.VocabSize);
         using var vMask = OrtTensors.Over(batch.LossMask, batch.Batch, batch.Length);

@@ -89,10 +89,11 @@ public sealed record RlhfConfig
     [JsonPropertyName("draft_refresh")] public bool DraftRefresh { get; init; } = true;
     [JsonPropertyName("draft_refresh_steps")] public int DraftRefreshSteps { get; init; } = 4;
     /// <summary>
-    /// How far the draft's acceptance (Σ min(p, q) per response token, measured on the iteration's first micro-batch
-    /// of rollouts against the updated policy before any distillation) may fall below what the last refresh reached
-    /// before the iteration distils again; until then the refresh only measures. A negative value (−1) distils every
-    /// iteration. The first iteration of a run (and of a run resumed from metrics without a refresh) always distils.
+    /// How far the draft's acceptance (Σ min(p, q) per response token, measured each iteration on its rollouts against
+    /// the updated policy before any distillation) may fall below what it was on the iteration after its last
+    /// distillation before it is distilled again; until then the refresh stage only measures. The first iteration of
+    /// a run distils; the one after a distillation never does (it measures the reference). A negative value (−1)
+    /// distils every iteration.
     /// </summary>
     [JsonPropertyName("draft_refresh_tolerance")] public double DraftRefreshTolerance { get; init; } = DefaultDraftRefreshTolerance;
 

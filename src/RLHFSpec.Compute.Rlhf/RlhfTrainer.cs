@@ -264,7 +264,7 @@ public sealed class RlhfTrainer : IDisposable
         seconds["inference"] = Lap();
         batch = _training.Run(batch, observer);
         seconds["training"] = Lap();
-        batch = _refresh.Run(batch, observer, DraftRefreshStage.Reference(_history));
+        batch = _refresh.Run(batch, observer, DraftRefreshStage.Due(_history, _config.DraftRefreshTolerance));
         seconds["draft_refresh"] = Lap();
         _models.RefreshGenerationWeights();
         seconds["weight_refresh"] = Lap();

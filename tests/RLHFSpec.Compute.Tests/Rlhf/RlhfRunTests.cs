@@ -552,8 +552,8 @@ public sealed class RlhfRunTests
     [Test]
     public void The_draft_is_distilled_only_when_its_acceptance_has_fallen_past_the_tolerance()
     {
-        // Tolerance 1: nothing can fall that far, so only the first iteration (no refresh yet) distils; the later
-        // ones measure the draft and leave its weights as they are.
+        // Tolerance 1: nothing can fall that far, so only the first iteration (no distillation yet) distils; the
+        // later ones measure the draft and leave its weights as they are.
         using var lax = new FormatsTestFolder();
         float[] afterFirst;
         using (var trainer = new RlhfTrainer(Small(3) with { DraftRefreshTolerance = 1 }, lax.Path, Policy, DraftFolder))
@@ -593,9 +593,9 @@ public sealed class RlhfRunTests
     [TestCase(0.01, TestName = "A resumed run decides its draft refreshes as the uninterrupted run (tolerance 0.01)")]
     public void A_resumed_run_decides_its_draft_refreshes_as_the_uninterrupted_run(double tolerance)
     {
-        // The decision reads the acceptance the last distilling iteration reached from the run's metrics, so a
-        // resumed run has it too. With tolerance 1 only iteration 1 distils; a resumed run that lost the reference
-        // would distil again at iteration 3.
+        // The decision reads the run's metrics (the last distillation and the acceptance after it), so a resumed
+        // run has them too. With tolerance 1 only iteration 1 distils; a resumed run that had lost them would
+        // distil again at iteration 3.
         var config = Small(4) with { DraftRefreshTolerance = tolerance };
         using var whole = new FormatsTestFolder();
         using var parts = new FormatsTestFolder();
@@ -618,23 +618,26 @@ public sealed class RlhfRunTests
         }
     }
 
-    [TestCase(0.80, null, 0.02, true, TestName = "No refresh yet: distil")]
-    [TestCase(0.80, 0.81, 0.02, false, TestName = "Within the tolerance: measure only")]
-    [TestCase(0.80, 0.82, 0.02, false, TestName = "At the tolerance: measure only")]
-    [TestCase(0.79, 0.82, 0.02, true, TestName = "Fallen past the tolerance: distil")]
-    [TestCase(0.90, 0.82, 0.02, false, TestName = "Risen: measure only")]
-    [TestCase(0.99, 0.82, -1.0, true, TestName = "Negative tolerance: always distil")]
-    public void The_refresh_is_due_when_acceptance_falls_past_the_tolerance(double acceptance, double? reference, double tolerance, bool due) =>
-        Assert.That(DraftRefreshStage.Due(acceptance, reference, tolerance), Is.EqualTo(due));
-
     [Test]
-    public void The_reference_is_what_the_last_distilling_iteration_reached()
+    public void The_refresh_is_due_when_fresh_acceptance_falls_past_the_tolerance_below_the_reference()
     {
-        IterationMetrics M(int i, bool? refreshed, double after) => new() { Iteration = i, DraftRefreshed = refreshed, DraftAcceptanceBefore = after - 0.05, DraftAcceptanceAfter = after };
-        Assert.That(DraftRefreshStage.Reference([]), Is.Null);
-        Assert.That(DraftRefreshStage.Reference([M(1, null, 0.9)]), Is.Null, "metrics written before the field existed, or without a draft");
-        Assert.That(DraftRefreshStage.Reference([M(1, true, 0.8), M(2, false, 0.7), M(3, false, 0.75)]), Is.EqualTo(0.8));
-        Assert.That(DraftRefreshStage.Reference([M(1, true, 0.8), M(2, true, 0.85), M(3, false, 0.75)]), Is.EqualTo(0.85));
+        // (distilled?, acceptance measured before any step) per past iteration.
+        static IterationMetrics[] H(params (bool? Distilled, double Before)[] its) => its.Select((x, i) => new IterationMetrics
+        {
+            Iteration = i + 1, DraftRefreshed = x.Distilled, DraftAcceptanceBefore = x.Before, DraftAcceptanceAfter = x.Distilled == true ? x.Before + 0.05 : x.Before,
+        }).ToArray();
+        Assert.That(DraftRefreshStage.Due([], 0.02), Is.True, "the first iteration distils");
+        Assert.That(DraftRefreshStage.Due(H((null, 0.9)), 0.02), Is.True, "metrics written before draft_refreshed existed: no distillation known");
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90)), 0.02), Is.False, "the iteration after a distillation measures the reference");
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.88)), 0.02), Is.False, "the reference itself: nothing has fallen");
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.88), (false, 0.87)), 0.02), Is.False, "0.87 is within 0.02 of 0.88");
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.88), (false, 0.87), (false, 0.85)), 0.02), Is.True, "0.85 fell past 0.88 − 0.02");
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.88), (false, 0.95)), 0.02), Is.False, "risen");
+        // The reference is the iteration after the latest distillation, not an earlier one, nor the distillation's own (in-sample) acceptance.
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.95), (false, 0.80), (true, 0.80), (false, 0.82), (false, 0.81)), 0.02), Is.False);
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.95), (false, 0.80), (true, 0.80), (false, 0.82), (false, 0.79)), 0.02), Is.True);
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (false, 0.88)), -1), Is.True, "a negative tolerance distils every iteration");
+        Assert.That(DraftRefreshStage.Due(H((true, 0.90), (true, 0.88)), -1), Is.True);
     }
 
     [Test]
