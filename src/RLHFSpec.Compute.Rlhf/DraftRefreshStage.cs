@@ -16,6 +16,7 @@ internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, R
         long entropyTokens = 0;
         double klBefore = 0, klAfter = 0, accBefore = 0, accAfter = 0;
         long draftTokens = 0;
+        var draftClock = new System.Diagnostics.Stopwatch(); // the draft's part: its forwards and distillation steps
         // The teacher's logits [B, T, vocab] and the distillation graphs are bounded by micro_batch_size rows.
         var micro = batch.Minibatches.SelectMany(m => m.Micro).ToList();
         observer?.StageStarted(batch.Iteration, "draft refresh", micro.Count);
@@ -28,6 +29,7 @@ internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, R
             entropyTokens += n;
             if (models.Distiller is { } distiller)
             {
+                draftClock.Start();
                 Func<float[]> draftLogits = () => models.DraftGraphs!.FullLogits(weights.Draft!.Arena, mb.Batch);
                 DraftRefreshStats stats;
                 if (distil) stats = distiller.Refresh(mb.Batch, teacher, draftLogits, config.DraftRefreshSteps);
@@ -38,6 +40,7 @@ internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, R
                 }
                 klBefore += stats.KlBefore * n; klAfter += stats.KlAfter * n; accBefore += stats.AcceptanceBefore * n; accAfter += stats.AcceptanceAfter * n;
                 draftTokens += n;
+                draftClock.Stop();
             }
             observer?.StageAdvanced(++done);
         }
@@ -47,6 +50,7 @@ internal sealed class DraftRefreshStage(RlhfConfig config, RunWeights weights, R
             Refresh = new DraftRefreshStageResult(entropyTokens == 0 ? 0 : entropySum / entropyTokens, Mean(klBefore), Mean(klAfter), Mean(accBefore), Mean(accAfter))
             {
                 Distilled = models.Distiller is null ? null : distil,
+                DraftSeconds = models.Distiller is null ? null : draftClock.Elapsed.TotalSeconds,
             },
         };
     }

@@ -8,4 +8,8 @@ internal sealed record DraftRefreshStageResult(double Entropy, double? KlBefore,
 {
     /// <summary>Whether the draft was distilled this iteration (null without a refreshed draft).</summary>
     public bool? Distilled { get; init; }
+
+    /// <summary>Seconds of the stage spent on the draft (its forwards and distillation steps; the rest is the policy's
+    /// entropy forward, which a run without a draft pays too); null without a refreshed draft.</summary>
+    public double? DraftSeconds { get; init; }
 }

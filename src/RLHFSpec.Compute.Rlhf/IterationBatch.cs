@@ -62,6 +62,7 @@ internal sealed record IterationBatch(int Iteration, IReadOnlyList<string> Promp
             DraftAcceptanceBefore = refresh.AcceptanceBefore,
             DraftAcceptanceAfter = refresh.AcceptanceAfter,
             DraftRefreshed = refresh.Distilled,
+            DraftRefreshDraftSeconds = refresh.DraftSeconds,
             ValueLoss = training.ValueLoss,
             ValueMean = Critic?.ValueMean,
             ExplainedVariance = Critic?.ExplainedVariance,

@@ -34,6 +34,9 @@ public sealed record IterationMetrics
     /// <summary>Whether the draft was distilled this iteration (<c>draft_refresh_tolerance</c>); without distillation
     /// "after" equals "before". Absent without a refreshed draft.</summary>
     [JsonPropertyName("draft_refreshed"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public bool? DraftRefreshed { get; init; }
+    /// <summary>Seconds of the draft_refresh stage spent on the draft (its forwards and distillation steps), out of
+    /// <c>seconds.draft_refresh</c>; the rest is the policy's entropy forward. Absent without a refreshed draft.</summary>
+    [JsonPropertyName("draft_refresh_draft_seconds"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? DraftRefreshDraftSeconds { get; init; }
     /// <summary>PPO: mean clipped value loss of the critic's steps (times value_coef); absent for GRPO.</summary>
     [JsonPropertyName("value_loss"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? ValueLoss { get; init; }
     /// <summary>PPO: mean critic value over response tokens in the inference stage (before the update).</summary>

@@ -113,7 +113,7 @@ internal static class TrainBench
                     var m = trainers[k].Run(stopAfter: 1)[0];
                     history[sides[k].Name].Add(m);
                     string draftText = m.DraftAcceptanceBefore is { } b
-                        ? string.Create(CultureInfo.InvariantCulture, $", draft acceptance {b:F3}→{m.DraftAcceptanceAfter:F3}{(m.DraftRefreshed == true ? "" : " (not distilled)")}")
+                        ? string.Create(CultureInfo.InvariantCulture, $", draft acceptance {b:F3}→{m.DraftAcceptanceAfter:F3}{(m.DraftRefreshed == true ? "" : " (not distilled)")}, draft's part of the refresh {m.DraftRefreshDraftSeconds:F2}s")
                         : "";
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"  {sides[k].Name} iter {m.Iteration}: {string.Join(", ", Stages.Select(st => $"{st} {m.Seconds.GetValueOrDefault(st):F2}s"))}; reward {m.RewardMean:F3}, gen {m.GenerationTokensPerSecond:F0} tok/s, migrations {m.Migrations}{draftText}"));
@@ -143,7 +143,8 @@ internal static class TrainBench
             $"generation tokens/s: off {Mean("off", m => m.GenerationTokensPerSecond):F0}, mission {Mean("mission", m => m.GenerationTokensPerSecond):F0}; " +
             $"mission: accepted per step {Mean("mission", m => m.MeanAcceptedPerStep):F2}, samples moved per iteration {Mean("mission", m => m.Migrations):F1}, " +
             $"draft acceptance {Mean("mission", m => m.DraftAcceptanceBefore ?? 0):F3} before the refresh, distilled in {Counted("mission").Count(m => m.DraftRefreshed == true)} of {Counted("mission").Length} iteration(s) " +
-            $"(draft_refresh_tolerance {a.DraftRefreshTolerance}); " +
+            $"(draft_refresh_tolerance {a.DraftRefreshTolerance}), the draft's part of the refresh {Mean("mission", m => m.DraftRefreshDraftSeconds ?? 0):F2} s " +
+            $"= {Mean("mission", m => m.DraftRefreshDraftSeconds ?? 0) / Mean("mission", m => Stages.Sum(st => m.Seconds.GetValueOrDefault(st))):P1} of the mission's iteration; " +
             $"mean reward over all iterations: off {history["off"].Average(m => m.RewardMean):F3}, mission {history["mission"].Average(m => m.RewardMean):F3}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine(Markup.Escape($"{counted}; " + extra));

@@ -30,6 +30,7 @@ public sealed class BenchTrainCliTests
         Assert.That(new FileInfo(plot).Length, Is.GreaterThan(1000), "a PNG");
         Assert.That(stdout, Does.Contain("mission iter 2"));
         Assert.That(stdout, Does.Contain("distilled in").And.Contain("draft_refresh_tolerance 0.02"), "the summary line says how often the draft was distilled");
+        Assert.That(stdout, Does.Contain("the draft's part of the refresh"), "and what the draft's part of the refresh cost");
 
         // One instance: speculation and the draft refresh without reallocation (nothing to move samples to).
         var (single, singleOut, singleErr) = CliRunner.Run(folder.Path, "bench", "train", "--model", policy, "--draft", draft, "--device", "cpu", "--threads", "1",

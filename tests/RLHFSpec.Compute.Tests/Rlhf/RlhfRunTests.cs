@@ -570,6 +570,8 @@ public sealed class RlhfRunTests
                 Assert.That(m.DraftAcceptanceBefore, Is.InRange(0.0, 1.0));
             }
             Assert.That(trainer.Draft!.Arena.All.ToArray(), Is.EqualTo(afterFirst), "the draft's weights are untouched after the first iteration");
+            Assert.That(trainer.History.Select(m => m.DraftRefreshDraftSeconds), Is.All.GreaterThan(0), "the draft's part of the stage is timed, measuring or distilling");
+            Assert.That(trainer.History.Select(m => m.DraftRefreshDraftSeconds <= m.Seconds["draft_refresh"]), Is.All.True, "and is part of the stage");
         }
         var written = File.ReadAllLines(Path.Combine(lax.Path, RlhfTrainer.MetricsFile));
         Assert.That(written.Count(l => l.Contains("\"draft_refreshed\": false") || l.Contains("\"draft_refreshed\":false")), Is.EqualTo(2), "metrics.jsonl records the decision");
@@ -586,7 +588,11 @@ public sealed class RlhfRunTests
         // Without a draft there is nothing to decide.
         using var none = new FormatsTestFolder();
         using (var trainer = new RlhfTrainer(Small(1), none.Path, Policy, draftFolder: null))
-            Assert.That(trainer.Run()[0].DraftRefreshed, Is.Null);
+        {
+            var m = trainer.Run()[0];
+            Assert.That(m.DraftRefreshed, Is.Null);
+            Assert.That(m.DraftRefreshDraftSeconds, Is.Null);
+        }
     }
 
     [TestCase(1.0, TestName = "A resumed run decides its draft refreshes as the uninterrupted run (tolerance 1)")]
