@@ -176,7 +176,7 @@ internal static class TrainCommand
             if (!Console.IsOutputRedirected) Console.Write("\r" + new string(' ', 70) + "\r");
             string secs = string.Join(", ", m.Seconds.Select(kv => $"{kv.Key} {kv.Value:F1}s"));
             string draft = m.DraftAcceptanceBefore is { } b
-                ? m.DraftRefreshed == false ? $", draft acceptance {b:P0} (not distilled: within draft_refresh_tolerance)" : $", draft acceptance {b:P0}→{m.DraftAcceptanceAfter:P0}"
+                ? m.DraftRefreshed == false ? $", draft acceptance {b:P0} (measured, not distilled: draft_refresh_tolerance)" : $", draft acceptance {b:P0}→{m.DraftAcceptanceAfter:P0}"
                 : "";
             string held = m.Evaluation is { } e ? string.Create(CultureInfo.InvariantCulture, $", held-out acc {e.Accuracy:P1} (reward {e.RewardMean:F3})") : "";
             string critic = m.ValueLoss is { } vl ? string.Create(CultureInfo.InvariantCulture, $", value loss {vl:F4}, explained variance {m.ExplainedVariance:F2}") : "";
