@@ -104,6 +104,9 @@ public sealed record RlhfConfig
 
     /// <summary>Default of <see cref="DraftRefreshTolerance"/>.</summary>
     public const double DefaultDraftRefreshTolerance = 0.02;
+
+    /// <summary>Whether <paramref name="tolerance"/> is a valid <see cref="DraftRefreshTolerance"/>: in [−1, 1].</summary>
+    public static bool IsDraftRefreshTolerance(double tolerance) => tolerance >= -1 && tolerance <= 1;
     [JsonPropertyName("draft_learning_rate")] public double DraftLearningRate { get; init; } = 5e-4;
     [JsonPropertyName("checkpoint_every")] public int CheckpointEvery { get; init; } = 5;
     [JsonPropertyName("device")] public string Device { get; init; } = "auto";
@@ -227,7 +230,7 @@ public sealed record RlhfConfig
         if (EvalEvery < 0) throw new ArgumentException($"eval_every: {EvalEvery}, must be >= 0 (0 = no evaluation after iterations)");
         if (!(EvalTemperature >= 0) || !double.IsFinite(EvalTemperature)) throw new ArgumentException($"eval_temperature: {EvalTemperature}, must be a finite number >= 0");
         if (DraftRefreshSteps < 0) throw new ArgumentException($"draft_refresh_steps: {DraftRefreshSteps}, must be >= 0");
-        if (!(DraftRefreshTolerance >= -1 && DraftRefreshTolerance <= 1)) throw new ArgumentException($"draft_refresh_tolerance: {DraftRefreshTolerance}, must be in [-1, 1] (-1 distils every iteration)");
+        if (!IsDraftRefreshTolerance(DraftRefreshTolerance)) throw new ArgumentException($"draft_refresh_tolerance: {DraftRefreshTolerance}, must be in [-1, 1] (-1 distils every iteration)");
         if (Threads < 0) throw new ArgumentException($"threads: {Threads}, must be >= 0");
         if (!(Temperature >= 0) || !double.IsFinite(Temperature)) throw new ArgumentException($"temperature: {Temperature}, must be a finite number >= 0");
         if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top_p: {TopP}, must be in (0, 1]");

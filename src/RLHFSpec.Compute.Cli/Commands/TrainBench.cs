@@ -73,7 +73,7 @@ internal static class TrainBench
         OptionChecks.Temperature(a.Temperature);
         OptionChecks.AtLeast("--instances", a.Instances, 1, "the mission side needs a generation instance");
         OptionChecks.Threads(a.Threads);
-        if (!(a.DraftRefreshTolerance >= -1 && a.DraftRefreshTolerance <= 1))
+        if (!RlhfConfig.IsDraftRefreshTolerance(a.DraftRefreshTolerance))
             throw new ArgumentException($"--draft-refresh-tolerance: {a.DraftRefreshTolerance.ToString(CultureInfo.InvariantCulture)}, must be in [-1, 1] (-1: distil every iteration)");
         ExecutionProviders.Check(a.Ep);
         OutputPaths.Check(("--markdown", a.Markdown), ("--plot", a.Plot), ("--cost-profile", a.CostProfile is { } cp && File.Exists(cp) ? null : a.CostProfile));
@@ -139,12 +139,12 @@ internal static class TrainBench
             table.AddRow(cells.Select(Markup.Escape).ToArray());
             md.Append("| ").Append(name == "total" ? "**end to end**" : name).Append(" | ").Append(string.Join(" | ", cells[1..])).Append(" |\n");
         }
+        double draftPart = Mean("mission", m => m.DraftRefreshDraftSeconds ?? 0);
         string extra = string.Create(CultureInfo.InvariantCulture,
             $"generation tokens/s: off {Mean("off", m => m.GenerationTokensPerSecond):F0}, mission {Mean("mission", m => m.GenerationTokensPerSecond):F0}; " +
             $"mission: accepted per step {Mean("mission", m => m.MeanAcceptedPerStep):F2}, samples moved per iteration {Mean("mission", m => m.Migrations):F1}, " +
             $"draft acceptance {Mean("mission", m => m.DraftAcceptanceBefore ?? 0):F3} before the refresh, distilled in {Counted("mission").Count(m => m.DraftRefreshed == true)} of {Counted("mission").Length} iteration(s) " +
-            $"(draft_refresh_tolerance {a.DraftRefreshTolerance}), the draft's part of the refresh {Mean("mission", m => m.DraftRefreshDraftSeconds ?? 0):F2} s " +
-            $"= {Mean("mission", m => m.DraftRefreshDraftSeconds ?? 0) / Mean("mission", m => Stages.Sum(st => m.Seconds.GetValueOrDefault(st))):P1} of the mission's iteration; " +
+            $"(draft_refresh_tolerance {a.DraftRefreshTolerance}), the draft's part of the refresh {draftPart:F2} s = {draftPart / Mean("mission", rows[^1].Item2):P1} of the mission's iteration; " +
             $"mean reward over all iterations: off {history["off"].Average(m => m.RewardMean):F3}, mission {history["mission"].Average(m => m.RewardMean):F3}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLine(Markup.Escape($"{counted}; " + extra));
